@@ -1,0 +1,209 @@
+//! `IngressClassParams`: class-wide settings that do not belong in per-Ingress annotations.
+//!
+//! Cluster-scoped, because it is owned by the platform team that owns the IngressClass; a
+//! tenant who can edit Ingresses in one namespace must not be able to change it. Referenced
+//! from `IngressClass.spec.parameters` (`apiGroup: portcullis.io`, `kind: IngressClassParams`).
+//! `portcullis crd` prints the CRD generated from these types; `crds/` holds that output.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Class-wide settings for every Ingress of the IngressClass that references this object.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "portcullis.io",
+    version = "v1alpha1",
+    kind = "IngressClassParams",
+    plural = "ingressclassparams",
+    shortname = "icp",
+    doc = "Class-wide settings for Portcullis, referenced from IngressClass.spec.parameters"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressClassParamsSpec {
+    /// Defaults for the per-Ingress annotations; an annotation on an Ingress wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<AnnotationDefaults>,
+    /// Certificate served to TLS clients whose SNI matches no terminated host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_certificate: Option<SecretReference>,
+    /// TLS policy of the :443 listener for terminated and re-encrypted hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsPolicy>,
+    /// Who may switch a host to pass-through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthrough: Option<PassthroughPolicy>,
+    /// Source CIDRs allowed to send a PROXY protocol header to our listeners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxy_protocol_cidrs: Vec<String>,
+    /// Source CIDRs whose incoming `X-Forwarded-*` / `Forwarded` headers are kept (appended to);
+    /// from anyone else they are overwritten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_forwarded_cidrs: Vec<String>,
+    /// Timeouts, as durations like `5s`, `500ms`, `2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// Limits on connections and request sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// Class-wide defaults for the `portcullis.io/*` annotations.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnnotationDefaults {
+    /// Default of `portcullis.io/ssl-redirect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_redirect: Option<bool>,
+    /// Default of `portcullis.io/hsts` (the header value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<String>,
+    /// Default of `portcullis.io/load-balance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balance: Option<LoadBalanceName>,
+    /// Defaults of `portcullis.io/health-check*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckDefaults>,
+    /// Default of `portcullis.io/forwarded-headers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_headers: Option<bool>,
+}
+
+/// Values of `portcullis.io/load-balance`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalanceName {
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+/// Values of `portcullis.io/health-check`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    Http,
+    Tls,
+    Tcp,
+    None,
+}
+
+/// Class-wide health-check defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckDefaults {
+    /// Probe kind for terminate/reencrypt hosts (pass-through hosts default to `tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<HealthCheckKind>,
+    /// HTTP probe path, e.g. `/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: Option<String>,
+    /// HTTP probe method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<HealthCheckMethod>,
+    /// Probe interval, e.g. `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub interval: Option<String>,
+}
+
+/// Methods an HTTP health check may use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum HealthCheckMethod {
+    HEAD,
+    GET,
+}
+
+/// A Secret by namespace and name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretReference {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Minimum TLS protocol version.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// TLS policy for the listener.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsPolicy {
+    /// Lowest TLS version offered (default `1.2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<TlsVersion>,
+    /// Cipher suites by IANA name (e.g. `TLS13_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`); default: rustls' modern set (AEAD only,
+    /// forward-secret only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    /// Prefer the post-quantum hybrid key exchange X25519MLKEM768 (default `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_quantum: Option<bool>,
+}
+
+/// Who may use pass-through.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PassthroughPolicy {
+    /// Whether any Ingress of the class may use pass-through (default `true`).
+    #[serde(default = "yes")]
+    pub allowed: bool,
+    /// When set, only Ingresses in these namespaces may use pass-through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Timeouts as durations (`500ms`, `5s`, `2m`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Deadline to receive a whole ClientHello on :443 (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub client_hello: Option<String>,
+    /// Deadline to receive a request's headers (slowloris; default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub header_read: Option<String>,
+    /// Idle keep-alive timeout of client connections (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub idle: Option<String>,
+    /// Upstream connect timeout (default `5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub connect: Option<String>,
+    /// Upstream response-headers timeout (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub upstream_response: Option<String>,
+}
+
+/// Limits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Concurrent client connections per listener; beyond it, accepted and closed (default 50000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<u32>,
+    /// Largest request header section in bytes; beyond it, 431 (default 65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_header_bytes: Option<u32>,
+    /// Largest ClientHello in bytes (default 16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 512, max = 65536))]
+    pub max_client_hello_bytes: Option<u32>,
+}

@@ -1,0 +1,3 @@
+//! The `portcullis` command line.
+
+fn main() {}

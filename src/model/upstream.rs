@@ -1,0 +1,148 @@
+//! Upstreams: the pod endpoints behind one Service port, and how to talk to them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use serde::Serialize;
+
+/// The Service port a backend names: `spec.rules[].http.paths[].backend.service.port`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ServicePortRef {
+    Number(i32),
+    Name(String),
+}
+
+/// `namespace/name:port` of a backend Service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+    pub port: ServicePortRef,
+}
+
+impl std::fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.port {
+            ServicePortRef::Number(n) => write!(f, "{}/{}:{}", self.namespace, self.name, n),
+            ServicePortRef::Name(n) => write!(f, "{}/{}:{}", self.namespace, self.name, n),
+        }
+    }
+}
+
+/// Annotation `portcullis.io/load-balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalance {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+/// Annotation `portcullis.io/health-check`: how endpoints are actively probed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthProbe {
+    /// `METHOD path` with `Host: host`; 2xx/3xx is healthy (the article's `httpchk`).
+    Http {
+        method: String,
+        path: String,
+        host: String,
+    },
+    /// A TLS handshake with a real ClientHello (the article's `ssl-hello-chk`).
+    Tls { sni: String },
+    /// A TCP connect.
+    Tcp,
+    /// No active check: every endpoint is considered up (passive failures still count).
+    None,
+}
+
+/// Active health-check settings of one upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct HealthCheck {
+    pub probe: HealthProbe,
+    #[serde(with = "duration_secs")]
+    pub interval: Duration,
+}
+
+/// Annotation `portcullis.io/proxy-protocol`: header sent to pass-through/TCP backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
+/// TLS towards the pod (re-encrypt mode).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct BackendTls {
+    /// Server name sent in the ClientHello and verified (`backend-sni`, default: rule host).
+    pub sni: String,
+    /// Verify the pod's certificate (`backend-verify`). With no `ca`, the system/webpki roots.
+    pub verify: bool,
+    /// Trust anchors from the `backend-ca` Secret's `ca.crt`, DER.
+    #[serde(skip)]
+    pub ca: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// Where `ca` came from, for display.
+    pub ca_secret: Option<String>,
+}
+
+/// How requests reach an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum UpstreamProtocol {
+    /// Plain HTTP/1.1 (terminate mode, and :80).
+    Http,
+    /// HTTP/1.1 over a new TLS connection (re-encrypt mode).
+    Https(BackendTls),
+    /// Raw bytes (pass-through): the ClientHello is replayed, then both directions spliced.
+    Tcp,
+}
+
+/// The pod endpoints behind one Service port and the policy to use them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Upstream {
+    pub service: ServiceRef,
+    /// Ready endpoint addresses, sorted (the model's output is deterministic).
+    pub endpoints: Vec<SocketAddr>,
+    pub protocol: UpstreamProtocol,
+    pub balance: LoadBalance,
+    pub health: HealthCheck,
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Round-robin position; runtime state that lives as long as this table.
+    #[serde(skip)]
+    pub cursor: Cursor,
+}
+
+/// A round-robin cursor. Not part of an upstream's identity: compares equal, clones fresh.
+#[derive(Debug, Default)]
+pub struct Cursor(AtomicUsize);
+
+impl Cursor {
+    /// Returns the current position and advances it.
+    pub fn next(&self) -> usize {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Clone for Cursor {
+    fn clone(&self) -> Self {
+        Cursor::default()
+    }
+}
+
+impl PartialEq for Cursor {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+}

@@ -1,0 +1,65 @@
+//! The data plane: listeners on :80 and :443 that serve from the current routing table.
+//!
+//! Each accepted connection loads the table once (`TableHandle::load_full`) and keeps that
+//! `Arc` for its whole life, so a swap never touches an open connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::tls::certificates::Certificate;
+
+/// What the proxy knows about a client connection, for routing, headers and logs.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address (from a trusted PROXY protocol header when one was accepted).
+    pub client: SocketAddr,
+    /// Our listening address the client connected to (its port goes into `X-Forwarded-Port`).
+    pub local: SocketAddr,
+    /// Present when the connection arrived over TLS that we terminated.
+    pub tls: Option<TlsInfo>,
+}
+
+/// Facts about a terminated TLS connection.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// The SNI the client sent, normalized.
+    pub sni: Option<String>,
+    /// The ALPN protocol negotiated (`h2` or `http/1.1`).
+    pub alpn: Option<Vec<u8>>,
+}
+
+/// Long-lived state of the data plane that outlives any one routing table.
+pub struct ProxyContext {
+    /// Endpoint health, keyed by address, carried across table swaps.
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    /// Served when a terminated host has no certificate and the table has no default one.
+    /// Self-signed at start-up; names no host.
+    pub fallback_certificate: Certificate,
+    /// Pooled upstream HTTP/HTTPS clients, reused across table swaps.
+    pub clients: forward::Clients,
+}
+
+/// The bound listeners.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: TcpListener,
+}
+
+impl Listeners {
+    /// The addresses actually bound (useful with port 0 in tests).
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.http.local_addr()?, self.https.local_addr()?))
+    }
+}
+
+pub mod accept;
+pub mod balance;
+pub mod forward;
+pub mod http_front;
+
+pub use accept::serve;

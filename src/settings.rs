@@ -1,0 +1,71 @@
+//! Settings from the command line, split into what the pure model needs ([`BuildSettings`])
+//! and what the runtime needs ([`Settings`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `spec.controller` value of IngressClasses that Portcullis serves.
+pub const CONTROLLER_NAME: &str = "portcullis.io/ingress-controller";
+
+/// The inputs of `model::build` that are not objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// `--ingress-class`: the IngressClass name this instance serves.
+    pub ingress_class: String,
+    /// `--default-certificate NS/NAME`: a `kubernetes.io/tls` Secret.
+    pub default_certificate: Option<(String, String)>,
+    /// `--watch-namespace`: when set, objects elsewhere are ignored.
+    pub watch_namespace: Option<String>,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            ingress_class: "portcullis".to_string(),
+            default_certificate: None,
+            watch_namespace: None,
+        }
+    }
+}
+
+/// Log output format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Runtime settings shared by `standalone` and `controller`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub build: BuildSettings,
+    pub cert_dir: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Quiet time after a change before rebuilding.
+    pub hold_off: Duration,
+    /// Longest a change waits for a rebuild under a steady trickle of changes.
+    pub max_delay: Duration,
+    /// How long open connections may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http_addr: ([0, 0, 0, 0], 80).into(),
+            https_addr: ([0, 0, 0, 0], 443).into(),
+            admin_addr: ([127, 0, 0, 1], 10254).into(),
+            build: BuildSettings::default(),
+            cert_dir: None,
+            log_format: LogFormat::Text,
+            hold_off: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Standalone source: a directory of Kubernetes YAML, watched.

@@ -1,0 +1,259 @@
+//! The routing table: immutable, built by `model::build`, swapped whole into the proxy.
+//!
+//! Lookups are hash-map hits (exact host, then the one-label wildcard parent), then a scan of
+//! that host's few paths: never a scan over all Ingresses.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::model::diagnostic::ObjectRef;
+use crate::model::host::{HostMatch, wildcard_parent};
+use crate::model::route::{Route, TlsMode};
+use crate::model::upstream::Upstream;
+use crate::tls::certificates::Certificate;
+
+/// The table the proxy serves from. One `Arc` per connection; swapping never touches open ones.
+pub type TableHandle = Arc<ArcSwap<RouteTable>>;
+
+/// Which certificate a terminated host presents.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CertificateChoice {
+    /// From the Ingress `spec.tls` Secret, or a `--cert-dir` file whose SANs cover the host.
+    Own(Certificate),
+    /// None of its own: the default certificate (a diagnostic says so).
+    Default,
+}
+
+/// Everything the proxy needs for one host (or for the catch-all, `HostMatch::Any`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    pub host: HostMatch,
+    pub tls_mode: TlsMode,
+    pub certificate: CertificateChoice,
+    /// :80 answers 308 to https (`ssl-redirect`).
+    pub ssl_redirect: bool,
+    /// `Strict-Transport-Security` value added to HTTPS responses.
+    pub hsts: Option<String>,
+    /// Add `X-Forwarded-*` and `Forwarded` (default on).
+    pub forwarded_headers: bool,
+    /// Sorted by precedence: the first that matches wins (longest path; Exact before Prefix).
+    pub routes: Vec<Route>,
+    /// `spec.defaultBackend` of the (oldest) Ingress that defines this host.
+    pub default_backend: Option<Arc<Upstream>>,
+    /// Pass-through hosts: where the encrypted bytes go.
+    pub passthrough: Option<Arc<Upstream>>,
+    /// The Ingress that owns the host's TLS mode (the oldest).
+    pub owner: ObjectRef,
+}
+
+/// The answer to an HTTP request's host and path.
+#[derive(Debug)]
+pub enum HttpRoute<'a> {
+    /// Proxy to this upstream.
+    Upstream {
+        vhost: &'a VirtualHost,
+        upstream: &'a Arc<Upstream>,
+    },
+    /// The host exists but no path and no default backend matches: 404 (redirects still apply).
+    NoPath { vhost: &'a VirtualHost },
+    /// No host matches and there is no catch-all: 404.
+    NoHost,
+}
+
+/// Class-wide settings from IngressClassParams, typed and defaulted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassSettings {
+    pub tls_min_version_1_3: bool,
+    /// Cipher suites by IANA name; empty = rustls' defaults.
+    pub cipher_suites: Vec<String>,
+    pub post_quantum: bool,
+    pub trusted_proxy_protocol: Vec<IpNet>,
+    pub trusted_forwarded: Vec<IpNet>,
+    pub timeouts: TimeoutSettings,
+    pub limits: LimitSettings,
+}
+
+/// Timeouts with their defaults (see `crd::Timeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TimeoutSettings {
+    pub client_hello: Duration,
+    pub header_read: Duration,
+    pub idle: Duration,
+    pub connect: Duration,
+    pub upstream_response: Duration,
+}
+
+/// Limits with their defaults (see `crd::Limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LimitSettings {
+    pub max_connections: u32,
+    pub max_header_bytes: u32,
+    pub max_client_hello_bytes: u32,
+}
+
+impl Default for TimeoutSettings {
+    fn default() -> Self {
+        TimeoutSettings {
+            client_hello: Duration::from_secs(10),
+            header_read: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+            connect: Duration::from_secs(5),
+            upstream_response: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_connections: 50_000,
+            max_header_bytes: 65_536,
+            max_client_hello_bytes: 16_384,
+        }
+    }
+}
+
+impl Default for ClassSettings {
+    fn default() -> Self {
+        ClassSettings {
+            tls_min_version_1_3: false,
+            cipher_suites: Vec::new(),
+            post_quantum: true,
+            trusted_proxy_protocol: Vec::new(),
+            trusted_forwarded: Vec::new(),
+            timeouts: TimeoutSettings::default(),
+            limits: LimitSettings::default(),
+        }
+    }
+}
+
+/// The immutable routing table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteTable {
+    exact: HashMap<String, Arc<VirtualHost>>,
+    /// Keyed by the wildcard's parent domain: `*.example.com` → `example.com`.
+    wildcard: HashMap<String, Arc<VirtualHost>>,
+    /// Rules without a host, and the default backend for hosts nobody claims.
+    catch_all: Option<Arc<VirtualHost>>,
+    /// `--default-certificate` or IngressClassParams `defaultCertificate`; when `None` the proxy
+    /// uses its own self-signed certificate.
+    pub default_certificate: Option<Certificate>,
+    /// Certificates from `--cert-dir`, chosen by SAN for hosts without their own.
+    pub cert_dir: Vec<Certificate>,
+    pub class: ClassSettings,
+}
+
+impl RouteTable {
+    /// Assembles a table from virtual hosts. Later duplicates of a host replace earlier ones;
+    /// the model resolves conflicts before calling this.
+    pub fn new(
+        vhosts: Vec<VirtualHost>,
+        default_certificate: Option<Certificate>,
+        cert_dir: Vec<Certificate>,
+        class: ClassSettings,
+    ) -> RouteTable {
+        let mut table = RouteTable {
+            default_certificate,
+            cert_dir,
+            class,
+            ..RouteTable::default()
+        };
+        for vhost in vhosts {
+            let vhost = Arc::new(vhost);
+            match &vhost.host {
+                HostMatch::Exact(h) => {
+                    table.exact.insert(h.clone(), vhost);
+                }
+                HostMatch::Wildcard(parent) => {
+                    table.wildcard.insert(parent.clone(), vhost);
+                }
+                HostMatch::Any => table.catch_all = Some(vhost),
+            }
+        }
+        table
+    }
+
+    /// The virtual host for a TLS ClientHello's SNI (normalized): exact, then wildcard. `None`
+    /// means "no such host": terminate with the default certificate.
+    pub fn route_sni(&self, sni: &str) -> Option<&Arc<VirtualHost>> {
+        self.exact
+            .get(sni)
+            .or_else(|| wildcard_parent(sni).and_then(|parent| self.wildcard.get(parent)))
+    }
+
+    /// The virtual host for an HTTP request's host (normalized): exact, wildcard, catch-all.
+    pub fn vhost_for(&self, host: Option<&str>) -> Option<&Arc<VirtualHost>> {
+        host.and_then(|h| self.route_sni(h))
+            .or(self.catch_all.as_ref())
+    }
+
+    /// Routes an HTTP request by host (normalized, without port) and path (without query).
+    pub fn route_http(&self, host: Option<&str>, path: &str) -> HttpRoute<'_> {
+        let Some(vhost) = self.vhost_for(host) else {
+            return HttpRoute::NoHost;
+        };
+        match vhost
+            .routes
+            .iter()
+            .find(|r| r.path.matches(path))
+            .map(|r| &r.upstream)
+        {
+            Some(upstream) => HttpRoute::Upstream { vhost, upstream },
+            None => match &vhost.default_backend {
+                Some(upstream) => HttpRoute::Upstream { vhost, upstream },
+                None => HttpRoute::NoPath { vhost },
+            },
+        }
+    }
+
+    /// Every virtual host, most specific first then by name: for `check`, health checks and
+    /// comparisons.
+    pub fn vhosts(&self) -> Vec<&Arc<VirtualHost>> {
+        let mut all: Vec<_> = self
+            .exact
+            .values()
+            .chain(self.wildcard.values())
+            .chain(self.catch_all.iter())
+            .collect();
+        all.sort_by(|a, b| b.host.cmp(&a.host));
+        all
+    }
+
+    /// Every upstream referenced by the table, de-duplicated by identity of the `Arc`.
+    pub fn upstreams(&self) -> Vec<&Arc<Upstream>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for vhost in self.vhosts() {
+            let all = vhost
+                .routes
+                .iter()
+                .map(|r| &r.upstream)
+                .chain(vhost.default_backend.iter())
+                .chain(vhost.passthrough.iter());
+            for upstream in all {
+                if seen.insert(Arc::as_ptr(upstream)) {
+                    out.push(upstream);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every endpoint address in the table (for health checking), sorted and de-duplicated.
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        let mut all: Vec<SocketAddr> = self
+            .upstreams()
+            .iter()
+            .flat_map(|u| u.endpoints.iter().copied())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}

@@ -1,0 +1,4 @@
+//! TLS: certificates, the ClientHello reader of the :443 front door, the server config that
+//! picks a certificate by SNI, and the client side used to re-encrypt to pods.
+
+pub mod certificates;
