@@ -42,6 +42,10 @@ pub struct ProxyContext {
     pub fallback_certificate: Certificate,
     /// Pooled upstream HTTP/HTTPS clients, reused across table swaps.
     pub clients: forward::Clients,
+    /// The port clients use for HTTPS, for redirect `Location`s (omitted when 443).
+    pub https_port: u16,
+    /// Turns true on SIGTERM: connections finish their current request and close.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The bound listeners.

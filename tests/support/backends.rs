@@ -1,0 +1,271 @@
+//! Real backends for data-plane tests: an HTTP echo server and a TLS server, each reporting
+//! what it saw (headers, SNI, PROXY protocol header) so tests can assert on it.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::pki::Leaf;
+
+/// What a backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    /// Path and query as received.
+    pub uri: String,
+    /// Header names lower-cased; repeated headers joined with ", ".
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    /// SNI of the TLS connection the request came on (TLS backends only).
+    pub sni: Option<String>,
+    /// PROXY protocol header parsed before TLS, if the backend expects one.
+    pub proxy: Option<ProxyHeader>,
+}
+
+/// A parsed PROXY protocol header (v1 or v2), source and destination addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyHeader {
+    pub version: u8,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+}
+
+/// A running backend. Dropping it stops accepting (open connections are aborted too).
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    /// Requests seen so far.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+
+    /// Number of requests seen so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("seen lock").len()
+    }
+
+    /// Stops the backend now: the listener closes, new connections are refused.
+    pub fn stop(self) {}
+}
+
+/// Options of a TLS backend.
+#[derive(Clone, Copy, Default)]
+pub struct TlsOptions {
+    /// Expect a PROXY protocol header (v1 or v2) before the ClientHello.
+    pub expect_proxy_protocol: bool,
+}
+
+/// Starts a plain HTTP/1.1 echo backend on 127.0.0.1:0. It answers every request with 200,
+/// header `x-backend: NAME`, and a body `backend=NAME path=URI`.
+pub async fn http(name: &str) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    http_on(name, listener)
+}
+
+/// Like [`http`], on a listener the caller bound (e.g. to restart on the same port).
+pub fn http_on(name: &str, listener: TcpListener) -> Backend {
+    let addr = listener.local_addr().expect("local addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (n, s) = (name.to_string(), seen.clone());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let (n, s) = (n.clone(), s.clone());
+            conns.spawn(serve_http(stream, n, s, None, None));
+        }
+    });
+    Backend {
+        name: name.to_string(),
+        addr,
+        seen,
+        task,
+    }
+}
+
+/// Starts a TLS backend on 127.0.0.1:0 presenting `leaf`, serving the same HTTP echo inside
+/// TLS (ALPN http/1.1) and recording the SNI and any PROXY header.
+pub async fn tls(name: &str, leaf: &Leaf, options: TlsOptions) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("local addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config(&[b"http/1.1"]));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (n, s) = (name.to_string(), seen.clone());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (n, s, acceptor) = (n.clone(), s.clone(), acceptor.clone());
+            conns.spawn(async move {
+                let proxy = if options.expect_proxy_protocol {
+                    match read_proxy_header(&mut stream).await {
+                        Some(h) => Some(h),
+                        None => return,
+                    }
+                } else {
+                    None
+                };
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().map(str::to_string);
+                serve_http(tls, n, s, sni, proxy).await;
+            });
+        }
+    });
+    Backend {
+        name: name.to_string(),
+        addr,
+        seen,
+        task,
+    }
+}
+
+async fn serve_http<IO>(
+    io: IO,
+    name: String,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    sni: Option<String>,
+    proxy: Option<ProxyHeader>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let (name, seen, sni, proxy) = (name.clone(), seen.clone(), sni.clone(), proxy.clone());
+        async move {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let mut headers: BTreeMap<String, String> = BTreeMap::new();
+            for (k, v) in req.headers() {
+                let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+                headers
+                    .entry(k.as_str().to_string())
+                    .and_modify(|e| *e = format!("{e}, {v}"))
+                    .or_insert(v);
+            }
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            seen.lock().expect("seen lock").push(SeenRequest {
+                method,
+                uri: uri.clone(),
+                headers,
+                body,
+                sni: sni.clone(),
+                proxy,
+            });
+            let text = format!("backend={name} path={uri} sni={}", sni.unwrap_or_default());
+            let resp = Response::builder()
+                .header("x-backend", name)
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from(text)))
+                .expect("response");
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// Reads a PROXY protocol v1 or v2 header; `None` if it is missing or malformed.
+async fn read_proxy_header(stream: &mut TcpStream) -> Option<ProxyHeader> {
+    const V2_SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first[..6]).await.ok()?;
+    if &first[..6] == b"PROXY " {
+        // v1: text line up to CRLF, at most 107 bytes.
+        let mut line = b"PROXY ".to_vec();
+        while !line.ends_with(b"\r\n") {
+            if line.len() > 107 {
+                return None;
+            }
+            line.push(stream.read_u8().await.ok()?);
+        }
+        let text = std::str::from_utf8(&line).ok()?.trim_end();
+        let parts: Vec<&str> = text.split(' ').collect();
+        if parts.len() != 6 {
+            return None;
+        }
+        let src = format!("{}:{}", bracket(parts[2]), parts[4]).parse().ok()?;
+        let dst = format!("{}:{}", bracket(parts[3]), parts[5]).parse().ok()?;
+        return Some(ProxyHeader {
+            version: 1,
+            source: src,
+            destination: dst,
+        });
+    }
+    stream.read_exact(&mut first[6..]).await.ok()?;
+    if first != V2_SIG {
+        return None;
+    }
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).await.ok()?;
+    if head[0] >> 4 != 2 {
+        return None;
+    }
+    let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.ok()?;
+    match head[1] {
+        0x11 if len >= 12 => {
+            let ip = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            let src = SocketAddr::from((ip(&body[0..4]), u16::from_be_bytes([body[8], body[9]])));
+            let dst = SocketAddr::from((ip(&body[4..8]), u16::from_be_bytes([body[10], body[11]])));
+            Some(ProxyHeader {
+                version: 2,
+                source: src,
+                destination: dst,
+            })
+        }
+        0x21 if len >= 36 => {
+            let ip =
+                |b: &[u8]| std::net::Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes"));
+            let src =
+                SocketAddr::from((ip(&body[0..16]), u16::from_be_bytes([body[32], body[33]])));
+            let dst =
+                SocketAddr::from((ip(&body[16..32]), u16::from_be_bytes([body[34], body[35]])));
+            Some(ProxyHeader {
+                version: 2,
+                source: src,
+                destination: dst,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn bracket(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}

@@ -1,0 +1,8 @@
+//! Shared test support: an in-memory PKI, real HTTP/TLS backends, and condition waits.
+//!
+//! Each integration test file compiles this module separately and uses a subset of it.
+#![allow(dead_code)]
+
+pub mod backends;
+pub mod pki;
+pub mod wait;
