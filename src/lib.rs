@@ -20,6 +20,7 @@ pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod rbac;
 pub mod settings;
 pub mod source;
 pub mod table;
