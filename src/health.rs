@@ -349,7 +349,11 @@ impl Health {
     pub fn mark_failed(&self, addr: SocketAddr) {
         let state = self.state(addr);
         if let Some(t) = state.on_passive_failure(self.now_ms()) {
-            self.report(addr, t, "passive failure (connection to the endpoint failed)");
+            self.report(
+                addr,
+                t,
+                "passive failure (connection to the endpoint failed)",
+            );
         }
     }
 

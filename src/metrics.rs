@@ -547,8 +547,18 @@ mod tests {
     #[test]
     fn data_plane_families_have_their_labels() {
         let m = Metrics::new();
-        m.http_request("a.example.com", Mode::Terminate, 204, Duration::from_millis(3));
-        m.http_request("a.example.com", Mode::Terminate, 503, Duration::from_millis(3));
+        m.http_request(
+            "a.example.com",
+            Mode::Terminate,
+            204,
+            Duration::from_millis(3),
+        );
+        m.http_request(
+            "a.example.com",
+            Mode::Terminate,
+            503,
+            Duration::from_millis(3),
+        );
         m.tcp_connection("p.example.com", 10, 20);
         m.handshake(Mode::Reencrypt, false);
         m.hello_rejected(HelloRejection::TooLarge);
@@ -629,12 +639,7 @@ mod tests {
             assert!(has_line(&text, want), "missing {want} in\n{text}");
         }
         // The next build without those diagnostics removes their series.
-        m.diagnostics(&[Diagnostic::warning(
-            ing,
-            "spec",
-            Reason::Conflict,
-            "w",
-        )]);
+        m.diagnostics(&[Diagnostic::warning(ing, "spec", Reason::Conflict, "w")]);
         let text = m.encode();
         assert!(!text.contains("MissingService"), "{text}");
         assert!(has_line(
