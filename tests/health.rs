@@ -314,9 +314,9 @@ async fn tls_hello_check() {
         !h.is_healthy(plain.addr) && !h.is_healthy(closed)
     })
     .await;
-    // By now the TLS endpoint has been probed at least as often (fall 3) and is still up.
+    // The TLS endpoint is probed as often (fall 3) and is still up.
+    assert!(wait_until(DEADLINE, || async { snis.lock().unwrap().len() >= 3 }).await);
     let handshakes = snis.lock().unwrap().clone();
-    assert!(handshakes.len() >= 3, "{handshakes:?}");
     assert!(
         handshakes
             .iter()
@@ -376,7 +376,8 @@ async fn tcp_check() {
     )]));
     run.until("the closed port is down", |h| !h.is_healthy(closed))
         .await;
-    assert!(*accepted.lock().unwrap() >= 3);
+    // The open port is probed as often; its accept loop may lag a little behind the probes.
+    assert!(wait_until(DEADLINE, || async { *accepted.lock().unwrap() >= 3 }).await);
     assert!(run.health.is_healthy(open));
 }
 
