@@ -939,6 +939,11 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::diagnostic::ObjectRef;
+    use crate::model::host::HostMatch;
+    use crate::model::route::{PathMatch, Route, TlsMode};
+    use crate::model::upstream::{Cursor, HealthCheck, LoadBalance, ServicePortRef, Upstream};
+    use crate::table::{CertificateChoice, ClassSettings, VirtualHost};
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], port))
@@ -1018,6 +1023,78 @@ mod tests {
         assert_eq!(h.in_flight(a), 0);
         h.mark_failed(a);
         assert!(!h.is_healthy(a));
+    }
+
+    fn upstream(name: &str, endpoints: &[SocketAddr], probe: HealthProbe) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            service: ServiceRef {
+                namespace: "default".into(),
+                name: name.into(),
+                port: ServicePortRef::Number(80),
+            },
+            endpoints: endpoints.to_vec(),
+            protocol: UpstreamProtocol::Http,
+            balance: LoadBalance::RoundRobin,
+            health: HealthCheck {
+                probe,
+                interval: Duration::from_secs(5),
+            },
+            proxy_protocol: None,
+            cursor: Cursor::default(),
+        })
+    }
+
+    fn table_of(upstreams: Vec<(&str, Arc<Upstream>)>) -> RouteTable {
+        let vhosts = upstreams
+            .into_iter()
+            .map(|(host, upstream)| {
+                let owner = ObjectRef::namespaced("Ingress", "default", host);
+                VirtualHost {
+                    host: HostMatch::Exact(host.into()),
+                    tls_mode: TlsMode::Terminate,
+                    certificate: CertificateChoice::Default,
+                    ssl_redirect: false,
+                    hsts: None,
+                    forwarded_headers: true,
+                    routes: vec![Route {
+                        path: PathMatch::prefix("/"),
+                        upstream,
+                        source: owner.clone(),
+                    }],
+                    default_backend: None,
+                    passthrough: None,
+                    owner,
+                }
+            })
+            .collect();
+        RouteTable::new(vhosts, None, Vec::new(), ClassSettings::default())
+    }
+
+    #[test]
+    fn shared_endpoint_takes_the_check_of_the_first_service() {
+        let shared = addr(80);
+        let z = upstream("zeta", &[shared, addr(81)], HealthProbe::Tcp);
+        let a = upstream("alpha", &[shared], HealthProbe::None);
+        // Host order puts zeta's host first; the Service name decides, not the host.
+        let t = table_of(vec![("a.example.com", z), ("b.example.com", a)]);
+        let probes = desired_probes(&t);
+        assert_eq!(probes[&shared].check, Check::None);
+        assert_eq!(probes[&addr(81)].check, Check::Tcp);
+        // Same Service port, two checks: the smaller check wins (HTTP < TLS < TCP < none).
+        let t = table_of(vec![
+            (
+                "a.example.com",
+                upstream("web", &[shared], HealthProbe::Tcp),
+            ),
+            (
+                "b.example.com",
+                upstream("web", &[shared], HealthProbe::Tls { sni: "x".into() }),
+            ),
+        ]);
+        assert_eq!(
+            desired_probes(&t)[&shared].check,
+            Check::Tls { sni: "x".into() }
+        );
     }
 
     #[test]
