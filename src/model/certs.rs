@@ -139,7 +139,9 @@ impl<'a> Secrets<'a> {
                 };
                 let text = format!("Secret {namespace}/{name}: {message}{fallback}");
                 diagnostics.push(match reason {
-                    Reason::MissingSecret => {
+                    // A missing certificate falls back to the default one; a missing CA
+                    // leaves the backend unverifiable as asked.
+                    Reason::MissingSecret if usage == SecretUse::Tls => {
                         Diagnostic::warning(referrer.clone(), field, reason, text)
                     }
                     _ => Diagnostic::error(referrer.clone(), field, reason, text),

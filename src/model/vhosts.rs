@@ -96,7 +96,7 @@ impl Merge<'_, '_> {
                         rules.field.clone(),
                         Reason::Conflict,
                         format!(
-                            "host {} is {} by the older {}; this Ingress asks for {} and its rules for the host are ignored",
+                            "host {} is in {} mode, owned by the older {}; this Ingress asks for {} and its rules for the host are ignored",
                             rules.host,
                             draft.mode.as_str(),
                             owner.object,
