@@ -149,7 +149,10 @@ pub fn parse(
     );
     let health_check = match (tls_mode, explicit_health) {
         (TlsMode::Passthrough, Some(HealthCheckKind::Http)) => {
-            r.ignore(&health_key, "pass-through backends speak TLS; probing with tls");
+            r.ignore(
+                &health_key,
+                "pass-through backends speak TLS; probing with tls",
+            );
             HealthCheckKind::Tls
         }
         (_, Some(kind)) => kind,
@@ -165,7 +168,10 @@ pub fn parse(
         })
         .unwrap_or_else(|| defaults.health_check_path.clone());
     let health_check_method = r
-        .choice(&key("health-check-method"), &[("HEAD", "HEAD"), ("GET", "GET")])
+        .choice(
+            &key("health-check-method"),
+            &[("HEAD", "HEAD"), ("GET", "GET")],
+        )
         .map(str::to_string)
         .unwrap_or_else(|| defaults.health_check_method.clone());
     let health_check_host = r.value_where(&key("health-check-host"), "a host name", is_host_name);
@@ -202,7 +208,10 @@ pub fn parse(
         forwarded_headers,
     };
     if tls_mode != TlsMode::Passthrough && options.proxy_protocol.take().is_some() {
-        r.ignore(&key("proxy-protocol"), "only pass-through hosts send a PROXY header");
+        r.ignore(
+            &key("proxy-protocol"),
+            "only pass-through hosts send a PROXY header",
+        );
     }
     if tls_mode != TlsMode::Reencrypt {
         for (name, set) in [
@@ -300,7 +309,10 @@ impl<'a> Reader<'a> {
     /// Records a warning for our key `name` or, when absent, for whichever alias was used.
     fn ignore_any(&mut self, name: &str, why: &str) {
         let candidates: &[&str] = match name {
-            "backend-ca" => &["nginx.ingress.kubernetes.io/proxy-ssl-secret", "haproxy.org/server-ca"],
+            "backend-ca" => &[
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+                "haproxy.org/server-ca",
+            ],
             "backend-verify" => &["nginx.ingress.kubernetes.io/proxy-ssl-verify"],
             "backend-sni" => &["nginx.ingress.kubernetes.io/proxy-ssl-name"],
             _ => &[],
@@ -331,7 +343,10 @@ impl<'a> Reader<'a> {
     /// One of `choices` (case-insensitive).
     fn choice<T: Copy>(&mut self, key: &str, choices: &[(&str, T)]) -> Option<T> {
         let value = self.get(key)?;
-        match choices.iter().find(|(name, _)| name.eq_ignore_ascii_case(value)) {
+        match choices
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(value))
+        {
             Some((_, t)) => Some(*t),
             None => {
                 let accepted: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
@@ -361,7 +376,11 @@ impl<'a> Reader<'a> {
         match parse_duration(value) {
             Some(d) if d >= MIN_HEALTH_INTERVAL => Some(d),
             _ => {
-                self.invalid(key, value, "a duration of at least 100ms, like 500ms, 5s or 2m");
+                self.invalid(
+                    key,
+                    value,
+                    "a duration of at least 100ms, like 500ms, 5s or 2m",
+                );
                 None
             }
         }
@@ -395,7 +414,11 @@ impl<'a> Reader<'a> {
         if let Some(None) = nginx_protocol {
             let k = format!("{NGINX}backend-protocol");
             let v = self.get(&k).unwrap_or_default().to_string();
-            self.invalid(&k, &v, "HTTP, HTTPS (GRPC, GRPCS, AJP and FCGI are not supported)");
+            self.invalid(
+                &k,
+                &v,
+                "HTTP, HTTPS (GRPC, GRPCS, AJP and FCGI are not supported)",
+            );
         }
         let haproxy_passthrough = self.boolean(&format!("{HAPROXY}ssl-passthrough"));
         let haproxy_server_ssl = self.boolean(&format!("{HAPROXY}server-ssl"));
@@ -419,20 +442,18 @@ impl<'a> Reader<'a> {
             self.boolean(&format!("{NGINX}force-ssl-redirect")),
             self.boolean(&format!("{HAPROXY}ssl-redirect")),
         ];
-        aliases
-            .iter()
-            .flatten()
-            .copied()
-            .reduce(|a, b| a || b)
+        aliases.iter().flatten().copied().reduce(|a, b| a || b)
     }
 
     /// `Some(None)`: HSTS explicitly off.
     fn hsts(&mut self) -> Option<Option<String>> {
         if self.has_own("hsts") {
             return self
-                .value_where(&key("hsts"), "a non-empty header value without CR/LF", |v| {
-                    !v.trim().is_empty() && !has_control(v)
-                })
+                .value_where(
+                    &key("hsts"),
+                    "a non-empty header value without CR/LF",
+                    |v| !v.trim().is_empty() && !has_control(v),
+                )
                 .map(Some);
         }
         let enabled = self.boolean(&format!("{NGINX}hsts"))?;
@@ -445,7 +466,9 @@ impl<'a> Reader<'a> {
         let subdomains = self
             .boolean(&format!("{NGINX}hsts-include-subdomains"))
             .unwrap_or(true);
-        let preload = self.boolean(&format!("{NGINX}hsts-preload")).unwrap_or(false);
+        let preload = self
+            .boolean(&format!("{NGINX}hsts-preload"))
+            .unwrap_or(false);
         if !enabled {
             return Some(None);
         }
@@ -493,9 +516,13 @@ impl<'a> Reader<'a> {
         if self.has_own("backend-ca") {
             return self.value_where(&key("backend-ca"), accepted_name, is_host_name);
         }
-        let accepted = format!("a Secret in the Ingress's namespace, as \"{namespace}/NAME\" or \"NAME\"");
+        let accepted =
+            format!("a Secret in the Ingress's namespace, as \"{namespace}/NAME\" or \"NAME\"");
         let mut found = None;
-        for alias in [format!("{NGINX}proxy-ssl-secret"), format!("{HAPROXY}server-ca")] {
+        for alias in [
+            format!("{NGINX}proxy-ssl-secret"),
+            format!("{HAPROXY}server-ca"),
+        ] {
             let Some(value) = self.get(&alias) else {
                 continue;
             };
@@ -569,7 +596,10 @@ mod tests {
     fn own_key_wins_over_alias() {
         let o = ok(&[
             ("portcullis.io/tls-mode", "terminate"),
-            ("nginx.ingress.kubernetes.io/ssl-passthrough", "not-even-valid"),
+            (
+                "nginx.ingress.kubernetes.io/ssl-passthrough",
+                "not-even-valid",
+            ),
         ]);
         assert_eq!(o.options.tls_mode, TlsMode::Terminate);
     }
@@ -601,7 +631,10 @@ mod tests {
 
     #[test]
     fn backend_protocol_grpc_is_refused() {
-        assert_eq!(err(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")]).len(), 1);
+        assert_eq!(
+            err(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")]).len(),
+            1
+        );
     }
 
     #[test]

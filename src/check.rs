@@ -128,7 +128,11 @@ impl Description {
     pub fn of(built: &Built) -> Description {
         Description {
             table: TableDescription::of(&built.table),
-            diagnostics: built.diagnostics.iter().map(DiagnosticDescription::of).collect(),
+            diagnostics: built
+                .diagnostics
+                .iter()
+                .map(DiagnosticDescription::of)
+                .collect(),
         }
     }
 }
@@ -140,7 +144,8 @@ impl TableDescription {
             hosts: {
                 let mut hosts = table.vhosts();
                 // Most specific first (exact, wildcard, catch-all), then alphabetically.
-                hosts.sort_by_key(|v| (std::cmp::Reverse(specificity(&v.host)), v.host.to_string()));
+                hosts
+                    .sort_by_key(|v| (std::cmp::Reverse(specificity(&v.host)), v.host.to_string()));
                 hosts.into_iter().map(|v| HostDescription::of(v)).collect()
             },
             default_certificate: table
@@ -152,7 +157,8 @@ impl TableDescription {
                 .iter()
                 .map(|c| CertificateDescription::of(&c.info))
                 .collect(),
-            class: (table.class != ClassSettings::default()).then(|| ClassDescription::of(&table.class)),
+            class: (table.class != ClassSettings::default())
+                .then(|| ClassDescription::of(&table.class)),
         }
     }
 }
@@ -189,7 +195,10 @@ impl HostDescription {
                     upstream: UpstreamDescription::of(&r.upstream),
                 })
                 .collect(),
-            default_backend: vhost.default_backend.as_deref().map(UpstreamDescription::of),
+            default_backend: vhost
+                .default_backend
+                .as_deref()
+                .map(UpstreamDescription::of),
             passthrough: vhost.passthrough.as_deref().map(UpstreamDescription::of),
         }
     }
@@ -261,7 +270,12 @@ impl ClassDescription {
         let t = &class.timeouts;
         let l = &class.limits;
         ClassDescription {
-            tls_min_version: if class.tls_min_version_1_3 { "1.3" } else { "1.2" }.to_string(),
+            tls_min_version: if class.tls_min_version_1_3 {
+                "1.3"
+            } else {
+                "1.2"
+            }
+            .to_string(),
             cipher_suites: class.cipher_suites.clone(),
             post_quantum: class.post_quantum,
             trusted_proxy_protocol: class
@@ -269,7 +283,11 @@ impl ClassDescription {
                 .iter()
                 .map(|n| n.to_string())
                 .collect(),
-            trusted_forwarded: class.trusted_forwarded.iter().map(|n| n.to_string()).collect(),
+            trusted_forwarded: class
+                .trusted_forwarded
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             timeouts: vec![
                 format!("clientHello={}", duration_text(t.client_hello)),
                 format!("headerRead={}", duration_text(t.header_read)),
@@ -313,9 +331,9 @@ fn specificity(host: &HostMatch) -> u8 {
 /// `500ms`, `5s`, `2m`: the largest unit that divides the duration.
 fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 60_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
@@ -344,16 +362,17 @@ pub fn render_text(built: &Built) -> String {
             ),
             (None, _) => "certificate: default certificate".to_string(),
         };
-        let _ = writeln!(out, "{}  ({}, owner {})", host.host, host.tls_mode, host.owner);
+        let _ = writeln!(
+            out,
+            "{}  ({}, owner {})",
+            host.host, host.tls_mode, host.owner
+        );
         let _ = writeln!(out, "  {cert}");
         let mut http = vec![format!(
             "ssl-redirect: {}",
             if host.ssl_redirect { "on" } else { "off" }
         )];
-        http.push(format!(
-            "hsts: {}",
-            host.hsts.as_deref().unwrap_or("off")
-        ));
+        http.push(format!("hsts: {}", host.hsts.as_deref().unwrap_or("off")));
         if !host.forwarded_headers {
             http.push("forwarded-headers: off".to_string());
         }

@@ -120,7 +120,12 @@ fn insensitive_to_ordering() {
             }
             let again = build(&snapshot, &settings);
             assert_eq!(again.table, reference.table, "{}", case.display());
-            assert_eq!(again.diagnostics, reference.diagnostics, "{}", case.display());
+            assert_eq!(
+                again.diagnostics,
+                reference.diagnostics,
+                "{}",
+                case.display()
+            );
             assert_eq!(portcullis::check::render_json(&again), reference_text);
         }
     }
@@ -204,9 +209,17 @@ spec:
     }
     let built = build(&with_bad, &settings);
     assert_eq!(built.table, reference.table);
-    assert!(has(&built, model::diagnostic::Reason::InvalidAnnotation, "zz-bad"));
+    assert!(has(
+        &built,
+        model::diagnostic::Reason::InvalidAnnotation,
+        "zz-bad"
+    ));
     assert!(has(&built, model::diagnostic::Reason::Conflict, "zz-worse"));
-    assert!(has(&built, model::diagnostic::Reason::InvalidSpec, "zz-worse"));
+    assert!(has(
+        &built,
+        model::diagnostic::Reason::InvalidSpec,
+        "zz-worse"
+    ));
     for d in &reference.diagnostics {
         assert!(built.diagnostics.contains(d), "lost diagnostic {d}");
     }
@@ -340,7 +353,11 @@ fn cert_dir_chosen_by_san() {
     // No Secret: the Ingress's tls entry fails, so the cert-dir is not consulted for it.
     let built = build(&snapshot, &BuildSettings::default());
     assert_eq!(built.table.cert_dir.len(), 1);
-    assert!(has(&built, model::diagnostic::Reason::InvalidSecret, "/certs/broken.pem"));
+    assert!(has(
+        &built,
+        model::diagnostic::Reason::InvalidSecret,
+        "/certs/broken.pem"
+    ));
     // Without the tls entry, the cert-dir file covers the host.
     let no_tls = GOOD_INGRESS.replace(
         "  tls: [{hosts: [foo.example.com], secretName: foo-tls}]\n",
@@ -361,7 +378,10 @@ fn check_renders_text_and_json() {
     let (snapshot, settings) = load(&fixtures().join("backends"));
     let built = build(&snapshot, &settings);
     let text = portcullis::check::render_text(&built);
-    assert!(text.contains("foo.example.com  (terminate, owner default/backends)"), "{text}");
+    assert!(
+        text.contains("foo.example.com  (terminate, owner default/backends)"),
+        "{text}"
+    );
     assert!(text.contains("no ready endpoints"), "{text}");
     assert!(text.contains("default certificate"), "{text}");
     assert!(text.contains("MissingService"), "{text}");

@@ -65,10 +65,7 @@ impl<'a> Backends<'a> {
         let mut slice_index: HashMap<_, Vec<&EndpointSlice>> = HashMap::new();
         for slice in slices {
             let meta = &slice.metadata;
-            let service = meta
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            let service = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
             if let (Some(ns), Some(service)) = (Some(super::namespace_of(meta)), service)
                 && in_scope(Some(ns))
             {
@@ -182,9 +179,11 @@ impl<'a> Backends<'a> {
             if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
                 continue; // FQDN slices name hosts, not pods.
             }
-            let slice_port = slice.ports.iter().flatten().find(|p| {
-                p.name.as_deref().unwrap_or_default() == port_name
-            });
+            let slice_port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or_default() == port_name);
             let Some(number) = slice_port.and_then(|p| p.port) else {
                 continue;
             };

@@ -86,7 +86,14 @@ impl<'a> Secrets<'a> {
         field: &str,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<Certificate> {
-        match self.read(namespace, name, SecretUse::Tls, referrer, field, diagnostics)? {
+        match self.read(
+            namespace,
+            name,
+            SecretUse::Tls,
+            referrer,
+            field,
+            diagnostics,
+        )? {
             Parsed::Certificate(c) => Some(c),
             Parsed::Ca(_) => None,
         }
@@ -134,6 +141,10 @@ impl<'a> Secrets<'a> {
                 };
                 let fallback = match (&kept, usage) {
                     (Some(_), _) => "",
+                    // The default certificate itself: the proxy's self-signed one is served.
+                    (None, SecretUse::Tls) if referrer.kind == "Secret" => {
+                        "; the proxy's self-signed certificate is served instead"
+                    }
                     (None, SecretUse::Tls) => "; serving the default certificate",
                     (None, SecretUse::Ca) => "; no CA bundle loaded",
                 };

@@ -253,7 +253,11 @@ impl ParamsReader<'_> {
             match IpNet::from_str(value) {
                 Ok(net) => out.push(net),
                 Err(_) => {
-                    self.bad(&format!("{field}[{i}]"), value, "a CIDR like 10.0.0.0/8 or fd00::/8");
+                    self.bad(
+                        &format!("{field}[{i}]"),
+                        value,
+                        "a CIDR like 10.0.0.0/8 or fd00::/8",
+                    );
                     return None;
                 }
             }
@@ -291,7 +295,11 @@ fn read_params(
         }
         if let Some(v) = &d.hsts {
             if v.trim().is_empty() || v.chars().any(char::is_control) {
-                r.bad("spec.defaults.hsts", v, "a non-empty header value without CR/LF");
+                r.bad(
+                    "spec.defaults.hsts",
+                    v,
+                    "a non-empty header value without CR/LF",
+                );
             } else {
                 defaults.hsts = Some(v.clone());
             }
@@ -309,7 +317,11 @@ fn read_params(
                 if path.starts_with('/') && !path.chars().any(char::is_control) {
                     defaults.health_check_path = path.clone();
                 } else {
-                    r.bad("spec.defaults.healthCheck.path", path, "a path starting with /");
+                    r.bad(
+                        "spec.defaults.healthCheck.path",
+                        path,
+                        "a path starting with /",
+                    );
                 }
             }
             if let Some(method) = h.method {
@@ -398,7 +410,12 @@ fn read_params(
         if let Some(v) = r.limit("spec.limits.maxConnections", l.max_connections, 1, u32::MAX) {
             limits.max_connections = v;
         }
-        if let Some(v) = r.limit("spec.limits.maxHeaderBytes", l.max_header_bytes, 1024, u32::MAX) {
+        if let Some(v) = r.limit(
+            "spec.limits.maxHeaderBytes",
+            l.max_header_bytes,
+            1024,
+            u32::MAX,
+        ) {
             limits.max_header_bytes = v;
         }
         if let Some(v) = r.limit(

@@ -128,7 +128,11 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
             }
             Err(errors) => {
                 for error in &errors {
-                    diagnostics.push(annotation_diagnostic(&object, error, Reason::InvalidAnnotation));
+                    diagnostics.push(annotation_diagnostic(
+                        &object,
+                        error,
+                        Reason::InvalidAnnotation,
+                    ));
                 }
                 let Some(previous) = previous else {
                     continue; // never good: not served
@@ -151,7 +155,11 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
             }
         };
         for warning in &parsed.warnings {
-            diagnostics.push(annotation_diagnostic(&object, warning, Reason::InvalidAnnotation));
+            diagnostics.push(annotation_diagnostic(
+                &object,
+                warning,
+                Reason::InvalidAnnotation,
+            ));
         }
         let plan = ingress::plan(serving, object, parsed.options, &mut diagnostics);
         plans.push((plan, policy));
@@ -175,7 +183,12 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
             secrets.certificate(&namespace, &name, &secret, "data", &mut diagnostics)
         });
 
-    let table = RouteTable::new(vhosts, default_certificate, cert_dir, primary.settings.clone());
+    let table = RouteTable::new(
+        vhosts,
+        default_certificate,
+        cert_dir,
+        primary.settings.clone(),
+    );
     diagnostics.sort();
     diagnostics.dedup();
     Built {
@@ -199,7 +212,11 @@ fn age_key(ingress: &Ingress) -> impl Ord + '_ {
     )
 }
 
-fn annotation_diagnostic(object: &ObjectRef, error: &AnnotationError, reason: Reason) -> Diagnostic {
+fn annotation_diagnostic(
+    object: &ObjectRef,
+    error: &AnnotationError,
+    reason: Reason,
+) -> Diagnostic {
     let field = format!("metadata.annotations[\"{}\"]", error.key());
     match error {
         AnnotationError::InvalidValue { .. } => {

@@ -11,7 +11,9 @@ use super::diagnostic::{Diagnostic, Reason};
 use super::host::HostMatch;
 use super::ingress::{BackendSpec, HostRules, PathSpec, Plan};
 use super::route::{PathMatch, Route, TlsMode};
-use super::upstream::{BackendTls, HealthCheck, HealthProbe, ServiceRef, Upstream, UpstreamProtocol};
+use super::upstream::{
+    BackendTls, HealthCheck, HealthProbe, ServiceRef, Upstream, UpstreamProtocol,
+};
 use crate::annotations::PREFIX;
 use crate::crd::HealthCheckKind;
 use crate::table::{CertificateChoice, VirtualHost};
@@ -331,11 +333,7 @@ impl Merge<'_, '_> {
         })
     }
 
-    fn certificate(
-        &mut self,
-        draft: &Draft,
-        plans: &[(Plan, &ClassPolicy)],
-    ) -> CertificateChoice {
+    fn certificate(&mut self, draft: &Draft, plans: &[(Plan, &ClassPolicy)]) -> CertificateChoice {
         if draft.mode == TlsMode::Passthrough || draft.host == HostMatch::Any {
             return CertificateChoice::Default;
         }
@@ -398,7 +396,10 @@ fn upstream_policy(
         TlsMode::Terminate => UpstreamProtocol::Http,
         TlsMode::Passthrough => UpstreamProtocol::Tcp,
         TlsMode::Reencrypt => UpstreamProtocol::Https(BackendTls {
-            sni: options.backend_sni.clone().unwrap_or_else(|| host_name.clone()),
+            sni: options
+                .backend_sni
+                .clone()
+                .unwrap_or_else(|| host_name.clone()),
             verify: options.verify_backend(),
             ca: context.ca.clone(),
             ca_secret: options

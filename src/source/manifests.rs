@@ -94,7 +94,11 @@ fn parse<T: DeserializeOwned>(
 /// The first line of the parser's message (its rendering may add a source snippet).
 fn error_text(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
-    text.lines().next().unwrap_or("invalid YAML").trim().to_string()
+    text.lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string()
 }
 
 /// Splits a file into YAML documents at `---` lines, keeping each document's first line number

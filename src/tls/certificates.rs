@@ -64,7 +64,11 @@ impl Certificate {
     /// Parses a certificate chain (leaf first) and its private key, from one PEM bundle or
     /// from separate `tls.crt` / `tls.key` texts (pass the same bundle twice for a bundle file).
     /// `source` says where it came from, for display.
-    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8], source: &str) -> Result<Certificate, CertificateError> {
+    pub fn from_pem(
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        source: &str,
+    ) -> Result<Certificate, CertificateError> {
         let chain = parse_chain(chain_pem)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
             rustls_pki_types::pem::Error::NoItemsFound => CertificateError::NoPrivateKey,
@@ -96,7 +100,9 @@ impl Certificate {
             } else {
                 match (san.strip_prefix("*."), host.strip_prefix("*.")) {
                     (Some(_), Some(_)) => false, // equal wildcards are an exact match
-                    (Some(parent), None) => crate::model::host::wildcard_parent(host) == Some(parent),
+                    (Some(parent), None) => {
+                        crate::model::host::wildcard_parent(host) == Some(parent)
+                    }
                     _ => false,
                 }
             }
@@ -128,15 +134,22 @@ fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertificateEr
 /// names and base64 decoding errors.
 fn pem_error_text(e: &rustls_pki_types::pem::Error) -> String {
     match e {
-        rustls_pki_types::pem::Error::MissingSectionEnd { .. } => "a PEM section has no END line".into(),
-        rustls_pki_types::pem::Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".into(),
+        rustls_pki_types::pem::Error::MissingSectionEnd { .. } => {
+            "a PEM section has no END line".into()
+        }
+        rustls_pki_types::pem::Error::IllegalSectionStart { .. } => {
+            "a PEM BEGIN line is malformed".into()
+        }
         rustls_pki_types::pem::Error::Base64Decode(_) => "bad base64 inside a PEM section".into(),
         rustls_pki_types::pem::Error::NoItemsFound => "no PEM section found".into(),
         _ => "malformed PEM".into(),
     }
 }
 
-fn certificate_info(leaf: &CertificateDer<'_>, source: &str) -> Result<CertificateInfo, CertificateError> {
+fn certificate_info(
+    leaf: &CertificateDer<'_>,
+    source: &str,
+) -> Result<CertificateInfo, CertificateError> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| CertificateError::BadX509(e.to_string()))?;
