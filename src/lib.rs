@@ -14,6 +14,7 @@
 //! that `Arc`: a new table never breaks an open connection.
 
 pub mod access_log;
+pub mod annotations;
 pub mod check;
 pub mod crd;
 pub mod health;
