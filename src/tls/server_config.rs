@@ -282,3 +282,216 @@ impl ResolvesServerCert for CertificateResolver {
         Some(Arc::clone(self.choose(sni.as_deref())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+    use crate::model::diagnostic::ObjectRef;
+    use crate::model::host::HostMatch;
+    use crate::model::route::TlsMode;
+    use crate::table::VirtualHost;
+    use crate::tls::certificates::CertificateInfo;
+
+    fn cert(names: &[&str]) -> Certificate {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let certified = CertifiedKey::from_der(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            der,
+            &aws_lc_rs::default_provider(),
+        )
+        .expect("certified key");
+        Certificate {
+            key: Arc::new(certified),
+            info: CertificateInfo {
+                subject: String::new(),
+                dns_names: names.iter().map(|n| n.to_string()).collect(),
+                not_after: String::new(),
+                source: format!("test {names:?}"),
+            },
+        }
+    }
+
+    fn vhost(host: &str, certificate: CertificateChoice) -> VirtualHost {
+        VirtualHost {
+            host: HostMatch::parse(host).expect("host"),
+            tls_mode: TlsMode::Terminate,
+            certificate,
+            ssl_redirect: false,
+            hsts: None,
+            forwarded_headers: true,
+            routes: Vec::new(),
+            default_backend: None,
+            passthrough: None,
+            owner: ObjectRef::namespaced("Ingress", "ns", "ing"),
+        }
+    }
+
+    /// The version the server picks for a client's first flight offering only `version`.
+    fn negotiated(
+        server: &Arc<ServerConfig>,
+        version: &'static SupportedProtocolVersion,
+    ) -> Result<rustls::ProtocolVersion, rustls::Error> {
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[version])?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("v.example.com").expect("name");
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut bytes = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut bytes).expect("write");
+        }
+        let mut server = rustls::ServerConnection::new(Arc::clone(server))?;
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            server.read_tls(&mut rest).expect("read");
+        }
+        server.process_new_packets()?;
+        server
+            .protocol_version()
+            .ok_or(rustls::Error::General("no version".into()))
+    }
+
+    fn same(a: &Arc<CertifiedKey>, b: &Certificate) -> bool {
+        Arc::ptr_eq(a, &b.key)
+    }
+
+    #[test]
+    fn resolver_precedence() {
+        let own = cert(&["own.example.com"]);
+        let own_wild = cert(&["*.wild.example.com"]);
+        let dir_exact = cert(&["dir.example.com", "x.dir.example.com"]);
+        let dir_wild = cert(&["*.dir.example.com"]);
+        let default = cert(&[]);
+        let fallback = cert(&[]);
+        let table = Arc::new(RouteTable::new(
+            vec![
+                vhost("own.example.com", CertificateChoice::Own(own.clone())),
+                vhost("*.wild.example.com", CertificateChoice::Own(own_wild.clone())),
+                vhost("nocert.example.com", CertificateChoice::Default),
+            ],
+            Some(default.clone()),
+            vec![dir_wild.clone(), dir_exact.clone()],
+            ClassSettings::default(),
+        ));
+        let r = CertificateResolver::new(Arc::clone(&table), &fallback);
+        assert!(same(r.choose(Some("own.example.com")), &own));
+        assert!(same(r.choose(Some("a.wild.example.com")), &own_wild));
+        assert!(same(r.choose(Some("dir.example.com")), &dir_exact));
+        // Exact SAN beats wildcard SAN, whatever the file order.
+        assert!(same(r.choose(Some("x.dir.example.com")), &dir_exact));
+        assert!(same(r.choose(Some("y.dir.example.com")), &dir_wild));
+        // One label only.
+        assert!(same(r.choose(Some("z.y.dir.example.com")), &default));
+        assert!(same(r.choose(Some("nocert.example.com")), &default));
+        assert!(same(r.choose(Some("unknown.test")), &default));
+        assert!(same(r.choose(None), &default));
+
+        let bare = Arc::new(RouteTable::default());
+        let r = CertificateResolver::new(bare, &fallback);
+        assert!(same(r.choose(Some("unknown.test")), &fallback));
+        assert!(same(r.choose(None), &fallback));
+    }
+
+    #[test]
+    fn config_is_built_once_per_table_and_shares_resumption_state() {
+        let state = TlsServerState::new();
+        let fallback = cert(&[]);
+        let first = Arc::new(RouteTable::default());
+        let a = state.config_for(&first, &fallback).expect("config");
+        let b = state.config_for(&first, &fallback).expect("config");
+        assert!(Arc::ptr_eq(&a, &b));
+        let second = Arc::new(RouteTable::default());
+        let c = state.config_for(&second, &fallback).expect("config");
+        assert!(!Arc::ptr_eq(&a, &c));
+        let thin = |s: &Arc<dyn rustls::server::StoresServerSessions>| Arc::as_ptr(s).cast::<()>();
+        assert_eq!(thin(&a.session_storage), thin(&c.session_storage));
+        let thin = |t: &Arc<dyn ProducesTickets>| Arc::as_ptr(t).cast::<()>();
+        assert_eq!(thin(&a.ticketer), thin(&c.ticketer));
+        assert!(a.ticketer.enabled());
+        assert_eq!(a.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn policy_versions_suites_and_groups() {
+        use rustls::NamedGroup;
+        let state = TlsServerState::new();
+        let fallback = cert(&[]);
+        let table = Arc::new(RouteTable::default());
+
+        let config = state
+            .build(&table, &fallback, &ClassSettings::default())
+            .expect("defaults");
+        let config = Arc::new(config);
+        assert_eq!(
+            negotiated(&config, &rustls::version::TLS12).expect("TLS 1.2 allowed"),
+            rustls::ProtocolVersion::TLSv1_2
+        );
+        assert_eq!(
+            negotiated(&config, &rustls::version::TLS13).expect("TLS 1.3"),
+            rustls::ProtocolVersion::TLSv1_3
+        );
+        let groups: Vec<NamedGroup> = config.crypto_provider().kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(groups[0], NamedGroup::X25519MLKEM768);
+
+        let classic = ClassSettings {
+            post_quantum: false,
+            tls_min_version_1_3: true,
+            ..ClassSettings::default()
+        };
+        let config = state.build(&table, &fallback, &classic).expect("classic");
+        let config = Arc::new(config);
+        assert!(negotiated(&config, &rustls::version::TLS12).is_err());
+        assert!(negotiated(&config, &rustls::version::TLS13).is_ok());
+        let groups: Vec<NamedGroup> = config.crypto_provider().kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(&groups[..2], &[NamedGroup::X25519, NamedGroup::secp256r1]);
+
+        let named = ClassSettings {
+            cipher_suites: vec![
+                "TLS_AES_256_GCM_SHA384".into(),
+                "tls_ecdhe_ecdsa_with_aes_128_gcm_sha256".into(),
+                "NOT_A_SUITE".into(),
+            ],
+            ..ClassSettings::default()
+        };
+        let config = state.build(&table, &fallback, &named).expect("named");
+        let suites: Vec<_> = config
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            suites,
+            vec![
+                rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            ]
+        );
+        assert!(is_supported_cipher_suite("TLS13_CHACHA20_POLY1305_SHA256"));
+        assert!(!is_supported_cipher_suite("TLS_RSA_WITH_AES_128_CBC_SHA"));
+
+        // Nothing usable: an error from `build`, rustls' default suites from `config_for`.
+        let unusable = Arc::new(RouteTable::new(
+            Vec::new(),
+            None,
+            Vec::new(),
+            ClassSettings {
+                cipher_suites: vec!["NOT_A_SUITE".into()],
+                ..ClassSettings::default()
+            },
+        ));
+        assert!(state.build(&unusable, &fallback, &unusable.class).is_err());
+        let config = state.config_for(&unusable, &fallback).expect("defaults");
+        assert!(config.crypto_provider().cipher_suites.len() > 2);
+    }
+}
