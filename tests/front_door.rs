@@ -6,7 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis::table::{CertificateChoice, ClassSettings, LimitSettings, RouteTable, TimeoutSettings};
+use portcullis::table::{
+    CertificateChoice, ClassSettings, LimitSettings, RouteTable, TimeoutSettings,
+};
 use rustls::pki_types::ServerName;
 use support::in_process::{
     Proxy, certificate, client_hello_bytes, insecure_client_config, peer_leaf, table,
@@ -137,7 +139,10 @@ async fn cert_dir_certificate_covers_a_host_without_its_own() {
     let ca = Ca::new("test ca");
     let dir = ca.leaf(&["*.dir.example.com"]);
     let proxy = Proxy::start(RouteTable::new(
-        vec![terminate_vhost("a.dir.example.com", CertificateChoice::Default)],
+        vec![terminate_vhost(
+            "a.dir.example.com",
+            CertificateChoice::Default,
+        )],
         None,
         vec![certificate(&dir, &["*.dir.example.com"])],
         ClassSettings::default(),
@@ -169,9 +174,13 @@ async fn alpn_h2_is_negotiated_when_offered() {
     .await
     .expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let tls = tls_connect(proxy.https, ca.client_config(&[b"http/1.1"]), "foo.example.com")
-        .await
-        .expect("handshake");
+    let tls = tls_connect(
+        proxy.https,
+        ca.client_config(&[b"http/1.1"]),
+        "foo.example.com",
+    )
+    .await
+    .expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
 
@@ -258,7 +267,10 @@ async fn truncated_hello_then_silence_is_closed_at_the_deadline() {
     stream.write_all(&hello[..hello.len() / 2]).await.unwrap();
     assert!(closed_by_proxy(&mut stream).await);
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(250), "closed after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "closed after {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
 }
 
@@ -282,9 +294,13 @@ async fn hello_larger_than_the_cap_is_closed() {
 
     // The same hello with the default cap is fine.
     proxy.swap(table(Vec::new(), ClassSettings::default()));
-    tls_connect(proxy.https, insecure_client_config(&[], true), "big.example.com")
-        .await
-        .expect("default cap");
+    tls_connect(
+        proxy.https,
+        insecure_client_config(&[], true),
+        "big.example.com",
+    )
+    .await
+    .expect("default cap");
 }
 
 #[tokio::test]

@@ -68,7 +68,10 @@ where
     body_of(&mut send, path).await
 }
 
-async fn body_of(send: &mut hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>, path: &str) -> String {
+async fn body_of(
+    send: &mut hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>,
+    path: &str,
+) -> String {
     let req = hyper::Request::get(path)
         .header("host", HOST)
         .body(Empty::<bytes::Bytes>::new())
@@ -144,11 +147,17 @@ async fn trusted_incoming_proxy_header_becomes_the_client_address() {
     let body = get(tls, "/lb").await;
     assert!(body.starts_with("backend=pod"), "{body}");
     let seen = backend.requests()[0].proxy.clone().expect("header");
-    assert_eq!(seen.source, "203.0.113.9:40000".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        seen.source,
+        "203.0.113.9:40000".parse::<SocketAddr>().unwrap()
+    );
 
     // A trusted source that sends no header is closed.
     let err = tls_connect(proxy.https, ca.client_config(&[b"http/1.1"]), HOST).await;
-    assert!(err.is_err(), "no PROXY header from a trusted source must be refused");
+    assert!(
+        err.is_err(),
+        "no PROXY header from a trusted source must be refused"
+    );
     assert_eq!(backend.count(), 1);
 }
 
@@ -180,7 +189,12 @@ impl AsyncWrite for Segmented {
             ready!(pause.as_mut().poll(cx));
             self.pause = None;
         }
-        let limit = self.cuts.front().copied().unwrap_or(buf.len()).min(buf.len());
+        let limit = self
+            .cuts
+            .front()
+            .copied()
+            .unwrap_or(buf.len())
+            .min(buf.len());
         let written = ready!(Pin::new(&mut self.inner).poll_write(cx, &buf[..limit]))?;
         if let Some(cut) = self.cuts.front_mut() {
             *cut -= written;
@@ -249,13 +263,20 @@ async fn open_stream_survives_table_swaps() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    assert!(body_of(&mut send, "/before").await.starts_with("backend=pod"));
+    assert!(
+        body_of(&mut send, "/before")
+            .await
+            .starts_with("backend=pod")
+    );
     for i in 0..50 {
         // Half the new tables no longer have the host at all.
         let vhosts = if i % 2 == 0 {
             Vec::new()
         } else {
-            vec![passthrough_vhost(HOST, tcp_upstream(&[s.backend.addr], None))]
+            vec![passthrough_vhost(
+                HOST,
+                tcp_upstream(&[s.backend.addr], None),
+            )]
         };
         s.proxy.swap(table(vhosts, ClassSettings::default()));
         assert!(
@@ -363,12 +384,23 @@ async fn shutdown_waits_for_open_streams() {
     s.proxy.begin_shutdown();
     let https = s.proxy.https;
     assert!(
-        wait_until(LONG, || async move { TcpStream::connect(https).await.is_err() }).await,
+        wait_until(
+            LONG,
+            || async move { TcpStream::connect(https).await.is_err() }
+        )
+        .await,
         "stops accepting"
     );
-    assert!(!s.proxy.task.is_finished(), "an open stream keeps serve() waiting");
+    assert!(
+        !s.proxy.task.is_finished(),
+        "an open stream keeps serve() waiting"
+    );
     // The open stream still works during the drain.
-    assert!(body_of(&mut send, "/draining").await.starts_with("backend=pod"));
+    assert!(
+        body_of(&mut send, "/draining")
+            .await
+            .starts_with("backend=pod")
+    );
     drop(send);
     let _ = conn.await;
     let task = &s.proxy.task;

@@ -129,15 +129,21 @@ async fn serve_http(
     let deadline = Instant::now() + table.class.timeouts.header_read;
     let trusted = &table.class.trusted_proxy_protocol;
     let mut buf = Vec::new();
-    let client =
-        match proxy_protocol::client_address(&mut stream, peer, trusted, &mut buf, deadline).await
-        {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::debug!(%peer, %error, "closing :80 connection from a trusted proxy");
-                return;
-            }
-        };
+    let client = match proxy_protocol::client_address(
+        &mut stream,
+        peer,
+        trusted,
+        &mut buf,
+        deadline,
+    )
+    .await
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "closing :80 connection from a trusted proxy");
+            return;
+        }
+    };
     let conn = ConnInfo {
         client,
         local,

@@ -40,18 +40,23 @@ pub async fn serve_connection(
     let mut buf = Vec::new();
 
     let trusted = &table.class.trusted_proxy_protocol;
-    let client =
-        match proxy_protocol::client_address(&mut stream, peer, trusted, &mut buf, deadline).await
-        {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::debug!(%peer, %error, "closing :443 connection from a trusted proxy");
-                return;
-            }
-        };
-
-    let hello = match client_hello::read_client_hello(&mut stream, &mut buf, max, deadline).await
+    let client = match proxy_protocol::client_address(
+        &mut stream,
+        peer,
+        trusted,
+        &mut buf,
+        deadline,
+    )
+    .await
     {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "closing :443 connection from a trusted proxy");
+            return;
+        }
+    };
+
+    let hello = match client_hello::read_client_hello(&mut stream, &mut buf, max, deadline).await {
         Ok(hello) => hello,
         Err(error) => {
             if let Some(why) = error.rejection() {

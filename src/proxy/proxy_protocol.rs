@@ -11,8 +11,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use bytes::BufMut;
+use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
@@ -173,7 +173,9 @@ fn decode_v1(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyProtocolError> {
         Some(family @ ("TCP4" | "TCP6")) => {
             let fields: Vec<&str> = parts.collect();
             let [src, dst, sport, dport] = fields[..] else {
-                return Err(ProxyProtocolError::Malformed("v1 needs four address fields"));
+                return Err(ProxyProtocolError::Malformed(
+                    "v1 needs four address fields",
+                ));
             };
             let parse_ip = |s: &str| -> Result<IpAddr, ProxyProtocolError> {
                 let ip = if family == "TCP4" {
@@ -192,7 +194,11 @@ fn decode_v1(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyProtocolError> {
                 destination: SocketAddr::new(parse_ip(dst)?, parse_port(dport)?),
             }
         }
-        _ => return Err(ProxyProtocolError::Malformed("v1 protocol is not TCP4/TCP6/UNKNOWN")),
+        _ => {
+            return Err(ProxyProtocolError::Malformed(
+                "v1 protocol is not TCP4/TCP6/UNKNOWN",
+            ));
+        }
     };
     Ok((header, used))
 }
@@ -206,7 +212,9 @@ fn decode_v2(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyProtocolError> {
         return Err(ProxyProtocolError::Malformed("v2 version nibble is not 2"));
     }
     if len > V2_MAX_PAYLOAD {
-        return Err(ProxyProtocolError::Malformed("v2 payload longer than 4096 bytes"));
+        return Err(ProxyProtocolError::Malformed(
+            "v2 payload longer than 4096 bytes",
+        ));
     }
     let used = V2_HEADER + len;
     let payload = buf
@@ -243,7 +251,11 @@ fn decode_v2(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyProtocolError> {
             0x0 | 0x3 => ProxyHeader::Local,
             _ => return Err(ProxyProtocolError::Malformed("v2 unknown address family")),
         },
-        _ => return Err(ProxyProtocolError::Malformed("v2 command is not LOCAL or PROXY")),
+        _ => {
+            return Err(ProxyProtocolError::Malformed(
+                "v2 command is not LOCAL or PROXY",
+            ));
+        }
     };
     Ok((header, used))
 }
@@ -364,7 +376,10 @@ mod tests {
         );
         // IPv4-mapped IPv6 is written as IPv4.
         assert_eq!(
-            encode_v1(addr("[::ffff:10.0.0.1]:1000"), addr("[::ffff:10.0.0.2]:443")),
+            encode_v1(
+                addr("[::ffff:10.0.0.1]:1000"),
+                addr("[::ffff:10.0.0.2]:443")
+            ),
             b"PROXY TCP4 10.0.0.1 10.0.0.2 1000 443\r\n"
         );
     }
@@ -430,7 +445,11 @@ mod tests {
         for _ in 0..20_000 {
             let mut bytes: Vec<u8> = (0..rng.usize(0..200)).map(|_| rng.u8(..)).collect();
             if rng.bool() {
-                let prefix: &[u8] = if rng.bool() { V2_SIGNATURE } else { b"PROXY TCP" };
+                let prefix: &[u8] = if rng.bool() {
+                    V2_SIGNATURE
+                } else {
+                    b"PROXY TCP"
+                };
                 bytes.splice(0..0, prefix.iter().copied());
             }
             let _ = decode(&bytes);

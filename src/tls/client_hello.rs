@@ -198,7 +198,9 @@ fn scan(buf: &[u8], max: usize) -> Result<Scan, HelloError> {
         }
         let body_start = pos + RECORD_HEADER;
         let record_end = body_start + length;
-        let available = buf.get(body_start..record_end.min(buf.len())).unwrap_or(&[]);
+        let available = buf
+            .get(body_start..record_end.min(buf.len()))
+            .unwrap_or(&[]);
         let before = message.len();
         message.extend_from_slice(available);
 
@@ -207,7 +209,9 @@ fn scan(buf: &[u8], max: usize) -> Result<Scan, HelloError> {
         if let Some(hs) = message.get(..HANDSHAKE_HEADER) {
             let mut r = Reader::new(hs);
             if r.u8()? != HANDSHAKE_CLIENT_HELLO {
-                return Err(HelloError::Malformed("first handshake message is not a ClientHello"));
+                return Err(HelloError::Malformed(
+                    "first handshake message is not a ClientHello",
+                ));
             }
             let body_len = r.u24()?;
             let total = HANDSHAKE_HEADER + body_len;
@@ -242,7 +246,9 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, HelloError> {
     r.take(32)?; // random
     let session_id = r.vec_u8()?;
     if session_id.len() > 32 {
-        return Err(HelloError::Malformed("legacy_session_id longer than 32 bytes"));
+        return Err(HelloError::Malformed(
+            "legacy_session_id longer than 32 bytes",
+        ));
     }
     let suites = r.vec_u16()?;
     if suites.is_empty() || suites.len() % 2 != 0 {
@@ -348,7 +354,9 @@ impl<'a> Reader<'a> {
                 self.rest = tail;
                 Ok(head)
             }
-            _ => Err(HelloError::Malformed("a length runs past the end of its container")),
+            _ => Err(HelloError::Malformed(
+                "a length runs past the end of its container",
+            )),
         }
     }
 
@@ -519,7 +527,10 @@ mod tests {
             out.extend_from_slice(chunk);
         }
         for cut in 0..out.len() {
-            assert!(matches!(parse(&out[..cut], MAX), Err(HelloError::Incomplete)));
+            assert!(matches!(
+                parse(&out[..cut], MAX),
+                Err(HelloError::Incomplete)
+            ));
         }
     }
 
@@ -610,7 +621,10 @@ mod tests {
             Err(HelloError::Malformed(_))
         ));
         // A name with control bytes is not routable: treated as no SNI.
-        assert_eq!(parse(&build(sni(b"a\x00b")), MAX).expect("odd sni").sni, None);
+        assert_eq!(
+            parse(&build(sni(b"a\x00b")), MAX).expect("odd sni").sni,
+            None
+        );
     }
 
     #[test]
@@ -710,7 +724,10 @@ mod tests {
         let err = read_client_hello(&mut server, &mut buf, 4096, deadline)
             .await
             .expect_err("too large");
-        assert!(matches!(err, HelloError::TooLarge { limit: 4096 }), "{err:?}");
+        assert!(
+            matches!(err, HelloError::TooLarge { limit: 4096 }),
+            "{err:?}"
+        );
         assert_eq!(buf.len(), 4096);
     }
 

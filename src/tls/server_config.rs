@@ -224,7 +224,10 @@ impl std::fmt::Debug for CertificateResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateResolver")
             .field("dir_exact", &self.dir_exact.keys().collect::<Vec<_>>())
-            .field("dir_wildcard", &self.dir_wildcard.keys().collect::<Vec<_>>())
+            .field(
+                "dir_wildcard",
+                &self.dir_wildcard.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -338,12 +341,11 @@ mod tests {
         server: &Arc<ServerConfig>,
         version: &'static SupportedProtocolVersion,
     ) -> Result<rustls::ProtocolVersion, rustls::Error> {
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(&[version])?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+        let client =
+            rustls::ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+                .with_protocol_versions(&[version])?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from("v.example.com").expect("name");
         let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
         let mut bytes = Vec::new();
@@ -376,7 +378,10 @@ mod tests {
         let table = Arc::new(RouteTable::new(
             vec![
                 vhost("own.example.com", CertificateChoice::Own(own.clone())),
-                vhost("*.wild.example.com", CertificateChoice::Own(own_wild.clone())),
+                vhost(
+                    "*.wild.example.com",
+                    CertificateChoice::Own(own_wild.clone()),
+                ),
                 vhost("nocert.example.com", CertificateChoice::Default),
             ],
             Some(default.clone()),
@@ -440,7 +445,12 @@ mod tests {
             negotiated(&config, &rustls::version::TLS13).expect("TLS 1.3"),
             rustls::ProtocolVersion::TLSv1_3
         );
-        let groups: Vec<NamedGroup> = config.crypto_provider().kx_groups.iter().map(|g| g.name()).collect();
+        let groups: Vec<NamedGroup> = config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
         assert_eq!(groups[0], NamedGroup::X25519MLKEM768);
 
         let classic = ClassSettings {
@@ -452,7 +462,12 @@ mod tests {
         let config = Arc::new(config);
         assert!(negotiated(&config, &rustls::version::TLS12).is_err());
         assert!(negotiated(&config, &rustls::version::TLS13).is_ok());
-        let groups: Vec<NamedGroup> = config.crypto_provider().kx_groups.iter().map(|g| g.name()).collect();
+        let groups: Vec<NamedGroup> = config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
         assert_eq!(&groups[..2], &[NamedGroup::X25519, NamedGroup::secp256r1]);
 
         let named = ClassSettings {

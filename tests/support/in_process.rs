@@ -97,17 +97,17 @@ pub fn self_signed_fallback() -> Certificate {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "Portcullis default certificate");
     let cert = params.self_signed(&key).expect("self-signed");
-    certificate_from_der(
-        cert.der().clone(),
-        key.serialize_der(),
-        &[],
-        "self-signed",
-    )
+    certificate_from_der(cert.der().clone(), key.serialize_der(), &[], "self-signed")
 }
 
 /// The proxy's `Certificate` for a test leaf.
 pub fn certificate(leaf: &Leaf, names: &[&str]) -> Certificate {
-    certificate_from_der(leaf.cert_der.clone(), leaf.key_der.clone(), names, "test leaf")
+    certificate_from_der(
+        leaf.cert_der.clone(),
+        leaf.key_der.clone(),
+        names,
+        "test leaf",
+    )
 }
 
 fn certificate_from_der(
@@ -130,7 +130,10 @@ fn certificate_from_der(
 }
 
 /// A pass-through (TCP) upstream over these endpoints.
-pub fn tcp_upstream(endpoints: &[SocketAddr], proxy_protocol: Option<ProxyProtocol>) -> Arc<Upstream> {
+pub fn tcp_upstream(
+    endpoints: &[SocketAddr],
+    proxy_protocol: Option<ProxyProtocol>,
+) -> Arc<Upstream> {
     Arc::new(Upstream {
         service: ServiceRef {
             namespace: "default".into(),
@@ -188,7 +191,9 @@ pub async fn tls_connect(
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(name.to_string()).expect("server name");
-    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
 }
 
 /// A client config that accepts any certificate (to look at the fallback, which no CA signed).
