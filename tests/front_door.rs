@@ -243,10 +243,13 @@ async fn tls12_client_and_tls13_minimum() {
             ..ClassSettings::default()
         },
     ));
+    let error = tls_connect(proxy.https, tls12, "foo.example.com")
+        .await
+        .expect_err("TLS 1.2 refused");
+    // The refusal is a proper TLS alert, not a bare close.
     assert!(
-        tls_connect(proxy.https, tls12, "foo.example.com")
-            .await
-            .is_err()
+        error.to_string().contains("ProtocolVersion"),
+        "expected a protocol_version alert, got: {error}"
     );
 }
 
