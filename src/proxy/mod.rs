@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::tls::certificates::Certificate;
+use crate::tls::server_config::TlsServerState;
 
 /// What the proxy knows about a client connection, for routing, headers and logs.
 #[derive(Debug, Clone)]
@@ -46,6 +47,9 @@ pub struct ProxyContext {
     pub https_port: u16,
     /// Turns true on SIGTERM: connections finish their current request and close.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// TLS server state that outlives tables: session cache, ticket key, and the rustls config
+    /// built once per table.
+    pub tls: TlsServerState,
 }
 
 /// The bound listeners.
@@ -65,5 +69,9 @@ pub mod accept;
 pub mod balance;
 pub mod forward;
 pub mod http_front;
+pub mod https_front;
+pub mod passthrough;
+pub mod prefixed_io;
+pub mod proxy_protocol;
 
 pub use accept::serve;

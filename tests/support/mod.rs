@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod in_process;
 pub mod pki;
 pub mod wait;
