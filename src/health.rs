@@ -533,13 +533,6 @@ impl Health {
 
 // === probe specs ===
 
-/// PROXY protocol version to send before a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum ProxyVersion {
-    V1,
-    V2,
-}
-
 /// The check of one endpoint, in a form with a total order (for the shared-endpoint rule).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Check {
@@ -561,7 +554,7 @@ enum Check {
 struct ProbeSpec {
     check: Check,
     interval: Duration,
-    proxy: Option<ProxyVersion>,
+    proxy: Option<ProxyProtocol>,
 }
 
 /// The check of every endpoint of `table`, one per endpoint (see the shared-endpoint rule).
@@ -585,10 +578,7 @@ fn desired_probes(table: &RouteTable) -> BTreeMap<SocketAddr, ProbeSpec> {
         let spec = ProbeSpec {
             check,
             interval: upstream.health.interval.max(MIN_INTERVAL),
-            proxy: upstream.proxy_protocol.map(|p| match p {
-                ProxyProtocol::V1 => ProxyVersion::V1,
-                ProxyProtocol::V2 => ProxyVersion::V2,
-            }),
+            proxy: upstream.proxy_protocol,
         };
         for addr in &upstream.endpoints {
             match chosen.get(addr) {
@@ -782,59 +772,12 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 /// Writes a PROXY protocol header for this probe connection (source = our socket).
 async fn send_proxy_header(
     tcp: &mut TcpStream,
-    version: ProxyVersion,
+    version: ProxyProtocol,
     dst: SocketAddr,
 ) -> Result<(), ProbeError> {
     let src = tcp.local_addr().map_err(ProbeError::Proxy)?;
-    let header = proxy_header(version, src, dst);
+    let header = crate::proxy::proxy_protocol::encode(version, src, dst);
     tcp.write_all(&header).await.map_err(ProbeError::Proxy)
-}
-
-/// A PROXY protocol v1/v2 header (`PROXY` command) for a TCP connection `src` → `dst`.
-// Note for de-duplication: proxy/passthrough.rs encodes the same header for client connections.
-fn proxy_header(version: ProxyVersion, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
-    match version {
-        ProxyVersion::V1 => {
-            let family = if src.is_ipv4() && dst.is_ipv4() {
-                "TCP4"
-            } else {
-                "TCP6"
-            };
-            format!(
-                "PROXY {family} {} {} {} {}\r\n",
-                src.ip(),
-                dst.ip(),
-                src.port(),
-                dst.port()
-            )
-            .into_bytes()
-        }
-        ProxyVersion::V2 => {
-            let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-            out.push(0x21); // version 2, PROXY
-            match (src, dst) {
-                (SocketAddr::V4(s), SocketAddr::V4(d)) => {
-                    out.push(0x11); // TCP over IPv4
-                    out.extend_from_slice(&12u16.to_be_bytes());
-                    out.extend_from_slice(&s.ip().octets());
-                    out.extend_from_slice(&d.ip().octets());
-                }
-                (s, d) => {
-                    let v6 = |a: SocketAddr| match a {
-                        SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
-                        SocketAddr::V6(a) => *a.ip(),
-                    };
-                    out.push(0x21); // TCP over IPv6
-                    out.extend_from_slice(&36u16.to_be_bytes());
-                    out.extend_from_slice(&v6(s).octets());
-                    out.extend_from_slice(&v6(d).octets());
-                }
-            }
-            out.extend_from_slice(&src.port().to_be_bytes());
-            out.extend_from_slice(&dst.port().to_be_bytes());
-            out
-        }
-    }
 }
 
 // === TLS for probes ===
@@ -1112,18 +1055,5 @@ mod tests {
         assert!(http_request("HEAD", "/", "a\r\nEvil: 1").is_err());
         assert!(http_request("GE T", "/", "a").is_err());
         assert!(http_request("GET", "x", "a").is_err());
-    }
-
-    #[test]
-    fn proxy_headers() {
-        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let dst: SocketAddr = "127.0.0.2:443".parse().unwrap();
-        assert_eq!(
-            proxy_header(ProxyVersion::V1, src, dst),
-            b"PROXY TCP4 127.0.0.1 127.0.0.2 5000 443\r\n"
-        );
-        let v2 = proxy_header(ProxyVersion::V2, src, dst);
-        assert_eq!(v2.len(), 16 + 12);
-        assert_eq!(&v2[12..16], &[0x21, 0x11, 0, 12]);
     }
 }
