@@ -3,7 +3,8 @@
 //!
 //! - **Kinds**: Ingress, IngressClass (cluster-scoped), Service, EndpointSlice,
 //!   IngressClassParams (cluster-scoped, our CRD), Secret, plus the one `--publish-service`
-//!   Service (for Ingress status; not part of the snapshot).
+//!   Service (for Ingress status; not part of the snapshot) and, when `--watch-namespace`
+//!   excludes its namespace, the one `--default-certificate` Secret.
 //! - **Scope**: with `--watch-namespace` every namespaced kind is watched through a namespaced
 //!   `Api`, so objects elsewhere are never even sent to us.
 //! - **Secrets, least memory**: two watchers, `type=kubernetes.io/tls` (field selector) and
@@ -80,6 +81,7 @@ pub enum Kind {
     IngressClassParams,
     TlsSecret,
     BackendCaSecret,
+    DefaultCertificate,
     PublishService,
 }
 
@@ -94,6 +96,7 @@ impl Kind {
             Kind::IngressClassParams => "IngressClassParams",
             Kind::TlsSecret => "Secret(kubernetes.io/tls)",
             Kind::BackendCaSecret => "Secret(portcullis.io/backend-ca)",
+            Kind::DefaultCertificate => "Secret(--default-certificate)",
             Kind::PublishService => "Service(--publish-service)",
         }
     }
@@ -121,6 +124,9 @@ pub struct SourceSettings {
     /// `--publish-service NS/NAME`: watched on its own (it may live outside the watched
     /// namespace), for the addresses written to Ingress status.
     pub publish_service: Option<(String, String)>,
+    /// `--default-certificate NS/NAME`: watched on its own when `--watch-namespace` excludes
+    /// its namespace (it usually lives with the controller, not with the applications).
+    pub default_certificate: Option<(String, String)>,
 }
 
 /// Drops what we never read before an object is stored: `managedFields` and the last-applied
@@ -157,6 +163,7 @@ struct Stores {
     class_params: Store<IngressClassParams>,
     tls_secrets: Store<Secret>,
     ca_secrets: Store<Secret>,
+    default_certificate: Option<Store<Secret>>,
     publish_service: Option<Store<Service>>,
 }
 
@@ -253,6 +260,21 @@ impl KubeSource {
             )
         });
 
+        let default_certificate = settings
+            .default_certificate
+            .as_ref()
+            .filter(|(cns, _)| ns.is_some_and(|watched| watched != cns))
+            .map(|(cns, name)| {
+                spawn(
+                    &mut tasks,
+                    Api::namespaced(client.clone(), cns),
+                    cfg().fields(&format!("metadata.name={name}")),
+                    Kind::DefaultCertificate,
+                    &signal,
+                    strip_secret,
+                )
+            });
+
         KubeSource {
             stores: Stores {
                 ingresses,
@@ -262,6 +284,7 @@ impl KubeSource {
                 class_params,
                 tls_secrets,
                 ca_secrets,
+                default_certificate,
                 publish_service,
             },
             changes,
@@ -282,6 +305,9 @@ impl KubeSource {
         ready(&s.endpoint_slices, Kind::EndpointSlice).await?;
         ready(&s.tls_secrets, Kind::TlsSecret).await?;
         ready(&s.ca_secrets, Kind::BackendCaSecret).await?;
+        if let Some(store) = &s.default_certificate {
+            ready(store, Kind::DefaultCertificate).await?;
+        }
         if let Some(store) = &s.publish_service {
             ready(store, Kind::PublishService).await?;
         }
@@ -322,7 +348,8 @@ impl KubeSource {
     pub fn snapshot(&self) -> Snapshot {
         let s = &self.stores;
         let mut secrets: BTreeMap<(Option<String>, String), Secret> = BTreeMap::new();
-        for secret in s.tls_secrets.state().into_iter().chain(s.ca_secrets.state()) {
+        let extra = s.default_certificate.iter().flat_map(Store::state);
+        for secret in s.tls_secrets.state().into_iter().chain(s.ca_secrets.state()).chain(extra) {
             secrets
                 .entry((secret.namespace(), secret.name_any()))
                 .or_insert_with(|| (*secret).clone());
@@ -363,7 +390,11 @@ impl KubeSource {
             "EndpointSlice" => uid_in(&s.endpoint_slices, ns, &object.name),
             "IngressClassParams" => uid_in(&s.class_params, None, &object.name),
             "Secret" => uid_in(&s.tls_secrets, ns, &object.name)
-                .or_else(|| uid_in(&s.ca_secrets, ns, &object.name)),
+                .or_else(|| uid_in(&s.ca_secrets, ns, &object.name))
+                .or_else(|| {
+                    let store = s.default_certificate.as_ref()?;
+                    uid_in(store, ns, &object.name)
+                }),
             _ => None,
         }
     }
