@@ -18,8 +18,8 @@ use crate::settings::BuildSettings;
 use crate::source::Snapshot;
 use crate::source::kubernetes::{Change, KubeSource, SourceError, SourceSettings};
 use crate::status::{
-    ClusterView, LeaderElector, Leadership, LeaseSettings, PublishOutcome, Publisher, PublisherSettings,
-    StatusAddresses, parse_status_addresses,
+    ClusterView, LeaderElector, Leadership, LeaseSettings, PublishOutcome, Publisher,
+    PublisherSettings, StatusAddresses, parse_status_addresses,
 };
 
 /// Default name of the leader-election Lease.
@@ -129,7 +129,9 @@ impl ControllerSettings {
         } else if self.publish_status_address.is_empty() {
             StatusAddresses::None
         } else {
-            StatusAddresses::Static(parse_status_addresses(&self.publish_status_address.join(",")))
+            StatusAddresses::Static(parse_status_addresses(
+                &self.publish_status_address.join(","),
+            ))
         };
         PublisherSettings {
             addresses,
@@ -146,7 +148,10 @@ impl ControllerSettings {
 }
 
 /// Parses an `NS/NAME` flag value (`--publish-service`, `--default-certificate`).
-pub fn parse_namespaced_name(flag: &'static str, value: &str) -> Result<(String, String), ControllerError> {
+pub fn parse_namespaced_name(
+    flag: &'static str,
+    value: &str,
+) -> Result<(String, String), ControllerError> {
     match value.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok((ns.to_string(), name.to_string()))
@@ -199,13 +204,24 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts the reflectors and the leader election on the current runtime; returns at once.
-    pub fn start(client: Client, settings: &ControllerSettings) -> Result<Cluster, ControllerError> {
+    pub fn start(
+        client: Client,
+        settings: &ControllerSettings,
+    ) -> Result<Cluster, ControllerError> {
         settings.validate()?;
-        let source = Arc::new(KubeSource::start(client.clone(), &settings.source_settings()));
+        let source = Arc::new(KubeSource::start(
+            client.clone(),
+            &settings.source_settings(),
+        ));
         let elector = LeaderElector::new(client.clone(), settings.lease_settings());
         let leadership = elector.leadership();
         let view: Arc<dyn ClusterView> = source.clone();
-        let publisher = Publisher::new(client, settings.publisher_settings(), leadership.clone(), view);
+        let publisher = Publisher::new(
+            client,
+            settings.publisher_settings(),
+            leadership.clone(),
+            view,
+        );
 
         let (stop_elector, mut stop) = watch::channel(false);
         let elector = tokio::spawn(elector.run(async move {
@@ -323,7 +339,11 @@ pub async fn drive(
         ready = cluster.wait_ready() => ready?,
         done = &mut shutdown => return done.map(|_| Vec::new()),
     }
-    let built = model::build(&cluster.snapshot(), &settings.build_settings(), &LastGood::default());
+    let built = model::build(
+        &cluster.snapshot(),
+        &settings.build_settings(),
+        &LastGood::default(),
+    );
     // TODO(integrator): the model's list of Ingresses of our class.
     let our_ingresses: Vec<ObjectRef> = Vec::new();
     cluster.publish(&built, &our_ingresses).await;
@@ -344,7 +364,9 @@ pub async fn shutdown_signal() -> Result<(), ControllerError> {
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await.map_err(ControllerError::Signal)
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(ControllerError::Signal)
     }
 }
 
@@ -359,7 +381,10 @@ mod tests {
             ("ingress".to_string(), "portcullis".to_string())
         );
         for bad in ["portcullis", "/x", "x/", "a/b/c", ""] {
-            assert!(parse_namespaced_name("publish-service", bad).is_err(), "{bad}");
+            assert!(
+                parse_namespaced_name("publish-service", bad).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -162,7 +162,9 @@ pub fn service_addresses(service: &Service) -> Vec<IngressLoadBalancerIngress> {
 }
 
 /// A comparable form of an address list: (ip, hostname) pairs, sorted, deduplicated.
-fn address_set(addresses: &[IngressLoadBalancerIngress]) -> BTreeSet<(Option<String>, Option<String>)> {
+fn address_set(
+    addresses: &[IngressLoadBalancerIngress],
+) -> BTreeSet<(Option<String>, Option<String>)> {
     addresses
         .iter()
         .map(|a| (a.ip.clone(), a.hostname.clone()))
@@ -266,7 +268,9 @@ impl Publisher {
     /// On shutdown: clears our Ingresses' status if `update_status_on_shutdown`, else nothing.
     pub async fn shutdown(&self, our_ingresses: &[ObjectRef]) -> PublishOutcome {
         let mut outcome = PublishOutcome::default();
-        if !self.settings.update_status_on_shutdown || self.settings.addresses == StatusAddresses::None {
+        if !self.settings.update_status_on_shutdown
+            || self.settings.addresses == StatusAddresses::None
+        {
             return outcome;
         }
         for object in our_ingresses.iter().filter(|o| self.writable_ingress(o)) {
@@ -316,7 +320,9 @@ impl Publisher {
     }
 
     fn writable_ingress(&self, object: &ObjectRef) -> bool {
-        object.kind == "Ingress" && object.namespace.is_some() && self.in_scope(object.namespace.as_deref())
+        object.kind == "Ingress"
+            && object.namespace.is_some()
+            && self.in_scope(object.namespace.as_deref())
     }
 
     async fn publish_status(
@@ -332,7 +338,10 @@ impl Publisher {
         let ours: HashSet<&ObjectRef> = our_ingresses.iter().collect();
         state.pending.retain(|o, _| ours.contains(o));
         // Sorted, so writes happen in a stable order.
-        let mut targets: Vec<&ObjectRef> = ours.into_iter().filter(|o| self.writable_ingress(o)).collect();
+        let mut targets: Vec<&ObjectRef> = ours
+            .into_iter()
+            .filter(|o| self.writable_ingress(o))
+            .collect();
         targets.sort();
         for object in targets {
             let ns = object.namespace.as_deref().unwrap_or_default();
@@ -359,7 +368,9 @@ impl Publisher {
             match self.patch_status(ns, &object.name, &patch).await {
                 Ok(()) => {
                     outcome.status_patched += 1;
-                    state.pending.insert(object.clone(), (version, want.clone()));
+                    state
+                        .pending
+                        .insert(object.clone(), (version, want.clone()));
                 }
                 Err(error) => {
                     outcome.failed += 1;
@@ -369,13 +380,19 @@ impl Publisher {
         }
     }
 
-    async fn patch_status(&self, namespace: &str, name: &str, patch: &serde_json::Value) -> Result<(), kube::Error> {
+    async fn patch_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<(), kube::Error> {
         let api: Api<Ingress> = Api::namespaced(self.client.clone(), namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
-        api.patch_status(name, &params, &Patch::Merge(patch)).await?;
+        api.patch_status(name, &params, &Patch::Merge(patch))
+            .await?;
         Ok(())
     }
 
@@ -432,7 +449,10 @@ impl Publisher {
         let object = &diagnostic.object;
         let now = Timestamp::now();
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let namespace = object.namespace.clone().unwrap_or_else(|| "default".to_string());
+        let namespace = object
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let prefix: String = object.name.chars().take(200).collect();
         Event {
             metadata: ObjectMeta {
@@ -461,7 +481,12 @@ impl Publisher {
 }
 
 fn event_key(d: &Diagnostic) -> EventKey {
-    (d.object.clone(), d.field.clone(), d.reason.as_str(), d.message.clone())
+    (
+        d.object.clone(),
+        d.field.clone(),
+        d.reason.as_str(),
+        d.message.clone(),
+    )
 }
 
 /// `field: message`, cut to [`MAX_NOTE_BYTES`] at a character boundary.
@@ -536,12 +561,16 @@ impl Leadership {
         let valid = u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX);
         let deadline = self.now_ms().saturating_add(valid).max(1);
         self.inner.deadline_ms.store(deadline, Ordering::Release);
-        self.inner.changes.send_if_modified(|l| !std::mem::replace(l, true));
+        self.inner
+            .changes
+            .send_if_modified(|l| !std::mem::replace(l, true));
     }
 
     fn lost(&self) {
         self.inner.deadline_ms.store(0, Ordering::Release);
-        self.inner.changes.send_if_modified(|l| std::mem::replace(l, false));
+        self.inner
+            .changes
+            .send_if_modified(|l| std::mem::replace(l, false));
     }
 }
 
@@ -564,7 +593,11 @@ pub struct LeaseSettings {
 
 impl LeaseSettings {
     /// Lease 15 s, renew every 5 s, renew deadline 10 s.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
         LeaseSettings {
             namespace: namespace.into(),
             name: name.into(),
@@ -697,7 +730,12 @@ impl LeaderElector {
     async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaseError> {
         let lease = match self.written.take() {
             Some(lease) => lease,
-            None => match self.api.get_opt(&self.settings.name).await.map_err(|e| self.error(e))? {
+            None => match self
+                .api
+                .get_opt(&self.settings.name)
+                .await
+                .map_err(|e| self.error(e))?
+            {
                 Some(lease) => lease,
                 None => return self.create().await,
             },
@@ -803,7 +841,10 @@ mod tests {
     #[test]
     fn status_addresses_split_ips_and_names() {
         let a = parse_status_addresses("10.0.0.1, lb.example.com,,2001:db8::1");
-        let pairs: Vec<_> = a.iter().map(|a| (a.ip.as_deref(), a.hostname.as_deref())).collect();
+        let pairs: Vec<_> = a
+            .iter()
+            .map(|a| (a.ip.as_deref(), a.hostname.as_deref()))
+            .collect();
         assert_eq!(
             pairs,
             [
@@ -822,11 +863,14 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(service_addresses(&svc)[0].ip.as_deref(), Some("10.96.0.7"));
-        svc.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [{"hostname": "a.elb"}]}})).unwrap();
+        svc.status =
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [{"hostname": "a.elb"}]}}))
+                .unwrap();
         let a = service_addresses(&svc);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].hostname.as_deref(), Some("a.elb"));
-        let headless: Service = serde_json::from_value(json!({"spec": {"clusterIP": "None"}})).unwrap();
+        let headless: Service =
+            serde_json::from_value(json!({"spec": {"clusterIP": "None"}})).unwrap();
         assert!(service_addresses(&headless).is_empty());
     }
 
@@ -844,18 +888,17 @@ mod tests {
         assert!(n.ends_with('…'));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn leadership_expires_at_the_renew_deadline_by_itself() {
         let l = Leadership::new();
         assert!(!l.is_leader());
-        l.renewed(Duration::from_secs(10));
+        l.renewed(Duration::from_millis(300));
         assert!(l.is_leader());
         assert!(*l.changes().borrow());
-        tokio::time::advance(Duration::from_millis(9_900)).await;
-        assert!(l.is_leader());
-        tokio::time::advance(Duration::from_millis(200)).await;
-        assert!(!l.is_leader());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!l.is_leader(), "no renewal within the deadline: not leader");
         l.renewed(Duration::from_secs(10));
+        assert!(l.is_leader());
         l.lost();
         assert!(!l.is_leader());
         assert!(!*l.changes().borrow());

@@ -349,7 +349,13 @@ impl KubeSource {
         let s = &self.stores;
         let mut secrets: BTreeMap<(Option<String>, String), Secret> = BTreeMap::new();
         let extra = s.default_certificate.iter().flat_map(Store::state);
-        for secret in s.tls_secrets.state().into_iter().chain(s.ca_secrets.state()).chain(extra) {
+        for secret in s
+            .tls_secrets
+            .state()
+            .into_iter()
+            .chain(s.ca_secrets.state())
+            .chain(extra)
+        {
             secrets
                 .entry((secret.namespace(), secret.name_any()))
                 .or_insert_with(|| (*secret).clone());
