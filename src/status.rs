@@ -162,9 +162,9 @@ pub fn service_addresses(service: &Service) -> Vec<IngressLoadBalancerIngress> {
 }
 
 /// A comparable form of an address list: (ip, hostname) pairs, sorted, deduplicated.
-fn address_set(
-    addresses: &[IngressLoadBalancerIngress],
-) -> BTreeSet<(Option<String>, Option<String>)> {
+type AddressSet = BTreeSet<(Option<String>, Option<String>)>;
+
+fn address_set(addresses: &[IngressLoadBalancerIngress]) -> AddressSet {
     addresses
         .iter()
         .map(|a| (a.ip.clone(), a.hostname.clone()))
@@ -215,7 +215,7 @@ struct PublisherState {
     posted: HashSet<EventKey>,
     /// Status patches sent but not yet seen in the store: the Ingress's resourceVersion when
     /// we patched it, and what we wrote. Avoids re-patching before the watch catches up.
-    pending: HashMap<ObjectRef, (Option<String>, BTreeSet<(Option<String>, Option<String>)>)>,
+    pending: HashMap<ObjectRef, (Option<String>, AddressSet)>,
 }
 
 /// Writes Ingress status and Events after each build, when this replica is the leader.

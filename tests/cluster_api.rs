@@ -101,7 +101,7 @@ impl Mock {
             while let Some((request, send)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap();
-                let query = parts.uri.query().map(|q| url_pairs(q)).unwrap_or_default();
+                let query = parts.uri.query().map(url_pairs).unwrap_or_default();
                 let request = Seen {
                     method: parts.method.clone(),
                     path: parts.uri.path().to_string(),
@@ -1267,8 +1267,7 @@ async fn cluster_becomes_leader_pokes_a_rebuild_and_releases_the_lease_on_shutdo
     let release = mock
         .requests()
         .into_iter()
-        .filter(|r| r.is(Method::PUT, LEASE))
-        .last()
+        .rfind(|r| r.is(Method::PUT, LEASE))
         .expect("the lease is released");
     assert_eq!(release.body["spec"].get("holderIdentity"), None);
     assert_eq!(release.body["spec"]["leaseDurationSeconds"], 1);
