@@ -185,6 +185,7 @@ fn current_addresses(ingress: &Ingress) -> &[IngressLoadBalancerIngress] {
 /// The publisher's settings, from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct PublisherSettings {
+    /// Where the status addresses come from (`--publish-service` / `--publish-status-address`).
     pub addresses: StatusAddresses,
     /// `--watch-namespace`: nothing outside it is written.
     pub watch_namespace: Option<String>,
@@ -198,7 +199,9 @@ pub struct PublisherSettings {
 /// What one [`Publisher::publish`] call did (for logs and metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishOutcome {
+    /// Ingress status patches sent.
     pub status_patched: usize,
+    /// Events created.
     pub events_posted: usize,
     /// Writes that failed; retried on the next publish.
     pub failed: usize,

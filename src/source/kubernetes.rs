@@ -112,7 +112,9 @@ impl std::fmt::Display for Kind {
 /// the change→live latency metric). Compare `generation`s; `at` is `None` until the first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Change {
+    /// Bumped once per applied event (and per [`KubeSource::poke`]).
     pub generation: u64,
+    /// When the newest change was applied to a store.
     pub at: Option<Instant>,
 }
 
