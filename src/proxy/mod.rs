@@ -63,7 +63,9 @@ impl Listeners {
 
 pub mod accept;
 pub mod balance;
+pub mod error;
 pub mod forward;
+pub mod framing_guard;
 pub mod http_front;
 
 pub use accept::serve;
