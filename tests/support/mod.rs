@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod http_harness;
 pub mod pki;
 pub mod wait;
