@@ -21,7 +21,11 @@ async fn refused_addr() -> std::net::SocketAddr {
 async fn no_route_is_a_plain_404() {
     let backend = backends::http("a").await;
     let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("a.example", up)], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
+        443,
+    )
+    .await;
 
     let answer = get(front.addr, "b.example", "/secret-path", &[]).await;
     assert_eq!(answer.status, 404);
@@ -32,7 +36,11 @@ async fn no_route_is_a_plain_404() {
 #[tokio::test]
 async fn no_endpoints_is_503() {
     let up = h::upstream(&[], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("a.example", up)], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
+        443,
+    )
+    .await;
     let answer = get(front.addr, "a.example", "/", &[]).await;
     assert_eq!(answer.status, 503);
     assert_eq!(answer.text(), "503 service unavailable\n");
@@ -41,7 +49,11 @@ async fn no_endpoints_is_503() {
 #[tokio::test]
 async fn connection_refused_is_502() {
     let up = h::upstream(&[refused_addr().await], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("a.example", up)], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
+        443,
+    )
+    .await;
     let answer = get(front.addr, "a.example", "/", &[]).await;
     assert_eq!(answer.status, 502);
     assert_eq!(answer.text(), "502 bad gateway\n");
@@ -81,7 +93,12 @@ async fn oversized_headers_are_431() {
     .await;
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     // Within the limit: served.
-    assert_eq!(get(front.addr, "a.example", "/", &[("x-small", "1")]).await.status, 200);
+    assert_eq!(
+        get(front.addr, "a.example", "/", &[("x-small", "1")])
+            .await
+            .status,
+        200
+    );
     assert_eq!(backend.count(), 1);
 }
 
@@ -89,7 +106,11 @@ async fn oversized_headers_are_431() {
 async fn conflicting_framing_is_400_and_never_reaches_the_backend() {
     let backend = backends::http("a").await;
     let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("a.example", up)], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
+        443,
+    )
+    .await;
 
     let cases: [&[u8]; 3] = [
         b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.example\r\n\r\n",
@@ -99,7 +120,11 @@ async fn conflicting_framing_is_400_and_never_reaches_the_backend() {
     for case in cases {
         let text = raw(front.addr, case).await;
         assert!(text.starts_with("HTTP/1.1 400"), "{text}");
-        assert_eq!(text.matches("HTTP/1.1").count(), 1, "one answer, then close: {text}");
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            1,
+            "one answer, then close: {text}"
+        );
     }
     // A keep-alive connection whose second request smuggles: the first is served, the second
     // refused, the connection closed.
@@ -119,7 +144,11 @@ async fn connect_failure_is_retried_on_another_endpoint() {
     let backend = backends::http("good").await;
     let dead = refused_addr().await;
     let up = h::upstream(&[dead, backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("a.example", up)], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
+        443,
+    )
+    .await;
     for i in 0..5 {
         let answer = get(front.addr, "a.example", &format!("/{i}"), &[]).await;
         assert_eq!(answer.status, 200, "request {i}: {}", answer.text());
@@ -133,7 +162,11 @@ async fn post_body_is_streamed_after_a_retry() {
     let backend = backends::http("good").await;
     let dead = refused_addr().await;
     let up = h::upstream(&[dead, backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("a.example", up)], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
+        443,
+    )
+    .await;
     let text = raw(
         front.addr,
         b"POST /p HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",

@@ -12,7 +12,10 @@ use support::http_harness::{self as h, get};
 #[tokio::test]
 async fn redirects_with_path_query_and_port() {
     let backend = backends::http("a").await;
-    let mut vhost = h::vhost("a.example", h::upstream(&[backend.addr], UpstreamProtocol::Http));
+    let mut vhost = h::vhost(
+        "a.example",
+        h::upstream(&[backend.addr], UpstreamProtocol::Http),
+    );
     vhost.ssl_redirect = true;
     let front = h::plain(h::table(vec![vhost], ClassSettings::default()), 8443).await;
 
@@ -29,15 +32,24 @@ async fn redirects_with_path_query_and_port() {
 #[tokio::test]
 async fn port_443_is_omitted() {
     let backend = backends::http("a").await;
-    let mut vhost = h::vhost("a.example", h::upstream(&[backend.addr], UpstreamProtocol::Http));
+    let mut vhost = h::vhost(
+        "a.example",
+        h::upstream(&[backend.addr], UpstreamProtocol::Http),
+    );
     vhost.ssl_redirect = true;
     let front = h::plain(h::table(vec![vhost], ClassSettings::default()), 443).await;
 
     let answer = get(front.addr, "a.example", "/login?next=/home", &[]).await;
     assert_eq!(answer.status, 308);
-    assert_eq!(answer.header("location"), "https://a.example/login?next=/home");
+    assert_eq!(
+        answer.header("location"),
+        "https://a.example/login?next=/home"
+    );
     // A path with no route still redirects (redirect comes before path routing).
-    let mut vhost = h::vhost("b.example", h::upstream(&[backend.addr], UpstreamProtocol::Http));
+    let mut vhost = h::vhost(
+        "b.example",
+        h::upstream(&[backend.addr], UpstreamProtocol::Http),
+    );
     vhost.ssl_redirect = true;
     vhost.routes.clear();
     let front = h::plain(h::table(vec![vhost], ClassSettings::default()), 443).await;
@@ -49,7 +61,10 @@ async fn port_443_is_omitted() {
 #[tokio::test]
 async fn no_redirect_when_off() {
     let backend = backends::http("a").await;
-    let vhost = h::vhost("a.example", h::upstream(&[backend.addr], UpstreamProtocol::Http));
+    let vhost = h::vhost(
+        "a.example",
+        h::upstream(&[backend.addr], UpstreamProtocol::Http),
+    );
     let front = h::plain(h::table(vec![vhost], ClassSettings::default()), 8443).await;
     let answer = get(front.addr, "a.example", "/x?y=1", &[]).await;
     assert_eq!(answer.status, 200);
@@ -60,12 +75,22 @@ async fn no_redirect_when_off() {
 #[tokio::test]
 async fn passthrough_hosts_redirect_or_serve_their_rule_backend_on_port_80() {
     let backend = backends::http("pt").await;
-    let mut redirecting = h::vhost("pt.example", h::upstream(&[backend.addr], UpstreamProtocol::Tcp));
+    let mut redirecting = h::vhost(
+        "pt.example",
+        h::upstream(&[backend.addr], UpstreamProtocol::Tcp),
+    );
     redirecting.tls_mode = TlsMode::Passthrough;
     redirecting.ssl_redirect = true;
-    let mut serving = h::vhost("pt2.example", h::upstream(&[backend.addr], UpstreamProtocol::Tcp));
+    let mut serving = h::vhost(
+        "pt2.example",
+        h::upstream(&[backend.addr], UpstreamProtocol::Tcp),
+    );
     serving.tls_mode = TlsMode::Passthrough;
-    let front = h::plain(h::table(vec![redirecting, serving], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![redirecting, serving], ClassSettings::default()),
+        443,
+    )
+    .await;
 
     let answer = get(front.addr, "pt.example", "/p", &[]).await;
     assert_eq!(answer.status, 308);

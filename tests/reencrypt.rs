@@ -5,12 +5,12 @@ mod support;
 
 use std::sync::Arc;
 
+use hyper_util::rt::TokioIo;
 use portcullis::model::upstream::{BackendTls, UpstreamProtocol};
 use portcullis::table::ClassSettings;
 use support::backends;
 use support::http_harness::{self as h, send_on, tls_connect};
 use support::pki::Ca;
-use hyper_util::rt::TokioIo;
 
 fn https(sni: &str, verify: bool, ca: Option<&Ca>) -> UpstreamProtocol {
     UpstreamProtocol::Https(BackendTls {
@@ -25,13 +25,20 @@ async fn front_for(protocol: UpstreamProtocol, backend: &backends::Backend) -> (
     let ca = Ca::new("front ca");
     let leaf = ca.leaf(&["app.example"]);
     let up = h::upstream(&[backend.addr], protocol);
-    let front = h::tls(h::table(vec![h::vhost("app.example", up)], ClassSettings::default()), &leaf, &[b"http/1.1"]).await;
+    let front = h::tls(
+        h::table(vec![h::vhost("app.example", up)], ClassSettings::default()),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
     (front, ca)
 }
 
 async fn get(front: &h::Front, ca: &Ca, path: &str) -> h::Answer {
     let tls = tls_connect(front.addr, ca, "app.example", &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     send_on(&mut send, "app.example", path, &[]).await
 }
@@ -39,7 +46,12 @@ async fn get(front: &h::Front, ca: &Ca, path: &str) -> h::Answer {
 #[tokio::test]
 async fn verified_against_backend_ca_with_configured_sni() {
     let backend_ca = Ca::new("backend ca");
-    let backend = backends::tls("pod", &backend_ca.leaf(&["pod.internal"]), Default::default()).await;
+    let backend = backends::tls(
+        "pod",
+        &backend_ca.leaf(&["pod.internal"]),
+        Default::default(),
+    )
+    .await;
     let (front, ca) = front_for(https("pod.internal", true, Some(&backend_ca)), &backend).await;
     let answer = get(&front, &ca, "/secure?x=1").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -54,7 +66,12 @@ async fn verified_against_backend_ca_with_configured_sni() {
 async fn wrong_ca_is_502() {
     let backend_ca = Ca::new("backend ca");
     let other_ca = Ca::new("other ca");
-    let backend = backends::tls("pod", &backend_ca.leaf(&["pod.internal"]), Default::default()).await;
+    let backend = backends::tls(
+        "pod",
+        &backend_ca.leaf(&["pod.internal"]),
+        Default::default(),
+    )
+    .await;
     let (front, ca) = front_for(https("pod.internal", true, Some(&other_ca)), &backend).await;
     let answer = get(&front, &ca, "/").await;
     assert_eq!(answer.status, 502);
@@ -68,7 +85,12 @@ async fn wrong_ca_is_502() {
 #[tokio::test]
 async fn unverified_accepts_an_unknown_ca() {
     let unknown_ca = Ca::new("unknown ca");
-    let backend = backends::tls("pod", &unknown_ca.leaf(&["pod.internal"]), Default::default()).await;
+    let backend = backends::tls(
+        "pod",
+        &unknown_ca.leaf(&["pod.internal"]),
+        Default::default(),
+    )
+    .await;
     let (front, ca) = front_for(https("pod.internal", false, None), &backend).await;
     let answer = get(&front, &ca, "/").await;
     assert_eq!(answer.status, 200);
@@ -78,7 +100,12 @@ async fn unverified_accepts_an_unknown_ca() {
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let backend_ca = Ca::new("backend ca");
-    let backend = backends::tls("pod", &backend_ca.leaf(&["pod.internal"]), Default::default()).await;
+    let backend = backends::tls(
+        "pod",
+        &backend_ca.leaf(&["pod.internal"]),
+        Default::default(),
+    )
+    .await;
     let (front, ca) = front_for(https("pod.internal", true, Some(&backend_ca)), &backend).await;
     // Each request on a new client connection: the pool lives in the context, not the
     // client connection.

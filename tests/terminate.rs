@@ -19,17 +19,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 fn app(upstream_addr: SocketAddr) -> VirtualHost {
-    let mut vhost = h::vhost("app.example", h::upstream(&[upstream_addr], UpstreamProtocol::Http));
+    let mut vhost = h::vhost(
+        "app.example",
+        h::upstream(&[upstream_addr], UpstreamProtocol::Http),
+    );
     vhost.hsts = Some(HSTS.to_string());
     vhost
 }
 
-async fn tls_get(
-    front: &h::Front,
-    ca: &Ca,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> h::Answer {
+async fn tls_get(front: &h::Front, ca: &Ca, path: &str, headers: &[(&str, &str)]) -> h::Answer {
     let tls = tls_connect(front.addr, ca, "app.example", &[b"http/1.1"]).await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -64,7 +62,10 @@ async fn backend_sees_forwarded_headers_and_untrusted_ones_are_overwritten() {
     assert_eq!(seen.headers["host"], "app.example");
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
-    assert_eq!(seen.headers["x-forwarded-port"], front.addr.port().to_string());
+    assert_eq!(
+        seen.headers["x-forwarded-port"],
+        front.addr.port().to_string()
+    );
     assert_eq!(seen.headers["x-forwarded-host"], "app.example");
     assert_eq!(
         seen.headers["forwarded"],
@@ -77,15 +78,25 @@ async fn trusted_forwarded_headers_are_appended() {
     let ca = Ca::new("front ca");
     let leaf = ca.leaf(&["app.example"]);
     let backend = backends::http("app").await;
-    let mut class = ClassSettings::default();
-    class.trusted_forwarded = vec!["127.0.0.0/8".parse().unwrap()];
-    let front = h::tls(h::table(vec![app(backend.addr)], class), &leaf, &[b"http/1.1"]).await;
+    let class = ClassSettings {
+        trusted_forwarded: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ClassSettings::default()
+    };
+    let front = h::tls(
+        h::table(vec![app(backend.addr)], class),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
 
     let answer = tls_get(
         &front,
         &ca,
         "/",
-        &[("x-forwarded-for", "203.0.113.7"), ("forwarded", "for=203.0.113.7")],
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=203.0.113.7"),
+        ],
     )
     .await;
     assert_eq!(answer.status, 200);
@@ -151,7 +162,10 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     assert_eq!(answer.status, 200);
     let seen = &backend.requests()[0];
     for stripped in ["x-client-secret", "keep-alive", "proxy-connection", "te"] {
-        assert!(!seen.headers.contains_key(stripped), "{stripped} reached the backend");
+        assert!(
+            !seen.headers.contains_key(stripped),
+            "{stripped} reached the backend"
+        );
     }
     assert_eq!(seen.headers["proxy-authorization"], "Basic dTpw");
 
@@ -174,7 +188,11 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
 #[tokio::test]
 async fn hsts_only_on_tls() {
     let backend = backends::http("app").await;
-    let front = h::plain(h::table(vec![app(backend.addr)], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![app(backend.addr)], ClassSettings::default()),
+        443,
+    )
+    .await;
     let answer = h::get(front.addr, "app.example", "/", &[]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("strict-transport-security"), "");
@@ -185,7 +203,12 @@ async fn hsts_only_on_tls() {
     let leaf = ca.leaf(&["app.example"]);
     let mut vhost = app(backend.addr);
     vhost.routes.clear();
-    let front = h::tls(h::table(vec![vhost], ClassSettings::default()), &leaf, &[b"http/1.1"]).await;
+    let front = h::tls(
+        h::table(vec![vhost], ClassSettings::default()),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
     let answer = tls_get(&front, &ca, "/", &[]).await;
     assert_eq!(answer.status, 404);
     assert_eq!(answer.header("strict-transport-security"), HSTS);
@@ -204,9 +227,10 @@ async fn h2_over_alpn_end_to_end() {
     .await;
     let tls = tls_connect(front.addr, &ca, "app.example", &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     for i in 0..3 {
         let req = hyper::Request::get(format!("https://app.example/h2/{i}?x=y"))
@@ -217,7 +241,11 @@ async fn h2_over_alpn_end_to_end() {
         let answer = collect(send.send_request(req).await.unwrap()).await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("strict-transport-security"), HSTS);
-        assert!(answer.text().starts_with(&format!("backend=app path=/h2/{i}?x=y")));
+        assert!(
+            answer
+                .text()
+                .starts_with(&format!("backend=app path=/h2/{i}?x=y"))
+        );
     }
     let seen = &backend.requests()[0];
     assert_eq!(seen.headers["host"], "app.example");
@@ -252,9 +280,22 @@ async fn curl_gets_h2_and_hsts() {
         .await
         .expect("run curl");
     let text = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(text.starts_with("HTTP/2 200"), "{text}");
-    assert!(text.to_ascii_lowercase().contains(&format!("strict-transport-security: {}", HSTS.to_ascii_lowercase())), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains(&format!(
+            "strict-transport-security: {}",
+            HSTS.to_ascii_lowercase()
+        )),
+        "{text}"
+    );
     assert!(text.contains("backend=app path=/curl?z=1"), "{text}");
-    assert_eq!(backend.requests()[0].headers["x-forwarded-host"], format!("app.example:{port}"));
+    assert_eq!(
+        backend.requests()[0].headers["x-forwarded-host"],
+        format!("app.example:{port}")
+    );
 }

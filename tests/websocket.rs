@@ -47,13 +47,21 @@ async fn websocket_through_terminate() {
     let leaf = ca.leaf(&["ws.example"]);
     let backend = backends::upgrade_echo("ws", None).await;
     let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::tls(h::table(vec![h::vhost("ws.example", up)], ClassSettings::default()), &leaf, &[b"http/1.1"]).await;
+    let front = h::tls(
+        h::table(vec![h::vhost("ws.example", up)], ClassSettings::default()),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
     upgrade_and_echo(&front, &ca).await;
     let seen = &backend.requests()[0];
     assert_eq!(seen.uri, "/chat");
     assert_eq!(seen.headers["upgrade"], "websocket");
     assert_eq!(seen.headers["connection"], "upgrade");
-    assert_eq!(seen.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+    assert_eq!(
+        seen.headers["sec-websocket-key"],
+        "dGhlIHNhbXBsZSBub25jZQ=="
+    );
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
 }
 
@@ -72,7 +80,12 @@ async fn websocket_through_reencrypt() {
             ca_secret: None,
         }),
     );
-    let front = h::tls(h::table(vec![h::vhost("ws.example", up)], ClassSettings::default()), &leaf, &[b"http/1.1"]).await;
+    let front = h::tls(
+        h::table(vec![h::vhost("ws.example", up)], ClassSettings::default()),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
     upgrade_and_echo(&front, &ca).await;
     assert_eq!(backend.requests()[0].sni.as_deref(), Some("pod.internal"));
 }
@@ -82,7 +95,11 @@ async fn plain_requests_do_not_upgrade() {
     // A request without `Connection: upgrade` has its Upgrade header stripped (hop-by-hop).
     let backend = backends::http("plain").await;
     let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("ws.example", up)], ClassSettings::default()), 443).await;
+    let front = h::plain(
+        h::table(vec![h::vhost("ws.example", up)], ClassSettings::default()),
+        443,
+    )
+    .await;
     let answer = h::get(front.addr, "ws.example", "/", &[("upgrade", "websocket")]).await;
     assert_eq!(answer.status, 200);
     assert!(!backend.requests()[0].headers.contains_key("upgrade"));

@@ -102,7 +102,11 @@ pub enum ProxyFault {
 
 impl ProxyError {
     /// An upstream fault of `service`, last tried at `endpoint`.
-    pub fn upstream(service: impl ToString, endpoint: Option<SocketAddr>, fault: UpstreamFault) -> Self {
+    pub fn upstream(
+        service: impl ToString,
+        endpoint: Option<SocketAddr>,
+        fault: UpstreamFault,
+    ) -> Self {
         ProxyError::Upstream {
             service: service.to_string(),
             endpoint,
@@ -220,7 +224,12 @@ mod tests {
                 "upstream_timeout",
                 Who::Upstream,
             ),
-            (ClientFault::Smuggling("x").into(), 400, "smuggling", Who::Client),
+            (
+                ClientFault::Smuggling("x").into(),
+                400,
+                "smuggling",
+                Who::Client,
+            ),
         ];
         for (err, status, label, who) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

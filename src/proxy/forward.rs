@@ -245,7 +245,10 @@ pub enum ConnectError {
 impl ConnectError {
     /// The endpoint did not accept a TCP connection: a reason to mark it failed and try another.
     pub fn is_tcp(&self) -> bool {
-        matches!(self, ConnectError::Tcp { .. } | ConnectError::TcpTimeout { .. })
+        matches!(
+            self,
+            ConnectError::Tcp { .. } | ConnectError::TcpTimeout { .. }
+        )
     }
 }
 
@@ -287,7 +290,11 @@ impl AsyncRead for UpstreamIo {
 }
 
 impl AsyncWrite for UpstreamIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
@@ -360,7 +367,11 @@ impl Body for RetryBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         if this.body.is_none() {
-            this.body = this.slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            this.body = this
+                .slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
         }
         match &mut this.body {
             Some(body) => Pin::new(body).poll_frame(cx),
@@ -378,7 +389,7 @@ impl Body for RetryBody {
     fn size_hint(&self) -> SizeHint {
         match &self.body {
             Some(body) => body.size_hint(),
-            None => self.hint.clone(),
+            None => self.hint,
         }
     }
 }
@@ -558,7 +569,10 @@ pub struct UpstreamResponse {
 
 /// Sends `req` to an endpoint of `f.upstream` and returns its response head (see the module
 /// docs for the phases).
-pub async fn forward(f: &Forward<'_>, mut req: Request<Incoming>) -> Result<UpstreamResponse, ProxyError> {
+pub async fn forward(
+    f: &Forward<'_>,
+    mut req: Request<Incoming>,
+) -> Result<UpstreamResponse, ProxyError> {
     let timeouts = f.table.class.timeouts;
     let deadline = tokio::time::Instant::now() + timeouts.upstream_response;
     let service = &f.upstream.service;
@@ -597,7 +611,11 @@ pub async fn forward(f: &Forward<'_>, mut req: Request<Incoming>) -> Result<Upst
                 .trusted_forwarded
                 .iter()
                 .any(|net| net.contains(&client)),
-            proto: if f.conn.tls.is_some() { "https" } else { "http" },
+            proto: if f.conn.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             port: f.conn.local.port(),
             host: f.raw_host,
         };
@@ -631,7 +649,7 @@ pub async fn forward(f: &Forward<'_>, mut req: Request<Incoming>) -> Result<Upst
         let uri: Uri = uri.parse().map_err(|e: http::uri::InvalidUri| {
             ProxyFault::UpstreamRequest(format!("{uri}: {e}"))
         })?;
-        let mut upstream_req = Request::new(RetryBody::new(&slot, end_stream, hint.clone()));
+        let mut upstream_req = Request::new(RetryBody::new(&slot, end_stream, hint));
         *upstream_req.method_mut() = parts.method.clone();
         *upstream_req.uri_mut() = uri;
         *upstream_req.version_mut() = Version::HTTP_11;
@@ -693,7 +711,9 @@ pub async fn forward(f: &Forward<'_>, mut req: Request<Incoming>) -> Result<Upst
                 return Err(ProxyError::upstream(
                     service,
                     Some(endpoint),
-                    UpstreamFault::Reset("101 Switching Protocols to a request that asked for no upgrade".into()),
+                    UpstreamFault::Reset(
+                        "101 Switching Protocols to a request that asked for no upgrade".into(),
+                    ),
                 ));
             };
             let agreed = response
@@ -728,8 +748,12 @@ pub async fn forward(f: &Forward<'_>, mut req: Request<Incoming>) -> Result<Upst
             in_flight: Some(in_flight),
         });
     }
-    Err(last_error.unwrap_or_else(|| ProxyError::upstream(service, None, UpstreamFault::NoEndpoint)))
+    Err(last_error
+        .unwrap_or_else(|| ProxyError::upstream(service, None, UpstreamFault::NoEndpoint)))
 }
+
+/// Ends least-request accounting for an endpoint (the guard's drop does it).
+fn drop_in_flight(_in_flight: InFlight) {}
 
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
 fn join_cookies(headers: &mut HeaderMap) {
@@ -768,7 +792,8 @@ async fn tunnel(
         (Err(_), _) => ("client-upgrade-failed", 0, 0),
         (_, Err(_)) => ("upstream-upgrade-failed", 0, 0),
     };
-    drop(in_flight);
+    // Least-request accounting ends with the tunnel.
+    drop_in_flight(in_flight);
     access_log::tcp(&access_log::TcpLog {
         client: client_addr,
         sni: None,
@@ -788,7 +813,10 @@ mod tests {
     fn connection_named_headers_are_stripped_but_never_host() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("a"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("x-secret, host, keep-alive"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-secret, host, keep-alive"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));

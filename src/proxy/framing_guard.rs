@@ -140,7 +140,10 @@ impl<IO> FramingGuard<IO> {
                         data = &data[i + 1..];
                         Scan::ChunkSize(Vec::new())
                     }
-                    None => Scan::ChunkDataEnd,
+                    None => {
+                        data = &[];
+                        Scan::ChunkDataEnd
+                    }
                 },
                 Scan::ChunkSize(mut line) => match data.iter().position(|b| *b == b'\n') {
                     Some(i) => {
@@ -155,6 +158,7 @@ impl<IO> FramingGuard<IO> {
                     None if line.len() + data.len() > 1024 => return,
                     None => {
                         line.extend_from_slice(data);
+                        data = &[];
                         Scan::ChunkSize(line)
                     }
                 },
@@ -194,7 +198,10 @@ impl<IO> FramingGuard<IO> {
             .split(|b| *b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let request_line = lines.next().unwrap_or_default();
-        let method = request_line.split(|b| *b == b' ').next().unwrap_or_default();
+        let method = request_line
+            .split(|b| *b == b' ')
+            .next()
+            .unwrap_or_default();
         let (mut lengths, mut codings, mut upgrade) = (Vec::new(), Vec::new(), false);
         for line in lines {
             let Some(colon) = line.iter().position(|b| *b == b':') else {
@@ -230,7 +237,10 @@ impl<IO> FramingGuard<IO> {
         }
         match lengths.first() {
             None => Scan::Head(Vec::new()),
-            Some(len) => match std::str::from_utf8(len).ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(len) => match std::str::from_utf8(len)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 Some(0) => Scan::Head(Vec::new()),
                 Some(n) => Scan::Body(n),
                 None => Scan::Off,
@@ -333,6 +343,11 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
         let (v, heads) = scan_all(&bytes);
         assert_eq!(heads, 3);
         assert!(!v.rejected(2));
+        for split in 0..stream.len() {
+            let (v, heads) = scan_all(&[&stream[..split], &stream[split..]]);
+            assert_eq!(heads, 3, "split at {split}");
+            assert!(!v.rejected(2));
+        }
     }
 
     #[test]
@@ -341,7 +356,8 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
 POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]);
         assert!(!v.rejected(0));
         assert!(v.rejected(1));
-        let (v, _) = scan_all(&[b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"]);
+        let (v, _) =
+            scan_all(&[b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"]);
         assert!(v.rejected(0));
     }
 }

@@ -188,7 +188,10 @@ async fn route_and_forward(
 ) -> Result<Response<BodyKind>, ProxyError> {
     // check
     if state.verdict.rejected(index) {
-        return Err(ClientFault::Smuggling("Content-Length with Transfer-Encoding, or differing Content-Lengths").into());
+        return Err(ClientFault::Smuggling(
+            "Content-Length with Transfer-Encoding, or differing Content-Lengths",
+        )
+        .into());
     }
     let limit = state.table.class.limits.max_header_bytes as usize;
     let size = head_size(&req);
@@ -394,7 +397,8 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         let total = self.started.elapsed();
-        drop(self.in_flight.take());
+        // Least-request accounting ends with the response body.
+        self.in_flight = None;
         access_log::http(&access_log::HttpLog {
             client: self.client,
             host: &self.host,
@@ -504,7 +508,10 @@ impl Idle {
     }
 
     fn last_done(&self) -> tokio::time::Instant {
-        *self.last_done.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .last_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Resolves once no request has been in flight for `idle`.
@@ -532,8 +539,11 @@ impl Idle {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        *self.0.last_done.lock().unwrap_or_else(PoisonError::into_inner) =
-            tokio::time::Instant::now();
+        *self
+            .0
+            .last_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
         self.0.active.fetch_sub(1, Ordering::AcqRel);
         self.0.changed.notify_waiters();
     }

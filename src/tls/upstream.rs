@@ -24,7 +24,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn builder(provider: &Arc<CryptoProvider>) -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
+fn builder(
+    provider: &Arc<CryptoProvider>,
+) -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
     ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("the aws-lc-rs provider supports rustls' default protocol versions")
@@ -72,7 +74,11 @@ fn ca_roots(ca: &[CertificateDer<'static>]) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let (added, ignored) = roots.add_parsable_certificates(ca.iter().cloned());
     if ignored > 0 {
-        tracing::warn!(added, ignored, "backend-ca: some certificates are not usable trust anchors");
+        tracing::warn!(
+            added,
+            ignored,
+            "backend-ca: some certificates are not usable trust anchors"
+        );
     }
     roots
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{HeaderMap, Request, StatusCode};
@@ -20,7 +21,7 @@ use portcullis::model::upstream::{
 };
 use portcullis::proxy::forward::Clients;
 use portcullis::proxy::{ConnInfo, ProxyContext, TlsInfo};
-use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, VirtualHost};
+use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, TableHandle, VirtualHost};
 use portcullis::tls::certificates::{Certificate, CertificateInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -88,10 +89,15 @@ pub fn certificate(leaf: &Leaf) -> Certificate {
 
 /// Serves plain HTTP (as on :80) with `table`; redirects name `https_port`.
 pub async fn plain(table: RouteTable, https_port: u16) -> Front {
+    plain_handle(Arc::new(ArcSwap::from_pointee(table)), https_port).await
+}
+
+/// Like [`plain`], loading the current table of `handle` once per accepted connection (as the
+/// real accept loop does), so tests can swap tables.
+pub async fn plain_handle(handle: TableHandle, https_port: u16) -> Front {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (ctx, shutdown) = context(https_port);
-    let table = Arc::new(table);
     let c = ctx.clone();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -104,7 +110,7 @@ pub async fn plain(table: RouteTable, https_port: u16) -> Front {
             conns.spawn(portcullis::proxy::http_front::serve_connection(
                 stream,
                 conn,
-                table.clone(),
+                handle.load_full(),
                 c.clone(),
             ));
         }
@@ -261,12 +267,7 @@ pub async fn send_on(
 pub async fn collect(resp: hyper::Response<hyper::body::Incoming>) -> Answer {
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
     Answer {
         status,
         headers,
