@@ -52,6 +52,28 @@ pub struct ProxyContext {
     pub tls: TlsServerState,
 }
 
+impl ProxyContext {
+    /// A context with fresh upstream pools and TLS state, sharing `health` and `metrics` with
+    /// the rest of the process.
+    pub fn new(
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        fallback_certificate: Certificate,
+        https_port: u16,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> ProxyContext {
+        ProxyContext {
+            health,
+            metrics,
+            fallback_certificate,
+            clients: forward::Clients::new(),
+            https_port,
+            shutdown,
+            tls: TlsServerState::new(),
+        }
+    }
+}
+
 /// The bound listeners.
 pub struct Listeners {
     pub http: TcpListener,
@@ -67,7 +89,9 @@ impl Listeners {
 
 pub mod accept;
 pub mod balance;
+pub mod error;
 pub mod forward;
+pub mod framing_guard;
 pub mod http_front;
 pub mod https_front;
 pub mod passthrough;

@@ -4,3 +4,4 @@
 pub mod certificates;
 pub mod client_hello;
 pub mod server_config;
+pub mod upstream;

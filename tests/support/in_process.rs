@@ -15,10 +15,9 @@ use portcullis::model::upstream::{
     Cursor, HealthCheck, HealthProbe, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef,
     Upstream, UpstreamProtocol,
 };
-use portcullis::proxy::{self, Listeners, ProxyContext, forward};
+use portcullis::proxy::{self, Listeners, ProxyContext};
 use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, TableHandle, VirtualHost};
 use portcullis::tls::certificates::{Certificate, CertificateInfo};
-use portcullis::tls::server_config::TlsServerState;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
@@ -56,15 +55,13 @@ impl Proxy {
         let (http, https) = listeners.local_addrs().expect("addrs");
         let (shutdown, rx) = watch::channel(false);
         let fallback = self_signed_fallback();
-        let ctx = Arc::new(ProxyContext {
-            health: Health::new(),
-            metrics: Arc::new(Metrics::new()),
-            fallback_certificate: fallback.clone(),
-            clients: forward::Clients::new(),
-            https_port: https.port(),
-            shutdown: rx.clone(),
-            tls: TlsServerState::new(),
-        });
+        let ctx = Arc::new(ProxyContext::new(
+            Health::new(),
+            Arc::new(Metrics::new()),
+            fallback.clone(),
+            https.port(),
+            rx.clone(),
+        ));
         let handle: TableHandle = Arc::new(ArcSwap::from_pointee(table));
         let task = tokio::spawn(proxy::serve(listeners, handle.clone(), ctx.clone(), rx));
         Proxy {
