@@ -2,3 +2,4 @@
 //! picks a certificate by SNI, and the client side used to re-encrypt to pods.
 
 pub mod certificates;
+pub mod self_signed;
