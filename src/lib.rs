@@ -14,13 +14,16 @@
 //! that `Arc`: a new table never breaks an open connection.
 
 pub mod access_log;
+pub mod admin;
 pub mod check;
 pub mod crd;
 pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod rebuild;
 pub mod settings;
 pub mod source;
+pub mod standalone;
 pub mod table;
 pub mod tls;
