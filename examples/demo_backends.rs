@@ -117,9 +117,19 @@ where
             if let Some(sni) = &sni {
                 let _ = writeln!(body, "tls-sni: {}", sni.as_deref().unwrap_or("(none)"));
             }
-            let _ = writeln!(body, "request: {} {} {:?}", req.method(), req.uri(), req.version());
+            let _ = writeln!(
+                body,
+                "request: {} {} {:?}",
+                req.method(),
+                req.uri(),
+                req.version()
+            );
             for (header, value) in req.headers() {
-                let _ = writeln!(body, "{header}: {}", String::from_utf8_lossy(value.as_bytes()));
+                let _ = writeln!(
+                    body,
+                    "{header}: {}",
+                    String::from_utf8_lossy(value.as_bytes())
+                );
             }
             let response = Response::builder()
                 .header("content-type", "text/plain; charset=utf-8")

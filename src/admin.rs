@@ -84,7 +84,11 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
         }
         "/metrics" => body(StatusCode::OK, METRICS_CONTENT_TYPE, state.metrics.encode()),
         "/table" => match state.status.current() {
-            Some(built) => body(StatusCode::OK, "application/json", check::render_json(&built)),
+            Some(built) => body(
+                StatusCode::OK,
+                "application/json",
+                check::render_json(&built),
+            ),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n"),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -316,7 +316,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("unknown duration unit {unit:?} in {s:?} (use ms, s, m or h)")),
+        _ => Err(format!(
+            "unknown duration unit {unit:?} in {s:?} (use ms, s, m or h)"
+        )),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct BuildReport {
     pub diagnostics: usize,
     /// How many of them are errors.
     pub errors: usize,
+    /// Virtual hosts in the new table.
+    pub hosts: usize,
 }
 
 /// Hears about builds and diagnostics. Default methods do nothing, so an observer implements
@@ -62,14 +64,15 @@ pub trait Observer: Send + Sync {
 }
 
 /// Standalone publisher: each new diagnostic once as a log line (warn or error, with object,
-/// field and reason), each resolved one at info, and one debug line per build.
+/// field and reason), each resolved one at info, and one info line per build.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogDiagnostics;
 
 impl Observer for LogDiagnostics {
     fn built(&self, report: &BuildReport) {
-        tracing::debug!(
+        tracing::info!(
             generation = report.generation,
+            hosts = report.hosts,
             build_ms = report.build_duration.as_secs_f64() * 1e3,
             change_to_live_ms = report.change_to_live.as_secs_f64() * 1e3,
             diagnostics = report.diagnostics,
@@ -308,6 +311,7 @@ impl Rebuilder {
                 .iter()
                 .filter(|d| d.severity == Severity::Error)
                 .count(),
+            hosts: built.table.vhosts().len(),
         };
         for observer in &self.observers {
             observer.built(&report);

@@ -102,9 +102,7 @@ pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, 
     let (snapshots, watcher) = manifest_watch::watch(loader)?;
     let rebuilder = Rebuilder::new(&settings, table.clone(), status.clone())
         .with_observer(Arc::new(LogDiagnostics));
-    let mut background = vec![tokio::spawn(
-        rebuilder.run(snapshots, shutdown_rx.clone()),
-    )];
+    let mut background = vec![tokio::spawn(rebuilder.run(snapshots, shutdown_rx.clone()))];
     background.push(tokio::spawn(
         health.clone().run(table.clone(), shutdown_rx.clone()),
     ));
@@ -151,11 +149,21 @@ pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, 
     })
 }
 
-/// The binary's standalone mode: start, then serve until SIGTERM or SIGINT, then drain.
+/// The binary's standalone mode: start, then serve until SIGTERM or SIGINT, then drain. A
+/// second signal during the drain exits at once.
 pub async fn run(settings: Settings, manifests_dir: &Path) -> Result<(), RunError> {
+    let mut signals = watch_signals().map_err(RunError::Signal)?;
     let running = start(settings, manifests_dir).await?;
-    let signal = shutdown_signal().map_err(RunError::Signal)?;
-    running.until_stopped(signal).await
+    let mut second = signals.clone();
+    tokio::select! {
+        result = running.until_stopped(async move {
+            let _ = signals.wait_for(|n| *n >= 1).await;
+        }) => result,
+        _ = second.wait_for(|n| *n >= 2) => {
+            tracing::warn!("second signal: exiting without waiting for open connections");
+            Ok(())
+        }
+    }
 }
 
 impl Running {
@@ -249,25 +257,32 @@ fn local_addr(
     })
 }
 
-/// Completes on SIGTERM or SIGINT. The handlers are installed before this returns, so a signal
-/// arriving right after start-up is not lost.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+/// Counts SIGTERM and SIGINT signals received. The handlers are installed before this returns,
+/// so a signal arriving right after start-up is not lost.
+fn watch_signals() -> std::io::Result<watch::Receiver<u32>> {
+    let (tx, rx) = watch::channel(0u32);
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+                tx.send_modify(|n| *n += 1);
             }
-        })
+        });
     }
     #[cfg(not(unix))]
     {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                tx.send_modify(|n| *n += 1);
+            }
+        });
     }
+    Ok(rx)
 }

@@ -6,7 +6,10 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("run portcullis");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run portcullis");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -66,19 +69,31 @@ fn check_broken_manifest_exits_1() {
 fn crd_prints_the_custom_resource_definition() {
     let (code, stdout, _) = run(&["crd"]);
     assert_eq!(code, Some(0));
-    assert!(stdout.starts_with("apiVersion: apiextensions.k8s.io/v1\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("apiVersion: apiextensions.k8s.io/v1\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("kind: CustomResourceDefinition"));
     assert!(stdout.contains("name: ingressclassparams.portcullis.io"));
 }
 
 #[test]
 fn controller_mode_says_it_is_not_implemented() {
-    let (code, _, stderr) = run(&["controller", "--ingress-class", "x", "--watch-namespace", "ns"]);
+    let (code, _, stderr) = run(&[
+        "controller",
+        "--ingress-class",
+        "x",
+        "--watch-namespace",
+        "ns",
+    ]);
     assert_eq!(code, Some(2));
     assert!(
         stderr.contains("controller mode is not implemented in this build"),
         "{stderr}"
     );
     // Its flags are still validated.
-    assert_eq!(run(&["controller", "--publish-service", "no-slash"]).0, Some(2));
+    assert_eq!(
+        run(&["controller", "--publish-service", "no-slash"]).0,
+        Some(2)
+    );
 }

@@ -52,7 +52,11 @@ impl Recorder {
     }
 
     fn is_live(&self, marker: &str) -> bool {
-        self.live_markers.lock().unwrap().iter().any(|m| m == marker)
+        self.live_markers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m == marker)
     }
 }
 
@@ -139,7 +143,12 @@ async fn a_burst_of_changes_costs_a_few_builds() {
         Duration::from_secs(1),
         snapshot(0),
     );
-    assert!(wait_until(Duration::from_secs(1), || async { l.recorder.is_live("snapshot 0") }).await);
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            l.recorder.is_live("snapshot 0")
+        })
+        .await
+    );
     assert_eq!(l.recorder.build_count(), 1);
 
     // 100 changes in about 50 ms.
@@ -150,7 +159,11 @@ async fn a_burst_of_changes_costs_a_few_builds() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    assert!(burst.elapsed() < Duration::from_millis(100), "{:?}", burst.elapsed());
+    assert!(
+        burst.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        burst.elapsed()
+    );
 
     assert!(
         wait_until(Duration::from_secs(2), || async {
@@ -170,7 +183,12 @@ async fn a_burst_of_changes_costs_a_few_builds() {
 async fn a_steady_trickle_still_builds_within_max_delay() {
     let max_delay = Duration::from_millis(300);
     let l = start(Duration::from_millis(100), max_delay, snapshot(0));
-    assert!(wait_until(Duration::from_secs(1), || async { l.recorder.is_live("snapshot 0") }).await);
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            l.recorder.is_live("snapshot 0")
+        })
+        .await
+    );
 
     // A change every 20 ms for 1.5 s: never 100 ms of quiet.
     let start = Instant::now();
@@ -203,7 +221,12 @@ async fn a_steady_trickle_still_builds_within_max_delay() {
         );
     }
     let last = format!("snapshot {n}");
-    assert!(wait_until(Duration::from_secs(1), || async { l.recorder.is_live(&last) }).await);
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            l.recorder.is_live(&last)
+        })
+        .await
+    );
 }
 
 #[tokio::test]
@@ -220,12 +243,31 @@ async fn diagnostics_are_published_once_and_resolved_once() {
             ..Snapshot::default()
         }))
     };
-    let l = start(Duration::from_millis(20), Duration::from_millis(200), with(0));
-    assert!(wait_until(Duration::from_secs(1), || async { l.recorder.is_live("snapshot 0") }).await);
+    let l = start(
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+        with(0),
+    );
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            l.recorder.is_live("snapshot 0")
+        })
+        .await
+    );
     l.snapshots.send_replace(with(1));
-    assert!(wait_until(Duration::from_secs(1), || async { l.recorder.is_live("snapshot 1") }).await);
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            l.recorder.is_live("snapshot 1")
+        })
+        .await
+    );
     l.snapshots.send_replace(snapshot(2));
-    assert!(wait_until(Duration::from_secs(1), || async { l.recorder.is_live("snapshot 2") }).await);
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            l.recorder.is_live("snapshot 2")
+        })
+        .await
+    );
 
     let added = l.recorder.added.lock().unwrap().clone();
     assert_eq!(added.iter().filter(|d| **d == shared).count(), 1);

@@ -66,11 +66,8 @@ async fn expect_snapshot(
     what: &str,
     pred: impl Fn(&Snapshot) -> bool,
 ) -> Arc<Snapshot> {
-    let found = match tokio::time::timeout(
-        WITHIN,
-        rx.wait_for(|s| s.as_deref().is_some_and(&pred)),
-    )
-    .await
+    let found = match tokio::time::timeout(WITHIN, rx.wait_for(|s| s.as_deref().is_some_and(&pred)))
+        .await
     {
         Ok(Ok(s)) => Ok(s.clone().expect("some")),
         Ok(Err(_)) => Err(true),
@@ -101,11 +98,17 @@ async fn changed_file_is_delivered_within_a_second() {
     write(&dir.path().join("notes.txt"), "service: ignored\n");
 
     let (mut rx, _handle) = watch(loader(dir.path(), None)).unwrap();
-    let first = rx.borrow_and_update().clone().expect("first snapshot at once");
+    let first = rx
+        .borrow_and_update()
+        .clone()
+        .expect("first snapshot at once");
     assert_eq!(service_names(&first), ["a", "b"]);
 
     write(&dir.path().join("a.yaml"), "service: a\nservice: a2\n");
-    expect_snapshot(&mut rx, "a, a2, b", |s| service_names(s) == ["a", "a2", "b"]).await;
+    expect_snapshot(&mut rx, "a, a2, b", |s| {
+        service_names(s) == ["a", "a2", "b"]
+    })
+    .await;
 
     write(&dir.path().join("nested/c.yaml"), "service: c\n");
     expect_snapshot(&mut rx, "new file c", |s| {
@@ -124,7 +127,11 @@ async fn broken_file_keeps_its_last_objects_and_reports_file_and_line() {
     let (mut rx, _handle) = watch(loader(dir.path(), None)).unwrap();
     write(&a, "service: a-new\nBROKEN\n");
     let s = expect_snapshot(&mut rx, "a diagnostic", |s| !s.diagnostics.is_empty()).await;
-    assert_eq!(service_names(&s), ["a", "b"], "a.yaml keeps its last good objects");
+    assert_eq!(
+        service_names(&s),
+        ["a", "b"],
+        "a.yaml keeps its last good objects"
+    );
     assert_eq!(s.diagnostics.len(), 1);
     let d = &s.diagnostics[0];
     assert_eq!(d.object.kind, "File");
@@ -161,7 +168,10 @@ async fn deleted_file_drops_its_objects() {
     write(&dir.path().join("a.yaml"), "service: a\n");
     write(&dir.path().join("b.yaml"), "service: b\nBROKEN\n");
     let (mut rx, _handle) = watch(loader(dir.path(), None)).unwrap();
-    assert_eq!(rx.borrow_and_update().as_deref().unwrap().diagnostics.len(), 1);
+    assert_eq!(
+        rx.borrow_and_update().as_deref().unwrap().diagnostics.len(),
+        1
+    );
 
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
     std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
@@ -194,7 +204,11 @@ async fn hidden_entries_are_skipped_and_symlinked_files_counted_once() {
     l.refresh(true);
     let snapshot = l.snapshot();
     assert_eq!(service_names(&snapshot), ["app"]);
-    assert!(snapshot.diagnostics.is_empty(), "{:?}", snapshot.diagnostics);
+    assert!(
+        snapshot.diagnostics.is_empty(),
+        "{:?}",
+        snapshot.diagnostics
+    );
 }
 
 /// A ConfigMap update the way the kubelet does it: new timestamped directory, `..data` swapped
@@ -208,7 +222,10 @@ async fn configmap_symlink_swap_is_picked_up() {
     std::os::unix::fs::symlink("..data/app.yaml", root.join("app.yaml")).unwrap();
 
     let (mut rx, _handle) = watch(loader(root, None)).unwrap();
-    assert_eq!(service_names(rx.borrow_and_update().as_deref().unwrap()), ["v1"]);
+    assert_eq!(
+        service_names(rx.borrow_and_update().as_deref().unwrap()),
+        ["v1"]
+    );
 
     swap_data_dir(root, "..v1", "..v2", &[("app.yaml", "service: v2\n")]);
     expect_snapshot(&mut rx, "v2", |s| service_names(s) == ["v2"]).await;
@@ -283,7 +300,10 @@ async fn rotated_secret_mount_is_re_read() {
     );
 
     let (mut rx, _handle) = watch(loader(manifests.path(), Some(c))).unwrap();
-    assert_eq!(rx.borrow_and_update().as_deref().unwrap().cert_files.len(), 1);
+    assert_eq!(
+        rx.borrow_and_update().as_deref().unwrap().cert_files.len(),
+        1
+    );
 
     swap_data_dir(
         c,
@@ -328,11 +348,21 @@ async fn real_parser_broken_yaml_keeps_last_objects() {
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  ports:\n  - port: 80\n",
     );
     let (mut rx, _handle) = watch(DirectoryLoader::new(dir.path(), None).unwrap()).unwrap();
-    assert_eq!(service_names(rx.borrow_and_update().as_deref().unwrap()), ["web"]);
+    assert_eq!(
+        service_names(rx.borrow_and_update().as_deref().unwrap()),
+        ["web"]
+    );
 
-    write(&file, "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n");
+    write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n",
+    );
     let s = expect_snapshot(&mut rx, "a diagnostic", |s| !s.diagnostics.is_empty()).await;
     assert_eq!(service_names(&s), ["web"]);
     assert_eq!(s.diagnostics[0].object.name, file.display().to_string());
-    assert!(s.diagnostics[0].field.starts_with("line "), "{:?}", s.diagnostics[0]);
+    assert!(
+        s.diagnostics[0].field.starts_with("line "),
+        "{:?}",
+        s.diagnostics[0]
+    );
 }

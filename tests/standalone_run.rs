@@ -48,10 +48,13 @@ async fn a_new_file_triggers_a_rebuild() {
     let before = *generation.borrow();
 
     std::fs::write(dir.path().join("new.yaml"), "# empty\n").unwrap();
-    tokio::time::timeout(Duration::from_millis(1500), generation.wait_for(|g| *g > before))
-        .await
-        .expect("a rebuild within the watcher's deadline")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_millis(1500),
+        generation.wait_for(|g| *g > before),
+    )
+    .await
+    .expect("a rebuild within the watcher's deadline")
+    .unwrap();
     running.shutdown().await.unwrap();
 }
 
@@ -66,7 +69,16 @@ async fn bind_errors_name_the_address() {
         Ok(_) => panic!("binding a taken port must fail"),
         Err(e) => e,
     };
-    assert!(matches!(err, RunError::Bind { listener: "https", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            RunError::Bind {
+                listener: "https",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
 

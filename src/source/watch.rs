@@ -54,10 +54,7 @@ pub enum WatchError {
     #[error("{path} is not a directory")]
     NotADirectory { path: String },
     #[error("watching {path}: {source}")]
-    Notify {
-        path: String,
-        source: notify::Error,
-    },
+    Notify { path: String, source: notify::Error },
     #[error("starting the watcher thread: {0}")]
     Thread(std::io::Error),
 }
@@ -169,8 +166,12 @@ impl DirectoryLoader {
             snapshot.diagnostics.extend(file.diagnostic.iter().cloned());
         }
         snapshot.cert_files = self.certs.clone();
-        snapshot.diagnostics.extend(self.cert_diagnostics.iter().cloned());
-        snapshot.diagnostics.extend(self.dir_diagnostics.iter().cloned());
+        snapshot
+            .diagnostics
+            .extend(self.cert_diagnostics.iter().cloned());
+        snapshot
+            .diagnostics
+            .extend(self.dir_diagnostics.iter().cloned());
         snapshot
     }
 
@@ -448,9 +449,12 @@ fn read_cert_files(found: Vec<Found>, previous: &[CertFile]) -> (Vec<CertFile>, 
             "tls.key" | "ca.crt" => {}
             _ if name.ends_with(".pem") || name.ends_with(".crt") => {
                 let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
-                let key = [sibling(&format!("{name}.key")), sibling(&format!("{stem}.key"))]
-                    .into_iter()
-                    .find(|k| paths.contains(k));
+                let key = [
+                    sibling(&format!("{name}.key")),
+                    sibling(&format!("{stem}.key")),
+                ]
+                .into_iter()
+                .find(|k| paths.contains(k));
                 match key {
                     Some(key) => read(&[path, &key], path),
                     None => read(&[path], path),
@@ -466,7 +470,7 @@ fn read_cert_files(found: Vec<Found>, previous: &[CertFile]) -> (Vec<CertFile>, 
 
 /// Keeps the watcher alive; dropping it stops the watcher thread.
 pub struct WatchHandle {
-    _watcher: RecommendedWatcher,
+    _watcher: Option<RecommendedWatcher>,
     stop: mpsc::Sender<Signal>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -501,27 +505,22 @@ impl Drop for WatchHandle {
 /// stops when the handle is dropped or every receiver is gone.
 pub fn watch(mut loader: DirectoryLoader) -> Result<(SnapshotReceiver, WatchHandle), WatchError> {
     let (events_tx, events_rx) = mpsc::channel();
-    let notify_tx = events_tx.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Any event (or a watcher error) is a reason to look; the read decides what changed.
-        let _ = event;
-        let _ = notify_tx.send(Signal::Event);
-    })
-    .map_err(|source| WatchError::Notify {
-        path: loader.manifests.display().to_string(),
-        source,
-    })?;
     let dirs: Vec<PathBuf> = std::iter::once(loader.manifests.clone())
         .chain(loader.cert_dir.clone())
         .collect();
-    for dir in &dirs {
-        watcher
-            .watch(dir, RecursiveMode::Recursive)
-            .map_err(|source| WatchError::Notify {
-                path: dir.display().to_string(),
-                source,
-            })?;
-    }
+    // Without notify (inotify instances or watches exhausted) the rescan still applies changes
+    // within a second: warn and carry on rather than refuse to start.
+    let watcher = match start_notify(&dirs, events_tx.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                rescan_ms = RESCAN_INTERVAL.as_millis() as u64,
+                "file notifications unavailable; relying on periodic rescans"
+            );
+            None
+        }
+    };
 
     loader.refresh(true);
     let (tx, rx) = channel::channel(Some(Arc::new(loader.snapshot())));
@@ -537,6 +536,34 @@ pub fn watch(mut loader: DirectoryLoader) -> Result<(SnapshotReceiver, WatchHand
             thread: Some(thread),
         },
     ))
+}
+
+/// A recursive `notify` watcher on `dirs` that turns every event into a [`Signal::Event`].
+fn start_notify(
+    dirs: &[PathBuf],
+    events: mpsc::Sender<Signal>,
+) -> Result<RecommendedWatcher, WatchError> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Any event (or a watcher error) is a reason to look; the read decides what changed.
+        let _ = event;
+        let _ = events.send(Signal::Event);
+    })
+    .map_err(|source| WatchError::Notify {
+        path: dirs
+            .first()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        source,
+    })?;
+    for dir in dirs {
+        watcher
+            .watch(dir, RecursiveMode::Recursive)
+            .map_err(|source| WatchError::Notify {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
+    Ok(watcher)
 }
 
 fn watch_loop(

@@ -95,7 +95,12 @@ mod tests {
         assert_eq!(cert.key.cert.len(), 1);
         let (_, parsed) = x509_parser::parse_x509_certificate(cert.key.cert[0].as_ref())
             .expect("parse generated certificate");
-        assert!(parsed.subject_alternative_name().expect("extensions").is_none());
+        assert!(
+            parsed
+                .subject_alternative_name()
+                .expect("extensions")
+                .is_none()
+        );
         assert_eq!(parsed.subject().to_string(), format!("CN={COMMON_NAME}"));
         assert!(cert.key.keys_match().is_ok());
     }
