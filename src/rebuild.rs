@@ -219,7 +219,6 @@ impl Rebuilder {
             },
             () = stopped(&mut shutdown) => return,
         };
-        snapshots.mark_unchanged();
         let mut pending = Some((first, started));
 
         loop {

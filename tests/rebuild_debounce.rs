@@ -109,7 +109,7 @@ fn start(hold_off: Duration, max_delay: Duration, initial: Option<Arc<Snapshot>>
 
 #[tokio::test]
 async fn no_build_before_ready_then_first_build_at_once() {
-    let l = start(Duration::from_millis(100), Duration::from_secs(1), None);
+    let l = start(Duration::from_millis(500), Duration::from_secs(1), None);
     tokio::task::yield_now().await;
     assert_eq!(l.status.generation(), 0);
     assert!(!l.status.is_live());
@@ -122,7 +122,7 @@ async fn no_build_before_ready_then_first_build_at_once() {
         .expect("first build")
         .unwrap();
     assert!(
-        sent.elapsed() < Duration::from_millis(90),
+        sent.elapsed() < Duration::from_millis(400),
         "the first build does not wait for the hold-off: {:?}",
         sent.elapsed()
     );
@@ -152,18 +152,14 @@ async fn a_burst_of_changes_costs_a_few_builds() {
     assert_eq!(l.recorder.build_count(), 1);
 
     // 100 changes in about 50 ms.
-    let burst = Instant::now();
+    let burst_start = Instant::now();
     for n in 1..=100 {
         l.snapshots.send_replace(snapshot(n));
         if n % 10 == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    assert!(
-        burst.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        burst.elapsed()
-    );
+    let burst = burst_start.elapsed();
 
     assert!(
         wait_until(Duration::from_secs(2), || async {
@@ -173,7 +169,18 @@ async fn a_burst_of_changes_costs_a_few_builds() {
         "the last snapshot goes live"
     );
     let builds = l.recorder.build_count() - 1;
-    assert!((1..=3).contains(&builds), "{builds} builds for one burst");
+    // A burst shorter than the hold-off is one build (a few if a build lands mid-burst); on an
+    // overloaded machine the burst may stretch, and a stretched burst may build once per
+    // hold-off.
+    let allowed = if burst < Duration::from_millis(90) {
+        3
+    } else {
+        2 + (burst.as_millis() / 100) as usize
+    };
+    assert!(
+        (1..=allowed).contains(&builds),
+        "{builds} builds for one burst of {burst:?}"
+    );
     // Each marker was published once, and only those that were built.
     let added = l.recorder.added.lock().unwrap().len();
     assert_eq!(added, builds + 1);
@@ -214,7 +221,7 @@ async fn a_steady_trickle_still_builds_within_max_delay() {
     );
     for report in &during {
         assert!(
-            report.change_to_live <= max_delay + Duration::from_millis(150),
+            report.change_to_live <= max_delay + Duration::from_millis(300),
             "generation {} went live {:?} after the change",
             report.generation,
             report.change_to_live
