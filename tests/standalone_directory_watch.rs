@@ -90,6 +90,15 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Writes like `kubectl cp` or an editor's safe save: a hidden temporary file renamed into place,
+/// so no reader ever sees it half-written.
+fn write_atomic(path: &Path, text: &str) {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 #[tokio::test]
 async fn changed_file_is_delivered_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,7 +134,8 @@ async fn broken_file_keeps_its_last_objects_and_reports_file_and_line() {
     write(&dir.path().join("b.yaml"), "service: b\n");
 
     let (mut rx, _handle) = watch(loader(dir.path(), None)).unwrap();
-    write(&a, "service: a-new\nBROKEN\n");
+    // Atomic, so that "last good" is the previous version, not a half-written one.
+    write_atomic(&a, "service: a-new\nBROKEN\n");
     let s = expect_snapshot(&mut rx, "a diagnostic", |s| !s.diagnostics.is_empty()).await;
     assert_eq!(
         service_names(&s),
@@ -139,7 +149,7 @@ async fn broken_file_keeps_its_last_objects_and_reports_file_and_line() {
     assert_eq!(d.field, "line 2");
 
     // Fixed: the new objects replace the old ones and the diagnostic goes away.
-    write(&a, "service: a-fixed\n");
+    write_atomic(&a, "service: a-fixed\n");
     expect_snapshot(&mut rx, "a-fixed, no diagnostic", |s| {
         service_names(s) == ["a-fixed", "b"] && s.diagnostics.is_empty()
     })

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::watch as channel;
@@ -31,6 +31,12 @@ use crate::model::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// How often the fallback rescan compares file metadata, in case `notify` missed an event.
 pub const RESCAN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Quiet time after a file event before reading: a burst of events costs one read.
+const SETTLE: Duration = Duration::from_millis(30);
+
+/// Longest the settling may last under a constant stream of events.
+const SETTLE_MAX: Duration = Duration::from_millis(300);
 
 /// The parser of one manifest file; [`parse_manifest`] unless a test injects another.
 pub type ParseFn = fn(&str, &str) -> Result<Vec<Object>, Box<Diagnostic>>;
@@ -574,12 +580,17 @@ fn watch_loop(
     loop {
         let force = match events.recv_timeout(RESCAN_INTERVAL) {
             Ok(Signal::Event) => {
-                // Coalesce: one read covers every event queued so far.
+                // Coalesce: wait until the events settle, so that one read covers a whole
+                // burst, and a file written in place (truncate, write, close) is read
+                // complete rather than empty or half-written.
+                let give_up = Instant::now() + SETTLE_MAX;
                 loop {
-                    match events.try_recv() {
-                        Ok(Signal::Event) => continue,
-                        Ok(Signal::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
-                        Err(mpsc::TryRecvError::Empty) => break,
+                    let wait = SETTLE.min(give_up.saturating_duration_since(Instant::now()));
+                    match events.recv_timeout(wait) {
+                        Ok(Signal::Event) if Instant::now() < give_up => continue,
+                        Ok(Signal::Event) => break,
+                        Ok(Signal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
                     }
                 }
                 true
