@@ -14,6 +14,7 @@
 //! that `Arc`: a new table never breaks an open connection.
 
 pub mod access_log;
+pub mod admin;
 pub mod annotations;
 pub mod check;
 pub mod controller;
@@ -23,8 +24,10 @@ pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod rbac;
+pub mod rebuild;
 pub mod settings;
 pub mod source;
+pub mod standalone;
 pub mod status;
 pub mod table;
 pub mod tls;

@@ -1,3 +1,354 @@
-//! The `portcullis` command line.
+//! The `portcullis` command line: parses flags into [`Settings`] and hands over to the library.
+//! `anyhow` lives here and nowhere else.
+//!
+//! Exit codes: 0 success; 1 failure (and `check` found errors); 2 usage errors (bad flags, a
+//! missing directory, a mode this build does not implement).
 
-fn main() {}
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::CustomResourceExt;
+use tracing_subscriber::EnvFilter;
+
+use portcullis::check;
+use portcullis::crd::IngressClassParams;
+use portcullis::model::{self, LastGood};
+use portcullis::settings::{BuildSettings, LogFormat, Settings};
+use portcullis::source::watch::{WatchError, load_once};
+
+/// Exit status of usage errors (as clap uses).
+const USAGE: u8 = 2;
+
+/// Portcullis: a Kubernetes ingress controller (TLS terminate, SNI pass-through and re-encrypt
+/// on one :443).
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run in a cluster: watch Ingresses, Services, EndpointSlices and Secrets.
+    Controller(ControllerArgs),
+    /// Run without a cluster: serve the manifests of a directory, applying changes live.
+    Standalone(StandaloneArgs),
+    /// Build the routing table from a directory of manifests, print it and its diagnostics;
+    /// exit 1 when there are errors.
+    Check(CheckArgs),
+    /// Print the IngressClassParams CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Debug, Args)]
+struct ControllerArgs {
+    /// IngressClass name served by this instance.
+    #[arg(long, default_value = "portcullis", value_name = "NAME")]
+    ingress_class: String,
+    /// Only watch this namespace (default: all).
+    #[arg(long, value_name = "NS")]
+    watch_namespace: Option<String>,
+    /// Service whose load-balancer address is published in Ingress status.
+    #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
+    publish_service: Option<(String, String)>,
+    /// Address published in Ingress status (instead of --publish-service).
+    #[arg(long, value_name = "ADDR")]
+    publish_status_address: Option<String>,
+    /// `kubernetes.io/tls` Secret served when no host certificate matches.
+    #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
+    default_certificate: Option<(String, String)>,
+    /// Directory of PEM bundles and tls.crt/tls.key pairs, chosen by SNI; watched.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct StandaloneArgs {
+    /// Directory of Kubernetes manifests (*.yaml, *.yml; recursive); watched.
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+    /// IngressClass name served by this instance.
+    #[arg(long, default_value = "portcullis", value_name = "NAME")]
+    ingress_class: String,
+    /// Directory of PEM bundles and tls.crt/tls.key pairs, chosen by SNI; watched.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Directory of Kubernetes manifests (*.yaml, *.yml; recursive).
+    dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// IngressClass name to check for.
+    #[arg(long, default_value = "portcullis", value_name = "NAME")]
+    ingress_class: String,
+    /// Certificate directory, as `standalone --cert-dir` would read it.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Flags shared by `controller` and `standalone`.
+#[derive(Debug, Args)]
+struct Common {
+    /// Plain HTTP listener.
+    #[arg(long, default_value = "0.0.0.0:80", value_name = "ADDR")]
+    http_addr: SocketAddr,
+    /// TLS listener (terminate, pass-through, re-encrypt).
+    #[arg(long, default_value = "0.0.0.0:443", value_name = "ADDR")]
+    https_addr: SocketAddr,
+    /// /healthz, /readyz, /metrics, /table.
+    #[arg(long, default_value = "127.0.0.1:10254", value_name = "ADDR")]
+    admin_addr: SocketAddr,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+    /// Log filter, e.g. `info` or `portcullis=debug,access=off` (default: RUST_LOG, else info).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// How long open connections may finish after SIGTERM, e.g. `30s`, `500ms`, `2m`.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+impl Common {
+    fn settings(&self, build: BuildSettings, cert_dir: Option<PathBuf>) -> Settings {
+        Settings {
+            http_addr: self.http_addr,
+            https_addr: self.https_addr,
+            admin_addr: self.admin_addr,
+            build,
+            cert_dir,
+            log_format: self.log_format.into(),
+            shutdown_grace: self.shutdown_grace,
+            ..Settings::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Controller(args) => controller(&args),
+        Command::Standalone(args) => standalone(&args),
+        Command::Check(args) => check(&args),
+        Command::Crd => crd(),
+    }
+}
+
+fn controller(args: &ControllerArgs) -> ExitCode {
+    init_logging(
+        args.common.log_format.into(),
+        args.common.log_level.as_deref(),
+        "info",
+    );
+    eprintln!("portcullis: controller mode is not implemented in this build; use `standalone`");
+    ExitCode::from(USAGE)
+}
+
+fn standalone(args: &StandaloneArgs) -> ExitCode {
+    init_logging(
+        args.common.log_format.into(),
+        args.common.log_level.as_deref(),
+        "info",
+    );
+    let build = BuildSettings {
+        ingress_class: args.ingress_class.clone(),
+        ..BuildSettings::default()
+    };
+    let settings = args.common.settings(build, args.cert_dir.clone());
+    match run_standalone(settings, &args.manifests) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("portcullis: {e:#}");
+            // A missing or unreadable directory is a usage error, like in `check`.
+            let usage = e.chain().any(|cause| {
+                cause.downcast_ref::<WatchError>().is_some_and(|w| {
+                    matches!(
+                        w,
+                        WatchError::Manifests { .. }
+                            | WatchError::CertDir { .. }
+                            | WatchError::NotADirectory { .. }
+                    )
+                })
+            });
+            ExitCode::from(if usage { USAGE } else { 1 })
+        }
+    }
+}
+
+fn run_standalone(settings: Settings, manifests: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("portcullis")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(portcullis::standalone::run(settings, manifests))?;
+    Ok(())
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    init_logging(LogFormat::Text, None, "warn");
+    let snapshot = match load_once(&args.dir, args.cert_dir.as_deref()) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            eprintln!("portcullis check: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let settings = BuildSettings {
+        ingress_class: args.ingress_class.clone(),
+        ..BuildSettings::default()
+    };
+    let built = model::build(&snapshot, &settings, &LastGood::default());
+    let rendered = match args.output {
+        Output::Text => check::render_text(&built),
+        Output::Json => check::render_json(&built),
+    };
+    print!("{rendered}");
+    if !rendered.is_empty() && !rendered.ends_with('\n') {
+        println!();
+    }
+    if check::has_errors(&built) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn crd() -> ExitCode {
+    match crd_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis crd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn crd_yaml() -> anyhow::Result<String> {
+    let yaml = serde_saphyr::to_string(&IngressClassParams::crd())
+        .context("serializing the CRD as YAML")?;
+    Ok(if yaml.ends_with('\n') {
+        yaml
+    } else {
+        yaml + "\n"
+    })
+}
+
+/// Logs go to stderr (stdout is `check`'s and `crd`'s output). The filter is `--log-level`,
+/// else `RUST_LOG`, else `default`.
+fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|e| {
+            eprintln!("portcullis: bad --log-level {level:?} ({e}); using {default}");
+            EnvFilter::new(default)
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `NS/NAME` → (namespace, name).
+fn parse_namespaced(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+    }
+}
+
+/// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 500ms or 2m, got {s:?}"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "unknown duration unit {unit:?} in {s:?} (use ms, s, m or h)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn namespaced() {
+        assert_eq!(
+            parse_namespaced("ns/name"),
+            Ok(("ns".to_string(), "name".to_string()))
+        );
+        assert!(parse_namespaced("name").is_err());
+        assert!(parse_namespaced("a/b/c").is_err());
+    }
+}

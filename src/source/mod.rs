@@ -4,6 +4,7 @@
 
 pub mod kubernetes;
 pub mod manifests;
+pub mod watch;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -3,5 +3,6 @@
 
 pub mod certificates;
 pub mod client_hello;
+pub mod self_signed;
 pub mod server_config;
 pub mod upstream;

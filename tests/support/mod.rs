@@ -1,4 +1,5 @@
-//! Shared test support: an in-memory PKI, real HTTP/TLS backends, and condition waits.
+//! Shared test support: an in-memory PKI, real HTTP/TLS backends, the built binary, and
+//! condition waits.
 //!
 //! Each integration test file compiles this module separately and uses a subset of it.
 #![allow(dead_code)]
@@ -7,4 +8,5 @@ pub mod backends;
 pub mod http_harness;
 pub mod in_process;
 pub mod pki;
+pub mod portcullis;
 pub mod wait;

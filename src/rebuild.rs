@@ -1,0 +1,357 @@
+//! The one pipeline every source feeds: change signal → hold-off → build → swap → publish.
+//!
+//! - **Hold-off**: after a change, wait for `hold_off` of quiet before building, so a burst of
+//!   edits (a `kubectl apply -f dir/`, a Secret rotation touching three files) costs one build;
+//!   but never wait more than `max_delay` after the first change, so a steady trickle still
+//!   goes live.
+//! - **Wait ready**: a source publishes `None` until it has a complete view (caches synced);
+//!   nothing is built before that. The first snapshot is built at once, without hold-off.
+//! - **Build** runs [`model::build`] off the async threads with the previous build's
+//!   [`LastGood`], then **swaps** the table into the [`TableHandle`] in one store.
+//! - **Publish**: every [`Observer`] hears of the build ([`BuildReport`]) and of diagnostics that
+//!   appeared or went away since the previous build, so each is reported once, not per build.
+//!   [`LogDiagnostics`] is the standalone publisher (log lines); metrics and Kubernetes Events
+//!   plug in as further observers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+
+use crate::model::diagnostic::{Diagnostic, Severity};
+use crate::model::{self, Built, LastGood};
+use crate::settings::{BuildSettings, Settings};
+use crate::source::Snapshot;
+use crate::table::TableHandle;
+
+/// Snapshots from a source: `None` until the source is ready.
+pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// What one build did, for metrics and logs.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// 1 for the first table, then +1 per build.
+    pub generation: u64,
+    /// Time spent in `model::build`.
+    pub build_duration: Duration,
+    /// From the first change the loop noticed (or, for the first build, from the loop's start)
+    /// to the table being live.
+    pub change_to_live: Duration,
+    /// Diagnostics of this build (model and source), de-duplicated.
+    pub diagnostics: usize,
+    /// How many of them are errors.
+    pub errors: usize,
+    /// Virtual hosts in the new table.
+    pub hosts: usize,
+    /// The build itself (table, diagnostics).
+    pub built: Arc<Built>,
+    /// The objects it was built from.
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// Hears about builds and diagnostics. Default methods do nothing, so an observer implements
+/// only what it cares about (metrics: builds; Events: diagnostics).
+pub trait Observer: Send + Sync {
+    /// A table went live.
+    fn built(&self, report: &BuildReport) {
+        let _ = report;
+    }
+
+    /// Diagnostics that are new (or changed) since the previous build, and those that went
+    /// away. Called only when one of the lists is non-empty.
+    fn diagnostics_changed(&self, added: &[Diagnostic], resolved: &[Diagnostic]) {
+        let _ = (added, resolved);
+    }
+}
+
+/// Standalone publisher: each new diagnostic once as a log line (warn or error, with object,
+/// field and reason), each resolved one at info, and one info line per build.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogDiagnostics;
+
+impl Observer for LogDiagnostics {
+    fn built(&self, report: &BuildReport) {
+        tracing::info!(
+            generation = report.generation,
+            hosts = report.hosts,
+            build_ms = report.build_duration.as_secs_f64() * 1e3,
+            change_to_live_ms = report.change_to_live.as_secs_f64() * 1e3,
+            diagnostics = report.diagnostics,
+            errors = report.errors,
+            "routing table live"
+        );
+    }
+
+    fn diagnostics_changed(&self, added: &[Diagnostic], resolved: &[Diagnostic]) {
+        for d in added {
+            match d.severity {
+                Severity::Error => tracing::error!(
+                    object = %d.object,
+                    field = %d.field,
+                    reason = d.reason.as_str(),
+                    "{}",
+                    d.message
+                ),
+                Severity::Warning => tracing::warn!(
+                    object = %d.object,
+                    field = %d.field,
+                    reason = d.reason.as_str(),
+                    "{}",
+                    d.message
+                ),
+            }
+        }
+        for d in resolved {
+            tracing::info!(
+                object = %d.object,
+                field = %d.field,
+                reason = d.reason.as_str(),
+                "resolved: {}",
+                d.message
+            );
+        }
+    }
+}
+
+// === impl Status ===
+
+/// What the rest of the process may ask about the pipeline: readiness, generation, and the
+/// current build (for `/table`).
+#[derive(Debug)]
+pub struct Status {
+    live: AtomicBool,
+    draining: AtomicBool,
+    generation: watch::Sender<u64>,
+    current: ArcSwapOption<Built>,
+}
+
+impl Status {
+    /// Not live, not draining, generation 0.
+    pub fn new() -> Arc<Status> {
+        Arc::new(Status {
+            live: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            generation: watch::channel(0).0,
+            current: ArcSwapOption::empty(),
+        })
+    }
+
+    /// Whether a first table has gone live.
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// `/readyz`: live and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.is_live() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Shutdown began: stop reporting ready so load balancers stop sending new connections.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Number of tables built so far.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Follows the generation (e.g. to wait for the next build).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The latest build (its table is the one live in the handle), once there is one.
+    pub fn current(&self) -> Option<Arc<Built>> {
+        self.current.load_full()
+    }
+
+    fn publish(&self, built: Arc<Built>, generation: u64) {
+        self.current.store(Some(built));
+        self.live.store(true, Ordering::Release);
+        self.generation.send_replace(generation);
+    }
+}
+
+// === impl Rebuilder ===
+
+/// The rebuild loop's configuration and outputs. Build one, then [`Rebuilder::run`] it.
+pub struct Rebuilder {
+    build_settings: BuildSettings,
+    hold_off: Duration,
+    max_delay: Duration,
+    table: TableHandle,
+    status: Arc<Status>,
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+impl Rebuilder {
+    /// A loop that stores tables into `table` and reports to `status`, with the hold-off and
+    /// maximum delay of `settings`. No observers yet: add [`LogDiagnostics`] to log.
+    pub fn new(settings: &Settings, table: TableHandle, status: Arc<Status>) -> Rebuilder {
+        Rebuilder {
+            build_settings: settings.build.clone(),
+            hold_off: settings.hold_off,
+            max_delay: settings.max_delay,
+            table,
+            status,
+            observers: Vec::new(),
+        }
+    }
+
+    /// Adds an observer.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Rebuilder {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Runs until `shutdown` turns true or the source goes away.
+    pub async fn run(self, mut snapshots: SnapshotReceiver, mut shutdown: watch::Receiver<bool>) {
+        let started = Instant::now();
+        let mut last_good = LastGood::default();
+        let mut published: BTreeSet<Diagnostic> = BTreeSet::new();
+        let mut generation = 0u64;
+
+        // Wait ready: the first Some.
+        let first = tokio::select! {
+            first = first_snapshot(&mut snapshots) => match first {
+                Some(first) => first,
+                None => return,
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let mut pending = Some((first, started));
+
+        loop {
+            if let Some((snapshot, since)) = pending.take() {
+                generation += 1;
+                last_good = self
+                    .build_and_swap(snapshot, last_good, since, generation, &mut published)
+                    .await;
+            }
+
+            // Wait for a change.
+            tokio::select! {
+                r = snapshots.changed() => if r.is_err() { return },
+                () = stopped(&mut shutdown) => return,
+            }
+            let first_change = Instant::now();
+            let give_up = first_change + self.max_delay;
+            let mut quiet_until = first_change + self.hold_off;
+
+            // Hold off until quiet, or until the maximum delay.
+            loop {
+                let wake = quiet_until.min(give_up);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake.into()) => break,
+                    r = snapshots.changed() => {
+                        if r.is_err() {
+                            // The source is gone: build what it last said, then stop.
+                            break;
+                        }
+                        quiet_until = Instant::now() + self.hold_off;
+                    }
+                    () = stopped(&mut shutdown) => return,
+                }
+            }
+            let latest = snapshots.borrow_and_update().clone();
+            pending = latest.map(|s| (s, first_change));
+        }
+    }
+
+    async fn build_and_swap(
+        &self,
+        snapshot: Arc<Snapshot>,
+        last_good: LastGood,
+        since: Instant,
+        generation: u64,
+        published: &mut BTreeSet<Diagnostic>,
+    ) -> LastGood {
+        let settings = self.build_settings.clone();
+        let source_diagnostics = snapshot.diagnostics.clone();
+        let objects = snapshot.clone();
+        let (built, build_duration) = match tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let built = model::build(&snapshot, &settings, &last_good);
+            (built, start.elapsed())
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(e) => {
+                // model::build panicked: keep serving the current table.
+                tracing::error!(error = %e, "building the routing table failed; keeping the current table");
+                return self
+                    .status
+                    .current()
+                    .map(|b| b.last_good.clone())
+                    .unwrap_or_default();
+            }
+        };
+
+        self.table.store(Arc::new(built.table.clone()));
+        let built = Arc::new(built);
+        self.status.publish(built.clone(), generation);
+        let change_to_live = since.elapsed();
+
+        // The model passes source diagnostics through; take their union so none is lost.
+        let current: BTreeSet<Diagnostic> = built
+            .diagnostics
+            .iter()
+            .chain(source_diagnostics.iter())
+            .cloned()
+            .collect();
+        let added: Vec<Diagnostic> = current.difference(published).cloned().collect();
+        let resolved: Vec<Diagnostic> = published.difference(&current).cloned().collect();
+        let report = BuildReport {
+            generation,
+            build_duration,
+            change_to_live,
+            diagnostics: current.len(),
+            errors: current
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count(),
+            hosts: built.table.vhosts().len(),
+            built: built.clone(),
+            snapshot: objects,
+        };
+        for observer in &self.observers {
+            observer.built(&report);
+            if !added.is_empty() || !resolved.is_empty() {
+                observer.diagnostics_changed(&added, &resolved);
+            }
+        }
+        *published = current;
+        built.last_good.clone()
+    }
+}
+
+/// The metrics publisher: generation, build time, change→live latency, diagnostics by reason
+/// and objects by kind, once per build.
+impl Observer for crate::metrics::Metrics {
+    fn built(&self, report: &BuildReport) {
+        self.config_generation(report.generation);
+        self.rebuild(report.build_duration);
+        self.change_to_live(report.change_to_live);
+        self.diagnostics(&report.built.diagnostics);
+        self.snapshot_objects(&report.snapshot);
+    }
+}
+
+/// Completes when `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// The first snapshot a source publishes; `None` when the source went away before.
+async fn first_snapshot(snapshots: &mut SnapshotReceiver) -> Option<Arc<Snapshot>> {
+    snapshots
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|s| s.clone())
+}

@@ -1,0 +1,616 @@
+//! Standalone source, the watching half: a manifest directory (and an optional `--cert-dir`) →
+//! a [`Snapshot`], re-read whenever something under them changes.
+//!
+//! - Every `*.yaml`/`*.yml` under the manifest directory, recursively, is parsed with
+//!   [`parse_manifest`]. State is kept **per file**: a file that fails to read or parse keeps its
+//!   last good objects and its diagnostic goes into [`Snapshot::diagnostics`]; a deleted file
+//!   drops its objects.
+//! - Hidden entries (`.git`, editor swap files, and Kubernetes' `..data` / `..2024_…` symlink
+//!   farm of a mounted ConfigMap or Secret) are skipped; symlinks are followed, and a file reached
+//!   by two paths is read once (by its first path in sorted order).
+//! - `--cert-dir` yields [`CertFile`]s: PEM bundles (`*.pem`, `*.crt`, chain and key in one
+//!   file, or with a sibling `<name>.key`), and `tls.crt` + `tls.key` pairs as a mounted Secret
+//!   lays them out. `ca.crt` is a CA bundle, not a serving certificate, and is skipped.
+//! - [`watch`] re-reads on `notify` events and, because inotify can miss a symlink swap or
+//!   events on some filesystems, also compares path, inode, size and mtime every
+//!   [`RESCAN_INTERVAL`]. Bursts coalesce: one re-read covers every event queued before it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::watch as channel;
+
+use super::manifests::{Object, parse_manifest};
+use super::{CertFile, Snapshot};
+use crate::model::diagnostic::{Diagnostic, ObjectRef, Reason};
+
+/// How often the fallback rescan compares file metadata, in case `notify` missed an event.
+pub const RESCAN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Quiet time after a file event before reading: a burst of events costs one read.
+const SETTLE: Duration = Duration::from_millis(30);
+
+/// Longest the settling may last under a constant stream of events.
+const SETTLE_MAX: Duration = Duration::from_millis(300);
+
+/// The parser of one manifest file; [`parse_manifest`] unless a test injects another.
+pub type ParseFn = fn(&str, &str) -> Result<Vec<Object>, Box<Diagnostic>>;
+
+/// Snapshots as the watcher publishes them: `None` until the first load.
+pub type SnapshotReceiver = channel::Receiver<Option<Arc<Snapshot>>>;
+
+/// Why a directory could not be loaded or watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("manifest directory {path}: {source}")]
+    Manifests {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("certificate directory {path}: {source}")]
+    CertDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: String },
+    #[error("watching {path}: {source}")]
+    Notify { path: String, source: notify::Error },
+    #[error("starting the watcher thread: {0}")]
+    Thread(std::io::Error),
+}
+
+// === impl DirectoryLoader ===
+
+/// What identifies one version of a file without reading it: the path it resolves to, its
+/// inode, size and modification time. A Kubernetes `..data` swap changes the resolved path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    resolved: PathBuf,
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+/// One manifest file as last read.
+struct ManifestFile {
+    stamp: Stamp,
+    /// The bytes last read (parsed or not), to skip re-parsing identical content; `None` after
+    /// a read error.
+    text: Option<Vec<u8>>,
+    /// The objects of the last version that parsed.
+    objects: Vec<Object>,
+    /// Why the current version is not the one whose objects are kept.
+    diagnostic: Option<Diagnostic>,
+}
+
+/// A file found by a directory walk.
+struct Found {
+    path: PathBuf,
+    stamp: Stamp,
+}
+
+/// Loads a manifest directory (and optionally a certificate directory) and keeps, per file,
+/// the last good objects. Synchronous and blocking; [`watch`] drives it from a thread.
+pub struct DirectoryLoader {
+    manifests: PathBuf,
+    cert_dir: Option<PathBuf>,
+    parse: ParseFn,
+    files: BTreeMap<PathBuf, ManifestFile>,
+    certs: Vec<CertFile>,
+    cert_diagnostics: Vec<Diagnostic>,
+    /// Problems with the directories themselves (e.g. the manifest directory vanished).
+    dir_diagnostics: Vec<Diagnostic>,
+}
+
+impl DirectoryLoader {
+    /// A loader for `manifests` (and `cert_dir`), with the real manifest parser. Fails when a
+    /// directory does not exist or is not a directory; nothing is read yet.
+    pub fn new(manifests: &Path, cert_dir: Option<&Path>) -> Result<Self, WatchError> {
+        Self::with_parser(manifests, cert_dir, parse_manifest)
+    }
+
+    /// The same, with another parser (for tests of the per-file bookkeeping).
+    pub fn with_parser(
+        manifests: &Path,
+        cert_dir: Option<&Path>,
+        parse: ParseFn,
+    ) -> Result<Self, WatchError> {
+        check_dir(manifests).map_err(|e| match e {
+            DirProblem::Io(source) => WatchError::Manifests {
+                path: manifests.display().to_string(),
+                source,
+            },
+            DirProblem::NotADirectory => WatchError::NotADirectory {
+                path: manifests.display().to_string(),
+            },
+        })?;
+        if let Some(dir) = cert_dir {
+            check_dir(dir).map_err(|e| match e {
+                DirProblem::Io(source) => WatchError::CertDir {
+                    path: dir.display().to_string(),
+                    source,
+                },
+                DirProblem::NotADirectory => WatchError::NotADirectory {
+                    path: dir.display().to_string(),
+                },
+            })?;
+        }
+        Ok(DirectoryLoader {
+            manifests: manifests.to_path_buf(),
+            cert_dir: cert_dir.map(Path::to_path_buf),
+            parse,
+            files: BTreeMap::new(),
+            certs: Vec::new(),
+            cert_diagnostics: Vec::new(),
+            dir_diagnostics: Vec::new(),
+        })
+    }
+
+    /// Re-reads the directories. With `force`, every file's content is read and compared (after
+    /// a `notify` event: a rewrite within the mtime granularity keeps the stamp); otherwise only
+    /// files whose stamp changed are read. Returns whether the snapshot changed.
+    pub fn refresh(&mut self, force: bool) -> bool {
+        let mut changed = self.refresh_manifests(force);
+        changed |= self.refresh_certs();
+        changed
+    }
+
+    /// The objects of every file's last good version, the certificate files, and the
+    /// diagnostics of files that currently fail. Files in path order.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for file in self.files.values() {
+            for object in &file.objects {
+                snapshot.push(object.clone());
+            }
+            snapshot.diagnostics.extend(file.diagnostic.iter().cloned());
+        }
+        snapshot.cert_files = self.certs.clone();
+        snapshot
+            .diagnostics
+            .extend(self.cert_diagnostics.iter().cloned());
+        snapshot
+            .diagnostics
+            .extend(self.dir_diagnostics.iter().cloned());
+        snapshot
+    }
+
+    /// The manifest directory.
+    pub fn manifests_dir(&self) -> &Path {
+        &self.manifests
+    }
+
+    /// The certificate directory, if any.
+    pub fn cert_dir(&self) -> Option<&Path> {
+        self.cert_dir.as_deref()
+    }
+
+    fn refresh_manifests(&mut self, force: bool) -> bool {
+        let found = match walk(&self.manifests, is_manifest_name) {
+            Ok(found) => found,
+            Err(e) => {
+                // The directory itself is gone or unreadable (a remount in progress?): keep
+                // serving what we have and say so, rather than dropping every object.
+                let diagnostic = Diagnostic::error(
+                    file_ref(&self.manifests),
+                    "",
+                    Reason::InvalidManifest,
+                    format!("cannot read the manifest directory, keeping its last objects: {e}"),
+                );
+                let changed = self.dir_diagnostics != [diagnostic.clone()];
+                self.dir_diagnostics = vec![diagnostic];
+                return changed;
+            }
+        };
+        let mut changed = !self.dir_diagnostics.is_empty();
+        self.dir_diagnostics.clear();
+
+        let present: BTreeSet<&PathBuf> = found.iter().map(|f| &f.path).collect();
+        let before = self.files.len();
+        self.files.retain(|path, _| present.contains(path));
+        changed |= self.files.len() != before;
+
+        for Found { path, stamp } in found {
+            if let Some(file) = self.files.get_mut(&path)
+                && !force
+                && file.stamp == stamp
+            {
+                continue;
+            }
+            let name = path.display().to_string();
+            match std::fs::read(&path) {
+                Ok(text) => {
+                    if let Some(file) = self.files.get_mut(&path)
+                        && file.text.as_deref() == Some(text.as_slice())
+                    {
+                        file.stamp = stamp;
+                        continue;
+                    }
+                    changed = true;
+                    let parsed = (self.parse)(&name, &String::from_utf8_lossy(&text));
+                    let file = self.files.entry(path).or_insert_with(|| ManifestFile {
+                        stamp: stamp.clone(),
+                        text: None,
+                        objects: Vec::new(),
+                        diagnostic: None,
+                    });
+                    file.stamp = stamp;
+                    file.text = Some(text);
+                    match parsed {
+                        Ok(objects) => {
+                            file.objects = objects;
+                            file.diagnostic = None;
+                        }
+                        Err(diagnostic) => file.diagnostic = Some(*diagnostic),
+                    }
+                }
+                Err(e) => {
+                    let diagnostic = Diagnostic::error(
+                        ObjectRef::cluster("File", &name),
+                        "",
+                        Reason::InvalidManifest,
+                        format!("cannot read the file: {e}"),
+                    );
+                    let file = self.files.entry(path).or_insert_with(|| ManifestFile {
+                        stamp: stamp.clone(),
+                        text: None,
+                        objects: Vec::new(),
+                        diagnostic: None,
+                    });
+                    // Forget the stamp so the next scan tries again.
+                    file.stamp = Stamp {
+                        resolved: PathBuf::new(),
+                        ..stamp
+                    };
+                    file.text = None;
+                    if file.diagnostic.as_ref() != Some(&diagnostic) {
+                        file.diagnostic = Some(diagnostic);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// Certificate directories are small: read every candidate file each time and compare.
+    fn refresh_certs(&mut self) -> bool {
+        let Some(dir) = &self.cert_dir else {
+            return false;
+        };
+        let (certs, diagnostics) = match walk(dir, |_| true) {
+            Ok(found) => read_cert_files(found, &self.certs),
+            Err(e) => (
+                self.certs.clone(),
+                vec![Diagnostic::error(
+                    file_ref(dir),
+                    "",
+                    Reason::InvalidSecret,
+                    format!("cannot read the certificate directory, keeping its last files: {e}"),
+                )],
+            ),
+        };
+        let changed = certs != self.certs || diagnostics != self.cert_diagnostics;
+        self.certs = certs;
+        self.cert_diagnostics = diagnostics;
+        changed
+    }
+}
+
+/// Loads `manifests` (and `cert_dir`) once, without watching: what `portcullis check` reads.
+pub fn load_once(manifests: &Path, cert_dir: Option<&Path>) -> Result<Snapshot, WatchError> {
+    let mut loader = DirectoryLoader::new(manifests, cert_dir)?;
+    loader.refresh(true);
+    Ok(loader.snapshot())
+}
+
+fn file_ref(path: &Path) -> ObjectRef {
+    ObjectRef::cluster("File", &path.display().to_string())
+}
+
+fn is_manifest_name(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+enum DirProblem {
+    Io(std::io::Error),
+    NotADirectory,
+}
+
+fn check_dir(path: &Path) -> Result<(), DirProblem> {
+    let meta = std::fs::metadata(path).map_err(DirProblem::Io)?;
+    if meta.is_dir() {
+        Ok(())
+    } else {
+        Err(DirProblem::NotADirectory)
+    }
+}
+
+/// Every non-hidden file under `root` whose name passes `wanted`, following symlinks, each
+/// target file once, in sorted path order. Broken symlinks (a swap in progress) are skipped.
+fn walk(root: &Path, wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<Found>> {
+    let mut found = Vec::new();
+    let mut seen_files = HashSet::new();
+    let mut seen_dirs = HashSet::new();
+    seen_dirs.insert(std::fs::canonicalize(root)?);
+    let mut stack = vec![root.to_path_buf()];
+    let mut first = true;
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // The root must be readable; a subdirectory that vanished mid-walk is just gone.
+            Err(e) if first => return Err(e),
+            Err(_) => continue,
+        };
+        first = false;
+        let mut names: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|n| !n.to_string_lossy().starts_with('.'))
+            .collect();
+        names.sort();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let path = dir.join(&name);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let Ok(resolved) = std::fs::canonicalize(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if seen_dirs.insert(resolved) {
+                    subdirs.push(path);
+                }
+            } else if meta.is_file()
+                && wanted(&name.to_string_lossy())
+                && seen_files.insert(resolved.clone())
+            {
+                found.push(Found {
+                    path,
+                    stamp: Stamp {
+                        resolved,
+                        inode: inode(&meta),
+                        len: meta.len(),
+                        modified: meta.modified().ok(),
+                    },
+                });
+            }
+        }
+        // Depth-first in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_meta: &std::fs::Metadata) -> u64 {
+    0
+}
+
+/// Groups a certificate directory's files into [`CertFile`]s. A file that cannot be read keeps
+/// its previous content (from `previous`) and adds a diagnostic.
+fn read_cert_files(found: Vec<Found>, previous: &[CertFile]) -> (Vec<CertFile>, Vec<Diagnostic>) {
+    let paths: BTreeSet<PathBuf> = found.into_iter().map(|f| f.path).collect();
+    let mut certs = Vec::new();
+    let mut diagnostics = Vec::new();
+    let mut read = |parts: &[&Path], shown: &Path| {
+        let shown_name = shown.display().to_string();
+        let mut pem = Vec::new();
+        for part in parts {
+            match std::fs::read(part) {
+                Ok(bytes) => {
+                    pem.extend_from_slice(&bytes);
+                    if !pem.ends_with(b"\n") {
+                        pem.push(b'\n');
+                    }
+                }
+                Err(e) => {
+                    diagnostics.push(Diagnostic::error(
+                        ObjectRef::cluster("File", &part.display().to_string()),
+                        "",
+                        Reason::InvalidSecret,
+                        format!("cannot read the certificate file: {e}"),
+                    ));
+                    if let Some(old) = previous.iter().find(|c| c.path == shown_name) {
+                        certs.push(old.clone());
+                    }
+                    return;
+                }
+            }
+        }
+        certs.push(CertFile {
+            path: shown_name,
+            pem,
+        });
+    };
+
+    for path in &paths {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let sibling = |n: &str| path.with_file_name(n);
+        match name.as_str() {
+            // A mounted Secret: tls.crt + tls.key in one directory.
+            "tls.crt" => {
+                let key = sibling("tls.key");
+                if paths.contains(&key) {
+                    read(&[path, &key], path);
+                } else {
+                    read(&[path], path);
+                }
+            }
+            "tls.key" | "ca.crt" => {}
+            _ if name.ends_with(".pem") || name.ends_with(".crt") => {
+                let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
+                let key = [
+                    sibling(&format!("{name}.key")),
+                    sibling(&format!("{stem}.key")),
+                ]
+                .into_iter()
+                .find(|k| paths.contains(k));
+                match key {
+                    Some(key) => read(&[path, &key], path),
+                    None => read(&[path], path),
+                }
+            }
+            _ => {}
+        }
+    }
+    (certs, diagnostics)
+}
+
+// === impl watch ===
+
+/// Keeps the watcher alive; dropping it stops the watcher thread.
+pub struct WatchHandle {
+    _watcher: Option<RecommendedWatcher>,
+    stop: mpsc::Sender<Signal>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+enum Signal {
+    Event,
+    Stop,
+}
+
+impl WatchHandle {
+    /// Stops the watcher thread and waits for it.
+    pub fn stop(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        let _ = self.stop.send(Signal::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// Loads the directories now and publishes the first snapshot, then watches them and publishes
+/// a new snapshot whenever the content changed. Runs on its own thread (file I/O is blocking);
+/// stops when the handle is dropped or every receiver is gone.
+pub fn watch(mut loader: DirectoryLoader) -> Result<(SnapshotReceiver, WatchHandle), WatchError> {
+    let (events_tx, events_rx) = mpsc::channel();
+    let dirs: Vec<PathBuf> = std::iter::once(loader.manifests.clone())
+        .chain(loader.cert_dir.clone())
+        .collect();
+    // Without notify (inotify instances or watches exhausted) the rescan still applies changes
+    // within a second: warn and carry on rather than refuse to start.
+    let watcher = match start_notify(&dirs, events_tx.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                rescan_ms = RESCAN_INTERVAL.as_millis() as u64,
+                "file notifications unavailable; relying on periodic rescans"
+            );
+            None
+        }
+    };
+
+    loader.refresh(true);
+    let (tx, rx) = channel::channel(Some(Arc::new(loader.snapshot())));
+    let thread = thread::Builder::new()
+        .name("manifest-watch".to_string())
+        .spawn(move || watch_loop(loader, events_rx, tx))
+        .map_err(WatchError::Thread)?;
+    Ok((
+        rx,
+        WatchHandle {
+            _watcher: watcher,
+            stop: events_tx,
+            thread: Some(thread),
+        },
+    ))
+}
+
+/// A recursive `notify` watcher on `dirs` that turns every event into a [`Signal::Event`].
+fn start_notify(
+    dirs: &[PathBuf],
+    events: mpsc::Sender<Signal>,
+) -> Result<RecommendedWatcher, WatchError> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Any event (or a watcher error) is a reason to look; the read decides what changed.
+        let _ = event;
+        let _ = events.send(Signal::Event);
+    })
+    .map_err(|source| WatchError::Notify {
+        path: dirs
+            .first()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        source,
+    })?;
+    for dir in dirs {
+        watcher
+            .watch(dir, RecursiveMode::Recursive)
+            .map_err(|source| WatchError::Notify {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
+    Ok(watcher)
+}
+
+fn watch_loop(
+    mut loader: DirectoryLoader,
+    events: mpsc::Receiver<Signal>,
+    tx: channel::Sender<Option<Arc<Snapshot>>>,
+) {
+    loop {
+        let force = match events.recv_timeout(RESCAN_INTERVAL) {
+            Ok(Signal::Event) => {
+                // Coalesce: wait until the events settle, so that one read covers a whole
+                // burst, and a file written in place (truncate, write, close) is read
+                // complete rather than empty or half-written.
+                let give_up = Instant::now() + SETTLE_MAX;
+                loop {
+                    let wait = SETTLE.min(give_up.saturating_duration_since(Instant::now()));
+                    match events.recv_timeout(wait) {
+                        Ok(Signal::Event) if Instant::now() < give_up => continue,
+                        Ok(Signal::Event) => break,
+                        Ok(Signal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    }
+                }
+                true
+            }
+            Ok(Signal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+        };
+        if tx.is_closed() {
+            return;
+        }
+        if loader.refresh(force) {
+            tracing::debug!(
+                dir = %loader.manifests.display(),
+                files = loader.files.len(),
+                certs = loader.certs.len(),
+                "manifests changed"
+            );
+            if tx.send(Some(Arc::new(loader.snapshot()))).is_err() {
+                return;
+            }
+        }
+    }
+}

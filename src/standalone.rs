@@ -1,0 +1,290 @@
+//! Standalone mode: the proxy fed from a manifest directory instead of a cluster.
+//!
+//! [`start`] binds the listeners, loads the directory, and spawns the pipeline (watcher →
+//! rebuild → table), health checks, the proxy and the admin endpoint; it returns a [`Running`]
+//! with the bound addresses, so tests can run the whole thing in-process on `127.0.0.1:0`.
+//! [`run`] is what the binary does: start, log the addresses, wait for SIGTERM/SIGINT, drain.
+//!
+//! Shutdown: `/readyz` turns 503 first, the listeners stop accepting, open connections get up to
+//! `--shutdown-grace` to finish, then the admin endpoint and the watcher stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::proxy::{self, Listeners, ProxyContext};
+use crate::rebuild::{LogDiagnostics, Rebuilder, Status};
+use crate::settings::Settings;
+use crate::source::watch::{self as manifest_watch, DirectoryLoader, WatchError, WatchHandle};
+use crate::table::{RouteTable, TableHandle};
+use crate::tls::self_signed::{self, SelfSignedError};
+
+/// Why standalone mode could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("binding the {listener} listener on {addr}: {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error(transparent)]
+    Certificate(#[from] SelfSignedError),
+    #[error("the proxy stopped: {0}")]
+    Proxy(std::io::Error),
+    #[error("the proxy task failed: {0}")]
+    ProxyTask(tokio::task::JoinError),
+    #[error("waiting for signals: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The addresses actually bound (with port 0 in settings, the ports the OS chose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// A started instance. Drop it only after [`Running::shutdown`]; dropping it early aborts
+/// nothing by itself but stops the watcher.
+pub struct Running {
+    addresses: Addresses,
+    status: Arc<Status>,
+    table: TableHandle,
+    settings: Settings,
+    shutdown: watch::Sender<bool>,
+    admin_shutdown: watch::Sender<bool>,
+    proxy: JoinHandle<std::io::Result<()>>,
+    admin: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    watcher: Option<WatchHandle>,
+}
+
+/// Binds, loads `manifests_dir`, and starts every task. Returns once the listeners are bound
+/// and the first snapshot is loaded; the first table goes live moments later
+/// ([`Status::is_live`]).
+pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, RunError> {
+    // aws-lc-rs and ring are both in the tree (kube brings ring): rustls needs one chosen.
+    // Already installed (a second in-process start, or main did it) is fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let loader = DirectoryLoader::new(manifests_dir, settings.cert_dir.as_deref())?;
+    let fallback_certificate = self_signed::generate()?;
+
+    let http = bind("http", settings.http_addr).await?;
+    let https = bind("https", settings.https_addr).await?;
+    let admin_listener = bind("admin", settings.admin_addr).await?;
+    let addresses = Addresses {
+        http: local_addr("http", &http, settings.http_addr)?,
+        https: local_addr("https", &https, settings.https_addr)?,
+        admin: local_addr("admin", &admin_listener, settings.admin_addr)?,
+    };
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
+    let table: TableHandle = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let status = Status::new();
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::with_metrics(metrics.clone());
+
+    let (snapshots, watcher) = manifest_watch::watch(loader)?;
+    let rebuilder = Rebuilder::new(&settings, table.clone(), status.clone())
+        .with_observer(Arc::new(LogDiagnostics))
+        .with_observer(metrics.clone());
+    let mut background = vec![tokio::spawn(rebuilder.run(snapshots, shutdown_rx.clone()))];
+    background.push(tokio::spawn(
+        health.clone().run(table.clone(), shutdown_rx.clone()),
+    ));
+
+    let ctx = Arc::new(ProxyContext::new(
+        health,
+        metrics.clone(),
+        fallback_certificate,
+        addresses.https.port(),
+        shutdown_rx.clone(),
+    ));
+    let proxy = tokio::spawn(proxy::serve(
+        Listeners { http, https },
+        table.clone(),
+        ctx,
+        shutdown_rx,
+    ));
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            status: status.clone(),
+            metrics,
+        },
+        admin_shutdown_rx,
+    ));
+
+    tracing::info!(
+        http = %addresses.http,
+        https = %addresses.https,
+        admin = %addresses.admin,
+        manifests = %manifests_dir.display(),
+        "listening"
+    );
+    Ok(Running {
+        addresses,
+        status,
+        table,
+        settings,
+        shutdown,
+        admin_shutdown,
+        proxy,
+        admin,
+        background,
+        watcher: Some(watcher),
+    })
+}
+
+/// The binary's standalone mode: start, then serve until SIGTERM or SIGINT, then drain. A
+/// second signal during the drain exits at once.
+pub async fn run(settings: Settings, manifests_dir: &Path) -> Result<(), RunError> {
+    let mut signals = watch_signals().map_err(RunError::Signal)?;
+    let running = start(settings, manifests_dir).await?;
+    let mut second = signals.clone();
+    tokio::select! {
+        result = running.until_stopped(async move {
+            let _ = signals.wait_for(|n| *n >= 1).await;
+        }) => result,
+        _ = second.wait_for(|n| *n >= 2) => {
+            tracing::warn!("second signal: exiting without waiting for open connections");
+            Ok(())
+        }
+    }
+}
+
+impl Running {
+    /// The bound addresses.
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// Readiness, generation and the live build.
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// The live routing table.
+    pub fn table(&self) -> &TableHandle {
+        &self.table
+    }
+
+    /// Serves until `stop` completes (then shuts down gracefully), or until the proxy fails.
+    pub async fn until_stopped(mut self, stop: impl Future<Output = ()>) -> Result<(), RunError> {
+        tokio::select! {
+            () = stop => self.shutdown().await,
+            result = &mut self.proxy => {
+                self.stop_rest().await;
+                match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(RunError::Proxy(e)),
+                    Err(e) => Err(RunError::ProxyTask(e)),
+                }
+            }
+        }
+    }
+
+    /// Graceful shutdown: not ready, stop accepting, drain up to the grace period, stop the rest.
+    pub async fn shutdown(mut self) -> Result<(), RunError> {
+        let grace = self.settings.shutdown_grace;
+        tracing::info!(grace_s = grace.as_secs_f64(), "shutting down");
+        self.status.set_draining();
+        let _ = self.shutdown.send(true);
+        let result = match tokio::time::timeout(grace, &mut self.proxy).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(RunError::Proxy(e)),
+            Ok(Err(e)) => Err(RunError::ProxyTask(e)),
+            Err(_) => {
+                tracing::warn!(
+                    grace_s = grace.as_secs_f64(),
+                    "shutdown grace period over; closing the remaining connections"
+                );
+                self.proxy.abort();
+                Ok(())
+            }
+        };
+        self.stop_rest().await;
+        tracing::info!("stopped");
+        result
+    }
+
+    async fn stop_rest(&mut self) {
+        self.status.set_draining();
+        let _ = self.shutdown.send(true);
+        let _ = self.admin_shutdown.send(true);
+        for task in self.background.drain(..) {
+            let _ = task.await;
+        }
+        let _ = (&mut self.admin).await;
+        if let Some(watcher) = self.watcher.take() {
+            let _ = tokio::task::spawn_blocking(move || watcher.stop()).await;
+        }
+    }
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+fn local_addr(
+    listener: &'static str,
+    socket: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, RunError> {
+    socket.local_addr().map_err(|source| RunError::Bind {
+        listener,
+        addr,
+        source,
+    })
+}
+
+/// Counts SIGTERM and SIGINT signals received. The handlers are installed before this returns,
+/// so a signal arriving right after start-up is not lost.
+fn watch_signals() -> std::io::Result<watch::Receiver<u32>> {
+    let (tx, rx) = watch::channel(0u32);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+    }
+    Ok(rx)
+}

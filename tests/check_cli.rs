@@ -1,0 +1,98 @@
+//! `portcullis check`, `crd` and `controller` as a user runs them: the built binary, exit codes
+//! and output.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run portcullis");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_missing_directory_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let (code, _, stderr) = run(&["check", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn check_a_file_instead_of_a_directory_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.yaml");
+    std::fs::write(&file, "").unwrap();
+    let (code, _, stderr) = run(&["check", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("not a directory"), "{stderr}");
+}
+
+#[test]
+fn check_without_a_directory_or_with_a_bad_flag_is_a_usage_error() {
+    assert_eq!(run(&["check"]).0, Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(run(&["check", d, "--output", "xml"]).0, Some(2));
+    assert_eq!(run(&["no-such-mode"]).0, Some(2));
+}
+
+#[test]
+fn check_an_empty_directory_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(run(&["check", d]).0, Some(0));
+    let (code, stdout, _) = run(&["check", d, "--output", "json"]);
+    assert_eq!(code, Some(0));
+    serde_json::from_str::<serde_json::Value>(&stdout).expect("JSON output");
+}
+
+#[test]
+fn check_broken_manifest_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "kind: Ingress\nmetadata: [\n").unwrap();
+    let (code, stdout, _) = run(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(stdout.contains("bad.yaml"), "{stdout}");
+}
+
+#[test]
+fn crd_prints_the_custom_resource_definition() {
+    let (code, stdout, _) = run(&["crd"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.starts_with("apiVersion: apiextensions.k8s.io/v1\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kind: CustomResourceDefinition"));
+    assert!(stdout.contains("name: ingressclassparams.portcullis.io"));
+}
+
+#[test]
+fn controller_mode_says_it_is_not_implemented() {
+    let (code, _, stderr) = run(&[
+        "controller",
+        "--ingress-class",
+        "x",
+        "--watch-namespace",
+        "ns",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("controller mode is not implemented in this build"),
+        "{stderr}"
+    );
+    // Its flags are still validated.
+    assert_eq!(
+        run(&["controller", "--publish-service", "no-slash"]).0,
+        Some(2)
+    );
+}
