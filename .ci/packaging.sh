@@ -99,6 +99,9 @@ for values in "$chart"/ci/*-values.yaml; do
   "$HELM" lint --strict "$chart" -f "$values"
 done
 
+step "chart README: values table matches values.yaml"
+"$PY" packaging/chart-readme.py --check
+
 step "helm template: default values, all optional values on, DaemonSet variant"
 "$HELM" template portcullis "$chart" --namespace portcullis >"$out/default.yaml"
 "$HELM" template portcullis "$chart" --namespace portcullis -f "$chart/ci/all-on-values.yaml" >"$out/all-on.yaml"
