@@ -147,6 +147,15 @@ else
     exit 1
   fi
   "$bin" --help
+  # `portcullis crd` must print exactly crds/ (tests/crd_drift.rs checks the same YAML from the
+  # library; this checks the subcommand). Skipped while the binary has no such subcommand.
+  if "$bin" crd >"$out/crd.yaml" 2>/dev/null && [ -s "$out/crd.yaml" ]; then
+    diff -u crds/ingressclassparams.yaml "$out/crd.yaml" \
+      || { echo "error: 'portcullis crd' differs from crds/ingressclassparams.yaml" >&2; exit 1; }
+    echo "portcullis crd matches crds/ingressclassparams.yaml"
+  else
+    echo "note: 'portcullis crd' printed nothing; its output is not compared with crds/"
+  fi
 fi
 
 step "packaging checks passed"
