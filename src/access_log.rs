@@ -1,7 +1,9 @@
 //! Access logs: one line per HTTP request (like HAProxy's httplog) and one per TCP connection
 //! (tcplog), as named fields so text and JSON output carry the same data.
 //!
-//! INTERFACE STUB — owned by the HTTP work; replace the body.
+//! Lines go to tracing target `access` at INFO; select them with `RUST_LOG=access=info`.
+//! Timers are milliseconds; a timer that did not run is `-1` (HAProxy's convention), an absent
+//! address or name is `-`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,15 +12,23 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct HttpLog<'a> {
     pub client: SocketAddr,
+    /// The request's host, normalized (`-` when it had none).
     pub host: &'a str,
     pub method: &'a str,
+    /// The path without the query (queries often carry secrets).
     pub path: &'a str,
     pub status: u16,
+    /// Response body bytes sent to the client.
     pub bytes_sent: u64,
     pub upstream: Option<SocketAddr>,
+    /// `http` (:80), `terminate`, `reencrypt`.
     pub mode: &'static str,
+    /// From sending the request upstream to the response head.
     pub upstream_time: Option<Duration>,
+    /// From the request head to the end of the response body.
     pub total_time: Duration,
+    /// Why the proxy answered itself (`ProxyError::label`), if it did.
+    pub error: Option<&'static str>,
 }
 
 /// One TCP (pass-through) connection.
@@ -34,12 +44,44 @@ pub struct TcpLog<'a> {
     pub termination: &'static str,
 }
 
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1_000.0
+}
+
+fn addr(a: Option<SocketAddr>) -> String {
+    a.map(|a| a.to_string()).unwrap_or_else(|| "-".to_string())
+}
+
 /// Logs one HTTP request at target `access`.
 pub fn http(line: &HttpLog<'_>) {
-    tracing::info!(target: "access", ?line);
+    tracing::info!(
+        target: "access",
+        kind = "http",
+        client = %line.client,
+        host = line.host,
+        method = line.method,
+        path = line.path,
+        status = line.status,
+        bytes = line.bytes_sent,
+        upstream = %addr(line.upstream),
+        mode = line.mode,
+        upstream_ms = line.upstream_time.map(millis).unwrap_or(-1.0),
+        total_ms = millis(line.total_time),
+        error = line.error.unwrap_or("-"),
+    );
 }
 
 /// Logs one TCP connection at target `access`.
 pub fn tcp(line: &TcpLog<'_>) {
-    tracing::info!(target: "access", ?line);
+    tracing::info!(
+        target: "access",
+        kind = "tcp",
+        client = %line.client,
+        sni = line.sni.unwrap_or("-"),
+        upstream = %addr(line.upstream),
+        bytes_from_client = line.bytes_from_client,
+        bytes_to_client = line.bytes_to_client,
+        duration_ms = millis(line.duration),
+        termination = line.termination,
+    );
 }

@@ -14,7 +14,9 @@
 //! that `Arc`: a new table never breaks an open connection.
 
 pub mod access_log;
+pub mod annotations;
 pub mod check;
+pub mod controller;
 pub mod crd;
 pub mod health;
 pub mod metrics;
@@ -23,5 +25,6 @@ pub mod proxy;
 pub mod rbac;
 pub mod settings;
 pub mod source;
+pub mod status;
 pub mod table;
 pub mod tls;

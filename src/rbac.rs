@@ -12,6 +12,9 @@ pub struct ApiAccess {
 }
 
 /// The API access the controller needs. Keep in sync with `source::kubernetes` and `status`.
+///
+/// Services need no `get`: the `--publish-service` Service is watched (field selector on its
+/// name). Events need no `patch`: each diagnostic is one `create` (no Event series).
 pub const API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
         group: "networking.k8s.io",
@@ -34,7 +37,7 @@ pub const API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
         group: "",
         resource: "services",
-        verbs: &["get", "list", "watch"],
+        verbs: &["list", "watch"],
         cluster_wide: true,
     },
     ApiAccess {
@@ -58,7 +61,7 @@ pub const API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
         group: "events.k8s.io",
         resource: "events",
-        verbs: &["create", "patch"],
+        verbs: &["create"],
         cluster_wide: true,
     },
     ApiAccess {

@@ -3,22 +3,58 @@
 //! No I/O, no clock, no sockets: the same objects in any order give the same table and the
 //! same diagnostics. A bad object yields diagnostics and drops only itself; an object that was
 //! good before and is bad now keeps its last good version (carried in [`LastGood`]).
+//!
+//! The steps, each in its own module:
+//! 1. [`class`]: which Ingresses are ours, and the IngressClassParams that shape them;
+//! 2. annotations ([`crate::annotations`]) → options, or the Ingress's last good version;
+//! 3. [`ingress`]: each Ingress validated into a plan (hosts, paths, backends, TLS entries);
+//! 4. [`vhosts`]: plans merged oldest first into virtual hosts (conflicts, pass-through),
+//!    with [`backend`] resolving Services to endpoints and [`certs`] Secrets to certificates.
 
 pub mod diagnostic;
 pub mod host;
 pub mod route;
 pub mod upstream;
 
+mod backend;
+mod certs;
+mod class;
+mod ingress;
+mod vhosts;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::annotations::{self, AnnotationError};
 use crate::settings::BuildSettings;
 use crate::source::Snapshot;
 use crate::table::RouteTable;
-use diagnostic::Diagnostic;
+use diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// The last good version of each object that was valid once, so that a later bad edit does
 /// not take it out of service. Opaque to callers: pass the previous build's value back in.
 #[derive(Debug, Clone, Default)]
 pub struct LastGood {
-    _private: (),
+    /// Ingresses whose annotations were valid, by namespace/name. An Ingress that is no longer
+    /// ours (deleted, or moved to another class) is dropped.
+    ingresses: HashMap<(String, String), Arc<Ingress>>,
+    /// Secrets that parsed, by namespace/name and use; kept while something references them.
+    secrets: HashMap<certs::SecretKey, certs::GoodSecret>,
+}
+
+impl LastGood {
+    /// How many Ingresses and Secrets have a last good version (for metrics and tests).
+    pub fn len(&self) -> (usize, usize) {
+        (self.ingresses.len(), self.secrets.len())
+    }
+
+    /// Whether nothing has been good yet.
+    pub fn is_empty(&self) -> bool {
+        self.ingresses.is_empty() && self.secrets.is_empty()
+    }
 }
 
 /// The output of one build.
@@ -30,12 +66,164 @@ pub struct Built {
     pub last_good: LastGood,
 }
 
+/// The namespace of an object; manifests without one mean `default`, as with kubectl.
+pub(crate) fn namespace_of(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
 /// Builds the routing table from a snapshot of objects.
 pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood) -> Built {
-    let _ = (snapshot, settings);
+    let mut diagnostics = snapshot.diagnostics.clone();
+    let in_scope = |namespace: Option<&str>| {
+        settings
+            .watch_namespace
+            .as_deref()
+            .is_none_or(|watched| namespace.unwrap_or("default") == watched)
+    };
+
+    let classes = class::Classes::new(
+        &snapshot.classes,
+        &snapshot.class_params,
+        settings,
+        &mut diagnostics,
+    );
+    let mut backends =
+        backend::Backends::new(&snapshot.services, &snapshot.endpoint_slices, in_scope);
+    let mut secrets = certs::Secrets::new(&snapshot.secrets, &last_good.secrets, in_scope);
+    let cert_dir = certs::cert_dir(&snapshot.cert_files, &mut diagnostics);
+
+    // Ours, oldest first: creationTimestamp (missing ones last), then namespace/name.
+    let mut ours: Vec<(&Ingress, &class::ClassPolicy)> = snapshot
+        .ingresses
+        .iter()
+        .filter(|i| i.metadata.name.is_some() && in_scope(Some(namespace_of(&i.metadata))))
+        .filter_map(|i| Some((i, classes.select(i)?)))
+        .collect();
+    ours.sort_by(|(a, _), (b, _)| age_key(a).cmp(&age_key(b)));
+    ours.dedup_by(|(a, _), (b, _)| {
+        namespace_of(&a.metadata) == namespace_of(&b.metadata) && a.metadata.name == b.metadata.name
+    });
+
+    let mut next_ingresses = HashMap::with_capacity(ours.len());
+    let mut plans = Vec::with_capacity(ours.len());
+    for (ingress, policy) in ours {
+        let namespace = namespace_of(&ingress.metadata);
+        let name = ingress.metadata.name.as_deref().unwrap_or_default();
+        let object = ObjectRef::namespaced("Ingress", namespace, name);
+        let key = (namespace.to_string(), name.to_string());
+        let previous = last_good.ingresses.get(&key);
+        let parsed = annotations::parse(
+            ingress.metadata.annotations.as_ref(),
+            namespace,
+            &policy.defaults,
+        );
+        let (serving, parsed) = match parsed {
+            Ok(parsed) => {
+                let kept = match previous {
+                    Some(prev) if **prev == *ingress => prev.clone(),
+                    _ => Arc::new(ingress.clone()),
+                };
+                next_ingresses.insert(key, kept);
+                (ingress, parsed)
+            }
+            Err(errors) => {
+                for error in &errors {
+                    diagnostics.push(annotation_diagnostic(
+                        &object,
+                        error,
+                        Reason::InvalidAnnotation,
+                    ));
+                }
+                let Some(previous) = previous else {
+                    continue; // never good: not served
+                };
+                let Ok(parsed) = annotations::parse(
+                    previous.metadata.annotations.as_ref(),
+                    namespace,
+                    &policy.defaults,
+                ) else {
+                    continue; // the class defaults changed under it; nothing good to serve
+                };
+                diagnostics.push(Diagnostic::warning(
+                    object.clone(),
+                    "metadata.annotations",
+                    Reason::LastGoodKept,
+                    "serving the last good version of this Ingress until its annotations are fixed",
+                ));
+                next_ingresses.insert(key, previous.clone());
+                (&**previous, parsed)
+            }
+        };
+        for warning in &parsed.warnings {
+            diagnostics.push(annotation_diagnostic(
+                &object,
+                warning,
+                Reason::InvalidAnnotation,
+            ));
+        }
+        let plan = ingress::plan(serving, object, parsed.options, &mut diagnostics);
+        plans.push((plan, policy));
+    }
+
+    let vhosts = vhosts::Merge {
+        backends: &mut backends,
+        secrets: &mut secrets,
+        cert_dir: &cert_dir,
+        diagnostics: &mut diagnostics,
+    }
+    .run(&plans);
+
+    let primary = classes.primary();
+    let default_certificate = settings
+        .default_certificate
+        .clone()
+        .or_else(|| primary.default_certificate.clone())
+        .and_then(|(namespace, name)| {
+            let secret = ObjectRef::namespaced("Secret", &namespace, &name);
+            secrets.certificate(&namespace, &name, &secret, "data", &mut diagnostics)
+        });
+
+    let table = RouteTable::new(
+        vhosts,
+        default_certificate,
+        cert_dir,
+        primary.settings.clone(),
+    );
+    diagnostics.sort();
+    diagnostics.dedup();
     Built {
-        table: RouteTable::default(),
-        diagnostics: Vec::new(),
-        last_good: last_good.clone(),
+        table,
+        diagnostics,
+        last_good: LastGood {
+            ingresses: next_ingresses,
+            secrets: secrets.next,
+        },
+    }
+}
+
+/// Precedence among Ingresses: the oldest wins; a missing timestamp counts as newest.
+fn age_key(ingress: &Ingress) -> impl Ord + '_ {
+    let created = ingress.metadata.creation_timestamp.as_ref();
+    (
+        created.is_none(),
+        created,
+        namespace_of(&ingress.metadata),
+        ingress.metadata.name.as_deref(),
+    )
+}
+
+fn annotation_diagnostic(
+    object: &ObjectRef,
+    error: &AnnotationError,
+    reason: Reason,
+) -> Diagnostic {
+    let field = format!("metadata.annotations[\"{}\"]", error.key());
+    match error {
+        AnnotationError::InvalidValue { .. } => {
+            Diagnostic::error(object.clone(), field, reason, error.to_string())
+        }
+        AnnotationError::Ignored { .. } => {
+            Diagnostic::warning(object.clone(), field, reason, error.to_string())
+        }
     }
 }

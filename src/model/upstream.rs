@@ -69,7 +69,7 @@ pub struct HealthCheck {
 }
 
 /// Annotation `portcullis.io/proxy-protocol`: header sent to pass-through/TCP backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyProtocol {
     V1,

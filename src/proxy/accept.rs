@@ -1,23 +1,207 @@
 //! Accept loops for :80 and :443.
 //!
-//! INTERFACE STUB — owned by the :443 front-door work; replace the body.
+//! One loop per listener. Per accepted connection: `TCP_NODELAY`, the connection limit
+//! (`limits.max_connections`, counted across both listeners), one `load_full` of the table kept
+//! for the connection's life, then a task: :80 → (trusted PROXY header) → `http_front`, :443 →
+//! `https_front`. Accept errors (EMFILE...) are logged and the loop backs off briefly; they never
+//! end it. On shutdown the loops stop accepting and `serve` returns once every connection task
+//! has finished.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
-use super::{Listeners, ProxyContext};
-use crate::table::TableHandle;
+use super::prefixed_io::PrefixedIo;
+use super::{ConnInfo, Listeners, ProxyContext, http_front, https_front, proxy_protocol};
+use crate::table::{RouteTable, TableHandle};
 
-/// Serves both listeners until `shutdown` turns true, then stops accepting and returns once
-/// open connections have finished (the caller bounds that wait with its grace period).
+/// Pause after an accept error that is about us (out of file descriptors, memory), not about
+/// the one connection: retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Http,
+    Https,
+}
+
+/// Serves both listeners until `shutdown` turns true (or its sender is dropped), then stops
+/// accepting and returns once open connections have finished (the caller bounds that wait with
+/// its grace period).
 pub async fn serve(
     listeners: Listeners,
     table: TableHandle,
     ctx: Arc<ProxyContext>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let _ = (listeners, table, ctx);
-    let _ = shutdown.wait_for(|stop| *stop).await;
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let tracker = Arc::new(Tracker::default());
+    tokio::join!(
+        accept_loop(
+            Listener::Http,
+            listeners.http,
+            table.clone(),
+            ctx.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ),
+        accept_loop(
+            Listener::Https,
+            listeners.https,
+            table,
+            ctx,
+            tracker.clone(),
+            shutdown,
+        ),
+    );
+    tracker.wait_idle().await;
     Ok(())
+}
+
+async fn accept_loop(
+    kind: Listener,
+    listener: TcpListener,
+    table: TableHandle,
+    ctx: Arc<ProxyContext>,
+    tracker: Arc<Tracker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if is_connection_error(&error) => {
+                tracing::debug!(%error, listener = ?kind, "accept: connection failed before accept");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, listener = ?kind, "accept failed; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let table = table.load_full();
+        let max = usize::try_from(table.class.limits.max_connections).unwrap_or(usize::MAX);
+        let Some(slot) = tracker.try_acquire(max) else {
+            ctx.metrics.connection_limited();
+            tracing::debug!(%peer, max, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .or_else(|_| listener.local_addr())
+            .unwrap_or(peer);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match kind {
+                Listener::Http => serve_http(stream, peer, local, table, ctx).await,
+                Listener::Https => {
+                    https_front::serve_connection(stream, peer, local, table, ctx).await;
+                }
+            }
+        });
+    }
+    tracing::debug!(listener = ?kind, "stopped accepting");
+}
+
+/// A :80 connection: the PROXY header from a trusted source (within `timeouts.header_read`),
+/// then HTTP.
+async fn serve_http(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    table: Arc<RouteTable>,
+    ctx: Arc<ProxyContext>,
+) {
+    let deadline = Instant::now() + table.class.timeouts.header_read;
+    let trusted = &table.class.trusted_proxy_protocol;
+    let mut buf = Vec::new();
+    let client = match proxy_protocol::client_address(
+        &mut stream,
+        peer,
+        trusted,
+        &mut buf,
+        deadline,
+    )
+    .await
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "closing :80 connection from a trusted proxy");
+            return;
+        }
+    };
+    let conn = ConnInfo {
+        client,
+        local,
+        tls: None,
+    };
+    http_front::serve_connection(PrefixedIo::new(buf, stream), conn, table, ctx).await;
+}
+
+/// Errors that concern one connection that died in the queue, not the listener.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+// === impl Tracker ===
+
+/// Counts open connections across both listeners, for the limit and for the shutdown wait.
+#[derive(Default)]
+struct Tracker {
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+/// One open connection; dropping it (even while unwinding from a panic) frees the slot.
+struct Slot(Arc<Tracker>);
+
+impl Tracker {
+    fn try_acquire(self: &Arc<Self>, max: usize) -> Option<Slot> {
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(self)))
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }

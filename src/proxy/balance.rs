@@ -1,20 +1,236 @@
 //! Choosing an endpoint of an upstream: round-robin, least-request or random, over healthy
 //! endpoints only.
 //!
-//! INTERFACE STUB — owned by the health/balance work; replace the body.
+//! Runs once per request attempt, so it allocates nothing: one `Health` view (a single
+//! `ArcSwap` load), then one or two passes over the upstream's endpoint slice. The eligible
+//! endpoints are those healthy and not yet tried; the policy picks the `j`-th of them:
+//! - **round-robin**: `j = cursor % eligible`, so the spread stays even when some endpoints are
+//!   skipped (skipping to "the next healthy one" would double the load of an unhealthy
+//!   endpoint's neighbour);
+//! - **least-request**: the eligible endpoints with the fewest requests in flight, ties broken
+//!   round-robin with the same cursor;
+//! - **random**: `j` uniform.
 
 use std::net::SocketAddr;
 
-use crate::health::Health;
-use crate::model::upstream::Upstream;
+use crate::health::{Health, HealthView};
+use crate::model::upstream::{LoadBalance, Upstream};
 
 /// Picks an endpoint that is healthy and not in `tried` (endpoints that already failed for this
 /// request). `None` when no endpoint qualifies: the caller answers 503.
 pub fn pick(upstream: &Upstream, health: &Health, tried: &[SocketAddr]) -> Option<SocketAddr> {
-    let _ = health;
-    upstream
-        .endpoints
-        .iter()
-        .copied()
-        .find(|e| !tried.contains(e))
+    let view = health.view();
+    let endpoints = upstream.endpoints.as_slice();
+    let eligible = |a: SocketAddr| !tried.contains(&a) && view.is_healthy(a);
+    match upstream.balance {
+        LoadBalance::RoundRobin => {
+            let k = endpoints.iter().filter(|a| eligible(**a)).count();
+            if k == 0 {
+                return None;
+            }
+            nth(endpoints, eligible, upstream.cursor.next() % k)
+        }
+        LoadBalance::Random => {
+            let k = endpoints.iter().filter(|a| eligible(**a)).count();
+            if k == 0 {
+                return None;
+            }
+            nth(endpoints, eligible, fastrand::usize(..k))
+        }
+        LoadBalance::LeastRequest => least_request(upstream, &view, eligible),
+    }
+}
+
+fn least_request(
+    upstream: &Upstream,
+    view: &HealthView<'_>,
+    eligible: impl Fn(SocketAddr) -> bool + Copy,
+) -> Option<SocketAddr> {
+    let endpoints = upstream.endpoints.as_slice();
+    let (mut min, mut ties) = (usize::MAX, 0usize);
+    for a in endpoints.iter().copied().filter(|a| eligible(*a)) {
+        let n = view.in_flight(a);
+        if n < min {
+            (min, ties) = (n, 1);
+        } else if n == min {
+            ties += 1;
+        }
+    }
+    if ties == 0 {
+        return None;
+    }
+    let j = if ties == 1 {
+        0
+    } else {
+        upstream.cursor.next() % ties
+    };
+    // Counts move under us; if no endpoint is at `min` any more, take the first eligible.
+    nth(endpoints, |a| eligible(a) && view.in_flight(a) == min, j)
+        .or_else(|| endpoints.iter().copied().find(|a| eligible(*a)))
+}
+
+/// The `j`-th endpoint satisfying `pred`; the last one that does when health changed between
+/// the counting pass and this one.
+fn nth(
+    endpoints: &[SocketAddr],
+    pred: impl Fn(SocketAddr) -> bool,
+    j: usize,
+) -> Option<SocketAddr> {
+    let mut last = None;
+    for (i, a) in endpoints.iter().copied().filter(|a| pred(*a)).enumerate() {
+        if i == j {
+            return Some(a);
+        }
+        last = Some(a);
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::upstream::{
+        Cursor, HealthCheck, HealthProbe, ServicePortRef, ServiceRef, UpstreamProtocol,
+    };
+
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| SocketAddr::from(([10, 0, 0, i as u8], 8080)))
+            .collect()
+    }
+
+    fn upstream(endpoints: Vec<SocketAddr>, balance: LoadBalance) -> Upstream {
+        Upstream {
+            service: ServiceRef {
+                namespace: "default".into(),
+                name: "web".into(),
+                port: ServicePortRef::Number(80),
+            },
+            endpoints,
+            protocol: UpstreamProtocol::Http,
+            balance,
+            health: HealthCheck {
+                probe: HealthProbe::None,
+                interval: Duration::from_secs(5),
+            },
+            proxy_protocol: None,
+            cursor: Cursor::default(),
+        }
+    }
+
+    fn spread(u: &Upstream, h: &Health, n: usize) -> HashMap<SocketAddr, usize> {
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            *counts.entry(pick(u, h, &[]).expect("a pick")).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly() {
+        let eps = addrs(3);
+        let u = upstream(eps.clone(), LoadBalance::RoundRobin);
+        let h = Health::new();
+        let counts = spread(&u, &h, 300);
+        for e in &eps {
+            assert_eq!(counts[e], 100, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn round_robin_skips_unhealthy_without_skew() {
+        let eps = addrs(4);
+        let u = upstream(eps.clone(), LoadBalance::RoundRobin);
+        let h = Health::new();
+        h.mark_failed(eps[1]);
+        let counts = spread(&u, &h, 300);
+        assert!(!counts.contains_key(&eps[1]));
+        for e in [eps[0], eps[2], eps[3]] {
+            assert_eq!(counts[&e], 100, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn tried_endpoints_are_excluded() {
+        let eps = addrs(3);
+        for policy in [
+            LoadBalance::RoundRobin,
+            LoadBalance::LeastRequest,
+            LoadBalance::Random,
+        ] {
+            let u = upstream(eps.clone(), policy);
+            let h = Health::new();
+            for _ in 0..50 {
+                assert_eq!(pick(&u, &h, &[eps[0], eps[2]]), Some(eps[1]), "{policy:?}");
+            }
+            assert_eq!(pick(&u, &h, &eps), None, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_endpoint() {
+        let eps = addrs(3);
+        let u = upstream(eps.clone(), LoadBalance::LeastRequest);
+        let h = Health::new();
+        let _a = [h.begin_request(eps[0]), h.begin_request(eps[0])];
+        let _b = h.begin_request(eps[1]);
+        for _ in 0..20 {
+            assert_eq!(pick(&u, &h, &[]), Some(eps[2]));
+        }
+        // Ties among the least loaded are broken round-robin.
+        let _c = h.begin_request(eps[2]);
+        let _d = h.begin_request(eps[2]);
+        let counts = spread(&u, &h, 10);
+        assert_eq!(counts.get(&eps[1]), Some(&10), "{counts:?}");
+        let _e = h.begin_request(eps[1]); // now all three at 2 in flight
+        let counts = spread(&u, &h, 300);
+        for e in &eps {
+            assert_eq!(counts[e], 100, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn least_request_skips_unhealthy() {
+        let eps = addrs(2);
+        let u = upstream(eps.clone(), LoadBalance::LeastRequest);
+        let h = Health::new();
+        let _busy = h.begin_request(eps[0]);
+        h.mark_failed(eps[1]);
+        assert_eq!(pick(&u, &h, &[]), Some(eps[0]));
+    }
+
+    #[test]
+    fn random_covers_all_endpoints() {
+        let eps = addrs(4);
+        let u = upstream(eps.clone(), LoadBalance::Random);
+        let h = Health::new();
+        h.mark_failed(eps[3]);
+        let counts = spread(&u, &h, 600);
+        assert!(!counts.contains_key(&eps[3]));
+        for e in &eps[..3] {
+            // Expected 200 each; far outside this would mean a broken draw.
+            assert!(counts[e] > 100, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_to_pick() {
+        let h = Health::new();
+        for policy in [
+            LoadBalance::RoundRobin,
+            LoadBalance::LeastRequest,
+            LoadBalance::Random,
+        ] {
+            assert_eq!(pick(&upstream(vec![], policy), &h, &[]), None);
+            let eps = addrs(2);
+            let u = upstream(eps.clone(), policy);
+            let h = Health::new();
+            h.mark_failed(eps[0]);
+            h.mark_failed(eps[1]);
+            assert_eq!(pick(&u, &h, &[]), None, "{policy:?}");
+        }
+    }
 }

@@ -1,13 +1,58 @@
 //! HTTP after the transport: :80 connections and terminated TLS connections.
 //!
-//! INTERFACE STUB — owned by the HTTP work; replace the body.
+//! One client connection is served by hyper-util's `auto` builder: HTTP/2 when TLS negotiated
+//! `h2` by ALPN, HTTP/1.1 otherwise (no cleartext h2c), with upgrades enabled. Protections:
+//! - header read timeout (`timeouts.header_read`, slowloris) by hyper's h1 timer; hyper also
+//!   runs it while a keep-alive connection waits for its next request, so the effective h1
+//!   keep-alive idle time is `min(idle, header_read)`;
+//! - idle timeout (`timeouts.idle`): no request in flight for that long → graceful close
+//!   (HTTP/1.1 and HTTP/2);
+//! - `limits.max_header_bytes`: hyper's h1 read buffer is capped (431 from hyper) and every
+//!   request head is measured here (431 from us, both protocols);
+//! - request smuggling: see [`super::framing_guard`] (400, connection closed);
+//! - graceful shutdown when `ctx.shutdown` turns true: the request in flight finishes, then the
+//!   connection closes (HTTP/2: GOAWAY).
+//!
+//! Routing: **every request on a connection is routed on the table the connection was accepted
+//! with** (the `Arc<RouteTable>` passed in). A new table applies to new connections only, so a
+//! keep-alive client sees one consistent configuration per connection, and an old table is
+//! freed when its last connection closes.
+//!
+//! Per-request phases of [`handle`]: check (framing, header size) → route (host and path) →
+//! redirect (:80 `ssl-redirect` → 308) → forward ([`super::forward`]) → respond (HSTS on TLS) →
+//! log (access line and metrics when the response body ends).
 
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 
+use super::error::{ClientFault, ProxyError};
+use super::forward::{self, Forward};
+use super::framing_guard::{FramingGuard, FramingVerdict};
 use super::{ConnInfo, ProxyContext};
-use crate::table::RouteTable;
+use crate::access_log;
+use crate::health::InFlight;
+use crate::metrics::{Metrics, Mode};
+use crate::model::host::normalize_host;
+use crate::model::route::TlsMode;
+use crate::model::upstream::UpstreamProtocol;
+use crate::table::{HttpRoute, RouteTable, VirtualHost};
+
+/// hyper's smallest allowed h1 read buffer.
+const MIN_H1_BUFFER: usize = 8192;
 
 /// Serves HTTP/1.1 (and h2 when `conn.tls` negotiated it) on one client connection, routing
 /// every request on `table` (the table loaded when the connection was accepted).
@@ -19,5 +64,487 @@ pub async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _ = (io, conn, table, ctx);
+    let timeouts = table.class.timeouts;
+    let max_header_bytes = table.class.limits.max_header_bytes as usize;
+    let h2 = conn
+        .tls
+        .as_ref()
+        .and_then(|t| t.alpn.as_deref())
+        .is_some_and(|alpn| alpn == b"h2");
+
+    let verdict = Arc::new(FramingVerdict::default());
+    let h1_buffer = max_header_bytes.max(MIN_H1_BUFFER);
+    let io = FramingGuard::new(io, !h2, h1_buffer + 1024, verdict.clone());
+    let state = Arc::new(ClientConnection {
+        conn,
+        table,
+        ctx: ctx.clone(),
+        verdict,
+        requests: AtomicU64::new(0),
+        idle: Arc::new(Idle::new()),
+    });
+
+    let service = {
+        let state = state.clone();
+        service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if h2 {
+        builder = builder.http2_only();
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    } else {
+        builder = builder.http1_only();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header_read)
+            .max_buf_size(h1_buffer)
+            .keep_alive(true);
+    }
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+
+    let mut shutdown = ctx.shutdown.clone();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(client = %state.conn.client, %error, "client connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown_requested(&mut shutdown), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = state.idle.expired(timeouts.idle), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Resolves when shutdown is requested; never if the sender is gone without asking.
+async fn shutdown_requested(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Per-connection state shared by the requests of one client connection.
+struct ClientConnection {
+    conn: ConnInfo,
+    table: Arc<RouteTable>,
+    ctx: Arc<ProxyContext>,
+    verdict: Arc<FramingVerdict>,
+    /// Requests seen so far (the next request's index).
+    requests: AtomicU64,
+    idle: Arc<Idle>,
+}
+
+// === handle ===
+
+/// Answers one request; never fails (errors become small fixed responses).
+async fn handle(state: &ClientConnection, req: Request<Incoming>) -> Response<ProxyBody> {
+    let index = state.requests.fetch_add(1, Ordering::Relaxed);
+    let mut record = Record::new(state, &req);
+    let h1 = req.version() <= http::Version::HTTP_11;
+    let mut response = match route_and_forward(state, req, index, &mut record).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(client = %state.conn.client, who = error.who().as_str(), %error, "request answered by the proxy");
+            record.error = Some(error.label());
+            if let ProxyError::Upstream { endpoint, .. } = &error {
+                record.upstream = *endpoint;
+            }
+            error_response(&error, h1)
+        }
+    };
+    if let Some(hsts) = record.hsts.take() {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    record.status = response.status().as_u16();
+    response.map(|inner| ProxyBody {
+        inner,
+        record: Some(record),
+    })
+}
+
+async fn route_and_forward(
+    state: &ClientConnection,
+    req: Request<Incoming>,
+    index: u64,
+    record: &mut Record,
+) -> Result<Response<BodyKind>, ProxyError> {
+    // check
+    if state.verdict.rejected(index) {
+        return Err(ClientFault::Smuggling(
+            "Content-Length with Transfer-Encoding, or differing Content-Lengths",
+        )
+        .into());
+    }
+    let limit = state.table.class.limits.max_header_bytes as usize;
+    let size = head_size(&req);
+    if size > limit {
+        return Err(ClientFault::HeadersTooLarge { size, limit }.into());
+    }
+
+    // route
+    let raw_host = request_host(&req);
+    let host = raw_host.as_deref().and_then(normalize_host);
+    let path = req.uri().path();
+    let table = &*state.table;
+    let tls = state.conn.tls.is_some();
+    let vhost = table.vhost_for(host.as_deref());
+    if let Some(vhost) = vhost {
+        record.host_label = vhost.host.to_string();
+        record.mode = mode(tls, vhost, None);
+        if tls {
+            record.hsts = vhost
+                .hsts
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok());
+        }
+    }
+
+    // redirect
+    if let Some(vhost) = vhost {
+        if !tls && vhost.ssl_redirect {
+            let host = host.as_deref().ok_or(ClientFault::MissingHost)?;
+            return Ok(redirect(host, state.ctx.https_port, &req));
+        }
+        if tls && vhost.tls_mode == TlsMode::Passthrough {
+            return Err(ClientFault::Misdirected(vhost.host.to_string()).into());
+        }
+    }
+    let (vhost, upstream) = match table.route_http(host.as_deref(), path) {
+        HttpRoute::Upstream { vhost, upstream } => (vhost, upstream),
+        HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
+            return Err(ClientFault::NoRoute {
+                host,
+                path: path.to_string(),
+            }
+            .into());
+        }
+    };
+    record.mode = mode(tls, vhost, Some(&upstream.protocol));
+
+    // forward
+    let f = Forward {
+        ctx: &state.ctx,
+        table,
+        vhost,
+        upstream,
+        conn: &state.conn,
+        raw_host: raw_host.as_deref(),
+    };
+    let answer = forward::forward(&f, req).await?;
+    record.upstream = Some(answer.endpoint);
+    record.upstream_time = Some(answer.upstream_time);
+    record.in_flight = answer.in_flight;
+    Ok(answer.response.map(BodyKind::Upstream))
+}
+
+/// The host the client asked for, as sent: the URI authority (HTTP/2, absolute-form), else the
+/// `Host` header.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.as_str().to_string());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Approximate bytes of the request head: request line and every header line.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// The metric mode of a request: :80 is `Http`; on TLS, how the request reaches the pod.
+fn mode(tls: bool, vhost: &VirtualHost, protocol: Option<&UpstreamProtocol>) -> Mode {
+    if !tls {
+        return Mode::Http;
+    }
+    match (protocol, vhost.tls_mode) {
+        (Some(UpstreamProtocol::Https(_)), _) | (None, TlsMode::Reencrypt) => Mode::Reencrypt,
+        _ => Mode::Terminate,
+    }
+}
+
+fn mode_label(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Http => "http",
+        Mode::Terminate => "terminate",
+        Mode::Reencrypt => "reencrypt",
+        Mode::Passthrough => "passthrough",
+    }
+}
+
+/// `308 Permanent Redirect` to the same host, path and query over HTTPS.
+fn redirect(host: &str, https_port: u16, req: &Request<Incoming>) -> Response<BodyKind> {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = if https_port == 443 {
+        format!("https://{host}{path_and_query}")
+    } else {
+        format!("https://{host}:{https_port}{path_and_query}")
+    };
+    let mut response = Response::new(BodyKind::Full(None));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    match HeaderValue::from_str(&location) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        Err(_) => *response.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
+}
+
+/// The proxy's own answer to a failed request: fixed status line body, nothing leaked.
+fn error_response(error: &ProxyError, h1: bool) -> Response<BodyKind> {
+    let body = error.body();
+    let mut response = Response::new(BodyKind::Full(Some(Bytes::from_static(body.as_bytes()))));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if h1 && error.closes_connection() {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+// === impl Record ===
+
+/// What the access log and metrics need about one request; logged when dropped, i.e. when the
+/// response body has been sent (or abandoned).
+struct Record {
+    started: Instant,
+    client: std::net::SocketAddr,
+    host: String,
+    host_label: String,
+    method: String,
+    path: String,
+    status: u16,
+    bytes_sent: u64,
+    upstream: Option<std::net::SocketAddr>,
+    mode: Mode,
+    upstream_time: Option<Duration>,
+    error: Option<&'static str>,
+    hsts: Option<HeaderValue>,
+    metrics: Arc<Metrics>,
+    in_flight: Option<InFlight>,
+    _active: Active,
+}
+
+impl Record {
+    fn new(state: &ClientConnection, req: &Request<Incoming>) -> Self {
+        let host = request_host(req)
+            .as_deref()
+            .and_then(normalize_host)
+            .unwrap_or_else(|| "-".to_string());
+        Record {
+            started: Instant::now(),
+            client: state.conn.client,
+            host,
+            host_label: "-".to_string(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            status: 0,
+            bytes_sent: 0,
+            upstream: None,
+            mode: if state.conn.tls.is_some() {
+                Mode::Terminate
+            } else {
+                Mode::Http
+            },
+            upstream_time: None,
+            error: None,
+            hsts: None,
+            metrics: state.ctx.metrics.clone(),
+            in_flight: None,
+            _active: Idle::begin(&state.idle),
+        }
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let total = self.started.elapsed();
+        // Least-request accounting ends with the response body.
+        self.in_flight = None;
+        access_log::http(&access_log::HttpLog {
+            client: self.client,
+            host: &self.host,
+            method: &self.method,
+            path: &self.path,
+            status: self.status,
+            bytes_sent: self.bytes_sent,
+            upstream: self.upstream,
+            mode: mode_label(self.mode),
+            upstream_time: self.upstream_time,
+            total_time: total,
+            error: self.error,
+        });
+        self.metrics
+            .http_request(&self.host_label, self.mode, self.status, total);
+    }
+}
+
+// === impl ProxyBody ===
+
+/// The response body sent to the client: our own small bodies, or the upstream's streamed
+/// through. Counts bytes and finishes the request's [`Record`] when it ends or is dropped.
+pub struct ProxyBody {
+    inner: BodyKind,
+    record: Option<Record>,
+}
+
+enum BodyKind {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
+                    record.bytes_sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(mut record) = this.record.take() {
+                    record.error = Some("upstream_body_reset");
+                }
+            }
+            Poll::Ready(None) => {
+                this.record.take();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            BodyKind::Full(bytes) => bytes.is_none(),
+            BodyKind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            BodyKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            BodyKind::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+// === impl Idle ===
+
+/// Tracks whether a connection has requests in flight, and since when it has had none.
+struct Idle {
+    active: AtomicUsize,
+    last_done: Mutex<tokio::time::Instant>,
+    changed: Notify,
+}
+
+/// Counts one request as in flight until dropped.
+struct Active(Arc<Idle>);
+
+impl Idle {
+    fn new() -> Self {
+        Idle {
+            active: AtomicUsize::new(0),
+            last_done: Mutex::new(tokio::time::Instant::now()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn begin(this: &Arc<Idle>) -> Active {
+        this.active.fetch_add(1, Ordering::AcqRel);
+        this.changed.notify_waiters();
+        Active(this.clone())
+    }
+
+    fn last_done(&self) -> tokio::time::Instant {
+        *self
+            .last_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves once no request has been in flight for `idle`.
+    async fn expired(&self, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.active.load(Ordering::Acquire) == 0 {
+                let since = self.last_done();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(since + idle) => {
+                        if self.active.load(Ordering::Acquire) == 0 && self.last_done() == since {
+                            return;
+                        }
+                    }
+                    _ = &mut changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        *self
+            .0
+            .last_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
 }

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::tls::certificates::Certificate;
+use crate::tls::server_config::TlsServerState;
 
 /// What the proxy knows about a client connection, for routing, headers and logs.
 #[derive(Debug, Clone)]
@@ -46,6 +47,31 @@ pub struct ProxyContext {
     pub https_port: u16,
     /// Turns true on SIGTERM: connections finish their current request and close.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// TLS server state that outlives tables: session cache, ticket key, and the rustls config
+    /// built once per table.
+    pub tls: TlsServerState,
+}
+
+impl ProxyContext {
+    /// A context with fresh upstream pools and TLS state, sharing `health` and `metrics` with
+    /// the rest of the process.
+    pub fn new(
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        fallback_certificate: Certificate,
+        https_port: u16,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> ProxyContext {
+        ProxyContext {
+            health,
+            metrics,
+            fallback_certificate,
+            clients: forward::Clients::new(),
+            https_port,
+            shutdown,
+            tls: TlsServerState::new(),
+        }
+    }
 }
 
 /// The bound listeners.
@@ -63,7 +89,13 @@ impl Listeners {
 
 pub mod accept;
 pub mod balance;
+pub mod error;
 pub mod forward;
+pub mod framing_guard;
 pub mod http_front;
+pub mod https_front;
+pub mod passthrough;
+pub mod prefixed_io;
+pub mod proxy_protocol;
 
 pub use accept::serve;

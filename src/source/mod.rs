@@ -2,6 +2,7 @@
 //! reflectors in cluster mode) produce the same [`Snapshot`], so everything after them is one
 //! code path.
 
+pub mod kubernetes;
 pub mod manifests;
 
 use k8s_openapi::api::core::v1::{Secret, Service};

@@ -2,3 +2,6 @@
 //! picks a certificate by SNI, and the client side used to re-encrypt to pods.
 
 pub mod certificates;
+pub mod client_hello;
+pub mod server_config;
+pub mod upstream;

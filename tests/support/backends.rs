@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -46,6 +47,8 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<SeenRequest>>>,
+    /// TCP connections accepted so far (to prove upstream connection reuse).
+    pub accepted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -64,6 +67,11 @@ impl Backend {
     /// Number of requests seen so far.
     pub fn count(&self) -> usize {
         self.seen.lock().expect("seen lock").len()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Stops the backend now: the listener closes, new connections are refused.
@@ -91,9 +99,12 @@ pub fn http_on(name: &str, listener: TcpListener) -> Backend {
     let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (n, s) = (name.to_string(), seen.clone());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             let (n, s) = (n.clone(), s.clone());
             conns.spawn(serve_http(stream, n, s, None, None));
         }
@@ -102,6 +113,7 @@ pub fn http_on(name: &str, listener: TcpListener) -> Backend {
         name: name.to_string(),
         addr,
         seen,
+        accepted,
         task,
     }
 }
@@ -116,9 +128,12 @@ pub async fn tls(name: &str, leaf: &Leaf, options: TlsOptions) -> Backend {
     let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config(&[b"http/1.1"]));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (n, s) = (name.to_string(), seen.clone());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             let (n, s, acceptor) = (n.clone(), s.clone(), acceptor.clone());
             conns.spawn(async move {
                 let proxy = if options.expect_proxy_protocol {
@@ -141,6 +156,7 @@ pub async fn tls(name: &str, leaf: &Leaf, options: TlsOptions) -> Backend {
         name: name.to_string(),
         addr,
         seen,
+        accepted,
         task,
     }
 }
@@ -267,5 +283,132 @@ fn bracket(ip: &str) -> String {
         format!("[{ip}]")
     } else {
         ip.to_string()
+    }
+}
+
+/// Starts a websocket-ish backend on 127.0.0.1:0: it reads one request head, records it, answers
+/// `101 Switching Protocols` (`Upgrade: websocket`), then echoes raw bytes until EOF. No
+/// WebSocket framing: enough to prove the proxy joins both upgraded connections. With `tls`,
+/// it first terminates TLS with that leaf (for re-encrypt) and records the SNI.
+pub async fn upgrade_echo(name: &str, tls: Option<&Leaf>) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("local addr");
+    let acceptor =
+        tls.map(|leaf| tokio_rustls::TlsAcceptor::from(leaf.server_config(&[b"http/1.1"])));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (s, count) = (seen.clone(), accepted.clone());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (s, acceptor) = (s.clone(), acceptor.clone());
+            conns.spawn(async move {
+                match acceptor {
+                    None => serve_upgrade_echo(stream, s, None).await,
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let sni = tls.get_ref().1.server_name().map(str::to_string);
+                        serve_upgrade_echo(tls, s, sni).await;
+                    }
+                }
+            });
+        }
+    });
+    Backend {
+        name: name.to_string(),
+        addr,
+        seen,
+        accepted,
+        task,
+    }
+}
+
+async fn serve_upgrade_echo<IO>(
+    mut stream: IO,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    sni: Option<String>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read_u8().await {
+            Ok(b) => head.push(b),
+            Err(_) => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let uri = parts.next().unwrap_or_default().to_string();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        if let Some((k, v)) = line.split_once(':') {
+            let v = v.trim().to_string();
+            headers
+                .entry(k.trim().to_ascii_lowercase())
+                .and_modify(|e| *e = format!("{e}, {v}"))
+                .or_insert(v);
+        }
+    }
+    seen.lock().expect("seen lock").push(SeenRequest {
+        method,
+        uri,
+        headers,
+        body: Vec::new(),
+        sni,
+        proxy: None,
+    });
+    let answer =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    if stream.write_all(answer).await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Starts a backend on 127.0.0.1:0 that accepts connections and reads requests but never
+/// answers (for upstream response timeouts). Counts accepted connections.
+pub async fn silent(name: &str) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("local addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            conns.spawn(async move {
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    Backend {
+        name: name.to_string(),
+        addr,
+        seen: Arc::new(Mutex::new(Vec::new())),
+        accepted,
+        task,
     }
 }

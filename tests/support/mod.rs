@@ -4,5 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod http_harness;
+pub mod in_process;
 pub mod pki;
 pub mod wait;

@@ -1,0 +1,581 @@
+#!/usr/bin/env python3
+"""Portcullis vs HAProxy vs nginx, same box, same jobs, same pass.
+
+Four jobs per proxy: plain HTTP, TLS terminate, TLS pass-through (by SNI) and re-encrypt
+(verified), plus full TLS handshakes per second (h2load, one request per fresh client: wrk
+resumes sessions, so it cannot measure full handshakes).
+
+The proxy under test is pinned to CPU 0; the backend (nginx, one worker) and the load
+generators to CPU 1. The figure that holds between runs on shared cores is work per proxy
+CPU-second ("per core"), read from /proc/<pid>/stat before and after each load run.
+
+Every number is the median of --runs passes; the spread (min-max) is shown beside it.
+"""
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+
+BACKEND_HTTP = 19080
+BACKEND_HTTPS = 19443
+
+HOSTS = {"terminate": "app.bench.test", "passthrough": "pass.bench.test", "reencrypt": "re.bench.test"}
+
+# Ports of each proxy per job. Portcullis serves all TLS modes on one port (its design);
+# HAProxy and nginx get one port per job, their best case (no chaining of frontends).
+PORTS = {
+    "portcullis": {"http": 18080, "terminate": 18443, "passthrough": 18443, "reencrypt": 18443},
+    "haproxy": {"http": 28080, "terminate": 28443, "passthrough": 28444, "reencrypt": 28445},
+    "nginx": {"http": 38080, "terminate": 38443, "passthrough": 38444, "reencrypt": 38445},
+}
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def make_pki(d):
+    """CA, a leaf per host, and the backend's certificate (SAN = pass + re hosts)."""
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "3650", "-subj", "/CN=bench CA", "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.crt"])
+
+    def leaf(name, sans):
+        sh(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-subj", f"/CN={sans[0]}", "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.csr"])
+        ext = f"{d}/{name}.ext"
+        with open(ext, "w") as f:
+            f.write("subjectAltName=" + ",".join(f"DNS:{s}" for s in sans) + "\n")
+        sh(["openssl", "x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/ca.crt", "-CAkey", f"{d}/ca.key",
+            "-CAcreateserial", "-days", "3650", "-extfile", ext, "-out", f"{d}/{name}.crt"])
+        with open(f"{d}/{name}.pem", "w") as f:
+            f.write(open(f"{d}/{name}.crt").read() + open(f"{d}/{name}.key").read())
+
+    leaf("app", [HOSTS["terminate"]])
+    leaf("re", [HOSTS["reencrypt"]])
+    leaf("backend", [HOSTS["passthrough"], HOSTS["reencrypt"]])
+
+
+def backend_conf(d):
+    return textwrap.dedent(f"""
+        worker_processes 1;
+        pid {d}/backend.pid;
+        error_log {d}/backend.err;
+        events {{ worker_connections 16384; }}
+        http {{
+            access_log off;
+            keepalive_requests 1000000;
+            server {{ listen 127.0.0.1:{BACKEND_HTTP}; location / {{ return 200 "ok\\n"; }} }}
+            server {{
+                listen 127.0.0.1:{BACKEND_HTTPS} ssl;
+                ssl_certificate {d}/backend.crt; ssl_certificate_key {d}/backend.key;
+                location / {{ return 200 "ok\\n"; }}
+            }}
+        }}
+    """)
+
+
+def nginx_conf(d):
+    p = PORTS["nginx"]
+    fwd = """
+                proxy_http_version 1.1;
+                proxy_set_header Connection "";
+                proxy_set_header Host $host;
+                proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                proxy_set_header X-Forwarded-Proto $scheme;
+                proxy_set_header X-Forwarded-Port $server_port;
+                proxy_set_header X-Forwarded-Host $host;"""
+    return textwrap.dedent(f"""
+        load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+        worker_processes 1;
+        pid {d}/nginx.pid;
+        error_log {d}/nginx.err;
+        events {{ worker_connections 16384; }}
+        http {{
+            access_log off;
+            keepalive_requests 1000000;
+            upstream be_http {{ server 127.0.0.1:{BACKEND_HTTP}; keepalive 128; }}
+            upstream be_https {{ server 127.0.0.1:{BACKEND_HTTPS}; keepalive 128; }}
+            server {{ listen 127.0.0.1:{p['http']}; location / {{ proxy_pass http://be_http; {fwd} }} }}
+            server {{
+                listen 127.0.0.1:{p['terminate']} ssl;
+                ssl_certificate {d}/app.crt; ssl_certificate_key {d}/app.key;
+                location / {{ proxy_pass http://be_http; {fwd} }}
+            }}
+            server {{
+                listen 127.0.0.1:{p['reencrypt']} ssl;
+                ssl_certificate {d}/re.crt; ssl_certificate_key {d}/re.key;
+                location / {{
+                    proxy_pass https://be_https; {fwd}
+                    proxy_ssl_verify on; proxy_ssl_trusted_certificate {d}/ca.crt;
+                    proxy_ssl_server_name on; proxy_ssl_name {HOSTS['reencrypt']};
+                    proxy_ssl_session_reuse on;
+                }}
+            }}
+        }}
+        stream {{
+            map $ssl_preread_server_name $pass_upstream {{ {HOSTS['passthrough']} 127.0.0.1:{BACKEND_HTTPS}; }}
+            server {{ listen 127.0.0.1:{p['passthrough']}; ssl_preread on; proxy_pass $pass_upstream; }}
+        }}
+    """)
+
+
+def haproxy_conf(d):
+    """The article's configuration: forwardfor, X-Forwarded-Port/Proto, roundrobin; mode tcp
+    with req_ssl_sni for pass-through."""
+    p = PORTS["haproxy"]
+    return textwrap.dedent(f"""
+        global
+            nbthread 1
+            maxconn 9000
+            tune.ssl.default-dh-param 2048
+        defaults
+            mode http
+            timeout connect 5s
+            timeout client 60s
+            timeout server 60s
+            option http-keep-alive
+        frontend http
+            bind 127.0.0.1:{p['http']}
+            option forwardfor
+            http-request set-header X-Forwarded-Port %[dst_port]
+            http-request set-header X-Forwarded-Host %[req.hdr(host)]
+            default_backend be_http
+        frontend terminate
+            bind 127.0.0.1:{p['terminate']} ssl crt {d}/app.pem alpn http/1.1
+            option forwardfor
+            http-request set-header X-Forwarded-Port %[dst_port]
+            http-request add-header X-Forwarded-Proto https if {{ ssl_fc }}
+            http-request set-header X-Forwarded-Host %[req.hdr(host)]
+            default_backend be_http
+        frontend reencrypt
+            bind 127.0.0.1:{p['reencrypt']} ssl crt {d}/re.pem alpn http/1.1
+            option forwardfor
+            http-request set-header X-Forwarded-Port %[dst_port]
+            http-request add-header X-Forwarded-Proto https if {{ ssl_fc }}
+            http-request set-header X-Forwarded-Host %[req.hdr(host)]
+            default_backend be_re
+        frontend passthrough
+            mode tcp
+            bind 127.0.0.1:{p['passthrough']}
+            tcp-request inspect-delay 5s
+            tcp-request content accept if {{ req_ssl_hello_type 1 }}
+            use_backend be_pass if {{ req_ssl_sni -i {HOSTS['passthrough']} }}
+        backend be_http
+            balance roundrobin
+            server web01 127.0.0.1:{BACKEND_HTTP}
+        backend be_re
+            balance roundrobin
+            server web01 127.0.0.1:{BACKEND_HTTPS} ssl verify required ca-file {d}/ca.crt sni str({HOSTS['reencrypt']})
+        backend be_pass
+            mode tcp
+            balance roundrobin
+            server web01 127.0.0.1:{BACKEND_HTTPS}
+    """)
+
+
+def indent(text, n):
+    return "\n".join(" " * n + line for line in text.splitlines())
+
+
+def portcullis_manifests(d):
+    m = f"{d}/manifests"
+    os.makedirs(m, exist_ok=True)
+    app_crt, app_key = open(f"{d}/app.crt").read(), open(f"{d}/app.key").read()
+    re_crt, re_key = open(f"{d}/re.crt").read(), open(f"{d}/re.key").read()
+    ca = open(f"{d}/ca.crt").read()
+    doc = f"""
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: portcullis
+  annotations: {{ingressclass.kubernetes.io/is-default-class: "true"}}
+spec:
+  controller: portcullis.io/ingress-controller
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: app-tls, namespace: bench}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{indent(app_crt, 4)}
+  tls.key: |
+{indent(app_key, 4)}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: re-tls, namespace: bench}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{indent(re_crt, 4)}
+  tls.key: |
+{indent(re_key, 4)}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: backend-ca, namespace: bench}}
+type: Opaque
+stringData:
+  ca.crt: |
+{indent(ca, 4)}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: be-http, namespace: bench}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {BACKEND_HTTP}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: be-http-1
+  namespace: bench
+  labels: {{kubernetes.io/service-name: be-http}}
+addressType: IPv4
+ports: [{{name: http, port: {BACKEND_HTTP}}}]
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: be-https, namespace: bench}}
+spec:
+  ports: [{{name: https, port: 443, targetPort: {BACKEND_HTTPS}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: be-https-1
+  namespace: bench
+  labels: {{kubernetes.io/service-name: be-https}}
+addressType: IPv4
+ports: [{{name: https, port: {BACKEND_HTTPS}}}]
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app
+  namespace: bench
+  annotations: {{portcullis.io/health-check: "none"}}
+spec:
+  tls: [{{hosts: [{HOSTS['terminate']}], secretName: app-tls}}]
+  rules:
+  - host: {HOSTS['terminate']}
+    http:
+      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: be-http, port: {{name: http}}}}}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: pass
+  namespace: bench
+  annotations: {{portcullis.io/tls-mode: passthrough, portcullis.io/health-check: "none"}}
+spec:
+  rules:
+  - host: {HOSTS['passthrough']}
+    http:
+      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: be-https, port: {{number: 443}}}}}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: re
+  namespace: bench
+  annotations:
+    portcullis.io/tls-mode: reencrypt
+    portcullis.io/backend-ca: backend-ca
+    portcullis.io/health-check: "none"
+spec:
+  tls: [{{hosts: [{HOSTS['reencrypt']}], secretName: re-tls}}]
+  rules:
+  - host: {HOSTS['reencrypt']}
+    http:
+      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: be-https, port: {{number: 443}}}}}}}}]
+"""
+    with open(f"{m}/bench.yaml", "w") as f:
+        f.write(doc)
+    return m
+
+
+def wait_port(port, timeout=15):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def pids_of(proc):
+    """The process and its children (nginx workers)."""
+    pids = [proc.pid]
+    try:
+        out = sh(["pgrep", "-P", str(proc.pid)]).stdout.split()
+        pids += [int(p) for p in out]
+    except subprocess.CalledProcessError:
+        pass
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except FileNotFoundError:
+            pass
+    return total / CLK_TCK
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def start_proxy(name, d, binary):
+    pin = ["taskset", "-c", PROXY_CPU]
+    if name == "portcullis":
+        m = portcullis_manifests(d)
+        p = PORTS["portcullis"]
+        proc = subprocess.Popen(pin + [binary, "standalone", "--manifests", m,
+                                       "--http-addr", f"127.0.0.1:{p['http']}",
+                                       "--https-addr", f"127.0.0.1:{p['terminate']}",
+                                       "--admin-addr", "127.0.0.1:18254", "--log-level", "warn"],
+                                stdout=subprocess.DEVNULL, stderr=open(f"{d}/portcullis.err", "w"))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen("http://127.0.0.1:18254/readyz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("portcullis did not become ready: " + open(f"{d}/portcullis.err").read())
+    elif name == "haproxy":
+        with open(f"{d}/haproxy.cfg", "w") as f:
+            f.write(haproxy_conf(d))
+        proc = subprocess.Popen(pin + ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"],
+                                stdout=subprocess.DEVNULL, stderr=open(f"{d}/haproxy.err", "w"))
+    else:
+        with open(f"{d}/nginx.conf", "w") as f:
+            f.write(nginx_conf(d))
+        proc = subprocess.Popen(pin + ["nginx", "-c", f"{d}/nginx.conf", "-g", "daemon off;"],
+                                stdout=subprocess.DEVNULL, stderr=open(f"{d}/nginx.stderr", "w"))
+    for port in set(PORTS[name].values()):
+        wait_port(port)
+    return proc
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def parse_latency(text, pct):
+    m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v if unit == "ms" else v * 1000
+
+
+def run_wrk(url, pids, duration, connections):
+    before = cpu_seconds(pids)
+    out = sh(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]).stdout
+    cpu = cpu_seconds(pids) - before
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return {
+        "rps": rps,
+        "per_core": requests / cpu if cpu > 0 else float("nan"),
+        "p50_ms": parse_latency(out, 50),
+        "p99_ms": parse_latency(out, 99),
+        "errors": errors,
+    }
+
+
+def run_handshakes(url, pids, clients):
+    """h2load with fresh clients: each client makes one TLS connection (a full handshake, no
+    resumption) and one request."""
+    before = cpu_seconds(pids)
+    out = sh(["taskset", "-c", LOAD_CPU, "h2load", "--h1", "-t1", f"-c{clients}", f"-n{clients}", url]).stdout
+    cpu = cpu_seconds(pids) - before
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    done = int(m.group(2)) if m else 0
+    secs = float(re.search(r"finished in ([\d.]+)(ms|s)", out).group(1))
+    if re.search(r"finished in [\d.]+ms", out):
+        secs /= 1000
+    return {"hs_per_s": done / secs if secs else float("nan"),
+            "hs_per_core": done / cpu if cpu > 0 else float("nan"), "failed": clients - done}
+
+
+def url_for(proxy, job):
+    port = PORTS[proxy][job]
+    if job == "http":
+        return f"http://{HOSTS['terminate']}:{port}/"
+    return f"https://{HOSTS[job]}:{port}/"
+
+
+def median_spread(values):
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "n/a", float("nan")
+    med = statistics.median(vals)
+    return f"{med:,.0f} ({min(vals):,.0f}–{max(vals):,.0f})", med
+
+
+def median_ms(values):
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "n/a", float("nan")
+    med = statistics.median(vals)
+    return f"{med:.2f} ({min(vals):.2f}–{max(vals):.2f})", med
+
+
+def versions(binary):
+    hv = sh(["haproxy", "-v"]).stdout.splitlines()[0]
+    nv = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    pv = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return hv, nv, f"portcullis {pv}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--handshake-clients", type=int, default=1000)
+    ap.add_argument("--proxies", default="portcullis,haproxy,nginx")
+    ap.add_argument("--output", default="bench/RESULTS.md")
+    args = ap.parse_args()
+    binary = os.path.abspath(args.binary)
+    proxies = args.proxies.split(",")
+    jobs = ["http", "terminate", "passthrough", "reencrypt"]
+
+    d = tempfile.mkdtemp(prefix="portcullis-bench-")
+    make_pki(d)
+    with open(f"{d}/backend.conf", "w") as f:
+        f.write(backend_conf(d))
+    backend = subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-c", f"{d}/backend.conf", "-g", "daemon off;"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {p: {j: [] for j in jobs + ["handshake"]} for p in proxies}
+    idle_rss = {p: [] for p in proxies}
+    try:
+        wait_port(BACKEND_HTTP)
+        wait_port(BACKEND_HTTPS)
+        for run in range(args.runs):
+            for proxy in proxies:
+                proc = start_proxy(proxy, d, binary)
+                try:
+                    pids = pids_of(proc)
+                    idle_rss[proxy].append(rss_kib(pids))
+                    for job in jobs:
+                        # Warm up pools and session caches, then measure.
+                        run_wrk(url_for(proxy, job), pids, 1, args.connections)
+                        r = run_wrk(url_for(proxy, job), pids, args.duration, args.connections)
+                        results[proxy][job].append(r)
+                        print(f"run {run + 1} {proxy:10} {job:11} {r['rps']:>10,.0f} req/s "
+                              f"{r['per_core']:>10,.0f} req/core-s p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
+                              f"errors {r['errors']}", flush=True)
+                    h = run_handshakes(url_for(proxy, "terminate"), pids, args.handshake_clients)
+                    results[proxy]["handshake"].append(h)
+                    print(f"run {run + 1} {proxy:10} handshakes  {h['hs_per_s']:>10,.0f} /s "
+                          f"{h['hs_per_core']:>10,.0f} /core-s failed {h['failed']}", flush=True)
+                finally:
+                    stop(proc)
+    finally:
+        stop(backend)
+
+    hv, nv, pv = versions(binary)
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Date: {datetime.date.today().isoformat()} · {pv} · {hv} · {nv} · {os.cpu_count()} cores",
+        "",
+        f"Method: `bench/run.sh` ({args.runs} runs, wrk -t1 -c{args.connections} -d{args.duration}s keep-alive; "
+        f"h2load --h1 with {args.handshake_clients} fresh clients for full handshakes). Proxy pinned to CPU {PROXY_CPU}, "
+        f"backend (nginx, 1 worker) and load generators to CPU {LOAD_CPU}. HAProxy nbthread 1, nginx 1 worker, "
+        "each on one port per job (their best case); Portcullis serves all TLS modes on one port. "
+        "**per core** = requests (or handshakes) ÷ CPU seconds the proxy process used. "
+        "Median (min–max) of the runs.",
+        "",
+        "| job | proxy | req/s | req per core-second | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    med = {}
+    for job in jobs:
+        for proxy in proxies:
+            rs = results[proxy][job]
+            rps, _ = median_spread([r["rps"] for r in rs])
+            pc, pcm = median_spread([r["per_core"] for r in rs])
+            p50, _ = median_ms([r["p50_ms"] for r in rs])
+            p99, p99m = median_ms([r["p99_ms"] for r in rs])
+            med[(proxy, job)] = (pcm, p99m)
+            lines.append(f"| {job} | {proxy} | {rps} | {pc} | {p50} | {p99} | {sum(r['errors'] for r in rs)} |")
+    lines += ["", "| full TLS handshakes | proxy | handshakes/s | per core-second | failed |", "|---|---|---|---|---|"]
+    for proxy in proxies:
+        hs = results[proxy]["handshake"]
+        hps, _ = median_spread([h["hs_per_s"] for h in hs])
+        hpc, hpcm = median_spread([h["hs_per_core"] for h in hs])
+        med[(proxy, "handshake")] = (hpcm, float("nan"))
+        lines.append(f"| terminate | {proxy} | {hps} | {hpc} | {sum(h['failed'] for h in hs)} |")
+    if "portcullis" in proxies and "haproxy" in proxies:
+        lines += ["", "| job | portcullis / haproxy, per core | target | p99 portcullis ≤ haproxy |", "|---|---|---|---|"]
+        for job in jobs + ["handshake"]:
+            (pc, p99), (hc, h99) = med[("portcullis", job)], med[("haproxy", job)]
+            target = 1.2 if job == "handshake" else 1.3
+            ratio = pc / hc if hc else float("nan")
+            p99ok = "—" if job == "handshake" else ("yes" if p99 <= h99 else "no")
+            lines.append(f"| {job} | **{ratio:.2f}×** | ≥ {target}× | {p99ok} |")
+    lines += ["", "| idle RSS (KiB, after start) | " + " | ".join(proxies) + " |",
+              "|---|" + "---|" * len(proxies),
+              "| median | " + " | ".join(f"{statistics.median(idle_rss[p]):,.0f}" for p in proxies) + " |", ""]
+    report = "\n".join(lines)
+    print()
+    print(report)
+    with open(args.output, "w") as f:
+        f.write(report)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Portcullis vs HAProxy (nbthread 1) vs nginx (1 worker) on this box.
+# Installs what it needs from Debian, builds Portcullis (release), runs bench.py, writes RESULTS.md.
+# Usage: bench/run.sh [--runs N] [--duration SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(haproxy nginx libnginx-mod-stream wrk nghttp2-client openssl python3)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The Debian packages start system services on :80; the benchmark runs its own instances.
+systemctl stop nginx haproxy >/dev/null 2>&1 || true
+pkill -x nginx >/dev/null 2>&1 || true
+pkill -x haproxy >/dev/null 2>&1 || true
+
+# wrk and h2load take the TLS server name from the URL, so the benchmark host names must
+# resolve to loopback.
+for h in app.bench.test pass.bench.test re.bench.test; do
+  grep -q " $h\$" /etc/hosts || echo "127.0.0.1 $h" >> /etc/hosts
+done
+
+cargo build --release --locked --bin portcullis
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+exec python3 bench/bench.py --binary target/release/portcullis "$@"

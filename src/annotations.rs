@@ -1,0 +1,667 @@
+//! Ingress annotations → typed [`IngressOptions`].
+//!
+//! `portcullis.io/*` keys, and the ingress-nginx / HAProxy Ingress equivalents read as aliases.
+//! A `portcullis.io/` key wins over an alias (the alias is then not even read). A bad value is
+//! an [`AnnotationError`] naming the key, the value and the accepted values; it never silently
+//! becomes a default. Options apply to every host of the Ingress.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::crd::HealthCheckKind;
+use crate::model::route::TlsMode;
+use crate::model::upstream::{LoadBalance, ProxyProtocol};
+
+/// Prefix of our own annotations.
+pub const PREFIX: &str = "portcullis.io/";
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+const HAPROXY: &str = "haproxy.org/";
+
+/// Shortest accepted `health-check-interval`.
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A bad annotation: which key, which value, what would have been accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnotationError {
+    /// The value is outside the accepted set; the Ingress is not applied as written.
+    #[error("annotation {key}: value {value:?} is not accepted (accepted: {accepted})")]
+    InvalidValue {
+        key: String,
+        value: String,
+        accepted: String,
+    },
+    /// The value is valid but does not apply to this Ingress (a warning; it is ignored).
+    #[error("annotation {key}: value {value:?} is ignored: {why}")]
+    Ignored {
+        key: String,
+        value: String,
+        why: String,
+    },
+}
+
+impl AnnotationError {
+    /// The annotation key at fault.
+    pub fn key(&self) -> &str {
+        match self {
+            AnnotationError::InvalidValue { key, .. } | AnnotationError::Ignored { key, .. } => key,
+        }
+    }
+}
+
+/// Class-wide defaults of the options (from IngressClassParams `defaults`, already validated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionDefaults {
+    pub ssl_redirect: bool,
+    pub hsts: Option<String>,
+    pub load_balance: LoadBalance,
+    /// `None`: `http` for terminate/reencrypt, `tls` for pass-through.
+    pub health_check: Option<HealthCheckKind>,
+    pub health_check_path: String,
+    pub health_check_method: String,
+    pub health_check_interval: Duration,
+    pub forwarded_headers: bool,
+}
+
+impl Default for OptionDefaults {
+    fn default() -> Self {
+        OptionDefaults {
+            ssl_redirect: false,
+            hsts: None,
+            load_balance: LoadBalance::RoundRobin,
+            health_check: None,
+            health_check_path: "/".to_string(),
+            health_check_method: "HEAD".to_string(),
+            health_check_interval: Duration::from_secs(5),
+            forwarded_headers: true,
+        }
+    }
+}
+
+/// Everything the annotations of one Ingress say, typed and defaulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressOptions {
+    pub tls_mode: TlsMode,
+    pub ssl_redirect: bool,
+    pub hsts: Option<String>,
+    pub load_balance: LoadBalance,
+    /// The probe kind, after the mode's default was applied.
+    pub health_check: HealthCheckKind,
+    pub health_check_path: String,
+    /// `HEAD` or `GET`.
+    pub health_check_method: String,
+    /// Host header of HTTP probes; `None`: the rule host.
+    pub health_check_host: Option<String>,
+    pub health_check_interval: Duration,
+    /// Secret name (same namespace) whose `ca.crt` verifies re-encrypted backends.
+    pub backend_ca: Option<String>,
+    /// `None`: true when `backend_ca` is set, else false.
+    pub backend_verify: Option<bool>,
+    pub backend_sni: Option<String>,
+    /// Only for pass-through (ignored with a warning otherwise).
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub forwarded_headers: bool,
+}
+
+impl IngressOptions {
+    /// Whether re-encrypted backends' certificates are verified.
+    pub fn verify_backend(&self) -> bool {
+        self.backend_verify.unwrap_or(self.backend_ca.is_some())
+    }
+}
+
+/// Parsed options plus the warnings (annotations ignored because they do not apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub options: IngressOptions,
+    /// Only [`AnnotationError::Ignored`].
+    pub warnings: Vec<AnnotationError>,
+}
+
+/// Reads the annotations of an Ingress in `namespace`. Every bad value is reported, not just the
+/// first.
+pub fn parse(
+    annotations: Option<&BTreeMap<String, String>>,
+    namespace: &str,
+    defaults: &OptionDefaults,
+) -> Result<Parsed, Vec<AnnotationError>> {
+    let empty = BTreeMap::new();
+    let mut r = Reader {
+        map: annotations.unwrap_or(&empty),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    let tls_mode = r.tls_mode().unwrap_or_default();
+    let ssl_redirect = r.ssl_redirect().unwrap_or(defaults.ssl_redirect);
+    let hsts = r.hsts().unwrap_or_else(|| defaults.hsts.clone());
+    let load_balance = r.load_balance().unwrap_or(defaults.load_balance);
+
+    let health_key = key("health-check");
+    let explicit_health = r.choice(
+        &health_key,
+        &[
+            ("http", HealthCheckKind::Http),
+            ("tls", HealthCheckKind::Tls),
+            ("tcp", HealthCheckKind::Tcp),
+            ("none", HealthCheckKind::None),
+        ],
+    );
+    let health_check = match (tls_mode, explicit_health) {
+        (TlsMode::Passthrough, Some(HealthCheckKind::Http)) => {
+            r.ignore(
+                &health_key,
+                "pass-through backends speak TLS; probing with tls",
+            );
+            HealthCheckKind::Tls
+        }
+        (_, Some(kind)) => kind,
+        (TlsMode::Passthrough, None) => match defaults.health_check {
+            Some(HealthCheckKind::Http) | None => HealthCheckKind::Tls,
+            Some(kind) => kind,
+        },
+        (_, None) => defaults.health_check.unwrap_or(HealthCheckKind::Http),
+    };
+    let health_check_path = r
+        .value_where(&key("health-check-path"), "a path starting with /", |v| {
+            v.starts_with('/') && !has_control(v)
+        })
+        .unwrap_or_else(|| defaults.health_check_path.clone());
+    let health_check_method = r
+        .choice(
+            &key("health-check-method"),
+            &[("HEAD", "HEAD"), ("GET", "GET")],
+        )
+        .map(str::to_string)
+        .unwrap_or_else(|| defaults.health_check_method.clone());
+    let health_check_host = r.value_where(&key("health-check-host"), "a host name", is_host_name);
+    let health_check_interval = r
+        .duration(&key("health-check-interval"))
+        .unwrap_or(defaults.health_check_interval);
+
+    let backend_ca = r.backend_ca(namespace);
+    let backend_verify = r.backend_verify();
+    let backend_sni = r.backend_sni();
+    let proxy_protocol = r.choice(
+        &key("proxy-protocol"),
+        &[("v1", ProxyProtocol::V1), ("v2", ProxyProtocol::V2)],
+    );
+    let forwarded_headers = r
+        .boolean(&key("forwarded-headers"))
+        .unwrap_or(defaults.forwarded_headers);
+
+    // Options that only make sense in one mode.
+    let mut options = IngressOptions {
+        tls_mode,
+        ssl_redirect,
+        hsts,
+        load_balance,
+        health_check,
+        health_check_path,
+        health_check_method,
+        health_check_host,
+        health_check_interval,
+        backend_ca,
+        backend_verify,
+        backend_sni,
+        proxy_protocol,
+        forwarded_headers,
+    };
+    if tls_mode != TlsMode::Passthrough && options.proxy_protocol.take().is_some() {
+        r.ignore(
+            &key("proxy-protocol"),
+            "only pass-through hosts send a PROXY header",
+        );
+    }
+    if tls_mode != TlsMode::Reencrypt {
+        for (name, set) in [
+            ("backend-ca", options.backend_ca.take().is_some()),
+            ("backend-verify", options.backend_verify.take().is_some()),
+            ("backend-sni", options.backend_sni.take().is_some()),
+        ] {
+            if set {
+                r.ignore_any(name, "only re-encrypted hosts open TLS to the backend");
+            }
+        }
+    }
+
+    if r.errors.is_empty() {
+        Ok(Parsed {
+            options,
+            warnings: r.warnings,
+        })
+    } else {
+        Err(r.errors)
+    }
+}
+
+/// Parses a duration `500ms`, `5s` or `2m` (digits then unit, nothing else).
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit())?);
+    if digits.is_empty() {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+fn key(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
+}
+
+fn is_host_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 253
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+// === impl Reader ===
+
+/// Reads annotation values, collecting errors instead of stopping at the first.
+struct Reader<'a> {
+    map: &'a BTreeMap<String, String>,
+    errors: Vec<AnnotationError>,
+    warnings: Vec<AnnotationError>,
+}
+
+impl<'a> Reader<'a> {
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.map.get(key).map(String::as_str)
+    }
+
+    fn has_own(&self, name: &str) -> bool {
+        self.map.contains_key(&key(name))
+    }
+
+    fn invalid(&mut self, key: &str, value: &str, accepted: &str) {
+        self.errors.push(AnnotationError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            accepted: accepted.to_string(),
+        });
+    }
+
+    /// Records a warning for `key` if it is present.
+    fn ignore(&mut self, key: &str, why: &str) {
+        if let Some(value) = self.get(key) {
+            self.warnings.push(AnnotationError::Ignored {
+                key: key.to_string(),
+                value: value.to_string(),
+                why: why.to_string(),
+            });
+        }
+    }
+
+    /// Records a warning for our key `name` or, when absent, for whichever alias was used.
+    fn ignore_any(&mut self, name: &str, why: &str) {
+        let candidates: &[&str] = match name {
+            "backend-ca" => &[
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+                "haproxy.org/server-ca",
+            ],
+            "backend-verify" => &["nginx.ingress.kubernetes.io/proxy-ssl-verify"],
+            "backend-sni" => &["nginx.ingress.kubernetes.io/proxy-ssl-name"],
+            _ => &[],
+        };
+        let own = key(name);
+        let used = std::iter::once(own.as_str())
+            .chain(candidates.iter().copied())
+            .find(|k| self.map.contains_key(*k))
+            .map(str::to_string);
+        if let Some(k) = used {
+            self.ignore(&k, why);
+        }
+    }
+
+    /// `true`/`false`, case-insensitive.
+    fn boolean(&mut self, key: &str) -> Option<bool> {
+        let value = self.get(key)?;
+        match value.to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.invalid(key, value, "true, false");
+                None
+            }
+        }
+    }
+
+    /// One of `choices` (case-insensitive).
+    fn choice<T: Copy>(&mut self, key: &str, choices: &[(&str, T)]) -> Option<T> {
+        let value = self.get(key)?;
+        match choices
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(value))
+        {
+            Some((_, t)) => Some(*t),
+            None => {
+                let accepted: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+                self.invalid(key, value, &accepted.join(", "));
+                None
+            }
+        }
+    }
+
+    fn value_where(
+        &mut self,
+        key: &str,
+        accepted: &str,
+        ok: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let value = self.get(key)?;
+        if ok(value) {
+            Some(value.to_string())
+        } else {
+            self.invalid(key, value, accepted);
+            None
+        }
+    }
+
+    fn duration(&mut self, key: &str) -> Option<Duration> {
+        let value = self.get(key)?;
+        match parse_duration(value) {
+            Some(d) if d >= MIN_HEALTH_INTERVAL => Some(d),
+            _ => {
+                self.invalid(
+                    key,
+                    value,
+                    "a duration of at least 100ms, like 500ms, 5s or 2m",
+                );
+                None
+            }
+        }
+    }
+
+    fn tls_mode(&mut self) -> Option<TlsMode> {
+        if self.has_own("tls-mode") {
+            return self.choice(
+                &key("tls-mode"),
+                &[
+                    ("terminate", TlsMode::Terminate),
+                    ("passthrough", TlsMode::Passthrough),
+                    ("reencrypt", TlsMode::Reencrypt),
+                ],
+            );
+        }
+        // Aliases, most specific first: pass-through overrides a backend protocol, as in
+        // ingress-nginx. Every alias present is validated.
+        let nginx_passthrough = self.boolean(&format!("{NGINX}ssl-passthrough"));
+        let nginx_protocol = self.choice(
+            &format!("{NGINX}backend-protocol"),
+            &[
+                ("HTTP", Some(TlsMode::Terminate)),
+                ("HTTPS", Some(TlsMode::Reencrypt)),
+                ("GRPC", None),
+                ("GRPCS", None),
+                ("AJP", None),
+                ("FCGI", None),
+            ],
+        );
+        if let Some(None) = nginx_protocol {
+            let k = format!("{NGINX}backend-protocol");
+            let v = self.get(&k).unwrap_or_default().to_string();
+            self.invalid(
+                &k,
+                &v,
+                "HTTP, HTTPS (GRPC, GRPCS, AJP and FCGI are not supported)",
+            );
+        }
+        let haproxy_passthrough = self.boolean(&format!("{HAPROXY}ssl-passthrough"));
+        let haproxy_server_ssl = self.boolean(&format!("{HAPROXY}server-ssl"));
+        if nginx_passthrough == Some(true) || haproxy_passthrough == Some(true) {
+            Some(TlsMode::Passthrough)
+        } else if let Some(Some(mode)) = nginx_protocol {
+            Some(mode)
+        } else if haproxy_server_ssl == Some(true) {
+            Some(TlsMode::Reencrypt)
+        } else {
+            None
+        }
+    }
+
+    fn ssl_redirect(&mut self) -> Option<bool> {
+        if self.has_own("ssl-redirect") {
+            return self.boolean(&key("ssl-redirect"));
+        }
+        let aliases = [
+            self.boolean(&format!("{NGINX}ssl-redirect")),
+            self.boolean(&format!("{NGINX}force-ssl-redirect")),
+            self.boolean(&format!("{HAPROXY}ssl-redirect")),
+        ];
+        aliases.iter().flatten().copied().reduce(|a, b| a || b)
+    }
+
+    /// `Some(None)`: HSTS explicitly off.
+    fn hsts(&mut self) -> Option<Option<String>> {
+        if self.has_own("hsts") {
+            return self
+                .value_where(
+                    &key("hsts"),
+                    "a non-empty header value without CR/LF",
+                    |v| !v.trim().is_empty() && !has_control(v),
+                )
+                .map(Some);
+        }
+        let enabled = self.boolean(&format!("{NGINX}hsts"))?;
+        let max_age_key = format!("{NGINX}hsts-max-age");
+        let max_age = self
+            .value_where(&max_age_key, "a number of seconds", |v| {
+                !v.is_empty() && v.len() <= 12 && v.bytes().all(|b| b.is_ascii_digit())
+            })
+            .unwrap_or_else(|| "31536000".to_string());
+        let subdomains = self
+            .boolean(&format!("{NGINX}hsts-include-subdomains"))
+            .unwrap_or(true);
+        let preload = self
+            .boolean(&format!("{NGINX}hsts-preload"))
+            .unwrap_or(false);
+        if !enabled {
+            return Some(None);
+        }
+        let mut value = format!("max-age={max_age}");
+        if subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        if preload {
+            value.push_str("; preload");
+        }
+        Some(Some(value))
+    }
+
+    fn load_balance(&mut self) -> Option<LoadBalance> {
+        if self.has_own("load-balance") {
+            return self.choice(
+                &key("load-balance"),
+                &[
+                    ("round-robin", LoadBalance::RoundRobin),
+                    ("least-request", LoadBalance::LeastRequest),
+                    ("random", LoadBalance::Random),
+                ],
+            );
+        }
+        let nginx = self.choice(
+            &format!("{NGINX}load-balance"),
+            &[
+                ("round_robin", LoadBalance::RoundRobin),
+                ("ewma", LoadBalance::LeastRequest),
+            ],
+        );
+        let haproxy = self.choice(
+            &format!("{HAPROXY}load-balance"),
+            &[
+                ("roundrobin", LoadBalance::RoundRobin),
+                ("leastconn", LoadBalance::LeastRequest),
+                ("random", LoadBalance::Random),
+            ],
+        );
+        nginx.or(haproxy)
+    }
+
+    fn backend_ca(&mut self, namespace: &str) -> Option<String> {
+        let accepted_name = "a Secret name (with ca.crt) in the Ingress's namespace";
+        if self.has_own("backend-ca") {
+            return self.value_where(&key("backend-ca"), accepted_name, is_host_name);
+        }
+        let accepted =
+            format!("a Secret in the Ingress's namespace, as \"{namespace}/NAME\" or \"NAME\"");
+        let mut found = None;
+        for alias in [
+            format!("{NGINX}proxy-ssl-secret"),
+            format!("{HAPROXY}server-ca"),
+        ] {
+            let Some(value) = self.get(&alias) else {
+                continue;
+            };
+            let name = match value.split_once('/') {
+                Some((ns, name)) if ns == namespace => name,
+                Some(_) => "",
+                None => value,
+            };
+            if is_host_name(name) {
+                found = found.or(Some(name.to_string()));
+            } else {
+                let value = value.to_string();
+                self.invalid(&alias, &value, &accepted);
+            }
+        }
+        found
+    }
+
+    fn backend_verify(&mut self) -> Option<bool> {
+        if self.has_own("backend-verify") {
+            return self.boolean(&key("backend-verify"));
+        }
+        self.choice(
+            &format!("{NGINX}proxy-ssl-verify"),
+            &[("on", true), ("off", false)],
+        )
+    }
+
+    fn backend_sni(&mut self) -> Option<String> {
+        let k = if self.has_own("backend-sni") {
+            key("backend-sni")
+        } else {
+            format!("{NGINX}proxy-ssl-name")
+        };
+        self.value_where(&k, "a host name", is_host_name)
+            .map(|v| v.to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn ok(pairs: &[(&str, &str)]) -> Parsed {
+        parse(Some(&map(pairs)), "ns", &OptionDefaults::default()).unwrap()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> Vec<AnnotationError> {
+        parse(Some(&map(pairs)), "ns", &OptionDefaults::default()).unwrap_err()
+    }
+
+    #[test]
+    fn defaults() {
+        let o = ok(&[]).options;
+        assert_eq!(o.tls_mode, TlsMode::Terminate);
+        assert!(!o.ssl_redirect);
+        assert!(o.forwarded_headers);
+        assert_eq!(o.health_check, HealthCheckKind::Http);
+        assert_eq!(o.health_check_interval, Duration::from_secs(5));
+        assert!(!o.verify_backend());
+    }
+
+    #[test]
+    fn own_key_wins_over_alias() {
+        let o = ok(&[
+            ("portcullis.io/tls-mode", "terminate"),
+            (
+                "nginx.ingress.kubernetes.io/ssl-passthrough",
+                "not-even-valid",
+            ),
+        ]);
+        assert_eq!(o.options.tls_mode, TlsMode::Terminate);
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_accepted() {
+        let errors = err(&[
+            ("portcullis.io/tls-mode", "pass"),
+            ("portcullis.io/ssl-redirect", "yes"),
+        ]);
+        assert_eq!(errors.len(), 2);
+        let text = errors[0].to_string();
+        assert!(text.contains("portcullis.io/tls-mode") && text.contains("\"pass\""));
+        assert!(text.contains("terminate, passthrough, reencrypt"), "{text}");
+    }
+
+    #[test]
+    fn nginx_hsts() {
+        let o = ok(&[
+            ("nginx.ingress.kubernetes.io/hsts", "true"),
+            ("nginx.ingress.kubernetes.io/hsts-max-age", "600"),
+            ("nginx.ingress.kubernetes.io/hsts-preload", "TRUE"),
+        ]);
+        assert_eq!(
+            o.options.hsts.as_deref(),
+            Some("max-age=600; includeSubDomains; preload")
+        );
+    }
+
+    #[test]
+    fn backend_protocol_grpc_is_refused() {
+        assert_eq!(
+            err(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")]).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn proxy_ssl_secret_must_be_same_namespace() {
+        let ok = ok(&[
+            ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
+            ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "ns/ca"),
+        ]);
+        assert_eq!(ok.options.backend_ca.as_deref(), Some("ca"));
+        assert!(ok.options.verify_backend());
+        err(&[("nginx.ingress.kubernetes.io/proxy-ssl-secret", "other/ca")]);
+    }
+
+    #[test]
+    fn proxy_protocol_outside_passthrough_is_a_warning() {
+        let p = ok(&[("portcullis.io/proxy-protocol", "v2")]);
+        assert_eq!(p.options.proxy_protocol, None);
+        assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1h"), None);
+        err(&[("portcullis.io/health-check-interval", "50ms")]);
+    }
+}

@@ -1,0 +1,408 @@
+//! `portcullis controller`: cluster mode assembled. A kube [`Client`] (kubeconfig or
+//! in-cluster), the [`KubeSource`] (reflectors → [`Snapshot`] + change signal), the
+//! [`LeaderElector`], and the [`Publisher`] the rebuild loop calls after every build.
+//!
+//! The seam with the rebuild loop is [`Cluster`]: `wait_ready()`, `changes()` and `snapshot()`
+//! on the way in, `publish(&Built, our_ingresses)` on the way out, `shutdown()` at the end.
+//! [`drive`] is where `rebuild.rs` plugs in.
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::model::diagnostic::ObjectRef;
+use crate::model::{self, Built, LastGood};
+use crate::settings::BuildSettings;
+use crate::source::Snapshot;
+use crate::source::kubernetes::{Change, KubeSource, SourceError, SourceSettings};
+use crate::status::{
+    ClusterView, LeaderElector, Leadership, LeaseSettings, PublishOutcome, Publisher,
+    PublisherSettings, StatusAddresses, parse_status_addresses,
+};
+
+/// Default name of the leader-election Lease.
+pub const DEFAULT_LEASE_NAME: &str = "portcullis-leader";
+
+/// Why cluster mode could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No kubeconfig and not in a cluster, or the config is invalid.
+    #[error("connecting to the Kubernetes API: {0}")]
+    Client(#[from] kube::Error),
+    /// A flag has a value we cannot use.
+    #[error("--{flag} {value:?}: {why}")]
+    InvalidFlag {
+        flag: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    /// The source stopped before it was ready.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Waiting for a shutdown signal failed.
+    #[error("installing the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Everything `portcullis controller` is told, besides the common listener flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerSettings {
+    /// `--ingress-class`.
+    pub ingress_class: String,
+    /// `--watch-namespace`.
+    pub watch_namespace: Option<String>,
+    /// `--publish-service NS/NAME`.
+    pub publish_service: Option<(String, String)>,
+    /// `--publish-status-address ADDR[,ADDR]`, split on commas.
+    pub publish_status_address: Vec<String>,
+    /// `--default-certificate NS/NAME`.
+    pub default_certificate: Option<(String, String)>,
+    /// Namespace of the Lease: `POD_NAMESPACE`, else the service account's namespace.
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Our identity in the Lease and in Events: `POD_NAME`, else the host name.
+    pub identity: String,
+    /// Clear our Ingresses' status on shutdown (default: keep).
+    pub update_status_on_shutdown: bool,
+}
+
+impl ControllerSettings {
+    /// Defaults: class `portcullis`, lease namespace and identity from the environment.
+    pub fn from_env() -> Self {
+        ControllerSettings {
+            ingress_class: BuildSettings::default().ingress_class,
+            watch_namespace: None,
+            publish_service: None,
+            publish_status_address: Vec::new(),
+            default_certificate: None,
+            lease_namespace: default_lease_namespace(),
+            lease_name: DEFAULT_LEASE_NAME.to_string(),
+            identity: default_identity(),
+            update_status_on_shutdown: false,
+        }
+    }
+
+    /// Rejects combinations that cannot work.
+    pub fn validate(&self) -> Result<(), ControllerError> {
+        if self.publish_service.is_some() && !self.publish_status_address.is_empty() {
+            return Err(ControllerError::InvalidFlag {
+                flag: "publish-status-address",
+                value: self.publish_status_address.join(","),
+                why: "give either --publish-service or --publish-status-address, not both",
+            });
+        }
+        if self.identity.is_empty() {
+            return Err(ControllerError::InvalidFlag {
+                flag: "identity",
+                value: String::new(),
+                why: "set POD_NAME (downward API) or a host name",
+            });
+        }
+        Ok(())
+    }
+
+    /// The settings of the pure model.
+    pub fn build_settings(&self) -> BuildSettings {
+        BuildSettings {
+            ingress_class: self.ingress_class.clone(),
+            default_certificate: self.default_certificate.clone(),
+            watch_namespace: self.watch_namespace.clone(),
+        }
+    }
+
+    /// The settings of the cluster source.
+    pub fn source_settings(&self) -> SourceSettings {
+        SourceSettings {
+            watch_namespace: self.watch_namespace.clone(),
+            publish_service: self.publish_service.clone(),
+            default_certificate: self.default_certificate.clone(),
+        }
+    }
+
+    /// The settings of the status and Event publisher.
+    pub fn publisher_settings(&self) -> PublisherSettings {
+        let addresses = if self.publish_service.is_some() {
+            StatusAddresses::Service
+        } else if self.publish_status_address.is_empty() {
+            StatusAddresses::None
+        } else {
+            StatusAddresses::Static(parse_status_addresses(
+                &self.publish_status_address.join(","),
+            ))
+        };
+        PublisherSettings {
+            addresses,
+            watch_namespace: self.watch_namespace.clone(),
+            update_status_on_shutdown: self.update_status_on_shutdown,
+            identity: self.identity.clone(),
+        }
+    }
+
+    /// The Lease, with the default timings.
+    pub fn lease_settings(&self) -> LeaseSettings {
+        LeaseSettings::new(&self.lease_namespace, &self.lease_name, &self.identity)
+    }
+}
+
+/// Parses an `NS/NAME` flag value (`--publish-service`, `--default-certificate`).
+pub fn parse_namespaced_name(
+    flag: &'static str,
+    value: &str,
+) -> Result<(String, String), ControllerError> {
+    match value.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(ControllerError::InvalidFlag {
+            flag,
+            value: value.to_string(),
+            why: "expected NAMESPACE/NAME",
+        }),
+    }
+}
+
+/// `POD_NAMESPACE`, else the mounted service account's namespace, else `default`.
+pub fn default_lease_namespace() -> String {
+    non_empty_env("POD_NAMESPACE")
+        .or_else(|| read_trimmed("/var/run/secrets/kubernetes.io/serviceaccount/namespace"))
+        .unwrap_or_else(|| "default".to_string())
+}
+
+/// `POD_NAME`, else the host name (a pod's host name is its name), else a random one.
+pub fn default_identity() -> String {
+    non_empty_env("POD_NAME")
+        .or_else(|| non_empty_env("HOSTNAME"))
+        .or_else(|| read_trimmed("/proc/sys/kernel/hostname"))
+        .or_else(|| read_trimmed("/etc/hostname"))
+        .unwrap_or_else(|| format!("portcullis-{:08x}", fastrand::u32(..)))
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+// === impl Cluster ===
+
+/// Cluster mode, running: the source, the leader elector and the publisher.
+pub struct Cluster {
+    source: Arc<KubeSource>,
+    publisher: Publisher,
+    leadership: Leadership,
+    stop_elector: watch::Sender<bool>,
+    elector: JoinHandle<()>,
+    poke_on_leadership: JoinHandle<()>,
+}
+
+impl Cluster {
+    /// Starts the reflectors and the leader election on the current runtime; returns at once.
+    pub fn start(
+        client: Client,
+        settings: &ControllerSettings,
+    ) -> Result<Cluster, ControllerError> {
+        settings.validate()?;
+        let source = Arc::new(KubeSource::start(
+            client.clone(),
+            &settings.source_settings(),
+        ));
+        let elector = LeaderElector::new(client.clone(), settings.lease_settings());
+        let leadership = elector.leadership();
+        let view: Arc<dyn ClusterView> = source.clone();
+        let publisher = Publisher::new(
+            client,
+            settings.publisher_settings(),
+            leadership.clone(),
+            view,
+        );
+
+        let (stop_elector, mut stop) = watch::channel(false);
+        let elector = tokio::spawn(elector.run(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }));
+        // A new leader publishes at once: bump the change signal so the rebuild loop runs.
+        let mut changes = leadership.changes();
+        let poked = source.clone();
+        let poke_on_leadership = tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if *changes.borrow_and_update() {
+                    poked.poke();
+                }
+            }
+        });
+        Ok(Cluster {
+            source,
+            publisher,
+            leadership,
+            stop_elector,
+            elector,
+            poke_on_leadership,
+        })
+    }
+
+    /// Resolves when every store has its first list: build nothing before this.
+    pub async fn wait_ready(&self) -> Result<(), ControllerError> {
+        Ok(self.source.wait_ready().await?)
+    }
+
+    /// For `/readyz`.
+    pub fn is_ready(&self) -> bool {
+        self.source.is_ready()
+    }
+
+    /// The change signal (generation + time of the newest change).
+    pub fn changes(&self) -> watch::Receiver<Change> {
+        self.source.changes()
+    }
+
+    /// The objects to build from, now.
+    pub fn snapshot(&self) -> Snapshot {
+        self.source.snapshot()
+    }
+
+    /// Whether this replica writes status and Events now.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    /// The source itself (for metrics or diagnostics of the watch).
+    pub fn source(&self) -> &Arc<KubeSource> {
+        &self.source
+    }
+
+    /// Called by the rebuild loop after every build and swap.
+    pub async fn publish(&self, built: &Built, our_ingresses: &[ObjectRef]) -> PublishOutcome {
+        let outcome = self.publisher.publish(built, our_ingresses).await;
+        if outcome.status_patched + outcome.events_posted + outcome.failed > 0 {
+            tracing::debug!(?outcome, "published");
+        }
+        outcome
+    }
+
+    /// Clears status if asked to (while still leader), then releases the lease and stops.
+    pub async fn shutdown(self, our_ingresses: &[ObjectRef]) {
+        self.publisher.shutdown(our_ingresses).await;
+        let _ = self.stop_elector.send(true);
+        let _ = self.elector.await;
+        self.poke_on_leadership.abort();
+    }
+}
+
+// === run ===
+
+/// `portcullis controller`: connects (kubeconfig or in-cluster) and runs until SIGTERM/Ctrl-C.
+pub async fn run(settings: ControllerSettings) -> Result<(), ControllerError> {
+    settings.validate()?;
+    let client = Client::try_default().await?;
+    run_until(client, settings, shutdown_signal()).await
+}
+
+/// [`run`] with a given client and shutdown future (tests, or a caller that owns signals).
+pub async fn run_until(
+    client: Client,
+    settings: ControllerSettings,
+    shutdown: impl Future<Output = Result<(), ControllerError>>,
+) -> Result<(), ControllerError> {
+    let cluster = Cluster::start(client, &settings)?;
+    let result = drive(&cluster, &settings, shutdown).await;
+    let ours = match &result {
+        Ok(ours) => ours.as_slice(),
+        Err(_) => &[],
+    };
+    cluster.shutdown(ours).await;
+    result.map(|_| ())
+}
+
+/// INTEGRATION POINT — connect `rebuild.rs` here (and the admin server's `/readyz` to
+/// [`Cluster::is_ready`]). The rebuild loop should:
+/// 1. `cluster.wait_ready().await?` before the first build;
+/// 2. wake on `cluster.changes()` (its `Change::at` is the start of the change→live metric);
+/// 3. after the hold-off: `model::build(&cluster.snapshot() + cert-dir files, ...)`, swap;
+/// 4. `cluster.publish(&built, &our_ingresses).await` with the model's list of our Ingresses.
+///
+/// Returns the last list of our Ingresses (for [`Cluster::shutdown`]). Until it is wired, this
+/// builds once when ready, publishes, and waits for shutdown.
+pub async fn drive(
+    cluster: &Cluster,
+    settings: &ControllerSettings,
+    shutdown: impl Future<Output = Result<(), ControllerError>>,
+) -> Result<Vec<ObjectRef>, ControllerError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        ready = cluster.wait_ready() => ready?,
+        done = &mut shutdown => return done.map(|_| Vec::new()),
+    }
+    let built = model::build(
+        &cluster.snapshot(),
+        &settings.build_settings(),
+        &LastGood::default(),
+    );
+    // TODO(integrator): the model's list of Ingresses of our class.
+    let our_ingresses: Vec<ObjectRef> = Vec::new();
+    cluster.publish(&built, &our_ingresses).await;
+    shutdown.await?;
+    Ok(our_ingresses)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() -> Result<(), ControllerError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(ControllerError::Signal)?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            result = tokio::signal::ctrl_c() => result.map_err(ControllerError::Signal),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(ControllerError::Signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaced_names_parse_strictly() {
+        assert_eq!(
+            parse_namespaced_name("publish-service", "ingress/portcullis").unwrap(),
+            ("ingress".to_string(), "portcullis".to_string())
+        );
+        for bad in ["portcullis", "/x", "x/", "a/b/c", ""] {
+            assert!(
+                parse_namespaced_name("publish-service", bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn publish_flags_are_exclusive_and_map_to_address_sources() {
+        let mut s = ControllerSettings::from_env();
+        s.identity = "pod-a".into();
+        assert_eq!(s.publisher_settings().addresses, StatusAddresses::None);
+        s.publish_status_address = vec!["10.0.0.1".into(), "lb.example.com".into()];
+        let StatusAddresses::Static(a) = s.publisher_settings().addresses else {
+            panic!("static addresses expected");
+        };
+        assert_eq!(a.len(), 2);
+        s.publish_service = Some(("ingress".into(), "portcullis".into()));
+        assert!(s.validate().is_err());
+        s.publish_status_address.clear();
+        assert!(s.validate().is_ok());
+        assert_eq!(s.publisher_settings().addresses, StatusAddresses::Service);
+        assert_eq!(s.lease_settings().name, DEFAULT_LEASE_NAME);
+    }
+}

@@ -1,0 +1,225 @@
+//! Backend resolution: an Ingress backend → Service → Service port → ready EndpointSlice
+//! addresses → an [`Upstream`]. Services and slices are indexed once per build; upstreams with
+//! the same Service port and options are shared (`Arc`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use super::upstream::{
+    HealthCheck, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef, Upstream, UpstreamProtocol,
+};
+
+/// Label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Why a Service port yields no endpoints list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unresolved {
+    /// No such Service: served with no endpoints (503) until it appears.
+    MissingService,
+    /// No such port on the Service: served with no endpoints, like a missing Service.
+    MissingPort,
+    /// `type: ExternalName` cannot be proxied to pod endpoints: the path is skipped.
+    ExternalName,
+}
+
+/// Upstream-level options, the part of an upstream's identity that is not the Service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct UpstreamPolicy {
+    pub protocol: UpstreamProtocol,
+    pub balance: LoadBalance,
+    pub health: HealthCheck,
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// Services and EndpointSlices indexed by namespace and name, plus the upstreams built so far.
+pub(super) struct Backends<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    /// By namespace and the `kubernetes.io/service-name` label.
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    endpoints: HashMap<ServiceRef, Result<Vec<SocketAddr>, Unresolved>>,
+    upstreams: HashMap<(ServiceRef, UpstreamPolicy), Arc<Upstream>>,
+}
+
+impl<'a> Backends<'a> {
+    /// Indexes the objects that pass `in_scope` (the watch-namespace filter).
+    pub fn new(
+        services: &'a [Service],
+        slices: &'a [EndpointSlice],
+        in_scope: impl Fn(Option<&str>) -> bool,
+    ) -> Self {
+        let mut service_index = HashMap::with_capacity(services.len());
+        for service in services {
+            let meta = &service.metadata;
+            if let (Some(ns), Some(name)) = (Some(super::namespace_of(meta)), meta.name.as_deref())
+                && in_scope(Some(ns))
+            {
+                service_index.insert((ns, name), service);
+            }
+        }
+        let mut slice_index: HashMap<_, Vec<&EndpointSlice>> = HashMap::new();
+        for slice in slices {
+            let meta = &slice.metadata;
+            let service = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(ns), Some(service)) = (Some(super::namespace_of(meta)), service)
+                && in_scope(Some(ns))
+            {
+                slice_index
+                    .entry((ns, service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        Backends {
+            services: service_index,
+            slices: slice_index,
+            endpoints: HashMap::new(),
+            upstreams: HashMap::new(),
+        }
+    }
+
+    /// The upstream for `service` with `policy`. `None` when the path must be skipped (a
+    /// diagnostic says why); a missing Service or port gives an upstream with no endpoints and
+    /// an error diagnostic on `object`/`field`.
+    pub fn upstream(
+        &mut self,
+        service: &ServiceRef,
+        policy: &UpstreamPolicy,
+        object: &ObjectRef,
+        field: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Arc<Upstream>> {
+        let endpoints = match self.endpoints.get(service) {
+            Some(found) => found.clone(),
+            None => {
+                let resolved = self.resolve(service);
+                self.endpoints.insert(service.clone(), resolved.clone());
+                resolved
+            }
+        };
+        let endpoints = match endpoints {
+            Ok(endpoints) => endpoints,
+            Err(Unresolved::ExternalName) => {
+                diagnostics.push(Diagnostic::error(
+                    object.clone(),
+                    format!("{field}.name"),
+                    Reason::InvalidSpec,
+                    format!(
+                        "Service {}/{} is of type ExternalName, which has no pod endpoints; path skipped",
+                        service.namespace, service.name
+                    ),
+                ));
+                return None;
+            }
+            Err(Unresolved::MissingService) => {
+                diagnostics.push(Diagnostic::error(
+                    object.clone(),
+                    format!("{field}.name"),
+                    Reason::MissingService,
+                    format!(
+                        "Service {}/{} does not exist; answering 503 until it does",
+                        service.namespace, service.name
+                    ),
+                ));
+                Vec::new()
+            }
+            Err(Unresolved::MissingPort) => {
+                diagnostics.push(Diagnostic::error(
+                    object.clone(),
+                    format!("{field}.port"),
+                    Reason::MissingServicePort,
+                    format!(
+                        "Service {}/{} has no port {}; answering 503 until it does",
+                        service.namespace,
+                        service.name,
+                        port_text(&service.port)
+                    ),
+                ));
+                Vec::new()
+            }
+        };
+        let key = (service.clone(), policy.clone());
+        let upstream = self.upstreams.entry(key).or_insert_with(|| {
+            Arc::new(Upstream {
+                service: service.clone(),
+                endpoints,
+                protocol: policy.protocol.clone(),
+                balance: policy.balance,
+                health: policy.health.clone(),
+                proxy_protocol: policy.proxy_protocol,
+                cursor: Default::default(),
+            })
+        });
+        Some(upstream.clone())
+    }
+
+    fn resolve(&self, service: &ServiceRef) -> Result<Vec<SocketAddr>, Unresolved> {
+        let key = (service.namespace.as_str(), service.name.as_str());
+        let svc = self.services.get(&key).ok_or(Unresolved::MissingService)?;
+        let spec = svc.spec.as_ref();
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            return Err(Unresolved::ExternalName);
+        }
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let port = ports
+            .iter()
+            .find(|p| match &service.port {
+                ServicePortRef::Number(n) => p.port == *n,
+                ServicePortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+            })
+            .ok_or(Unresolved::MissingPort)?;
+        let port_name = port.name.as_deref().unwrap_or_default();
+        let mut addresses = Vec::new();
+        for slice in self.slices.get(&key).into_iter().flatten() {
+            if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+                continue; // FQDN slices name hosts, not pods.
+            }
+            let slice_port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or_default() == port_name);
+            let Some(number) = slice_port.and_then(|p| p.port) else {
+                continue;
+            };
+            let Ok(number) = u16::try_from(number) else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                let ready = endpoint
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.ready)
+                    .unwrap_or(true);
+                if !ready {
+                    continue;
+                }
+                for address in &endpoint.addresses {
+                    if let Ok(ip) = address.parse::<IpAddr>() {
+                        addresses.push(SocketAddr::new(ip, number));
+                    }
+                }
+            }
+        }
+        addresses.sort();
+        addresses.dedup();
+        Ok(addresses)
+    }
+}
+
+fn port_text(port: &ServicePortRef) -> String {
+    match port {
+        ServicePortRef::Number(n) => n.to_string(),
+        ServicePortRef::Name(name) => format!("named {name:?}"),
+    }
+}
+
+/// The in-cluster DNS name of a Service, used as SNI / Host when a rule has no single host.
+pub(super) fn service_dns_name(service: &ServiceRef) -> String {
+    format!("{}.{}.svc", service.name, service.namespace)
+}

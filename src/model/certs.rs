@@ -1,0 +1,294 @@
+//! Secrets → certificates and CA bundles, with each Secret's last good version kept when it
+//! goes missing or bad; `--cert-dir` files → certificates chosen by SAN.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use rustls_pki_types::CertificateDer;
+
+use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::source::CertFile;
+use crate::tls::certificates::{Certificate, parse_ca_bundle};
+
+/// What a Secret is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum SecretUse {
+    /// `tls.crt` + `tls.key`.
+    Tls,
+    /// `ca.crt`.
+    Ca,
+}
+
+/// A Secret that parsed OK once, with the bytes it was parsed from (to skip re-parsing).
+#[derive(Debug, Clone)]
+pub(super) struct GoodSecret {
+    bytes: Vec<Vec<u8>>,
+    parsed: Parsed,
+}
+
+#[derive(Debug, Clone)]
+enum Parsed {
+    Certificate(Certificate),
+    Ca(Arc<Vec<CertificateDer<'static>>>),
+}
+
+/// `(namespace, name, use)`.
+pub(super) type SecretKey = (String, String, SecretUse);
+
+/// The outcome of reading one Secret, cached for the build.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Good(Parsed),
+    /// `(reason, message)`; the last good version, if any, is served.
+    Bad(Reason, String, Option<Parsed>),
+}
+
+/// Secrets indexed by namespace and name, with the previous build's good versions.
+pub(super) struct Secrets<'a> {
+    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
+    previous: &'a HashMap<SecretKey, GoodSecret>,
+    /// The last good versions to hand to the next build: every Secret referenced this build.
+    pub next: HashMap<SecretKey, GoodSecret>,
+    outcomes: HashMap<SecretKey, Outcome>,
+}
+
+impl<'a> Secrets<'a> {
+    pub fn new(
+        secrets: &'a [Secret],
+        previous: &'a HashMap<SecretKey, GoodSecret>,
+        in_scope: impl Fn(Option<&str>) -> bool,
+    ) -> Self {
+        let mut index = HashMap::with_capacity(secrets.len());
+        for secret in secrets {
+            let meta = &secret.metadata;
+            if let (Some(ns), Some(name)) = (Some(super::namespace_of(meta)), meta.name.as_deref())
+                && in_scope(Some(ns))
+            {
+                index.insert((ns, name), secret);
+            }
+        }
+        Secrets {
+            secrets: index,
+            previous,
+            next: HashMap::new(),
+            outcomes: HashMap::new(),
+        }
+    }
+
+    /// The certificate in Secret `namespace/name`, or its last good version, or `None` (serve
+    /// the default certificate). Problems are reported on `referrer`/`field`.
+    pub fn certificate(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        referrer: &ObjectRef,
+        field: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Certificate> {
+        match self.read(
+            namespace,
+            name,
+            SecretUse::Tls,
+            referrer,
+            field,
+            diagnostics,
+        )? {
+            Parsed::Certificate(c) => Some(c),
+            Parsed::Ca(_) => None,
+        }
+    }
+
+    /// The CA bundle in Secret `namespace/name` (`ca.crt`), or its last good version.
+    pub fn ca_bundle(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        referrer: &ObjectRef,
+        field: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Arc<Vec<CertificateDer<'static>>>> {
+        match self.read(namespace, name, SecretUse::Ca, referrer, field, diagnostics)? {
+            Parsed::Ca(ca) => Some(ca),
+            Parsed::Certificate(_) => None,
+        }
+    }
+
+    fn read(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        usage: SecretUse,
+        referrer: &ObjectRef,
+        field: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Parsed> {
+        let key: SecretKey = (namespace.to_string(), name.to_string(), usage);
+        let outcome = match self.outcomes.get(&key) {
+            Some(outcome) => outcome.clone(),
+            None => {
+                let outcome = self.parse(&key);
+                self.outcomes.insert(key.clone(), outcome.clone());
+                outcome
+            }
+        };
+        match outcome {
+            Outcome::Good(parsed) => Some(parsed),
+            Outcome::Bad(reason, message, kept) => {
+                let what = match usage {
+                    SecretUse::Tls => "certificate",
+                    SecretUse::Ca => "CA bundle",
+                };
+                let fallback = match (&kept, usage) {
+                    (Some(_), _) => "",
+                    // The default certificate itself: the proxy's self-signed one is served.
+                    (None, SecretUse::Tls) if referrer.kind == "Secret" => {
+                        "; the proxy's self-signed certificate is served instead"
+                    }
+                    (None, SecretUse::Tls) => "; serving the default certificate",
+                    (None, SecretUse::Ca) => "; no CA bundle loaded",
+                };
+                let text = format!("Secret {namespace}/{name}: {message}{fallback}");
+                diagnostics.push(match reason {
+                    // A missing certificate falls back to the default one; a missing CA
+                    // leaves the backend unverifiable as asked.
+                    Reason::MissingSecret if usage == SecretUse::Tls => {
+                        Diagnostic::warning(referrer.clone(), field, reason, text)
+                    }
+                    _ => Diagnostic::error(referrer.clone(), field, reason, text),
+                });
+                if kept.is_some() {
+                    diagnostics.push(Diagnostic::warning(
+                        referrer.clone(),
+                        field,
+                        Reason::LastGoodKept,
+                        format!("serving the last good {what} of Secret {namespace}/{name}"),
+                    ));
+                }
+                kept
+            }
+        }
+    }
+
+    fn parse(&mut self, key: &SecretKey) -> Outcome {
+        let (namespace, name, usage) = key;
+        let previous = self.previous.get(key);
+        let kept = |reason, message: String| {
+            Outcome::Bad(reason, message, previous.map(|p| p.parsed.clone()))
+        };
+        let Some(secret) = self.secrets.get(&(namespace.as_str(), name.as_str())) else {
+            if let Some(p) = previous {
+                self.next.insert(key.clone(), p.clone());
+            }
+            return kept(Reason::MissingSecret, "does not exist".to_string());
+        };
+        let bytes = match secret_bytes(secret, *usage) {
+            Ok(bytes) => bytes,
+            Err(message) => {
+                if let Some(p) = previous {
+                    self.next.insert(key.clone(), p.clone());
+                }
+                return kept(Reason::InvalidSecret, message);
+            }
+        };
+        if let Some(p) = previous
+            && p.bytes == bytes
+        {
+            self.next.insert(key.clone(), p.clone());
+            return Outcome::Good(p.parsed.clone());
+        }
+        let source = format!("Secret {namespace}/{name}");
+        let parsed = match usage {
+            SecretUse::Tls => {
+                Certificate::from_pem(&bytes[0], &bytes[1], &source).map(Parsed::Certificate)
+            }
+            SecretUse::Ca => parse_ca_bundle(&bytes[0]).map(|ca| Parsed::Ca(Arc::new(ca))),
+        };
+        match parsed {
+            Ok(parsed) => {
+                self.next.insert(
+                    key.clone(),
+                    GoodSecret {
+                        bytes,
+                        parsed: parsed.clone(),
+                    },
+                );
+                Outcome::Good(parsed)
+            }
+            Err(e) => {
+                if let Some(p) = previous {
+                    self.next.insert(key.clone(), p.clone());
+                }
+                let field = match usage {
+                    SecretUse::Tls => "tls.crt/tls.key",
+                    SecretUse::Ca => "ca.crt",
+                };
+                kept(Reason::InvalidSecret, format!("{field}: {e}"))
+            }
+        }
+    }
+}
+
+/// The bytes of the keys `usage` needs (`tls.crt`, `tls.key` / `ca.crt`). `stringData` is merged
+/// over `data`, as the API server does.
+fn secret_bytes(secret: &Secret, usage: SecretUse) -> Result<Vec<Vec<u8>>, String> {
+    let type_ = secret.type_.as_deref().unwrap_or("Opaque");
+    let keys: &[&str] = match usage {
+        SecretUse::Tls => {
+            if type_ != "kubernetes.io/tls" && type_ != "Opaque" {
+                return Err(format!(
+                    "type {type_} cannot hold a certificate (accepted: kubernetes.io/tls, Opaque)"
+                ));
+            }
+            &["tls.crt", "tls.key"]
+        }
+        SecretUse::Ca => &["ca.crt"],
+    };
+    keys.iter()
+        .map(|key| {
+            let from_string = secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(*key))
+                .map(|s| s.as_bytes().to_vec());
+            let from_data = || {
+                secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(*key))
+                    .map(|b| b.0.clone())
+            };
+            match from_string.or_else(from_data) {
+                Some(bytes) if !bytes.is_empty() => Ok(bytes),
+                _ => Err(format!("has no {key}")),
+            }
+        })
+        .collect()
+}
+
+/// Parses the `--cert-dir` files, sorted by path; bad files are reported and skipped.
+pub(super) fn cert_dir(files: &[CertFile], diagnostics: &mut Vec<Diagnostic>) -> Vec<Certificate> {
+    let mut sorted: Vec<&CertFile> = files.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut out = Vec::new();
+    for file in sorted {
+        match Certificate::from_pem(&file.pem, &file.pem, &file.path) {
+            Ok(cert) => out.push(cert),
+            Err(e) => diagnostics.push(Diagnostic::error(
+                ObjectRef::cluster("File", &file.path),
+                "pem",
+                Reason::InvalidSecret,
+                format!("certificate bundle not loaded: {e}"),
+            )),
+        }
+    }
+    out
+}
+
+/// The `--cert-dir` certificate for `host` (`foo.example.com` or `*.example.com`): an exact SAN
+/// first, then a one-label wildcard SAN.
+pub(super) fn pick_from_dir<'c>(dir: &'c [Certificate], host: &str) -> Option<&'c Certificate> {
+    dir.iter()
+        .find(|c| c.covers(host, true))
+        .or_else(|| dir.iter().find(|c| c.covers(host, false)))
+}

@@ -1,0 +1,431 @@
+//! IngressClass selection (which Ingresses are ours) and IngressClassParams → typed class-wide
+//! settings ([`ClassSettings`], annotation defaults, pass-through policy, default certificate).
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::annotations::{MIN_HEALTH_INTERVAL, OptionDefaults, parse_duration};
+use crate::crd::{
+    HealthCheckMethod, IngressClassParams, IngressClassParamsSpec, LoadBalanceName, TlsVersion,
+};
+use crate::model::upstream::LoadBalance;
+use crate::settings::{BuildSettings, CONTROLLER_NAME};
+use crate::table::ClassSettings;
+
+/// Annotation that marks the cluster's default IngressClass.
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// The pre-IngressClass way to pick a controller.
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// Who may switch a host to pass-through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PassthroughPolicy {
+    pub allowed: bool,
+    /// `None`: every namespace.
+    pub namespaces: Option<Vec<String>>,
+}
+
+impl PassthroughPolicy {
+    pub fn permits(&self, namespace: &str) -> bool {
+        self.allowed
+            && self
+                .namespaces
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|ns| ns == namespace))
+    }
+}
+
+/// What an IngressClass's parameters mean for its Ingresses and for the table.
+#[derive(Debug, Clone)]
+pub(super) struct ClassPolicy {
+    pub defaults: OptionDefaults,
+    pub passthrough: PassthroughPolicy,
+    pub settings: ClassSettings,
+    pub default_certificate: Option<(String, String)>,
+}
+
+impl Default for ClassPolicy {
+    fn default() -> Self {
+        ClassPolicy {
+            defaults: OptionDefaults::default(),
+            passthrough: PassthroughPolicy {
+                allowed: true,
+                namespaces: None,
+            },
+            settings: ClassSettings::default(),
+            default_certificate: None,
+        }
+    }
+}
+
+/// Our IngressClasses, resolved once per build.
+pub(super) struct Classes {
+    class_name: String,
+    /// IngressClasses whose controller is ours, by name, with their policy.
+    ours: BTreeMap<String, ClassPolicy>,
+    /// An IngressClass named like our `--ingress-class` belongs to another controller.
+    name_taken: bool,
+    /// Our IngressClass marked default (the first by name if several).
+    default_class: Option<String>,
+    /// Policy for Ingresses of our class name when no IngressClass object exists.
+    fallback: ClassPolicy,
+}
+
+impl Classes {
+    /// Reads the IngressClasses and the params they reference. Diagnostics for bad params.
+    pub fn new(
+        classes: &[IngressClass],
+        params: &[IngressClassParams],
+        settings: &BuildSettings,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Classes {
+        let params_by_name: HashMap<&str, &IngressClassParams> = params
+            .iter()
+            .filter_map(|p| Some((p.metadata.name.as_deref()?, p)))
+            .collect();
+        let mut ours = BTreeMap::new();
+        let mut name_taken = false;
+        let mut default_class = None;
+        let mut sorted: Vec<&IngressClass> = classes.iter().collect();
+        sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        for class in sorted {
+            let Some(name) = class.metadata.name.as_deref() else {
+                continue;
+            };
+            let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
+            if controller != Some(CONTROLLER_NAME) {
+                name_taken |= name == settings.ingress_class;
+                continue;
+            }
+            let is_default = class
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true");
+            if is_default && default_class.is_none() {
+                default_class = Some(name.to_string());
+            }
+            let policy = policy_of(class, name, &params_by_name, diagnostics);
+            ours.insert(name.to_string(), policy);
+        }
+        Classes {
+            class_name: settings.ingress_class.clone(),
+            ours,
+            name_taken,
+            default_class,
+            fallback: ClassPolicy::default(),
+        }
+    }
+
+    /// The policy for `ingress` if it is ours, `None` if it belongs to someone else.
+    pub fn select(&self, ingress: &Ingress) -> Option<&ClassPolicy> {
+        let class_name = ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref());
+        match class_name {
+            Some(name) => self.by_name(name),
+            None => {
+                let legacy = ingress
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION));
+                match legacy {
+                    Some(name) if *name == self.class_name => self.by_name(name),
+                    Some(_) => None,
+                    None => self.ours.get(self.default_class.as_deref()?),
+                }
+            }
+        }
+    }
+
+    fn by_name(&self, name: &str) -> Option<&ClassPolicy> {
+        if let Some(policy) = self.ours.get(name) {
+            return Some(policy);
+        }
+        (name == self.class_name && !self.name_taken).then_some(&self.fallback)
+    }
+
+    /// The class whose params set the table-wide settings: our `--ingress-class` if it is ours,
+    /// else our default class, else our first class by name.
+    pub fn primary(&self) -> &ClassPolicy {
+        self.ours
+            .get(&self.class_name)
+            .or_else(|| self.ours.get(self.default_class.as_deref()?))
+            .or_else(|| self.ours.values().next())
+            .unwrap_or(&self.fallback)
+    }
+}
+
+fn policy_of(
+    class: &IngressClass,
+    name: &str,
+    params: &HashMap<&str, &IngressClassParams>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> ClassPolicy {
+    let Some(reference) = class.spec.as_ref().and_then(|s| s.parameters.as_ref()) else {
+        return ClassPolicy::default();
+    };
+    let object = ObjectRef::cluster("IngressClass", name);
+    let field = "spec.parameters";
+    if reference.api_group.as_deref() != Some("portcullis.io")
+        || reference.kind != "IngressClassParams"
+    {
+        diagnostics.push(Diagnostic::error(
+            object,
+            field,
+            Reason::InvalidParams,
+            format!(
+                "parameters must reference apiGroup portcullis.io, kind IngressClassParams (got {}/{}); using defaults",
+                reference.api_group.as_deref().unwrap_or(""),
+                reference.kind
+            ),
+        ));
+        return ClassPolicy::default();
+    }
+    if reference.scope.as_deref() == Some("Namespace") {
+        diagnostics.push(Diagnostic::error(
+            object,
+            field,
+            Reason::InvalidParams,
+            "IngressClassParams is cluster-scoped: scope must be Cluster; using defaults",
+        ));
+        return ClassPolicy::default();
+    }
+    let Some(found) = params.get(reference.name.as_str()) else {
+        diagnostics.push(Diagnostic::error(
+            object,
+            field,
+            Reason::InvalidParams,
+            format!(
+                "IngressClassParams {} does not exist; using defaults",
+                reference.name
+            ),
+        ));
+        return ClassPolicy::default();
+    };
+    read_params(&reference.name, &found.spec, diagnostics)
+}
+
+// === impl params → ClassPolicy ===
+
+/// Collects `InvalidParams` diagnostics about one IngressClassParams object.
+struct ParamsReader<'a> {
+    object: ObjectRef,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+impl ParamsReader<'_> {
+    fn bad(&mut self, field: &str, value: &str, accepted: &str) {
+        self.diagnostics.push(Diagnostic::error(
+            self.object.clone(),
+            field,
+            Reason::InvalidParams,
+            format!("{value:?} is not accepted (accepted: {accepted}); the default is used"),
+        ));
+    }
+
+    fn duration(&mut self, field: &str, value: Option<&String>, min: Duration) -> Option<Duration> {
+        let value = value?;
+        match parse_duration(value) {
+            Some(d) if d >= min && !d.is_zero() => Some(d),
+            _ => {
+                let accepted = format!(
+                    "a duration of at least {}ms like 500ms, 5s or 2m",
+                    min.as_millis().max(1)
+                );
+                self.bad(field, value, &accepted);
+                None
+            }
+        }
+    }
+
+    fn cidrs(&mut self, field: &str, values: &[String]) -> Option<Vec<IpNet>> {
+        let mut out = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            match IpNet::from_str(value) {
+                Ok(net) => out.push(net),
+                Err(_) => {
+                    self.bad(
+                        &format!("{field}[{i}]"),
+                        value,
+                        "a CIDR like 10.0.0.0/8 or fd00::/8",
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn limit(&mut self, field: &str, value: Option<u32>, min: u32, max: u32) -> Option<u32> {
+        let value = value?;
+        if (min..=max).contains(&value) {
+            Some(value)
+        } else {
+            self.bad(field, &value.to_string(), &format!("{min} to {max}"));
+            None
+        }
+    }
+}
+
+fn read_params(
+    name: &str,
+    spec: &IngressClassParamsSpec,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> ClassPolicy {
+    let object = ObjectRef::cluster("IngressClassParams", name);
+    let mut r = ParamsReader {
+        object,
+        diagnostics,
+    };
+    let mut policy = ClassPolicy::default();
+
+    if let Some(d) = &spec.defaults {
+        let defaults = &mut policy.defaults;
+        if let Some(v) = d.ssl_redirect {
+            defaults.ssl_redirect = v;
+        }
+        if let Some(v) = &d.hsts {
+            if v.trim().is_empty() || v.chars().any(char::is_control) {
+                r.bad(
+                    "spec.defaults.hsts",
+                    v,
+                    "a non-empty header value without CR/LF",
+                );
+            } else {
+                defaults.hsts = Some(v.clone());
+            }
+        }
+        if let Some(v) = d.load_balance {
+            defaults.load_balance = match v {
+                LoadBalanceName::RoundRobin => LoadBalance::RoundRobin,
+                LoadBalanceName::LeastRequest => LoadBalance::LeastRequest,
+                LoadBalanceName::Random => LoadBalance::Random,
+            };
+        }
+        if let Some(h) = &d.health_check {
+            defaults.health_check = h.kind.or(defaults.health_check);
+            if let Some(path) = &h.path {
+                if path.starts_with('/') && !path.chars().any(char::is_control) {
+                    defaults.health_check_path = path.clone();
+                } else {
+                    r.bad(
+                        "spec.defaults.healthCheck.path",
+                        path,
+                        "a path starting with /",
+                    );
+                }
+            }
+            if let Some(method) = h.method {
+                defaults.health_check_method = match method {
+                    HealthCheckMethod::HEAD => "HEAD",
+                    HealthCheckMethod::GET => "GET",
+                }
+                .to_string();
+            }
+            if let Some(d) = r.duration(
+                "spec.defaults.healthCheck.interval",
+                h.interval.as_ref(),
+                MIN_HEALTH_INTERVAL,
+            ) {
+                defaults.health_check_interval = d;
+            }
+        }
+        if let Some(v) = d.forwarded_headers {
+            defaults.forwarded_headers = v;
+        }
+    }
+
+    if let Some(cert) = &spec.default_certificate {
+        policy.default_certificate = Some((cert.namespace.clone(), cert.name.clone()));
+    }
+
+    let settings = &mut policy.settings;
+    if let Some(tls) = &spec.tls {
+        settings.tls_min_version_1_3 = tls.min_version == Some(TlsVersion::Tls13);
+        if let Some(pq) = tls.post_quantum {
+            settings.post_quantum = pq;
+        }
+        let known: Vec<String> = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        let unknown = tls
+            .cipher_suites
+            .iter()
+            .enumerate()
+            .find(|(_, name)| !known.contains(name));
+        match unknown {
+            Some((i, name)) => {
+                let accepted = known.join(", ");
+                r.bad(&format!("spec.tls.cipherSuites[{i}]"), name, &accepted);
+            }
+            None => settings.cipher_suites = tls.cipher_suites.clone(),
+        }
+    }
+    if let Some(p) = &spec.passthrough {
+        policy.passthrough = PassthroughPolicy {
+            allowed: p.allowed,
+            namespaces: p.namespaces.clone(),
+        };
+    }
+    if let Some(nets) = r.cidrs(
+        "spec.trustedProxyProtocolCidrs",
+        &spec.trusted_proxy_protocol_cidrs,
+    ) {
+        settings.trusted_proxy_protocol = nets;
+    }
+    if let Some(nets) = r.cidrs("spec.trustedForwardedCidrs", &spec.trusted_forwarded_cidrs) {
+        settings.trusted_forwarded = nets;
+    }
+    if let Some(t) = &spec.timeouts {
+        let ms = Duration::from_millis(1);
+        let timeouts = &mut settings.timeouts;
+        for (field, value, slot) in [
+            ("clientHello", &t.client_hello, &mut timeouts.client_hello),
+            ("headerRead", &t.header_read, &mut timeouts.header_read),
+            ("idle", &t.idle, &mut timeouts.idle),
+            ("connect", &t.connect, &mut timeouts.connect),
+            (
+                "upstreamResponse",
+                &t.upstream_response,
+                &mut timeouts.upstream_response,
+            ),
+        ] {
+            if let Some(d) = r.duration(&format!("spec.timeouts.{field}"), value.as_ref(), ms) {
+                *slot = d;
+            }
+        }
+    }
+    if let Some(l) = &spec.limits {
+        let limits = &mut settings.limits;
+        if let Some(v) = r.limit("spec.limits.maxConnections", l.max_connections, 1, u32::MAX) {
+            limits.max_connections = v;
+        }
+        if let Some(v) = r.limit(
+            "spec.limits.maxHeaderBytes",
+            l.max_header_bytes,
+            1024,
+            u32::MAX,
+        ) {
+            limits.max_header_bytes = v;
+        }
+        if let Some(v) = r.limit(
+            "spec.limits.maxClientHelloBytes",
+            l.max_client_hello_bytes,
+            512,
+            65_536,
+        ) {
+            limits.max_client_hello_bytes = v;
+        }
+    }
+    policy
+}

@@ -1,0 +1,253 @@
+//! One Ingress → a [`Plan`]: its hosts, paths, backends, default backend and TLS entries,
+//! validated against the Ingress spec. Invalid rules and paths are reported and skipped; the
+//! rest of the Ingress still counts.
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use super::host::HostMatch;
+use super::route::PathMatch;
+use super::upstream::{ServicePortRef, ServiceRef};
+use crate::annotations::IngressOptions;
+
+/// A backend Service reference and the field it came from (`...backend.service`).
+#[derive(Debug, Clone)]
+pub(super) struct BackendSpec {
+    pub service: ServiceRef,
+    pub field: String,
+}
+
+/// One path of a host.
+#[derive(Debug, Clone)]
+pub(super) struct PathSpec {
+    pub path: PathMatch,
+    pub backend: BackendSpec,
+    /// `spec.rules[i].http.paths[j]`.
+    pub field: String,
+}
+
+/// Everything one Ingress says about one host (rules with the same host are merged).
+#[derive(Debug, Clone)]
+pub(super) struct HostRules {
+    pub host: HostMatch,
+    /// `spec.rules[i].host` of the first rule naming it (`spec.defaultBackend` for a catch-all
+    /// fed only by the default backend).
+    pub field: String,
+    pub paths: Vec<PathSpec>,
+}
+
+/// A `spec.tls` entry.
+#[derive(Debug, Clone)]
+pub(super) struct TlsSpec {
+    /// `None`: every rule host of the Ingress.
+    pub hosts: Option<Vec<HostMatch>>,
+    pub secret_name: String,
+    /// `spec.tls[k]`.
+    pub field: String,
+}
+
+/// A validated Ingress, ready to merge into virtual hosts.
+#[derive(Debug, Clone)]
+pub(super) struct Plan {
+    pub object: ObjectRef,
+    pub namespace: String,
+    pub options: IngressOptions,
+    pub hosts: Vec<HostRules>,
+    pub default_backend: Option<BackendSpec>,
+    pub tls: Vec<TlsSpec>,
+}
+
+impl Plan {
+    /// The TLS entry naming the Secret for `host`: an entry listing it exactly first, then one
+    /// whose wildcard covers it, then one without hosts.
+    pub fn tls_for(&self, host: &HostMatch) -> Option<&TlsSpec> {
+        let listed = |want: &dyn Fn(&HostMatch) -> bool| {
+            self.tls
+                .iter()
+                .find(|t| t.hosts.as_ref().is_some_and(|hosts| hosts.iter().any(want)))
+        };
+        listed(&|h| h == host)
+            .or_else(|| {
+                listed(&|h| match (h, host) {
+                    (HostMatch::Wildcard(parent), HostMatch::Exact(name)) => {
+                        super::host::wildcard_parent(name) == Some(parent.as_str())
+                    }
+                    _ => false,
+                })
+            })
+            .or_else(|| self.tls.iter().find(|t| t.hosts.is_none()))
+    }
+}
+
+/// Validates `ingress` (already known to be ours, with valid annotations) into a plan.
+pub(super) fn plan(
+    ingress: &Ingress,
+    object: ObjectRef,
+    options: IngressOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Plan {
+    let namespace = object.namespace.clone().unwrap_or_default();
+    let mut plan = Plan {
+        object,
+        namespace,
+        options,
+        hosts: Vec::new(),
+        default_backend: None,
+        tls: Vec::new(),
+    };
+    let Some(spec) = ingress.spec.as_ref() else {
+        return plan;
+    };
+    let mut errors = Vec::new();
+    let error = |field: String, message: String| {
+        Diagnostic::error(plan.object.clone(), field, Reason::InvalidSpec, message)
+    };
+
+    if let Some(backend) = &spec.default_backend {
+        match backend_spec(backend, &plan.namespace, "spec.defaultBackend") {
+            Ok(b) => plan.default_backend = Some(b),
+            Err((field, message)) => errors.push(error(field, message)),
+        }
+    }
+
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let host_field = format!("spec.rules[{i}].host");
+        let host = match HostMatch::parse(rule.host.as_deref().unwrap_or_default()) {
+            Ok(host) => host,
+            Err(e) => {
+                errors.push(error(host_field, format!("{e}; rule skipped")));
+                continue;
+            }
+        };
+        let mut paths = Vec::new();
+        for (j, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+            let field = format!("spec.rules[{i}].http.paths[{j}]");
+            let raw = p.path.as_deref().unwrap_or("/");
+            if !raw.starts_with('/') {
+                errors.push(error(
+                    format!("{field}.path"),
+                    format!("path {raw:?} must start with \"/\"; path skipped"),
+                ));
+                continue;
+            }
+            let path = match p.path_type.as_str() {
+                "Exact" => PathMatch::Exact(raw.to_string()),
+                "Prefix" | "ImplementationSpecific" => PathMatch::prefix(raw),
+                other => {
+                    errors.push(error(
+                        format!("{field}.pathType"),
+                        format!(
+                            "pathType {other:?} is not Exact, Prefix or ImplementationSpecific; path skipped"
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            match backend_spec(&p.backend, &plan.namespace, &format!("{field}.backend")) {
+                Ok(backend) => paths.push(PathSpec {
+                    path,
+                    backend,
+                    field,
+                }),
+                Err((field, message)) => errors.push(error(field, message)),
+            }
+        }
+        match plan.hosts.iter_mut().find(|h| h.host == host) {
+            Some(existing) => existing.paths.extend(paths),
+            None => plan.hosts.push(HostRules {
+                host,
+                field: host_field,
+                paths,
+            }),
+        }
+    }
+    // The default backend also feeds the catch-all (it routes every host nobody claims).
+    if plan.default_backend.is_some() && !plan.hosts.iter().any(|h| h.host == HostMatch::Any) {
+        plan.hosts.push(HostRules {
+            host: HostMatch::Any,
+            field: "spec.defaultBackend".to_string(),
+            paths: Vec::new(),
+        });
+    }
+
+    for (k, tls) in spec.tls.iter().flatten().enumerate() {
+        let field = format!("spec.tls[{k}]");
+        let Some(secret_name) = tls.secret_name.clone().filter(|s| !s.is_empty()) else {
+            // The spec allows it (SNI-only); nothing to load.
+            continue;
+        };
+        let hosts = match &tls.hosts {
+            None => None,
+            Some(list) if list.is_empty() => None,
+            Some(list) => {
+                let mut hosts = Vec::new();
+                for (h, host) in list.iter().enumerate() {
+                    match HostMatch::parse(host) {
+                        Ok(HostMatch::Any) | Err(_) => errors.push(error(
+                            format!("{field}.hosts[{h}]"),
+                            format!("TLS host {host:?} is not a valid host name; ignored"),
+                        )),
+                        Ok(host) => hosts.push(host),
+                    }
+                }
+                Some(hosts)
+            }
+        };
+        plan.tls.push(TlsSpec {
+            hosts,
+            secret_name,
+            field,
+        });
+    }
+    diagnostics.extend(errors);
+    plan
+}
+
+/// `backend.service.{name, port}` → a [`BackendSpec`], or `(field, message)`.
+fn backend_spec(
+    backend: &IngressBackend,
+    namespace: &str,
+    field: &str,
+) -> Result<BackendSpec, (String, String)> {
+    if backend.resource.is_some() {
+        return Err((
+            format!("{field}.resource"),
+            "resource backends are not supported (only Services); path skipped".to_string(),
+        ));
+    }
+    let Some(service) = &backend.service else {
+        return Err((
+            field.to_string(),
+            "backend has no service; path skipped".to_string(),
+        ));
+    };
+    let field = format!("{field}.service");
+    let port = match service.port.as_ref() {
+        Some(p) => match (p.number, p.name.as_deref()) {
+            (Some(n), _) if (1..=65_535).contains(&n) => Some(ServicePortRef::Number(n)),
+            (None, Some(name)) if !name.is_empty() => Some(ServicePortRef::Name(name.to_string())),
+            _ => None,
+        },
+        None => None,
+    };
+    let Some(port) = port else {
+        return Err((
+            format!("{field}.port"),
+            "service port needs a number (1-65535) or a name; path skipped".to_string(),
+        ));
+    };
+    if service.name.is_empty() {
+        return Err((
+            format!("{field}.name"),
+            "service name is empty; path skipped".to_string(),
+        ));
+    }
+    Ok(BackendSpec {
+        service: ServiceRef {
+            namespace: namespace.to_string(),
+            name: service.name.clone(),
+            port,
+        },
+        field,
+    })
+}

@@ -1,0 +1,435 @@
+//! Merging Ingress plans (oldest first) into virtual hosts: host TLS-mode and host+path
+//! conflicts, pass-through backends, default backends, upstream policies and certificates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::backend::{Backends, UpstreamPolicy, service_dns_name};
+use super::certs::{Secrets, pick_from_dir};
+use super::class::ClassPolicy;
+use super::diagnostic::{Diagnostic, Reason};
+use super::host::HostMatch;
+use super::ingress::{BackendSpec, HostRules, PathSpec, Plan};
+use super::route::{PathMatch, Route, TlsMode};
+use super::upstream::{
+    BackendTls, HealthCheck, HealthProbe, ServiceRef, Upstream, UpstreamProtocol,
+};
+use crate::annotations::PREFIX;
+use crate::crd::HealthCheckKind;
+use crate::table::{CertificateChoice, VirtualHost};
+use crate::tls::certificates::Certificate;
+
+/// A virtual host being assembled.
+struct Draft {
+    host: HostMatch,
+    /// Index of the owning (oldest) plan.
+    owner: usize,
+    mode: TlsMode,
+    routes: Vec<Route>,
+    /// Which plan claimed each path, for conflict messages.
+    claimed: HashMap<PathMatch, usize>,
+    default_backend: Option<Arc<Upstream>>,
+    passthrough: Option<Arc<Upstream>>,
+    /// Plans (oldest first) with a `spec.tls` entry for this host.
+    cert_plans: Vec<usize>,
+}
+
+/// What the merge needs besides the plans.
+pub(super) struct Merge<'m, 'a> {
+    pub backends: &'m mut Backends<'a>,
+    pub secrets: &'m mut Secrets<'a>,
+    pub cert_dir: &'m [Certificate],
+    pub diagnostics: &'m mut Vec<Diagnostic>,
+}
+
+/// Plan-level values computed once: the CA bundle of a re-encrypting Ingress.
+struct PlanContext {
+    ca: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
+}
+
+impl Merge<'_, '_> {
+    /// Merges `plans` (sorted oldest first, each with its class policy) into virtual hosts.
+    pub fn run(mut self, plans: &[(Plan, &ClassPolicy)]) -> Vec<VirtualHost> {
+        let mut drafts: HashMap<HostMatch, Draft> = HashMap::new();
+        let mut order: Vec<HostMatch> = Vec::new();
+        for (index, (plan, policy)) in plans.iter().enumerate() {
+            if plan.options.tls_mode == TlsMode::Passthrough
+                && !policy.passthrough.permits(&plan.namespace)
+            {
+                self.diagnostics.push(Diagnostic::error(
+                    plan.object.clone(),
+                    format!("metadata.annotations[\"{PREFIX}tls-mode\"]"),
+                    Reason::NotAllowed,
+                    format!(
+                        "pass-through is not allowed for namespace {} by the IngressClassParams of this class; this Ingress's hosts are not served",
+                        plan.namespace
+                    ),
+                ));
+                continue;
+            }
+            let context = self.plan_context(plan);
+            for rules in &plan.hosts {
+                if plan.options.tls_mode == TlsMode::Passthrough && rules.host == HostMatch::Any {
+                    self.diagnostics.push(Diagnostic::error(
+                        plan.object.clone(),
+                        rules.field.clone(),
+                        Reason::InvalidSpec,
+                        "pass-through routes by SNI and needs a host; rules without a host (and the default backend) are skipped",
+                    ));
+                    continue;
+                }
+                let draft = drafts.entry(rules.host.clone()).or_insert_with(|| {
+                    order.push(rules.host.clone());
+                    Draft {
+                        host: rules.host.clone(),
+                        owner: index,
+                        mode: plan.options.tls_mode,
+                        routes: Vec::new(),
+                        claimed: HashMap::new(),
+                        default_backend: None,
+                        passthrough: None,
+                        cert_plans: Vec::new(),
+                    }
+                });
+                let owner = &plans[draft.owner].0;
+                if draft.mode != plan.options.tls_mode {
+                    self.diagnostics.push(Diagnostic::error(
+                        plan.object.clone(),
+                        rules.field.clone(),
+                        Reason::Conflict,
+                        format!(
+                            "host {} is in {} mode, owned by the older {}; this Ingress asks for {} and its rules for the host are ignored",
+                            rules.host,
+                            draft.mode.as_str(),
+                            owner.object,
+                            plan.options.tls_mode.as_str()
+                        ),
+                    ));
+                    continue;
+                }
+                if draft.owner != index {
+                    let (mine, theirs) = (&plan.options, &owner.options);
+                    if (mine.ssl_redirect, &mine.hsts, mine.forwarded_headers)
+                        != (theirs.ssl_redirect, &theirs.hsts, theirs.forwarded_headers)
+                    {
+                        self.diagnostics.push(Diagnostic::warning(
+                            plan.object.clone(),
+                            "metadata.annotations",
+                            Reason::Conflict,
+                            format!(
+                                "host {}'s ssl-redirect, hsts and forwarded-headers come from the older {}; this Ingress's values are ignored for it",
+                                rules.host, owner.object
+                            ),
+                        ));
+                    }
+                }
+                match plan.options.tls_mode {
+                    TlsMode::Passthrough => {
+                        self.passthrough(draft, plan, rules, plans, &context);
+                    }
+                    TlsMode::Terminate | TlsMode::Reencrypt => {
+                        for path in &rules.paths {
+                            self.path(draft, index, plan, &rules.host, path, plans, &context);
+                        }
+                        if draft.default_backend.is_none()
+                            && let Some(backend) = &plan.default_backend
+                        {
+                            draft.default_backend =
+                                self.upstream(plan, &rules.host, backend, &context);
+                        }
+                        if rules.host != HostMatch::Any && plan.tls_for(&rules.host).is_some() {
+                            draft.cert_plans.push(index);
+                        }
+                    }
+                }
+            }
+        }
+        order
+            .into_iter()
+            .filter_map(|host| drafts.remove(&host))
+            .filter_map(|draft| self.finish(draft, plans))
+            .collect()
+    }
+
+    fn plan_context(&mut self, plan: &Plan) -> PlanContext {
+        let ca = match (&plan.options.backend_ca, plan.options.tls_mode) {
+            (Some(name), TlsMode::Reencrypt) => self.secrets.ca_bundle(
+                &plan.namespace,
+                name,
+                &plan.object,
+                &format!("metadata.annotations[\"{PREFIX}backend-ca\"]"),
+                self.diagnostics,
+            ),
+            _ => None,
+        };
+        PlanContext { ca }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn path(
+        &mut self,
+        draft: &mut Draft,
+        index: usize,
+        plan: &Plan,
+        host: &HostMatch,
+        path: &PathSpec,
+        plans: &[(Plan, &ClassPolicy)],
+        context: &PlanContext,
+    ) {
+        if let Some(&winner) = draft.claimed.get(&path.path) {
+            let winner = &plans[winner].0.object;
+            let message = if plans[index].0.object == *winner {
+                format!(
+                    "{} path {} of host {} is listed twice in this Ingress; the first one is used",
+                    path.path.kind(),
+                    path.path.path(),
+                    host
+                )
+            } else {
+                format!(
+                    "{} path {} of host {} is already routed by the older {}; this path is ignored",
+                    path.path.kind(),
+                    path.path.path(),
+                    host,
+                    winner
+                )
+            };
+            self.diagnostics.push(Diagnostic::error(
+                plan.object.clone(),
+                format!("{}.path", path.field),
+                Reason::Conflict,
+                message,
+            ));
+            return;
+        }
+        if let Some(upstream) = self.upstream(plan, host, &path.backend, context) {
+            draft.claimed.insert(path.path.clone(), index);
+            draft.routes.push(Route {
+                path: path.path.clone(),
+                upstream,
+                source: plan.object.clone(),
+            });
+        }
+    }
+
+    fn passthrough(
+        &mut self,
+        draft: &mut Draft,
+        plan: &Plan,
+        rules: &HostRules,
+        plans: &[(Plan, &ClassPolicy)],
+        context: &PlanContext,
+    ) {
+        let root = rules
+            .paths
+            .iter()
+            .position(|p| p.path == PathMatch::prefix("/"));
+        let chosen = match (root, rules.paths.len()) {
+            (Some(i), _) => Some(&rules.paths[i]),
+            (None, 1) => Some(&rules.paths[0]),
+            (None, 0) => None,
+            (None, _) => {
+                self.diagnostics.push(Diagnostic::error(
+                    plan.object.clone(),
+                    format!("{}.http.paths", rules.field.trim_end_matches(".host")),
+                    Reason::InvalidSpec,
+                    format!(
+                        "pass-through host {} has one backend: give it a \"/\" Prefix path or a single path; host not served by this Ingress",
+                        rules.host
+                    ),
+                ));
+                return;
+            }
+        };
+        let ignored: Vec<String> = rules
+            .paths
+            .iter()
+            .filter(|p| chosen.is_some_and(|c| !std::ptr::eq(*p, c)))
+            .map(|p| format!("{} ({})", p.path.path(), p.field))
+            .collect();
+        if !ignored.is_empty() {
+            self.diagnostics.push(Diagnostic::warning(
+                plan.object.clone(),
+                format!("{}.http.paths", rules.field.trim_end_matches(".host")),
+                Reason::InvalidSpec,
+                format!(
+                    "pass-through host {} sends every connection to one backend; ignored paths: {}",
+                    rules.host,
+                    ignored.join(", ")
+                ),
+            ));
+        }
+        let backend = match (chosen, &plan.default_backend) {
+            (Some(path), _) => &path.backend,
+            (None, Some(default)) => default,
+            (None, None) => {
+                self.diagnostics.push(Diagnostic::error(
+                    plan.object.clone(),
+                    rules.field.clone(),
+                    Reason::InvalidSpec,
+                    format!(
+                        "pass-through host {} has no backend (no path and no default backend)",
+                        rules.host
+                    ),
+                ));
+                return;
+            }
+        };
+        if draft.passthrough.is_some() {
+            self.diagnostics.push(Diagnostic::error(
+                plan.object.clone(),
+                backend.field.clone(),
+                Reason::Conflict,
+                format!(
+                    "pass-through host {} already has a backend from the older {}; this one is ignored",
+                    rules.host, plans[draft.owner].0.object
+                ),
+            ));
+            return;
+        }
+        draft.passthrough = self.upstream(plan, &rules.host, backend, context);
+    }
+
+    fn upstream(
+        &mut self,
+        plan: &Plan,
+        host: &HostMatch,
+        backend: &BackendSpec,
+        context: &PlanContext,
+    ) -> Option<Arc<Upstream>> {
+        let policy = upstream_policy(plan, host, &backend.service, context);
+        self.backends.upstream(
+            &backend.service,
+            &policy,
+            &plan.object,
+            &backend.field,
+            self.diagnostics,
+        )
+    }
+
+    fn finish(&mut self, mut draft: Draft, plans: &[(Plan, &ClassPolicy)]) -> Option<VirtualHost> {
+        let owner = &plans[draft.owner].0;
+        if draft.mode == TlsMode::Passthrough && draft.passthrough.is_none() {
+            return None; // reported when its backend was rejected
+        }
+        draft.routes.sort_by(|a, b| {
+            b.path
+                .precedence()
+                .cmp(&a.path.precedence())
+                .then_with(|| a.path.path().cmp(b.path.path()))
+        });
+        let certificate = self.certificate(&draft, plans);
+        Some(VirtualHost {
+            host: draft.host,
+            tls_mode: draft.mode,
+            certificate,
+            ssl_redirect: owner.options.ssl_redirect,
+            hsts: owner.options.hsts.clone(),
+            forwarded_headers: owner.options.forwarded_headers,
+            routes: draft.routes,
+            default_backend: draft.default_backend,
+            passthrough: draft.passthrough,
+            owner: owner.object.clone(),
+        })
+    }
+
+    fn certificate(&mut self, draft: &Draft, plans: &[(Plan, &ClassPolicy)]) -> CertificateChoice {
+        if draft.mode == TlsMode::Passthrough || draft.host == HostMatch::Any {
+            return CertificateChoice::Default;
+        }
+        let mut chosen = None;
+        for &index in &draft.cert_plans {
+            let plan = &plans[index].0;
+            let Some(tls) = plan.tls_for(&draft.host) else {
+                continue;
+            };
+            let found = self.secrets.certificate(
+                &plan.namespace,
+                &tls.secret_name,
+                &plan.object,
+                &format!("{}.secretName", tls.field),
+                self.diagnostics,
+            );
+            chosen = chosen.or(found);
+        }
+        if let Some(cert) = chosen {
+            return CertificateChoice::Own(cert);
+        }
+        if !draft.cert_plans.is_empty() {
+            return CertificateChoice::Default; // reported by the Secret lookup
+        }
+        if let Some(cert) = pick_from_dir(self.cert_dir, &draft.host.to_string()) {
+            return CertificateChoice::Own(cert.clone());
+        }
+        let owner = &plans[draft.owner].0;
+        self.diagnostics.push(Diagnostic::warning(
+            owner.object.clone(),
+            "spec.tls",
+            Reason::DefaultCertificate,
+            format!(
+                "host {} has no certificate of its own (no spec.tls entry, no --cert-dir match); HTTPS clients get the default certificate",
+                draft.host
+            ),
+        ));
+        CertificateChoice::Default
+    }
+}
+
+/// The host name to use for SNI and health-check `Host` of an upstream: the rule host when it is
+/// one exact name, else the Service's cluster DNS name.
+fn upstream_host_name(host: &HostMatch, service: &ServiceRef) -> String {
+    match host {
+        HostMatch::Exact(name) => name.clone(),
+        HostMatch::Wildcard(_) | HostMatch::Any => service_dns_name(service),
+    }
+}
+
+fn upstream_policy(
+    plan: &Plan,
+    host: &HostMatch,
+    service: &ServiceRef,
+    context: &PlanContext,
+) -> UpstreamPolicy {
+    let options = &plan.options;
+    let host_name = upstream_host_name(host, service);
+    let protocol = match options.tls_mode {
+        TlsMode::Terminate => UpstreamProtocol::Http,
+        TlsMode::Passthrough => UpstreamProtocol::Tcp,
+        TlsMode::Reencrypt => UpstreamProtocol::Https(BackendTls {
+            sni: options
+                .backend_sni
+                .clone()
+                .unwrap_or_else(|| host_name.clone()),
+            verify: options.verify_backend(),
+            ca: context.ca.clone(),
+            ca_secret: options
+                .backend_ca
+                .as_ref()
+                .map(|name| format!("{}/{name}", plan.namespace)),
+        }),
+    };
+    let probe = match options.health_check {
+        HealthCheckKind::Http => HealthProbe::Http {
+            method: options.health_check_method.clone(),
+            path: options.health_check_path.clone(),
+            host: options
+                .health_check_host
+                .clone()
+                .unwrap_or_else(|| host_name.clone()),
+        },
+        HealthCheckKind::Tls => HealthProbe::Tls {
+            sni: options.backend_sni.clone().unwrap_or(host_name),
+        },
+        HealthCheckKind::Tcp => HealthProbe::Tcp,
+        HealthCheckKind::None => HealthProbe::None,
+    };
+    UpstreamPolicy {
+        protocol,
+        balance: options.load_balance,
+        health: HealthCheck {
+            probe,
+            interval: options.health_check_interval,
+        },
+        proxy_protocol: options.proxy_protocol,
+    }
+}

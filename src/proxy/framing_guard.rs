@@ -1,0 +1,363 @@
+//! A guard against request smuggling on HTTP/1.1 client connections.
+//!
+//! hyper resolves a request with both `Content-Length` and `Transfer-Encoding` the way RFC 9112
+//! allows (chunked wins, the length is dropped, the connection is closed afterwards), but it
+//! removes the `Content-Length` before our service sees the request, so the service cannot
+//! refuse it. We refuse it with 400: such a request is either an attack or a client nobody
+//! should trust to frame the next one. So this wrapper watches the bytes hyper reads, follows
+//! HTTP/1.1 message framing (heads, `Content-Length` bodies, chunked bodies and trailers) just
+//! far enough to find every request head, and records the index of the first head with
+//! conflicting framing in a [`FramingVerdict`] that the service checks for its request of the
+//! same index. hyper calls the service once per parsed head, in order, after the bytes passed
+//! through here, so the indices line up.
+//!
+//! The scanner is permissive: when it is unsure (an upgrade or `CONNECT`, a malformed chunk
+//! line, an oversized head that hyper will reject with 431) it stops watching, and hyper's own
+//! parsing stays in charge.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Which request (0-based, per connection) had conflicting framing, if any.
+#[derive(Debug)]
+pub struct FramingVerdict {
+    rejected: AtomicU64,
+}
+
+impl Default for FramingVerdict {
+    fn default() -> Self {
+        FramingVerdict {
+            rejected: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl FramingVerdict {
+    /// Whether the `index`-th request of the connection (or one before it) must be refused.
+    pub fn rejected(&self, index: u64) -> bool {
+        self.rejected.load(Ordering::Acquire) <= index
+    }
+
+    fn reject(&self, index: u64) {
+        self.rejected.fetch_min(index, Ordering::AcqRel);
+    }
+}
+
+/// Where the scanner is in the byte stream.
+#[derive(Debug)]
+enum Scan {
+    /// Accumulating a request head.
+    Head(Vec<u8>),
+    /// Skipping a `Content-Length` body.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Skipping chunk data.
+    ChunkData(u64),
+    /// Skipping the CRLF after chunk data.
+    ChunkDataEnd,
+    /// Skipping trailer lines until an empty one; `line` counts bytes of the current line.
+    Trailers { line: usize },
+    /// Not watching any more.
+    Off,
+}
+
+/// Wraps a client connection's I/O and scans what is read (see the module docs).
+pub struct FramingGuard<IO> {
+    io: IO,
+    scan: Scan,
+    heads: u64,
+    max_head: usize,
+    verdict: Arc<FramingVerdict>,
+}
+
+impl<IO> FramingGuard<IO> {
+    /// Watches `io` when `enabled` (HTTP/1.x); `max_head` bounds the bytes buffered for one head.
+    pub fn new(io: IO, enabled: bool, max_head: usize, verdict: Arc<FramingVerdict>) -> Self {
+        FramingGuard {
+            io,
+            scan: if enabled {
+                Scan::Head(Vec::new())
+            } else {
+                Scan::Off
+            },
+            heads: 0,
+            max_head,
+            verdict,
+        }
+    }
+
+    fn scan(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let state = std::mem::replace(&mut self.scan, Scan::Off);
+            self.scan = match state {
+                Scan::Off => return,
+                Scan::Head(mut buf) => {
+                    if buf.is_empty() {
+                        // Empty lines before a request line are ignored (RFC 9112 §2.2).
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            self.scan = Scan::Head(buf);
+                            return;
+                        }
+                    }
+                    let old = buf.len();
+                    buf.extend_from_slice(data);
+                    match head_end(&buf, old.saturating_sub(3)) {
+                        None if buf.len() > self.max_head => return,
+                        None => {
+                            self.scan = Scan::Head(buf);
+                            return;
+                        }
+                        Some(end) => {
+                            data = &data[end - old..];
+                            self.analyze(&buf[..end])
+                        }
+                    }
+                }
+                Scan::Body(n) | Scan::ChunkData(n) => {
+                    let was_chunk = matches!(state, Scan::ChunkData(_));
+                    let k = n.min(data.len() as u64);
+                    data = &data[k as usize..];
+                    match (n - k, was_chunk) {
+                        (0, false) => Scan::Head(Vec::new()),
+                        (0, true) => Scan::ChunkDataEnd,
+                        (rest, false) => Scan::Body(rest),
+                        (rest, true) => Scan::ChunkData(rest),
+                    }
+                }
+                Scan::ChunkDataEnd => match data.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        data = &data[i + 1..];
+                        Scan::ChunkSize(Vec::new())
+                    }
+                    None => {
+                        data = &[];
+                        Scan::ChunkDataEnd
+                    }
+                },
+                Scan::ChunkSize(mut line) => match data.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        line.extend_from_slice(&data[..i]);
+                        data = &data[i + 1..];
+                        match chunk_size(&line) {
+                            Some(0) => Scan::Trailers { line: 0 },
+                            Some(n) => Scan::ChunkData(n),
+                            None => return,
+                        }
+                    }
+                    None if line.len() + data.len() > 1024 => return,
+                    None => {
+                        line.extend_from_slice(data);
+                        data = &[];
+                        Scan::ChunkSize(line)
+                    }
+                },
+                Scan::Trailers { mut line } => {
+                    let mut next = None;
+                    for (i, b) in data.iter().enumerate() {
+                        match b {
+                            b'\n' if line == 0 => {
+                                next = Some(i + 1);
+                                break;
+                            }
+                            b'\n' => line = 0,
+                            b'\r' => {}
+                            _ => line += 1,
+                        }
+                    }
+                    match next {
+                        Some(i) => {
+                            data = &data[i..];
+                            Scan::Head(Vec::new())
+                        }
+                        None => {
+                            data = &[];
+                            Scan::Trailers { line }
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    /// Reads one complete head and decides how its body is framed.
+    fn analyze(&mut self, head: &[u8]) -> Scan {
+        let index = self.heads;
+        self.heads += 1;
+        let mut lines = head
+            .split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let request_line = lines.next().unwrap_or_default();
+        let method = request_line
+            .split(|b| *b == b' ')
+            .next()
+            .unwrap_or_default();
+        let (mut lengths, mut codings, mut upgrade) = (Vec::new(), Vec::new(), false);
+        for line in lines {
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"content-length") {
+                lengths.extend(value.split(|b| *b == b',').map(<[u8]>::trim_ascii));
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                codings.extend(value.split(|b| *b == b',').map(<[u8]>::trim_ascii));
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                upgrade = true;
+            }
+        }
+        if !codings.is_empty() && !lengths.is_empty() {
+            self.verdict.reject(index);
+            return Scan::Off;
+        }
+        if lengths.windows(2).any(|w| w[0] != w[1]) {
+            self.verdict.reject(index);
+            return Scan::Off;
+        }
+        if method == b"CONNECT" || upgrade {
+            // Raw bytes may follow if the upstream accepts: stop watching.
+            return Scan::Off;
+        }
+        if let Some(last) = codings.last() {
+            return if last.eq_ignore_ascii_case(b"chunked") {
+                Scan::ChunkSize(Vec::new())
+            } else {
+                Scan::Off
+            };
+        }
+        match lengths.first() {
+            None => Scan::Head(Vec::new()),
+            Some(len) => match std::str::from_utf8(len)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                Some(0) => Scan::Head(Vec::new()),
+                Some(n) => Scan::Body(n),
+                None => Scan::Off,
+            },
+        }
+    }
+}
+
+/// The end (exclusive) of a head in `buf`, searching from `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len()).find_map(|i| {
+        if buf[i..].starts_with(b"\r\n\r\n") {
+            Some(i + 4)
+        } else if buf[i..].starts_with(b"\n\n") {
+            Some(i + 2)
+        } else {
+            None
+        }
+    })
+}
+
+/// The size of a chunk-size line (`1a;ext=1`), `None` if malformed.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let size = line.split(|b| *b == b';').next()?.trim_ascii();
+    u64::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()
+}
+
+// === impl AsyncRead / AsyncWrite ===
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && !matches!(this.scan, Scan::Off) {
+            this.scan(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(chunks: &[&[u8]]) -> (Arc<FramingVerdict>, u64) {
+        let verdict = Arc::new(FramingVerdict::default());
+        let mut guard = FramingGuard::new((), true, 8192, verdict.clone());
+        for c in chunks {
+            guard.scan(c);
+        }
+        (verdict, guard.heads)
+    }
+
+    #[test]
+    fn follows_lengths_and_chunks_across_segments() {
+        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nGET /\r\n0\r\nT: 1\r\n\r\n\
+GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        // Byte by byte and all at once must agree.
+        let (v, heads) = scan_all(&[stream]);
+        assert_eq!(heads, 3);
+        assert!(!v.rejected(2));
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        let (v, heads) = scan_all(&bytes);
+        assert_eq!(heads, 3);
+        assert!(!v.rejected(2));
+        for split in 0..stream.len() {
+            let (v, heads) = scan_all(&[&stream[..split], &stream[split..]]);
+            assert_eq!(heads, 3, "split at {split}");
+            assert!(!v.rejected(2));
+        }
+    }
+
+    #[test]
+    fn flags_the_smuggling_head_by_index() {
+        let (v, _) = scan_all(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\
+POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]);
+        assert!(!v.rejected(0));
+        assert!(v.rejected(1));
+        let (v, _) =
+            scan_all(&[b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"]);
+        assert!(v.rejected(0));
+    }
+}

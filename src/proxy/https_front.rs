@@ -1,0 +1,140 @@
+//! The :443 front door: one port for pass-through, terminate and re-encrypt.
+//!
+//! Per connection, under ONE deadline (`timeouts.client_hello`) for everything before HTTP:
+//! 1. **PROXY header**, only from `trusted_proxy_protocol` sources;
+//! 2. **ClientHello** read into a bounded buffer (`limits.max_client_hello_bytes`);
+//! 3. **route by SNI** (`RouteTable::route_sni`): a pass-through host goes to
+//!    [`passthrough::serve`] with the buffered bytes replayed; everything else (terminate,
+//!    re-encrypt, unknown SNI, no SNI) continues the handshake in rustls on the same socket,
+//!    replaying the buffer through [`PrefixedIo`]: no second hop, no loopback port;
+//! 4. **HTTP** over the TLS stream: `http_front::serve_connection`.
+//!
+//! A malformed, truncated, oversized or late ClientHello closes the connection and is counted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::prefixed_io::PrefixedIo;
+use super::{ConnInfo, ProxyContext, TlsInfo, http_front, passthrough, proxy_protocol};
+use crate::metrics::Mode;
+use crate::model::route::TlsMode;
+use crate::table::RouteTable;
+use crate::tls::client_hello;
+
+/// Serves one accepted :443 connection from `peer` to our address `local`, routed on `table`
+/// (loaded once at accept and kept for the connection's life).
+pub async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    table: Arc<RouteTable>,
+    ctx: Arc<ProxyContext>,
+) {
+    let started = Instant::now();
+    let deadline = started + table.class.timeouts.client_hello;
+    let max = usize::try_from(table.class.limits.max_client_hello_bytes).unwrap_or(usize::MAX);
+    let mut buf = Vec::new();
+
+    let trusted = &table.class.trusted_proxy_protocol;
+    let client = match proxy_protocol::client_address(
+        &mut stream,
+        peer,
+        trusted,
+        &mut buf,
+        deadline,
+    )
+    .await
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "closing :443 connection from a trusted proxy");
+            return;
+        }
+    };
+
+    let hello = match client_hello::read_client_hello(&mut stream, &mut buf, max, deadline).await {
+        Ok(hello) => hello,
+        Err(error) => {
+            if let Some(why) = error.rejection() {
+                ctx.metrics.hello_rejected(why);
+            }
+            tracing::debug!(%client, %error, "closing :443 connection before routing");
+            return;
+        }
+    };
+
+    let mut conn = ConnInfo {
+        client,
+        local,
+        tls: None,
+    };
+    let vhost = hello.sni.as_deref().and_then(|sni| table.route_sni(sni));
+    if let Some(vhost) = vhost
+        && vhost.tls_mode == TlsMode::Passthrough
+    {
+        match &vhost.passthrough {
+            Some(upstream) => {
+                let io = PrefixedIo::new(buf, stream);
+                let sni = hello.sni.as_deref();
+                passthrough::serve(io, sni, &conn, upstream, &table, &ctx, started).await;
+            }
+            None => tracing::warn!(sni = ?hello.sni, "pass-through host without an upstream"),
+        }
+        return;
+    }
+    let mode = match vhost.map(|v| v.tls_mode) {
+        Some(TlsMode::Reencrypt) => Mode::Reencrypt,
+        _ => Mode::Terminate,
+    };
+    conn.tls = Some(TlsInfo {
+        sni: hello.sni,
+        alpn: None,
+    });
+    terminate(stream, buf, conn, mode, deadline, table, ctx).await;
+}
+
+/// Continues the handshake in rustls (replaying the buffered ClientHello), then serves HTTP.
+/// `conn.tls` holds the SNI; the negotiated ALPN is filled in here.
+async fn terminate(
+    stream: TcpStream,
+    buf: Vec<u8>,
+    mut conn: ConnInfo,
+    mode: Mode,
+    deadline: Instant,
+    table: Arc<RouteTable>,
+    ctx: Arc<ProxyContext>,
+) {
+    let config = match ctx.tls.config_for(&table, &ctx.fallback_certificate) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "no TLS server config; closing");
+            ctx.metrics.handshake(mode, false);
+            return;
+        }
+    };
+    let sni = conn.tls.as_ref().and_then(|t| t.sni.clone());
+    let io = PrefixedIo::new(buf, stream);
+    let tls = match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(io)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            // rustls has queued an alert and tokio-rustls tried to send it.
+            ctx.metrics.handshake(mode, false);
+            tracing::debug!(client = %conn.client, sni = ?sni, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.handshake(mode, false);
+            tracing::debug!(client = %conn.client, sni = ?sni, "TLS handshake timed out");
+            return;
+        }
+    };
+    ctx.metrics.handshake(mode, true);
+    if let Some(info) = conn.tls.as_mut() {
+        info.alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    }
+    http_front::serve_connection(tls, conn, table, ctx).await;
+}

@@ -1,0 +1,1295 @@
+//! Cluster mode against a scripted Kubernetes API server: kube's `Client` over a `tower-test`
+//! mock service. Every request the controller makes is recorded and asserted: watch scoping and
+//! selectors, status patches, Events, Lease create/renew; and the behaviour on 410 Gone, 403,
+//! 500 and broken streams.
+
+#[allow(dead_code)]
+#[path = "support/wait.rs"]
+mod wait;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::Client;
+use kube::client::Body;
+use portcullis::controller::{Cluster, ControllerSettings, run_until};
+use portcullis::crd::IngressClassParams;
+use portcullis::model::diagnostic::{Diagnostic, ObjectRef, Reason};
+use portcullis::model::{self, Built, LastGood};
+use portcullis::settings::BuildSettings;
+use portcullis::source::Snapshot;
+use portcullis::source::kubernetes::{KubeSource, SourceSettings, strip_metadata, strip_secret};
+use portcullis::status::{
+    ClusterView, LeaderElector, LeaseSettings, Publisher, PublisherSettings, StatusAddresses,
+    parse_status_addresses,
+};
+use portcullis::table::RouteTable;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use wait::wait_until;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ResBody = UnsyncBoxBody<Bytes, BoxError>;
+
+const T: Duration = Duration::from_secs(20);
+
+// === the scripted API server ===
+
+/// One request as the API server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    content_type: Option<String>,
+    body: Value,
+}
+
+impl Seen {
+    fn q(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    fn is_watch(&self) -> bool {
+        self.method == Method::GET && self.q("watch") == Some("true")
+    }
+    fn is_list(&self) -> bool {
+        self.method == Method::GET && !self.is_watch()
+    }
+    fn is(&self, method: Method, path: &str) -> bool {
+        self.method == method && self.path == path
+    }
+}
+
+enum Reply {
+    Json(StatusCode, Value),
+    /// A watch stream the test feeds with `Mock::push` and ends with `Mock::break_watches`.
+    Watch,
+}
+
+type Handler = Box<dyn FnMut(&Seen) -> Option<Reply> + Send>;
+
+#[derive(Clone)]
+struct Mock {
+    client: Client,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    watches: Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>>>,
+}
+
+impl Mock {
+    /// Starts the server; `handler` answers what it wants, the rest gets [`default_reply`].
+    fn start(handler: impl FnMut(&Seen) -> Option<Reply> + Send + 'static) -> Mock {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<ResBody>>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let watches: Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>>> =
+            Arc::default();
+        let mut handler: Handler = Box::new(handler);
+        let (seen2, watches2) = (seen.clone(), watches.clone());
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let query = parts.uri.query().map(url_pairs).unwrap_or_default();
+                let request = Seen {
+                    method: parts.method.clone(),
+                    path: parts.uri.path().to_string(),
+                    query,
+                    content_type: parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .map(|v| v.to_str().unwrap().to_string()),
+                    body: if bytes.is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_slice(&bytes).unwrap()
+                    },
+                };
+                let reply = handler(&request).unwrap_or_else(|| default_reply(&request));
+                seen2.lock().unwrap().push(request.clone());
+                let response = match reply {
+                    Reply::Json(status, value) => Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(
+                            Full::new(Bytes::from(value.to_string()))
+                                .map_err(|e| -> BoxError { match e {} })
+                                .boxed_unsync(),
+                        )
+                        .unwrap(),
+                    Reply::Watch => {
+                        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+                        watches2
+                            .lock()
+                            .unwrap()
+                            .entry(request.path.clone())
+                            .or_default()
+                            .push(tx);
+                        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                            let line = rx.recv().await?;
+                            Some((Ok::<_, BoxError>(Frame::data(line)), rx))
+                        });
+                        Response::builder()
+                            .status(StatusCode::OK)
+                            .header("content-type", "application/json")
+                            .body(StreamBody::new(stream).boxed_unsync())
+                            .unwrap()
+                    }
+                };
+                send.send_response(response);
+            }
+        });
+        Mock {
+            client: Client::new(service, "default"),
+            seen,
+            watches,
+        }
+    }
+
+    fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn count(&self, f: impl Fn(&Seen) -> bool) -> usize {
+        self.requests().iter().filter(|s| f(s)).count()
+    }
+
+    async fn wait_count(&self, n: usize, f: impl Fn(&Seen) -> bool) {
+        let f = &f;
+        assert!(
+            wait_until(T, || async move { self.count(f) >= n }).await,
+            "expected {n} matching requests; saw {:#?}",
+            self.requests()
+        );
+    }
+
+    /// Sends one watch event on every open watch of `path`.
+    fn push(&self, path: &str, event: Value) {
+        let watches = self.watches.lock().unwrap();
+        let open = watches.get(path).expect("no watch open on this path");
+        let mut line = event.to_string().into_bytes();
+        line.push(b'\n');
+        for tx in open {
+            let _ = tx.send(Bytes::from(line.clone()));
+        }
+    }
+
+    /// Ends every open watch stream of `path`, as a dropped connection would.
+    fn break_watches(&self, path: &str) {
+        self.watches.lock().unwrap().remove(path);
+    }
+
+    fn open_watches(&self, path: &str) -> usize {
+        self.watches
+            .lock()
+            .unwrap()
+            .get(path)
+            .map_or(0, |v| v.iter().filter(|tx| !tx.is_closed()).count())
+    }
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Lists: empty at resourceVersion 1; watches: held open; writes: echoed.
+fn default_reply(request: &Seen) -> Reply {
+    if request.is_watch() {
+        return Reply::Watch;
+    }
+    match request.method {
+        Method::GET => Reply::Json(StatusCode::OK, list(&[], "1")),
+        Method::POST => {
+            let mut body = request.body.clone();
+            body["metadata"]["resourceVersion"] = json!("1");
+            Reply::Json(StatusCode::CREATED, body)
+        }
+        _ => Reply::Json(StatusCode::OK, request.body.clone()),
+    }
+}
+
+fn list(items: &[Value], resource_version: &str) -> Value {
+    json!({ "metadata": { "resourceVersion": resource_version }, "items": items })
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+        "message": format!("scripted {code}"), "reason": reason, "code": code,
+    })
+}
+
+fn error_reply(code: u16, reason: &str) -> Reply {
+    Reply::Json(StatusCode::from_u16(code).unwrap(), status(code, reason))
+}
+
+// === fixtures ===
+
+fn ingress(ns: &str, name: &str, rv: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {
+            "name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": rv,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"huge\":\"copy\"}",
+                "portcullis.io/tls-mode": "passthrough",
+            },
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "networking.k8s.io/v1"}],
+        },
+        "spec": {
+            "ingressClassName": "portcullis",
+            "rules": [{"host": format!("{name}.example.com"), "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "web", "port": {"number": 443}}},
+            }]}}],
+        },
+    })
+}
+
+fn fixtures() -> HashMap<&'static str, Vec<Value>> {
+    let tls_secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "tls", "namespace": "apps", "resourceVersion": "3"},
+        "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5", "other": "ZHJvcA=="},
+    });
+    let both = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "both", "namespace": "apps", "resourceVersion": "4",
+                     "labels": {"portcullis.io/backend-ca": "true"}},
+        "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5", "ca.crt": "Y2E="},
+    });
+    let ca = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "backend-ca", "namespace": "apps", "resourceVersion": "5",
+                     "labels": {"portcullis.io/backend-ca": "true"},
+                     "managedFields": [{"manager": "helm"}]},
+        "data": {"ca.crt": "Y2E=", "password": "c2VjcmV0"},
+    });
+    HashMap::from([
+        (
+            "ingresses",
+            vec![ingress("apps", "a", "10"), ingress("apps", "b", "11")],
+        ),
+        (
+            "ingressclasses",
+            vec![json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                "metadata": {"name": "portcullis", "resourceVersion": "2",
+                             "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+                "spec": {"controller": "portcullis.io/ingress-controller",
+                         "parameters": {"apiGroup": "portcullis.io", "kind": "IngressClassParams", "name": "default"}},
+            })],
+        ),
+        (
+            "services",
+            vec![json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "apps", "resourceVersion": "6"},
+                "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443}]},
+            })],
+        ),
+        (
+            "endpointslices",
+            vec![json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "web-abc", "namespace": "apps", "resourceVersion": "7",
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.1.0.5"], "conditions": {"ready": true}}],
+                "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}],
+            })],
+        ),
+        (
+            "ingressclassparams",
+            vec![json!({
+                "apiVersion": "portcullis.io/v1alpha1", "kind": "IngressClassParams",
+                "metadata": {"name": "default", "resourceVersion": "8"},
+                "spec": {"passthrough": {"allowed": true, "namespaces": ["apps"]}},
+            })],
+        ),
+        ("secrets-tls", vec![tls_secret, both.clone()]),
+        ("secrets-ca", vec![both, ca]),
+    ])
+}
+
+/// Serves [`fixtures`] for the list of each kind (by the last path segment and selector).
+fn fixture_lists(request: &Seen) -> Option<Reply> {
+    if !request.is_list() {
+        return None;
+    }
+    let fixtures = fixtures();
+    let last = request.path.rsplit('/').next().unwrap();
+    let key = match (last, request.q("fieldSelector"), request.q("labelSelector")) {
+        ("secrets", Some("type=kubernetes.io/tls"), None) => "secrets-tls",
+        ("secrets", None, Some("portcullis.io/backend-ca=true")) => "secrets-ca",
+        ("secrets", _, _) => return Some(Reply::Json(StatusCode::OK, list(&[], "1"))),
+        (other, _, _) => fixtures.keys().find(|k| **k == other).copied()?,
+    };
+    Some(Reply::Json(StatusCode::OK, list(&fixtures[key], "20")))
+}
+
+fn source_settings(ns: Option<&str>) -> SourceSettings {
+    SourceSettings {
+        watch_namespace: ns.map(str::to_string),
+        publish_service: Some(("ingress".into(), "portcullis".into())),
+        default_certificate: Some(("ingress".into(), "default-cert".into())),
+    }
+}
+
+async fn ready(source: &KubeSource) {
+    tokio::time::timeout(T, source.wait_ready())
+        .await
+        .expect("source not ready in time")
+        .unwrap();
+}
+
+const INGRESSES: &str = "/apis/networking.k8s.io/v1/namespaces/apps/ingresses";
+
+// === source: requests ===
+
+#[tokio::test]
+async fn watch_namespace_scopes_every_namespaced_kind_and_secrets_are_selected() {
+    let mock = Mock::start(|_| None);
+    let source = KubeSource::start(mock.client.clone(), &source_settings(Some("apps")));
+    ready(&source).await;
+    mock.wait_count(9, Seen::is_watch).await;
+
+    let requests = mock.requests();
+    let lists: BTreeSet<(String, Option<String>, Option<String>)> = requests
+        .iter()
+        .filter(|r| r.is_list())
+        .map(|r| {
+            assert_eq!(r.q("limit"), Some("500"), "paginated list: {r:?}");
+            assert_eq!(r.q("sendInitialEvents"), None, "no streaming lists: {r:?}");
+            assert_eq!(r.q("resourceVersion"), None, "quorum list: {r:?}");
+            (
+                r.path.clone(),
+                r.q("fieldSelector").map(str::to_string),
+                r.q("labelSelector").map(str::to_string),
+            )
+        })
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    let expected: BTreeSet<_> = [
+        (INGRESSES.to_string(), None, None),
+        (
+            "/apis/networking.k8s.io/v1/ingressclasses".into(),
+            None,
+            None,
+        ),
+        ("/api/v1/namespaces/apps/services".into(), None, None),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/apps/endpointslices".into(),
+            None,
+            None,
+        ),
+        (
+            "/apis/portcullis.io/v1alpha1/ingressclassparams".into(),
+            None,
+            None,
+        ),
+        (
+            "/api/v1/namespaces/apps/secrets".into(),
+            s("type=kubernetes.io/tls"),
+            None,
+        ),
+        (
+            "/api/v1/namespaces/apps/secrets".into(),
+            None,
+            s("portcullis.io/backend-ca=true"),
+        ),
+        (
+            "/api/v1/namespaces/ingress/secrets".into(),
+            s("metadata.name=default-cert"),
+            None,
+        ),
+        (
+            "/api/v1/namespaces/ingress/services".into(),
+            s("metadata.name=portcullis"),
+            None,
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(lists, expected);
+
+    for watch in requests.iter().filter(|r| r.is_watch()) {
+        assert_eq!(
+            watch.q("resourceVersion"),
+            Some("1"),
+            "watch from the list: {watch:?}"
+        );
+        assert_eq!(watch.q("allowWatchBookmarks"), Some("true"));
+        assert_eq!(
+            watch.q("sendInitialEvents"),
+            None,
+            "no streaming lists: {watch:?}"
+        );
+        let key = (
+            watch.path.clone(),
+            watch.q("fieldSelector").map(str::to_string),
+            watch.q("labelSelector").map(str::to_string),
+        );
+        assert!(expected.contains(&key), "unexpected watch {watch:?}");
+    }
+    assert!(
+        requests.iter().all(|r| r.method == Method::GET),
+        "the source only reads"
+    );
+}
+
+#[tokio::test]
+async fn without_watch_namespace_namespaced_kinds_are_watched_cluster_wide() {
+    let mock = Mock::start(|_| None);
+    let source = KubeSource::start(mock.client.clone(), &source_settings(None));
+    ready(&source).await;
+    let paths: BTreeSet<(String, Option<String>)> = mock
+        .requests()
+        .iter()
+        .filter(|r| r.is_list())
+        .map(|r| (r.path.clone(), r.q("fieldSelector").map(str::to_string)))
+        .collect();
+    let expected: BTreeSet<(String, Option<String>)> = [
+        ("/apis/networking.k8s.io/v1/ingresses", None),
+        ("/apis/networking.k8s.io/v1/ingressclasses", None),
+        ("/api/v1/services", None),
+        ("/apis/discovery.k8s.io/v1/endpointslices", None),
+        ("/apis/portcullis.io/v1alpha1/ingressclassparams", None),
+        ("/api/v1/secrets", Some("type=kubernetes.io/tls")),
+        ("/api/v1/secrets", None), // the label-selected one
+        // The default certificate is in scope: no watcher of its own.
+        (
+            "/api/v1/namespaces/ingress/services",
+            Some("metadata.name=portcullis"),
+        ),
+    ]
+    .into_iter()
+    .map(|(p, f)| (p.to_string(), f.map(str::to_string)))
+    .collect();
+    assert_eq!(paths, expected);
+}
+
+// === source: one pipeline, two sources ===
+
+#[tokio::test]
+async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
+    let mock = Mock::start(fixture_lists);
+    let source = KubeSource::start(mock.client.clone(), &source_settings(Some("apps")));
+    ready(&source).await;
+    let from_cluster = source.snapshot();
+
+    let f = fixtures();
+    fn objects<K: serde::de::DeserializeOwned>(values: &[Value], strip: fn(&mut K)) -> Vec<K> {
+        values
+            .iter()
+            .map(|v| {
+                let mut o: K = serde_json::from_value(v.clone()).unwrap();
+                strip(&mut o);
+                o
+            })
+            .collect()
+    }
+    let mut secrets: Vec<Secret> = objects(&f["secrets-tls"], strip_secret);
+    secrets.extend(objects::<Secret>(&f["secrets-ca"][1..], strip_secret)); // `both` once
+    secrets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let direct = Snapshot {
+        ingresses: objects::<Ingress>(&f["ingresses"], strip_metadata),
+        classes: objects::<IngressClass>(&f["ingressclasses"], strip_metadata),
+        secrets,
+        services: objects::<Service>(&f["services"], strip_metadata),
+        endpoint_slices: objects::<EndpointSlice>(&f["endpointslices"], strip_metadata),
+        class_params: objects::<IngressClassParams>(&f["ingressclassparams"], strip_metadata),
+        ..Snapshot::default()
+    };
+
+    assert_eq!(from_cluster.ingresses, direct.ingresses);
+    assert_eq!(from_cluster.classes, direct.classes);
+    assert_eq!(from_cluster.secrets, direct.secrets);
+    assert_eq!(from_cluster.services, direct.services);
+    assert_eq!(from_cluster.endpoint_slices, direct.endpoint_slices);
+    let json = |v: &[IngressClassParams]| serde_json::to_value(v).unwrap();
+    assert_eq!(json(&from_cluster.class_params), json(&direct.class_params));
+
+    // What the stores keep: no managedFields, no last-applied copy, only the Secret keys read.
+    let a = &from_cluster.ingresses[0];
+    assert_eq!(a.metadata.managed_fields, None);
+    let annotations = a.metadata.annotations.as_ref().unwrap();
+    assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+    assert_eq!(annotations["portcullis.io/tls-mode"], "passthrough");
+    let names: Vec<_> = from_cluster
+        .secrets
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["backend-ca", "both", "tls"]);
+    let ca = &from_cluster.secrets[0];
+    assert_eq!(
+        ca.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+        ["ca.crt"]
+    );
+    let tls = &from_cluster.secrets[2];
+    assert_eq!(
+        tls.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+        ["tls.crt", "tls.key"]
+    );
+
+    let settings = BuildSettings::default();
+    let built = model::build(&from_cluster, &settings, &LastGood::default());
+    let built2 = model::build(&direct, &settings, &LastGood::default());
+    assert_eq!(built.table, built2.table);
+    assert_eq!(built.diagnostics, built2.diagnostics);
+}
+
+// === source: errors ===
+
+#[tokio::test]
+async fn gone_410_relists_and_replaces_the_store() {
+    let lists = Arc::new(AtomicUsize::new(0));
+    let counter = lists.clone();
+    let mock = Mock::start(move |r| {
+        if r.is_list() && r.path == INGRESSES {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let items = if n == 0 {
+                vec![ingress("apps", "a", "5")]
+            } else {
+                vec![ingress("apps", "b", "9")]
+            };
+            return Some(Reply::Json(
+                StatusCode::OK,
+                list(&items, if n == 0 { "5" } else { "9" }),
+            ));
+        }
+        None
+    });
+    let source = KubeSource::start(mock.client.clone(), &source_settings(Some("apps")));
+    ready(&source).await;
+    let names = |s: &KubeSource| -> Vec<String> {
+        s.snapshot()
+            .ingresses
+            .iter()
+            .map(|i| i.metadata.name.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(names(&source), ["a"]);
+    mock.wait_count(1, |r| r.is_watch() && r.path == INGRESSES)
+        .await;
+    let before = source.changes().borrow().generation;
+
+    mock.push(
+        INGRESSES,
+        json!({"type": "ERROR", "object": status(410, "Expired")}),
+    );
+
+    assert!(
+        wait_until(T, || async { names(&source) == ["b"] }).await,
+        "re-listed after 410"
+    );
+    assert_eq!(lists.load(Ordering::SeqCst), 2);
+    mock.wait_count(1, |r| {
+        r.is_watch() && r.path == INGRESSES && r.q("resourceVersion") == Some("9")
+    })
+    .await;
+    assert!(
+        source.changes().borrow().generation > before,
+        "the re-list is a change"
+    );
+}
+
+#[tokio::test]
+async fn errors_and_broken_streams_keep_the_last_objects_and_retry() {
+    let watches = Arc::new(AtomicUsize::new(0));
+    let counter = watches.clone();
+    let mock = Mock::start(move |r| {
+        if r.path != INGRESSES {
+            return None;
+        }
+        if r.is_list() {
+            return Some(Reply::Json(
+                StatusCode::OK,
+                list(&[ingress("apps", "a", "5")], "5"),
+            ));
+        }
+        match counter.fetch_add(1, Ordering::SeqCst) {
+            0 => Some(error_reply(500, "InternalError")),
+            1 => Some(error_reply(403, "Forbidden")),
+            _ => Some(Reply::Watch),
+        }
+    });
+    let source = KubeSource::start(mock.client.clone(), &source_settings(Some("apps")));
+    ready(&source).await;
+    let names = |s: &KubeSource| -> Vec<String> {
+        s.snapshot()
+            .ingresses
+            .iter()
+            .map(|i| i.metadata.name.clone().unwrap())
+            .collect()
+    };
+
+    // 500, then 403 on starting the watch: retried with back-off, the store keeps `a`.
+    mock.wait_count(3, |r| r.is_watch() && r.path == INGRESSES)
+        .await;
+    assert_eq!(names(&source), ["a"]);
+    assert!(wait_until(T, || async { mock.open_watches(INGRESSES) == 1 }).await);
+
+    // A broken stream: re-watch from the same resourceVersion, no re-list.
+    mock.break_watches(INGRESSES);
+    mock.wait_count(4, |r| r.is_watch() && r.path == INGRESSES)
+        .await;
+    assert_eq!(names(&source), ["a"]);
+    let watches_seen: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_watch() && r.path == INGRESSES)
+        .map(|r| r.q("resourceVersion").map(str::to_string))
+        .collect();
+    assert!(
+        watches_seen.iter().all(|v| v.as_deref() == Some("5")),
+        "{watches_seen:?}"
+    );
+    assert_eq!(mock.count(|r| r.is_list() && r.path == INGRESSES), 1);
+
+    // Still alive: a new event lands in the store.
+    assert!(wait_until(T, || async { mock.open_watches(INGRESSES) == 1 }).await);
+    let generation = source.changes().borrow().generation;
+    mock.push(
+        INGRESSES,
+        json!({"type": "ADDED", "object": ingress("apps", "b", "6")}),
+    );
+    assert!(wait_until(T, || async { names(&source) == ["a", "b"] }).await);
+    let change = *source.changes().borrow();
+    assert!(change.generation > generation && change.at.is_some());
+}
+
+#[tokio::test]
+async fn a_missing_crd_does_not_block_readiness_and_is_picked_up_later() {
+    let installed = Arc::new(AtomicBool::new(false));
+    let flag = installed.clone();
+    let services_failed = Arc::new(AtomicBool::new(false));
+    let mock = Mock::start(move |r| {
+        if r.is_list()
+            && r.path == "/api/v1/namespaces/apps/services"
+            && !services_failed.swap(true, Ordering::SeqCst)
+        {
+            return Some(error_reply(500, "InternalError"));
+        }
+        if r.is_list() && r.path == "/apis/portcullis.io/v1alpha1/ingressclassparams" {
+            if !flag.load(Ordering::SeqCst) {
+                return Some(error_reply(404, "NotFound"));
+            }
+            return fixture_lists(r);
+        }
+        None
+    });
+    let source = KubeSource::start(mock.client.clone(), &source_settings(Some("apps")));
+    ready(&source).await;
+    assert!(source.is_ready());
+    assert!(source.class_params_crd_missing());
+    assert!(source.snapshot().class_params.is_empty());
+    // The failed Service list was retried before the source became ready.
+    assert_eq!(
+        mock.count(|r| r.is_list() && r.path == "/api/v1/namespaces/apps/services"),
+        2
+    );
+
+    installed.store(true, Ordering::SeqCst);
+    assert!(
+        wait_until(T, || async { source.snapshot().class_params.len() == 1 }).await,
+        "CRD installed later is picked up"
+    );
+    assert!(!source.class_params_crd_missing());
+}
+
+// === leader election ===
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ingress/leases/portcullis-leader";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/ingress/leases";
+
+fn lease_settings() -> LeaseSettings {
+    LeaseSettings::new("ingress", "portcullis-leader", "pod-a")
+}
+
+/// Lease server: GET 404 until created; POST creates (rv 1); PUT bumps rv, 409 on a stale rv.
+fn lease_server() -> impl FnMut(&Seen) -> Option<Reply> + Send + 'static {
+    let mut stored: Option<Value> = None;
+    move |r| {
+        if r.is(Method::GET, LEASE) {
+            return Some(match &stored {
+                Some(l) => Reply::Json(StatusCode::OK, l.clone()),
+                None => error_reply(404, "NotFound"),
+            });
+        }
+        if r.is(Method::POST, LEASES) {
+            let mut l = r.body.clone();
+            l["metadata"]["resourceVersion"] = json!("1");
+            stored = Some(l.clone());
+            return Some(Reply::Json(StatusCode::CREATED, l));
+        }
+        if r.is(Method::PUT, LEASE) {
+            let current = stored.as_ref()?["metadata"]["resourceVersion"]
+                .as_str()?
+                .to_string();
+            if r.body["metadata"]["resourceVersion"] != json!(current) {
+                return Some(error_reply(409, "Conflict"));
+            }
+            let mut l = r.body.clone();
+            let next = current.parse::<u64>().unwrap() + 1;
+            l["metadata"]["resourceVersion"] = json!(next.to_string());
+            stored = Some(l.clone());
+            return Some(Reply::Json(StatusCode::OK, l));
+        }
+        None
+    }
+}
+
+#[tokio::test]
+async fn lease_is_created_then_renewed_with_its_resource_version() {
+    let mock = Mock::start(lease_server());
+    let mut elector = LeaderElector::new(mock.client.clone(), lease_settings());
+    let leadership = elector.leadership();
+    assert!(!leadership.is_leader());
+    assert!(elector.step().await.unwrap());
+    assert!(leadership.is_leader());
+    assert!(elector.step().await.unwrap());
+
+    let r = mock.requests();
+    assert_eq!(r.len(), 3, "{r:#?}");
+    assert!(r[0].is(Method::GET, LEASE));
+    assert!(r[1].is(Method::POST, LEASES));
+    let spec = &r[1].body["spec"];
+    assert_eq!(r[1].body["metadata"]["name"], "portcullis-leader");
+    assert_eq!(spec["holderIdentity"], "pod-a");
+    assert_eq!(spec["leaseDurationSeconds"], 15);
+    assert_eq!(spec["leaseTransitions"], 0);
+    assert!(spec["acquireTime"].is_string() && spec["renewTime"].is_string());
+    // Renewal: a PUT straight away, guarded by the resourceVersion the create returned.
+    assert!(r[2].is(Method::PUT, LEASE));
+    assert_eq!(r[2].body["metadata"]["resourceVersion"], "1");
+    assert_eq!(r[2].body["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(r[2].body["spec"]["acquireTime"], spec["acquireTime"]);
+    assert_eq!(r[2].body["spec"]["leaseTransitions"], 0);
+}
+
+fn foreign_lease(renew_time: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "portcullis-leader", "namespace": "ingress", "resourceVersion": "7"},
+        "spec": {"holderIdentity": "pod-b", "leaseDurationSeconds": 1, "leaseTransitions": 3,
+                 "acquireTime": renew_time, "renewTime": renew_time},
+    })
+}
+
+#[tokio::test]
+async fn a_held_lease_is_respected_until_it_expires_then_taken_over() {
+    let mock = Mock::start(|r| {
+        if r.is(Method::GET, LEASE) {
+            return Some(Reply::Json(
+                StatusCode::OK,
+                foreign_lease("2026-01-01T00:00:00.000000Z"),
+            ));
+        }
+        if r.is(Method::PUT, LEASE) {
+            return Some(Reply::Json(StatusCode::OK, r.body.clone()));
+        }
+        None
+    });
+    let mut elector = LeaderElector::new(mock.client.clone(), lease_settings());
+    assert!(!elector.step().await.unwrap(), "pod-b holds it");
+    assert!(!elector.leadership().is_leader());
+    assert_eq!(mock.count(|r| r.method == Method::PUT), 0);
+
+    // Unchanged for longer than its leaseDurationSeconds (1 s) on our clock: expired.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(elector.step().await.unwrap());
+    let put = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::PUT)
+        .unwrap();
+    assert_eq!(put.path, LEASE);
+    assert_eq!(put.body["metadata"]["resourceVersion"], "7");
+    assert_eq!(put.body["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(put.body["spec"]["leaseTransitions"], 4);
+    assert_eq!(put.body["spec"]["leaseDurationSeconds"], 15);
+}
+
+// === publisher ===
+
+#[derive(Default)]
+struct FakeView {
+    ingresses: Mutex<HashMap<(String, String), Arc<Ingress>>>,
+    publish_service: Mutex<Option<Arc<Service>>>,
+}
+
+impl FakeView {
+    fn put(&self, value: Value) {
+        let i: Ingress = serde_json::from_value(value).unwrap();
+        let key = (
+            i.metadata.namespace.clone().unwrap(),
+            i.metadata.name.clone().unwrap(),
+        );
+        self.ingresses.lock().unwrap().insert(key, Arc::new(i));
+    }
+}
+
+impl ClusterView for FakeView {
+    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
+        self.ingresses
+            .lock()
+            .unwrap()
+            .get(&(namespace.into(), name.into()))
+            .cloned()
+    }
+    fn publish_service(&self) -> Option<Arc<Service>> {
+        self.publish_service.lock().unwrap().clone()
+    }
+    fn uid(&self, object: &ObjectRef) -> Option<String> {
+        Some(format!("uid-{}", object.name))
+    }
+}
+
+fn with_status(mut ingress: Value, lb: Value) -> Value {
+    ingress["status"] = json!({"loadBalancer": {"ingress": lb}});
+    ingress
+}
+
+fn ingress_ref(ns: &str, name: &str) -> ObjectRef {
+    ObjectRef::namespaced("Ingress", ns, name)
+}
+
+fn built(diagnostics: Vec<Diagnostic>) -> Built {
+    Built {
+        table: RouteTable::default(),
+        diagnostics,
+        last_good: LastGood::default(),
+    }
+}
+
+fn publisher_settings(addresses: StatusAddresses) -> PublisherSettings {
+    PublisherSettings {
+        addresses,
+        watch_namespace: Some("apps".into()),
+        update_status_on_shutdown: false,
+        identity: "pod-a".into(),
+    }
+}
+
+/// A leader (the lease created through the mock) and a publisher over `view`.
+async fn leader_publisher(
+    mock: &Mock,
+    view: &Arc<FakeView>,
+    settings: PublisherSettings,
+) -> (LeaderElector, Publisher) {
+    let mut elector = LeaderElector::new(mock.client.clone(), lease_settings());
+    assert!(elector.step().await.unwrap());
+    let view: Arc<dyn ClusterView> = view.clone();
+    let publisher = Publisher::new(mock.client.clone(), settings, elector.leadership(), view);
+    (elector, publisher)
+}
+
+fn is_status_patch(r: &Seen) -> bool {
+    r.method == Method::PATCH && r.path.ends_with("/status")
+}
+
+#[tokio::test]
+async fn status_is_patched_only_on_our_ingresses_and_only_when_it_differs() {
+    let mock = Mock::start(lease_server());
+    let view = Arc::new(FakeView::default());
+    view.put(ingress("apps", "a", "10"));
+    view.put(with_status(
+        ingress("apps", "b", "11"),
+        json!([{"hostname": "lb.example.com"}, {"ip": "10.0.0.1"}]),
+    ));
+    view.put(ingress("apps", "other-class", "12"));
+    view.put(ingress("elsewhere", "d", "13"));
+    let addresses = StatusAddresses::Static(parse_status_addresses("10.0.0.1,lb.example.com"));
+    let (_elector, publisher) = leader_publisher(&mock, &view, publisher_settings(addresses)).await;
+    let ours = [
+        ingress_ref("apps", "a"),
+        ingress_ref("apps", "b"),
+        ingress_ref("elsewhere", "d"),
+    ];
+
+    let outcome = publisher.publish(&built(vec![]), &ours).await;
+    assert_eq!(outcome.status_patched, 1, "{outcome:?}");
+    let patches: Vec<Seen> = mock
+        .requests()
+        .into_iter()
+        .filter(is_status_patch)
+        .collect();
+    assert_eq!(patches.len(), 1);
+    let p = &patches[0];
+    assert_eq!(
+        p.path,
+        "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/a/status"
+    );
+    assert_eq!(p.q("fieldManager"), Some("portcullis"));
+    assert_eq!(
+        p.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        p.body,
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}, {"hostname": "lb.example.com"}]}}})
+    );
+
+    // Not yet in the store (same resourceVersion): not patched again.
+    publisher.publish(&built(vec![]), &ours).await;
+    // In the store: nothing to do.
+    view.put(with_status(
+        ingress("apps", "a", "14"),
+        json!([{"ip": "10.0.0.1"}, {"hostname": "lb.example.com"}]),
+    ));
+    publisher.publish(&built(vec![]), &ours).await;
+    assert_eq!(mock.count(is_status_patch), 1);
+
+    // Someone else overwrote it: written again.
+    view.put(with_status(
+        ingress("apps", "a", "15"),
+        json!([{"ip": "192.0.2.1"}]),
+    ));
+    publisher.publish(&built(vec![]), &ours).await;
+    assert_eq!(mock.count(is_status_patch), 2);
+}
+
+#[tokio::test]
+async fn status_follows_the_publish_service_and_is_cleared_on_shutdown_when_asked() {
+    let mock = Mock::start(lease_server());
+    let view = Arc::new(FakeView::default());
+    view.put(ingress("apps", "a", "10"));
+    let mut settings = publisher_settings(StatusAddresses::Service);
+    settings.update_status_on_shutdown = true;
+    let (_elector, publisher) = leader_publisher(&mock, &view, settings).await;
+    let ours = [ingress_ref("apps", "a")];
+
+    // No publish Service (yet): existing status is left alone.
+    publisher.publish(&built(vec![]), &ours).await;
+    assert_eq!(mock.count(is_status_patch), 0);
+
+    *view.publish_service.lock().unwrap() = Some(Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": "portcullis", "namespace": "ingress"},
+            "spec": {"clusterIP": "10.96.0.10", "type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}},
+        }))
+        .unwrap(),
+    ));
+    publisher.publish(&built(vec![]), &ours).await;
+    let patch = mock.requests().into_iter().find(is_status_patch).unwrap();
+    assert_eq!(
+        patch.body,
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}})
+    );
+
+    view.put(with_status(
+        ingress("apps", "a", "11"),
+        json!([{"ip": "203.0.113.9"}]),
+    ));
+    publisher.shutdown(&ours).await;
+    let patches: Vec<Seen> = mock
+        .requests()
+        .into_iter()
+        .filter(is_status_patch)
+        .collect();
+    assert_eq!(patches.len(), 2);
+    assert_eq!(
+        patches[1].body,
+        json!({"status": {"loadBalancer": {"ingress": null}}})
+    );
+}
+
+#[tokio::test]
+async fn events_are_posted_once_per_diagnostic_and_again_when_it_returns() {
+    let mock = Mock::start(lease_server());
+    let view = Arc::new(FakeView::default());
+    let (_elector, publisher) =
+        leader_publisher(&mock, &view, publisher_settings(StatusAddresses::None)).await;
+    let ours = [ingress_ref("apps", "a")];
+    let annotation = Diagnostic::error(
+        ingress_ref("apps", "a"),
+        "metadata.annotations[\"portcullis.io/tls-mode\"]",
+        Reason::InvalidAnnotation,
+        "\"sideways\" is not one of terminate, passthrough, reencrypt",
+    );
+    let secret = Diagnostic::warning(
+        ObjectRef::namespaced("Secret", "apps", "tls"),
+        "data[\"tls.key\"]",
+        Reason::InvalidSecret,
+        "the key does not match the certificate",
+    );
+    let class = Diagnostic::error(
+        ObjectRef::cluster("IngressClass", "portcullis"),
+        "spec.parameters",
+        Reason::InvalidParams,
+        "IngressClassParams default does not exist",
+    );
+    let never = vec![
+        // An Ingress of another class, one outside the watched namespace, a file.
+        Diagnostic::error(
+            ingress_ref("apps", "theirs"),
+            "spec",
+            Reason::InvalidSpec,
+            "x",
+        ),
+        Diagnostic::error(
+            ingress_ref("elsewhere", "a"),
+            "spec",
+            Reason::InvalidSpec,
+            "x",
+        ),
+        Diagnostic::error(
+            ObjectRef::cluster("File", "/m/a.yaml"),
+            "line 1",
+            Reason::InvalidManifest,
+            "x",
+        ),
+    ];
+    let all: Vec<Diagnostic> = [annotation.clone(), secret.clone(), class.clone()]
+        .into_iter()
+        .chain(never)
+        .collect();
+    let is_event =
+        |r: &Seen| r.method == Method::POST && r.path.starts_with("/apis/events.k8s.io/");
+
+    let outcome = publisher.publish(&built(all.clone()), &ours).await;
+    assert_eq!(outcome.events_posted, 3, "{outcome:?}");
+    publisher.publish(&built(all.clone()), &ours).await;
+    assert_eq!(
+        mock.count(is_event),
+        3,
+        "the same diagnostics are not posted again"
+    );
+
+    let events: Vec<Seen> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| is_event(r))
+        .collect();
+    let e = events
+        .iter()
+        .find(|e| e.body["reason"] == "InvalidAnnotation")
+        .unwrap();
+    assert_eq!(e.path, "/apis/events.k8s.io/v1/namespaces/apps/events");
+    let b = &e.body;
+    assert_eq!(b["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(b["type"], "Warning");
+    assert_eq!(
+        b["note"],
+        "metadata.annotations[\"portcullis.io/tls-mode\"]: \"sideways\" is not one of terminate, passthrough, reencrypt"
+    );
+    assert_eq!(
+        b["regarding"],
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "a", "namespace": "apps", "uid": "uid-a"})
+    );
+    assert_eq!(b["reportingController"], "portcullis.io/ingress-controller");
+    assert_eq!(b["reportingInstance"], "pod-a");
+    assert_eq!(b["action"], "BuildRoutingTable");
+    assert_eq!(b["metadata"]["namespace"], "apps");
+    assert!(b["metadata"]["name"].as_str().unwrap().starts_with("a."));
+    assert!(b["eventTime"].is_string());
+    let warning = events
+        .iter()
+        .find(|e| e.body["reason"] == "InvalidSecret")
+        .unwrap();
+    assert_eq!(
+        warning.body["type"], "Warning",
+        "warnings are Warning events too"
+    );
+    assert_eq!(warning.body["regarding"]["apiVersion"], "v1");
+    let cluster_scoped = events
+        .iter()
+        .find(|e| e.body["reason"] == "InvalidParams")
+        .unwrap();
+    assert_eq!(
+        cluster_scoped.path,
+        "/apis/events.k8s.io/v1/namespaces/default/events"
+    );
+    assert_eq!(cluster_scoped.body["regarding"].get("namespace"), None);
+
+    // Gone, then back: posted again.
+    publisher
+        .publish(&built(vec![secret.clone(), class.clone()]), &ours)
+        .await;
+    assert_eq!(mock.count(is_event), 3);
+    publisher.publish(&built(all), &ours).await;
+    assert_eq!(mock.count(is_event), 4);
+}
+
+#[tokio::test]
+async fn losing_the_lease_stops_writes_at_once() {
+    let conflict = Arc::new(AtomicBool::new(false));
+    let flag = conflict.clone();
+    let mut leases = lease_server();
+    let mock = Mock::start(move |r| {
+        if r.is(Method::PUT, LEASE) && flag.load(Ordering::SeqCst) {
+            return Some(error_reply(409, "Conflict"));
+        }
+        leases(r)
+    });
+    let view = Arc::new(FakeView::default());
+    view.put(ingress("apps", "a", "10"));
+    let addresses = StatusAddresses::Static(parse_status_addresses("10.0.0.1"));
+    let (mut elector, publisher) =
+        leader_publisher(&mock, &view, publisher_settings(addresses)).await;
+    let ours = [ingress_ref("apps", "a")];
+    let diagnostics = vec![Diagnostic::error(
+        ingress_ref("apps", "a"),
+        "spec",
+        Reason::InvalidSpec,
+        "bad",
+    )];
+
+    // Someone else wrote the lease: the renewal conflicts, and we stop at once.
+    conflict.store(true, Ordering::SeqCst);
+    assert!(!elector.step().await.unwrap());
+    assert!(!elector.leadership().is_leader());
+    let outcome = publisher.publish(&built(diagnostics), &ours).await;
+    assert!(outcome.not_leader);
+    assert_eq!(mock.count(is_status_patch), 0);
+    assert_eq!(
+        mock.count(|r| r.path.starts_with("/apis/events.k8s.io/")),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_stops_writing_at_the_renew_deadline() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let flag = failing.clone();
+    let mut leases = lease_server();
+    let mock = Mock::start(move |r| {
+        if r.path.starts_with(LEASES) && flag.load(Ordering::SeqCst) {
+            return Some(error_reply(500, "InternalError"));
+        }
+        leases(r)
+    });
+    let mut settings = lease_settings();
+    settings.renew_deadline = Duration::from_millis(300);
+    let mut elector = LeaderElector::new(mock.client.clone(), settings);
+    assert!(elector.step().await.unwrap());
+    let view = Arc::new(FakeView::default());
+    view.put(ingress("apps", "a", "10"));
+    let view_dyn: Arc<dyn ClusterView> = view.clone();
+    let publisher = Publisher::new(
+        mock.client.clone(),
+        publisher_settings(StatusAddresses::Static(parse_status_addresses("10.0.0.1"))),
+        elector.leadership(),
+        view_dyn,
+    );
+    let ours = [ingress_ref("apps", "a")];
+
+    failing.store(true, Ordering::SeqCst);
+    assert!(elector.step().await.is_err());
+    assert!(
+        elector.leadership().is_leader(),
+        "one failed renewal is within the deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(!elector.leadership().is_leader(), "past the renew deadline");
+    let outcome = publisher.publish(&built(vec![]), &ours).await;
+    assert!(outcome.not_leader);
+    assert_eq!(mock.count(is_status_patch), 0);
+}
+
+// === assembly ===
+
+fn controller_settings() -> ControllerSettings {
+    ControllerSettings {
+        ingress_class: "portcullis".into(),
+        watch_namespace: Some("apps".into()),
+        publish_service: None,
+        publish_status_address: vec!["10.0.0.1".into()],
+        default_certificate: None,
+        lease_namespace: "ingress".into(),
+        lease_name: "portcullis-leader".into(),
+        identity: "pod-a".into(),
+        update_status_on_shutdown: false,
+    }
+}
+
+#[tokio::test]
+async fn cluster_becomes_leader_pokes_a_rebuild_and_releases_the_lease_on_shutdown() {
+    let mock = Mock::start(lease_server());
+    let cluster = Cluster::start(mock.client.clone(), &controller_settings()).unwrap();
+    tokio::time::timeout(T, cluster.wait_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cluster.is_ready());
+    assert!(wait_until(T, || async { cluster.leadership().is_leader() }).await);
+    // Seven stores listed once each (7 changes); becoming leader bumps the signal once more,
+    // so the rebuild loop publishes at once.
+    let changes = cluster.changes();
+    assert!(wait_until(T, || async { changes.borrow().generation == 8 }).await);
+
+    cluster.shutdown(&[]).await;
+    let release = mock
+        .requests()
+        .into_iter()
+        .rfind(|r| r.is(Method::PUT, LEASE))
+        .expect("the lease is released");
+    assert_eq!(release.body["spec"].get("holderIdentity"), None);
+    assert_eq!(release.body["spec"]["leaseDurationSeconds"], 1);
+}
+
+#[tokio::test]
+async fn run_until_builds_once_ready_and_stops_cleanly() {
+    let mock = Mock::start(lease_server());
+    let m = mock.clone();
+    let shutdown = async move {
+        wait_until(T, || async { m.count(|r| r.is(Method::POST, LEASES)) == 1 }).await;
+        Ok(())
+    };
+    tokio::time::timeout(
+        T,
+        run_until(mock.client.clone(), controller_settings(), shutdown),
+    )
+    .await
+    .expect("run_until returns after shutdown")
+    .unwrap();
+    assert!(
+        mock.count(|r| r.is(Method::PUT, LEASE)) >= 1,
+        "released on the way out"
+    );
+}
