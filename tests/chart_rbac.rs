@@ -173,23 +173,29 @@ fn granted(objects: &[Value]) -> BTreeSet<Grant> {
     grants
 }
 
-/// What API_ACCESS needs, placed the way the chart must place it: cluster-wide entries in a
-/// ClusterRole, or with watchNamespace in Roles in `watch_namespaces`; cluster-scoped kinds
-/// always in the ClusterRole; the other entries (Leases) in the release namespace.
-fn needed(watch_namespaces: Option<&[&str]>) -> BTreeSet<Grant> {
+/// Namespaced kinds the controller also watches in the release namespace when it watches
+/// another one: its own `--publish-service` Service and `--default-certificate` Secret.
+const OWN_NAMESPACE: &[&str] = &["services", "secrets"];
+
+/// What API_ACCESS needs, placed the way the chart must place it: cluster-scoped kinds in the
+/// ClusterRole; the other cluster-wide entries in the ClusterRole, or with watchNamespace in a
+/// Role there (plus Services and Secrets in the release namespace); the rest (Leases) in the
+/// release namespace.
+fn needed(watch_namespace: Option<&str>) -> BTreeSet<Grant> {
+    let release = || Scope::Namespace(RELEASE_NAMESPACE.to_string());
     let mut grants = BTreeSet::new();
     for access in API_ACCESS {
         let scopes = if !access.cluster_wide {
-            vec![Scope::Namespace(RELEASE_NAMESPACE.to_string())]
+            vec![release()]
         } else if CLUSTER_SCOPED.contains(&access.resource) {
             vec![Scope::Cluster]
         } else {
-            match watch_namespaces {
+            match watch_namespace {
                 None => vec![Scope::Cluster],
-                Some(nss) => nss
-                    .iter()
-                    .map(|ns| Scope::Namespace(ns.to_string()))
-                    .collect(),
+                Some(ns) if ns != RELEASE_NAMESPACE && OWN_NAMESPACE.contains(&access.resource) => {
+                    vec![Scope::Namespace(ns.to_string()), release()]
+                }
+                Some(ns) => vec![Scope::Namespace(ns.to_string())],
             }
         };
         for scope in scopes {
@@ -219,11 +225,11 @@ fn assert_same(granted: &BTreeSet<Grant>, needed: &BTreeSet<Grant>, case: &str) 
 
 #[test]
 fn cluster_scoped_kinds_are_in_api_access() {
-    for resource in CLUSTER_SCOPED {
+    for resource in CLUSTER_SCOPED.iter().chain(OWN_NAMESPACE) {
         let access = API_ACCESS.iter().find(|a| a.resource == *resource);
         assert!(
             access.is_some_and(|a| a.cluster_wide),
-            "{resource} must be a cluster-wide entry of API_ACCESS"
+            "{resource} must be a cluster-wide entry of API_ACCESS (the chart places it by name)"
         );
     }
 }
@@ -256,13 +262,13 @@ fn watch_namespace_uses_roles_for_namespaced_kinds() {
         eprintln!("no helm at $HELM or on PATH: skipping the watchNamespace renders");
         return;
     };
-    // Another namespace: Roles there and in the release namespace (own Service, default cert).
+    // Another namespace: a Role there, and Services and Secrets in the release namespace.
     let yaml = helm_template(&helm, &["--set", "controller.watchNamespace=apps"]);
-    let want = needed(Some(&["apps", RELEASE_NAMESPACE]));
+    let want = needed(Some("apps"));
     assert_same(&granted(&objects(&yaml)), &want, "watchNamespace=apps");
     // The release namespace itself.
     let yaml = helm_template(&helm, &["--set", "controller.watchNamespace=portcullis"]);
-    let want = needed(Some(&[RELEASE_NAMESPACE]));
+    let want = needed(Some(RELEASE_NAMESPACE));
     assert_same(
         &granted(&objects(&yaml)),
         &want,
@@ -276,14 +282,11 @@ fn ci_values_files_grant_exactly_api_access() {
         eprintln!("no helm at $HELM or on PATH: skipping the CI values renders");
         return;
     };
-    let cases: &[(&str, Option<&[&str]>)] = &[
-        (
-            "charts/portcullis/ci/all-on-values.yaml",
-            Some(&["apps", RELEASE_NAMESPACE]),
-        ),
+    let cases: &[(&str, Option<&str>)] = &[
+        ("charts/portcullis/ci/all-on-values.yaml", Some("apps")),
         (
             "charts/portcullis/ci/daemonset-values.yaml",
-            Some(&[RELEASE_NAMESPACE]),
+            Some(RELEASE_NAMESPACE),
         ),
     ];
     for (file, watch) in cases {

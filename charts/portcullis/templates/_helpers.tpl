@@ -67,15 +67,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- toJson $out }}
 {{- end }}
 
-{{/*
-Namespaces whose namespaced objects the controller reads, and so where its namespaced rules
-go when watchNamespace is set: the watched namespace, plus the release namespace, which holds
-the chart's own Service (--publish-service) and the default certificate Secret.
-*/}}
-{{- define "portcullis.rbacNamespaces" -}}
-{{- toJson (uniq (list .Values.controller.watchNamespace .Release.Namespace)) }}
-{{- end }}
-
 {{/* Checks of value combinations that cannot work; fail the render with a clear message. */}}
 {{- define "portcullis.validate" -}}
 {{- if not (has .Values.kind (list "Deployment" "DaemonSet")) }}
@@ -101,29 +92,38 @@ the chart's own Service (--publish-service) and the default certificate Secret.
 {{/*
 Rules for the namespaced kinds the controller reads and writes (src/rbac.rs API_ACCESS, the
 cluster_wide entries other than IngressClasses and IngressClassParams). Granted by the
-ClusterRole, or, with watchNamespace, by Roles.
+ClusterRole, or, with watchNamespace, by a Role in the watched namespace.
 */}}
 {{- define "portcullis.namespacedRules" -}}
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["list", "watch"]
-# Status writes: the load balancer address of the published Service.
+# Status writes: the published address on our Ingresses.
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses/status"]
   verbs: ["patch"]
-# Services resolve backends and (get) the published Service's address.
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "list", "watch"]
-# TLS certificates named by spec.tls, backend CAs, and the default certificate.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["list", "watch"]
-- apiGroups: ["discovery.k8s.io"]
-  resources: ["endpointslices"]
-  verbs: ["list", "watch"]
 # Diagnostics are published as Events on the Ingress they concern.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+{{ include "portcullis.serviceSecretRules" . }}
+{{- end }}
+
+{{/*
+Services and Secrets: backends and their certificates in the watched namespaces, and in the
+release namespace the chart's own Service (--publish-service, watched by name) and the default
+certificate Secret (--default-certificate, watched by name). Only the TLS Secrets
+(type=kubernetes.io/tls) and the Secrets labelled portcullis.io/backend-ca=true are watched,
+but RBAC cannot restrict list/watch by selector.
+*/}}
+{{- define "portcullis.serviceSecretRules" -}}
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["list", "watch"]
 {{- end }}
