@@ -35,10 +35,12 @@ pub struct IngressClassParamsSpec {
     pub passthrough: Option<PassthroughPolicy>,
     /// Source CIDRs allowed to send a PROXY protocol header to our listeners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = CIDR_PATTERN)))]
     pub trusted_proxy_protocol_cidrs: Vec<String>,
     /// Source CIDRs whose incoming `X-Forwarded-*` / `Forwarded` headers are kept (appended to);
     /// from anyone else they are overwritten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = CIDR_PATTERN)))]
     pub trusted_forwarded_cidrs: Vec<String>,
     /// Timeouts, as durations like `5s`, `500ms`, `2m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,7 +120,11 @@ pub enum HealthCheckMethod {
 /// A Secret by namespace and name.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct SecretReference {
+    /// Namespace of the Secret (a DNS-1123 label).
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
     pub namespace: String,
+    /// Name of the Secret (a DNS-1123 subdomain).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
 }
 
@@ -142,6 +148,7 @@ pub struct TlsPolicy {
     /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`); default: rustls' modern set (AEAD only,
     /// forward-secret only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^TLS(13)?_[A-Z0-9_]+$")))]
     pub cipher_suites: Vec<String>,
     /// Prefer the post-quantum hybrid key exchange X25519MLKEM768 (default `true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,8 +164,20 @@ pub struct PassthroughPolicy {
     pub allowed: bool,
     /// When set, only Ingresses in these namespaces may use pass-through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)))]
     pub namespaces: Option<Vec<String>>,
 }
+
+/// A namespace name (DNS-1123 label), as the API server checks it.
+const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// An object name (DNS-1123 subdomain), as the API server checks it for Secrets.
+const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// The shape of an IPv4 or IPv6 CIDR (`10.0.0.0/8`, `fd00::/8`), so the API server rejects an
+/// address without a prefix length or an out-of-range prefix; the controller still parses it.
+const CIDR_PATTERN: &str = r"^(([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8]))$";
 
 fn yes() -> bool {
     true
