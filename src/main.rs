@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 use portcullis::check;
 use portcullis::crd::IngressClassParams;
 use portcullis::model::{self, LastGood};
-use portcullis::settings::{BuildSettings, LogFormat, Settings};
+use portcullis::settings::{BuildSettings, LogFormat, PublicPorts, Settings};
 use portcullis::source::watch::{WatchError, load_once};
 
 /// Exit status of usage errors (as clap uses).
@@ -124,6 +124,14 @@ struct Common {
     /// Log filter, e.g. `info` or `portcullis=debug,access=off` (default: RUST_LOG, else info).
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Port clients use for plain HTTP when a Service maps it onto --http-addr (for
+    /// `X-Forwarded-Port`); default: the listener's own port.
+    #[arg(long, value_name = "PORT")]
+    public_http_port: Option<u16>,
+    /// Port clients use for HTTPS when a Service maps it onto --https-addr (for redirect
+    /// `Location`s and `X-Forwarded-Port`); default: the listener's own port.
+    #[arg(long, value_name = "PORT")]
+    public_https_port: Option<u16>,
     /// How long open connections may finish after SIGTERM, e.g. `30s`, `500ms`, `2m`.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -154,6 +162,10 @@ impl Common {
             cert_dir,
             log_format: self.log_format.into(),
             shutdown_grace: self.shutdown_grace,
+            public_ports: PublicPorts {
+                http: self.public_http_port,
+                https: self.public_https_port,
+            },
             ..Settings::default()
         }
     }

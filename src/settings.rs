@@ -52,6 +52,17 @@ pub struct Settings {
     pub max_delay: Duration,
     /// How long open connections may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The ports clients connect to when a Service or NAT maps them onto our listeners (chart:
+    /// 80 → 8080, 443 → 8443). Used for redirect `Location`s and `X-Forwarded-Port`; `None`
+    /// means the bound listener's port.
+    pub public_ports: PublicPorts,
+}
+
+/// Client-facing ports, when they differ from the ports we listen on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublicPorts {
+    pub http: Option<u16>,
+    pub https: Option<u16>,
 }
 
 impl Default for Settings {
@@ -66,6 +77,7 @@ impl Default for Settings {
             hold_off: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            public_ports: PublicPorts::default(),
         }
     }
 }

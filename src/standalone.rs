@@ -108,13 +108,18 @@ pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, 
         health.clone().run(table.clone(), shutdown_rx.clone()),
     ));
 
-    let ctx = Arc::new(ProxyContext::new(
+    let mut ctx = ProxyContext::new(
         health,
         metrics.clone(),
         fallback_certificate,
-        addresses.https.port(),
+        settings
+            .public_ports
+            .https
+            .unwrap_or(addresses.https.port()),
         shutdown_rx.clone(),
-    ));
+    );
+    ctx.public_ports = settings.public_ports;
+    let ctx = Arc::new(ctx);
     let proxy = tokio::spawn(proxy::serve(
         Listeners { http, https },
         table.clone(),

@@ -616,7 +616,7 @@ pub async fn forward(
             } else {
                 "http"
             },
-            port: f.conn.local.port(),
+            port: f.ctx.client_facing_port(f.conn),
             host: f.raw_host,
         };
         set_forwarded_headers(&mut parts.headers, &facts);

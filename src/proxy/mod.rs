@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::settings::PublicPorts;
 use crate::tls::certificates::Certificate;
 use crate::tls::server_config::TlsServerState;
 
@@ -50,6 +51,8 @@ pub struct ProxyContext {
     /// TLS server state that outlives tables: session cache, ticket key, and the rustls config
     /// built once per table.
     pub tls: TlsServerState,
+    /// Client-facing ports for `X-Forwarded-Port`, when a Service maps them onto our listeners.
+    pub public_ports: PublicPorts,
 }
 
 impl ProxyContext {
@@ -70,7 +73,19 @@ impl ProxyContext {
             https_port,
             shutdown,
             tls: TlsServerState::new(),
+            public_ports: PublicPorts::default(),
         }
+    }
+
+    /// The port the client connected to, as the client saw it: the configured public port of
+    /// the listener, else our own local port.
+    pub fn client_facing_port(&self, conn: &ConnInfo) -> u16 {
+        let public = if conn.tls.is_some() {
+            self.public_ports.https
+        } else {
+            self.public_ports.http
+        };
+        public.unwrap_or(conn.local.port())
     }
 }
 
