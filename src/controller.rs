@@ -12,11 +12,15 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::model::Built;
 use crate::model::diagnostic::ObjectRef;
-use crate::model::{self, Built, LastGood};
-use crate::settings::BuildSettings;
+use crate::rebuild::Status;
+use crate::rebuild::{BuildReport, Observer, SnapshotReceiver};
+use crate::settings::{BuildSettings, Settings};
 use crate::source::Snapshot;
 use crate::source::kubernetes::{Change, KubeSource, SourceError, SourceSettings};
+use crate::source::watch::{self as source_watch, DirectoryLoader, WatchError};
+use crate::standalone::{self, Addresses, RunError, Running, Source};
 use crate::status::{
     ClusterView, LeaderElector, Leadership, LeaseSettings, PublishOutcome, Publisher,
     PublisherSettings, StatusAddresses, parse_status_addresses,
@@ -44,6 +48,12 @@ pub enum ControllerError {
     /// Waiting for a shutdown signal failed.
     #[error("installing the signal handler: {0}")]
     Signal(std::io::Error),
+    /// The `--cert-dir` watcher could not start.
+    #[error(transparent)]
+    CertDir(#[from] WatchError),
+    /// The listeners or the runtime failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 /// Everything `portcullis controller` is told, besides the common listener flags.
@@ -297,58 +307,186 @@ impl Cluster {
 
 // === run ===
 
-/// `portcullis controller`: connects (kubeconfig or in-cluster) and runs until SIGTERM/Ctrl-C.
-pub async fn run(settings: ControllerSettings) -> Result<(), ControllerError> {
-    settings.validate()?;
+/// `portcullis controller`: connects (kubeconfig or in-cluster) and serves until SIGTERM or
+/// SIGINT, then drains.
+pub async fn run(
+    settings: Settings,
+    controller: ControllerSettings,
+) -> Result<(), ControllerError> {
+    let mut signals = standalone::watch_signals().map_err(ControllerError::Signal)?;
     let client = Client::try_default().await?;
-    run_until(client, settings, shutdown_signal()).await
+    run_until(client, settings, controller, async move {
+        let _ = signals.wait_for(|n| *n >= 1).await;
+    })
+    .await
 }
 
-/// [`run`] with a given client and shutdown future (tests, or a caller that owns signals).
+/// Cluster mode with a given client, until `stop` completes.
 pub async fn run_until(
     client: Client,
-    settings: ControllerSettings,
-    shutdown: impl Future<Output = Result<(), ControllerError>>,
+    settings: Settings,
+    controller: ControllerSettings,
+    stop: impl Future<Output = ()>,
 ) -> Result<(), ControllerError> {
-    let cluster = Cluster::start(client, &settings)?;
-    let result = drive(&cluster, &settings, shutdown).await;
-    let ours = match &result {
-        Ok(ours) => ours.as_slice(),
-        Err(_) => &[],
-    };
-    cluster.shutdown(ours).await;
-    result.map(|_| ())
+    start(client, settings, controller)
+        .await?
+        .until_stopped(stop)
+        .await
 }
 
-/// INTEGRATION POINT — connect `rebuild.rs` here (and the admin server's `/readyz` to
-/// [`Cluster::is_ready`]). The rebuild loop should:
-/// 1. `cluster.wait_ready().await?` before the first build;
-/// 2. wake on `cluster.changes()` (its `Change::at` is the start of the change→live metric);
-/// 3. after the hold-off: `model::build(&cluster.snapshot() + cert-dir files, ...)`, swap;
-/// 4. `cluster.publish(&built, &our_ingresses).await` with the model's list of our Ingresses.
-///
-/// Returns the last list of our Ingresses (for [`Cluster::shutdown`]). Until it is wired, this
-/// builds once when ready, publishes, and waits for shutdown.
-pub async fn drive(
-    cluster: &Cluster,
-    settings: &ControllerSettings,
-    shutdown: impl Future<Output = Result<(), ControllerError>>,
-) -> Result<Vec<ObjectRef>, ControllerError> {
-    let mut shutdown = std::pin::pin!(shutdown);
-    tokio::select! {
-        ready = cluster.wait_ready() => ready?,
-        done = &mut shutdown => return done.map(|_| Vec::new()),
+/// Cluster mode, running: the standalone runtime fed from the API, plus the publisher.
+pub struct Controller {
+    running: Running,
+    cluster: Arc<Cluster>,
+    publisher: JoinHandle<()>,
+    snapshotter: JoinHandle<()>,
+    latest: watch::Receiver<Option<Arc<Built>>>,
+}
+
+/// Starts cluster mode: the standalone runtime (listeners, rebuild loop, health, admin) fed from
+/// the API instead of a directory, and a task that publishes status and Events after every
+/// build (off the rebuild loop: API calls may be slow). Returns once the listeners are bound;
+/// the first table goes live when every store has synced.
+pub async fn start(
+    client: Client,
+    settings: Settings,
+    controller: ControllerSettings,
+) -> Result<Controller, ControllerError> {
+    let cluster = Arc::new(Cluster::start(client, &controller)?);
+    let (certs, cert_watcher) = match settings.cert_dir.as_deref() {
+        Some(dir) => {
+            let (rx, handle) = source_watch::watch(DirectoryLoader::certificates_only(dir)?)?;
+            (Some(rx), Some(handle))
+        }
+        None => (None, None),
+    };
+    let (builds, mut built) = watch::channel(None::<Arc<Built>>);
+    let latest = built.clone();
+    let (snapshots, snapshotter) = cluster_snapshots(cluster.clone(), certs);
+    let source = Source {
+        snapshots,
+        watcher: cert_watcher,
+        observers: vec![Arc::new(ForwardBuilds(builds))],
+        describe: "cluster".to_string(),
+    };
+    let running = standalone::start_with(settings, source).await?;
+
+    let publishing = cluster.clone();
+    let publisher = tokio::spawn(async move {
+        while built.changed().await.is_ok() {
+            let Some(build) = built.borrow_and_update().clone() else {
+                continue;
+            };
+            publishing.publish(&build, &build.ours).await;
+        }
+    });
+    Ok(Controller {
+        running,
+        cluster,
+        publisher,
+        snapshotter,
+        latest,
+    })
+}
+
+impl Controller {
+    /// The bound listener addresses.
+    pub fn addresses(&self) -> Addresses {
+        self.running.addresses()
     }
-    let built = model::build(
-        &cluster.snapshot(),
-        &settings.build_settings(),
-        &LastGood::default(),
-    );
-    // TODO(integrator): the model's list of Ingresses of our class.
-    let our_ingresses: Vec<ObjectRef> = Vec::new();
-    cluster.publish(&built, &our_ingresses).await;
-    shutdown.await?;
-    Ok(our_ingresses)
+
+    /// Readiness, generation and the live build.
+    pub fn status(&self) -> &Arc<Status> {
+        self.running.status()
+    }
+
+    /// Serves until `stop` completes, then drains, clears status if asked to, and releases the
+    /// lease.
+    pub async fn until_stopped(
+        self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), ControllerError> {
+        let Controller {
+            running,
+            cluster,
+            publisher,
+            snapshotter,
+            mut latest,
+        } = self;
+        let result = running.until_stopped(stop).await;
+        publisher.abort();
+        let _ = publisher.await;
+        // The rebuild loop has stopped, so the snapshot task sees its receiver gone and ends.
+        let _ = snapshotter.await;
+        let ours = latest
+            .borrow_and_update()
+            .as_ref()
+            .map(|b| b.ours.clone())
+            .unwrap_or_default();
+        match Arc::try_unwrap(cluster) {
+            Ok(cluster) => cluster.shutdown(&ours).await,
+            Err(_) => tracing::warn!("cluster source still in use at shutdown; lease not released"),
+        }
+        Ok(result?)
+    }
+}
+
+/// Hands each build to the publisher task.
+struct ForwardBuilds(watch::Sender<Option<Arc<Built>>>);
+
+impl Observer for ForwardBuilds {
+    fn built(&self, report: &BuildReport) {
+        let _ = self.0.send(Some(report.built.clone()));
+    }
+}
+
+/// Snapshots for the rebuild loop: nothing until every store has synced, then one per change
+/// of the API objects or of the `--cert-dir` files. A burst of changes collapses into the
+/// latest snapshot (a `watch` channel keeps only the newest), and the rebuild loop's hold-off
+/// turns it into one build.
+/// The task ends when the rebuild loop drops its receiver.
+fn cluster_snapshots(
+    cluster: Arc<Cluster>,
+    mut certs: Option<SnapshotReceiver>,
+) -> (SnapshotReceiver, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(None);
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            ready = cluster.wait_ready() => if let Err(e) = ready {
+                tracing::error!(error = %e, "the Kubernetes source stopped before it was ready");
+                return;
+            },
+            () = tx.closed() => return,
+        }
+        let mut changes = cluster.changes();
+        loop {
+            let mut snapshot = cluster.snapshot();
+            if let Some(files) = certs.as_ref().and_then(|c| c.borrow().clone()) {
+                snapshot.cert_files = files.cert_files.clone();
+                snapshot
+                    .diagnostics
+                    .extend(files.diagnostics.iter().cloned());
+            }
+            if tx.send(Some(Arc::new(snapshot))).is_err() {
+                return;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                changed = cert_files_changed(&mut certs) => if changed.is_err() { certs = None },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    (rx, task)
+}
+
+async fn cert_files_changed(
+    certs: &mut Option<SnapshotReceiver>,
+) -> Result<(), watch::error::RecvError> {
+    match certs {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

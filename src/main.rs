@@ -16,6 +16,7 @@ use kube::CustomResourceExt;
 use tracing_subscriber::EnvFilter;
 
 use portcullis::check;
+use portcullis::controller::ControllerSettings;
 use portcullis::crd::IngressClassParams;
 use portcullis::model::{self, LastGood};
 use portcullis::settings::{BuildSettings, LogFormat, PublicPorts, Settings};
@@ -57,15 +58,27 @@ struct ControllerArgs {
     /// Service whose load-balancer address is published in Ingress status.
     #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
     publish_service: Option<(String, String)>,
-    /// Address published in Ingress status (instead of --publish-service).
-    #[arg(long, value_name = "ADDR")]
-    publish_status_address: Option<String>,
+    /// Addresses published in Ingress status (instead of --publish-service), comma-separated:
+    /// IPs become `ip`, names `hostname`.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    publish_status_address: Vec<String>,
     /// `kubernetes.io/tls` Secret served when no host certificate matches.
     #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
     default_certificate: Option<(String, String)>,
     /// Directory of PEM bundles and tls.crt/tls.key pairs, chosen by SNI; watched.
     #[arg(long, value_name = "DIR")]
     cert_dir: Option<PathBuf>,
+    /// Namespace of the leader-election Lease (default: POD_NAMESPACE, else the service
+    /// account's namespace).
+    #[arg(long, value_name = "NS")]
+    lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = portcullis::controller::DEFAULT_LEASE_NAME, value_name = "NAME")]
+    lease_name: String,
+    /// Clear the status of our Ingresses on shutdown (default: keep it, so a rolling update
+    /// does not blank DNS automation).
+    #[arg(long)]
+    update_status_on_shutdown: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -187,8 +200,46 @@ fn controller(args: &ControllerArgs) -> ExitCode {
         args.common.log_level.as_deref(),
         "info",
     );
-    eprintln!("portcullis: controller mode is not implemented in this build; use `standalone`");
-    ExitCode::from(USAGE)
+    let mut cluster = ControllerSettings::from_env();
+    cluster.ingress_class = args.ingress_class.clone();
+    cluster.watch_namespace = args.watch_namespace.clone();
+    cluster.publish_service = args.publish_service.clone();
+    cluster.publish_status_address = args.publish_status_address.clone();
+    cluster.default_certificate = args.default_certificate.clone();
+    cluster.lease_name = args.lease_name.clone();
+    cluster.update_status_on_shutdown = args.update_status_on_shutdown;
+    if let Some(ns) = &args.lease_namespace {
+        cluster.lease_namespace = ns.clone();
+    }
+    if let Err(e) = cluster.validate() {
+        eprintln!("portcullis controller: {e}");
+        return ExitCode::from(USAGE);
+    }
+    let settings = args
+        .common
+        .settings(cluster.build_settings(), args.cert_dir.clone());
+    match run_async(portcullis::controller::run(settings, cluster)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("portcullis: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs a future on a multi-threaded runtime (one worker per CPU this process may use).
+fn run_async<E>(future: impl std::future::Future<Output = Result<(), E>>) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("portcullis")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(future)?;
+    Ok(())
 }
 
 fn standalone(args: &StandaloneArgs) -> ExitCode {
@@ -224,13 +275,7 @@ fn standalone(args: &StandaloneArgs) -> ExitCode {
 }
 
 fn run_standalone(settings: Settings, manifests: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("portcullis")
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(portcullis::standalone::run(settings, manifests))?;
-    Ok(())
+    run_async(portcullis::standalone::run(settings, manifests))
 }
 
 fn check(args: &CheckArgs) -> ExitCode {

@@ -22,7 +22,7 @@ use crate::admin::{self, AdminState};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Listeners, ProxyContext};
-use crate::rebuild::{LogDiagnostics, Rebuilder, Status};
+use crate::rebuild::{LogDiagnostics, Observer, Rebuilder, SnapshotReceiver, Status};
 use crate::settings::Settings;
 use crate::source::watch::{self as manifest_watch, DirectoryLoader, WatchError, WatchHandle};
 use crate::table::{RouteTable, TableHandle};
@@ -72,15 +72,48 @@ pub struct Running {
     watcher: Option<WatchHandle>,
 }
 
+/// Where a running instance gets its objects from, and who else hears about each build. The
+/// manifest directory (here) and the Kubernetes API (`controller`) both produce one.
+pub struct Source {
+    /// Snapshots: `None` until the source is ready (no table is built before that).
+    pub snapshots: SnapshotReceiver,
+    /// The file watcher feeding `snapshots`, stopped on shutdown.
+    pub watcher: Option<WatchHandle>,
+    /// Observers besides the log and metrics ones (cluster mode: status and Events).
+    pub observers: Vec<Arc<dyn Observer>>,
+    /// For the start-up log line: the manifest directory, or `cluster`.
+    pub describe: String,
+}
+
+impl Source {
+    /// A watched manifest directory (plus `--cert-dir`).
+    pub fn manifests(manifests_dir: &Path, cert_dir: Option<&Path>) -> Result<Source, RunError> {
+        let loader = DirectoryLoader::new(manifests_dir, cert_dir)?;
+        let (snapshots, watcher) = manifest_watch::watch(loader)?;
+        Ok(Source {
+            snapshots,
+            watcher: Some(watcher),
+            observers: Vec::new(),
+            describe: manifests_dir.display().to_string(),
+        })
+    }
+}
+
 /// Binds, loads `manifests_dir`, and starts every task. Returns once the listeners are bound
 /// and the first snapshot is loaded; the first table goes live moments later
 /// ([`Status::is_live`]).
 pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, RunError> {
+    let source = Source::manifests(manifests_dir, settings.cert_dir.as_deref())?;
+    start_with(settings, source).await
+}
+
+/// Binds the listeners and starts the pipeline (source → rebuild → table), health checks, the
+/// proxy and the admin endpoint.
+pub async fn start_with(settings: Settings, source: Source) -> Result<Running, RunError> {
     // aws-lc-rs and ring are both in the tree (kube brings ring): rustls needs one chosen.
     // Already installed (a second in-process start, or main did it) is fine.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
-    let loader = DirectoryLoader::new(manifests_dir, settings.cert_dir.as_deref())?;
     let fallback_certificate = self_signed::generate()?;
 
     let http = bind("http", settings.http_addr).await?;
@@ -99,10 +132,18 @@ pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, 
     let metrics = Arc::new(Metrics::new());
     let health = Health::with_metrics(metrics.clone());
 
-    let (snapshots, watcher) = manifest_watch::watch(loader)?;
-    let rebuilder = Rebuilder::new(&settings, table.clone(), status.clone())
+    let Source {
+        snapshots,
+        watcher,
+        observers,
+        describe,
+    } = source;
+    let mut rebuilder = Rebuilder::new(&settings, table.clone(), status.clone())
         .with_observer(Arc::new(LogDiagnostics))
         .with_observer(metrics.clone());
+    for observer in observers {
+        rebuilder = rebuilder.with_observer(observer);
+    }
     let mut background = vec![tokio::spawn(rebuilder.run(snapshots, shutdown_rx.clone()))];
     background.push(tokio::spawn(
         health.clone().run(table.clone(), shutdown_rx.clone()),
@@ -139,7 +180,7 @@ pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, 
         http = %addresses.http,
         https = %addresses.https,
         admin = %addresses.admin,
-        manifests = %manifests_dir.display(),
+        source = %describe,
         "listening"
     );
     Ok(Running {
@@ -152,15 +193,24 @@ pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, 
         proxy,
         admin,
         background,
-        watcher: Some(watcher),
+        watcher,
     })
 }
 
 /// The binary's standalone mode: start, then serve until SIGTERM or SIGINT, then drain. A
 /// second signal during the drain exits at once.
 pub async fn run(settings: Settings, manifests_dir: &Path) -> Result<(), RunError> {
-    let mut signals = watch_signals().map_err(RunError::Signal)?;
+    let signals = watch_signals().map_err(RunError::Signal)?;
     let running = start(settings, manifests_dir).await?;
+    serve_until_signalled(running, signals).await
+}
+
+/// Serves until the first SIGTERM/SIGINT counted by `signals`, then drains; a second signal
+/// during the drain exits at once.
+pub async fn serve_until_signalled(
+    running: Running,
+    mut signals: watch::Receiver<u32>,
+) -> Result<(), RunError> {
     let mut second = signals.clone();
     tokio::select! {
         result = running.until_stopped(async move {
@@ -266,7 +316,7 @@ fn local_addr(
 
 /// Counts SIGTERM and SIGINT signals received. The handlers are installed before this returns,
 /// so a signal arriving right after start-up is not lost.
-fn watch_signals() -> std::io::Result<watch::Receiver<u32>> {
+pub fn watch_signals() -> std::io::Result<watch::Receiver<u32>> {
     let (tx, rx) = watch::channel(0u32);
     #[cfg(unix)]
     {

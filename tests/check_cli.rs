@@ -77,22 +77,44 @@ fn crd_prints_the_custom_resource_definition() {
 }
 
 #[test]
-fn controller_mode_says_it_is_not_implemented() {
-    let (code, _, stderr) = run(&[
-        "controller",
-        "--ingress-class",
-        "x",
-        "--watch-namespace",
-        "ns",
-    ]);
-    assert_eq!(code, Some(2));
-    assert!(
-        stderr.contains("controller mode is not implemented in this build"),
-        "{stderr}"
-    );
-    // Its flags are still validated.
+fn controller_mode_validates_flags_and_names_a_missing_cluster() {
+    // Bad flag values are usage errors.
     assert_eq!(
         run(&["controller", "--publish-service", "no-slash"]).0,
         Some(2)
+    );
+    assert_eq!(
+        run(&[
+            "controller",
+            "--publish-service",
+            "ns/svc",
+            "--publish-status-address",
+            "10.0.0.1"
+        ])
+        .0,
+        Some(2)
+    );
+    // No kubeconfig and not in a pod: a clear error, exit 1.
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "controller",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .env("HOME", home.path())
+        .env("KUBECONFIG", home.path().join("missing"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("connecting to the Kubernetes API"),
+        "{stderr}"
     );
 }

@@ -4,6 +4,12 @@
 //! 500 and broken streams.
 
 #[allow(dead_code)]
+#[path = "support/backends.rs"]
+mod backends;
+#[allow(dead_code)]
+#[path = "support/pki.rs"]
+mod pki;
+#[allow(dead_code)]
 #[path = "support/wait.rs"]
 mod wait;
 
@@ -22,11 +28,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::Client;
 use kube::client::Body;
-use portcullis::controller::{Cluster, ControllerSettings, run_until};
+use portcullis::controller::{self, Cluster, ControllerSettings};
 use portcullis::crd::IngressClassParams;
 use portcullis::model::diagnostic::{Diagnostic, ObjectRef, Reason};
 use portcullis::model::{self, Built, LastGood};
-use portcullis::settings::BuildSettings;
+use portcullis::settings::{BuildSettings, Settings};
 use portcullis::source::Snapshot;
 use portcullis::source::kubernetes::{KubeSource, SourceSettings, strip_metadata, strip_secret};
 use portcullis::status::{
@@ -35,6 +41,8 @@ use portcullis::status::{
 };
 use portcullis::table::RouteTable;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use wait::wait_until;
 
@@ -903,6 +911,7 @@ fn built(diagnostics: Vec<Diagnostic>) -> Built {
         table: RouteTable::default(),
         diagnostics,
         last_good: LastGood::default(),
+        ours: Vec::new(),
     }
 }
 
@@ -1273,21 +1282,111 @@ async fn cluster_becomes_leader_pokes_a_rebuild_and_releases_the_lease_on_shutdo
     assert_eq!(release.body["spec"]["leaseDurationSeconds"], 1);
 }
 
+/// Cluster mode end to end: what the API server lists is served by the proxy, our Ingress's
+/// status gets the published address, and the lease is released on the way out.
 #[tokio::test]
-async fn run_until_builds_once_ready_and_stops_cleanly() {
-    let mock = Mock::start(lease_server());
-    let m = mock.clone();
-    let shutdown = async move {
-        wait_until(T, || async { m.count(|r| r.is(Method::POST, LEASES)) == 1 }).await;
-        Ok(())
+async fn controller_serves_what_the_api_lists_and_publishes_status() {
+    let backend = backends::http("web").await;
+    let objects: HashMap<&'static str, Vec<Value>> = HashMap::from([
+        (
+            "ingressclasses",
+            vec![json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                "metadata": {"name": "portcullis", "resourceVersion": "2"},
+                "spec": {"controller": "portcullis.io/ingress-controller"},
+            })],
+        ),
+        (
+            "ingresses",
+            vec![json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web", "namespace": "apps", "uid": "uid-web",
+                             "resourceVersion": "10", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {
+                    "ingressClassName": "portcullis",
+                    "rules": [{"host": "web.example.com", "http": {"paths": [{
+                        "path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": "web", "port": {"name": "http"}}},
+                    }]}}],
+                },
+            })],
+        ),
+        (
+            "services",
+            vec![json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "apps", "resourceVersion": "6"},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": backend.addr.port()}]},
+            })],
+        ),
+        (
+            "endpointslices",
+            vec![json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "web-1", "namespace": "apps", "resourceVersion": "7",
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+                "ports": [{"name": "http", "port": backend.addr.port(), "protocol": "TCP"}],
+            })],
+        ),
+    ]);
+    let mut leases = lease_server();
+    let mock = Mock::start(move |r| {
+        if let Some(reply) = leases(r) {
+            return Some(reply);
+        }
+        if !r.is_list() || r.path.ends_with("/secrets") {
+            return None;
+        }
+        let kind = r.path.rsplit('/').next()?;
+        objects
+            .get(kind)
+            .map(|items| Reply::Json(StatusCode::OK, list(items, "20")))
+    });
+    let local = "127.0.0.1:0".parse().unwrap();
+    let settings = Settings {
+        http_addr: local,
+        https_addr: local,
+        admin_addr: local,
+        ..Settings::default()
     };
-    tokio::time::timeout(
-        T,
-        run_until(mock.client.clone(), controller_settings(), shutdown),
-    )
-    .await
-    .expect("run_until returns after shutdown")
-    .unwrap();
+    let controller = controller::start(mock.client.clone(), settings, controller_settings())
+        .await
+        .unwrap();
+    assert!(wait_until(T, || async { controller.status().is_live() }).await);
+
+    let mut stream = TcpStream::connect(controller.addresses().http)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("backend=web path=/hello"), "{answer}");
+
+    const STATUS: &str = "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/web/status";
+    assert!(
+        wait_until(T, || async {
+            mock.count(|r| r.is(Method::PATCH, STATUS)) >= 1
+        })
+        .await,
+        "status patched"
+    );
+    let patch = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.is(Method::PATCH, STATUS))
+        .unwrap();
+    assert_eq!(
+        patch.body["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "10.0.0.1"
+    );
+
+    controller.until_stopped(async {}).await.unwrap();
     assert!(
         mock.count(|r| r.is(Method::PUT, LEASE)) >= 1,
         "released on the way out"

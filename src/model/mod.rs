@@ -64,6 +64,9 @@ pub struct Built {
     /// Sorted, de-duplicated.
     pub diagnostics: Vec<Diagnostic>,
     pub last_good: LastGood,
+    /// Every Ingress of our class in scope, valid or not, sorted: the objects whose status we
+    /// own (and the only Ingresses a publisher may write to).
+    pub ours: Vec<ObjectRef>,
 }
 
 /// The namespace of an object; manifests without one mean `default`, as with kubectl.
@@ -103,6 +106,18 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
     ours.dedup_by(|(a, _), (b, _)| {
         namespace_of(&a.metadata) == namespace_of(&b.metadata) && a.metadata.name == b.metadata.name
     });
+
+    let mut our_refs: Vec<ObjectRef> = ours
+        .iter()
+        .map(|(i, _)| {
+            ObjectRef::namespaced(
+                "Ingress",
+                namespace_of(&i.metadata),
+                i.metadata.name.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    our_refs.sort();
 
     let mut next_ingresses = HashMap::with_capacity(ours.len());
     let mut plans = Vec::with_capacity(ours.len());
@@ -198,6 +213,7 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
             ingresses: next_ingresses,
             secrets: secrets.next,
         },
+        ours: our_refs,
     }
 }
 

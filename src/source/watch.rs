@@ -98,7 +98,8 @@ struct Found {
 /// Loads a manifest directory (and optionally a certificate directory) and keeps, per file,
 /// the last good objects. Synchronous and blocking; [`watch`] drives it from a thread.
 pub struct DirectoryLoader {
-    manifests: PathBuf,
+    /// `None` in cluster mode, where only `--cert-dir` is read from disk.
+    manifests: Option<PathBuf>,
     cert_dir: Option<PathBuf>,
     parse: ParseFn,
     files: BTreeMap<PathBuf, ManifestFile>,
@@ -142,7 +143,7 @@ impl DirectoryLoader {
             })?;
         }
         Ok(DirectoryLoader {
-            manifests: manifests.to_path_buf(),
+            manifests: Some(manifests.to_path_buf()),
             cert_dir: cert_dir.map(Path::to_path_buf),
             parse,
             files: BTreeMap::new(),
@@ -181,9 +182,16 @@ impl DirectoryLoader {
         snapshot
     }
 
-    /// The manifest directory.
-    pub fn manifests_dir(&self) -> &Path {
-        &self.manifests
+    /// A loader for a certificate directory alone (cluster mode: objects come from the API).
+    pub fn certificates_only(cert_dir: &Path) -> Result<Self, WatchError> {
+        let mut loader = Self::new(cert_dir, Some(cert_dir))?;
+        loader.manifests = None;
+        Ok(loader)
+    }
+
+    /// The manifest directory (`None` for a certificates-only loader).
+    pub fn manifests_dir(&self) -> Option<&Path> {
+        self.manifests.as_deref()
     }
 
     /// The certificate directory, if any.
@@ -192,13 +200,16 @@ impl DirectoryLoader {
     }
 
     fn refresh_manifests(&mut self, force: bool) -> bool {
-        let found = match walk(&self.manifests, is_manifest_name) {
+        let Some(manifests) = self.manifests.clone() else {
+            return false;
+        };
+        let found = match walk(&manifests, is_manifest_name) {
             Ok(found) => found,
             Err(e) => {
                 // The directory itself is gone or unreadable (a remount in progress?): keep
                 // serving what we have and say so, rather than dropping every object.
                 let diagnostic = Diagnostic::error(
-                    file_ref(&self.manifests),
+                    file_ref(&manifests),
                     "",
                     Reason::InvalidManifest,
                     format!("cannot read the manifest directory, keeping its last objects: {e}"),
@@ -511,7 +522,10 @@ impl Drop for WatchHandle {
 /// stops when the handle is dropped or every receiver is gone.
 pub fn watch(mut loader: DirectoryLoader) -> Result<(SnapshotReceiver, WatchHandle), WatchError> {
     let (events_tx, events_rx) = mpsc::channel();
-    let dirs: Vec<PathBuf> = std::iter::once(loader.manifests.clone())
+    let dirs: Vec<PathBuf> = loader
+        .manifests
+        .clone()
+        .into_iter()
         .chain(loader.cert_dir.clone())
         .collect();
     // Without notify (inotify instances or watches exhausted) the rescan still applies changes
@@ -603,7 +617,7 @@ fn watch_loop(
         }
         if loader.refresh(force) {
             tracing::debug!(
-                dir = %loader.manifests.display(),
+                dir = ?loader.manifests,
                 files = loader.files.len(),
                 certs = loader.certs.len(),
                 "manifests changed"
