@@ -10,7 +10,7 @@ use tokio::process::Command;
 /// Upper bound on any one client run.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(15);
 
-/// What curl printed: the last response's status and headers (`-D -`), the body, stderr.
+/// What curl printed: the last response's status and headers (`-D -`), its body, stderr.
 #[derive(Debug)]
 pub struct Curl {
     /// 0 when curl got no response.
@@ -52,9 +52,15 @@ pub async fn curl(scheme: &str, host: &str, at: SocketAddr, path: &str, args: &[
         .expect("run curl");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let (head, body) = stdout
+    // With -L (or a 100 Continue) there is one header block per response: keep the last.
+    let (mut head, mut body) = stdout
         .split_once("\r\n\r\n")
         .unwrap_or((stdout.as_str(), ""));
+    while body.starts_with("HTTP/")
+        && let Some((h, b)) = body.split_once("\r\n\r\n")
+    {
+        (head, body) = (h, b);
+    }
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.split_whitespace();
