@@ -2,7 +2,7 @@
 //! keeps its last good objects and is reported with its file and line; an Ingress with a bad
 //! annotation value is reported (naming the Ingress and the annotation), keeps its last good
 //! configuration, and leaves the other Ingresses alone; `portcullis check` says the same and
-//! exits 1, and exits 0 on a good directory.
+//! exits 1, and exits 0 on a good directory. Deleting a file removes exactly its objects.
 
 mod support;
 
@@ -14,6 +14,7 @@ use support::backends;
 use support::binary::Binary;
 use support::clients::curl;
 use support::manifests::{self, ingress, ingress_class, service};
+use support::wait::wait_until;
 
 const GOOD: &str = "good.e2e.test";
 const FRAGILE: &str = "fragile.e2e.test";
@@ -152,6 +153,17 @@ async fn bad_input_is_reported_and_removes_nothing() {
             diagnostics(t).iter().all(|d| d.starts_with("warning "))
         })
         .await;
+
+    // Deleting a file removes its objects (and nothing else).
+    std::fs::remove_file(m.join("good.yaml")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            status(&proxy, GOOD).await == 404
+        })
+        .await,
+        "{GOOD} still served after its file was deleted"
+    );
+    assert_eq!(status(&proxy, FRAGILE).await, 200);
 }
 
 async fn status(proxy: &Binary, host: &str) -> u16 {

@@ -1,7 +1,8 @@
 //! End to end, the built binary: round-robin over two endpoints of one Service, then one
 //! endpoint stops: passive failure and retry keep every request succeeding, the active check
 //! (`health-check-interval: 200ms`) reports it down in `/metrics`, and all traffic goes to the
-//! live one.
+//! live one; when it comes back on the same port, the check brings it up and it gets its share
+//! again.
 
 mod support;
 
@@ -111,4 +112,32 @@ async fn round_robin_then_failover_without_failed_requests() {
         proxy.metrics().await
     );
     assert_eq!(proxy.metric(&healthy(a_addr)).await, Some(1.0));
+
+    // b comes back on the same port: the active check brings it up again (rise 2) and
+    // round-robin uses it again.
+    let listener = tokio::net::TcpListener::bind(b_addr)
+        .await
+        .expect("rebind b's port");
+    let b = backends::http_on("b", listener);
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            proxy.metric(&healthy(b_addr)).await == Some(1.0)
+        })
+        .await,
+        "the restarted endpoint never came back:\n{}",
+        proxy.metrics().await
+    );
+    let before = served(&a);
+    for i in 0..100 {
+        match get_backend(&client, proxy.http, HOST, &format!("/back/{i}")).await {
+            Ok((200, _)) => {}
+            other => failures.push(format!("/back/{i}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+    let (on_a, on_b) = (served(&a) - before, served(&b));
+    assert!(
+        (40..=60).contains(&on_a) && (40..=60).contains(&on_b),
+        "round-robin spread after recovery a={on_a} b={on_b}"
+    );
 }

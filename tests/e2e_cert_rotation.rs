@@ -1,6 +1,7 @@
 //! End to end, the built binary: rotating the `spec.tls` Secret file. Within a deadline the next
 //! handshake presents the new certificate (the exact DER, seen by rustls and by openssl), while
-//! a connection opened before keeps working on the old one.
+//! a connection opened before keeps working on the old one. A botched rotation keeps the last
+//! good certificate and is reported.
 
 mod support;
 
@@ -84,6 +85,41 @@ async fn a_rewritten_secret_is_served_to_new_handshakes_only() {
     // The connection opened before still works (on the certificate it was opened with).
     get(&mut before, "/after").await;
     assert!(backend.requests().iter().any(|r| r.uri == "/after"));
+
+    // A botched rotation (the key of another certificate): reported, the last good certificate
+    // stays in service.
+    let stranger = ca.leaf(&[HOST]);
+    let mismatched = new
+        .secret_yaml(manifests::NS, "rot-tls")
+        .replace(&support::pki::indent(&new.key_pem, 4), &support::pki::indent(&stranger.key_pem, 4));
+    assert_ne!(mismatched, new.secret_yaml(manifests::NS, "rot-tls"));
+    manifests::write(&m, "secret.yaml", &mismatched);
+    let table = proxy
+        .wait_for_table(Duration::from_secs(5), "the Secret's diagnostic", |t| {
+            let has = |reason: &str| {
+                t["diagnostics"].as_array().is_some_and(|ds| {
+                    ds.iter().any(|d| {
+                        d["object"] == "Ingress default/rot"
+                            && d["reason"] == reason
+                            && d["message"]
+                                .as_str()
+                                .is_some_and(|m| m.contains("Secret default/rot-tls"))
+                    })
+                })
+            };
+            has("InvalidSecret") && has("LastGoodKept")
+        })
+        .await;
+    let host = &table["table"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == HOST)
+        .expect("the host is still served")["certificate"];
+    assert_eq!(host["source"], "Secret default/rot-tls", "{host:#}");
+    let (cert, mut after) = connect(proxy.https, config.clone()).await;
+    assert_eq!(cert, new.cert_der.to_vec(), "the last good certificate");
+    get(&mut after, "/kept").await;
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;

@@ -2,7 +2,8 @@
 //! send requests back to back while an unrelated Ingress file is rewritten 50 times (each
 //! rewrite waits for the next table generation). No request fails, no connection breaks, and a
 //! pass-through TLS stream and an upgraded (websocket-style) connection opened before the first
-//! swap still carry data after the last.
+//! swap still carry data after the last. SIGTERM with them still open exits 0 after the grace
+//! period.
 
 mod support;
 
@@ -143,6 +144,16 @@ async fn swaps_break_no_request_and_no_open_connection() {
     echo(&mut ws_conn, b"after the last swap").await;
     let upgrades = ws.requests().iter().filter(|r| r.method == "GET").count();
     assert_eq!(upgrades, 1, "one upgrade request, never repeated");
+
+    // SIGTERM with both still open: the binary drains for its grace period (1 s), closes
+    // them, and exits 0.
+    let stopping = Instant::now();
+    let status = proxy.stop(Duration::from_secs(5)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(stopping.elapsed() < Duration::from_secs(4), "{:?}", stopping.elapsed());
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), ws_conn.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the upgraded connection is closed after exit");
 }
 
 /// GET requests a backend served (health probes are HEAD).
