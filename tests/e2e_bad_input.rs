@@ -38,8 +38,16 @@ async fn bad_input_is_reported_and_removes_nothing() {
     manifests::write(m, "class.yaml", &ingress_class());
     manifests::write(m, "svc.yaml", &service("web", &[backend.addr.port()]));
     manifests::write(m, "good.yaml", &ingress("good", GOOD, "web", &[], None));
-    manifests::write(m, "fragile.yaml", &ingress("fragile", FRAGILE, "web", &[], None));
-    manifests::write(m, "tweaked.yaml", &ingress("tweaked", TWEAKED, "web", &[], None));
+    manifests::write(
+        m,
+        "fragile.yaml",
+        &ingress("fragile", FRAGILE, "web", &[], None),
+    );
+    manifests::write(
+        m,
+        "tweaked.yaml",
+        &ingress("tweaked", TWEAKED, "web", &[], None),
+    );
     let proxy = Binary::start(m).await;
     for host in [GOOD, FRAGILE, TWEAKED] {
         assert_eq!(status(&proxy, host).await, 200, "{host} before");
@@ -49,9 +57,11 @@ async fn bad_input_is_reported_and_removes_nothing() {
     let fragile = manifests::write(m, "fragile.yaml", BROKEN);
     let fragile = fragile.display().to_string();
     let table = proxy
-        .wait_for_table(Duration::from_secs(5), "the broken file's diagnostic", |t| {
-            diagnostics(t).iter().any(|d| d.contains(&fragile))
-        })
+        .wait_for_table(
+            Duration::from_secs(5),
+            "the broken file's diagnostic",
+            |t| diagnostics(t).iter().any(|d| d.contains(&fragile)),
+        )
         .await;
     let diag = diagnostics(&table)
         .into_iter()
@@ -68,7 +78,11 @@ async fn bad_input_is_reported_and_removes_nothing() {
         proxy.log_text()
     );
     assert!(hosts(&table).contains(&FRAGILE.to_string()), "{table:#}");
-    assert_eq!(status(&proxy, FRAGILE).await, 200, "the broken file's last good objects");
+    assert_eq!(
+        status(&proxy, FRAGILE).await,
+        200,
+        "the broken file's last good objects"
+    );
     assert_eq!(status(&proxy, GOOD).await, 200);
 
     // A bad annotation value on an Ingress that was good: reported, last good kept, others alone.
@@ -113,7 +127,11 @@ async fn bad_input_is_reported_and_removes_nothing() {
         assert!(d.contains("bogus"), "{d}");
         assert!(d.contains("terminate, passthrough, reencrypt"), "{d}");
     }
-    assert_eq!(status(&proxy, TWEAKED).await, 200, "last good configuration kept");
+    assert_eq!(
+        status(&proxy, TWEAKED).await,
+        200,
+        "last good configuration kept"
+    );
     assert_eq!(status(&proxy, "fresh.e2e.test").await, 404);
     assert_eq!(status(&proxy, GOOD).await, 200);
     assert_eq!(status(&proxy, FRAGILE).await, 200);
@@ -132,19 +150,32 @@ async fn bad_input_is_reported_and_removes_nothing() {
         assert!(line.contains("\"bogus\""), "{line}");
     }
     // The good Ingress is still listed.
-    assert!(text.contains(&format!("{GOOD}  (terminate, owner default/good)")), "{text}");
+    assert!(
+        text.contains(&format!("{GOOD}  (terminate, owner default/good)")),
+        "{text}"
+    );
 
     // Fix everything: the good directory checks clean, exit 0, and the listing names the
     // host, mode and backend.
-    manifests::write(m, "fragile.yaml", &ingress("fragile", FRAGILE, "web", &[], None));
+    manifests::write(
+        m,
+        "fragile.yaml",
+        &ingress("fragile", FRAGILE, "web", &[], None),
+    );
     std::fs::remove_file(m.join("tweaked.yaml")).unwrap();
     std::fs::remove_file(m.join("fresh.yaml")).unwrap();
     let out = check(m);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains(&format!("{FRAGILE}  (terminate, owner default/fragile)")), "{text}");
+    assert!(
+        text.contains(&format!("{FRAGILE}  (terminate, owner default/fragile)")),
+        "{text}"
+    );
     let backend_line = format!("default/web:80 → 127.0.0.1:{}", backend.addr.port());
-    assert!(text.contains(&backend_line), "{backend_line} missing:\n{text}");
+    assert!(
+        text.contains(&backend_line),
+        "{backend_line} missing:\n{text}"
+    );
     // Warnings only (these plain-HTTP hosts have no certificate of their own).
     assert!(!text.contains("error:"), "{text}");
     // The running binary agrees: no errors left.

@@ -34,7 +34,11 @@ async fn round_robin_then_failover_without_failed_requests() {
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path();
     manifests::write(m, "class.yaml", &ingress_class());
-    manifests::write(m, "svc.yaml", &service("pair", &[a_addr.port(), b_addr.port()]));
+    manifests::write(
+        m,
+        "svc.yaml",
+        &service("pair", &[a_addr.port(), b_addr.port()]),
+    );
     manifests::write(
         m,
         "ingress.yaml",
@@ -50,9 +54,8 @@ async fn round_robin_then_failover_without_failed_requests() {
         ),
     );
     let proxy = Binary::start(m).await;
-    let healthy = |addr: std::net::SocketAddr| {
-        format!("portcullis_upstream_healthy{{endpoint=\"{addr}\"}}")
-    };
+    let healthy =
+        |addr: std::net::SocketAddr| format!("portcullis_upstream_healthy{{endpoint=\"{addr}\"}}");
 
     let client = http_client();
     let mut failures = Vec::new();

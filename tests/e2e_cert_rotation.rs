@@ -37,8 +37,16 @@ async fn a_rewritten_secret_is_served_to_new_handshakes_only() {
     std::fs::create_dir(&m).unwrap();
     manifests::write(&m, "class.yaml", &ingress_class());
     manifests::write(&m, "svc.yaml", &service("rot", &[backend.addr.port()]));
-    manifests::write(&m, "ingress.yaml", &ingress("rot", HOST, "rot", &[], Some("rot-tls")));
-    manifests::write(&m, "secret.yaml", &old.secret_yaml(manifests::NS, "rot-tls"));
+    manifests::write(
+        &m,
+        "ingress.yaml",
+        &ingress("rot", HOST, "rot", &[], Some("rot-tls")),
+    );
+    manifests::write(
+        &m,
+        "secret.yaml",
+        &old.secret_yaml(manifests::NS, "rot-tls"),
+    );
     let proxy = Binary::start(&m).await;
     let config = ca.client_config(&[b"http/1.1"]);
 
@@ -52,14 +60,22 @@ async fn a_rewritten_secret_is_served_to_new_handshakes_only() {
 
     // Rotate: the same Secret, a new leaf.
     let generation = proxy.generation().await;
-    manifests::write(&m, "secret.yaml", &new.secret_yaml(manifests::NS, "rot-tls"));
+    manifests::write(
+        &m,
+        "secret.yaml",
+        &new.secret_yaml(manifests::NS, "rot-tls"),
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (cert, _) = connect(proxy.https, config.clone()).await;
         if cert == new.cert_der.to_vec() {
             break;
         }
-        assert_eq!(cert, old.cert_der.to_vec(), "neither the old nor the new leaf");
+        assert_eq!(
+            cert,
+            old.cert_der.to_vec(),
+            "neither the old nor the new leaf"
+        );
         assert!(
             Instant::now() < deadline,
             "still the old certificate 5 s after the rotation:\n{}",
@@ -80,7 +96,10 @@ async fn a_rewritten_secret_is_served_to_new_handshakes_only() {
         .find(|h| h["host"] == HOST)
         .expect("the host")
         .clone();
-    assert_eq!(host["certificate"]["source"], "Secret default/rot-tls", "{host:#}");
+    assert_eq!(
+        host["certificate"]["source"], "Secret default/rot-tls",
+        "{host:#}"
+    );
 
     // The connection opened before still works (on the certificate it was opened with).
     get(&mut before, "/after").await;
@@ -89,9 +108,10 @@ async fn a_rewritten_secret_is_served_to_new_handshakes_only() {
     // A botched rotation (the key of another certificate): reported, the last good certificate
     // stays in service.
     let stranger = ca.leaf(&[HOST]);
-    let mismatched = new
-        .secret_yaml(manifests::NS, "rot-tls")
-        .replace(&support::pki::indent(&new.key_pem, 4), &support::pki::indent(&stranger.key_pem, 4));
+    let mismatched = new.secret_yaml(manifests::NS, "rot-tls").replace(
+        &support::pki::indent(&new.key_pem, 4),
+        &support::pki::indent(&stranger.key_pem, 4),
+    );
     assert_ne!(mismatched, new.secret_yaml(manifests::NS, "rot-tls"));
     manifests::write(&m, "secret.yaml", &mismatched);
     let table = proxy

@@ -135,7 +135,10 @@ async fn swaps_break_no_request_and_no_open_connection() {
         .iter()
         .filter_map(|h| h["host"].as_str())
         .collect();
-    assert!(hosts.contains(&format!("churn-{SWAPS}.e2e.test").as_str()), "{hosts:?}");
+    assert!(
+        hosts.contains(&format!("churn-{SWAPS}.e2e.test").as_str()),
+        "{hosts:?}"
+    );
     assert!(!hosts.contains(&"churn-0.e2e.test"), "{hosts:?}");
 
     // The long-lived connections survived every swap: the same streams still carry data (a
@@ -150,10 +153,17 @@ async fn swaps_break_no_request_and_no_open_connection() {
     let stopping = Instant::now();
     let status = proxy.stop(Duration::from_secs(5)).await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(stopping.elapsed() < Duration::from_secs(4), "{:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        stopping.elapsed()
+    );
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(2), ws_conn.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the upgraded connection is closed after exit");
+    assert!(
+        closed.is_ok(),
+        "the upgraded connection is closed after exit"
+    );
 }
 
 /// GET requests a backend served (health probes are HEAD).
@@ -198,7 +208,10 @@ async fn client_loop(
             .body(Empty::<Bytes>::new())
             .expect("request");
         let answer = async {
-            sender.ready().await.map_err(|e| format!("not ready: {e}"))?;
+            sender
+                .ready()
+                .await
+                .map_err(|e| format!("not ready: {e}"))?;
             let response = sender
                 .send_request(request)
                 .await
@@ -268,15 +281,18 @@ impl PassStream {
             .header(http::header::HOST, PASS)
             .body(Empty::new())
             .expect("request");
-        let response = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.sender.send_request(request),
-        )
-        .await
-        .expect("an answer on the pass-through stream")
-        .expect("pass-through response");
+        let response =
+            tokio::time::timeout(Duration::from_secs(5), self.sender.send_request(request))
+                .await
+                .expect("an answer on the pass-through stream")
+                .expect("pass-through response");
         assert_eq!(response.status(), 200);
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         assert_eq!(
             String::from_utf8_lossy(&body),
             format!("backend=pass path={path} sni={PASS}")
@@ -290,7 +306,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
         "GET /ws HTTP/1.1\r\nHost: {WS}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.expect("write upgrade");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write upgrade");
     let mut head = Vec::new();
     let read_head = async {
         while !head.ends_with(b"\r\n\r\n") {
@@ -307,7 +326,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
 
 /// Writes `bytes` on the upgraded connection and reads them back.
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) {
-    stream.write_all(bytes).await.expect("write on the upgraded connection");
+    stream
+        .write_all(bytes)
+        .await
+        .expect("write on the upgraded connection");
     stream.flush().await.expect("flush");
     let mut back = vec![0u8; bytes.len()];
     tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))

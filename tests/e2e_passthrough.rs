@@ -97,7 +97,10 @@ async fn passthrough_splices_to_the_backend_tls() {
             s.stderr
         );
         let subject = s.subject().unwrap_or_default();
-        assert!(subject.contains(&format!("CN = {host}")), "{host}: {subject}");
+        assert!(
+            subject.contains(&format!("CN = {host}")),
+            "{host}: {subject}"
+        );
         let chain = s.certificates_pem();
         assert_eq!(pem_to_der(&chain[0]), leaf.cert_der.to_vec(), "{host}");
     }

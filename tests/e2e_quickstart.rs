@@ -30,15 +30,30 @@ fn check_examples_is_clean_and_lists_the_quickstart_hosts() {
         .output()
         .expect("run portcullis check");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!text.contains("error:"), "{text}");
-    for (host, mode) in [(APP, "terminate"), (SECURE, "passthrough"), (REENCRYPT, "reencrypt")] {
+    for (host, mode) in [
+        (APP, "terminate"),
+        (SECURE, "passthrough"),
+        (REENCRYPT, "reencrypt"),
+    ] {
         assert!(
-            text.lines().any(|l| l.starts_with(&format!("{host}  ({mode}, "))),
+            text.lines()
+                .any(|l| l.starts_with(&format!("{host}  ({mode}, "))),
             "{host} ({mode}) not listed:\n{text}"
         );
     }
-    for endpoint in ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9443", "127.0.0.1:9444"] {
+    for endpoint in [
+        "127.0.0.1:9001",
+        "127.0.0.1:9002",
+        "127.0.0.1:9443",
+        "127.0.0.1:9444",
+    ] {
         assert!(text.contains(endpoint), "{endpoint} not listed:\n{text}");
     }
 }
@@ -69,7 +84,10 @@ async fn the_readme_commands_work() {
             ("9443", &secure),
             ("9444", &reencrypt),
         ] {
-            text = text.replace(&format!("port: {fixed}"), &format!("port: {}", backend.addr.port()));
+            text = text.replace(
+                &format!("port: {fixed}"),
+                &format!("port: {}", backend.addr.port()),
+            );
         }
         std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
     }
@@ -80,10 +98,18 @@ async fn the_readme_commands_work() {
     let app_crt = tls.join("app.localtest.me.crt");
     let r = curl_https(APP, proxy.https, "/", &app_crt, &[]).await;
     assert_eq!(r.exit_code, 0, "{}", r.stderr);
-    assert_eq!((r.status, r.header("x-backend")), (200, Some("echo-a")), "{r:?}");
+    assert_eq!(
+        (r.status, r.header("x-backend")),
+        (200, Some("echo-a")),
+        "{r:?}"
+    );
     assert_eq!(r.header("strict-transport-security"), Some("max-age=300"));
     let r = curl_https(APP, proxy.https, "/b/hello", &app_crt, &[]).await;
-    assert_eq!((r.status, r.header("x-backend")), (200, Some("echo-b")), "{r:?}");
+    assert_eq!(
+        (r.status, r.header("x-backend")),
+        (200, Some("echo-b")),
+        "{r:?}"
+    );
 
     // (d) ssl-redirect: plain HTTP answers 308 to https.
     let r = curl("http", APP, proxy.http, "/", &["-i"]).await;
@@ -99,7 +125,12 @@ async fn the_readme_commands_work() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, format!("backend=secure path=/ sni={SECURE}"));
     let s = s_client(proxy.https, SECURE, None).await;
-    assert_eq!(s.subject(), Some(format!("CN = {SECURE}").as_str()), "{}", s.stdout);
+    assert_eq!(
+        s.subject(),
+        Some(format!("CN = {SECURE}").as_str()),
+        "{}",
+        s.stdout
+    );
 
     // (c) re-encrypt: our certificate to curl, TLS again to the backend.
     let r = curl_https(

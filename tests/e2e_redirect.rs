@@ -23,7 +23,11 @@ async fn ssl_redirect_answers_308_to_the_https_port() {
     std::fs::create_dir(&m).unwrap();
     manifests::write(&m, "class.yaml", &ingress_class());
     manifests::write(&m, "svc.yaml", &service("web", &[backend.addr.port()]));
-    manifests::write(&m, "secret.yaml", &ca.leaf(&[HOST]).secret_yaml(manifests::NS, "only-tls"));
+    manifests::write(
+        &m,
+        "secret.yaml",
+        &ca.leaf(&[HOST]).secret_yaml(manifests::NS, "only-tls"),
+    );
     manifests::write(
         &m,
         "only.yaml",
@@ -51,7 +55,14 @@ async fn ssl_redirect_answers_308_to_the_https_port() {
     assert_eq!(r.body, "");
 
     // Any method: 308 keeps the method and body, so a POST is redirected too.
-    let r = curl("http", HOST, proxy.http, "/form", &["-X", "POST", "-d", "a=1"]).await;
+    let r = curl(
+        "http",
+        HOST,
+        proxy.http,
+        "/form",
+        &["-X", "POST", "-d", "a=1"],
+    )
+    .await;
     assert_eq!(r.status, 308, "{r:?}");
     assert_eq!(
         r.header("location"),

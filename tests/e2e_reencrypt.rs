@@ -33,8 +33,16 @@ async fn reencrypt_verifies_the_backend_and_sends_the_rule_host_as_sni() {
     let m = dir.path().join("manifests");
     std::fs::create_dir(&m).unwrap();
     manifests::write(&m, "class.yaml", &ingress_class());
-    manifests::write(&m, "backend-ca.yaml", &ca_secret("backend-ca", &backend_ca.cert_pem));
-    manifests::write(&m, "other-ca.yaml", &ca_secret("other-ca", &other_ca.cert_pem));
+    manifests::write(
+        &m,
+        "backend-ca.yaml",
+        &ca_secret("backend-ca", &backend_ca.cert_pem),
+    );
+    manifests::write(
+        &m,
+        "other-ca.yaml",
+        &ca_secret("other-ca", &other_ca.cert_pem),
+    );
     let annotations: [&[(&str, &str)]; 4] = [
         &[
             ("portcullis.io/tls-mode", "reencrypt"),
@@ -58,8 +66,16 @@ async fn reencrypt_verifies_the_backend_and_sends_the_rule_host_as_sni() {
             &format!("{name}.yaml"),
             &[
                 service(&name, &[servers[i].addr.port()]),
-                front_ca.leaf(&[host]).secret_yaml(manifests::NS, &format!("{name}-tls")),
-                ingress(&name, host, &name, annotations[i], Some(&format!("{name}-tls"))),
+                front_ca
+                    .leaf(&[host])
+                    .secret_yaml(manifests::NS, &format!("{name}-tls")),
+                ingress(
+                    &name,
+                    host,
+                    &name,
+                    annotations[i],
+                    Some(&format!("{name}-tls")),
+                ),
             ]
             .join("---\n"),
         );
@@ -91,13 +107,19 @@ async fn reencrypt_verifies_the_backend_and_sends_the_rule_host_as_sni() {
     // Same wrong CA, verification off: 200.
     let r = curl_https(NO_VERIFY, proxy.https, "/nv", &ca_file, &["--http1.1"]).await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(last_request(&servers[2], "/nv").sni.as_deref(), Some(NO_VERIFY));
+    assert_eq!(
+        last_request(&servers[2], "/nv").sni.as_deref(),
+        Some(NO_VERIFY)
+    );
 
     // HAProxy Ingress alias: server-ssl re-encrypts (no CA: not verified).
     let r = curl_https(HAPROXY, proxy.https, "/ha", &ca_file, &["--http1.1"]).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, format!("backend=b3 path=/ha sni={HAPROXY}"));
-    assert_eq!(last_request(&servers[3], "/ha").sni.as_deref(), Some(HAPROXY));
+    assert_eq!(
+        last_request(&servers[3], "/ha").sni.as_deref(),
+        Some(HAPROXY)
+    );
 
     // The access log says how each request reached its pod.
     let log = proxy.log_text();

@@ -26,7 +26,11 @@ async fn terminate_serves_the_secret_certificate_and_forwards_headers() {
     std::fs::create_dir(&m).unwrap();
     manifests::write(&m, "class.yaml", &ingress_class());
     manifests::write(&m, "svc.yaml", &service("app", &[backend.addr.port()]));
-    manifests::write(&m, "secret.yaml", &leaf.secret_yaml(manifests::NS, "app-tls"));
+    manifests::write(
+        &m,
+        "secret.yaml",
+        &leaf.secret_yaml(manifests::NS, "app-tls"),
+    );
     manifests::write(
         &m,
         "ingress.yaml",
@@ -47,7 +51,7 @@ async fn terminate_serves_the_secret_certificate_and_forwards_headers() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.version, "HTTP/1.1");
     assert_eq!(r.header("x-backend"), Some("app"));
-    assert_eq!(r.body, format!("backend=app path=/hello?x=1 sni="));
+    assert_eq!(r.body, "backend=app path=/hello?x=1 sni=");
     assert_eq!(r.header("strict-transport-security"), Some(HSTS));
 
     // Exactly the Secret's certificate, not just any certificate our CA signed.
@@ -65,8 +69,14 @@ async fn terminate_serves_the_secret_certificate_and_forwards_headers() {
         .expect("the backend saw the request");
     let h = &request.headers;
     let authority = format!("{HOST}:{https_port}");
-    assert_eq!(h.get("x-forwarded-for").map(String::as_str), Some("127.0.0.1"));
-    assert_eq!(h.get("x-forwarded-proto").map(String::as_str), Some("https"));
+    assert_eq!(
+        h.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        h.get("x-forwarded-proto").map(String::as_str),
+        Some("https")
+    );
     assert_eq!(
         h.get("x-forwarded-port"),
         Some(&https_port.to_string()),

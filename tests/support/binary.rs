@@ -93,7 +93,10 @@ impl Binary {
                     panic!("the binary exited before listening:\n{}", binary.log_text())
                 }
                 Err(mpsc::TryRecvError::Empty) if Instant::now() > deadline => {
-                    panic!("no `listening` line within {START_DEADLINE:?}:\n{}", binary.log_text())
+                    panic!(
+                        "no `listening` line within {START_DEADLINE:?}:\n{}",
+                        binary.log_text()
+                    )
                 }
                 Err(mpsc::TryRecvError::Empty) => {
                     tokio::time::sleep(Duration::from_millis(10)).await
@@ -124,12 +127,7 @@ impl Binary {
     /// Waits until some stderr line satisfies `pred`.
     pub async fn wait_for_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
         wait_until(timeout, || {
-            let found = self
-                .log
-                .lock()
-                .expect("log lock")
-                .iter()
-                .any(|l| pred(l));
+            let found = self.log.lock().expect("log lock").iter().any(|l| pred(l));
             async move { found }
         })
         .await
@@ -151,7 +149,9 @@ impl Binary {
 
     /// `portcullis_config_generation`: how many tables have gone live.
     pub async fn generation(&self) -> u64 {
-        self.metric("portcullis_config_generation").await.unwrap_or(0.0) as u64
+        self.metric("portcullis_config_generation")
+            .await
+            .unwrap_or(0.0) as u64
     }
 
     /// Waits until a table newer than `after` is live; returns the new generation.
@@ -209,7 +209,10 @@ impl Binary {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("no exit within {timeout:?} of SIGTERM:\n{}", self.log_text());
+                panic!(
+                    "no exit within {timeout:?} of SIGTERM:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -81,13 +81,7 @@ pub async fn curl(scheme: &str, host: &str, at: SocketAddr, path: &str, args: &[
 }
 
 /// `curl https://HOST:PORT/PATH --cacert CA` (plus `args`).
-pub async fn curl_https(
-    host: &str,
-    at: SocketAddr,
-    path: &str,
-    ca: &Path,
-    args: &[&str],
-) -> Curl {
+pub async fn curl_https(host: &str, at: SocketAddr, path: &str, ca: &Path, args: &[&str]) -> Curl {
     let ca = ca.to_str().expect("utf-8 path");
     let mut all = vec!["--cacert", ca];
     all.extend_from_slice(args);
@@ -180,8 +174,7 @@ pub type HttpClient = hyper_util::client::legacy::Client<
 
 /// A new [`HttpClient`].
 pub fn http_client() -> HttpClient {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http()
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 /// `GET http://AT/PATH` with `Host: host`: the status and the `x-backend` header, or the error
