@@ -89,6 +89,42 @@ async fn terminate_serves_the_secret_certificate_and_forwards_headers() {
     );
     assert_eq!(h.get("host"), Some(&authority));
 
+    // A client's own forwarded headers are not trusted: replaced, not appended to.
+    let r = curl_https(
+        HOST,
+        proxy.https,
+        "/spoof",
+        &ca_file,
+        &[
+            "-H",
+            "X-Forwarded-For: 6.6.6.6",
+            "-H",
+            "Forwarded: for=6.6.6.6",
+            "-H",
+            "X-Forwarded-Proto: gopher",
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = backend.requests();
+    let spoof = &seen
+        .iter()
+        .find(|r| r.uri == "/spoof")
+        .expect("the backend saw /spoof")
+        .headers;
+    assert_eq!(
+        spoof.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        spoof.get("forwarded"),
+        Some(&format!("for=127.0.0.1;proto=https;host=\"{authority}\""))
+    );
+    assert_eq!(
+        spoof.get("x-forwarded-proto").map(String::as_str),
+        Some("https")
+    );
+
     // HTTP/2 over ALPN.
     let r = curl_https(HOST, proxy.https, "/h2", &ca_file, &["--http2"]).await;
     assert_eq!(r.exit_code, 0, "curl --http2 failed: {}", r.stderr);
@@ -96,7 +132,24 @@ async fn terminate_serves_the_secret_certificate_and_forwards_headers() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-backend"), Some("app"));
     assert_eq!(r.header("strict-transport-security"), Some(HSTS));
-    assert!(backend.requests().iter().any(|r| r.uri == "/h2"));
+    // The backend speaks HTTP/1.1: the `:authority` became `Host`, the forwarded headers
+    // are the same as over HTTP/1.1.
+    let seen = backend.requests();
+    let h2 = &seen
+        .iter()
+        .find(|r| r.uri == "/h2")
+        .expect("the backend saw the HTTP/2 request")
+        .headers;
+    assert_eq!(h2.get("host"), Some(&authority), "{h2:?}");
+    assert_eq!(h2.get("x-forwarded-host"), Some(&authority));
+    assert_eq!(
+        h2.get("x-forwarded-proto").map(String::as_str),
+        Some("https")
+    );
+    assert_eq!(
+        h2.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
 
     // An unknown host: the default (self-signed) certificate, hence -k, and 404.
     let r = curl("https", "nope.e2e.test", proxy.https, "/", &["-k"]).await;
