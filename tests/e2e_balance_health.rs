@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::backends::{self, Backend};
 use support::binary::Binary;
-use support::clients::{get_backend, http_client};
+use support::clients::{curl, get_backend, http_client};
 use support::manifests::{self, ingress, ingress_class, service};
 use support::wait::wait_until;
 
@@ -98,16 +98,25 @@ async fn round_robin_then_failover_without_failed_requests() {
     })
     .await;
     let before = served(&a);
-    let mut elsewhere = 0;
+    let mut elsewhere = Vec::new();
     for i in 0..100 {
         match get_backend(&client, proxy.http, HOST, &format!("/after/{i}")).await {
             Ok((200, backend)) if backend == "a" => {}
-            Ok((200, _)) => elsewhere += 1,
+            Ok((200, other)) => elsewhere.push(format!("/after/{i}: {other:?}")),
             other => failures.push(format!("/after/{i}: {other:?}")),
         }
     }
-    assert!(failures.is_empty(), "failed requests: {failures:#?}");
-    assert_eq!(elsewhere, 0);
+    assert!(
+        failures.is_empty(),
+        "failed requests: {failures:#?}\n{}",
+        proxy.log_text()
+    );
+    assert!(
+        elsewhere.is_empty(),
+        "answered by another backend: {elsewhere:#?}\ndown={down}\n{}\n{}",
+        proxy.metrics().await,
+        proxy.log_text()
+    );
     assert_eq!(served(&a) - before, 100);
     assert!(
         down,
@@ -143,4 +152,46 @@ async fn round_robin_then_failover_without_failed_requests() {
         (40..=60).contains(&on_a) && (40..=60).contains(&on_b),
         "round-robin spread after recovery a={on_a} b={on_b}"
     );
+}
+
+/// A backend that closes a reused keep-alive connection as the next request arrives (its idle
+/// timeout racing the proxy's pool): the proxy resends a GET on a new connection instead of
+/// answering 502. Not resent: a POST (not idempotent).
+#[tokio::test]
+async fn a_reused_connection_closed_by_the_backend_is_resent() {
+    let backend = backends::closes_reused("flaky").await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path();
+    manifests::write(m, "class.yaml", &ingress_class());
+    manifests::write(m, "svc.yaml", &service("flaky", &[backend.addr.port()]));
+    manifests::write(
+        m,
+        "ingress.yaml",
+        &ingress(
+            "flaky",
+            HOST,
+            "flaky",
+            &[("portcullis.io/health-check", "none")],
+            None,
+        ),
+    );
+    let proxy = Binary::start(m).await;
+    let client = http_client();
+    for i in 0..5 {
+        let answer = get_backend(&client, proxy.http, HOST, &format!("/seq/{i}")).await;
+        assert_eq!(
+            answer,
+            Ok((200, "flaky".to_string())),
+            "request {i}\n{}",
+            proxy.log_text()
+        );
+    }
+    // Every request after the first found the pooled connection and was resent on a new one.
+    assert_eq!(backend.count(), 5);
+    assert!(backend.connections() >= 5, "{}", backend.connections());
+
+    // A POST is not idempotent: the same race is a 502, never a second delivery.
+    let r = curl("http", HOST, proxy.http, "/post", &["-d", "once=1"]).await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(backend.count(), 5);
 }
