@@ -9,9 +9,12 @@
 //!    endpoint `ip:port`, under one `upstream_response` deadline (→ 504). A TCP connect
 //!    failure sent nothing: the endpoint is marked failed and another one is tried, up to
 //!    [`MAX_TRIES`] endpoints (the request body is only handed over once a connection exists,
-//!    so it is still ours to resend). Any other failure is a 502 without retry: a TLS
-//!    handshake failure is almost always configuration (the same for every pod), and after
-//!    bytes were sent a retry could run a non-idempotent request twice;
+//!    so it is still ours to resend). A connection closed or reset before any response head
+//!    (a reused keep-alive connection racing the upstream's idle close) is resent once, on a
+//!    new pick, when the method is idempotent and the body was never handed over. Any other
+//!    failure is a 502 without retry: a TLS handshake failure is almost always configuration
+//!    (the same for every pod), and after bytes were sent a retry could run a non-idempotent
+//!    request twice;
 //! 4. **respond**: strip hop-by-hop headers from the response; on `101 Switching Protocols`
 //!    join the client and upstream connections with `copy_bidirectional`.
 
@@ -262,6 +265,32 @@ fn connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a C
         next = e.source();
     }
     None
+}
+
+/// Whether `err` says the upstream closed or reset the connection before sending a response
+/// head (hyper's "connection closed before message completed", or a reset/EOF while waiting).
+fn closed_before_response(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && h.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// A connection to an endpoint, plain or TLS.
@@ -637,6 +666,7 @@ pub async fn forward(
 
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_error = None;
+    let mut resent = false;
     while tried.len() < MAX_TRIES {
         // 2. pick
         let Some(endpoint) = balance::pick(f.upstream, &f.ctx.health, &tried) else {
@@ -695,6 +725,22 @@ pub async fn forward(
                     ));
                 }
                 None => {
+                    // Closed before any response head: on a reused keep-alive connection, the
+                    // upstream's idle close racing our request. Resend once, on a new pick, when
+                    // that is safe: an idempotent method whose body was never handed over.
+                    let body_still_ours = slot
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_some()
+                        || end_stream;
+                    if !resent
+                        && parts.method.is_idempotent()
+                        && body_still_ours
+                        && closed_before_response(&err)
+                    {
+                        resent = true;
+                        continue;
+                    }
                     return Err(ProxyError::upstream(
                         service,
                         Some(endpoint),

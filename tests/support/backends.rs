@@ -412,3 +412,73 @@ pub async fn silent(name: &str) -> Backend {
         task,
     }
 }
+
+/// Starts a backend on 127.0.0.1:0 that answers the first request of every connection (200,
+/// `x-backend: NAME`, keep-alive), then reads the next request on that connection and closes
+/// it without answering: what a server does when its keep-alive idle timeout fires just as a
+/// reused connection's request arrives. Records the requests it answered; counts connections.
+pub async fn closes_reused(name: &str) -> Backend {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("local addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (s, count, n) = (seen.clone(), accepted.clone(), name.to_string());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (s, n) = (s.clone(), n.clone());
+            conns.spawn(async move {
+                let Some(head) = read_head(&mut stream).await else {
+                    return;
+                };
+                let (method, uri) = request_line(&head);
+                s.lock().expect("seen lock").push(SeenRequest {
+                    method,
+                    uri,
+                    headers: BTreeMap::new(),
+                    body: Vec::new(),
+                    sni: None,
+                    proxy: None,
+                });
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\nx-backend: {n}\r\ncontent-length: 2\r\n\r\nok");
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                // The next request on this connection: read it, then close without a word.
+                let _ = read_head(&mut stream).await;
+            });
+        }
+    });
+    Backend {
+        name: name.to_string(),
+        addr,
+        seen,
+        accepted,
+        task,
+    }
+}
+
+/// Reads one request head (up to the blank line); `None` at EOF.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.ok()?);
+        if head.len() > 64 * 1024 {
+            return None;
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Method and request target of a request head.
+fn request_line(head: &str) -> (String, String) {
+    let mut parts = head.lines().next().unwrap_or_default().split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let uri = parts.next().unwrap_or_default().to_string();
+    (method, uri)
+}
