@@ -92,13 +92,21 @@ fn parse<T: DeserializeOwned>(
 }
 
 /// The first line of the parser's message (its rendering may add a source snippet).
+/// The parser's reason without its own `error:` and `line N column M:` prefixes: the diagnostic's
+/// field already names the line, counted in the file rather than in the document.
 fn error_text(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
-    text.lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_string()
+    let first = text.lines().next().unwrap_or("invalid YAML").trim();
+    let reason = first.strip_prefix("error:").map(str::trim).unwrap_or(first);
+    let reason = match reason.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map(|(_, r)| r).unwrap_or(reason),
+        None => reason,
+    };
+    if reason.is_empty() {
+        "invalid YAML".to_string()
+    } else {
+        reason.to_string()
+    }
 }
 
 /// Splits a file into YAML documents at `---` lines, keeping each document's first line number
