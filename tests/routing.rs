@@ -16,13 +16,7 @@ spec: {controller: portcullis.io/ingress-controller}
 
 /// An Ingress named `name` with one rule for `host` (empty: no host) and `paths` given as
 /// `(path, pathType, service)`, plus an optional default backend.
-fn ingress(
-    name: &str,
-    created: &str,
-    host: &str,
-    paths: &[(&str, &str, &str)],
-    default: Option<&str>,
-) -> String {
+fn ingress(name: &str, created: &str, host: &str, paths: Paths, default: Option<&str>) -> String {
     let mut y = format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}\nspec:\n  ingressClassName: portcullis\n"
     );
@@ -44,6 +38,11 @@ fn ingress(
     y
 }
 
+/// A rule's paths as `(path, pathType, service)`.
+type Paths<'a> = &'a [(&'a str, &'a str, &'a str)];
+/// Requests as `(path, expected service or None for 404)`.
+type Cases<'a> = &'a [(&'a str, Option<&'a str>)];
+
 fn table(yaml: &str) -> RouteTable {
     let mut snapshot = Snapshot::default();
     for object in parse_manifest("routing.yaml", yaml).expect("valid YAML") {
@@ -60,7 +59,7 @@ fn route(table: &RouteTable, host: &str, path: &str) -> Option<String> {
     }
 }
 
-fn check(table: &RouteTable, host: &str, cases: &[(&str, Option<&str>)]) {
+fn check(table: &RouteTable, host: &str, cases: Cases) {
     for (path, want) in cases {
         assert_eq!(
             route(table, host, path).as_deref(),
@@ -73,7 +72,7 @@ fn check(table: &RouteTable, host: &str, cases: &[(&str, Option<&str>)]) {
 #[test]
 fn path_examples_of_the_ingress_documentation() {
     // One Ingress per example, each on its own host, so they do not interact.
-    let examples: &[(&str, &[(&str, &str, &str)], &[(&str, Option<&str>)])] = &[
+    let examples: &[(&str, Paths, Cases)] = &[
         (
             "all.test",
             &[("/", "Prefix", "a")],
