@@ -57,7 +57,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -66,6 +66,7 @@ use tokio::task::JoinHandle;
 use crate::metrics::Metrics;
 use crate::model::upstream::{HealthProbe, ProxyProtocol, ServiceRef, UpstreamProtocol};
 use crate::table::{RouteTable, TableHandle};
+use crate::tls::upstream::AcceptAnyServerCert;
 
 /// Consecutive successful probes that bring an actively-failed endpoint back (`rise 2`).
 pub const RISE: u32 = 2;
@@ -797,7 +798,7 @@ impl ProbeTls {
             let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(Arc::clone(
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new(Arc::clone(
                     &provider,
                 ))))
                 .with_no_client_auth();
@@ -826,57 +827,6 @@ async fn tls_connect(
         .connect(name, tcp)
         .await
         .map_err(ProbeError::Tls)
-}
-
-/// Accepts any server certificate, but still checks the handshake signature against it.
-// Note for de-duplication: tls/upstream.rs gets an accept-any verifier for re-encrypt with
-// `backend-verify: false`; this one can go once that exists.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
