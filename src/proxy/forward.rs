@@ -9,9 +9,11 @@
 //!    endpoint `ip:port`, under one `upstream_response` deadline (→ 504). A TCP connect
 //!    failure sent nothing: the endpoint is marked failed and another one is tried, up to
 //!    [`MAX_TRIES`] endpoints (the request body is only handed over once a connection exists,
-//!    so it is still ours to resend). Any other failure is a 502 without retry: a TLS
-//!    handshake failure is almost always configuration (the same for every pod), and after
-//!    bytes were sent a retry could run a non-idempotent request twice;
+//!    so it is still ours to resend). A connection closed before the response head (a pod
+//!    killed mid-request, a stale pooled connection) is retried on another endpoint only for
+//!    an idempotent method whose body is still ours. Any other failure is a 502 without
+//!    retry: a TLS handshake failure is almost always configuration (the same for every pod),
+//!    and after bytes were sent a retry could run a non-idempotent request twice;
 //! 4. **respond**: strip hop-by-hop headers from the response; on `101 Switching Protocols`
 //!    join the client and upstream connections with `copy_bidirectional`.
 
@@ -695,11 +697,23 @@ pub async fn forward(
                     ));
                 }
                 None => {
-                    return Err(ProxyError::upstream(
+                    let error = ProxyError::upstream(
                         service,
                         Some(endpoint),
                         UpstreamFault::Reset(Box::new(err)),
-                    ));
+                    );
+                    // The connection closed before a response head (a pooled connection to a
+                    // pod that just died, or a pod killed mid-request). An idempotent request
+                    // whose body we can still resend is retried on another endpoint, as
+                    // nginx's `proxy_next_upstream error` does; anything else may have had an
+                    // effect and is a 502. The endpoint is not marked failed: a stale pooled
+                    // connection says nothing about new ones.
+                    if is_idempotent(&parts.method) && (end_stream || body_is_ours(&slot)) {
+                        tried.push(endpoint);
+                        last_error = Some(error);
+                        continue;
+                    }
+                    return Err(error);
                 }
             },
         };
@@ -750,6 +764,25 @@ pub async fn forward(
     }
     Err(last_error
         .unwrap_or_else(|| ProxyError::upstream(service, None, UpstreamFault::NoEndpoint)))
+}
+
+/// Methods that may be sent twice without a different effect (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+/// Whether the request body was never handed to a connection, so it can still be sent.
+fn body_is_ours(slot: &Mutex<Option<Incoming>>) -> bool {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).is_some()
 }
 
 /// Ends least-request accounting for an endpoint (the guard's drop does it).
