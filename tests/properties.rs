@@ -291,7 +291,9 @@ fn wire_addr(v6: bool) -> impl Strategy<Value = SocketAddr> {
             .prop_map(IpAddr::V6)
             .boxed()
     } else {
-        any::<u32>().prop_map(|n| IpAddr::V4(Ipv4Addr::from(n))).boxed()
+        any::<u32>()
+            .prop_map(|n| IpAddr::V4(Ipv4Addr::from(n)))
+            .boxed()
     };
     (ip, any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port))
 }
@@ -369,7 +371,10 @@ const ANNOTATION_VALUES: &[(&str, &[&str])] = &[
         &["http", "tls", "tcp", "none", "udp"],
     ),
     ("portcullis.io/health-check-path", &["/healthz", "healthz"]),
-    ("portcullis.io/health-check-method", &["HEAD", "GET", "POST"]),
+    (
+        "portcullis.io/health-check-method",
+        &["HEAD", "GET", "POST"],
+    ),
     (
         "portcullis.io/health-check-host",
         &["app.example.com", "bad host"],
@@ -410,7 +415,10 @@ const ANNOTATION_VALUES: &[(&str, &[&str])] = &[
     ),
     ("haproxy.org/ssl-passthrough", &["true", "false"]),
     ("haproxy.org/server-ssl", &["true", "false"]),
-    ("haproxy.org/load-balance", &["roundrobin", "leastconn", "ewma"]),
+    (
+        "haproxy.org/load-balance",
+        &["roundrobin", "leastconn", "ewma"],
+    ),
 ];
 
 /// One bad value per key, each certainly rejected whatever else the map holds.
@@ -712,7 +720,12 @@ fn snapshot_yaml(ingresses: &[GenIngress], endpoints: &[Vec<u8>]) -> String {
             ));
             let list: Vec<String> = addrs
                 .iter()
-                .map(|a| format!("  - addresses: [\"10.0.{s}.{a}\"]\n    conditions: {{ready: {}}}\n", a % 5 != 0))
+                .map(|a| {
+                    format!(
+                        "  - addresses: [\"10.0.{s}.{a}\"]\n    conditions: {{ready: {}}}\n",
+                        a % 5 != 0
+                    )
+                })
                 .collect();
             docs.push(format!(
                 "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc{s}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: svc{s}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{}",
@@ -723,7 +736,9 @@ fn snapshot_yaml(ingresses: &[GenIngress], endpoints: &[Vec<u8>]) -> String {
     for (i, ing) in ingresses.iter().enumerate() {
         let mut rules = String::new();
         for (host, path, path_type, svc) in &ing.rules {
-            let host = host.map(|h| format!("    host: \"{h}\"\n")).unwrap_or_default();
+            let host = host
+                .map(|h| format!("    host: \"{h}\"\n"))
+                .unwrap_or_default();
             rules.push_str(&format!(
                 "  - http:\n      paths:\n      - path: {path}\n        pathType: {path_type}\n        backend: {{service: {{name: svc{svc}, port: {{number: 80}}}}}}\n{host}"
             ));
@@ -734,13 +749,18 @@ fn snapshot_yaml(ingresses: &[GenIngress], endpoints: &[Vec<u8>]) -> String {
             .filter_map(|r| r.0.map(|h| format!("\"{h}\"")))
             .collect();
         let tls = if ing.tls && !hosts.is_empty() {
-            format!("  tls: [{{hosts: [{}], secretName: tls}}]\n", hosts.join(", "))
+            format!(
+                "  tls: [{{hosts: [{}], secretName: tls}}]\n",
+                hosts.join(", ")
+            )
         } else {
             String::new()
         };
         let default_backend = ing
             .default_backend
-            .map(|s| format!("  defaultBackend: {{service: {{name: svc{s}, port: {{number: 80}}}}}}\n"))
+            .map(|s| {
+                format!("  defaultBackend: {{service: {{name: svc{s}, port: {{number: 80}}}}}}\n")
+            })
             .unwrap_or_default();
         docs.push(format!(
             "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ing{i}\n  namespace: {}\n  creationTimestamp: \"2024-01-0{}T00:00:00Z\"\n  annotations: {{portcullis.io/tls-mode: {}}}\nspec:\n{tls}{default_backend}  rules:\n{rules}",

@@ -395,9 +395,15 @@ async fn soak_mixed_traffic_while_everything_churns() {
     let ready = wait_until(Duration::from_secs(10), || {
         let ca = ca.clone();
         async move {
-            https_get(addrs.https, &ca, "app.soak.test", "web-").await.is_ok()
-                && https_get(addrs.https, &ca, "pt.soak.test", "pt").await.is_ok()
-                && https_get(addrs.https, &ca, "re.soak.test", "re").await.is_ok()
+            https_get(addrs.https, &ca, "app.soak.test", "web-")
+                .await
+                .is_ok()
+                && https_get(addrs.https, &ca, "pt.soak.test", "pt")
+                    .await
+                    .is_ok()
+                && https_get(addrs.https, &ca, "re.soak.test", "re")
+                    .await
+                    .is_ok()
                 && http_get(addrs.http, "app.soak.test", "web-").await.is_ok()
         }
     })
@@ -408,7 +414,13 @@ async fn soak_mixed_traffic_while_everything_churns() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let tallies: Arc<[Tally; 5]> = Arc::new(Default::default());
-    let names = ["terminate", "http", "passthrough", "reencrypt", "long-lived"];
+    let names = [
+        "terminate",
+        "http",
+        "passthrough",
+        "reencrypt",
+        "long-lived",
+    ];
     let mut clients = Vec::new();
 
     // Fresh connections, one task per mode (terminate twice).
@@ -468,10 +480,8 @@ async fn soak_mixed_traffic_while_everything_churns() {
     // Garbage on both ports.
     let garbage_task = {
         let stop = stop.clone();
-        let hello = support::in_process::client_hello_bytes(
-            ca.client_config(&[b"h2"]),
-            "app.soak.test",
-        );
+        let hello =
+            support::in_process::client_hello_bytes(ca.client_config(&[b"h2"]), "app.soak.test");
         tokio::spawn(async move {
             let mut rng = fastrand::Rng::with_seed(7);
             let mut sent = 0usize;
@@ -509,7 +519,11 @@ async fn soak_mixed_traffic_while_everything_churns() {
             restarts += 1;
         }
         match tick % 120 {
-            30 => write(&d, "50-broken.yaml", "apiVersion: v1\nkind: [\n  garbage: {\n"),
+            30 => write(
+                &d,
+                "50-broken.yaml",
+                "apiVersion: v1\nkind: [\n  garbage: {\n",
+            ),
             60 => write(
                 &d,
                 "50-broken.yaml",
@@ -573,7 +587,10 @@ async fn soak_mixed_traffic_while_everything_churns() {
         async move { gone }
     })
     .await;
-    assert!(freed, "the first table is still referenced after its connections closed");
+    assert!(
+        freed,
+        "the first table is still referenced after its connections closed"
+    );
 
     running.shutdown().await.expect("shutdown");
     assert_eq!(
@@ -701,4 +718,3 @@ fn old_tables_are_freed_across_1000_swaps() {
         "a panic happened"
     );
 }
-

@@ -73,7 +73,10 @@ async fn idempotent_requests_are_retried_when_an_endpoint_closes_before_answerin
     let healthy = backends::http("healthy").await;
     let upstream = h::upstream(&[dying, healthy.addr], UpstreamProtocol::Http);
     let front = h::plain(
-        h::table(vec![h::vhost("app.example", upstream)], ClassSettings::default()),
+        h::table(
+            vec![h::vhost("app.example", upstream)],
+            ClassSettings::default(),
+        ),
         443,
     )
     .await;
@@ -96,7 +99,10 @@ async fn a_post_that_reached_a_dying_endpoint_is_not_resent() {
     let healthy = backends::http("healthy").await;
     let upstream = h::upstream(&[dying, healthy.addr], UpstreamProtocol::Http);
     let front = h::plain(
-        h::table(vec![h::vhost("app.example", upstream)], ClassSettings::default()),
+        h::table(
+            vec![h::vhost("app.example", upstream)],
+            ClassSettings::default(),
+        ),
         443,
     )
     .await;

@@ -782,7 +782,9 @@ fn is_idempotent(method: &http::Method) -> bool {
 
 /// Whether the request body was never handed to a connection, so it can still be sent.
 fn body_is_ours(slot: &Mutex<Option<Incoming>>) -> bool {
-    slot.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    slot.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some()
 }
 
 /// Ends least-request accounting for an endpoint (the guard's drop does it).
