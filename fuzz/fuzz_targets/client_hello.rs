@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(sni) = &hello.sni {
             // The SNI is normalized: lower-case printable ASCII.
-            assert!(sni.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()));
+            assert!(
+                sni.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase())
+            );
         }
     } else if let Ok(hello) = &small {
         panic!("parsed under the 512-byte limit but not under 16 KiB: {hello:?} / {full:?}");

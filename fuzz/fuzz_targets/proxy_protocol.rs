@@ -10,15 +10,30 @@ fuzz_target!(|data: &[u8]| {
     let Ok((header, used)) = decode(data) else {
         return;
     };
-    assert!(used > 0 && used <= data.len(), "used {used} of {}", data.len());
+    assert!(
+        used > 0 && used <= data.len(),
+        "used {used} of {}",
+        data.len()
+    );
     // Decoding is a function of the header bytes alone.
     let (again, used_again) = decode(&data[..used]).expect("the header on its own decodes");
     assert_eq!((again, used_again), (header, used));
-    if let ProxyHeader::Proxy { source, destination } = header {
-        for encoded in [encode_v1(source, destination), encode_v2(source, destination)] {
+    if let ProxyHeader::Proxy {
+        source,
+        destination,
+    } = header
+    {
+        for encoded in [
+            encode_v1(source, destination),
+            encode_v2(source, destination),
+        ] {
             let (first, n) = decode(&encoded).expect("our own header decodes");
             assert_eq!(n, encoded.len());
-            let ProxyHeader::Proxy { source: s, destination: d } = first else {
+            let ProxyHeader::Proxy {
+                source: s,
+                destination: d,
+            } = first
+            else {
                 panic!("our header decoded as LOCAL: {encoded:?}");
             };
             // Families may be unified (IPv4-mapped, mixed pairs); ports and canonical IPs stay.
