@@ -25,4 +25,4 @@ if [ "${DENY_ADVISORIES:-0}" = "1" ]; then
 else
     echo ".ci/deny.sh: skipping advisories (the RustSec database cannot be fetched offline)"
 fi
-cargo deny --locked check "${checks[@]}"
+cargo deny --locked check --hide-inclusion-graph "${checks[@]}"
