@@ -817,3 +817,48 @@ fn write_rustls_seeds() {
         std::fs::write(seeds_dir("client_hello").join(&hello.name), &hello.bytes).expect("write");
     }
 }
+
+/// Deeply nested YAML (flow and block) and alias bombs are errors or bounded work, never a stack
+/// overflow or an allocation storm (a classic for YAML parsers; checked here because the fuzzers'
+/// inputs stay below 20 KB).
+#[test]
+fn deep_nesting_and_alias_bombs_are_bounded() {
+    for depth in [1_000, 100_000] {
+        let flow = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {}{}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let _ = parse_manifest("deep.yaml", &flow);
+        let flow_maps = format!(
+            "apiVersion: v1\nkind: Secret\ndata: {}{}",
+            "{a: ".repeat(depth),
+            "}".repeat(depth)
+        );
+        let _ = parse_manifest("deep.yaml", &flow_maps);
+        let block: String = (0..depth.min(5_000))
+            .map(|i| format!("{}- \n", " ".repeat(i)))
+            .collect();
+        let _ = parse_manifest(
+            "deep.yaml",
+            &format!("apiVersion: v1\nkind: Service\nspec:\n{block}"),
+        );
+    }
+    let mut bomb =
+        String::from("apiVersion: v1\nkind: ConfigMap\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let prev = i - 1;
+        bomb.push_str(&format!("a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"));
+    }
+    let started = std::time::Instant::now();
+    let _ = parse_manifest("bomb.yaml", &bomb);
+    let _ = parse_manifest(
+        "bomb.yaml",
+        &bomb.replace("kind: ConfigMap", "kind: Secret"),
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
