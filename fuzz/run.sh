@@ -47,12 +47,14 @@ for target in "${TARGETS[@]}"; do
     if [ -d "$HERE/seeds/$target" ]; then
         cp -n "$HERE/seeds/$target"/* "$corpus"/ 2>/dev/null || true
     fi
+    extra=()
+    if [ -f "$HERE/$target.dict" ]; then extra+=(-dict="$HERE/$target.dict"); fi
     log="$HERE/artifacts/$target/last-run.log"
     echo "fuzz/run.sh: $target for ${SECONDS_EACH}s"
     start=$(date +%s)
     if cargo +nightly fuzz run "${FUZZ_FLAGS[@]}" "$target" "$corpus" -- \
         -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 \
-        -max_len=20000 -print_final_stats=1 >"$log" 2>&1; then
+        -max_len=20000 -print_final_stats=1 ${extra[@]+"${extra[@]}"} >"$log" 2>&1; then
         runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
         echo "fuzz/run.sh: $target ok: $runs runs in $(( $(date +%s) - start ))s"
     else
