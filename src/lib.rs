@@ -13,6 +13,8 @@
 //! Kubernetes. The proxy loads the current [`table::RouteTable`] once per connection and keeps
 //! that `Arc`: a new table never breaks an open connection.
 
+#![forbid(unsafe_code)]
+
 pub mod access_log;
 pub mod admin;
 pub mod annotations;

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success; 1 failure (and `check` found errors); 2 usage errors (bad flags, a
 //! missing directory, a mode this build does not implement).
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

@@ -1,0 +1,866 @@
+//! The fuzz targets' properties (see `fuzz/`) as `proptest` tests, so `cargo test` checks them
+//! in seconds on every run: the parsers of untrusted input never panic and answer consistently.
+//!
+//! - ClientHello: arbitrary bytes and mutated real hellos never panic; every proper prefix of a
+//!   real hello (rustls and `openssl s_client`, TLS 1.2 and 1.3, with and without SNI,
+//!   post-quantum sized) is `Incomplete`, however the client split it into records.
+//! - PROXY protocol: `decode(encode(x)) == x` for v1 and v2, IPv4 and IPv6; arbitrary bytes never
+//!   panic.
+//! - Annotations: arbitrary maps never panic; a bad value is an error naming its key.
+//! - Manifests: `parse_manifest` never panics on arbitrary or mangled text.
+//! - The model: `model::build` is insensitive to the order of a generated snapshot.
+//!
+//! Regression inputs found by the fuzzers are pinned at the end of this file.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use portcullis::annotations::{self, OptionDefaults};
+use portcullis::model::{self, LastGood};
+use portcullis::proxy::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
+use portcullis::settings::BuildSettings;
+use portcullis::source::Snapshot;
+use portcullis::source::manifests::parse_manifest;
+use portcullis::tls::client_hello::{self, ClientHello, HelloError};
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rustls::pki_types::ServerName;
+
+/// The default `limits.maxClientHelloBytes`.
+const MAX: usize = 16 * 1024;
+
+fn config(cases: u32) -> Config {
+    Config {
+        cases,
+        // Failures are pinned below as named regression tests, not in a side file.
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+fn seeds_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target)
+}
+
+// === real ClientHellos ===
+
+/// A real ClientHello and what parsing it must give.
+struct RealHello {
+    name: String,
+    bytes: Vec<u8>,
+    /// `None` for captured seeds whose fields are checked elsewhere.
+    expected: Option<ClientHello>,
+}
+
+fn rustls_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+    sni: bool,
+    max_fragment: Option<usize>,
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.enable_sni = sni;
+    config.max_fragment_size = max_fragment;
+    Arc::new(config)
+}
+
+fn rustls_hello(config: Arc<rustls::ClientConfig>, name: &str) -> Vec<u8> {
+    let name = ServerName::try_from(name.to_string()).expect("server name");
+    let mut conn = rustls::ClientConnection::new(config, name).expect("client");
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).expect("write_tls");
+    }
+    out
+}
+
+/// Fresh rustls hellos (each has a new random and key share) and the committed seeds, among
+/// them the `openssl s_client` captures.
+fn real_hellos() -> &'static [RealHello] {
+    static HELLOS: OnceLock<Vec<RealHello>> = OnceLock::new();
+    HELLOS.get_or_init(|| {
+        let mut out = rustls_hellos();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(seeds_dir("client_hello"))
+            .expect("fuzz/seeds/client_hello")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        for path in files {
+            out.push(RealHello {
+                name: path.display().to_string(),
+                bytes: std::fs::read(&path).expect("seed"),
+                expected: None,
+            });
+        }
+        out
+    })
+}
+
+fn rustls_hellos() -> Vec<RealHello> {
+    use rustls::version::{TLS12, TLS13};
+    let hello = |sni: Option<&str>, alpn: &[&[u8]]| ClientHello {
+        sni: sni.map(str::to_string),
+        alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+    };
+    let h2: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let cases: Vec<(&str, Arc<rustls::ClientConfig>, &str, ClientHello)> = vec![
+        (
+            "rustls-default-pq-sni-alpn",
+            rustls_config(rustls::DEFAULT_VERSIONS, h2, true, None),
+            "App.Example.COM",
+            hello(Some("app.example.com"), h2),
+        ),
+        (
+            "rustls-tls13-only-sni",
+            rustls_config(&[&TLS13], &[], true, None),
+            "a.example.org",
+            hello(Some("a.example.org"), &[]),
+        ),
+        (
+            "rustls-tls12-only-sni-alpn",
+            rustls_config(&[&TLS12], &[b"http/1.1"], true, None),
+            "legacy.example.net",
+            hello(Some("legacy.example.net"), &[b"http/1.1"]),
+        ),
+        (
+            "rustls-default-pq-no-sni",
+            rustls_config(rustls::DEFAULT_VERSIONS, &[], false, None),
+            "hidden.example.com",
+            hello(None, &[]),
+        ),
+        (
+            "rustls-default-pq-fragmented-64",
+            rustls_config(rustls::DEFAULT_VERSIONS, &[b"h2"], true, Some(64)),
+            "split.example.com",
+            hello(Some("split.example.com"), &[b"h2"]),
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, config, server, expected)| RealHello {
+            name: name.to_string(),
+            bytes: rustls_hello(config, server),
+            expected: Some(expected),
+        })
+        .collect()
+}
+
+/// The same handshake message re-split into records of `sizes` (cycled), as a client may.
+fn refragment(hello: &[u8], sizes: &[usize]) -> Vec<u8> {
+    let mut message = Vec::new();
+    let mut pos = 0;
+    while let Some(header) = hello.get(pos..pos + 5) {
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        message.extend_from_slice(&hello[pos + 5..pos + 5 + len]);
+        pos += 5 + len;
+    }
+    let mut out = Vec::new();
+    let mut rest = &message[..];
+    for &size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(size.clamp(1, 1 << 14).min(rest.len()));
+        out.extend_from_slice(&[0x16, 0x03, 0x01]);
+        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
+        rest = tail;
+    }
+    out
+}
+
+#[test]
+fn real_hellos_parse_and_every_prefix_is_incomplete() {
+    let hellos = real_hellos();
+    assert!(
+        hellos.iter().any(|h| h.name.contains("openssl-tls12"))
+            && hellos.iter().any(|h| h.name.contains("openssl-tls13")),
+        "openssl captures missing from fuzz/seeds/client_hello"
+    );
+    // The default rustls client offers X25519MLKEM768: its hello outgrows one packet.
+    assert!(hellos[0].bytes.len() > 1400, "{}", hellos[0].bytes.len());
+    for hello in hellos {
+        let parsed = client_hello::parse(&hello.bytes, MAX)
+            .unwrap_or_else(|e| panic!("{}: {e}", hello.name));
+        if let Some(expected) = &hello.expected {
+            assert_eq!(&parsed, expected, "{}", hello.name);
+        }
+        for cut in 0..hello.bytes.len() {
+            match client_hello::parse(&hello.bytes[..cut], MAX) {
+                Err(HelloError::Incomplete) => {}
+                other => panic!("{}: prefix {cut}: {other:?}", hello.name),
+            }
+        }
+    }
+}
+
+#[test]
+fn openssl_hellos_carry_their_sni() {
+    for (file, sni) in [
+        ("openssl-tls12-sni", Some("x.example.com")),
+        ("openssl-tls13-sni", Some("x.example.com")),
+        ("openssl-tls12-nosni", None),
+        ("openssl-tls13-nosni", None),
+    ] {
+        let bytes = std::fs::read(seeds_dir("client_hello").join(file)).expect("seed");
+        let hello = client_hello::parse(&bytes, MAX).expect(file);
+        assert_eq!(hello.sni.as_deref(), sni, "{file}");
+    }
+    let bytes =
+        std::fs::read(seeds_dir("client_hello").join("openssl-tls13-sni-alpn")).expect("seed");
+    let hello = client_hello::parse(&bytes, MAX).expect("alpn seed");
+    assert_eq!(hello.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+}
+
+proptest! {
+    #![proptest_config(config(800))]
+
+    #[test]
+    fn hello_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1500), shape in any::<bool>()) {
+        let mut bytes = bytes;
+        // Half the cases look like a handshake record, so the parser goes deeper.
+        if shape && bytes.len() >= 6 {
+            bytes[0] = 0x16;
+            bytes[1] = 0x03;
+            bytes[5] = 0x01;
+        }
+        let _ = client_hello::parse(&bytes, MAX);
+        let _ = client_hello::parse(&bytes, 512);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(600))]
+
+    #[test]
+    fn mutated_real_hellos_never_panic(
+        which in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let hellos = real_hellos();
+        let mut bytes = hellos[which.index(hellos.len())].bytes.clone();
+        for (at, value) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        let _ = client_hello::parse(&bytes, MAX);
+        let _ = client_hello::parse(&bytes, 512);
+    }
+
+    #[test]
+    fn refragmented_hellos_parse_and_prefixes_are_incomplete(
+        which in any::<prop::sample::Index>(),
+        sizes in proptest::collection::vec(1usize..700, 1..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let hellos = real_hellos();
+        let hello = &hellos[which.index(hellos.len())];
+        let bytes = refragment(&hello.bytes, &sizes);
+        let whole = client_hello::parse(&bytes, MAX).expect("refragmented hello");
+        prop_assert_eq!(&whole, &client_hello::parse(&hello.bytes, MAX).expect("original"));
+        let cut = cut.index(bytes.len());
+        prop_assert!(matches!(client_hello::parse(&bytes[..cut], MAX), Err(HelloError::Incomplete)));
+    }
+}
+
+// === PROXY protocol ===
+
+/// Addresses as they come off the wire: IPv4, or IPv6 that is not IPv4-mapped (those decode to
+/// IPv4 by design), no flow info or scope.
+fn wire_addr(v6: bool) -> impl Strategy<Value = SocketAddr> {
+    let ip: BoxedStrategy<IpAddr> = if v6 {
+        any::<u128>()
+            .prop_map(Ipv6Addr::from)
+            .prop_filter("not IPv4-mapped", |ip| ip.to_ipv4_mapped().is_none())
+            .prop_map(IpAddr::V6)
+            .boxed()
+    } else {
+        any::<u32>()
+            .prop_map(|n| IpAddr::V4(Ipv4Addr::from(n)))
+            .boxed()
+    };
+    (ip, any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port))
+}
+
+fn addr_pair() -> impl Strategy<Value = (SocketAddr, SocketAddr)> {
+    any::<bool>().prop_flat_map(|v6| (wire_addr(v6), wire_addr(v6)))
+}
+
+proptest! {
+    #![proptest_config(config(600))]
+
+    #[test]
+    fn proxy_v1_and_v2_round_trip((source, destination) in addr_pair(), tail in proptest::collection::vec(any::<u8>(), 0..32)) {
+        for mut encoded in [
+            proxy_protocol::encode_v1(source, destination),
+            proxy_protocol::encode_v2(source, destination),
+        ] {
+            let len = encoded.len();
+            // Bytes after the header (the client's ClientHello) are not the header's.
+            encoded.extend_from_slice(&tail);
+            let (header, used) = proxy_protocol::decode(&encoded).expect("decodes");
+            prop_assert_eq!(header, ProxyHeader::Proxy { source, destination });
+            prop_assert_eq!(used, len);
+            // Every proper prefix only asks for more.
+            for cut in 0..len {
+                prop_assert!(matches!(
+                    proxy_protocol::decode(&encoded[..cut]),
+                    Err(ProxyProtocolError::Incomplete)
+                ), "prefix {} of {:?}", cut, &encoded[..len]);
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), v in 0u8..3) {
+        let mut bytes = bytes;
+        // Steer a third of the cases into each decoder.
+        let prefix: &[u8] = match v {
+            0 => b"PROXY ",
+            1 => b"\r\n\r\n\0\r\nQUIT\n",
+            _ => b"",
+        };
+        bytes.splice(0..0, prefix.iter().copied());
+        if let Ok((_, used)) = proxy_protocol::decode(&bytes) {
+            prop_assert!(used > 0 && used <= bytes.len());
+        }
+    }
+
+    #[test]
+    fn proxy_v1_text_fields_never_panic(
+        family in prop::sample::select(vec!["TCP4", "TCP6", "UNKNOWN", "TCP5", ""]),
+        fields in proptest::collection::vec("[0-9a-fA-F:.+-]{0,40}", 0..6),
+    ) {
+        let line = format!("PROXY {family} {}\r\n", fields.join(" "));
+        let _ = proxy_protocol::decode(line.as_bytes());
+    }
+}
+
+// === annotations ===
+
+/// Keys and values the parser reads, good and bad, to build maps that go deep.
+const ANNOTATION_VALUES: &[(&str, &[&str])] = &[
+    (
+        "portcullis.io/tls-mode",
+        &["terminate", "passthrough", "reencrypt", "Passthrough", "x"],
+    ),
+    ("portcullis.io/ssl-redirect", &["true", "FALSE", "yes"]),
+    ("portcullis.io/hsts", &["max-age=60", "", "a\r\nb"]),
+    (
+        "portcullis.io/load-balance",
+        &["round-robin", "least-request", "random", "fastest"],
+    ),
+    (
+        "portcullis.io/health-check",
+        &["http", "tls", "tcp", "none", "udp"],
+    ),
+    ("portcullis.io/health-check-path", &["/healthz", "healthz"]),
+    (
+        "portcullis.io/health-check-method",
+        &["HEAD", "GET", "POST"],
+    ),
+    (
+        "portcullis.io/health-check-host",
+        &["app.example.com", "bad host"],
+    ),
+    (
+        "portcullis.io/health-check-interval",
+        &["500ms", "5s", "2m", "50ms", "5h", "99999999999999999999m"],
+    ),
+    ("portcullis.io/backend-ca", &["ca", "../ca"]),
+    ("portcullis.io/backend-verify", &["true", "false", "on"]),
+    ("portcullis.io/backend-sni", &["api.internal", "bad sni"]),
+    ("portcullis.io/proxy-protocol", &["v1", "v2", "v3"]),
+    ("portcullis.io/forwarded-headers", &["true", "false", "1"]),
+    (
+        "nginx.ingress.kubernetes.io/ssl-passthrough",
+        &["true", "false", "maybe"],
+    ),
+    (
+        "nginx.ingress.kubernetes.io/backend-protocol",
+        &["HTTP", "HTTPS", "GRPC", "SPDY"],
+    ),
+    (
+        "nginx.ingress.kubernetes.io/force-ssl-redirect",
+        &["true", "no"],
+    ),
+    ("nginx.ingress.kubernetes.io/hsts", &["true", "false"]),
+    (
+        "nginx.ingress.kubernetes.io/hsts-max-age",
+        &["600", "-1", "9999999999999"],
+    ),
+    (
+        "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+        &["default/ca", "other/ca", "ca", "/"],
+    ),
+    (
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify",
+        &["on", "off", "true"],
+    ),
+    ("haproxy.org/ssl-passthrough", &["true", "false"]),
+    ("haproxy.org/server-ssl", &["true", "false"]),
+    (
+        "haproxy.org/load-balance",
+        &["roundrobin", "leastconn", "ewma"],
+    ),
+];
+
+/// One bad value per key, each certainly rejected whatever else the map holds.
+const BAD: &[(&str, &str)] = &[
+    ("portcullis.io/tls-mode", "sometimes"),
+    ("portcullis.io/ssl-redirect", "yes"),
+    ("portcullis.io/hsts", "a\nb"),
+    ("portcullis.io/load-balance", "fastest"),
+    ("portcullis.io/health-check", "udp"),
+    ("portcullis.io/health-check-path", "no-slash"),
+    ("portcullis.io/health-check-method", "POST"),
+    ("portcullis.io/health-check-host", "bad host!"),
+    ("portcullis.io/health-check-interval", "5h"),
+    ("portcullis.io/proxy-protocol", "v3"),
+    ("portcullis.io/forwarded-headers", "maybe"),
+    ("portcullis.io/backend-verify", "perhaps"),
+];
+
+fn annotation_map() -> impl Strategy<Value = BTreeMap<String, String>> {
+    let known = (0..ANNOTATION_VALUES.len(), any::<prop::sample::Index>()).prop_map(|(k, v)| {
+        let (key, values) = ANNOTATION_VALUES[k];
+        (key.to_string(), values[v.index(values.len())].to_string())
+    });
+    let any_pair = (
+        "(portcullis\\.io/|nginx\\.ingress\\.kubernetes\\.io/|haproxy\\.org/)?[a-z-]{0,12}",
+        any::<String>(),
+    );
+    proptest::collection::btree_map(
+        prop_oneof![3 => known.prop_map(|p| p), 1 => any_pair],
+        Just(()),
+        0..10,
+    )
+    .prop_map(|m| m.into_keys().collect())
+}
+
+proptest! {
+    #![proptest_config(config(500))]
+
+    #[test]
+    fn annotations_never_panic_and_errors_name_present_keys(map in annotation_map(), namespace in "[a-z]{0,8}") {
+        match annotations::parse(Some(&map), &namespace, &OptionDefaults::default()) {
+            Ok(parsed) => {
+                for warning in &parsed.warnings {
+                    prop_assert!(map.contains_key(warning.key()), "{}", warning);
+                }
+            }
+            Err(errors) => {
+                prop_assert!(!errors.is_empty());
+                for error in &errors {
+                    prop_assert!(map.contains_key(error.key()), "{}", error);
+                    let text = error.to_string();
+                    prop_assert!(text.contains(error.key()), "{}", text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_their_key(
+        bad in proptest::sample::subsequence(BAD.to_vec(), 1..BAD.len()),
+        good in annotation_map(),
+    ) {
+        // Good-or-bad noise on other keys, then the bad values on top.
+        let mut map: BTreeMap<String, String> = good
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("haproxy.org/") || k.starts_with("nginx."))
+            .collect();
+        for (key, value) in &bad {
+            map.insert(key.to_string(), value.to_string());
+        }
+        let errors = annotations::parse(Some(&map), "default", &OptionDefaults::default())
+            .expect_err("bad values must be errors");
+        for (key, value) in &bad {
+            let error = errors.iter().find(|e| e.key() == *key);
+            prop_assert!(error.is_some(), "no error for {} in {:?}", key, errors);
+            let text = error.map(ToString::to_string).unwrap_or_default();
+            prop_assert!(text.contains(key) && text.contains(&format!("{value:?}")), "{}", text);
+        }
+    }
+
+    #[test]
+    fn durations_parse_or_refuse(value in "[0-9]{0,22}(ms|s|m|h|)") {
+        if let Some(d) = annotations::parse_duration(&value) {
+            prop_assert!(value.ends_with('s') || value.ends_with('m'));
+            let _ = d;
+        }
+    }
+}
+
+// === manifests ===
+
+fn manifest_seeds() -> &'static [String] {
+    static SEEDS: OnceLock<Vec<String>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(seeds_dir("manifest"))
+            .expect("fuzz/seeds/manifest")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).expect("seed"))
+            .collect()
+    })
+}
+
+/// Text edits that keep a manifest mostly YAML: drop, duplicate or swap lines, change a byte.
+#[derive(Debug, Clone)]
+enum Edit {
+    DropLine(prop::sample::Index),
+    DuplicateLine(prop::sample::Index),
+    SwapLines(prop::sample::Index, prop::sample::Index),
+    Replace(prop::sample::Index, char),
+    Insert(prop::sample::Index, String),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let index = any::<prop::sample::Index>;
+    prop_oneof![
+        index().prop_map(Edit::DropLine),
+        index().prop_map(Edit::DuplicateLine),
+        (index(), index()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
+        (
+            index(),
+            prop::sample::select(vec![
+                ':', '-', ' ', '\t', '[', '{', '&', '*', '!', '|', '>', '"', '\'', '#', '%', '@',
+                '0', 'é'
+            ])
+        )
+            .prop_map(|(i, c)| Edit::Replace(i, c)),
+        (
+            index(),
+            prop::sample::select(vec![
+                "---".to_string(),
+                "*a".to_string(),
+                "&a [*a, *a]".to_string(),
+                "!!binary AAAA".to_string(),
+                "<<: *a".to_string(),
+                "? [a]".to_string(),
+                "kind: Ingress".to_string(),
+                "apiVersion: v1".to_string(),
+                "  port: 99999999999999999999".to_string(),
+                "  - -".to_string(),
+            ])
+        )
+            .prop_map(|(i, s)| Edit::Insert(i, s)),
+    ]
+}
+
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for e in edits {
+        if lines.is_empty() {
+            lines.push(String::new());
+        }
+        let n = lines.len();
+        match e {
+            Edit::DropLine(i) => {
+                lines.remove(i.index(n));
+            }
+            Edit::DuplicateLine(i) => {
+                let line = lines[i.index(n)].clone();
+                lines.insert(i.index(n), line);
+            }
+            Edit::SwapLines(a, b) => lines.swap(a.index(n), b.index(n)),
+            Edit::Replace(i, c) => {
+                let line = &mut lines[i.index(n)];
+                let chars: Vec<char> = line.chars().collect();
+                if !chars.is_empty() {
+                    let at = i.index(chars.len());
+                    *line = chars
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &x)| if j == at { *c } else { x })
+                        .collect();
+                }
+            }
+            Edit::Insert(i, s) => lines.insert(i.index(n + 1), s.clone()),
+        }
+    }
+    lines.join("\n")
+}
+
+/// `parse_manifest`, then (when it accepted the text) the model over the objects: neither may
+/// panic.
+fn load_and_build(text: &str) {
+    if let Ok(objects) = parse_manifest("prop.yaml", text) {
+        let mut snapshot = Snapshot::default();
+        for object in objects {
+            snapshot.push(object);
+        }
+        let _ = model::build(&snapshot, &BuildSettings::default(), &LastGood::default());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(120))]
+
+    #[test]
+    fn manifest_parse_never_panics_on_arbitrary_text(text in any::<String>()) {
+        let _ = parse_manifest("prop.yaml", &text);
+    }
+
+    #[test]
+    fn manifest_parse_never_panics_on_yaml_like_text(text in "([a-zA-Z:\\-\\[\\]{}&*!|>#'\" \n]|---\n|  ){0,200}") {
+        let _ = parse_manifest("prop.yaml", &text);
+    }
+
+    #[test]
+    fn mangled_real_manifests_never_panic(which in any::<prop::sample::Index>(), edits in proptest::collection::vec(edit(), 1..6)) {
+        let seeds = manifest_seeds();
+        let text = apply(&seeds[which.index(seeds.len())], &edits);
+        load_and_build(&text);
+    }
+}
+
+// === the model: order-insensitive ===
+
+/// One generated Ingress: namespace, age, TLS mode, and rules (host, path, type, service).
+#[derive(Debug, Clone)]
+struct GenIngress {
+    namespace: &'static str,
+    day: u8,
+    mode: &'static str,
+    tls: bool,
+    default_backend: Option<usize>,
+    rules: Vec<(Option<&'static str>, &'static str, &'static str, usize)>,
+}
+
+fn gen_ingress() -> impl Strategy<Value = GenIngress> {
+    let host = prop::option::weighted(
+        0.85,
+        prop::sample::select(vec![
+            "a.example.com",
+            "b.example.com",
+            "*.example.com",
+            "c.example.org",
+        ]),
+    );
+    let path = prop::sample::select(vec!["/", "/api", "/api/v1", "/static", "/api/"]);
+    let path_type = prop::sample::select(vec!["Prefix", "Exact", "ImplementationSpecific"]);
+    (
+        prop::sample::select(vec!["default", "team-a", "team-b"]),
+        1u8..4,
+        prop::sample::select(vec!["terminate", "passthrough", "reencrypt", "bogus"]),
+        any::<bool>(),
+        prop::option::of(0usize..3),
+        proptest::collection::vec((host, path, path_type, 0usize..3), 1..4),
+    )
+        .prop_map(
+            |(namespace, day, mode, tls, default_backend, rules)| GenIngress {
+                namespace,
+                day,
+                mode,
+                tls,
+                default_backend,
+                rules,
+            },
+        )
+}
+
+/// A certificate Secret shared by every namespace's `tls` (made once: key generation is slow).
+fn secret_pems() -> &'static (String, String) {
+    static PEMS: OnceLock<(String, String)> = OnceLock::new();
+    PEMS.get_or_init(|| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec![
+            "a.example.com".to_string(),
+            "*.example.com".to_string(),
+        ])
+        .expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    })
+}
+
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn snapshot_yaml(ingresses: &[GenIngress], endpoints: &[Vec<u8>]) -> String {
+    let mut docs = vec![
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: portcullis\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}\nspec:\n  controller: portcullis.io/ingress-controller\n".to_string(),
+    ];
+    let (crt, key) = secret_pems();
+    for ns in ["default", "team-a", "team-b"] {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: tls, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+            indent(crt, 4),
+            indent(key, 4)
+        ));
+        for (s, addrs) in endpoints.iter().enumerate() {
+            docs.push(format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: svc{s}, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"
+            ));
+            let list: Vec<String> = addrs
+                .iter()
+                .map(|a| {
+                    format!(
+                        "  - addresses: [\"10.0.{s}.{a}\"]\n    conditions: {{ready: {}}}\n",
+                        a % 5 != 0
+                    )
+                })
+                .collect();
+            docs.push(format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc{s}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: svc{s}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{}",
+                if list.is_empty() { "  []\n".to_string() } else { list.concat() }
+            ));
+        }
+    }
+    for (i, ing) in ingresses.iter().enumerate() {
+        let mut rules = String::new();
+        for (host, path, path_type, svc) in &ing.rules {
+            let host = host
+                .map(|h| format!("    host: \"{h}\"\n"))
+                .unwrap_or_default();
+            rules.push_str(&format!(
+                "  - http:\n      paths:\n      - path: {path}\n        pathType: {path_type}\n        backend: {{service: {{name: svc{svc}, port: {{number: 80}}}}}}\n{host}"
+            ));
+        }
+        let hosts: Vec<String> = ing
+            .rules
+            .iter()
+            .filter_map(|r| r.0.map(|h| format!("\"{h}\"")))
+            .collect();
+        let tls = if ing.tls && !hosts.is_empty() {
+            format!(
+                "  tls: [{{hosts: [{}], secretName: tls}}]\n",
+                hosts.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let default_backend = ing
+            .default_backend
+            .map(|s| {
+                format!("  defaultBackend: {{service: {{name: svc{s}, port: {{number: 80}}}}}}\n")
+            })
+            .unwrap_or_default();
+        docs.push(format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ing{i}\n  namespace: {}\n  creationTimestamp: \"2024-01-0{}T00:00:00Z\"\n  annotations: {{portcullis.io/tls-mode: {}}}\nspec:\n{tls}{default_backend}  rules:\n{rules}",
+            ing.namespace, ing.day, ing.mode
+        ));
+    }
+    docs.join("---\n")
+}
+
+proptest! {
+    #![proptest_config(config(20))]
+
+    #[test]
+    fn model_build_is_order_insensitive(
+        ingresses in proptest::collection::vec(gen_ingress(), 1..6),
+        endpoints in proptest::collection::vec(proptest::collection::vec(1u8..20, 0..4), 1..4),
+        seed in any::<u64>(),
+    ) {
+        let yaml = snapshot_yaml(&ingresses, &endpoints);
+        let objects = parse_manifest("gen.yaml", &yaml).unwrap_or_else(|d| panic!("{d}\n{yaml}"));
+        let mut snapshot = Snapshot::default();
+        for object in objects {
+            snapshot.push(object);
+        }
+        let settings = BuildSettings::default();
+        let reference = model::build(&snapshot, &settings, &LastGood::default());
+        let reference_json = portcullis::check::render_json(&reference);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for _ in 0..3 {
+            snapshot.ingresses.shuffle(&mut rng);
+            snapshot.secrets.shuffle(&mut rng);
+            snapshot.services.shuffle(&mut rng);
+            snapshot.endpoint_slices.shuffle(&mut rng);
+            for slice in &mut snapshot.endpoint_slices {
+                slice.endpoints.shuffle(&mut rng);
+            }
+            let again = model::build(&snapshot, &settings, &LastGood::default());
+            prop_assert_eq!(&again.table, &reference.table);
+            prop_assert_eq!(&again.diagnostics, &reference.diagnostics);
+            prop_assert_eq!(portcullis::check::render_json(&again), reference_json.clone());
+        }
+    }
+}
+
+// === regressions found by the fuzzers ===
+
+/// Refreshes the rustls ClientHello seeds of the `client_hello` fuzz target
+/// (`cargo test --test properties -- --ignored write_rustls_seeds`). The `openssl s_client`
+/// seeds were captured from a listening socket; see fuzz/seeds/README.md.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand"]
+fn write_rustls_seeds() {
+    for hello in rustls_hellos() {
+        std::fs::write(seeds_dir("client_hello").join(&hello.name), &hello.bytes).expect("write");
+    }
+}
+
+/// Deeply nested YAML (flow and block) and alias bombs are errors or bounded work, never a stack
+/// overflow or an allocation storm (a classic for YAML parsers; checked here because the fuzzers'
+/// inputs stay below 20 KB).
+#[test]
+fn deep_nesting_and_alias_bombs_are_bounded() {
+    for depth in [1_000, 100_000] {
+        let flow = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {}{}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let _ = parse_manifest("deep.yaml", &flow);
+        let flow_maps = format!(
+            "apiVersion: v1\nkind: Secret\ndata: {}{}",
+            "{a: ".repeat(depth),
+            "}".repeat(depth)
+        );
+        let _ = parse_manifest("deep.yaml", &flow_maps);
+        let block: String = (0..depth.min(5_000))
+            .map(|i| format!("{}- \n", " ".repeat(i)))
+            .collect();
+        let _ = parse_manifest(
+            "deep.yaml",
+            &format!("apiVersion: v1\nkind: Service\nspec:\n{block}"),
+        );
+    }
+    let mut bomb =
+        String::from("apiVersion: v1\nkind: ConfigMap\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let prev = i - 1;
+        bomb.push_str(&format!("a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"));
+    }
+    // 10^12 nodes if expanded; serde-saphyr's budget (a million parser events) stops it. That is
+    // still ~1-3 s unoptimized, so the bound only proves "bounded", not "fast".
+    let started = std::time::Instant::now();
+    let result = parse_manifest(
+        "bomb.yaml",
+        &bomb.replace("kind: ConfigMap", "kind: Secret"),
+    );
+    assert!(result.is_err(), "an alias bomb was accepted");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
