@@ -21,9 +21,9 @@ use portcullis::model::{self, LastGood};
 use portcullis::settings::{BuildSettings, LogFormat, PublicPorts, Settings};
 use portcullis::source::watch::{WatchError, load_once};
 
-/// mimalloc (its v2 line: v3 doubled idle RSS and slowed handshakes here): fewer instructions
-/// per allocation than glibc's malloc, and far fewer than musl's (the static packaging build).
-/// See docs/performance.md.
+/// mimalloc (v2 line, no transparent huge pages: with THP its arenas doubled idle RSS here):
+/// fewer instructions per allocation than glibc's malloc, and far fewer than musl's (the static
+/// packaging build). See docs/performance.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
