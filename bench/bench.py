@@ -447,6 +447,44 @@ def run_handshakes(url, pids, clients):
             "hs_per_core": done / cpu if cpu > 0 else float("nan"), "failed": clients - done}
 
 
+def idle_tls_memory(proxy, pids, ca, n):
+    """Memory per idle keep-alive TLS connection: open `n` TLS connections to the terminate
+    host, one request each (so each has done a full handshake and served HTTP), keep them
+    all open, and compare the proxy's RSS before and after. Returns KiB per connection."""
+    import resource
+    import socket
+    import ssl
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["http/1.1"])
+    host, port = HOSTS["terminate"], PORTS[proxy]["terminate"]
+    req = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    before = rss_kib(pids)
+    conns = []
+    try:
+        for _ in range(n):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s = ctx.wrap_socket(raw, server_hostname=host)
+            s.sendall(req)
+            got = b""
+            while not got.endswith(b"ok\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError(f"{proxy}: connection closed during the idle-memory test")
+                got += chunk
+            conns.append(s)
+        time.sleep(1)
+        after = rss_kib(pids)
+    finally:
+        for s in conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+    return (after - before) / n, before, after
+
+
 def url_for(proxy, job):
     port = PORTS[proxy][job]
     if job == "http":
@@ -485,6 +523,10 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--handshake-clients", type=int, default=1000)
     ap.add_argument("--proxies", default="portcullis,haproxy,nginx")
+    ap.add_argument("--idle-connections", type=int, default=8000,
+                    help="TLS connections held open for the memory-per-connection test "
+                         "(client, proxy and backend each need one fd per connection)")
+    ap.add_argument("--scale-binary", help="the bench_scale example (config-change and scale benchmarks)")
     ap.add_argument("--output", default="bench/RESULTS.md")
     args = ap.parse_args()
     binary = os.path.abspath(args.binary)
@@ -499,6 +541,7 @@ def main():
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {p: {j: [] for j in jobs + ["handshake"]} for p in proxies}
     idle_rss = {p: [] for p in proxies}
+    conn_mem = {p: [] for p in proxies}
     try:
         wait_port(BACKEND_HTTP)
         wait_port(BACKEND_HTTPS)
@@ -520,6 +563,11 @@ def main():
                     results[proxy]["handshake"].append(h)
                     print(f"run {run + 1} {proxy:10} handshakes  {h['hs_per_s']:>10,.0f} /s "
                           f"{h['hs_per_core']:>10,.0f} /core-s failed {h['failed']}", flush=True)
+                    if args.idle_connections and run == 0:
+                        per, before, after = idle_tls_memory(proxy, pids, f"{d}/ca.crt", args.idle_connections)
+                        conn_mem[proxy].append((per, before, after))
+                        print(f"run {run + 1} {proxy:10} idle TLS   {per:>10.1f} KiB/conn "
+                              f"(RSS {before:,} -> {after:,} KiB, {args.idle_connections} conns)", flush=True)
                 finally:
                     stop(proc)
     finally:
@@ -536,7 +584,9 @@ def main():
         f"backend (nginx, 1 worker) and load generators to CPU {LOAD_CPU}. HAProxy nbthread 1, nginx 1 worker, "
         "each on one port per job (their best case); Portcullis serves all TLS modes on one port. "
         "**per core** = requests (or handshakes) ÷ CPU seconds the proxy process used. "
-        "Median (min–max) of the runs.",
+        "Median (min–max) of the runs. Logging posture, the same for all three: no access log "
+        "(HAProxy has no `log` target, nginx `access_log off`, Portcullis `--log-level warn`, which "
+        "turns off its `access` target); errors still logged.",
         "",
         "| job | proxy | req/s | req per core-second | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|",
@@ -569,6 +619,20 @@ def main():
     lines += ["", "| idle RSS (KiB, after start) | " + " | ".join(proxies) + " |",
               "|---|" + "---|" * len(proxies),
               "| median | " + " | ".join(f"{statistics.median(idle_rss[p]):,.0f}" for p in proxies) + " |", ""]
+    if args.idle_connections:
+        lines += [f"| memory per idle keep-alive TLS connection ({args.idle_connections} open, one request each) | "
+                  + " | ".join(proxies) + " |",
+                  "|---|" + "---|" * len(proxies),
+                  "| KiB per connection (RSS after − before) ÷ connections | "
+                  + " | ".join(f"{conn_mem[p][0][0]:.1f}" if conn_mem[p] else "n/a" for p in proxies) + " |",
+                  "| RSS before → after (KiB) | "
+                  + " | ".join(f"{conn_mem[p][0][1]:,} → {conn_mem[p][0][2]:,}" if conn_mem[p] else "n/a"
+                               for p in proxies) + " |", ""]
+    if args.scale_binary:
+        for what in ["scale", "change-internal", "change-file", "swap-load"]:
+            print(f"bench_scale {what} ...", flush=True)
+            out = sh(["taskset", "-c", f"{PROXY_CPU},{LOAD_CPU}", os.path.abspath(args.scale_binary), what]).stdout
+            lines += [out]
     report = "\n".join(lines)
     print()
     print(report)

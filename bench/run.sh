@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Portcullis vs HAProxy (nbthread 1) vs nginx (1 worker) on this box.
 # Installs what it needs from Debian, builds Portcullis (release), runs bench.py, writes RESULTS.md.
-# Usage: bench/run.sh [--runs N] [--duration SECONDS]
+# Usage: bench/run.sh [--runs N] [--duration SECONDS] [--idle-connections N] [--proxies LIST]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,10 @@ for h in app.bench.test pass.bench.test re.bench.test; do
   grep -q " $h\$" /etc/hosts || echo "127.0.0.1 $h" >> /etc/hosts
 done
 
-cargo build --release --locked --bin portcullis
+# Portcullis and the config-change/scale benchmarks (bench/scale.rs) in one build: the `bench`
+# feature only adds the second binary.
+cargo build --release --locked --features bench --bin portcullis --bin bench_scale
+# The idle-connection test holds 8 000 TLS connections: client, proxy and backend each need one
+# descriptor per connection (the hard limit on the project's machines is 20 000).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-exec python3 bench/bench.py --binary target/release/portcullis "$@"
+exec python3 bench/bench.py --binary target/release/portcullis --scale-binary target/release/bench_scale "$@"

@@ -52,6 +52,12 @@ fn addr(a: Option<SocketAddr>) -> String {
     a.map(|a| a.to_string()).unwrap_or_else(|| "-".to_string())
 }
 
+/// Whether HTTP access lines are logged at all (target `access` at INFO enabled), so callers can
+/// skip gathering the fields when they are not.
+pub fn http_enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
 /// Logs one HTTP request at target `access`.
 pub fn http(line: &HttpLog<'_>) {
     tracing::info!(

@@ -240,6 +240,23 @@ fn control_plane_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
+/// Handles on the `portcullis_http_requests` counter of one (host, mode, status class) and on
+/// the mode's `portcullis_http_request_duration` histogram.
+#[derive(Debug, Clone)]
+pub struct HttpRequestSeries {
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl HttpRequestSeries {
+    /// One request answered in `duration`: the same as [`Metrics::http_request`] with this
+    /// series' labels.
+    pub fn record(&self, duration: Duration) {
+        self.requests.inc();
+        self.duration.observe(duration.as_secs_f64());
+    }
+}
+
 /// All metrics of the process.
 pub struct Metrics {
     registry: Registry,
@@ -393,6 +410,23 @@ impl Metrics {
         self.http_request_duration
             .get_or_create(&ModeLabels { mode })
             .observe(duration.as_secs_f64());
+    }
+
+    /// The series one HTTP request is recorded in (see [`Metrics::http_request`]), as handles
+    /// that a caller keeps while it records many requests to the same series (one keep-alive
+    /// connection to one host): recording through [`HttpRequestSeries::record`] costs no label
+    /// hashing and no allocation.
+    pub fn http_request_series(&self, host: &str, mode: Mode, status: u16) -> HttpRequestSeries {
+        HttpRequestSeries {
+            requests: self.http_requests.get_or_create_owned(&HttpRequestLabels {
+                host: host.to_string(),
+                mode,
+                code: StatusClass::of(status),
+            }),
+            duration: self
+                .http_request_duration
+                .get_or_create_owned(&ModeLabels { mode }),
+        }
     }
 
     /// One TCP (pass-through) connection ended.

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
@@ -653,14 +654,16 @@ pub async fn forward(
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let (end_stream, hint) = (body.is_end_stream(), body.size_hint());
     let slot = Arc::new(Mutex::new(Some(body)));
     let (client, scheme) = match &f.upstream.protocol {
-        UpstreamProtocol::Https(_) => (f.ctx.clients.client_for(&f.upstream.protocol), "https"),
-        _ => (f.ctx.clients.client_for(&f.upstream.protocol), "http"),
+        UpstreamProtocol::Https(_) => (
+            f.ctx.clients.client_for(&f.upstream.protocol),
+            Scheme::HTTPS,
+        ),
+        _ => (f.ctx.clients.client_for(&f.upstream.protocol), Scheme::HTTP),
     };
     f.ctx.clients.set_connect_timeout(timeouts.connect);
 
@@ -675,15 +678,18 @@ pub async fn forward(
         let in_flight = f.ctx.health.begin_request(endpoint);
 
         // 3. send
-        let uri = format!("{scheme}://{endpoint}{path_and_query}");
-        let uri: Uri = uri.parse().map_err(|e: http::uri::InvalidUri| {
-            ProxyFault::UpstreamRequest(format!("{uri}: {e}"))
-        })?;
+        let uri = endpoint_uri(scheme.clone(), endpoint, path_and_query.clone())?;
         let mut upstream_req = Request::new(RetryBody::new(&slot, end_stream, hint));
         *upstream_req.method_mut() = parts.method.clone();
         *upstream_req.uri_mut() = uri;
         *upstream_req.version_mut() = Version::HTTP_11;
-        *upstream_req.headers_mut() = parts.headers.clone();
+        // The headers are only needed again if another endpoint may be tried after this one.
+        let may_retry = tried.len() + 1 < MAX_TRIES && f.upstream.endpoints.len() > tried.len() + 1;
+        *upstream_req.headers_mut() = if may_retry {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
 
         let sent = Instant::now();
         let result = match tokio::time::timeout_at(deadline, client.request(upstream_req)).await {
@@ -796,6 +802,22 @@ pub async fn forward(
     }
     Err(last_error
         .unwrap_or_else(|| ProxyError::upstream(service, None, UpstreamFault::NoEndpoint)))
+}
+
+/// `scheme://endpoint/path?query`, the URI the pooled client connects and keys its pool by.
+fn endpoint_uri(
+    scheme: Scheme,
+    endpoint: SocketAddr,
+    path_and_query: PathAndQuery,
+) -> Result<Uri, ProxyError> {
+    let authority = Authority::from_maybe_shared(Bytes::from(endpoint.to_string()))
+        .map_err(|e| ProxyFault::UpstreamRequest(format!("{endpoint}: {e}")))?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts)
+        .map_err(|e| ProxyFault::UpstreamRequest(format!("{endpoint}: {e}")).into())
 }
 
 /// Ends least-request accounting for an endpoint (the guard's drop does it).

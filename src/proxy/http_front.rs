@@ -22,6 +22,7 @@
 //! redirect (:80 `ssl-redirect` → 308) → forward ([`super::forward`]) → respond (HSTS on TLS) →
 //! log (access line and metrics when the response body ends).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,13 +32,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 
 use super::error::{ClientFault, ProxyError};
 use super::forward::{self, Forward};
@@ -45,7 +46,7 @@ use super::framing_guard::{FramingGuard, FramingVerdict};
 use super::{ConnInfo, ProxyContext};
 use crate::access_log;
 use crate::health::InFlight;
-use crate::metrics::{Metrics, Mode};
+use crate::metrics::{HttpRequestSeries, Mode, StatusClass};
 use crate::model::host::normalize_host;
 use crate::model::route::TlsMode;
 use crate::model::upstream::UpstreamProtocol;
@@ -81,14 +82,15 @@ pub async fn serve_connection<IO>(
         ctx: ctx.clone(),
         verdict,
         requests: AtomicU64::new(0),
-        idle: Arc::new(Idle::new()),
+        idle: Idle::new(),
+        series: Mutex::new(None),
     });
 
     let service = {
         let state = state.clone();
         service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            async move { Ok::<_, Infallible>(handle(state, req).await) }
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -147,17 +149,52 @@ struct ClientConnection {
     verdict: Arc<FramingVerdict>,
     /// Requests seen so far (the next request's index).
     requests: AtomicU64,
-    idle: Arc<Idle>,
+    idle: Idle,
+    /// The metric series of the connection's latest request: a keep-alive connection usually
+    /// sends every request to one host, so this saves a label lookup per request.
+    series: Mutex<Option<(SeriesKey, HttpRequestSeries)>>,
+}
+
+/// What selects a request's metric series: the virtual host (by address: the connection keeps
+/// its table, so the address names one host for the connection's life), mode, status class.
+type SeriesKey = (usize, Mode, StatusClass);
+
+impl ClientConnection {
+    /// Records one answered request in the metrics, through the cached series when it is the
+    /// same as the previous request's.
+    fn record_request(
+        &self,
+        vhost: Option<&Arc<VirtualHost>>,
+        mode: Mode,
+        status: u16,
+        total: Duration,
+    ) {
+        let key = (
+            vhost.map_or(0, |v| Arc::as_ptr(v) as usize),
+            mode,
+            StatusClass::of(status),
+        );
+        let mut cached = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        match cached.as_ref() {
+            Some((k, series)) if *k == key => series.record(total),
+            _ => {
+                let label = vhost.map_or_else(|| "-".to_string(), |v| v.host.to_string());
+                let series = self.ctx.metrics.http_request_series(&label, mode, status);
+                series.record(total);
+                *cached = Some((key, series));
+            }
+        }
+    }
 }
 
 // === handle ===
 
 /// Answers one request; never fails (errors become small fixed responses).
-async fn handle(state: &ClientConnection, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(state: Arc<ClientConnection>, req: Request<Incoming>) -> Response<ProxyBody> {
     let index = state.requests.fetch_add(1, Ordering::Relaxed);
-    let mut record = Record::new(state, &req);
+    let mut record = Record::new(&state, &req);
     let h1 = req.version() <= http::Version::HTTP_11;
-    let mut response = match route_and_forward(state, req, index, &mut record).await {
+    let mut response = match route_and_forward(&state, req, index, &mut record).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(client = %state.conn.client, who = error.who().as_str(), %error, "request answered by the proxy");
@@ -200,14 +237,15 @@ async fn route_and_forward(
     }
 
     // route
-    let raw_host = request_host(&req);
-    let host = raw_host.as_deref().and_then(normalize_host);
+    let raw_host = record.raw_host.clone();
+    let raw_host = raw_host.as_ref().and_then(RawHost::as_str);
+    let host = raw_host.and_then(normalized_host);
     let path = req.uri().path();
     let table = &*state.table;
     let tls = state.conn.tls.is_some();
     let vhost = table.vhost_for(host.as_deref());
     if let Some(vhost) = vhost {
-        record.host_label = vhost.host.to_string();
+        record.vhost = Some(Arc::clone(vhost));
         record.mode = mode(tls, vhost, None);
         if tls {
             record.hsts = vhost
@@ -231,7 +269,7 @@ async fn route_and_forward(
         HttpRoute::Upstream { vhost, upstream } => (vhost, upstream),
         HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
             return Err(ClientFault::NoRoute {
-                host,
+                host: host.map(Cow::into_owned),
                 path: path.to_string(),
             }
             .into());
@@ -246,7 +284,7 @@ async fn route_and_forward(
         vhost,
         upstream,
         conn: &state.conn,
-        raw_host: raw_host.as_deref(),
+        raw_host,
     };
     let answer = forward::forward(&f, req).await?;
     record.upstream = Some(answer.endpoint);
@@ -256,20 +294,73 @@ async fn route_and_forward(
 }
 
 /// The host the client asked for, as sent: the URI authority (HTTP/2, absolute-form), else the
-/// `Host` header.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    if let Some(authority) = req.uri().authority() {
-        return Some(authority.as_str().to_string());
+/// `Host` header. Holds a reference-counted slice of the request head, not a copy.
+#[derive(Debug, Clone)]
+enum RawHost {
+    Authority(Authority),
+    Header(HeaderValue),
+}
+
+impl RawHost {
+    fn of(req: &Request<Incoming>) -> Option<RawHost> {
+        if let Some(authority) = req.uri().authority() {
+            return Some(RawHost::Authority(authority.clone()));
+        }
+        req.headers()
+            .get(header::HOST)
+            .map(|h| RawHost::Header(h.clone()))
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
+
+    /// The host as text; `None` for a `Host` header that is not visible ASCII.
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            RawHost::Authority(a) => Some(a.as_str()),
+            RawHost::Header(h) => h.to_str().ok(),
+        }
+    }
+}
+
+/// [`normalize_host`] without a copy when the host is already normalized but for a port
+/// (what clients send): same result, borrowed when possible.
+fn normalized_host(raw: &str) -> Option<Cow<'_, str>> {
+    if raw.starts_with('[') {
+        return normalize_host(raw).map(Cow::Owned);
+    }
+    let without_port = match raw.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => raw,
+    };
+    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(trimmed.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(trimmed))
+    }
+}
+
+/// Counts the bytes written through `fmt::Write`, to measure a `Display` without a `String`.
+struct CountingWriter(usize);
+
+impl std::fmt::Write for CountingWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+/// Length of `uri` as displayed (what `uri.to_string().len()` is), without allocating.
+fn displayed_len(uri: &Uri) -> usize {
+    use std::fmt::Write as _;
+    let mut count = CountingWriter(0);
+    let _ = write!(count, "{uri}");
+    count.0
 }
 
 /// Approximate bytes of the request head: request line and every header line.
 fn head_size(req: &Request<Incoming>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let line = req.method().as_str().len() + displayed_len(req.uri()) + 12;
     req.headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -343,14 +434,16 @@ fn error_response(error: &ProxyError, h1: bool) -> Response<BodyKind> {
 // === impl Record ===
 
 /// What the access log and metrics need about one request; logged when dropped, i.e. when the
-/// response body has been sent (or abandoned).
+/// response body has been sent (or abandoned). Holds no copies of the request: the host,
+/// method and URI are reference-counted handles, turned into log fields only when the access
+/// log is on.
 struct Record {
     started: Instant,
-    client: std::net::SocketAddr,
-    host: String,
-    host_label: String,
-    method: String,
-    path: String,
+    raw_host: Option<RawHost>,
+    /// The virtual host the request was routed to (its name is the metrics `host` label).
+    vhost: Option<Arc<VirtualHost>>,
+    method: Method,
+    uri: Uri,
     status: u16,
     bytes_sent: u64,
     upstream: Option<std::net::SocketAddr>,
@@ -358,24 +451,21 @@ struct Record {
     upstream_time: Option<Duration>,
     error: Option<&'static str>,
     hsts: Option<HeaderValue>,
-    metrics: Arc<Metrics>,
     in_flight: Option<InFlight>,
-    _active: Active,
+    /// Counts the request as in flight (idle timeout) until dropped; its connection also
+    /// records the metrics.
+    state: Arc<ClientConnection>,
 }
 
 impl Record {
-    fn new(state: &ClientConnection, req: &Request<Incoming>) -> Self {
-        let host = request_host(req)
-            .as_deref()
-            .and_then(normalize_host)
-            .unwrap_or_else(|| "-".to_string());
+    fn new(state: &Arc<ClientConnection>, req: &Request<Incoming>) -> Self {
+        state.idle.begin();
         Record {
             started: Instant::now(),
-            client: state.conn.client,
-            host,
-            host_label: "-".to_string(),
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
+            raw_host: RawHost::of(req),
+            vhost: None,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
             status: 0,
             bytes_sent: 0,
             upstream: None,
@@ -387,9 +477,8 @@ impl Record {
             upstream_time: None,
             error: None,
             hsts: None,
-            metrics: state.ctx.metrics.clone(),
             in_flight: None,
-            _active: Idle::begin(&state.idle),
+            state: Arc::clone(state),
         }
     }
 }
@@ -399,21 +488,29 @@ impl Drop for Record {
         let total = self.started.elapsed();
         // Least-request accounting ends with the response body.
         self.in_flight = None;
-        access_log::http(&access_log::HttpLog {
-            client: self.client,
-            host: &self.host,
-            method: &self.method,
-            path: &self.path,
-            status: self.status,
-            bytes_sent: self.bytes_sent,
-            upstream: self.upstream,
-            mode: mode_label(self.mode),
-            upstream_time: self.upstream_time,
-            total_time: total,
-            error: self.error,
-        });
-        self.metrics
-            .http_request(&self.host_label, self.mode, self.status, total);
+        if access_log::http_enabled() {
+            let host = self
+                .raw_host
+                .as_ref()
+                .and_then(RawHost::as_str)
+                .and_then(normalized_host);
+            access_log::http(&access_log::HttpLog {
+                client: self.state.conn.client,
+                host: host.as_deref().unwrap_or("-"),
+                method: self.method.as_str(),
+                path: self.uri.path(),
+                status: self.status,
+                bytes_sent: self.bytes_sent,
+                upstream: self.upstream,
+                mode: mode_label(self.mode),
+                upstream_time: self.upstream_time,
+                total_time: total,
+                error: self.error,
+            });
+        }
+        self.state
+            .record_request(self.vhost.as_ref(), self.mode, self.status, total);
+        self.state.idle.end();
     }
 }
 
@@ -482,69 +579,99 @@ impl Body for ProxyBody {
 
 // === impl Idle ===
 
-/// Tracks whether a connection has requests in flight, and since when it has had none.
+/// Tracks whether a connection has requests in flight, and since when it has had none. Lock-
+/// and notification-free on the request path (two atomic adds and a store); the timer in
+/// [`Idle::expired`] re-reads the state when it wakes instead of being woken per request.
 struct Idle {
     active: AtomicUsize,
-    last_done: Mutex<tokio::time::Instant>,
-    changed: Notify,
+    /// When the last request ended, in ms since `base`.
+    last_done_ms: AtomicU64,
+    base: tokio::time::Instant,
 }
-
-/// Counts one request as in flight until dropped.
-struct Active(Arc<Idle>);
 
 impl Idle {
     fn new() -> Self {
         Idle {
             active: AtomicUsize::new(0),
-            last_done: Mutex::new(tokio::time::Instant::now()),
-            changed: Notify::new(),
+            last_done_ms: AtomicU64::new(0),
+            base: tokio::time::Instant::now(),
         }
     }
 
-    fn begin(this: &Arc<Idle>) -> Active {
-        this.active.fetch_add(1, Ordering::AcqRel);
-        this.changed.notify_waiters();
-        Active(this.clone())
+    /// A request began.
+    fn begin(&self) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A request ended (its response body was sent or abandoned).
+    fn end(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_done_ms.fetch_max(ms, Ordering::AcqRel);
+        self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn last_done(&self) -> tokio::time::Instant {
-        *self
-            .last_done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.base + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
     }
 
-    /// Resolves once no request has been in flight for `idle`.
+    /// Resolves once no request has been in flight for `idle`: sleeps until the last request's
+    /// end plus `idle`, and on waking checks; while a request is in flight it checks again
+    /// `idle` later (that request's end moves the deadline past that point anyway).
     async fn expired(&self, idle: Duration) {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.active.load(Ordering::Acquire) == 0 {
-                let since = self.last_done();
-                tokio::select! {
-                    _ = tokio::time::sleep_until(since + idle) => {
-                        if self.active.load(Ordering::Acquire) == 0 && self.last_done() == since {
-                            return;
-                        }
-                    }
-                    _ = &mut changed => {}
+            let now = tokio::time::Instant::now();
+            let deadline = if self.active.load(Ordering::Acquire) == 0 {
+                let deadline = self.last_done() + idle;
+                if deadline <= now {
+                    return;
                 }
+                deadline
             } else {
-                changed.await;
-            }
+                now + idle
+            };
+            tokio::time::sleep_until(deadline).await;
         }
     }
 }
 
-impl Drop for Active {
-    fn drop(&mut self) {
-        *self
-            .0
-            .last_done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalized_host_matches_normalize_host() {
+        for raw in [
+            "app.example.com",
+            "app.example.com:8443",
+            "App.Example.COM:80",
+            "app.example.com.",
+            "app.example.com.:443",
+            "[::1]:8080",
+            "[::1]",
+            "",
+            ":80",
+            "host:port",
+            "a:1:2",
+        ] {
+            assert_eq!(
+                normalized_host(raw).map(Cow::into_owned),
+                normalize_host(raw),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn displayed_len_is_the_display_length() {
+        for uri in [
+            "/",
+            "/a/b?c=d",
+            "http://example.com:8080/x?y",
+            "*",
+            "example.com:443",
+        ] {
+            let uri: Uri = uri.parse().unwrap();
+            assert_eq!(displayed_len(&uri), uri.to_string().len(), "{uri}");
+        }
     }
 }

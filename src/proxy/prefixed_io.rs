@@ -54,6 +54,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for PrefixedIo<IO> {
                 buf.put_slice(chunk);
             }
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Free the read buffer the prefix came from (the ClientHello buffer's capacity)
+                // now rather than when the connection ends: idle connections hold no buffer.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)

@@ -1,0 +1,687 @@
+//! Config-change and scale benchmarks (issue 6, part 2). Not part of `cargo test`; run with
+//! `cargo run --release --features bench --bin bench_scale -- <what>` (bench/run.sh does).
+//!
+//! - `scale`: 10 000 Ingresses (10 000 hosts, 20 000 paths, 10 000 Services with
+//!   EndpointSlices, 2 000 TLS Secrets) generated in memory: `model::build` time (cold: every
+//!   Secret parsed; warm: with the previous build's `LastGood`, as every rebuild after the
+//!   first), RSS, and route lookup time at 100 vs 10 000 hosts.
+//! - `change-internal`: a running proxy fed by the real rebuild loop; 200 times, publish a
+//!   snapshot with one Ingress changed (a new host) and time until the first request for the
+//!   new host is answered by the proxy on a fresh connection. With the default 100 ms hold-off
+//!   and with none (build + swap + first request only).
+//! - `change-file`: the same through standalone mode end to end: write the changed manifest
+//!   file (atomic rename), wait for the first request served from the new table.
+//! - `swap-load`: 100 table swaps (one every 20 ms) while keep-alive clients and
+//!   connection-per-request clients send requests: failed requests and latency percentiles.
+//!
+//! Output: one markdown fragment per command on stdout (bench.py collects them).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use portcullis::health::Health;
+use portcullis::metrics::Metrics;
+use portcullis::model::{self, LastGood};
+use portcullis::proxy::{self, Listeners, ProxyContext};
+use portcullis::rebuild::{Rebuilder, Status};
+use portcullis::settings::{BuildSettings, Settings};
+use portcullis::source::Snapshot;
+use portcullis::table::{HttpRoute, RouteTable, TableHandle};
+
+// The binary's allocator, so RSS and timings are the shipped ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let what = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "scale".to_string());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match what.as_str() {
+        "scale" => scale(),
+        "change-internal" => runtime.block_on(change_internal()),
+        "change-file" => runtime.block_on(change_file()),
+        "swap-load" => runtime.block_on(swap_load()),
+        other => {
+            eprintln!(
+                "unknown benchmark {other:?}: scale, change-internal, change-file, swap-load"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+// === objects ===
+
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("valid object")
+}
+
+fn class() -> IngressClass {
+    from_json(json!({
+        "metadata": {"name": "portcullis",
+                     "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": "portcullis.io/ingress-controller"}
+    }))
+}
+
+fn service(ns: &str, name: &str) -> Service {
+    from_json(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    }))
+}
+
+fn slice(ns: &str, service: &str, addresses: &[String], port: u16) -> EndpointSlice {
+    let endpoints: Vec<_> = addresses
+        .iter()
+        .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
+        .collect();
+    from_json(json!({
+        "metadata": {"name": format!("{service}-1"), "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port}],
+        "endpoints": endpoints
+    }))
+}
+
+fn tls_secret(ns: &str, name: &str, host: &str) -> Secret {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    from_json(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}
+    }))
+}
+
+/// An Ingress for `host` with paths `/` and `/api` to `service`, optionally with TLS.
+fn ingress(ns: &str, name: &str, host: &str, service: &str, tls: Option<&str>) -> Ingress {
+    let backend = json!({"service": {"name": service, "port": {"name": "http"}}});
+    let mut spec = json!({
+        "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": backend},
+            {"path": "/api", "pathType": "Prefix", "backend": backend}
+        ]}}]
+    });
+    if let Some(secret) = tls {
+        spec["tls"] = json!([{"hosts": [host], "secretName": secret}]);
+    }
+    from_json(json!({
+        "metadata": {"name": name, "namespace": ns,
+                     "annotations": {"portcullis.io/health-check": "none"}},
+        "spec": spec
+    }))
+}
+
+/// `n` Ingresses (one host and two paths each), one Service + EndpointSlice (3 endpoints) per
+/// Ingress, TLS Secrets for the first `tls` of them; spread over 100 namespaces.
+fn snapshot(n: usize, tls: usize) -> Snapshot {
+    let mut s = Snapshot {
+        classes: vec![class()],
+        ..Snapshot::default()
+    };
+    for i in 0..n {
+        let ns = format!("ns{}", i % 100);
+        let host = format!("h{i}.scale.test");
+        let svc = format!("svc{i}");
+        let secret = (i < tls).then(|| format!("tls{i}"));
+        if let Some(secret) = &secret {
+            s.secrets.push(tls_secret(&ns, secret, &host));
+        }
+        s.ingresses.push(ingress(
+            &ns,
+            &format!("ing{i}"),
+            &host,
+            &svc,
+            secret.as_deref(),
+        ));
+        s.services.push(service(&ns, &svc));
+        let base = 10 + (i / 250) as u32;
+        let addrs: Vec<String> = (0..3)
+            .map(|k| format!("10.{}.{}.{}", base % 250, i % 250, 10 + k))
+            .collect();
+        s.endpoint_slices.push(slice(&ns, &svc, &addrs, 8080));
+    }
+    s
+}
+
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(v, 0.5)
+}
+
+// === scale ===
+
+fn scale() {
+    let settings = BuildSettings::default();
+    let (rss0, _) = rss_kib();
+    let t = Instant::now();
+    let snap = snapshot(10_000, 2_000);
+    let generate = t.elapsed();
+    let (rss_snap, _) = rss_kib();
+
+    let t = Instant::now();
+    let built = model::build(&snap, &settings, &LastGood::default());
+    let cold = t.elapsed();
+    let errors: Vec<_> = built
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == model::diagnostic::Severity::Error)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "diagnostics: {:?}",
+        &errors[..errors.len().min(3)]
+    );
+    assert_eq!(built.table.vhosts().len(), 10_000);
+    let mut warm: Vec<f64> = Vec::new();
+    let mut last = built.last_good.clone();
+    let mut table = built.table;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let b = model::build(&snap, &settings, &last);
+        warm.push(t.elapsed().as_secs_f64() * 1e3);
+        last = b.last_good;
+        table = b.table;
+    }
+    let warm_ms = median(&mut warm);
+    let (rss_built, hwm) = rss_kib();
+
+    // Lookups at 100 vs 10 000 hosts.
+    let small = model::build(&snapshot(100, 20), &settings, &LastGood::default()).table;
+    let lookup_small = lookups(&small, 100);
+    let lookup_big = lookups(&table, 10_000);
+
+    println!("### Scale: 10 000 Ingresses\n");
+    println!(
+        "10 000 Ingresses, 10 000 hosts, 20 000 paths, 10 000 Services + EndpointSlices (3 endpoints each), 2 000 TLS Secrets (distinct ECDSA certificates), generated in memory in {:.1} s.\n",
+        generate.as_secs_f64()
+    );
+    println!("| measure | value | target |\n|---|---|---|");
+    println!(
+        "| `model::build`, cold (every Secret parsed) | {:.0} ms | — |",
+        cold.as_secs_f64() * 1e3
+    );
+    println!(
+        "| `model::build`, warm (with the previous build's LastGood; every rebuild after the first) | {warm_ms:.0} ms (median of 5) | ≤ 100 ms |"
+    );
+    println!(
+        "| RSS before generating | {:.1} MB | — |",
+        rss0 as f64 / 1024.0
+    );
+    println!(
+        "| RSS with the snapshot (objects as parsed from the API) | {:.1} MB | — |",
+        rss_snap as f64 / 1024.0
+    );
+    println!(
+        "| RSS with snapshot + table + LastGood | {:.1} MB (peak {:.1} MB) | ≤ 150 MB |",
+        rss_built as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    println!("| route lookup (`route_http`, host + path), 100 hosts | {lookup_small:.0} ns | — |");
+    println!(
+        "| route lookup (`route_http`, host + path), 10 000 hosts | {lookup_big:.0} ns | independent of the count |"
+    );
+    println!();
+}
+
+/// Mean ns per `route_http` over a million lookups of existing hosts, random order.
+fn lookups(table: &RouteTable, hosts: usize) -> f64 {
+    let keys: Vec<String> = (0..4096)
+        .map(|_| format!("h{}.scale.test", fastrand::usize(..hosts)))
+        .collect();
+    let paths = ["/", "/api/users", "/static/app.js"];
+    let rounds = 1_000_000;
+    let mut found = 0usize;
+    let t = Instant::now();
+    for i in 0..rounds {
+        let host = &keys[i % keys.len()];
+        if let HttpRoute::Upstream { .. } =
+            table.route_http(Some(host.as_str()), paths[i % paths.len()])
+        {
+            found += 1;
+        }
+    }
+    let ns = t.elapsed().as_nanos() as f64 / rounds as f64;
+    assert_eq!(found, rounds);
+    ns
+}
+
+// === a backend and a tiny HTTP client ===
+
+/// An HTTP/1.1 backend answering `200 ok` to everything.
+async fn backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"ok\n"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One request on a fresh connection; the status code, or 0 when the connection failed.
+async fn fresh_request(addr: SocketAddr, host: &str) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let _ = stream.set_nodelay(true);
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut buf = Vec::with_capacity(512);
+    if stream.read_to_end(&mut buf).await.is_err() && buf.len() < 12 {
+        return 0;
+    }
+    std::str::from_utf8(buf.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls with fresh connections until `host` is answered 200; returns when it was.
+async fn until_served(addr: SocketAddr, host: &str, limit: Duration) -> Option<Instant> {
+    let give_up = Instant::now() + limit;
+    while Instant::now() < give_up {
+        if fresh_request(addr, host).await == 200 {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    None
+}
+
+/// The small configuration the change benchmarks edit: one base Ingress plus the changed one.
+fn small_snapshot(backend: SocketAddr, changed_host: &str) -> Snapshot {
+    let ip = backend.ip().to_string();
+    let mut s = Snapshot {
+        classes: vec![class()],
+        ..Snapshot::default()
+    };
+    s.services.push(service("bench", "be"));
+    s.endpoint_slices
+        .push(slice("bench", "be", &[ip], backend.port()));
+    s.ingresses
+        .push(ingress("bench", "base", "base.bench.test", "be", None));
+    s.ingresses
+        .push(ingress("bench", "changed", changed_host, "be", None));
+    s
+}
+
+struct InProcess {
+    http: SocketAddr,
+    table: TableHandle,
+    _shutdown: watch::Sender<bool>,
+}
+
+async fn start_proxy(table: RouteTable) -> (InProcess, watch::Receiver<bool>) {
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let https = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = http.local_addr().expect("addr");
+    let https_port = https.local_addr().expect("addr").port();
+    let (shutdown, rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(ProxyContext::new(
+        Health::with_metrics(metrics.clone()),
+        metrics,
+        portcullis::tls::self_signed::generate().expect("fallback certificate"),
+        https_port,
+        rx.clone(),
+    ));
+    let handle: TableHandle = Arc::new(ArcSwap::from_pointee(table));
+    tokio::spawn(proxy::serve(
+        Listeners { http, https },
+        handle.clone(),
+        ctx,
+        rx.clone(),
+    ));
+    (
+        InProcess {
+            http: addr,
+            table: handle,
+            _shutdown: shutdown,
+        },
+        rx,
+    )
+}
+
+fn summary(name: &str, samples: &mut [f64], target: &str) {
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "| {name} | {} | {:.1} | {:.1} | {:.1} | {target} |",
+        samples.len(),
+        percentile(samples, 0.5),
+        percentile(samples, 0.99),
+        samples.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+// === change-internal ===
+
+async fn change_internal() {
+    let backend = backend().await;
+    println!("### Change → serving\n");
+    println!("| path | changes | p50 ms | p99 ms | max ms | target |\n|---|---|---|---|---|---|");
+    for hold_off in [Duration::from_millis(100), Duration::ZERO] {
+        let (proxy, shutdown) = start_proxy(RouteTable::default()).await;
+        let settings = Settings {
+            hold_off,
+            ..Settings::default()
+        };
+        let status = Status::new();
+        let (tx, rx) = watch::channel(Some(Arc::new(small_snapshot(backend, "c0.bench.test"))));
+        tokio::spawn(
+            Rebuilder::new(&settings, proxy.table.clone(), status.clone()).run(rx, shutdown),
+        );
+        until_served(proxy.http, "c0.bench.test", Duration::from_secs(10))
+            .await
+            .expect("first table live");
+        let mut samples = Vec::new();
+        for i in 1..=200 {
+            let host = format!("c{i}.bench.test");
+            let snap = Arc::new(small_snapshot(backend, &host));
+            let t0 = Instant::now();
+            tx.send_replace(Some(snap));
+            let served = until_served(proxy.http, &host, Duration::from_secs(10))
+                .await
+                .expect("change served");
+            samples.push((served - t0).as_secs_f64() * 1e3);
+        }
+        let name = if hold_off.is_zero() {
+            "internal: snapshot → rebuild loop with no hold-off → swap → first request".to_string()
+        } else {
+            format!(
+                "internal: snapshot → rebuild loop (default hold-off {} ms) → swap → first request",
+                hold_off.as_millis()
+            )
+        };
+        summary(
+            &name,
+            &mut samples,
+            if hold_off.is_zero() {
+                "—"
+            } else {
+                "≤ 100 ms"
+            },
+        );
+    }
+    println!();
+}
+
+// === change-file ===
+
+fn write_atomic(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename");
+}
+
+fn yaml_changed(host: &str) -> String {
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: changed, namespace: bench, annotations: {{portcullis.io/health-check: "none"}}}}
+spec:
+  rules:
+  - host: {host}
+    http:
+      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: be, port: {{name: http}}}}}}}}]
+"#
+    )
+}
+
+async fn change_file() {
+    let backend = backend().await;
+    let dir = TempDir::new();
+    let base = format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {{name: portcullis, annotations: {{ingressclass.kubernetes.io/is-default-class: "true"}}}}
+spec: {{controller: portcullis.io/ingress-controller}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: be, namespace: bench}}
+spec: {{ports: [{{name: http, port: 80, targetPort: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: be-1, namespace: bench, labels: {{kubernetes.io/service-name: be}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"], conditions: {{ready: true}}}}]
+"#,
+        port = backend.port(),
+        ip = backend.ip()
+    );
+    write_atomic(dir.path(), "base.yaml", &base);
+    write_atomic(dir.path(), "changed.yaml", &yaml_changed("c0.bench.test"));
+    let settings = Settings {
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        https_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        ..Settings::default()
+    };
+    let running = portcullis::standalone::start(settings, dir.path())
+        .await
+        .expect("standalone start");
+    let http = running.addresses().http;
+    until_served(http, "c0.bench.test", Duration::from_secs(10))
+        .await
+        .expect("first table live");
+    let mut samples = Vec::new();
+    for i in 1..=200 {
+        let host = format!("c{i}.bench.test");
+        let t0 = Instant::now();
+        write_atomic(dir.path(), "changed.yaml", &yaml_changed(&host));
+        let served = until_served(http, &host, Duration::from_secs(10))
+            .await
+            .expect("change served");
+        samples.push((served - t0).as_secs_f64() * 1e3);
+    }
+    println!("| path | changes | p50 ms | p99 ms | max ms | target |\n|---|---|---|---|---|---|");
+    summary(
+        "standalone: file written (atomic rename) → watcher → rebuild → first request",
+        &mut samples,
+        "≤ 1000 ms",
+    );
+    println!();
+    let _ = running.shutdown().await;
+}
+
+/// A directory under the system temp dir, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let path = std::env::temp_dir().join(format!("portcullis-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// === swap-load ===
+
+async fn swap_load() {
+    let backend = backend().await;
+    let table = move |i: usize| {
+        model::build(
+            &small_snapshot(backend, &format!("c{i}.bench.test")),
+            &BuildSettings::default(),
+            &LastGood::default(),
+        )
+        .table
+    };
+    let (proxy, _shutdown) = start_proxy(table(0)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    // 8 keep-alive clients and 4 that open a connection per request.
+    for k in 0..12 {
+        let (stop, failed, addr) = (stop.clone(), failed.clone(), proxy.http);
+        clients.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            if k < 8 {
+                keep_alive_client(addr, &stop, &failed, &mut latencies).await;
+            } else {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    if fresh_request(addr, "base.bench.test").await == 200 {
+                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 1..=100 {
+        // Build off the async threads, as the rebuild loop does, then swap.
+        let next = tokio::task::spawn_blocking(move || table(i))
+            .await
+            .expect("build");
+        proxy.table.store(Arc::new(next));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = t.elapsed();
+    let mut all = Vec::new();
+    for c in clients {
+        all.extend(c.await.expect("client"));
+    }
+    all.sort_by(f64::total_cmp);
+    println!("### Swaps under load\n");
+    println!(
+        "| swaps | requests | failed | p50 ms | p99 ms | duration s |\n|---|---|---|---|---|---|"
+    );
+    println!(
+        "| 100 (one per 20 ms) | {} | {} | {:.2} | {:.2} | {:.1} |",
+        all.len(),
+        failed.load(Ordering::Relaxed),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "\n8 keep-alive clients and 4 connection-per-request clients, in-process, against the base host while every swap changes the other Ingress; target: 0 failed.\n"
+    );
+}
+
+async fn keep_alive_client(
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    failed: &AtomicU64,
+    latencies: &mut Vec<f64>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(stream) = TcpStream::connect(addr).await else {
+            failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await
+        else {
+            failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        tokio::spawn(conn);
+        while !stop.load(Ordering::Relaxed) {
+            let req = hyper::Request::get("/")
+                .header("host", "base.bench.test")
+                .body(Empty::new())
+                .expect("request");
+            let t = Instant::now();
+            match sender.send_request(req).await {
+                Ok(resp) if resp.status() == 200 => {
+                    if resp.into_body().collect().await.is_err() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                _ => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+}
