@@ -13,10 +13,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# The Debian packages start system services on :80; the benchmark runs its own instances.
+# The Debian packages start system services on :80; the benchmark runs its own instances on
+# its own ports (bench.py), so stopping the packaged services is enough. Other nginx/haproxy
+# processes on the machine are left alone.
 systemctl stop nginx haproxy >/dev/null 2>&1 || true
-pkill -x nginx >/dev/null 2>&1 || true
-pkill -x haproxy >/dev/null 2>&1 || true
 
 # wrk and h2load take the TLS server name from the URL, so the benchmark host names must
 # resolve to loopback.
