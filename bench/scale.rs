@@ -377,7 +377,7 @@ struct InProcess {
     _shutdown: watch::Sender<bool>,
 }
 
-async fn start_proxy(table: RouteTable) -> (InProcess, watch::Receiver<bool>) {
+async fn start_proxy(table: Arc<RouteTable>) -> (InProcess, watch::Receiver<bool>) {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let https = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = http.local_addr().expect("addr");
@@ -391,7 +391,7 @@ async fn start_proxy(table: RouteTable) -> (InProcess, watch::Receiver<bool>) {
         https_port,
         rx.clone(),
     ));
-    let handle: TableHandle = Arc::new(ArcSwap::from_pointee(table));
+    let handle: TableHandle = Arc::new(ArcSwap::new(table));
     tokio::spawn(proxy::serve(
         Listeners { http, https },
         handle.clone(),
@@ -426,7 +426,7 @@ async fn change_internal() {
     println!("### Change → serving\n");
     println!("| path | changes | p50 ms | p99 ms | max ms | target |\n|---|---|---|---|---|---|");
     for hold_off in [Duration::from_millis(100), Duration::ZERO] {
-        let (proxy, shutdown) = start_proxy(RouteTable::default()).await;
+        let (proxy, shutdown) = start_proxy(Arc::new(RouteTable::default())).await;
         let settings = Settings {
             hold_off,
             ..Settings::default()
@@ -616,7 +616,7 @@ async fn swap_load() {
         let next = tokio::task::spawn_blocking(move || table(i))
             .await
             .expect("build");
-        proxy.table.store(Arc::new(next));
+        proxy.table.store(next);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -292,7 +292,7 @@ impl Rebuilder {
             }
         };
 
-        self.table.store(Arc::new(built.table.clone()));
+        self.table.store(Arc::clone(&built.table));
         let built = Arc::new(built);
         self.status.publish(built.clone(), generation);
         let change_to_live = since.elapsed();

@@ -908,7 +908,7 @@ fn ingress_ref(ns: &str, name: &str) -> ObjectRef {
 
 fn built(diagnostics: Vec<Diagnostic>) -> Built {
     Built {
-        table: RouteTable::default(),
+        table: Arc::new(RouteTable::default()),
         diagnostics,
         last_good: LastGood::default(),
         ours: Vec::new(),

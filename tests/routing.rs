@@ -43,7 +43,7 @@ type Paths<'a> = &'a [(&'a str, &'a str, &'a str)];
 /// Requests as `(path, expected service or None for 404)`.
 type Cases<'a> = &'a [(&'a str, Option<&'a str>)];
 
-fn table(yaml: &str) -> RouteTable {
+fn table(yaml: &str) -> std::sync::Arc<RouteTable> {
     let mut snapshot = Snapshot::default();
     for object in parse_manifest("routing.yaml", yaml).expect("valid YAML") {
         snapshot.push(object);

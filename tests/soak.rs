@@ -665,7 +665,7 @@ fn old_tables_are_freed_across_1000_swaps() {
     let panics_before = PANICS.load(Ordering::SeqCst);
     let snapshot = swap_snapshot();
     let settings = BuildSettings::default();
-    let build = || Arc::new(model::build(&snapshot, &settings, &LastGood::default()).table);
+    let build = || model::build(&snapshot, &settings, &LastGood::default()).table;
     let handle: TableHandle = Arc::new(ArcSwap::new(build()));
     assert_eq!(handle.load().vhosts().len(), 50);
 

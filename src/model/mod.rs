@@ -60,7 +60,8 @@ impl LastGood {
 /// The output of one build.
 #[derive(Debug, Clone)]
 pub struct Built {
-    pub table: RouteTable,
+    /// Shared with the proxy once live: swapping it in is a pointer copy, not a table copy.
+    pub table: Arc<RouteTable>,
     /// Sorted, de-duplicated.
     pub diagnostics: Vec<Diagnostic>,
     pub last_good: LastGood,
@@ -207,7 +208,7 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
     diagnostics.sort();
     diagnostics.dedup();
     Built {
-        table,
+        table: Arc::new(table),
         diagnostics,
         last_good: LastGood {
             ingresses: next_ingresses,
