@@ -18,254 +18,67 @@
 //! 4. **respond**: strip hop-by-hop headers from the response; on `101 Switching Protocols`
 //!    join the client and upstream connections with `copy_bidirectional`.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use hyper_util::rt::TokioIo;
 
-use super::error::{ProxyError, ProxyFault, UpstreamFault};
+use super::error::{ProxyError, UpstreamFault};
+use super::pool::UpstreamConn;
 use super::{ConnInfo, ProxyContext, balance};
 use crate::access_log;
 use crate::health::InFlight;
-use crate::model::upstream::{BackendTls, Upstream, UpstreamProtocol};
+use crate::model::upstream::Upstream;
 use crate::table::{RouteTable, VirtualHost};
 
 /// How many endpoints one request tries when connects fail.
 pub const MAX_TRIES: usize = 3;
 
-/// How long an idle pooled upstream connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
+// === impl RequestBody ===
 
-type UpstreamClient = Client<UpstreamConnector, RetryBody>;
-
-// === impl Clients ===
-
-/// Pooled HTTP and HTTPS (re-encrypt) clients, kept across table swaps.
-///
-/// One keep-alive pool for plain HTTP and one per distinct [`BackendTls`] (each with its own
-/// rustls config and session cache). Cloning is an `Arc` clone. The per-request lookup is a
-/// read lock and a hash probe; the lock is never held across an await. Pools of `BackendTls`
-/// values that no table uses any more stay until the process ends (their idle connections
-/// close after 90 s): the set is bounded by the distinct configurations ever seen.
-#[derive(Clone)]
-pub struct Clients {
-    inner: Arc<ClientsInner>,
+/// The request body sent upstream: the client's, or none (a bodyless request sent again after
+/// its first connection closed before answering; hyper's `Incoming` cannot be made empty).
+pub enum RequestBody {
+    Client(Incoming),
+    Empty,
 }
 
-struct ClientsInner {
-    /// `timeouts.connect` of the table the latest request was routed on, read by connectors.
-    connect_timeout_ms: Arc<AtomicU64>,
-    plain: UpstreamClient,
-    tls: RwLock<HashMap<BackendTls, UpstreamClient>>,
-}
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
 
-impl Default for Clients {
-    fn default() -> Self {
-        Clients::new()
-    }
-}
-
-impl Clients {
-    /// New, empty pools.
-    pub fn new() -> Self {
-        let connect_timeout_ms = Arc::new(AtomicU64::new(5_000));
-        let plain = build_client(UpstreamConnector {
-            tls: None,
-            connect_timeout_ms: connect_timeout_ms.clone(),
-        });
-        Clients {
-            inner: Arc::new(ClientsInner {
-                connect_timeout_ms,
-                plain,
-                tls: RwLock::new(HashMap::new()),
-            }),
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
         }
     }
 
-    /// The pooled client for an upstream protocol. `Tcp` (a pass-through upstream reached by an
-    /// HTTP route on :80) is spoken to as plain HTTP.
-    fn client_for(&self, protocol: &UpstreamProtocol) -> UpstreamClient {
-        let UpstreamProtocol::Https(tls) = protocol else {
-            return self.inner.plain.clone();
-        };
-        if let Some(client) = self
-            .inner
-            .tls
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tls)
-        {
-            return client.clone();
-        }
-        self.inner
-            .tls
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(tls.clone())
-            .or_insert_with(|| {
-                build_client(UpstreamConnector::tls(
-                    tls,
-                    self.inner.connect_timeout_ms.clone(),
-                ))
-            })
-            .clone()
-    }
-
-    fn set_connect_timeout(&self, timeout: Duration) {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        if self.inner.connect_timeout_ms.load(Ordering::Relaxed) != ms {
-            self.inner.connect_timeout_ms.store(ms, Ordering::Relaxed);
-        }
-    }
-}
-
-fn build_client(connector: UpstreamConnector) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .build(connector)
-}
-
-// === impl UpstreamConnector ===
-
-/// Opens connections to endpoints for the pooled client: TCP under `timeouts.connect`, then
-/// TLS for re-encrypt (same deadline). The URI's authority is the endpoint `ip:port`.
-#[derive(Clone)]
-pub struct UpstreamConnector {
-    tls: Option<UpstreamTls>,
-    connect_timeout_ms: Arc<AtomicU64>,
-}
-
-#[derive(Clone)]
-struct UpstreamTls {
-    connector: TlsConnector,
-    /// `None` when `BackendTls::sni` is not a valid server name.
-    server_name: Option<ServerName<'static>>,
-    sni: Arc<str>,
-}
-
-impl UpstreamConnector {
-    fn tls(tls: &BackendTls, connect_timeout_ms: Arc<AtomicU64>) -> Self {
-        UpstreamConnector {
-            tls: Some(UpstreamTls {
-                connector: TlsConnector::from(crate::tls::upstream::client_config(tls)),
-                server_name: ServerName::try_from(tls.sni.clone()).ok(),
-                sni: tls.sni.as_str().into(),
-            }),
-            connect_timeout_ms,
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
         }
     }
 
-    async fn connect(self, uri: Uri) -> Result<UpstreamIo, ConnectError> {
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let addr: SocketAddr = authority
-            .parse()
-            .map_err(|_| ConnectError::Address(authority.to_string()))?;
-        let after = Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed));
-        let deadline = tokio::time::Instant::now() + after;
-        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ConnectError::TcpTimeout { addr, after }),
-            Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
-            Ok(Ok(tcp)) => tcp,
-        };
-        let _ = tcp.set_nodelay(true);
-        let Some(tls) = self.tls else {
-            return Ok(UpstreamIo::Plain(tcp));
-        };
-        let sni = tls.sni.to_string();
-        let Some(server_name) = tls.server_name else {
-            return Err(ConnectError::BadSni(sni));
-        };
-        match tokio::time::timeout_at(deadline, tls.connector.connect(server_name, tcp)).await {
-            Err(_) => Err(ConnectError::TlsTimeout { addr, sni }),
-            Ok(Err(source)) => Err(ConnectError::Tls { addr, sni, source }),
-            Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream))),
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
-}
-
-impl tower_service::Service<Uri> for UpstreamConnector {
-    type Response = TokioIo<UpstreamIo>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect(uri).await.map(TokioIo::new) })
-    }
-}
-
-/// Why a connection to an endpoint could not be opened. Nothing was sent in any case.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("upstream address {0:?} is not ip:port")]
-    Address(String),
-    #[error("TCP connect to {addr} failed")]
-    Tcp {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    #[error("TCP connect to {addr} timed out after {after:?}")]
-    TcpTimeout { addr: SocketAddr, after: Duration },
-    #[error("TLS handshake with {addr} (SNI {sni}) failed")]
-    Tls {
-        addr: SocketAddr,
-        sni: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("TLS handshake with {addr} (SNI {sni}) timed out")]
-    TlsTimeout { addr: SocketAddr, sni: String },
-    #[error("backend SNI {0:?} is not a valid server name")]
-    BadSni(String),
-}
-
-impl ConnectError {
-    /// The endpoint did not accept a TCP connection: a reason to mark it failed and try another.
-    pub fn is_tcp(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Tcp { .. } | ConnectError::TcpTimeout { .. }
-        )
-    }
-}
-
-/// Finds our [`ConnectError`] in a client error's source chain.
-fn connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(c) = e.downcast_ref::<ConnectError>() {
-            return Some(c);
-        }
-        next = e.source();
-    }
-    None
 }
 
 /// Whether `err` says the upstream closed or reset the connection before sending a response
@@ -294,153 +107,27 @@ fn closed_before_response(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A connection to an endpoint, plain or TLS.
-pub enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Connection for UpstreamIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
-    }
-}
-
-// === impl RetryBody ===
-
-/// The client's request body, handed to the upstream client in a way that lets us take it back
-/// when the connect fails: the body sits in a shared slot and is only moved out when the
-/// upstream connection first polls it (i.e. once a connection exists).
-pub struct RetryBody {
-    slot: Arc<Mutex<Option<Incoming>>>,
-    body: Option<Incoming>,
-    end_stream: bool,
-    hint: SizeHint,
-}
-
-impl RetryBody {
-    fn new(slot: &Arc<Mutex<Option<Incoming>>>, end_stream: bool, hint: SizeHint) -> Self {
-        RetryBody {
-            slot: slot.clone(),
-            body: None,
-            end_stream,
-            hint,
-        }
-    }
-}
-
-impl Body for RetryBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if this.body.is_none() {
-            this.body = this
-                .slot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-        }
-        match &mut this.body {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.body {
-            Some(body) => body.is_end_stream(),
-            None => self.end_stream,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.body {
-            Some(body) => body.size_hint(),
-            None => self.hint,
-        }
-    }
-}
-
 // === headers ===
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Proxy-Connection`. `Proxy-Authorization` is
-/// end-to-end for us (a pod may use it) and is kept.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Whether a header is hop-by-hop (RFC 9110 §7.6.1), counting `Proxy-Connection`.
+/// `Proxy-Authorization` is end-to-end for us (a pod may use it) and is kept.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
 
 /// Removes the hop-by-hop headers and every header the `Connection` header names (never
-/// `Host`).
+/// `Host`). One pass over the names first: most messages carry none, and then nothing is
+/// hashed or removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -452,7 +139,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for name in present {
         headers.remove(name);
     }
 }
@@ -595,6 +287,9 @@ pub struct UpstreamResponse {
     /// Least-request accounting; hold it until the response body is done. `None` after an
     /// upgrade (the tunnel task holds it).
     pub in_flight: Option<InFlight>,
+    /// The upstream connection; release it to the pool once the response body has been read
+    /// to its end. `None` after an upgrade.
+    pub conn: Option<UpstreamConn>,
 }
 
 /// Sends `req` to an endpoint of `f.upstream` and returns its response head (see the module
@@ -656,16 +351,13 @@ pub async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let (end_stream, hint) = (body.is_end_stream(), body.size_hint());
-    let slot = Arc::new(Mutex::new(Some(body)));
-    let (client, scheme) = match &f.upstream.protocol {
-        UpstreamProtocol::Https(_) => (
-            f.ctx.clients.client_for(&f.upstream.protocol),
-            Scheme::HTTPS,
-        ),
-        _ => (f.ctx.clients.client_for(&f.upstream.protocol), Scheme::HTTP),
-    };
-    f.ctx.clients.set_connect_timeout(timeouts.connect);
+    let method = parts.method;
+    let mut headers = parts.headers;
+    // A bodyless idempotent request can be sent again when its connection closes before any
+    // response head; anything else only when hyper hands the request back unsent.
+    let resendable = body.is_end_stream() && method.is_idempotent();
+    let mut body = Some(RequestBody::Client(body));
+    let connector = f.ctx.clients.connector_for(&f.upstream.protocol);
 
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_error = None;
@@ -678,82 +370,76 @@ pub async fn forward(
         let in_flight = f.ctx.health.begin_request(endpoint);
 
         // 3. send
-        let uri = endpoint_uri(scheme.clone(), endpoint, path_and_query.clone())?;
-        let mut upstream_req = Request::new(RetryBody::new(&slot, end_stream, hint));
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = Version::HTTP_11;
-        // The headers are only needed again if another endpoint may be tried after this one.
-        let may_retry = tried.len() + 1 < MAX_TRIES && f.upstream.endpoints.len() > tried.len() + 1;
-        *upstream_req.headers_mut() = if may_retry {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-
-        let sent = Instant::now();
-        let result = match tokio::time::timeout_at(deadline, client.request(upstream_req)).await {
-            Err(_) => {
+        let checkout = f
+            .ctx
+            .clients
+            .checkout(&connector, endpoint, timeouts.connect);
+        let mut conn = match checkout.await {
+            Ok(conn) => conn,
+            Err(err) if err.is_tcp() => {
+                // Nothing was sent: the body is still ours, another endpoint may take it.
+                f.ctx.health.mark_failed(endpoint);
+                tried.push(endpoint);
+                last_error = Some(ProxyError::upstream(
+                    service,
+                    Some(endpoint),
+                    UpstreamFault::Connect(Box::new(err)),
+                ));
+                continue;
+            }
+            Err(err) => {
                 return Err(ProxyError::upstream(
                     service,
                     Some(endpoint),
-                    UpstreamFault::Timeout(timeouts.upstream_response),
+                    UpstreamFault::Tls(Box::new(err)),
                 ));
             }
-            Ok(result) => result,
         };
-        let mut response = match result {
-            Ok(response) => response,
-            Err(err) => match connect_error(&err) {
-                Some(c) if c.is_tcp() => {
-                    f.ctx.health.mark_failed(endpoint);
-                    tried.push(endpoint);
-                    let body_still_ours = slot
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .is_some()
-                        || end_stream;
-                    last_error = Some(ProxyError::upstream(
-                        service,
-                        Some(endpoint),
-                        UpstreamFault::Connect(Box::new(err)),
-                    ));
-                    if body_still_ours {
-                        continue;
-                    }
-                    break;
+        let keep_copy = resendable && !resent;
+        let mut upstream_req = Request::new(body.take().unwrap_or(RequestBody::Empty));
+        *upstream_req.method_mut() = method.clone();
+        *upstream_req.uri_mut() = Uri::from(path_and_query.clone());
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = if keep_copy {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        if !upstream_req.headers().contains_key(header::HOST)
+            && let Ok(value) = HeaderValue::from_str(&endpoint.to_string())
+        {
+            // HTTP/1.1 requires a Host; a client that sent none gets the endpoint's.
+            upstream_req.headers_mut().insert(header::HOST, value);
+        }
+
+        let sent = Instant::now();
+        let request = conn.sender.try_send_request(upstream_req);
+        let mut response = match tokio::time::timeout_at(deadline, request).await {
+            Err(_) => return Err(timed_out(f, endpoint)),
+            Ok(Ok(response)) => response,
+            Ok(Err(mut err)) => {
+                if !resent && let Some(unsent) = err.take_message() {
+                    // hyper had not written it: the connection was closing as we took it.
+                    resent = true;
+                    let (unsent_parts, unsent_body) = unsent.into_parts();
+                    headers = unsent_parts.headers;
+                    body = Some(unsent_body);
+                    continue;
                 }
-                Some(_) => {
-                    return Err(ProxyError::upstream(
-                        service,
-                        Some(endpoint),
-                        UpstreamFault::Tls(Box::new(err)),
-                    ));
+                let err = err.into_error();
+                if keep_copy && closed_before_response(&err) {
+                    // Closed before any response head: a reused connection racing the
+                    // upstream's idle close, or a pod that died while serving. Send it again
+                    // once, on a new pick (the body was empty, so nothing is lost).
+                    resent = true;
+                    continue;
                 }
-                None => {
-                    // Closed before any response head: on a reused keep-alive connection, the
-                    // upstream's idle close racing our request. Resend once, on a new pick, when
-                    // that is safe: an idempotent method whose body was never handed over.
-                    let body_still_ours = slot
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .is_some()
-                        || end_stream;
-                    if !resent
-                        && parts.method.is_idempotent()
-                        && body_still_ours
-                        && closed_before_response(&err)
-                    {
-                        resent = true;
-                        continue;
-                    }
-                    return Err(ProxyError::upstream(
-                        service,
-                        Some(endpoint),
-                        UpstreamFault::Reset(Box::new(err)),
-                    ));
-                }
-            },
+                return Err(ProxyError::upstream(
+                    service,
+                    Some(endpoint),
+                    UpstreamFault::Reset(Box::new(err)),
+                ));
+            }
         };
         let upstream_time = sent.elapsed();
 
@@ -785,11 +471,13 @@ pub async fn forward(
                 f.conn.client,
                 endpoint,
             ));
+            // The connection now belongs to the tunnel; it never goes back to the pool.
             return Ok(UpstreamResponse {
                 response,
                 endpoint,
                 upstream_time,
                 in_flight: None,
+                conn: None,
             });
         }
         strip_hop_by_hop(response.headers_mut());
@@ -798,26 +486,19 @@ pub async fn forward(
             endpoint,
             upstream_time,
             in_flight: Some(in_flight),
+            conn: Some(conn),
         });
     }
     Err(last_error
         .unwrap_or_else(|| ProxyError::upstream(service, None, UpstreamFault::NoEndpoint)))
 }
 
-/// `scheme://endpoint/path?query`, the URI the pooled client connects and keys its pool by.
-fn endpoint_uri(
-    scheme: Scheme,
-    endpoint: SocketAddr,
-    path_and_query: PathAndQuery,
-) -> Result<Uri, ProxyError> {
-    let authority = Authority::from_maybe_shared(Bytes::from(endpoint.to_string()))
-        .map_err(|e| ProxyFault::UpstreamRequest(format!("{endpoint}: {e}")))?;
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(scheme);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts)
-        .map_err(|e| ProxyFault::UpstreamRequest(format!("{endpoint}: {e}")).into())
+fn timed_out(f: &Forward<'_>, endpoint: SocketAddr) -> ProxyError {
+    ProxyError::upstream(
+        &f.upstream.service,
+        Some(endpoint),
+        UpstreamFault::Timeout(f.table.class.timeouts.upstream_response),
+    )
 }
 
 /// Ends least-request accounting for an endpoint (the guard's drop does it).

@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::error::{ClientFault, ProxyError};
 use super::forward::{self, Forward};
 use super::framing_guard::{FramingGuard, FramingVerdict};
+use super::pool::UpstreamConn;
 use super::{ConnInfo, ProxyContext};
 use crate::access_log;
 use crate::health::InFlight;
@@ -290,7 +291,8 @@ async fn route_and_forward(
     record.upstream = Some(answer.endpoint);
     record.upstream_time = Some(answer.upstream_time);
     record.in_flight = answer.in_flight;
-    Ok(answer.response.map(BodyKind::Upstream))
+    let conn = answer.conn;
+    Ok(answer.response.map(|body| BodyKind::Upstream(body, conn)))
 }
 
 /// The host the client asked for, as sent: the URI authority (HTTP/2, absolute-form), else the
@@ -525,7 +527,21 @@ pub struct ProxyBody {
 
 enum BodyKind {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    /// The upstream's body and the connection it arrives on, which goes back to the pool
+    /// once the body has been read to its end.
+    Upstream(Incoming, Option<UpstreamConn>),
+}
+
+impl BodyKind {
+    /// Returns the upstream connection to the pool if its response has been read to the end.
+    fn release_if_done(&mut self) {
+        if let BodyKind::Upstream(body, conn) = self
+            && body.is_end_stream()
+            && let Some(conn) = conn.take()
+        {
+            conn.release();
+        }
+    }
 }
 
 impl Body for ProxyBody {
@@ -539,7 +555,7 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            BodyKind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            BodyKind::Upstream(body, _) => Pin::new(body).poll_frame(cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -553,6 +569,11 @@ impl Body for ProxyBody {
                 }
             }
             Poll::Ready(None) => {
+                if let BodyKind::Upstream(_, conn) = &mut this.inner
+                    && let Some(conn) = conn.take()
+                {
+                    conn.release();
+                }
                 this.record.take();
             }
             Poll::Pending => {}
@@ -563,7 +584,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             BodyKind::Full(bytes) => bytes.is_none(),
-            BodyKind::Upstream(body) => body.is_end_stream(),
+            BodyKind::Upstream(body, _) => body.is_end_stream(),
         }
     }
 
@@ -572,8 +593,16 @@ impl Body for ProxyBody {
             BodyKind::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            BodyKind::Upstream(body) => body.size_hint(),
+            BodyKind::Upstream(body, _) => body.size_hint(),
         }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // hyper does not poll a body that says it is empty (HEAD, 204, 304, length 0): its
+        // connection is released here. One dropped mid-body is not, and closes.
+        self.inner.release_if_done();
     }
 }
 

@@ -43,7 +43,7 @@ pub struct ProxyContext {
     /// Self-signed at start-up; names no host.
     pub fallback_certificate: Certificate,
     /// Pooled upstream HTTP/HTTPS clients, reused across table swaps.
-    pub clients: forward::Clients,
+    pub clients: pool::Clients,
     /// The port clients use for HTTPS, for redirect `Location`s (omitted when 443).
     pub https_port: u16,
     /// Turns true on SIGTERM: connections finish their current request and close.
@@ -69,7 +69,7 @@ impl ProxyContext {
             health,
             metrics,
             fallback_certificate,
-            clients: forward::Clients::new(),
+            clients: pool::Clients::new(),
             https_port,
             shutdown,
             tls: TlsServerState::new(),
@@ -110,6 +110,7 @@ pub mod framing_guard;
 pub mod http_front;
 pub mod https_front;
 pub mod passthrough;
+pub mod pool;
 pub mod prefixed_io;
 pub mod proxy_protocol;
 

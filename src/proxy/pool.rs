@@ -1,0 +1,450 @@
+//! Keep-alive connections to upstream endpoints: opening them (TCP, then TLS for re-encrypt)
+//! and keeping them idle between requests.
+//!
+//! Each upstream connection is a hyper HTTP/1.1 client connection driven by its own task; its
+//! [`SendRequest`](http1::SendRequest) half is what the proxy holds. A request checks a
+//! connection out ([`Clients::checkout`]); the response's body, when it has been read to the
+//! end, gives it back ([`UpstreamConn::release`]). A connection whose response was not read to
+//! the end (client gone mid-body, upgrade, error) is simply dropped, and hyper closes it.
+//!
+//! Why not hyper-util's pooled client: it keys its pool by scheme and authority strings,
+//! spawns a task per request to put the connection back once the response is done, and routes
+//! every request through a checkout future; the profiles of the keep-alive benchmark showed
+//! that as the largest proxy-side cost after the kernel. Here the checkout is one lock and one
+//! hash of `(endpoint, config)`, and the release happens in the task that already polls the
+//! response body.
+//!
+//! Idle connections are kept for [`POOL_IDLE`] and at most [`MAX_IDLE_PER_KEY`] per endpoint
+//! and TLS configuration; a reaper task drops expired ones. The pool outlives table swaps.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::forward::RequestBody;
+use crate::model::upstream::{BackendTls, UpstreamProtocol};
+
+/// How long an idle upstream connection is kept.
+pub const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// Idle connections kept per endpoint and TLS configuration; more are closed on release.
+pub const MAX_IDLE_PER_KEY: usize = 512;
+
+/// How often the reaper looks for expired idle connections.
+const REAP_EVERY: Duration = Duration::from_secs(15);
+
+/// The request sender of one upstream connection.
+pub type Sender = http1::SendRequest<RequestBody>;
+
+/// Which connections are interchangeable: same endpoint, same TLS configuration.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct PoolKey {
+    endpoint: SocketAddr,
+    config: ConfigId,
+}
+
+/// Names a [`Connector`]: 0 is plain HTTP, every distinct [`BackendTls`] gets the next number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct ConfigId(u32);
+
+// === impl Clients ===
+
+/// The connectors (plain, and one per distinct [`BackendTls`]) and the idle pool, shared by
+/// all connections and kept across table swaps. Cloning is an `Arc` clone.
+#[derive(Clone)]
+pub struct Clients {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    plain: Arc<Connector>,
+    /// One connector per `BackendTls` ever seen (each with its own rustls config and session
+    /// cache). Entries no table uses any more stay: the set is bounded by the distinct
+    /// configurations ever seen, and their idle connections expire.
+    tls: RwLock<HashMap<BackendTls, Arc<Connector>>>,
+    next_config: AtomicU32,
+    idle: Mutex<HashMap<PoolKey, Vec<IdleConn>>>,
+    reaper_started: AtomicBool,
+}
+
+struct IdleConn {
+    sender: Sender,
+    since: Instant,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients::new()
+    }
+}
+
+impl Clients {
+    /// A new, empty pool.
+    pub fn new() -> Self {
+        Clients {
+            inner: Arc::new(Shared {
+                plain: Arc::new(Connector {
+                    config: ConfigId(0),
+                    tls: None,
+                }),
+                tls: RwLock::new(HashMap::new()),
+                next_config: AtomicU32::new(1),
+                idle: Mutex::new(HashMap::new()),
+                reaper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The connector for an upstream protocol. `Tcp` (a pass-through upstream reached by an
+    /// HTTP route on :80) is spoken to as plain HTTP.
+    pub fn connector_for(&self, protocol: &UpstreamProtocol) -> Arc<Connector> {
+        let UpstreamProtocol::Https(tls) = protocol else {
+            return self.inner.plain.clone();
+        };
+        if let Some(connector) = self
+            .inner
+            .tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tls)
+        {
+            return connector.clone();
+        }
+        self.inner
+            .tls
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tls.clone())
+            .or_insert_with(|| {
+                let config = ConfigId(self.inner.next_config.fetch_add(1, Ordering::Relaxed));
+                Arc::new(Connector::tls(config, tls))
+            })
+            .clone()
+    }
+
+    /// An idle connection to `endpoint` made by `connector` that can take a request now, else
+    /// a new one (opened under `connect_timeout`).
+    pub async fn checkout(
+        &self,
+        connector: &Connector,
+        endpoint: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<UpstreamConn, ConnectError> {
+        let key = PoolKey {
+            endpoint,
+            config: connector.config,
+        };
+        if let Some((sender, idle_for)) = self.take_idle(key) {
+            return Ok(UpstreamConn {
+                sender,
+                key,
+                reused: Some(idle_for),
+                pool: self.clone(),
+            });
+        }
+        // Boxed: the connect and TLS handshake futures are large, and every request's future
+        // would otherwise carry (and move) their space although most requests reuse a
+        // connection.
+        Box::pin(self.open(connector, key, connect_timeout)).await
+    }
+
+    /// Opens a new connection and starts the task that drives it.
+    async fn open(
+        &self,
+        connector: &Connector,
+        key: PoolKey,
+        connect_timeout: Duration,
+    ) -> Result<UpstreamConn, ConnectError> {
+        let endpoint = key.endpoint;
+        let io = connector.connect(endpoint, connect_timeout).await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                addr: endpoint,
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(UpstreamConn {
+            sender,
+            key,
+            reused: None,
+            pool: self.clone(),
+        })
+    }
+
+    /// The most recently released idle connection of `key` that is ready for a request, and
+    /// how long it was idle. Closed and expired ones met on the way are dropped.
+    fn take_idle(&self, key: PoolKey) -> Option<(Sender, Duration)> {
+        let mut idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let list = idle.get_mut(&key)?;
+        // Closed ones are never ready; the reaper drops them.
+        while let Some(i) = list.iter().rposition(|c| c.sender.is_ready()) {
+            let candidate = list.swap_remove(i);
+            let idle_for = candidate.since.elapsed();
+            if idle_for < POOL_IDLE {
+                return Some((candidate.sender, idle_for));
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, key: PoolKey, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        {
+            let mut idle = self
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let list = idle.entry(key).or_default();
+            if list.len() >= MAX_IDLE_PER_KEY {
+                return;
+            }
+            list.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
+        if !self.inner.reaper_started.swap(true, Ordering::Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(&self.inner)));
+        }
+    }
+
+    /// Idle connections ready for a request, over all endpoints (for tests).
+    pub fn ready_count(&self) -> usize {
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|list| list.iter().filter(|c| c.sender.is_ready()).count())
+            .sum()
+    }
+
+    /// Idle connections kept, over all endpoints (for tests).
+    pub fn idle_count(&self) -> usize {
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+}
+
+/// Drops expired and closed idle connections every [`REAP_EVERY`] until the pool is gone.
+async fn reap(pool: Weak<Shared>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|_, list| {
+            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < POOL_IDLE);
+            !list.is_empty()
+        });
+    }
+}
+
+// === impl UpstreamConn ===
+
+/// A connection checked out for one request.
+pub struct UpstreamConn {
+    pub sender: Sender,
+    key: PoolKey,
+    /// How long it had been idle in the pool; `None` when opened for this request.
+    pub reused: Option<Duration>,
+    pool: Clients,
+}
+
+impl UpstreamConn {
+    /// Back to the pool: call once the response has been read to its end, so the connection
+    /// is between messages.
+    pub fn release(self) {
+        self.pool.put_idle(self.key, self.sender);
+    }
+}
+
+// === impl Connector ===
+
+/// Opens connections to endpoints: TCP under the connect timeout, then TLS for re-encrypt
+/// (same deadline).
+pub struct Connector {
+    config: ConfigId,
+    tls: Option<UpstreamTls>,
+}
+
+struct UpstreamTls {
+    connector: TlsConnector,
+    /// `None` when `BackendTls::sni` is not a valid server name.
+    server_name: Option<ServerName<'static>>,
+    sni: Arc<str>,
+}
+
+impl Connector {
+    fn tls(config: ConfigId, tls: &BackendTls) -> Self {
+        Connector {
+            config,
+            tls: Some(UpstreamTls {
+                connector: TlsConnector::from(crate::tls::upstream::client_config(tls)),
+                server_name: ServerName::try_from(tls.sni.clone()).ok(),
+                sni: tls.sni.as_str().into(),
+            }),
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr, after: Duration) -> Result<UpstreamIo, ConnectError> {
+        let deadline = tokio::time::Instant::now() + after;
+        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ConnectError::TcpTimeout { addr, after }),
+            Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(UpstreamIo::Plain(tcp));
+        };
+        let sni = tls.sni.to_string();
+        let Some(server_name) = tls.server_name.clone() else {
+            return Err(ConnectError::BadSni(sni));
+        };
+        match tokio::time::timeout_at(deadline, tls.connector.connect(server_name, tcp)).await {
+            Err(_) => Err(ConnectError::TlsTimeout { addr, sni }),
+            Ok(Err(source)) => Err(ConnectError::Tls { addr, sni, source }),
+            Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream))),
+        }
+    }
+}
+
+/// Why a connection to an endpoint could not be opened. Nothing was sent in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("TCP connect to {addr} failed")]
+    Tcp {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TCP connect to {addr} timed out after {after:?}")]
+    TcpTimeout { addr: SocketAddr, after: Duration },
+    #[error("TLS handshake with {addr} (SNI {sni}) failed")]
+    Tls {
+        addr: SocketAddr,
+        sni: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TLS handshake with {addr} (SNI {sni}) timed out")]
+    TlsTimeout { addr: SocketAddr, sni: String },
+    #[error("backend SNI {0:?} is not a valid server name")]
+    BadSni(String),
+    #[error("HTTP/1.1 client setup on the connection to {addr} failed")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl ConnectError {
+    /// The endpoint did not accept a TCP connection: a reason to mark it failed and try another.
+    pub fn is_tcp(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Tcp { .. } | ConnectError::TcpTimeout { .. }
+        )
+    }
+}
+
+// === impl UpstreamIo ===
+
+/// A connection to an endpoint, plain or TLS.
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
