@@ -1,19 +1,20 @@
-//! Forwarding requests to upstreams: pooled clients, `X-Forwarded-*` / `Forwarded`, hop-by-hop
-//! hygiene, endpoint choice with retry on connect failure, and websocket upgrades.
+//! Forwarding requests to upstreams: `X-Forwarded-*` / `Forwarded`, hop-by-hop hygiene,
+//! endpoint choice with retry on connect failure, and websocket upgrades. Connections come
+//! from [`super::pool`].
 //!
 //! Phases of [`forward`], in order:
 //! 1. **rewrite**: strip hop-by-hop headers (keeping a websocket upgrade), add the forwarded
-//!    headers, make the request HTTP/1.1 with the client's `Host`;
+//!    headers, make the request HTTP/1.1 in origin form with the client's `Host`;
 //! 2. **pick**: `balance::pick` over healthy, not-yet-tried endpoints (none → 503);
-//! 3. **send** through the pooled client of the upstream's protocol, URI rewritten to the
-//!    endpoint `ip:port`, under one `upstream_response` deadline (→ 504). A TCP connect
-//!    failure sent nothing: the endpoint is marked failed and another one is tried, up to
-//!    [`MAX_TRIES`] endpoints (the request body is only handed over once a connection exists,
-//!    so it is still ours to resend). A connection closed or reset before any response head
-//!    (a reused keep-alive connection racing the upstream's idle close) is resent once, on a
-//!    new pick, when the method is idempotent and the body was never handed over. Any other
-//!    failure is a 502 without retry: a TLS handshake failure is almost always configuration
-//!    (the same for every pod), and after bytes were sent a retry could run a non-idempotent
+//! 3. **send** on a pooled or new connection to the endpoint (plain, or TLS for re-encrypt),
+//!    under one `upstream_response` deadline (→ 504). A TCP connect failure sent nothing: the
+//!    endpoint is marked failed and another one is tried, up to [`MAX_TRIES`] endpoints. A
+//!    request hyper hands back unsent (the pooled connection was closing) is sent again once.
+//!    A connection closed or reset before any response head (a reused keep-alive connection
+//!    racing the upstream's idle close, or a pod dying while serving) is resent once, on a
+//!    new pick, when the method is idempotent and the request had no body. Any other failure
+//!    is a 502 without retry: a TLS handshake failure is almost always configuration (the
+//!    same for every pod), and after bytes were sent a retry could run a non-idempotent
 //!    request twice;
 //! 4. **respond**: strip hop-by-hop headers from the response; on `101 Switching Protocols`
 //!    join the client and upstream connections with `copy_bidirectional`.
@@ -21,6 +22,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -191,11 +193,7 @@ pub fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>
     let xff = append_list(headers, &xff_name, facts.trusted, &facts.client.to_string());
     headers.insert(xff_name, xff);
 
-    let mut element = format!("for={};proto={}", forwarded_node(facts.client), facts.proto);
-    if let Some(host) = facts.host {
-        element.push_str(";host=");
-        element.push_str(&forwarded_value(host));
-    }
+    let element = forwarded_element(facts.client, facts.proto, facts.host);
     let fwd = append_list(headers, &header::FORWARDED, facts.trusted, &element);
     headers.insert(header::FORWARDED, fwd);
 
@@ -214,6 +212,111 @@ pub fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>
         }
         None => {
             headers.remove(xfh);
+        }
+    }
+}
+
+/// Our `Forwarded` element: `for=…;proto=…[;host=…]`.
+fn forwarded_element(client: IpAddr, proto: &str, host: Option<&str>) -> String {
+    let mut element = format!("for={};proto={proto}", forwarded_node(client));
+    if let Some(host) = host {
+        element.push_str(";host=");
+        element.push_str(&forwarded_value(host));
+    }
+    element
+}
+
+/// The forwarded headers of one client connection. Address, trust, scheme and port are the
+/// same for every request of a connection (it keeps the table it was accepted with), so their
+/// header values are made once; the host-dependent ones are kept for the latest host, which a
+/// keep-alive client rarely changes.
+pub struct ConnForwarded {
+    client: IpAddr,
+    trusted: bool,
+    proto: &'static str,
+    port: u16,
+    xff: Option<HeaderValue>,
+    port_value: HeaderValue,
+    /// The latest host with its `Forwarded` and `X-Forwarded-Host` values.
+    by_host: Mutex<Option<HostValues>>,
+}
+
+struct HostValues {
+    host: Option<Box<str>>,
+    forwarded: HeaderValue,
+    forwarded_host: Option<HeaderValue>,
+}
+
+impl ConnForwarded {
+    pub fn new(ctx: &ProxyContext, table: &RouteTable, conn: &ConnInfo) -> Self {
+        let client = conn.client.ip();
+        let port = ctx.client_facing_port(conn);
+        ConnForwarded {
+            client,
+            trusted: table
+                .class
+                .trusted_forwarded
+                .iter()
+                .any(|net| net.contains(&client)),
+            proto: if conn.tls.is_some() { "https" } else { "http" },
+            port,
+            xff: HeaderValue::from_str(&client.to_string()).ok(),
+            port_value: HeaderValue::from(port),
+            by_host: Mutex::new(None),
+        }
+    }
+
+    /// Sets the forwarded headers of a request for `host` (as the client sent it). The same
+    /// result as [`set_forwarded_headers`], without formatting anything again for a repeated
+    /// host.
+    pub fn apply(&self, headers: &mut HeaderMap, host: Option<&str>) {
+        let facts = ForwardedFacts {
+            client: self.client,
+            trusted: self.trusted,
+            proto: self.proto,
+            port: self.port,
+            host,
+        };
+        let Some(xff) = self.xff.clone().filter(|_| !self.trusted) else {
+            // A trusted peer's own values are appended to: that depends on the request.
+            set_forwarded_headers(headers, &facts);
+            return;
+        };
+        let mut cached = self.by_host.lock().unwrap_or_else(PoisonError::into_inner);
+        if cached.as_ref().is_none_or(|c| c.host.as_deref() != host) {
+            let element = forwarded_element(self.client, self.proto, host);
+            let Ok(forwarded) = HeaderValue::from_str(&element) else {
+                drop(cached);
+                set_forwarded_headers(headers, &facts);
+                return;
+            };
+            *cached = Some(HostValues {
+                host: host.map(Into::into),
+                forwarded,
+                forwarded_host: host.and_then(|h| HeaderValue::from_str(h).ok()),
+            });
+        }
+        let Some(values) = cached.as_ref() else {
+            return;
+        };
+        headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
+        headers.insert(header::FORWARDED, values.forwarded.clone());
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(self.proto),
+        );
+        headers.insert(
+            HeaderName::from_static("x-forwarded-port"),
+            self.port_value.clone(),
+        );
+        let xfh = HeaderName::from_static("x-forwarded-host");
+        match &values.forwarded_host {
+            Some(v) => {
+                headers.insert(xfh, v.clone());
+            }
+            None => {
+                headers.remove(xfh);
+            }
         }
     }
 }
@@ -274,6 +377,8 @@ pub struct Forward<'a> {
     pub conn: &'a ConnInfo,
     /// The host as the client sent it (`Host` header or URI authority).
     pub raw_host: Option<&'a str>,
+    /// The connection's forwarded-header values.
+    pub forwarded: &'a ConnForwarded,
 }
 
 /// An upstream's answer, ready to stream back to the client.
@@ -327,24 +432,7 @@ pub async fn forward(
         parts.headers.insert(header::HOST, value);
     }
     if f.vhost.forwarded_headers {
-        let client = f.conn.client.ip();
-        let facts = ForwardedFacts {
-            client,
-            trusted: f
-                .table
-                .class
-                .trusted_forwarded
-                .iter()
-                .any(|net| net.contains(&client)),
-            proto: if f.conn.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            },
-            port: f.ctx.client_facing_port(f.conn),
-            host: f.raw_host,
-        };
-        set_forwarded_headers(&mut parts.headers, &facts);
+        f.forwarded.apply(&mut parts.headers, f.raw_host);
     }
     let path_and_query = parts
         .uri
@@ -574,6 +662,48 @@ mod tests {
         assert!(h.contains_key("proxy-authorization"));
         assert!(!h.contains_key("x-secret") && !h.contains_key("keep-alive"));
         assert!(!h.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn the_per_connection_values_equal_the_per_request_ones() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let ctx = ProxyContext::new(
+            crate::health::Health::new(),
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+            crate::tls::self_signed::generate().expect("fallback certificate"),
+            443,
+            rx,
+        );
+        drop(tx);
+        let table = RouteTable::default();
+        for client in ["192.0.2.7:5555", "[2001:db8::1]:443"] {
+            let conn = ConnInfo {
+                client: client.parse().unwrap(),
+                local: "127.0.0.1:8080".parse().unwrap(),
+                tls: None,
+            };
+            let cached = ConnForwarded::new(&ctx, &table, &conn);
+            for host in [
+                Some("a.example"),
+                Some("b.example:8080"),
+                None,
+                Some("a.example"),
+            ] {
+                let mut expected = HeaderMap::new();
+                expected.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+                let mut got = expected.clone();
+                let facts = ForwardedFacts {
+                    client: conn.client.ip(),
+                    trusted: false,
+                    proto: "http",
+                    port: 8080,
+                    host,
+                };
+                set_forwarded_headers(&mut expected, &facts);
+                cached.apply(&mut got, host);
+                assert_eq!(got, expected, "client {client} host {host:?}");
+            }
+        }
     }
 
     #[test]

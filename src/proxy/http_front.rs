@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::{ClientFault, ProxyError};
-use super::forward::{self, Forward};
+use super::forward::{self, ConnForwarded, Forward};
 use super::framing_guard::{FramingGuard, FramingVerdict};
 use super::pool::UpstreamConn;
 use super::{ConnInfo, ProxyContext};
@@ -85,6 +85,7 @@ pub async fn serve_connection<IO>(
         requests: AtomicU64::new(0),
         idle: Idle::new(),
         series: Mutex::new(None),
+        forwarded: OnceLock::new(),
     });
 
     let service = {
@@ -154,6 +155,8 @@ struct ClientConnection {
     /// The metric series of the connection's latest request: a keep-alive connection usually
     /// sends every request to one host, so this saves a label lookup per request.
     series: Mutex<Option<(SeriesKey, HttpRequestSeries)>>,
+    /// Forwarded-header values, made at the first request that needs them.
+    forwarded: OnceLock<ConnForwarded>,
 }
 
 /// What selects a request's metric series: the virtual host (by address: the connection keeps
@@ -286,6 +289,9 @@ async fn route_and_forward(
         upstream,
         conn: &state.conn,
         raw_host,
+        forwarded: state
+            .forwarded
+            .get_or_init(|| ConnForwarded::new(&state.ctx, &state.table, &state.conn)),
     };
     let answer = forward::forward(&f, req).await?;
     record.upstream = Some(answer.endpoint);
