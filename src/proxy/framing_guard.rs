@@ -110,17 +110,27 @@ impl<IO> FramingGuard<IO> {
                             return;
                         }
                     }
-                    let old = buf.len();
-                    buf.extend_from_slice(data);
-                    match head_end(&buf, old.saturating_sub(3)) {
-                        None if buf.len() > self.max_head => return,
-                        None => {
-                            self.scan = Scan::Head(buf);
-                            return;
-                        }
-                        Some(end) => {
-                            data = &data[end - old..];
-                            self.analyze(&buf[..end])
+                    if buf.is_empty()
+                        && let Some(end) = head_end(data, 0)
+                    {
+                        // The whole head arrived in this read (the usual case): look at it
+                        // where it is, without copying.
+                        let head = &data[..end];
+                        data = &data[end..];
+                        self.analyze(head)
+                    } else {
+                        let old = buf.len();
+                        buf.extend_from_slice(data);
+                        match head_end(&buf, old.saturating_sub(3)) {
+                            None if buf.len() > self.max_head => return,
+                            None => {
+                                self.scan = Scan::Head(buf);
+                                return;
+                            }
+                            Some(end) => {
+                                data = &data[end - old..];
+                                self.analyze(&buf[..end])
+                            }
                         }
                     }
                 }
@@ -249,17 +259,19 @@ impl<IO> FramingGuard<IO> {
     }
 }
 
-/// The end (exclusive) of a head in `buf`, searching from `from`.
+/// The end (exclusive) of a head in `buf`, searching from `from`: just after the first empty
+/// line (`\n\n` or `\n\r\n`, as httparse accepts bare `\n` line ends).
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    (from..buf.len()).find_map(|i| {
-        if buf[i..].starts_with(b"\r\n\r\n") {
-            Some(i + 4)
-        } else if buf[i..].starts_with(b"\n\n") {
-            Some(i + 2)
-        } else {
-            None
+    let mut i = from;
+    while let Some(p) = buf.get(i..)?.iter().position(|b| *b == b'\n') {
+        let nl = i + p;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => i = nl + 1,
         }
-    })
+    }
+    None
 }
 
 /// The size of a chunk-size line (`1a;ext=1`), `None` if malformed.
@@ -359,5 +371,24 @@ POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\
         let (v, _) =
             scan_all(&[b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"]);
         assert!(v.rejected(0));
+    }
+
+    #[test]
+    fn bare_newline_heads_end_where_httparse_ends_them() {
+        for head in [
+            &b"GET / HTTP/1.1\nHost: x\n\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let mut stream = head.to_vec();
+            stream.extend_from_slice(
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            for split in 0..stream.len() {
+                let (v, heads) = scan_all(&[&stream[..split], &stream[split..]]);
+                assert_eq!(heads, 2, "{head:?} split at {split}");
+                assert!(!v.rejected(0) && v.rejected(1), "{head:?} split at {split}");
+            }
+        }
     }
 }
