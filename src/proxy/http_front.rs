@@ -24,6 +24,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -35,9 +36,9 @@ use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::{ClientFault, ProxyError};
@@ -95,26 +96,42 @@ pub async fn serve_connection<IO>(
             async move { Ok::<_, Infallible>(handle(state, req).await) }
         })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own h1 and h2 connections, not hyper-util's `auto` one: ALPN already decided
+    // the protocol, so there is nothing to sniff, and the version-detecting wrapper around the
+    // I/O is a cost on every read.
+    let io = TokioIo::new(io);
     if h2 {
-        builder = builder.http2_only();
+        let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
-            .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        let connection = builder.serve_connection(io, service);
+        drive(connection, |c| c.graceful_shutdown(), &state, timeouts.idle).await;
     } else {
-        builder = builder.http1_only();
+        let mut builder = http1::Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(timeouts.header_read)
             .max_buf_size(h1_buffer)
             .keep_alive(true);
+        let connection = builder.serve_connection(io, service).with_upgrades();
+        drive(connection, |c| c.graceful_shutdown(), &state, timeouts.idle).await;
     }
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
+}
 
-    let mut shutdown = ctx.shutdown.clone();
+/// Runs a client connection to its end, closing it gracefully (the request in flight finishes)
+/// on shutdown or after `idle` without a request.
+async fn drive<C, E>(
+    connection: C,
+    graceful_shutdown: impl Fn(Pin<&mut C>),
+    state: &ClientConnection,
+    idle: Duration,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let mut shutdown = state.ctx.shutdown.clone();
     let mut draining = false;
     loop {
         tokio::select! {
@@ -126,11 +143,11 @@ pub async fn serve_connection<IO>(
             }
             _ = shutdown_requested(&mut shutdown), if !draining => {
                 draining = true;
-                connection.as_mut().graceful_shutdown();
+                graceful_shutdown(connection.as_mut());
             }
-            _ = state.idle.expired(timeouts.idle), if !draining => {
+            _ = state.idle.expired(idle), if !draining => {
                 draining = true;
-                connection.as_mut().graceful_shutdown();
+                graceful_shutdown(connection.as_mut());
             }
         }
     }
