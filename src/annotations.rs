@@ -160,7 +160,7 @@ pub fn parse(
 
     let health_key = own!("health-check");
     let explicit_health = r.choice(
-        &health_key,
+        health_key,
         &[
             ("http", HealthCheckKind::Http),
             ("tls", HealthCheckKind::Tls),
@@ -171,7 +171,7 @@ pub fn parse(
     let health_check = match (tls_mode, explicit_health) {
         (TlsMode::Passthrough, Some(HealthCheckKind::Http)) => {
             r.ignore(
-                &health_key,
+                health_key,
                 "pass-through backends speak TLS; probing with tls",
             );
             HealthCheckKind::Tls
@@ -430,9 +430,9 @@ impl<'a> Reader<'a> {
         );
         if let Some(None) = nginx_protocol {
             let k = nginx!("backend-protocol");
-            let v = self.get(&k).unwrap_or_default().to_string();
+            let v = self.get(k).unwrap_or_default().to_string();
             self.invalid(
-                &k,
+                k,
                 &v,
                 "HTTP, HTTPS (GRPC, GRPCS, AJP and FCGI are not supported)",
             );
@@ -476,7 +476,7 @@ impl<'a> Reader<'a> {
         let enabled = self.boolean(nginx!("hsts"))?;
         let max_age_key = nginx!("hsts-max-age");
         let max_age = self
-            .value_where(&max_age_key, "a number of seconds", |v| {
+            .value_where(max_age_key, "a number of seconds", |v| {
                 !v.is_empty() && v.len() <= 12 && v.bytes().all(|b| b.is_ascii_digit())
             })
             .unwrap_or_else(|| "31536000".to_string());
@@ -567,7 +567,7 @@ impl<'a> Reader<'a> {
         } else {
             nginx!("proxy-ssl-name")
         };
-        self.value_where(&k, "a host name", is_host_name)
+        self.value_where(k, "a host name", is_host_name)
             .map(|v| v.to_ascii_lowercase())
     }
 }

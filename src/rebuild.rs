@@ -4,8 +4,8 @@
 //!   within the last `hold_off`) is built at once, so an isolated edit pays only build + swap.
 //!   Changes that arrive while a build runs, or within `hold_off` after one ended, are
 //!   coalesced into one trailing build `hold_off` after that build, so a burst of edits (a
-//!   `kubectl apply -f dir/`, a Secret rotation touching three files) costs at most two builds
-//!   and a steady trickle at most one build per `hold_off` (the model is never rebuilt back to
+//!   `kubectl apply -f dir/`, a Secret rotation touching three files) shorter than `hold_off`
+//!   costs at most two builds and a steady trickle at most one build per `hold_off` (the model is never rebuilt back to
 //!   back on a big cluster). The trailing build is never later than `max_delay` after the first
 //!   change it carries.
 //! - **Wait ready**: a source publishes `None` until it has a complete view (caches synced);
