@@ -7,8 +7,10 @@
 //!   first), RSS, and route lookup time at 100 vs 10 000 hosts.
 //! - `change-internal`: a running proxy fed by the real rebuild loop; 200 times, publish a
 //!   snapshot with one Ingress changed (a new host) and time until the first request for the
-//!   new host is answered by the proxy on a fresh connection. With the default 100 ms hold-off
-//!   and with none (build + swap + first request only).
+//!   new host is answered by the proxy on a fresh connection. With the default 100 ms hold-off,
+//!   changes back to back (each lands just after a build, so it waits for the trailing build)
+//!   and isolated (each after the loop rested, so it is built at once); and with no hold-off
+//!   (build + swap + first request only).
 //! - `change-file`: the same through standalone mode end to end: write the changed manifest
 //!   file (atomic rename), wait for the first request served from the new table.
 //! - `swap-load`: 100 table swaps (one every 20 ms) while keep-alive clients and
@@ -425,7 +427,15 @@ async fn change_internal() {
     let backend = backend().await;
     println!("### Change → serving\n");
     println!("| path | changes | p50 ms | p99 ms | max ms | target |\n|---|---|---|---|---|---|");
-    for hold_off in [Duration::from_millis(100), Duration::ZERO] {
+    // Back to back (each change sent as soon as the previous one is served, so each lands
+    // just after a build: the trailing hold-off), isolated (each after the loop has rested for
+    // the hold-off: the leading-edge build), and with no hold-off at all.
+    let hold_off_ms = Duration::from_millis(100);
+    for (hold_off, isolated) in [
+        (hold_off_ms, false),
+        (hold_off_ms, true),
+        (Duration::ZERO, false),
+    ] {
         let (proxy, shutdown) = start_proxy(Arc::new(RouteTable::default())).await;
         let settings = Settings {
             hold_off,
@@ -449,9 +459,19 @@ async fn change_internal() {
                 .await
                 .expect("change served");
             samples.push((served - t0).as_secs_f64() * 1e3);
+            if isolated {
+                // Pacing, not synchronisation: let the loop rest past its hold-off.
+                tokio::time::sleep(hold_off + Duration::from_millis(20)).await;
+            }
         }
         let name = if hold_off.is_zero() {
             "internal: snapshot → rebuild loop with no hold-off → swap → first request".to_string()
+        } else if isolated {
+            format!(
+                "internal: isolated change ({} ms after the previous build) → rebuild loop (default hold-off {} ms) → swap → first request",
+                (hold_off + Duration::from_millis(20)).as_millis(),
+                hold_off.as_millis()
+            )
         } else {
             format!(
                 "internal: snapshot → rebuild loop (default hold-off {} ms) → swap → first request",

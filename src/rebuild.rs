@@ -1,9 +1,13 @@
-//! The one pipeline every source feeds: change signal → hold-off → build → swap → publish.
+//! The one pipeline every source feeds: change signal → (hold-off) → build → swap → publish.
 //!
-//! - **Hold-off**: after a change, wait for `hold_off` of quiet before building, so a burst of
-//!   edits (a `kubectl apply -f dir/`, a Secret rotation touching three files) costs one build;
-//!   but never wait more than `max_delay` after the first change, so a steady trickle still
-//!   goes live.
+//! - **Hold-off, leading edge + trailing**: a change that finds the loop rested (no build ended
+//!   within the last `hold_off`) is built at once, so an isolated edit pays only build + swap.
+//!   Changes that arrive while a build runs, or within `hold_off` after one ended, are
+//!   coalesced into one trailing build `hold_off` after that build, so a burst of edits (a
+//!   `kubectl apply -f dir/`, a Secret rotation touching three files) shorter than `hold_off`
+//!   costs at most two builds and a steady trickle at most one build per `hold_off` (the model is never rebuilt back to
+//!   back on a big cluster). The trailing build is never later than `max_delay` after the first
+//!   change it carries.
 //! - **Wait ready**: a source publishes `None` until it has a complete view (caches synced);
 //!   nothing is built before that. The first snapshot is built at once, without hold-off.
 //! - **Build** runs [`model::build`] off the async threads with the previous build's
@@ -12,14 +16,17 @@
 //!   appeared or went away since the previous build, so each is reported once, not per build.
 //!   [`LogDiagnostics`] is the standalone publisher (log lines); metrics and Kubernetes Events
 //!   plug in as further observers.
+//!
+//! Deadlines use [`tokio::time::Instant`], so tests can drive the loop on a paused clock.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::model::diagnostic::{Diagnostic, Severity};
 use crate::model::{self, Built, LastGood};
@@ -224,6 +231,8 @@ impl Rebuilder {
             () = stopped(&mut shutdown) => return,
         };
         let mut pending = Some((first, started));
+        // When the last build ended: changes within `hold_off` of it wait for a trailing build.
+        let mut rested_from = started;
 
         loop {
             if let Some((snapshot, since)) = pending.take() {
@@ -231,6 +240,7 @@ impl Rebuilder {
                 last_good = self
                     .build_and_swap(snapshot, last_good, since, generation, &mut published)
                     .await;
+                rested_from = Instant::now();
             }
 
             // Wait for a change.
@@ -239,21 +249,18 @@ impl Rebuilder {
                 () = stopped(&mut shutdown) => return,
             }
             let first_change = Instant::now();
-            let give_up = first_change + self.max_delay;
-            let mut quiet_until = first_change + self.hold_off;
 
-            // Hold off until quiet, or until the maximum delay.
-            loop {
-                let wake = quiet_until.min(give_up);
+            // Leading edge: rested for `hold_off` already, build at once. Otherwise (the
+            // change came during or just after a build) wait out the window; whatever else
+            // arrives meanwhile rides along in the same trailing build.
+            let due = (rested_from + self.hold_off).min(first_change + self.max_delay);
+            while Instant::now() < due {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(wake.into()) => break,
-                    r = snapshots.changed() => {
-                        if r.is_err() {
-                            // The source is gone: build what it last said, then stop.
-                            break;
-                        }
-                        quiet_until = Instant::now() + self.hold_off;
-                    }
+                    () = tokio::time::sleep_until(due) => break,
+                    r = snapshots.changed() => if r.is_err() {
+                        // The source is gone: build what it last said, then stop.
+                        break;
+                    },
                     () = stopped(&mut shutdown) => return,
                 }
             }
@@ -274,7 +281,7 @@ impl Rebuilder {
         let source_diagnostics = snapshot.diagnostics.clone();
         let objects = snapshot.clone();
         let (built, build_duration) = match tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
+            let start = std::time::Instant::now();
             let built = model::build(&snapshot, &settings, &last_good);
             (built, start.elapsed())
         })

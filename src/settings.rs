@@ -46,9 +46,10 @@ pub struct Settings {
     pub build: BuildSettings,
     pub cert_dir: Option<PathBuf>,
     pub log_format: LogFormat,
-    /// Quiet time after a change before rebuilding.
+    /// Rest after a build: a change within it waits for one trailing build at its end (so a
+    /// burst costs at most two builds); a change after it is built at once.
     pub hold_off: Duration,
-    /// Longest a change waits for a rebuild under a steady trickle of changes.
+    /// Longest a change waits for its (trailing) rebuild.
     pub max_delay: Duration,
     /// How long open connections may finish after SIGTERM.
     pub shutdown_grace: Duration,

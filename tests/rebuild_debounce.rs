@@ -1,9 +1,12 @@
-//! The rebuild loop: no build before the source is ready, the first build at once, bursts
-//! coalesced by the hold-off, a steady trickle still built within the maximum delay, and each
-//! diagnostic published once.
+//! The rebuild loop: no build before the source is ready, the first build at once, an isolated
+//! change built at once, bursts coalesced by the hold-off into a trailing build, a steady
+//! trickle still built within the maximum delay, and each diagnostic published once.
 //!
 //! Snapshots are told apart by a marker diagnostic (source diagnostics reach the observers even
 //! with the model stubbed), so tests wait for "the last snapshot is live" instead of sleeping.
+//! The hold-off timing tests run on tokio's paused clock: time moves only when every task
+//! waits on a timer (a build in `spawn_blocking` holds it still), so "built without waiting"
+//! is "built before the clock moved", with no wall-clock threshold.
 
 mod support;
 
@@ -281,4 +284,80 @@ async fn diagnostics_are_published_once_and_resolved_once() {
     let resolved = l.recorder.resolved.lock().unwrap().clone();
     assert_eq!(resolved.iter().filter(|d| **d == shared).count(), 1);
     assert_eq!(l.status.generation(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_isolated_change_is_built_without_waiting_for_the_hold_off() {
+    let hold_off = Duration::from_millis(100);
+    let l = start(hold_off, Duration::from_secs(1), snapshot(0));
+    let mut generation = l.status.subscribe();
+    generation.wait_for(|g| *g == 1).await.unwrap();
+
+    // Quiet for longer than the hold-off, then one change.
+    tokio::time::advance(hold_off * 2).await;
+    let sent = tokio::time::Instant::now();
+    l.snapshots.send_replace(snapshot(1));
+    generation.wait_for(|g| *g == 2).await.unwrap();
+
+    // Had the loop waited on any timer, the paused clock would have jumped to it.
+    assert_eq!(
+        sent.elapsed(),
+        Duration::ZERO,
+        "the change waited for a timer"
+    );
+    assert!(l.recorder.is_live("snapshot 1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_just_after_a_build_ride_one_trailing_build() {
+    let hold_off = Duration::from_millis(100);
+    let max_delay = Duration::from_secs(1);
+    let l = start(hold_off, max_delay, snapshot(0));
+    let mut generation = l.status.subscribe();
+    generation.wait_for(|g| *g == 1).await.unwrap();
+    tokio::time::advance(hold_off * 2).await;
+
+    // The leading change is built at once...
+    let leading = tokio::time::Instant::now();
+    l.snapshots.send_replace(snapshot(1));
+    generation.wait_for(|g| *g == 2).await.unwrap();
+    assert_eq!(leading.elapsed(), Duration::ZERO);
+
+    // ...and the nine that follow within the hold-off wait for one build, `hold_off` after it.
+    for n in 2..=10 {
+        l.snapshots.send_replace(snapshot(n));
+        tokio::time::advance(Duration::from_millis(5)).await;
+    }
+    assert_eq!(l.status.generation(), 2, "built inside the hold-off");
+    generation.wait_for(|g| *g == 3).await.unwrap();
+    let waited = leading.elapsed();
+    assert!(
+        (hold_off..hold_off + Duration::from_millis(2)).contains(&waited),
+        "trailing build {waited:?} after the leading one"
+    );
+    assert!(l.recorder.is_live("snapshot 10"));
+
+    // Nothing else was pending.
+    tokio::time::advance(max_delay * 2).await;
+    assert_eq!(l.status.generation(), 3);
+    assert_eq!(l.recorder.added.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trailing_build_never_waits_past_max_delay() {
+    // A hold-off longer than the maximum delay: the cap decides.
+    let hold_off = Duration::from_millis(500);
+    let max_delay = Duration::from_millis(200);
+    let l = start(hold_off, max_delay, snapshot(0));
+    let mut generation = l.status.subscribe();
+    generation.wait_for(|g| *g == 1).await.unwrap();
+
+    let sent = tokio::time::Instant::now();
+    l.snapshots.send_replace(snapshot(1));
+    generation.wait_for(|g| *g == 2).await.unwrap();
+    let waited = sent.elapsed();
+    assert!(
+        (max_delay..max_delay + Duration::from_millis(2)).contains(&waited),
+        "built {waited:?} after the change"
+    );
 }

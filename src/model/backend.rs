@@ -2,13 +2,13 @@
 //! addresses → an [`Upstream`]. Services and slices are indexed once per build; upstreams with
 //! the same Service port and options are shared (`Arc`).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::FastMap;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 use super::upstream::{
     HealthCheck, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef, Upstream, UpstreamProtocol,
@@ -39,11 +39,18 @@ pub(super) struct UpstreamPolicy {
 
 /// Services and EndpointSlices indexed by namespace and name, plus the upstreams built so far.
 pub(super) struct Backends<'a> {
-    services: HashMap<(&'a str, &'a str), &'a Service>,
+    services: FastMap<(&'a str, &'a str), &'a Service>,
     /// By namespace and the `kubernetes.io/service-name` label.
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    endpoints: HashMap<ServiceRef, Result<Vec<SocketAddr>, Unresolved>>,
-    upstreams: HashMap<(ServiceRef, UpstreamPolicy), Arc<Upstream>>,
+    slices: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// Each Service port met so far: its endpoints and the upstreams built on it.
+    resolved: FastMap<ServiceRef, Resolved>,
+}
+
+/// One Service port: resolved once per build, shared by every path that names it.
+struct Resolved {
+    endpoints: Result<Vec<SocketAddr>, Unresolved>,
+    /// One per distinct policy (usually one): paths with equal options share an upstream.
+    upstreams: Vec<(UpstreamPolicy, Arc<Upstream>)>,
 }
 
 impl<'a> Backends<'a> {
@@ -53,7 +60,8 @@ impl<'a> Backends<'a> {
         slices: &'a [EndpointSlice],
         in_scope: impl Fn(Option<&str>) -> bool,
     ) -> Self {
-        let mut service_index = HashMap::with_capacity(services.len());
+        let mut service_index =
+            FastMap::with_capacity_and_hasher(services.len(), Default::default());
         for service in services {
             let meta = &service.metadata;
             if let (Some(ns), Some(name)) = (Some(super::namespace_of(meta)), meta.name.as_deref())
@@ -62,7 +70,8 @@ impl<'a> Backends<'a> {
                 service_index.insert((ns, name), service);
             }
         }
-        let mut slice_index: HashMap<_, Vec<&EndpointSlice>> = HashMap::new();
+        let mut slice_index: FastMap<_, Vec<&EndpointSlice>> =
+            FastMap::with_capacity_and_hasher(slices.len(), Default::default());
         for slice in slices {
             let meta = &slice.metadata;
             let service = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
@@ -78,8 +87,8 @@ impl<'a> Backends<'a> {
         Backends {
             services: service_index,
             slices: slice_index,
-            endpoints: HashMap::new(),
-            upstreams: HashMap::new(),
+            // About one entry per Service: sized up front, not grown by rehashing.
+            resolved: FastMap::with_capacity_and_hasher(services.len(), Default::default()),
         }
     }
 
@@ -91,18 +100,23 @@ impl<'a> Backends<'a> {
         service: &ServiceRef,
         policy: &UpstreamPolicy,
         object: &ObjectRef,
-        field: &str,
+        field: &dyn std::fmt::Display,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<Arc<Upstream>> {
-        let endpoints = match self.endpoints.get(service) {
-            Some(found) => found.clone(),
-            None => {
-                let resolved = self.resolve(service);
-                self.endpoints.insert(service.clone(), resolved.clone());
-                resolved
-            }
-        };
-        let endpoints = match endpoints {
+        // Looked up by reference: the Service key is cloned once per Service, not per path.
+        if !self.resolved.contains_key(service) {
+            let endpoints = resolve(&self.services, &self.slices, service);
+            let entry = Resolved {
+                endpoints,
+                upstreams: Vec::new(),
+            };
+            self.resolved.insert(service.clone(), entry);
+        }
+        let Resolved {
+            endpoints,
+            upstreams,
+        } = self.resolved.get_mut(service)?;
+        let endpoints: &[SocketAddr] = match endpoints {
             Ok(endpoints) => endpoints,
             Err(Unresolved::ExternalName) => {
                 diagnostics.push(Diagnostic::error(
@@ -126,7 +140,7 @@ impl<'a> Backends<'a> {
                         service.namespace, service.name
                     ),
                 ));
-                Vec::new()
+                &[]
             }
             Err(Unresolved::MissingPort) => {
                 diagnostics.push(Diagnostic::error(
@@ -140,76 +154,82 @@ impl<'a> Backends<'a> {
                         port_text(&service.port)
                     ),
                 ));
-                Vec::new()
+                &[]
             }
         };
-        let key = (service.clone(), policy.clone());
-        let upstream = self.upstreams.entry(key).or_insert_with(|| {
-            Arc::new(Upstream {
-                service: service.clone(),
-                endpoints,
-                protocol: policy.protocol.clone(),
-                balance: policy.balance,
-                health: policy.health.clone(),
-                proxy_protocol: policy.proxy_protocol,
-                cursor: Default::default(),
-            })
+        if let Some((_, shared)) = upstreams.iter().find(|(p, _)| p == policy) {
+            return Some(shared.clone());
+        }
+        let upstream = Arc::new(Upstream {
+            service: service.clone(),
+            endpoints: endpoints.to_vec(),
+            protocol: policy.protocol.clone(),
+            balance: policy.balance,
+            health: policy.health.clone(),
+            proxy_protocol: policy.proxy_protocol,
+            cursor: Default::default(),
         });
-        Some(upstream.clone())
+        upstreams.push((policy.clone(), upstream.clone()));
+        Some(upstream)
     }
+}
 
-    fn resolve(&self, service: &ServiceRef) -> Result<Vec<SocketAddr>, Unresolved> {
-        let key = (service.namespace.as_str(), service.name.as_str());
-        let svc = self.services.get(&key).ok_or(Unresolved::MissingService)?;
-        let spec = svc.spec.as_ref();
-        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            return Err(Unresolved::ExternalName);
-        }
-        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
-        let port = ports
-            .iter()
-            .find(|p| match &service.port {
-                ServicePortRef::Number(n) => p.port == *n,
-                ServicePortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
-            })
-            .ok_or(Unresolved::MissingPort)?;
-        let port_name = port.name.as_deref().unwrap_or_default();
-        let mut addresses = Vec::new();
-        for slice in self.slices.get(&key).into_iter().flatten() {
-            if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
-                continue; // FQDN slices name hosts, not pods.
-            }
-            let slice_port = slice
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref().unwrap_or_default() == port_name);
-            let Some(number) = slice_port.and_then(|p| p.port) else {
-                continue;
-            };
-            let Ok(number) = u16::try_from(number) else {
-                continue;
-            };
-            for endpoint in &slice.endpoints {
-                let ready = endpoint
-                    .conditions
-                    .as_ref()
-                    .and_then(|c| c.ready)
-                    .unwrap_or(true);
-                if !ready {
-                    continue;
-                }
-                for address in &endpoint.addresses {
-                    if let Ok(ip) = address.parse::<IpAddr>() {
-                        addresses.push(SocketAddr::new(ip, number));
-                    }
-                }
-            }
-        }
-        addresses.sort();
-        addresses.dedup();
-        Ok(addresses)
+/// A Service port's ready endpoint addresses, sorted and de-duplicated.
+fn resolve(
+    services: &FastMap<(&str, &str), &Service>,
+    slices: &FastMap<(&str, &str), Vec<&EndpointSlice>>,
+    service: &ServiceRef,
+) -> Result<Vec<SocketAddr>, Unresolved> {
+    let key = (service.namespace.as_str(), service.name.as_str());
+    let svc = services.get(&key).ok_or(Unresolved::MissingService)?;
+    let spec = svc.spec.as_ref();
+    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        return Err(Unresolved::ExternalName);
     }
+    let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| match &service.port {
+            ServicePortRef::Number(n) => p.port == *n,
+            ServicePortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+        })
+        .ok_or(Unresolved::MissingPort)?;
+    let port_name = port.name.as_deref().unwrap_or_default();
+    let mut addresses = Vec::new();
+    for slice in slices.get(&key).into_iter().flatten() {
+        if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+            continue; // FQDN slices name hosts, not pods.
+        }
+        let slice_port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or_default() == port_name);
+        let Some(number) = slice_port.and_then(|p| p.port) else {
+            continue;
+        };
+        let Ok(number) = u16::try_from(number) else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    addresses.push(SocketAddr::new(ip, number));
+                }
+            }
+        }
+    }
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
 }
 
 fn port_text(port: &ServicePortRef) -> String {

@@ -1,12 +1,12 @@
 //! Secrets → certificates and CA bundles, with each Secret's last good version kept when it
 //! goes missing or bad; `--cert-dir` files → certificates chosen by SAN.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use rustls_pki_types::CertificateDer;
 
+use super::FastMap;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::source::CertFile;
 use crate::tls::certificates::{Certificate, parse_ca_bundle};
@@ -21,15 +21,18 @@ pub(super) enum SecretUse {
 }
 
 /// A Secret that parsed OK once, with the bytes it was parsed from (to skip re-parsing).
+/// The bytes are shared: every build hands the same copy on to the next.
 #[derive(Debug, Clone)]
 pub(super) struct GoodSecret {
-    bytes: Vec<Vec<u8>>,
+    bytes: Arc<[Vec<u8>]>,
     parsed: Parsed,
 }
 
+/// Shared, because each build passes it through three caches (this build's outcomes, the next
+/// build's last good versions, the table) and a `Certificate` clone copies its metadata.
 #[derive(Debug, Clone)]
 enum Parsed {
-    Certificate(Certificate),
+    Certificate(Arc<Certificate>),
     Ca(Arc<Vec<CertificateDer<'static>>>),
 }
 
@@ -46,20 +49,20 @@ enum Outcome {
 
 /// Secrets indexed by namespace and name, with the previous build's good versions.
 pub(super) struct Secrets<'a> {
-    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
-    previous: &'a HashMap<SecretKey, GoodSecret>,
+    secrets: FastMap<(&'a str, &'a str), &'a Secret>,
+    previous: &'a FastMap<SecretKey, GoodSecret>,
     /// The last good versions to hand to the next build: every Secret referenced this build.
-    pub next: HashMap<SecretKey, GoodSecret>,
-    outcomes: HashMap<SecretKey, Outcome>,
+    pub next: FastMap<SecretKey, GoodSecret>,
+    outcomes: FastMap<SecretKey, Outcome>,
 }
 
 impl<'a> Secrets<'a> {
     pub fn new(
         secrets: &'a [Secret],
-        previous: &'a HashMap<SecretKey, GoodSecret>,
+        previous: &'a FastMap<SecretKey, GoodSecret>,
         in_scope: impl Fn(Option<&str>) -> bool,
     ) -> Self {
-        let mut index = HashMap::with_capacity(secrets.len());
+        let mut index = FastMap::with_capacity_and_hasher(secrets.len(), Default::default());
         for secret in secrets {
             let meta = &secret.metadata;
             if let (Some(ns), Some(name)) = (Some(super::namespace_of(meta)), meta.name.as_deref())
@@ -71,8 +74,8 @@ impl<'a> Secrets<'a> {
         Secrets {
             secrets: index,
             previous,
-            next: HashMap::new(),
-            outcomes: HashMap::new(),
+            next: FastMap::with_capacity_and_hasher(previous.len(), Default::default()),
+            outcomes: FastMap::with_capacity_and_hasher(previous.len(), Default::default()),
         }
     }
 
@@ -94,7 +97,7 @@ impl<'a> Secrets<'a> {
             field,
             diagnostics,
         )? {
-            Parsed::Certificate(c) => Some(c),
+            Parsed::Certificate(c) => Some(Certificate::clone(&c)),
             Parsed::Ca(_) => None,
         }
     }
@@ -192,24 +195,24 @@ impl<'a> Secrets<'a> {
             }
         };
         if let Some(p) = previous
-            && p.bytes == bytes
+            && p.bytes.len() == bytes.len()
+            && p.bytes.iter().zip(&bytes).all(|(a, b)| a.as_slice() == *b)
         {
             self.next.insert(key.clone(), p.clone());
             return Outcome::Good(p.parsed.clone());
         }
         let source = format!("Secret {namespace}/{name}");
         let parsed = match usage {
-            SecretUse::Tls => {
-                Certificate::from_pem(&bytes[0], &bytes[1], &source).map(Parsed::Certificate)
-            }
-            SecretUse::Ca => parse_ca_bundle(&bytes[0]).map(|ca| Parsed::Ca(Arc::new(ca))),
+            SecretUse::Tls => Certificate::from_pem(bytes[0], bytes[1], &source)
+                .map(|c| Parsed::Certificate(Arc::new(c))),
+            SecretUse::Ca => parse_ca_bundle(bytes[0]).map(|ca| Parsed::Ca(Arc::new(ca))),
         };
         match parsed {
             Ok(parsed) => {
                 self.next.insert(
                     key.clone(),
                     GoodSecret {
-                        bytes,
+                        bytes: bytes.iter().map(|b| b.to_vec()).collect(),
                         parsed: parsed.clone(),
                     },
                 );
@@ -231,7 +234,7 @@ impl<'a> Secrets<'a> {
 
 /// The bytes of the keys `usage` needs (`tls.crt`, `tls.key` / `ca.crt`). `stringData` is merged
 /// over `data`, as the API server does.
-fn secret_bytes(secret: &Secret, usage: SecretUse) -> Result<Vec<Vec<u8>>, String> {
+fn secret_bytes(secret: &Secret, usage: SecretUse) -> Result<Vec<&[u8]>, String> {
     let type_ = secret.type_.as_deref().unwrap_or("Opaque");
     let keys: &[&str] = match usage {
         SecretUse::Tls => {
@@ -250,13 +253,13 @@ fn secret_bytes(secret: &Secret, usage: SecretUse) -> Result<Vec<Vec<u8>>, Strin
                 .string_data
                 .as_ref()
                 .and_then(|d| d.get(*key))
-                .map(|s| s.as_bytes().to_vec());
+                .map(|s| s.as_bytes());
             let from_data = || {
                 secret
                     .data
                     .as_ref()
                     .and_then(|d| d.get(*key))
-                    .map(|b| b.0.clone())
+                    .map(|b| b.0.as_slice())
             };
             match from_string.or_else(from_data) {
                 Some(bytes) if !bytes.is_empty() => Ok(bytes),

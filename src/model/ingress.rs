@@ -2,6 +2,8 @@
 //! validated against the Ingress spec. Invalid rules and paths are reported and skipped; the
 //! rest of the Ingress still counts.
 
+use std::fmt;
+
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
@@ -10,11 +12,39 @@ use super::route::PathMatch;
 use super::upstream::{ServicePortRef, ServiceRef};
 use crate::annotations::IngressOptions;
 
+/// Where in the Ingress a plan entry came from. Spelled out only when a diagnostic needs it:
+/// formatting every field path of 10 000 Ingresses on every build cost more than planning them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Field {
+    /// `spec.defaultBackend`.
+    DefaultBackend,
+    /// `spec.rules[i].host`.
+    RuleHost(usize),
+    /// `spec.rules[i].http.paths[j]`.
+    Path(usize, usize),
+    /// `spec.rules[i].http.paths[j].backend.service`, or `spec.defaultBackend.service`.
+    Backend(Option<(usize, usize)>),
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Field::DefaultBackend => f.write_str("spec.defaultBackend"),
+            Field::RuleHost(i) => write!(f, "spec.rules[{i}].host"),
+            Field::Path(i, j) => write!(f, "spec.rules[{i}].http.paths[{j}]"),
+            Field::Backend(None) => f.write_str("spec.defaultBackend.service"),
+            Field::Backend(Some((i, j))) => {
+                write!(f, "spec.rules[{i}].http.paths[{j}].backend.service")
+            }
+        }
+    }
+}
+
 /// A backend Service reference and the field it came from (`...backend.service`).
 #[derive(Debug, Clone)]
 pub(super) struct BackendSpec {
     pub service: ServiceRef,
-    pub field: String,
+    pub field: Field,
 }
 
 /// One path of a host.
@@ -23,7 +53,7 @@ pub(super) struct PathSpec {
     pub path: PathMatch,
     pub backend: BackendSpec,
     /// `spec.rules[i].http.paths[j]`.
-    pub field: String,
+    pub field: Field,
 }
 
 /// Everything one Ingress says about one host (rules with the same host are merged).
@@ -32,7 +62,7 @@ pub(super) struct HostRules {
     pub host: HostMatch,
     /// `spec.rules[i].host` of the first rule naming it (`spec.defaultBackend` for a catch-all
     /// fed only by the default backend).
-    pub field: String,
+    pub field: Field,
     pub paths: Vec<PathSpec>,
 }
 
@@ -104,24 +134,25 @@ pub(super) fn plan(
     };
 
     if let Some(backend) = &spec.default_backend {
-        match backend_spec(backend, &plan.namespace, "spec.defaultBackend") {
+        match backend_spec(backend, &plan.namespace, None) {
             Ok(b) => plan.default_backend = Some(b),
             Err((field, message)) => errors.push(error(field, message)),
         }
     }
 
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
-        let host_field = format!("spec.rules[{i}].host");
         let host = match HostMatch::parse(rule.host.as_deref().unwrap_or_default()) {
             Ok(host) => host,
             Err(e) => {
-                errors.push(error(host_field, format!("{e}; rule skipped")));
+                let field = Field::RuleHost(i).to_string();
+                errors.push(error(field, format!("{e}; rule skipped")));
                 continue;
             }
         };
-        let mut paths = Vec::new();
-        for (j, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
-            let field = format!("spec.rules[{i}].http.paths[{j}]");
+        let rule_paths = rule.http.as_ref().map_or(&[][..], |h| &h.paths[..]);
+        let mut paths = Vec::with_capacity(rule_paths.len());
+        for (j, p) in rule_paths.iter().enumerate() {
+            let field = Field::Path(i, j);
             let raw = p.path.as_deref().unwrap_or("/");
             if !raw.starts_with('/') {
                 errors.push(error(
@@ -143,7 +174,7 @@ pub(super) fn plan(
                     continue;
                 }
             };
-            match backend_spec(&p.backend, &plan.namespace, &format!("{field}.backend")) {
+            match backend_spec(&p.backend, &plan.namespace, Some((i, j))) {
                 Ok(backend) => paths.push(PathSpec {
                     path,
                     backend,
@@ -156,7 +187,7 @@ pub(super) fn plan(
             Some(existing) => existing.paths.extend(paths),
             None => plan.hosts.push(HostRules {
                 host,
-                field: host_field,
+                field: Field::RuleHost(i),
                 paths,
             }),
         }
@@ -165,7 +196,7 @@ pub(super) fn plan(
     if plan.default_backend.is_some() && !plan.hosts.iter().any(|h| h.host == HostMatch::Any) {
         plan.hosts.push(HostRules {
             host: HostMatch::Any,
-            field: "spec.defaultBackend".to_string(),
+            field: Field::DefaultBackend,
             paths: Vec::new(),
         });
     }
@@ -203,25 +234,28 @@ pub(super) fn plan(
     plan
 }
 
-/// `backend.service.{name, port}` → a [`BackendSpec`], or `(field, message)`.
+/// `backend.service.{name, port}` of path `(i, j)` (`None`: the default backend) → a
+/// [`BackendSpec`], or `(field, message)`.
 fn backend_spec(
     backend: &IngressBackend,
     namespace: &str,
-    field: &str,
+    path: Option<(usize, usize)>,
 ) -> Result<BackendSpec, (String, String)> {
+    let service_field = Field::Backend(path);
+    let field = || match path {
+        None => Field::DefaultBackend.to_string(),
+        Some((i, j)) => format!("{}.backend", Field::Path(i, j)),
+    };
     if backend.resource.is_some() {
         return Err((
-            format!("{field}.resource"),
+            format!("{}.resource", field()),
             "resource backends are not supported (only Services); path skipped".to_string(),
         ));
     }
     let Some(service) = &backend.service else {
-        return Err((
-            field.to_string(),
-            "backend has no service; path skipped".to_string(),
-        ));
+        return Err((field(), "backend has no service; path skipped".to_string()));
     };
-    let field = format!("{field}.service");
+    let field = service_field;
     let port = match service.port.as_ref() {
         Some(p) => match (p.number, p.name.as_deref()) {
             (Some(n), _) if (1..=65_535).contains(&n) => Some(ServicePortRef::Number(n)),

@@ -25,6 +25,12 @@ mod vhosts;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The map behind the model's indexes (Services, Secrets, upstreams, hosts by name). They are
+/// rebuilt on every build from 10 000s of short string keys, where SipHash was a tenth of the
+/// build; the keys come from objects the cluster's users write, never from requests, and the
+/// seed is still random per process.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -40,9 +46,9 @@ use diagnostic::{Diagnostic, ObjectRef, Reason};
 pub struct LastGood {
     /// Ingresses whose annotations were valid, by namespace/name. An Ingress that is no longer
     /// ours (deleted, or moved to another class) is dropped.
-    ingresses: HashMap<(String, String), Arc<Ingress>>,
+    ingresses: FastMap<(String, String), Arc<Ingress>>,
     /// Secrets that parsed, by namespace/name and use; kept while something references them.
-    secrets: HashMap<certs::SecretKey, certs::GoodSecret>,
+    secrets: FastMap<certs::SecretKey, certs::GoodSecret>,
 }
 
 impl LastGood {
@@ -120,7 +126,7 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
         .collect();
     our_refs.sort();
 
-    let mut next_ingresses = HashMap::with_capacity(ours.len());
+    let mut next_ingresses = FastMap::with_capacity_and_hasher(ours.len(), Default::default());
     let mut plans = Vec::with_capacity(ours.len());
     for (ingress, policy) in ours {
         let namespace = namespace_of(&ingress.metadata);
@@ -207,6 +213,8 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
     );
     diagnostics.sort();
     diagnostics.dedup();
+    // Kept as long as the build is current: without the growth headroom.
+    diagnostics.shrink_to_fit();
     Built {
         table: Arc::new(table),
         diagnostics,

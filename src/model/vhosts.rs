@@ -1,9 +1,9 @@
 //! Merging Ingress plans (oldest first) into virtual hosts: host TLS-mode and host+path
 //! conflicts, pass-through backends, default backends, upstream policies and certificates.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::FastMap;
 use super::backend::{Backends, UpstreamPolicy, service_dns_name};
 use super::certs::{Secrets, pick_from_dir};
 use super::class::ClassPolicy;
@@ -19,15 +19,15 @@ use crate::crd::HealthCheckKind;
 use crate::table::{CertificateChoice, VirtualHost};
 use crate::tls::certificates::Certificate;
 
-/// A virtual host being assembled.
-struct Draft {
+/// A virtual host being assembled from plans that live for `'p`.
+struct Draft<'p> {
     host: HostMatch,
     /// Index of the owning (oldest) plan.
     owner: usize,
     mode: TlsMode,
     routes: Vec<Route>,
     /// Which plan claimed each path, for conflict messages.
-    claimed: HashMap<PathMatch, usize>,
+    claimed: FastMap<&'p PathMatch, usize>,
     default_backend: Option<Arc<Upstream>>,
     passthrough: Option<Arc<Upstream>>,
     /// Plans (oldest first) with a `spec.tls` entry for this host.
@@ -50,8 +50,11 @@ struct PlanContext {
 impl Merge<'_, '_> {
     /// Merges `plans` (sorted oldest first, each with its class policy) into virtual hosts.
     pub fn run(mut self, plans: &[(Plan, &ClassPolicy)]) -> Vec<VirtualHost> {
-        let mut drafts: HashMap<HostMatch, Draft> = HashMap::new();
-        let mut order: Vec<HostMatch> = Vec::new();
+        // Drafts in the order their hosts first appear; found by host without cloning it.
+        let hosts = plans.iter().map(|(plan, _)| plan.hosts.len()).sum();
+        let mut drafts: Vec<Draft> = Vec::with_capacity(hosts);
+        let mut by_host: FastMap<&HostMatch, usize> =
+            FastMap::with_capacity_and_hasher(hosts, Default::default());
         for (index, (plan, policy)) in plans.iter().enumerate() {
             if plan.options.tls_mode == TlsMode::Passthrough
                 && !policy.passthrough.permits(&plan.namespace)
@@ -72,30 +75,33 @@ impl Merge<'_, '_> {
                 if plan.options.tls_mode == TlsMode::Passthrough && rules.host == HostMatch::Any {
                     self.diagnostics.push(Diagnostic::error(
                         plan.object.clone(),
-                        rules.field.clone(),
+                        rules.field.to_string(),
                         Reason::InvalidSpec,
                         "pass-through routes by SNI and needs a host; rules without a host (and the default backend) are skipped",
                     ));
                     continue;
                 }
-                let draft = drafts.entry(rules.host.clone()).or_insert_with(|| {
-                    order.push(rules.host.clone());
-                    Draft {
+                let slot = *by_host.entry(&rules.host).or_insert_with(|| {
+                    drafts.push(Draft {
                         host: rules.host.clone(),
                         owner: index,
                         mode: plan.options.tls_mode,
-                        routes: Vec::new(),
-                        claimed: HashMap::new(),
+                        // Exact when one Ingress owns the host, as most do: the table keeps
+                        // this vector, so no grown-but-unused capacity is kept with it.
+                        routes: Vec::with_capacity(rules.paths.len()),
+                        claimed: FastMap::default(),
                         default_backend: None,
                         passthrough: None,
                         cert_plans: Vec::new(),
-                    }
+                    });
+                    drafts.len() - 1
                 });
+                let draft = &mut drafts[slot];
                 let owner = &plans[draft.owner].0;
                 if draft.mode != plan.options.tls_mode {
                     self.diagnostics.push(Diagnostic::error(
                         plan.object.clone(),
-                        rules.field.clone(),
+                        rules.field.to_string(),
                         Reason::Conflict,
                         format!(
                             "host {} is in {} mode, owned by the older {}; this Ingress asks for {} and its rules for the host are ignored",
@@ -144,11 +150,12 @@ impl Merge<'_, '_> {
                 }
             }
         }
-        order
-            .into_iter()
-            .filter_map(|host| drafts.remove(&host))
-            .filter_map(|draft| self.finish(draft, plans))
-            .collect()
+        // Sized up front: collecting a filtered iterator regrows (and copies) 10 000 hosts.
+        let mut vhosts = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            vhosts.extend(self.finish(draft, plans));
+        }
+        vhosts
     }
 
     fn plan_context(&mut self, plan: &Plan) -> PlanContext {
@@ -166,13 +173,13 @@ impl Merge<'_, '_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn path(
+    fn path<'p>(
         &mut self,
-        draft: &mut Draft,
+        draft: &mut Draft<'p>,
         index: usize,
         plan: &Plan,
         host: &HostMatch,
-        path: &PathSpec,
+        path: &'p PathSpec,
         plans: &[(Plan, &ClassPolicy)],
         context: &PlanContext,
     ) {
@@ -203,7 +210,7 @@ impl Merge<'_, '_> {
             return;
         }
         if let Some(upstream) = self.upstream(plan, host, &path.backend, context) {
-            draft.claimed.insert(path.path.clone(), index);
+            draft.claimed.insert(&path.path, index);
             draft.routes.push(Route {
                 path: path.path.clone(),
                 upstream,
@@ -231,7 +238,7 @@ impl Merge<'_, '_> {
             (None, _) => {
                 self.diagnostics.push(Diagnostic::error(
                     plan.object.clone(),
-                    format!("{}.http.paths", rules.field.trim_end_matches(".host")),
+                    format!("{}.http.paths", rules.field.to_string().trim_end_matches(".host")),
                     Reason::InvalidSpec,
                     format!(
                         "pass-through host {} has one backend: give it a \"/\" Prefix path or a single path; host not served by this Ingress",
@@ -250,7 +257,10 @@ impl Merge<'_, '_> {
         if !ignored.is_empty() {
             self.diagnostics.push(Diagnostic::warning(
                 plan.object.clone(),
-                format!("{}.http.paths", rules.field.trim_end_matches(".host")),
+                format!(
+                    "{}.http.paths",
+                    rules.field.to_string().trim_end_matches(".host")
+                ),
                 Reason::InvalidSpec,
                 format!(
                     "pass-through host {} sends every connection to one backend; ignored paths: {}",
@@ -265,7 +275,7 @@ impl Merge<'_, '_> {
             (None, None) => {
                 self.diagnostics.push(Diagnostic::error(
                     plan.object.clone(),
-                    rules.field.clone(),
+                    rules.field.to_string(),
                     Reason::InvalidSpec,
                     format!(
                         "pass-through host {} has no backend (no path and no default backend)",
@@ -278,7 +288,7 @@ impl Merge<'_, '_> {
         if draft.passthrough.is_some() {
             self.diagnostics.push(Diagnostic::error(
                 plan.object.clone(),
-                backend.field.clone(),
+                backend.field.to_string(),
                 Reason::Conflict,
                 format!(
                     "pass-through host {} already has a backend from the older {}; this one is ignored",
@@ -358,7 +368,9 @@ impl Merge<'_, '_> {
         if !draft.cert_plans.is_empty() {
             return CertificateChoice::Default; // reported by the Secret lookup
         }
-        if let Some(cert) = pick_from_dir(self.cert_dir, &draft.host.to_string()) {
+        if !self.cert_dir.is_empty()
+            && let Some(cert) = pick_from_dir(self.cert_dir, &draft.host.to_string())
+        {
             return CertificateChoice::Own(cert.clone());
         }
         let owner = &plans[draft.owner].0;
@@ -391,15 +403,13 @@ fn upstream_policy(
     context: &PlanContext,
 ) -> UpstreamPolicy {
     let options = &plan.options;
-    let host_name = upstream_host_name(host, service);
+    // Only re-encryption and HTTP/TLS probes need it: not built for every terminated path.
+    let host_name = || upstream_host_name(host, service);
     let protocol = match options.tls_mode {
         TlsMode::Terminate => UpstreamProtocol::Http,
         TlsMode::Passthrough => UpstreamProtocol::Tcp,
         TlsMode::Reencrypt => UpstreamProtocol::Https(BackendTls {
-            sni: options
-                .backend_sni
-                .clone()
-                .unwrap_or_else(|| host_name.clone()),
+            sni: options.backend_sni.clone().unwrap_or_else(host_name),
             verify: options.verify_backend(),
             ca: context.ca.clone(),
             ca_secret: options
@@ -412,13 +422,10 @@ fn upstream_policy(
         HealthCheckKind::Http => HealthProbe::Http {
             method: options.health_check_method.clone(),
             path: options.health_check_path.clone(),
-            host: options
-                .health_check_host
-                .clone()
-                .unwrap_or_else(|| host_name.clone()),
+            host: options.health_check_host.clone().unwrap_or_else(host_name),
         },
         HealthCheckKind::Tls => HealthProbe::Tls {
-            sni: options.backend_sni.clone().unwrap_or(host_name),
+            sni: options.backend_sni.clone().unwrap_or_else(host_name),
         },
         HealthCheckKind::Tcp => HealthProbe::Tcp,
         HealthCheckKind::None => HealthProbe::None,
