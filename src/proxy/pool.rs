@@ -229,8 +229,13 @@ impl Clients {
                 since: Instant::now(),
             });
         }
-        if !self.inner.reaper_started.swap(true, Ordering::Relaxed) {
-            tokio::spawn(reap(Arc::downgrade(&self.inner)));
+        // Started by the first release, from inside the runtime (a release from a drop
+        // outside any runtime leaves it for the next one).
+        if !self.inner.reaper_started.load(Ordering::Relaxed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !self.inner.reaper_started.swap(true, Ordering::Relaxed)
+        {
+            runtime.spawn(reap(Arc::downgrade(&self.inner)));
         }
     }
 
