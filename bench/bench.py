@@ -36,11 +36,13 @@ BACKEND_HTTPS = 19443
 HOSTS = {"terminate": "app.bench.test", "passthrough": "pass.bench.test", "reencrypt": "re.bench.test"}
 
 # Ports of each proxy per job. Portcullis serves all TLS modes on one port (its design);
-# HAProxy and nginx get one port per job, their best case (no chaining of frontends).
+# HAProxy and nginx get one port per job, their best case (no chaining of frontends). All are
+# below the ephemeral range (32768+ on Linux): a listener there can collide with a client port
+# of an earlier job's connections that are still closing.
 PORTS = {
     "portcullis": {"http": 18080, "terminate": 18443, "passthrough": 18443, "reencrypt": 18443},
     "haproxy": {"http": 28080, "terminate": 28443, "passthrough": 28444, "reencrypt": 28445},
-    "nginx": {"http": 38080, "terminate": 38443, "passthrough": 38444, "reencrypt": 38445},
+    "nginx": {"http": 26080, "terminate": 26443, "passthrough": 26444, "reencrypt": 26445},
 }
 
 
@@ -394,12 +396,23 @@ def start_proxy(name, d, binary):
 
 
 def stop(proc):
+    """Stops a proxy and its children (nginx workers), and waits until they are gone: a worker
+    outliving a killed master would keep the listening ports of the next start busy."""
+    children = pids_of(proc)[1:]
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    deadline = time.time() + 10
+    for pid in children:
+        while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+            try:
+                os.kill(pid, signal.SIGKILL if time.time() > deadline - 5 else signal.SIGTERM)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
 
 
 def parse_latency(text, pct):
