@@ -191,22 +191,39 @@ pub struct ForwardedFacts<'a> {
 pub fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
     let xff_name = HeaderName::from_static("x-forwarded-for");
     let xff = append_list(headers, &xff_name, facts.trusted, &facts.client.to_string());
-    headers.insert(xff_name, xff);
 
     let element = forwarded_element(facts.client, facts.proto, facts.host);
     let fwd = append_list(headers, &header::FORWARDED, facts.trusted, &element);
-    headers.insert(header::FORWARDED, fwd);
+    let xfh = facts.host.and_then(|h| HeaderValue::from_str(h).ok());
+    insert_forwarded(
+        headers,
+        xff,
+        fwd,
+        facts.proto,
+        HeaderValue::from(facts.port),
+        xfh,
+    );
+}
 
+/// Writes the final forwarded values (the ones describing our hop replace whatever the
+/// client sent; no `X-Forwarded-Host` when there is no usable host).
+fn insert_forwarded(
+    headers: &mut HeaderMap,
+    xff: HeaderValue,
+    forwarded: HeaderValue,
+    proto: &'static str,
+    port: HeaderValue,
+    host: Option<HeaderValue>,
+) {
+    headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
+    headers.insert(header::FORWARDED, forwarded);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(facts.proto),
+        HeaderValue::from_static(proto),
     );
-    headers.insert(
-        HeaderName::from_static("x-forwarded-port"),
-        HeaderValue::from(facts.port),
-    );
+    headers.insert(HeaderName::from_static("x-forwarded-port"), port);
     let xfh = HeaderName::from_static("x-forwarded-host");
-    match facts.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match host {
         Some(v) => {
             headers.insert(xfh, v);
         }
@@ -299,25 +316,14 @@ impl ConnForwarded {
         let Some(values) = cached.as_ref() else {
             return;
         };
-        headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
-        headers.insert(header::FORWARDED, values.forwarded.clone());
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(self.proto),
-        );
-        headers.insert(
-            HeaderName::from_static("x-forwarded-port"),
+        insert_forwarded(
+            headers,
+            xff,
+            values.forwarded.clone(),
+            self.proto,
             self.port_value.clone(),
+            values.forwarded_host.clone(),
         );
-        let xfh = HeaderName::from_static("x-forwarded-host");
-        match &values.forwarded_host {
-            Some(v) => {
-                headers.insert(xfh, v.clone());
-            }
-            None => {
-                headers.remove(xfh);
-            }
-        }
     }
 }
 

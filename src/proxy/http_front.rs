@@ -556,10 +556,11 @@ enum BodyKind {
 }
 
 impl BodyKind {
-    /// Returns the upstream connection to the pool if its response has been read to the end.
-    fn release_if_done(&mut self) {
+    /// Returns the upstream connection to the pool if its response has been read to the end:
+    /// `finished` (polled to `None`) or a body that says it is at its end.
+    fn release_if_done(&mut self, finished: bool) {
         if let BodyKind::Upstream(body, conn) = self
-            && body.is_end_stream()
+            && (finished || body.is_end_stream())
             && let Some(conn) = conn.take()
         {
             conn.release();
@@ -592,11 +593,7 @@ impl Body for ProxyBody {
                 }
             }
             Poll::Ready(None) => {
-                if let BodyKind::Upstream(_, conn) = &mut this.inner
-                    && let Some(conn) = conn.take()
-                {
-                    conn.release();
-                }
+                this.inner.release_if_done(true);
                 this.record.take();
             }
             Poll::Pending => {}
@@ -625,7 +622,7 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         // hyper does not poll a body that says it is empty (HEAD, 204, 304, length 0): its
         // connection is released here. One dropped mid-body is not, and closes.
-        self.inner.release_if_done();
+        self.inner.release_if_done(false);
     }
 }
 

@@ -147,11 +147,10 @@ impl Clients {
             endpoint,
             config: connector.config,
         };
-        if let Some((sender, idle_for)) = self.take_idle(key) {
+        if let Some(sender) = self.take_idle(key) {
             return Ok(UpstreamConn {
                 sender,
                 key,
-                reused: Some(idle_for),
                 pool: self.clone(),
             });
         }
@@ -185,14 +184,13 @@ impl Clients {
         Ok(UpstreamConn {
             sender,
             key,
-            reused: None,
             pool: self.clone(),
         })
     }
 
-    /// The most recently released idle connection of `key` that is ready for a request, and
-    /// how long it was idle. Closed and expired ones met on the way are dropped.
-    fn take_idle(&self, key: PoolKey) -> Option<(Sender, Duration)> {
+    /// The most recently released idle connection of `key` that is ready for a request.
+    /// Expired ones met on the way are dropped.
+    fn take_idle(&self, key: PoolKey) -> Option<Sender> {
         let mut idle = self
             .inner
             .idle
@@ -202,9 +200,8 @@ impl Clients {
         // Closed ones are never ready; the reaper drops them.
         while let Some(i) = list.iter().rposition(|c| c.sender.is_ready()) {
             let candidate = list.swap_remove(i);
-            let idle_for = candidate.since.elapsed();
-            if idle_for < POOL_IDLE {
-                return Some((candidate.sender, idle_for));
+            if candidate.since.elapsed() < POOL_IDLE {
+                return Some(candidate.sender);
             }
         }
         None
@@ -284,8 +281,6 @@ async fn reap(pool: Weak<Shared>) {
 pub struct UpstreamConn {
     pub sender: Sender,
     key: PoolKey,
-    /// How long it had been idle in the pool; `None` when opened for this request.
-    pub reused: Option<Duration>,
     pool: Clients,
 }
 
