@@ -6,8 +6,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portcullis::model::upstream::UpstreamProtocol;
-use portcullis::table::ClassSettings;
 use support::backends;
 use support::http_harness::{self as h, get};
 use support::wait::wait_until;
@@ -39,12 +37,7 @@ async fn http_lines_have_named_fields() {
     .unwrap();
 
     let backend = backends::http("a").await;
-    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend.addr]).await;
     assert_eq!(
         get(front.addr, "A.example", "/logged?secret=1", &[])
             .await

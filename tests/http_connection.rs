@@ -82,12 +82,7 @@ async fn shutdown_finishes_the_request_in_flight_then_closes() {
         let mut sink = Vec::new();
         let _ = stream.read_to_end(&mut sink).await;
     });
-    let up = h::upstream(&[backend_addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend_addr]).await;
 
     let stream = TcpStream::connect(front.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -161,12 +156,7 @@ async fn keep_alive_requests_use_the_table_the_connection_was_accepted_with() {
 #[tokio::test]
 async fn pipelined_chunked_and_sized_bodies_stream_through() {
     let backend = backends::http("a").await;
-    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend.addr]).await;
     let mut stream = TcpStream::connect(front.addr).await.unwrap();
     let request: &[u8] =
         b"POST /one HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n\

@@ -20,12 +20,7 @@ async fn refused_addr() -> std::net::SocketAddr {
 #[tokio::test]
 async fn no_route_is_a_plain_404() {
     let backend = backends::http("a").await;
-    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend.addr]).await;
 
     let answer = get(front.addr, "b.example", "/secret-path", &[]).await;
     assert_eq!(answer.status, 404);
@@ -48,12 +43,7 @@ async fn no_endpoints_is_503() {
 
 #[tokio::test]
 async fn connection_refused_is_502() {
-    let up = h::upstream(&[refused_addr().await], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[refused_addr().await]).await;
     let answer = get(front.addr, "a.example", "/", &[]).await;
     assert_eq!(answer.status, 502);
     assert_eq!(answer.text(), "502 bad gateway\n");
@@ -105,12 +95,7 @@ async fn oversized_headers_are_431() {
 #[tokio::test]
 async fn conflicting_framing_is_400_and_never_reaches_the_backend() {
     let backend = backends::http("a").await;
-    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend.addr]).await;
 
     let cases: [&[u8]; 3] = [
         b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.example\r\n\r\n",
@@ -143,12 +128,7 @@ async fn conflicting_framing_is_400_and_never_reaches_the_backend() {
 async fn connect_failure_is_retried_on_another_endpoint() {
     let backend = backends::http("good").await;
     let dead = refused_addr().await;
-    let up = h::upstream(&[dead, backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[dead, backend.addr]).await;
     for i in 0..5 {
         let answer = get(front.addr, "a.example", &format!("/{i}"), &[]).await;
         assert_eq!(answer.status, 200, "request {i}: {}", answer.text());
@@ -161,12 +141,7 @@ async fn connect_failure_is_retried_on_another_endpoint() {
 async fn post_body_is_streamed_after_a_retry() {
     let backend = backends::http("good").await;
     let dead = refused_addr().await;
-    let up = h::upstream(&[dead, backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[dead, backend.addr]).await;
     let text = raw(
         front.addr,
         b"POST /p HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",

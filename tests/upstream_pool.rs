@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use portcullis::model::upstream::UpstreamProtocol;
-use portcullis::table::ClassSettings;
 use support::backends;
 use support::http_harness as h;
 use support::wait::wait_until;
@@ -73,12 +71,7 @@ async fn raw_backend(body_len: usize, close_after: Option<Duration>) -> (SocketA
 #[tokio::test]
 async fn a_keep_alive_client_uses_one_upstream_connection() {
     let backend = backends::http("a").await;
-    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend.addr]).await;
     let stream = TcpStream::connect(front.addr).await.expect("connect");
     let (mut send, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
@@ -101,12 +94,7 @@ async fn a_keep_alive_client_uses_one_upstream_connection() {
 #[tokio::test]
 async fn upstream_connections_outlive_client_connections() {
     let backend = backends::http("a").await;
-    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend.addr]).await;
     for i in 0..10 {
         // A new client connection each time, one GET and one HEAD (no body: released
         // without being polled).
@@ -133,12 +121,7 @@ async fn a_response_the_client_abandons_does_not_return_its_connection() {
     // The body is too large for the socket buffers, so the proxy is still streaming it when
     // the client goes away.
     let (backend, counts) = raw_backend(8 * 1024 * 1024, None).await;
-    let up = h::upstream(&[backend], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend]).await;
     {
         let mut client = TcpStream::connect(front.addr).await.expect("connect");
         client
@@ -161,12 +144,7 @@ async fn a_response_the_client_abandons_does_not_return_its_connection() {
 #[tokio::test]
 async fn a_pooled_connection_the_backend_closed_is_not_used() {
     let (backend, counts) = raw_backend(2, Some(Duration::from_millis(20))).await;
-    let up = h::upstream(&[backend], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(vec![h::vhost("a.example", up)], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let front = h::plain_one("a.example", &[backend]).await;
     for i in 0..5 {
         let answer = h::get(front.addr, "a.example", &format!("/{i}"), &[]).await;
         assert_eq!(answer.status, 200, "request {i}");

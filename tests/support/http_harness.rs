@@ -121,6 +121,13 @@ pub async fn plain_handle(handle: TableHandle, https_port: u16) -> Front {
     }
 }
 
+/// Serves plain HTTP for one host routed to `endpoints` (plain HTTP upstream, default class
+/// settings): the front most data-plane tests need.
+pub async fn plain_one(host: &str, endpoints: &[SocketAddr]) -> Front {
+    let up = upstream(endpoints, UpstreamProtocol::Http);
+    plain(table(vec![vhost(host, up)], ClassSettings::default()), 443).await
+}
+
 /// Terminates TLS with `leaf` (offering `alpn`), then serves HTTP with `table`.
 pub async fn tls(table: RouteTable, leaf: &Leaf, alpn: &[&[u8]]) -> Front {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
