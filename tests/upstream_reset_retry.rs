@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use portcullis::model::upstream::UpstreamProtocol;
-use portcullis::table::ClassSettings;
 use support::backends;
 use support::http_harness as h;
 use tokio::io::AsyncReadExt;
@@ -71,15 +69,7 @@ async fn request(front: SocketAddr, method: &str, body: &'static [u8]) -> u16 {
 async fn idempotent_requests_are_retried_when_an_endpoint_closes_before_answering() {
     let (dying, swallowed) = dying_backend().await;
     let healthy = backends::http("healthy").await;
-    let upstream = h::upstream(&[dying, healthy.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(
-            vec![h::vhost("app.example", upstream)],
-            ClassSettings::default(),
-        ),
-        443,
-    )
-    .await;
+    let front = h::plain_one("app.example", &[dying, healthy.addr]).await;
 
     // Round-robin sends about half of these to the dying endpoint first.
     for _ in 0..6 {
@@ -97,15 +87,7 @@ async fn idempotent_requests_are_retried_when_an_endpoint_closes_before_answerin
 async fn a_post_that_reached_a_dying_endpoint_is_not_resent() {
     let (dying, swallowed) = dying_backend().await;
     let healthy = backends::http("healthy").await;
-    let upstream = h::upstream(&[dying, healthy.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(
-            vec![h::vhost("app.example", upstream)],
-            ClassSettings::default(),
-        ),
-        443,
-    )
-    .await;
+    let front = h::plain_one("app.example", &[dying, healthy.addr]).await;
 
     let mut statuses = Vec::new();
     for _ in 0..4 {
