@@ -195,10 +195,16 @@ pub struct Timeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
     pub header_read: Option<String>,
-    /// Idle keep-alive timeout of client connections (default `60s`).
+    /// Idle keep-alive timeout of HTTP client connections (default `60s`); byte tunnels have
+    /// `tunnelIdle`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
     pub idle: Option<String>,
+    /// Idle timeout of byte tunnels: pass-through TLS streams and upgraded (websocket)
+    /// connections, ended after this long without a byte either way (default `60m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub tunnel_idle: Option<String>,
     /// Upstream connect timeout (default `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]

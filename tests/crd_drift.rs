@@ -117,6 +117,7 @@ fn patterns_are_in_the_schema() {
         (&["timeouts", "clientHello"], duration),
         (&["timeouts", "headerRead"], duration),
         (&["timeouts", "idle"], duration),
+        (&["timeouts", "tunnelIdle"], duration),
         (&["timeouts", "connect"], duration),
         (&["timeouts", "upstreamResponse"], duration),
     ];

@@ -393,6 +393,7 @@ fn read_params(
             ("clientHello", &t.client_hello, &mut timeouts.client_hello),
             ("headerRead", &t.header_read, &mut timeouts.header_read),
             ("idle", &t.idle, &mut timeouts.idle),
+            ("tunnelIdle", &t.tunnel_idle, &mut timeouts.tunnel_idle),
             ("connect", &t.connect, &mut timeouts.connect),
             (
                 "upstreamResponse",

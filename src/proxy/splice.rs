@@ -1,0 +1,225 @@
+//! The byte tunnel shared by pass-through streams and upgraded (websocket) connections: once
+//! either is set up, the proxy only moves bytes, so both end by the same rules.
+//!
+//! Both directions are copied until both are done. When one side ends its stream we shut down
+//! writing towards the other and keep the other direction open (half-close); an error on
+//! either side, or `idle` without a byte either way, ends both. Streams come as read and write
+//! halves so a `TcpStream` can be split without a lock (`TcpStream::split`) while any other
+//! stream goes through `tokio::io::split`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Copy buffer per direction.
+const BUFFER: usize = 16 * 1024;
+
+/// How a splice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides ended their streams.
+    Closed,
+    /// Reading from or writing to the client failed.
+    ClientReset,
+    /// Reading from or writing to the upstream failed.
+    UpstreamReset,
+    /// No byte moved either way for the idle timeout.
+    IdleTimeout,
+}
+
+/// What one splice did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spliced {
+    pub end: End,
+    pub from_client: u64,
+    pub to_client: u64,
+}
+
+/// Which side of a spliced pair failed.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Client,
+    Upstream,
+}
+
+/// Copies both directions until both streams ended, one side failed, or nothing moved for
+/// `idle`.
+pub async fn splice<CR, CW, UR, UW>(client: (CR, CW), upstream: (UR, UW), idle: Duration) -> Spliced
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
+{
+    let (mut client_read, mut client_write) = client;
+    let (mut upstream_read, mut upstream_write) = upstream;
+    // Counted as bytes move rather than returned by the copies: an idle timeout drops the
+    // copies mid-way, and the access log still wants what they moved.
+    let from_client = AtomicU64::new(0);
+    let to_client = AtomicU64::new(0);
+    let activity = Activity::new();
+    let upstream_bound = copy_half(
+        &mut client_read,
+        &mut upstream_write,
+        (Fault::Client, Fault::Upstream),
+        &from_client,
+        &activity,
+    );
+    let downstream = copy_half(
+        &mut upstream_read,
+        &mut client_write,
+        (Fault::Upstream, Fault::Client),
+        &to_client,
+        &activity,
+    );
+    let end = tokio::select! {
+        done = async { tokio::try_join!(upstream_bound, downstream) } => match done {
+            Ok(_) => End::Closed,
+            Err(Fault::Client) => End::ClientReset,
+            Err(Fault::Upstream) => End::UpstreamReset,
+        },
+        () = activity.idle_for(idle) => End::IdleTimeout,
+    };
+    Spliced {
+        end,
+        from_client: from_client.load(Ordering::Relaxed),
+        to_client: to_client.load(Ordering::Relaxed),
+    }
+}
+
+/// Copies `reader` to `writer` until end of stream, then shuts `writer` down (half-close).
+/// `sides` names who is at fault when reading or writing fails.
+async fn copy_half<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    sides: (Fault, Fault),
+    counter: &AtomicU64,
+    activity: &Activity,
+) -> Result<(), Fault>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (reader_fault, writer_fault) = sides;
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(|_| reader_fault)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            // The peer may already be gone entirely; that is not a failure of this direction.
+            let _ = writer.shutdown().await;
+            return Ok(());
+        };
+        writer.write_all(chunk).await.map_err(|_| writer_fault)?;
+        // A TLS writer (a terminated client, a re-encrypted upstream) may hold the records
+        // until flushed; a websocket message must not wait for the next one.
+        writer.flush().await.map_err(|_| writer_fault)?;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        activity.touch();
+    }
+}
+
+// === impl Activity ===
+
+/// When a byte last moved, in milliseconds since the splice started.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    #[tokio::test]
+    async fn half_close_keeps_the_other_direction_and_counts_bytes() {
+        let (mut client, proxy_client) = duplex(64);
+        let (proxy_upstream, mut upstream) = duplex(64);
+        let spliced = tokio::spawn(splice(
+            tokio::io::split(proxy_client),
+            tokio::io::split(proxy_upstream),
+            Duration::from_secs(60),
+        ));
+        client.write_all(b"hello").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello");
+        // The client stopped writing; the upstream may still answer.
+        upstream.write_all(b"answer").await.unwrap();
+        upstream.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"answer");
+        let spliced = spliced.await.unwrap();
+        assert_eq!(
+            spliced,
+            Spliced {
+                end: End::Closed,
+                from_client: 5,
+                to_client: 6
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_ends_both_sides_but_traffic_keeps_it_open() {
+        let (mut client, proxy_client) = duplex(64);
+        let (proxy_upstream, mut upstream) = duplex(64);
+        let idle = Duration::from_secs(10);
+        let started = Instant::now();
+        let spliced = tokio::spawn(splice(
+            tokio::io::split(proxy_client),
+            tokio::io::split(proxy_upstream),
+            idle,
+        ));
+        // Traffic every 6 s for 30 s: longer than `idle` in all, never `idle` apart.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            upstream.read_exact(&mut one).await.unwrap();
+        }
+        assert!(!spliced.is_finished());
+        let spliced = spliced.await.unwrap();
+        assert_eq!(spliced.end, End::IdleTimeout);
+        assert_eq!(spliced.from_client, 5);
+        // The last byte moved at 30 s.
+        let ended = started.elapsed();
+        assert!(
+            ended >= Duration::from_secs(40) && ended < Duration::from_secs(41),
+            "{ended:?}"
+        );
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+        assert_eq!(upstream.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+}
