@@ -581,7 +581,9 @@ fn desired_probes(table: &RouteTable) -> BTreeMap<SocketAddr, ProbeSpec> {
             interval: upstream.health.interval.max(MIN_INTERVAL),
             proxy: upstream.proxy_protocol,
         };
-        for addr in &upstream.endpoints {
+        // Terminating endpoints are probed too: they are the fallback when no ready one is
+        // healthy, and a dead fallback must not be picked.
+        for addr in upstream.endpoints.iter().chain(&upstream.terminating) {
             match chosen.get(addr) {
                 Some((service, current)) if (*service, current) <= (&upstream.service, &spec) => {}
                 _ => {
@@ -926,6 +928,7 @@ mod tests {
                 port: ServicePortRef::Number(80),
             },
             endpoints: endpoints.to_vec(),
+            terminating: Vec::new(),
             protocol: UpstreamProtocol::Http,
             balance: LoadBalance::RoundRobin,
             health: HealthCheck {
@@ -988,6 +991,18 @@ mod tests {
             desired_probes(&t)[&shared].check,
             Check::Tls { sni: "x".into() }
         );
+    }
+
+    #[test]
+    fn terminating_endpoints_are_probed() {
+        let (ready, draining) = (addr(90), addr(91));
+        let mut u = Upstream::clone(&upstream("web", &[ready], HealthProbe::Tcp));
+        u.terminating = vec![draining];
+        let t = table_of(vec![("a.example.com", Arc::new(u))]);
+        let probes = desired_probes(&t);
+        assert_eq!(probes[&ready].check, Check::Tcp);
+        assert_eq!(probes[&draining].check, Check::Tcp);
+        assert_eq!(t.endpoints(), vec![ready, draining]);
     }
 
     #[test]

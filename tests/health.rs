@@ -90,6 +90,7 @@ fn table(specs: Vec<Spec>) -> Arc<RouteTable> {
                     port: ServicePortRef::Number(80),
                 },
                 endpoints,
+                terminating: Vec::new(),
                 protocol: s.protocol,
                 balance: LoadBalance::RoundRobin,
                 health: HealthCheck {

@@ -390,6 +390,47 @@ fn check_renders_text_and_json() {
     assert!(portcullis::check::has_errors(&built));
 }
 
+/// `check` shows terminating endpoints apart from ready ones; JSON lists them only when there
+/// are some.
+#[test]
+fn check_renders_terminating_endpoints() {
+    let (snapshot, settings) = load(&fixtures().join("endpoint-conditions"));
+    let built = build(&snapshot, &settings);
+    let text = portcullis::check::render_text(&built);
+    assert!(
+        text.contains(
+            "default/mixed:http → 10.1.0.1:8080, 10.1.0.2:8080, 10.1.0.3:8080, 10.1.0.9:8080, \
+             10.1.0.11:8080, 10.1.0.4:8080 (terminating), 10.1.0.8:8080 (terminating)  ["
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("default/draining:80 → no ready endpoints, 10.2.0.1:8080 (terminating)  ["),
+        "{text}"
+    );
+    assert!(
+        text.contains("default/gone:80 → no ready endpoints  ["),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&portcullis::check::render_json(&built)).unwrap();
+    let routes = &json["table"]["hosts"][0]["routes"];
+    let upstream_of = |path: &str| {
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"] == path)
+            .unwrap_or_else(|| panic!("no route {path}"))["upstream"]
+            .clone()
+    };
+    assert_eq!(
+        upstream_of("/draining")["terminating"],
+        serde_json::json!(["10.2.0.1:8080"])
+    );
+    assert!(upstream_of("/gone").get("terminating").is_none());
+}
+
 /// 10 000 Ingresses build without quadratic blow-up (a loose bound: this runs unoptimized).
 #[test]
 fn many_ingresses_build_quickly() {

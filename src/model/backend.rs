@@ -1,12 +1,13 @@
-//! Backend resolution: an Ingress backend → Service → Service port → ready EndpointSlice
-//! addresses → an [`Upstream`]. Services and slices are indexed once per build; upstreams with
-//! the same Service port and options are shared (`Arc`).
+//! Backend resolution: an Ingress backend → Service → Service port → EndpointSlice addresses,
+//! split by their conditions into ready ones and terminating fallbacks → an [`Upstream`].
+//! Services and slices are indexed once per build; upstreams with the same Service port and
+//! options are shared (`Arc`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
 
 use super::FastMap;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
@@ -46,9 +47,27 @@ pub(super) struct Backends<'a> {
     resolved: FastMap<ServiceRef, Resolved>,
 }
 
+/// The addresses of one Service port, split by what their conditions allow.
+#[derive(Debug, Default)]
+struct Addresses {
+    /// Ready: they get traffic.
+    ready: Vec<SocketAddr>,
+    /// Not ready but serving and terminating: traffic only when no ready one is eligible.
+    terminating: Vec<SocketAddr>,
+}
+
+/// What an endpoint's conditions allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eligibility {
+    Ready,
+    /// Last resort, as kube-proxy uses terminating endpoints when no ready one is left.
+    Terminating,
+    Never,
+}
+
 /// One Service port: resolved once per build, shared by every path that names it.
 struct Resolved {
-    endpoints: Result<Vec<SocketAddr>, Unresolved>,
+    endpoints: Result<Addresses, Unresolved>,
     /// One per distinct policy (usually one): paths with equal options share an upstream.
     upstreams: Vec<(UpstreamPolicy, Arc<Upstream>)>,
 }
@@ -116,7 +135,8 @@ impl<'a> Backends<'a> {
             endpoints,
             upstreams,
         } = self.resolved.get_mut(service)?;
-        let endpoints: &[SocketAddr] = match endpoints {
+        let none = Addresses::default();
+        let endpoints: &Addresses = match endpoints {
             Ok(endpoints) => endpoints,
             Err(Unresolved::ExternalName) => {
                 diagnostics.push(Diagnostic::error(
@@ -140,7 +160,7 @@ impl<'a> Backends<'a> {
                         service.namespace, service.name
                     ),
                 ));
-                &[]
+                &none
             }
             Err(Unresolved::MissingPort) => {
                 diagnostics.push(Diagnostic::error(
@@ -154,7 +174,7 @@ impl<'a> Backends<'a> {
                         port_text(&service.port)
                     ),
                 ));
-                &[]
+                &none
             }
         };
         if let Some((_, shared)) = upstreams.iter().find(|(p, _)| p == policy) {
@@ -162,7 +182,8 @@ impl<'a> Backends<'a> {
         }
         let upstream = Arc::new(Upstream {
             service: service.clone(),
-            endpoints: endpoints.to_vec(),
+            endpoints: endpoints.ready.clone(),
+            terminating: endpoints.terminating.clone(),
             protocol: policy.protocol.clone(),
             balance: policy.balance,
             health: policy.health.clone(),
@@ -174,12 +195,13 @@ impl<'a> Backends<'a> {
     }
 }
 
-/// A Service port's ready endpoint addresses, sorted and de-duplicated.
+/// A Service port's endpoint addresses by eligibility, each list sorted and de-duplicated; an
+/// address ready in any slice is only ready.
 fn resolve(
     services: &FastMap<(&str, &str), &Service>,
     slices: &FastMap<(&str, &str), Vec<&EndpointSlice>>,
     service: &ServiceRef,
-) -> Result<Vec<SocketAddr>, Unresolved> {
+) -> Result<Addresses, Unresolved> {
     let key = (service.namespace.as_str(), service.name.as_str());
     let svc = services.get(&key).ok_or(Unresolved::MissingService)?;
     let spec = svc.spec.as_ref();
@@ -195,7 +217,7 @@ fn resolve(
         })
         .ok_or(Unresolved::MissingPort)?;
     let port_name = port.name.as_deref().unwrap_or_default();
-    let mut addresses = Vec::new();
+    let mut addresses = Addresses::default();
     for slice in slices.get(&key).into_iter().flatten() {
         if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
             continue; // FQDN slices name hosts, not pods.
@@ -212,24 +234,50 @@ fn resolve(
             continue;
         };
         for endpoint in &slice.endpoints {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
-            if !ready {
-                continue;
-            }
+            let list = match eligibility(endpoint.conditions.as_ref()) {
+                Eligibility::Ready => &mut addresses.ready,
+                Eligibility::Terminating => &mut addresses.terminating,
+                Eligibility::Never => continue,
+            };
             for address in &endpoint.addresses {
                 if let Ok(ip) = address.parse::<IpAddr>() {
-                    addresses.push(SocketAddr::new(ip, number));
+                    list.push(SocketAddr::new(ip, number));
                 }
             }
         }
     }
-    addresses.sort();
-    addresses.dedup();
+    let Addresses { ready, terminating } = &mut addresses;
+    ready.sort();
+    ready.dedup();
+    terminating.sort();
+    terminating.dedup();
+    // Slices can disagree while a pod moves between them; ready wins, so that the address is
+    // balanced with its peers and not held back as a fallback.
+    terminating.retain(|a| ready.binary_search(a).is_err());
     Ok(addresses)
+}
+
+/// Sorts an endpoint by its conditions. The nil rules are those of the field docs of
+/// `discovery.k8s.io/v1` `EndpointConditions` (k8s.io/api, as generated into k8s-openapi for
+/// the Kubernetes version this crate targets):
+/// - ready: "A nil value should be interpreted as \"true\"."
+/// - serving: "A nil value should be interpreted as \"true\"."
+/// - terminating: "A nil value should be interpreted as \"false\"."
+///
+/// kube-proxy reads them the same way. (Older docs said a nil `serving` should "defer to the
+/// ready condition"; that only differs for `ready: false` with `serving` unset and
+/// `terminating: true`, which the current rule makes a fallback.)
+fn eligibility(conditions: Option<&EndpointConditions>) -> Eligibility {
+    let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+    let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
+    let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+    if ready {
+        Eligibility::Ready
+    } else if serving && terminating {
+        Eligibility::Terminating
+    } else {
+        Eligibility::Never
+    }
 }
 
 fn port_text(port: &ServicePortRef) -> String {

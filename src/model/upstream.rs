@@ -107,6 +107,12 @@ pub struct Upstream {
     pub service: ServiceRef,
     /// Ready endpoint addresses, sorted (the model's output is deterministic).
     pub endpoints: Vec<SocketAddr>,
+    /// Serving but terminating, not ready: sorted, none of them in `endpoints`. Used only when
+    /// no ready endpoint is eligible, as kube-proxy falls back to them, so that a rollout that
+    /// leaves only draining pods still answers rather than 503. Skipped when empty: tables
+    /// without such endpoints serialize as they always did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terminating: Vec<SocketAddr>,
     pub protocol: UpstreamProtocol,
     pub balance: LoadBalance,
     pub health: HealthCheck,

@@ -10,6 +10,10 @@
 //! - **least-request**: the eligible endpoints with the fewest requests in flight, ties broken
 //!   round-robin with the same cursor;
 //! - **random**: `j` uniform.
+//!
+//! Terminating endpoints (serving but draining) are a second tier: the same policy runs over
+//! them only when no ready endpoint is eligible, as kube-proxy does, so a Service whose pods are
+//! all being replaced keeps answering instead of failing with 503.
 
 use std::net::SocketAddr;
 
@@ -17,11 +21,22 @@ use crate::health::{Health, HealthView};
 use crate::model::upstream::{LoadBalance, Upstream};
 
 /// Picks an endpoint that is healthy and not in `tried` (endpoints that already failed for this
-/// request). `None` when no endpoint qualifies: the caller answers 503.
+/// request): a ready one if any qualifies, else a terminating one. `None` when no endpoint
+/// qualifies: the caller answers 503.
 pub fn pick(upstream: &Upstream, health: &Health, tried: &[SocketAddr]) -> Option<SocketAddr> {
     let view = health.view();
-    let endpoints = upstream.endpoints.as_slice();
     let eligible = |a: SocketAddr| !tried.contains(&a) && view.is_healthy(a);
+    pick_among(upstream, &upstream.endpoints, &view, eligible)
+        .or_else(|| pick_among(upstream, &upstream.terminating, &view, eligible))
+}
+
+/// The upstream's policy over one tier of its endpoints.
+fn pick_among(
+    upstream: &Upstream,
+    endpoints: &[SocketAddr],
+    view: &HealthView<'_>,
+    eligible: impl Fn(SocketAddr) -> bool + Copy,
+) -> Option<SocketAddr> {
     match upstream.balance {
         LoadBalance::RoundRobin => {
             let k = endpoints.iter().filter(|a| eligible(**a)).count();
@@ -37,16 +52,16 @@ pub fn pick(upstream: &Upstream, health: &Health, tried: &[SocketAddr]) -> Optio
             }
             nth(endpoints, eligible, fastrand::usize(..k))
         }
-        LoadBalance::LeastRequest => least_request(upstream, &view, eligible),
+        LoadBalance::LeastRequest => least_request(upstream, endpoints, view, eligible),
     }
 }
 
 fn least_request(
     upstream: &Upstream,
+    endpoints: &[SocketAddr],
     view: &HealthView<'_>,
     eligible: impl Fn(SocketAddr) -> bool + Copy,
 ) -> Option<SocketAddr> {
-    let endpoints = upstream.endpoints.as_slice();
     let (mut min, mut ties) = (usize::MAX, 0usize);
     for a in endpoints.iter().copied().filter(|a| eligible(*a)) {
         let n = view.in_flight(a);
@@ -110,6 +125,7 @@ mod tests {
                 port: ServicePortRef::Number(80),
             },
             endpoints,
+            terminating: Vec::new(),
             protocol: UpstreamProtocol::Http,
             balance,
             health: HealthCheck {
@@ -213,6 +229,102 @@ mod tests {
         for e in &eps[..3] {
             // Expected 200 each; far outside this would mean a broken draw.
             assert!(counts[e] > 100, "{counts:?}");
+        }
+    }
+
+    /// `n` terminating endpoints, on addresses apart from [`addrs`]'.
+    fn draining(n: u16) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| SocketAddr::from(([10, 0, 1, i as u8], 8080)))
+            .collect()
+    }
+
+    fn with_terminating(
+        ready: Vec<SocketAddr>,
+        terminating: Vec<SocketAddr>,
+        balance: LoadBalance,
+    ) -> Upstream {
+        Upstream {
+            terminating,
+            ..upstream(ready, balance)
+        }
+    }
+
+    const POLICIES: [LoadBalance; 3] = [
+        LoadBalance::RoundRobin,
+        LoadBalance::LeastRequest,
+        LoadBalance::Random,
+    ];
+
+    #[test]
+    fn ready_endpoints_are_preferred_to_terminating_ones() {
+        let (ready, term) = (addrs(2), draining(2));
+        for policy in POLICIES {
+            let u = with_terminating(ready.clone(), term.clone(), policy);
+            let h = Health::new();
+            // Even with the terminating ones idle and the ready ones busy.
+            let _busy = [h.begin_request(ready[0]), h.begin_request(ready[1])];
+            let counts = spread(&u, &h, 100);
+            assert!(
+                counts.keys().all(|a| ready.contains(a)),
+                "{policy:?}: {counts:?}"
+            );
+            // One ready endpoint left is still preferred.
+            h.mark_failed(ready[0]);
+            for _ in 0..20 {
+                assert_eq!(pick(&u, &h, &[]), Some(ready[1]), "{policy:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_when_no_ready_one_is_eligible() {
+        let (ready, term) = (addrs(2), draining(2));
+        for policy in POLICIES {
+            // No ready endpoint at all.
+            let u = with_terminating(vec![], term.clone(), policy);
+            let h = Health::new();
+            let counts = spread(&u, &h, 100);
+            assert_eq!(counts.values().sum::<usize>(), 100, "{policy:?}");
+            assert!(
+                counts.keys().all(|a| term.contains(a)),
+                "{policy:?}: {counts:?}"
+            );
+
+            // Every ready endpoint tried already (a retry): a terminating one, untried.
+            let u = with_terminating(ready.clone(), term.clone(), policy);
+            for _ in 0..20 {
+                assert_eq!(
+                    pick(&u, &h, &[ready[0], ready[1], term[0]]),
+                    Some(term[1]),
+                    "{policy:?}"
+                );
+            }
+            let all: Vec<SocketAddr> = ready.iter().chain(&term).copied().collect();
+            assert_eq!(pick(&u, &h, &all), None, "{policy:?}");
+
+            // Every ready endpoint unhealthy; unhealthy terminating ones are skipped too.
+            let h = Health::new();
+            h.mark_failed(ready[0]);
+            h.mark_failed(ready[1]);
+            h.mark_failed(term[0]);
+            for _ in 0..20 {
+                assert_eq!(pick(&u, &h, &[]), Some(term[1]), "{policy:?}");
+            }
+            h.mark_failed(term[1]);
+            assert_eq!(pick(&u, &h, &[]), None, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn round_robin_spreads_over_terminating_endpoints() {
+        let (ready, term) = (addrs(1), draining(3));
+        let u = with_terminating(ready.clone(), term.clone(), LoadBalance::RoundRobin);
+        let h = Health::new();
+        h.mark_failed(ready[0]);
+        let counts = spread(&u, &h, 300);
+        for e in &term {
+            assert_eq!(counts[e], 100, "{counts:?}");
         }
     }
 

@@ -138,6 +138,7 @@ pub fn tcp_upstream(
             port: ServicePortRef::Number(443),
         },
         endpoints: endpoints.to_vec(),
+        terminating: Vec::new(),
         protocol: UpstreamProtocol::Tcp,
         balance: LoadBalance::RoundRobin,
         health: HealthCheck {
