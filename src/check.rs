@@ -77,6 +77,10 @@ pub struct UpstreamDescription {
     /// `namespace/name:port`.
     pub service: String,
     pub endpoints: Vec<String>,
+    /// Serving but terminating: used only when no ready endpoint is eligible. Absent when
+    /// empty, so descriptions of tables without any read as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terminating: Vec<String>,
     /// `http`, `https` or `tcp`.
     pub protocol: String,
     /// Re-encrypt only: `sni=… verify=… ca=…`.
@@ -230,6 +234,7 @@ impl UpstreamDescription {
         UpstreamDescription {
             service: upstream.service.to_string(),
             endpoints: upstream.endpoints.iter().map(|e| e.to_string()).collect(),
+            terminating: upstream.terminating.iter().map(|e| e.to_string()).collect(),
             protocol: protocol.to_string(),
             backend_tls,
             balance: match upstream.balance {
@@ -292,6 +297,7 @@ impl ClassDescription {
                 format!("clientHello={}", duration_text(t.client_hello)),
                 format!("headerRead={}", duration_text(t.header_read)),
                 format!("idle={}", duration_text(t.idle)),
+                format!("tunnelIdle={}", duration_text(t.tunnel_idle)),
                 format!("connect={}", duration_text(t.connect)),
                 format!("upstreamResponse={}", duration_text(t.upstream_response)),
             ],
@@ -421,10 +427,20 @@ pub fn render_text(built: &Built) -> String {
 }
 
 fn upstream_text(u: &UpstreamDescription) -> String {
+    let terminating = u.terminating.iter().map(|e| format!("{e} (terminating)"));
     let endpoints = if u.endpoints.is_empty() {
-        "no ready endpoints".to_string()
+        // Said even with terminating endpoints: they serve, but only as a last resort.
+        std::iter::once("no ready endpoints".to_string())
+            .chain(terminating)
+            .collect::<Vec<_>>()
+            .join(", ")
     } else {
-        u.endpoints.join(", ")
+        u.endpoints
+            .iter()
+            .cloned()
+            .chain(terminating)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let mut text = format!("{} → {endpoints}  [{}", u.service, u.protocol);
     if let Some(tls) = &u.backend_tls {

@@ -21,8 +21,9 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::proxy::pool::Clients;
 use crate::proxy::{self, Listeners, ProxyContext};
-use crate::rebuild::{LogDiagnostics, Observer, Rebuilder, SnapshotReceiver, Status};
+use crate::rebuild::{BuildReport, LogDiagnostics, Observer, Rebuilder, SnapshotReceiver, Status};
 use crate::settings::Settings;
 use crate::source::watch::{self as manifest_watch, DirectoryLoader, WatchError, WatchHandle};
 use crate::table::{RouteTable, TableHandle};
@@ -138,9 +139,11 @@ pub async fn start_with(settings: Settings, source: Source) -> Result<Running, R
         observers,
         describe,
     } = source;
+    let clients = Clients::new();
     let mut rebuilder = Rebuilder::new(&settings, table.clone(), status.clone())
         .with_observer(Arc::new(LogDiagnostics))
-        .with_observer(metrics.clone());
+        .with_observer(metrics.clone())
+        .with_observer(Arc::new(PoolPruner(clients.clone())));
     for observer in observers {
         rebuilder = rebuilder.with_observer(observer);
     }
@@ -160,6 +163,7 @@ pub async fn start_with(settings: Settings, source: Source) -> Result<Running, R
         shutdown_rx.clone(),
     );
     ctx.public_ports = settings.public_ports;
+    ctx.clients = clients;
     let ctx = Arc::new(ctx);
     let proxy = tokio::spawn(proxy::serve(
         Listeners { http, https },
@@ -342,4 +346,14 @@ pub fn watch_signals() -> std::io::Result<watch::Receiver<u32>> {
         });
     }
     Ok(rx)
+}
+
+/// Closes pooled upstream connections to endpoints that left the table, after every swap: a
+/// pod removed from its EndpointSlice gets no new request on a kept-alive connection.
+struct PoolPruner(Clients);
+
+impl Observer for PoolPruner {
+    fn built(&self, report: &BuildReport) {
+        self.0.retain_endpoints(report.built.table.endpoints());
+    }
 }

@@ -84,7 +84,12 @@ pub struct ClassSettings {
 pub struct TimeoutSettings {
     pub client_hello: Duration,
     pub header_read: Duration,
+    /// An HTTP keep-alive connection with no request in flight.
     pub idle: Duration,
+    /// A byte tunnel (pass-through stream, upgraded websocket) with no byte either way. Long by
+    /// default (HAProxy's `timeout tunnel`): a websocket or a TLS stream may rightly sit
+    /// quiet for minutes, and closing it costs the client a reconnect.
+    pub tunnel_idle: Duration,
     pub connect: Duration,
     pub upstream_response: Duration,
 }
@@ -103,6 +108,7 @@ impl Default for TimeoutSettings {
             client_hello: Duration::from_secs(10),
             header_read: Duration::from_secs(30),
             idle: Duration::from_secs(60),
+            tunnel_idle: Duration::from_secs(60 * 60),
             connect: Duration::from_secs(5),
             upstream_response: Duration::from_secs(60),
         }
@@ -248,11 +254,13 @@ impl RouteTable {
     }
 
     /// Every endpoint address in the table (for health checking), sorted and de-duplicated.
+    /// Terminating ones too: they may be picked when no ready one is left, so their health
+    /// must already be known by then.
     pub fn endpoints(&self) -> Vec<SocketAddr> {
         let mut all: Vec<SocketAddr> = self
             .upstreams()
             .iter()
-            .flat_map(|u| u.endpoints.iter().copied())
+            .flat_map(|u| u.endpoints.iter().chain(&u.terminating).copied())
             .collect();
         all.sort();
         all.dedup();

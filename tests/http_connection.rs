@@ -1,6 +1,6 @@
 //! Client connection lifecycle: slowloris header timeout, keep-alive idle timeout, graceful
-//! shutdown finishing the request in flight, and keep-alive requests routed on the table the
-//! connection was accepted with.
+//! shutdown finishing the request in flight, and keep-alive requests routed on the live table
+//! (not the one the connection was accepted with).
 
 mod support;
 
@@ -112,7 +112,7 @@ async fn shutdown_finishes_the_request_in_flight_then_closes() {
 }
 
 #[tokio::test]
-async fn keep_alive_requests_use_the_table_the_connection_was_accepted_with() {
+async fn keep_alive_requests_are_routed_on_the_live_table() {
     let old = backends::http("old").await;
     let new = backends::http("new").await;
     let table = |addr| {
@@ -139,11 +139,17 @@ async fn keep_alive_requests_use_the_table_the_connection_was_accepted_with() {
         "old"
     );
     handle.store(Arc::new(table(new.addr)));
+    // The same connection: the next request meets the new table.
     assert_eq!(
         send_on(&mut send, "a.example", "/", &[])
             .await
             .header("x-backend"),
-        "old"
+        "new"
+    );
+    assert_eq!(
+        old.count(),
+        1,
+        "the old endpoint got a request after the swap"
     );
     assert_eq!(
         h::get(front.addr, "a.example", "/", &[])
@@ -176,4 +182,69 @@ POST /two HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nConnection: close\
     let seen = backend.requests();
     assert_eq!(seen[0].body, b"hello world");
     assert_eq!(seen[1].body, b"abc");
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_to_http2_and_finishes_the_stream_in_flight() {
+    // A backend that answers only when told to.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = listener.local_addr().unwrap();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let received = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = received.clone();
+    let _backend = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        r.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = release_rx.await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink).await;
+    });
+    let ca = support::pki::Ca::new("h2 shutdown ca");
+    let leaf = ca.leaf(&["a.example"]);
+    let up = h::upstream(&[backend_addr], UpstreamProtocol::Http);
+    let table = h::table(vec![h::vhost("a.example", up)], ClassSettings::default());
+    let front = h::tls(table, &leaf, &[b"h2"]).await;
+
+    let tls = h::tls_connect(front.addr, &ca, "a.example", &[b"h2"]).await;
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get("https://a.example/slow")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let in_flight = {
+        let mut send = send.clone();
+        tokio::spawn(async move { h::collect(send.send_request(req).await.unwrap()).await })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let r = received.clone();
+            async move { r.load(std::sync::atomic::Ordering::SeqCst) }
+        })
+        .await
+    );
+    front.shutdown();
+    release_tx.send(()).unwrap();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "done");
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    // Without the GOAWAY the connection would stay open for the idle timeout (60 s).
+    assert!(
+        ended.is_ok(),
+        "HTTP/2 connection not closed after its last stream"
+    );
+    drop(send);
 }

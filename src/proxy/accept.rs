@@ -1,9 +1,10 @@
 //! Accept loops for :80 and :443.
 //!
 //! One loop per listener. Per accepted connection: `TCP_NODELAY`, the connection limit
-//! (`limits.max_connections`, counted across both listeners), one `load_full` of the table kept
-//! for the connection's life, then a task: :80 → (trusted PROXY header) → `http_front`, :443 →
-//! `https_front`. Accept errors (EMFILE...) are logged and the loop backs off briefly; they never
+//! (`limits.max_connections`, counted across both listeners), one `load_full` of the table for
+//! what is decided per connection (limits, PROXY header trust, the :443 route by SNI), then a
+//! task: :80 → (trusted PROXY header) → `http_front`, :443 → `https_front`. HTTP requests are
+//! routed on the live table, loaded per request. Accept errors (EMFILE...) are logged and the loop backs off briefly; they never
 //! end it. On shutdown the loops stop accepting and `serve` returns once every connection task
 //! has finished.
 
@@ -67,7 +68,7 @@ pub async fn serve(
 async fn accept_loop(
     kind: Listener,
     listener: TcpListener,
-    table: TableHandle,
+    live: TableHandle,
     ctx: Arc<ProxyContext>,
     tracker: Arc<Tracker>,
     mut shutdown: watch::Receiver<bool>,
@@ -90,7 +91,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let table = table.load_full();
+        let table = live.load_full();
         let max = usize::try_from(table.class.limits.max_connections).unwrap_or(usize::MAX);
         let Some(slot) = tracker.try_acquire(max) else {
             ctx.metrics.connection_limited();
@@ -104,12 +105,13 @@ async fn accept_loop(
             .or_else(|_| listener.local_addr())
             .unwrap_or(peer);
         let ctx = ctx.clone();
+        let live = live.clone();
         tokio::spawn(async move {
             let _slot = slot;
             match kind {
-                Listener::Http => serve_http(stream, peer, local, table, ctx).await,
+                Listener::Http => serve_http(stream, peer, local, table, live, ctx).await,
                 Listener::Https => {
-                    https_front::serve_connection(stream, peer, local, table, ctx).await;
+                    https_front::serve_connection(stream, peer, local, table, live, ctx).await;
                 }
             }
         });
@@ -124,6 +126,7 @@ async fn serve_http(
     peer: SocketAddr,
     local: SocketAddr,
     table: Arc<RouteTable>,
+    live: TableHandle,
     ctx: Arc<ProxyContext>,
 ) {
     let deadline = Instant::now() + table.class.timeouts.header_read;
@@ -149,7 +152,7 @@ async fn serve_http(
         local,
         tls: None,
     };
-    http_front::serve_connection(PrefixedIo::new(buf, stream), conn, table, ctx).await;
+    http_front::serve_connection(PrefixedIo::new(buf, stream), conn, table, live, ctx).await;
 }
 
 /// Errors that concern one connection that died in the queue, not the listener.

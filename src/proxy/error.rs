@@ -181,12 +181,17 @@ impl ProxyError {
         }
     }
 
-    /// Whether the client connection must be closed after the answer (its framing is not to
-    /// be trusted any more).
+    /// Whether the client connection must be closed after the answer: its framing is not to
+    /// be trusted any more, or (421) it cannot serve the host, and the client's retry must
+    /// open a new connection.
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::Client(ClientFault::Smuggling(_) | ClientFault::HeadersTooLarge { .. })
+            ProxyError::Client(
+                ClientFault::Smuggling(_)
+                    | ClientFault::HeadersTooLarge { .. }
+                    | ClientFault::Misdirected(_)
+            )
         )
     }
 }

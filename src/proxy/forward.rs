@@ -9,15 +9,19 @@
 //! 3. **send** on a pooled or new connection to the endpoint (plain, or TLS for re-encrypt),
 //!    under one `upstream_response` deadline (→ 504). A TCP connect failure sent nothing: the
 //!    endpoint is marked failed and another one is tried, up to [`MAX_TRIES`] endpoints. A
-//!    request hyper hands back unsent (the pooled connection was closing) is sent again once.
-//!    A connection closed or reset before any response head (a reused keep-alive connection
-//!    racing the upstream's idle close, or a pod dying while serving) is resent once, on a
-//!    new pick, when the method is idempotent and the request had no body. Any other failure
+//!    request hyper hands back unsent (the pooled connection was closing) is sent again, on a
+//!    new connection. A connection closed or reset before any response head (a reused
+//!    keep-alive connection racing the upstream's idle close, or a pod dying while serving) is
+//!    resent once, on a new pick and a new connection, when the method is idempotent and the
+//!    request had no body. A pod killed during a rolling update fails all its pooled
+//!    connections at once: the new connection's refused connect moves the request on to a
+//!    live endpoint instead of trying the dead pod's next pooled connection. Any other failure
 //!    is a 502 without retry: a TLS handshake failure is almost always configuration (the
 //!    same for every pod), and after bytes were sent a retry could run a non-idempotent
 //!    request twice;
 //! 4. **respond**: strip hop-by-hop headers from the response; on `101 Switching Protocols`
-//!    join the client and upstream connections with `copy_bidirectional`.
+//!    join the client and upstream connections with [`super::splice`] (ended by either side
+//!    or after `timeouts.tunnel_idle` without a byte), a tunnel that outlives table swaps.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +48,11 @@ use crate::table::{RouteTable, VirtualHost};
 
 /// How many endpoints one request tries when connects fail.
 pub const MAX_TRIES: usize = 3;
+
+/// How many times one request is sent or resent at most, all causes together: it bounds the
+/// resends of requests that were never written (always safe) and the one resend after a
+/// connection closed before answering.
+const MAX_ATTEMPTS: usize = MAX_TRIES + 3;
 
 // === impl RequestBody ===
 
@@ -243,13 +252,12 @@ fn forwarded_element(client: IpAddr, proto: &str, host: Option<&str>) -> String 
     element
 }
 
-/// The forwarded headers of one client connection. Address, trust, scheme and port are the
-/// same for every request of a connection (it keeps the table it was accepted with), so their
-/// header values are made once; the host-dependent ones are kept for the latest host, which a
-/// keep-alive client rarely changes.
+/// The forwarded headers of one client connection. Address, scheme and port are the same for
+/// every request of a connection, so their header values are made once; the host-dependent
+/// ones are kept for the latest host, which a keep-alive client rarely changes. Whether the
+/// client is a trusted proxy is the live table's call, made per request.
 pub struct ConnForwarded {
     client: IpAddr,
-    trusted: bool,
     proto: &'static str,
     port: u16,
     xff: Option<HeaderValue>,
@@ -265,16 +273,11 @@ struct HostValues {
 }
 
 impl ConnForwarded {
-    pub fn new(ctx: &ProxyContext, table: &RouteTable, conn: &ConnInfo) -> Self {
+    pub fn new(ctx: &ProxyContext, conn: &ConnInfo) -> Self {
         let client = conn.client.ip();
         let port = ctx.client_facing_port(conn);
         ConnForwarded {
             client,
-            trusted: table
-                .class
-                .trusted_forwarded
-                .iter()
-                .any(|net| net.contains(&client)),
             proto: if conn.tls.is_some() { "https" } else { "http" },
             port,
             xff: HeaderValue::from_str(&client.to_string()).ok(),
@@ -283,18 +286,27 @@ impl ConnForwarded {
         }
     }
 
-    /// Sets the forwarded headers of a request for `host` (as the client sent it). The same
-    /// result as [`set_forwarded_headers`], without formatting anything again for a repeated
-    /// host.
-    pub fn apply(&self, headers: &mut HeaderMap, host: Option<&str>) {
+    /// Whether this connection's client is in `table`'s `trusted_forwarded` CIDRs.
+    pub fn trusted_in(&self, table: &RouteTable) -> bool {
+        table
+            .class
+            .trusted_forwarded
+            .iter()
+            .any(|net| net.contains(&self.client))
+    }
+
+    /// Sets the forwarded headers of a request for `host` (as the client sent it), from a
+    /// client that is (`trusted`) or is not a trusted proxy. The same result as
+    /// [`set_forwarded_headers`], without formatting anything again for a repeated host.
+    pub fn apply(&self, headers: &mut HeaderMap, host: Option<&str>, trusted: bool) {
         let facts = ForwardedFacts {
             client: self.client,
-            trusted: self.trusted,
+            trusted,
             proto: self.proto,
             port: self.port,
             host,
         };
-        let Some(xff) = self.xff.clone().filter(|_| !self.trusted) else {
+        let Some(xff) = self.xff.clone().filter(|_| !trusted) else {
             // A trusted peer's own values are appended to: that depends on the request.
             set_forwarded_headers(headers, &facts);
             return;
@@ -438,7 +450,8 @@ pub async fn forward(
         parts.headers.insert(header::HOST, value);
     }
     if f.vhost.forwarded_headers {
-        f.forwarded.apply(&mut parts.headers, f.raw_host);
+        let trusted = f.forwarded.trusted_in(f.table);
+        f.forwarded.apply(&mut parts.headers, f.raw_host, trusted);
     }
     let path_and_query = parts
         .uri
@@ -456,7 +469,10 @@ pub async fn forward(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_error = None;
     let mut resent = false;
-    while tried.len() < MAX_TRIES {
+    let mut fresh = false;
+    let mut attempts = 0;
+    while tried.len() < MAX_TRIES && attempts < MAX_ATTEMPTS {
+        attempts += 1;
         // 2. pick
         let Some(endpoint) = balance::pick(f.upstream, &f.ctx.health, &tried) else {
             break;
@@ -467,7 +483,7 @@ pub async fn forward(
         let checkout = f
             .ctx
             .clients
-            .checkout(&connector, endpoint, timeouts.connect);
+            .checkout(&connector, endpoint, timeouts.connect, fresh);
         let mut conn = match checkout.await {
             Ok(conn) => conn,
             Err(err) if err.is_tcp() => {
@@ -512,9 +528,10 @@ pub async fn forward(
             Err(_) => return Err(timed_out(f, endpoint)),
             Ok(Ok(response)) => response,
             Ok(Err(mut err)) => {
-                if !resent && let Some(unsent) = err.take_message() {
+                if let Some(unsent) = err.take_message() {
                     // hyper had not written it: the connection was closing as we took it.
-                    resent = true;
+                    // Nothing reached the upstream, so sending it again is always safe.
+                    fresh = true;
                     let (unsent_parts, unsent_body) = unsent.into_parts();
                     headers = unsent_parts.headers;
                     body = Some(unsent_body);
@@ -524,8 +541,10 @@ pub async fn forward(
                 if keep_copy && closed_before_response(&err) {
                     // Closed before any response head: a reused connection racing the
                     // upstream's idle close, or a pod that died while serving. Send it again
-                    // once, on a new pick (the body was empty, so nothing is lost).
+                    // once, on a new pick and a new connection (the body was empty, so
+                    // nothing is lost).
                     resent = true;
+                    fresh = true;
                     continue;
                 }
                 return Err(ProxyError::upstream(
@@ -564,6 +583,7 @@ pub async fn forward(
                 in_flight,
                 f.conn.client,
                 endpoint,
+                timeouts.tunnel_idle,
             ));
             // The connection now belongs to the tunnel; it never goes back to the pool.
             return Ok(UpstreamResponse {
@@ -613,24 +633,36 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Joins an upgraded client connection with the upgraded upstream connection until either
-/// side closes, then logs it as one TCP line.
+/// Joins an upgraded client connection with the upgraded upstream connection, by the same
+/// rules as a pass-through stream (half-close; `idle` without a byte either way ends both),
+/// then logs it as one TCP line.
 async fn tunnel(
     client: OnUpgrade,
     upstream: OnUpgrade,
     in_flight: InFlight,
     client_addr: SocketAddr,
     endpoint: SocketAddr,
+    idle: Duration,
 ) {
+    use super::splice::{End, splice};
+
     let started = Instant::now();
     let (client, upstream) = tokio::join!(client, upstream);
     let (termination, from_client, to_client) = match (client, upstream) {
         (Ok(client), Ok(upstream)) => {
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                Ok((from, to)) => ("closed", from, to),
-                Err(_) => ("reset", 0, 0),
-            }
+            let spliced = splice(
+                tokio::io::split(TokioIo::new(client)),
+                tokio::io::split(TokioIo::new(upstream)),
+                idle,
+            )
+            .await;
+            let termination = match spliced.end {
+                End::Closed => "closed",
+                // Upgraded tunnels have always logged one label for a failure on either side.
+                End::ClientReset | End::UpstreamReset => "reset",
+                End::IdleTimeout => "idle-timeout",
+            };
+            (termination, spliced.from_client, spliced.to_client)
         }
         (Err(_), _) => ("client-upgrade-failed", 0, 0),
         (_, Err(_)) => ("upstream-upgrade-failed", 0, 0),
@@ -688,7 +720,7 @@ mod tests {
                 local: "127.0.0.1:8080".parse().unwrap(),
                 tls: None,
             };
-            let cached = ConnForwarded::new(&ctx, &table, &conn);
+            let cached = ConnForwarded::new(&ctx, &conn);
             for host in [
                 Some("a.example"),
                 Some("b.example:8080"),
@@ -706,7 +738,7 @@ mod tests {
                     host,
                 };
                 set_forwarded_headers(&mut expected, &facts);
-                cached.apply(&mut got, host);
+                cached.apply(&mut got, host, cached.trusted_in(&table));
                 assert_eq!(got, expected, "client {client} host {host:?}");
             }
         }

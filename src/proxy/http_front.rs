@@ -13,10 +13,15 @@
 //! - graceful shutdown when `ctx.shutdown` turns true: the request in flight finishes, then the
 //!   connection closes (HTTP/2: GOAWAY).
 //!
-//! Routing: **every request on a connection is routed on the table the connection was accepted
-//! with** (the `Arc<RouteTable>` passed in). A new table applies to new connections only, so a
-//! keep-alive client sees one consistent configuration per connection, and an old table is
-//! freed when its last connection closes.
+//! Routing: **every request is routed on the live table** when its head arrives (one
+//! `ArcSwap` load per request): each HTTP/1.1 keep-alive request and each HTTP/2 stream meets
+//! the configuration that is current, as a new connection would. The connection keeps only what
+//! its TLS handshake fixed (certificate, SNI, ALPN) and what hyper was configured with at
+//! accept (header buffer size, timeouts). When the live table no longer serves the connection
+//! on those terms (its SNI now gets another certificate, or the request's host is now
+//! pass-through) the request gets `421 Misdirected Request` and the connection is closed
+//! gracefully (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY), so the client's retry opens a new
+//! connection that handshakes with the live table. A host or path that is gone is a 404.
 //!
 //! Per-request phases of [`handle`]: check (framing, header size) → route (host and path) →
 //! redirect (:80 `ssl-redirect` → 308) → forward ([`super::forward`]) → respond (HSTS on TLS) →
@@ -27,7 +32,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 
 use super::error::{ClientFault, ProxyError};
 use super::forward::{self, ConnForwarded, Forward};
@@ -52,17 +58,19 @@ use crate::metrics::{HttpRequestSeries, Mode, StatusClass};
 use crate::model::host::normalize_host;
 use crate::model::route::TlsMode;
 use crate::model::upstream::UpstreamProtocol;
-use crate::table::{HttpRoute, RouteTable, VirtualHost};
+use crate::table::{HttpRoute, RouteTable, TableHandle, VirtualHost};
 
 /// hyper's smallest allowed h1 read buffer.
 const MIN_H1_BUFFER: usize = 8192;
 
 /// Serves HTTP/1.1 (and h2 when `conn.tls` negotiated it) on one client connection, routing
-/// every request on `table` (the table loaded when the connection was accepted).
+/// every request on the live table in `live`. `table` is the table the connection was accepted
+/// with: its class settings fix the connection-level limits and timeouts hyper runs with.
 pub async fn serve_connection<IO>(
     io: IO,
     conn: ConnInfo,
     table: Arc<RouteTable>,
+    live: TableHandle,
     ctx: Arc<ProxyContext>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -79,8 +87,10 @@ pub async fn serve_connection<IO>(
     let h1_buffer = max_header_bytes.max(MIN_H1_BUFFER);
     let io = FramingGuard::new(io, !h2, h1_buffer + 1024, verdict.clone());
     let state = Arc::new(ClientConnection {
+        terms_checked: Mutex::new(Arc::downgrade(&table)),
         conn,
-        table,
+        live,
+        retire: Notify::new(),
         ctx: ctx.clone(),
         verdict,
         requests: AtomicU64::new(0),
@@ -149,6 +159,10 @@ async fn drive<C, E>(
                 draining = true;
                 graceful_shutdown(connection.as_mut());
             }
+            () = state.retire.notified(), if !draining => {
+                draining = true;
+                graceful_shutdown(connection.as_mut());
+            }
         }
     }
 }
@@ -163,7 +177,15 @@ async fn shutdown_requested(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 /// Per-connection state shared by the requests of one client connection.
 struct ClientConnection {
     conn: ConnInfo,
-    table: Arc<RouteTable>,
+    /// The live table, loaded once per request.
+    live: TableHandle,
+    /// The last table under which this connection's TLS terms were found unchanged (at first
+    /// the accept-time table): while the live table is the same, the check is one pointer
+    /// comparison. A `Weak`, so an old table is not kept alive by an idle connection, and its
+    /// address cannot be reused while compared against.
+    terms_checked: Mutex<Weak<RouteTable>>,
+    /// Asks the connection to close gracefully: after a 421 its terms are gone for good.
+    retire: Notify,
     ctx: Arc<ProxyContext>,
     verdict: Arc<FramingVerdict>,
     /// Requests seen so far (the next request's index).
@@ -176,11 +198,56 @@ struct ClientConnection {
     forwarded: OnceLock<ConnForwarded>,
 }
 
-/// What selects a request's metric series: the virtual host (by address: the connection keeps
-/// its table, so the address names one host for the connection's life), mode, status class.
-type SeriesKey = (usize, Mode, StatusClass);
+/// What selects a request's metric series: the virtual host (compared by identity; the key
+/// holds it, so its address cannot be reused by another host of a later table), mode, status
+/// class.
+type SeriesKey = (Option<Arc<VirtualHost>>, Mode, StatusClass);
 
 impl ClientConnection {
+    /// Whether `table` still serves this connection on the terms its TLS handshake fixed: a
+    /// new handshake with the same SNI would get the certificate this connection negotiated,
+    /// or one that replaces it for the same name (a renewal: the certificate the client
+    /// verified still names the host it asked for, so it stays good for this connection).
+    /// A connection that was shown a certificate which does not name its SNI (the default
+    /// one, before the host had its own) has lost its terms once the host has another.
+    /// Plain connections have no terms. Checked once per table, not once per request.
+    fn terms_hold(&self, table: &Arc<RouteTable>) -> bool {
+        let Some(negotiated) = self.conn.tls.as_ref().and_then(|t| t.certificate.as_ref()) else {
+            return true;
+        };
+        let mut checked = self
+            .terms_checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if std::ptr::eq(checked.as_ptr(), Arc::as_ptr(table)) {
+            return true;
+        }
+        let sni = self.conn.tls.as_ref().and_then(|t| t.sni.as_deref());
+        let now = match self
+            .ctx
+            .tls
+            .certificate_for(table, &self.ctx.fallback_certificate, sni)
+        {
+            Ok(now) => now,
+            Err(error) => {
+                // New handshakes fail the same way; this one already succeeded, so it keeps
+                // its terms rather than failing every request too.
+                tracing::error!(%error, "no TLS server config for the live table");
+                return true;
+            }
+        };
+        let same = now.same_leaf(negotiated) || sni.is_some_and(|sni| negotiated.names(sni));
+        if same {
+            *checked = Arc::downgrade(table);
+        }
+        same
+    }
+
+    /// Closes the connection once its in-flight requests are answered.
+    fn retire(&self) {
+        self.retire.notify_one();
+    }
+
     /// Records one answered request in the metrics, through the cached series when it is the
     /// same as the previous request's.
     fn record_request(
@@ -190,19 +257,24 @@ impl ClientConnection {
         status: u16,
         total: Duration,
     ) {
-        let key = (
-            vhost.map_or(0, |v| Arc::as_ptr(v) as usize),
-            mode,
-            StatusClass::of(status),
-        );
+        let class = StatusClass::of(status);
         let mut cached = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let same = |(v, m, c): &SeriesKey| {
+            *m == mode
+                && *c == class
+                && match (v, vhost) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
         match cached.as_ref() {
-            Some((k, series)) if *k == key => series.record(total),
+            Some((k, series)) if same(k) => series.record(total),
             _ => {
                 let label = vhost.map_or_else(|| "-".to_string(), |v| v.host.to_string());
                 let series = self.ctx.metrics.http_request_series(&label, mode, status);
                 series.record(total);
-                *cached = Some((key, series));
+                *cached = Some(((vhost.cloned(), mode, class), series));
             }
         }
     }
@@ -251,7 +323,10 @@ async fn route_and_forward(
         )
         .into());
     }
-    let limit = state.table.class.limits.max_header_bytes as usize;
+    // One load of the live table: everything below routes on it.
+    let live = state.live.load_full();
+    let table = &*live;
+    let limit = table.class.limits.max_header_bytes as usize;
     let size = head_size(&req);
     if size > limit {
         return Err(ClientFault::HeadersTooLarge { size, limit }.into());
@@ -262,8 +337,14 @@ async fn route_and_forward(
     let raw_host = raw_host.as_ref().and_then(RawHost::as_str);
     let host = raw_host.and_then(normalized_host);
     let path = req.uri().path();
-    let table = &*state.table;
     let tls = state.conn.tls.is_some();
+    if !state.terms_hold(&live) {
+        // The live table would now hand this connection's SNI another certificate (or none of
+        // ours): answer as the RFC 9110 §15.5.20 status says, and close, so the client's retry
+        // handshakes anew.
+        state.retire();
+        return Err(ClientFault::Misdirected(host.as_deref().unwrap_or("-").to_string()).into());
+    }
     let vhost = table.vhost_for(host.as_deref());
     if let Some(vhost) = vhost {
         record.vhost = Some(Arc::clone(vhost));
@@ -283,6 +364,8 @@ async fn route_and_forward(
             return Ok(redirect(host, state.ctx.https_port, &req));
         }
         if tls && vhost.tls_mode == TlsMode::Passthrough {
+            // A new connection for this host would be spliced to the pod, never terminated.
+            state.retire();
             return Err(ClientFault::Misdirected(vhost.host.to_string()).into());
         }
     }
@@ -308,7 +391,7 @@ async fn route_and_forward(
         raw_host,
         forwarded: state
             .forwarded
-            .get_or_init(|| ConnForwarded::new(&state.ctx, &state.table, &state.conn)),
+            .get_or_init(|| ConnForwarded::new(&state.ctx, &state.conn)),
     };
     let answer = forward::forward(&f, req).await?;
     record.upstream = Some(answer.endpoint);

@@ -7,7 +7,11 @@
 //!    [`passthrough::serve`] with the buffered bytes replayed; everything else (terminate,
 //!    re-encrypt, unknown SNI, no SNI) continues the handshake in rustls on the same socket,
 //!    replaying the buffer through [`PrefixedIo`]: no second hop, no loopback port;
-//! 4. **HTTP** over the TLS stream: `http_front::serve_connection`.
+//! 4. **HTTP** over the TLS stream: `http_front::serve_connection`, which routes every request
+//!    on the live table.
+//!
+//! Steps 1–3 use the table loaded at accept: the SNI route and the certificate are what the
+//! handshake fixes for the connection's life.
 //!
 //! A malformed, truncated, oversized or late ClientHello closes the connection and is counted.
 
@@ -22,16 +26,17 @@ use super::prefixed_io::PrefixedIo;
 use super::{ConnInfo, ProxyContext, TlsInfo, http_front, passthrough, proxy_protocol};
 use crate::metrics::Mode;
 use crate::model::route::TlsMode;
-use crate::table::RouteTable;
+use crate::table::{RouteTable, TableHandle};
 use crate::tls::client_hello;
 
-/// Serves one accepted :443 connection from `peer` to our address `local`, routed on `table`
-/// (loaded once at accept and kept for the connection's life).
+/// Serves one accepted :443 connection from `peer` to our address `local`: routed by SNI on
+/// `table` (loaded at accept), then every HTTP request on the live table in `live`.
 pub async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     table: Arc<RouteTable>,
+    live: TableHandle,
     ctx: Arc<ProxyContext>,
 ) {
     let started = Instant::now();
@@ -93,12 +98,14 @@ pub async fn serve_connection(
     conn.tls = Some(TlsInfo {
         sni: hello.sni,
         alpn: None,
+        certificate: None,
     });
-    terminate(stream, buf, conn, mode, deadline, table, ctx).await;
+    terminate(stream, buf, conn, mode, deadline, table, live, ctx).await;
 }
 
 /// Continues the handshake in rustls (replaying the buffered ClientHello), then serves HTTP.
-/// `conn.tls` holds the SNI; the negotiated ALPN is filled in here.
+/// `conn.tls` holds the SNI; the negotiated ALPN and certificate are filled in here.
+#[allow(clippy::too_many_arguments)]
 async fn terminate(
     stream: TcpStream,
     buf: Vec<u8>,
@@ -106,6 +113,7 @@ async fn terminate(
     mode: Mode,
     deadline: Instant,
     table: Arc<RouteTable>,
+    live: TableHandle,
     ctx: Arc<ProxyContext>,
 ) {
     let config = match ctx.tls.config_for(&table, &ctx.fallback_certificate) {
@@ -135,6 +143,12 @@ async fn terminate(
     ctx.metrics.handshake(mode, true);
     if let Some(info) = conn.tls.as_mut() {
         info.alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        // The same cached config (of `table`) answered the handshake, so this is the
+        // certificate the client was shown.
+        info.certificate = ctx
+            .tls
+            .certificate_for(&table, &ctx.fallback_certificate, sni.as_deref())
+            .ok();
     }
-    http_front::serve_connection(tls, conn, table, ctx).await;
+    http_front::serve_connection(tls, conn, table, live, ctx).await;
 }

@@ -1,7 +1,11 @@
 //! The data plane: listeners on :80 and :443 that serve from the current routing table.
 //!
-//! Each accepted connection loads the table once (`TableHandle::load_full`) and keeps that
-//! `Arc` for its whole life, so a swap never touches an open connection.
+//! Every HTTP request is routed on the live table (one `TableHandle` load when its head
+//! arrives); a connection keeps only what its TLS handshake fixed (certificate, SNI, ALPN).
+//! What is decided once per connection is decided on the table loaded at accept: the :443
+//! route by SNI (pass-through or terminate), the certificate, and connection-level limits.
+//! Byte tunnels (pass-through streams, upgraded websockets) keep running across swaps until a
+//! side closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +36,10 @@ pub struct TlsInfo {
     pub sni: Option<String>,
     /// The ALPN protocol negotiated (`h2` or `http/1.1`).
     pub alpn: Option<Vec<u8>>,
+    /// The certificate the handshake presented (what the accept-time table's resolver chose
+    /// for `sni`): requests are served on this connection only while the live table keeps its
+    /// terms (see `http_front`).
+    pub certificate: Option<Certificate>,
 }
 
 /// Long-lived state of the data plane that outlives any one routing table.
@@ -113,5 +121,6 @@ pub mod passthrough;
 pub mod pool;
 pub mod prefixed_io;
 pub mod proxy_protocol;
+mod splice;
 
 pub use accept::serve;

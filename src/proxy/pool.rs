@@ -15,9 +15,14 @@
 //! response body.
 //!
 //! Idle connections are kept for [`POOL_IDLE`] and at most [`MAX_IDLE_PER_KEY`] per endpoint
-//! and TLS configuration; a reaper task drops expired ones. The pool outlives table swaps.
+//! and TLS configuration; a reaper task drops expired ones. The pool outlives table swaps, but
+//! never keeps a connection to an endpoint the live table no longer lists: at every swap
+//! [`Clients::retain_endpoints`] closes the idle ones, and a connection released later (its
+//! request was in flight during the swap) or met at checkout is closed instead of kept. A pod
+//! that left the table gets no new request on an old connection, even if its address comes
+//! back later for another pod.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -76,8 +81,25 @@ struct Shared {
     /// configurations ever seen, and their idle connections expire.
     tls: RwLock<HashMap<BackendTls, Arc<Connector>>>,
     next_config: AtomicU32,
-    idle: Mutex<HashMap<PoolKey, Vec<IdleConn>>>,
+    idle: Mutex<Idle>,
     reaper_started: AtomicBool,
+}
+
+/// The idle connections, and the endpoints they may be to.
+#[derive(Default)]
+struct Idle {
+    conns: HashMap<PoolKey, Vec<IdleConn>>,
+    /// The live table's endpoints; `None` until the first [`Clients::retain_endpoints`] (a
+    /// pool driven without a rebuild loop, as in tests, keeps everything).
+    live: Option<HashSet<SocketAddr>>,
+}
+
+impl Idle {
+    fn is_live(&self, endpoint: SocketAddr) -> bool {
+        self.live
+            .as_ref()
+            .is_none_or(|live| live.contains(&endpoint))
+    }
 }
 
 struct IdleConn {
@@ -102,7 +124,7 @@ impl Clients {
                 }),
                 tls: RwLock::new(HashMap::new()),
                 next_config: AtomicU32::new(1),
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(Idle::default()),
                 reaper_started: AtomicBool::new(false),
             }),
         }
@@ -136,18 +158,21 @@ impl Clients {
     }
 
     /// An idle connection to `endpoint` made by `connector` that can take a request now, else
-    /// a new one (opened under `connect_timeout`).
+    /// a new one (opened under `connect_timeout`). `fresh` skips the idle ones: after a pooled
+    /// connection failed, its siblings to the same endpoint are likely dying too (a pod
+    /// stopped), and a new connect finds out at once whether the endpoint is still there.
     pub async fn checkout(
         &self,
         connector: &Connector,
         endpoint: SocketAddr,
         connect_timeout: Duration,
+        fresh: bool,
     ) -> Result<UpstreamConn, ConnectError> {
         let key = PoolKey {
             endpoint,
             config: connector.config,
         };
-        if let Some(sender) = self.take_idle(key) {
+        if !fresh && let Some(sender) = self.take_idle(key) {
             return Ok(UpstreamConn {
                 sender,
                 key,
@@ -188,6 +213,38 @@ impl Clients {
         })
     }
 
+    /// Makes `endpoints` (the live table's) the only ones the pool keeps connections to:
+    /// idle connections to any other endpoint are closed now, and ones released later are not
+    /// kept. Called after every table swap.
+    pub fn retain_endpoints(&self, endpoints: impl IntoIterator<Item = SocketAddr>) {
+        let live: HashSet<SocketAddr> = endpoints.into_iter().collect();
+        let closed: Vec<IdleConn> = {
+            let mut idle = self
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut closed = Vec::new();
+            idle.conns.retain(|key, list| {
+                let keep = live.contains(&key.endpoint);
+                if !keep {
+                    closed.append(list);
+                }
+                keep
+            });
+            idle.live = Some(live);
+            closed
+        };
+        if !closed.is_empty() {
+            tracing::debug!(
+                closed = closed.len(),
+                "closed idle upstream connections to endpoints that left the table"
+            );
+        }
+        // Dropped outside the lock: dropping a sender lets its connection task close.
+        drop(closed);
+    }
+
     /// The most recently released idle connection of `key` that is ready for a request.
     /// Expired ones met on the way are dropped.
     fn take_idle(&self, key: PoolKey) -> Option<Sender> {
@@ -196,7 +253,13 @@ impl Clients {
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let list = idle.get_mut(&key)?;
+        if !idle.is_live(key.endpoint) {
+            // Picked from a table that was replaced meanwhile: open a fresh connection rather
+            // than reuse one to a pod that left.
+            idle.conns.remove(&key);
+            return None;
+        }
+        let list = idle.conns.get_mut(&key)?;
         // Closed ones are never ready; the reaper drops them.
         while let Some(i) = list.iter().rposition(|c| c.sender.is_ready()) {
             let candidate = list.swap_remove(i);
@@ -217,7 +280,12 @@ impl Clients {
                 .idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let list = idle.entry(key).or_default();
+            if !idle.is_live(key.endpoint) {
+                // Its request was in flight when the endpoint left the table: it finished,
+                // and the connection closes here.
+                return;
+            }
+            let list = idle.conns.entry(key).or_default();
             if list.len() >= MAX_IDLE_PER_KEY {
                 return;
             }
@@ -242,6 +310,7 @@ impl Clients {
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .conns
             .values()
             .map(|list| list.iter().filter(|c| c.sender.is_ready()).count())
             .sum()
@@ -253,6 +322,7 @@ impl Clients {
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .conns
             .values()
             .map(Vec::len)
             .sum()
@@ -268,7 +338,7 @@ async fn reap(pool: Weak<Shared>) {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
         let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|_, list| {
+        idle.conns.retain(|_, list| {
             list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < POOL_IDLE);
             !list.is_empty()
         });

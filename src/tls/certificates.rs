@@ -24,6 +24,26 @@ impl std::fmt::Debug for Certificate {
     }
 }
 
+impl Certificate {
+    /// Whether the leaf's DNS SANs name `host` (normalized): exactly, or by a wildcard for
+    /// exactly one label, as a TLS client verifies it (RFC 6125 §6.4.3).
+    pub fn names(&self, host: &str) -> bool {
+        let parent = crate::model::host::wildcard_parent(host);
+        self.info
+            .dns_names
+            .iter()
+            .any(|name| match name.strip_prefix("*.") {
+                Some(wild) => parent.is_some_and(|p| p.eq_ignore_ascii_case(wild)),
+                None => name.eq_ignore_ascii_case(host),
+            })
+    }
+
+    /// Whether two certificates have the same leaf.
+    pub fn same_leaf(&self, other: &Certificate) -> bool {
+        Arc::ptr_eq(&self.key, &other.key) || self.key.cert.first() == other.key.cert.first()
+    }
+}
+
 impl PartialEq for Certificate {
     fn eq(&self, other: &Self) -> bool {
         self.info == other.info && self.key.cert == other.key.cert

@@ -58,6 +58,9 @@ pub struct TlsServerState {
 struct CachedConfig {
     table: Weak<RouteTable>,
     config: Arc<ServerConfig>,
+    /// The config's certificate resolver, also asked outside a handshake: which certificate a
+    /// new connection would get (see [`TlsServerState::certificate_for`]).
+    resolver: Arc<CertificateResolver>,
 }
 
 impl Default for TlsServerState {
@@ -101,12 +104,38 @@ impl TlsServerState {
         table: &Arc<RouteTable>,
         fallback: &Certificate,
     ) -> Result<Arc<ServerConfig>, ServerConfigError> {
-        if let Some(cached) = self.cached.load().as_ref()
+        Ok(Arc::clone(&self.cached_for(table, fallback)?.config))
+    }
+
+    /// The certificate a new handshake with `sni` (normalized; `None`: no SNI) gets from
+    /// `table`: what the resolver of `table`'s config answers. A connection compares this with
+    /// the certificate it negotiated to learn whether the live table still serves it on the
+    /// same terms.
+    pub fn certificate_for(
+        &self,
+        table: &Arc<RouteTable>,
+        fallback: &Certificate,
+        sni: Option<&str>,
+    ) -> Result<Certificate, ServerConfigError> {
+        Ok(self
+            .cached_for(table, fallback)?
+            .resolver
+            .choose(sni)
+            .clone())
+    }
+
+    fn cached_for(
+        &self,
+        table: &Arc<RouteTable>,
+        fallback: &Certificate,
+    ) -> Result<Arc<CachedConfig>, ServerConfigError> {
+        if let Some(cached) = self.cached.load_full()
             && std::ptr::eq(cached.table.as_ptr(), Arc::as_ptr(table))
         {
-            return Ok(Arc::clone(&cached.config));
+            return Ok(cached);
         }
-        let config = match self.build(table, fallback, &table.class) {
+        let resolver = Arc::new(CertificateResolver::new(Arc::clone(table), fallback));
+        let config = match self.build_with(Arc::clone(&resolver), &table.class) {
             Ok(config) => config,
             Err(error) => {
                 tracing::error!(%error, "TLS policy unusable; serving rustls' default suites");
@@ -114,15 +143,16 @@ impl TlsServerState {
                     cipher_suites: Vec::new(),
                     ..table.class.clone()
                 };
-                self.build(table, fallback, &defaults)?
+                self.build_with(Arc::clone(&resolver), &defaults)?
             }
         };
-        let config = Arc::new(config);
-        self.cached.store(Some(Arc::new(CachedConfig {
+        let cached = Arc::new(CachedConfig {
             table: Arc::downgrade(table),
-            config: Arc::clone(&config),
-        })));
-        Ok(config)
+            config: Arc::new(config),
+            resolver,
+        });
+        self.cached.store(Some(Arc::clone(&cached)));
+        Ok(cached)
     }
 
     /// Builds the config for `table` with the TLS policy of `class`.
@@ -130,6 +160,15 @@ impl TlsServerState {
         &self,
         table: &Arc<RouteTable>,
         fallback: &Certificate,
+        class: &ClassSettings,
+    ) -> Result<ServerConfig, ServerConfigError> {
+        let resolver = Arc::new(CertificateResolver::new(Arc::clone(table), fallback));
+        self.build_with(resolver, class)
+    }
+
+    fn build_with(
+        &self,
+        resolver: Arc<CertificateResolver>,
         class: &ClassSettings,
     ) -> Result<ServerConfig, ServerConfigError> {
         let mut provider = (*self.provider).clone();
@@ -167,11 +206,10 @@ impl TlsServerState {
         } else {
             &[&rustls::version::TLS13, &rustls::version::TLS12]
         };
-        let resolver = CertificateResolver::new(Arc::clone(table), fallback);
         let config = ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(versions)?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .with_cert_resolver(resolver);
         Ok(self.finish(config))
     }
 
@@ -213,11 +251,11 @@ pub fn is_supported_cipher_suite(name: &str) -> bool {
 pub struct CertificateResolver {
     table: Arc<RouteTable>,
     /// `--cert-dir` certificates by exact DNS SAN.
-    dir_exact: HashMap<String, Arc<CertifiedKey>>,
+    dir_exact: HashMap<String, Certificate>,
     /// `--cert-dir` certificates by wildcard SAN, keyed by parent: `*.example.com` → `example.com`.
-    dir_wildcard: HashMap<String, Arc<CertifiedKey>>,
+    dir_wildcard: HashMap<String, Certificate>,
     /// The table's default certificate, else the proxy's fallback.
-    default: Arc<CertifiedKey>,
+    default: Certificate,
 }
 
 impl std::fmt::Debug for CertificateResolver {
@@ -245,14 +283,13 @@ impl CertificateResolver {
                     None => (&mut dir_exact, name),
                 };
                 // The first file that names a host keeps it (the table's order is deterministic).
-                map.entry(key).or_insert_with(|| Arc::clone(&cert.key));
+                map.entry(key).or_insert_with(|| cert.clone());
             }
         }
         let default = table
             .default_certificate
             .as_ref()
             .unwrap_or(fallback)
-            .key
             .clone();
         CertificateResolver {
             table,
@@ -263,14 +300,14 @@ impl CertificateResolver {
     }
 
     /// The certificate for a normalized SNI (`None`: no SNI).
-    pub fn choose(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
+    pub fn choose(&self, sni: Option<&str>) -> &Certificate {
         let Some(sni) = sni else {
             return &self.default;
         };
         if let Some(vhost) = self.table.route_sni(sni)
             && let CertificateChoice::Own(cert) = &vhost.certificate
         {
-            return &cert.key;
+            return cert;
         }
         self.dir_exact
             .get(sni)
@@ -282,7 +319,7 @@ impl CertificateResolver {
 impl ResolvesServerCert for CertificateResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = client_hello.server_name().and_then(normalize_host);
-        Some(Arc::clone(self.choose(sni.as_deref())))
+        Some(Arc::clone(&self.choose(sni.as_deref()).key))
     }
 }
 
@@ -363,8 +400,8 @@ mod tests {
             .ok_or(rustls::Error::General("no version".into()))
     }
 
-    fn same(a: &Arc<CertifiedKey>, b: &Certificate) -> bool {
-        Arc::ptr_eq(a, &b.key)
+    fn same(a: &Certificate, b: &Certificate) -> bool {
+        Arc::ptr_eq(&a.key, &b.key)
     }
 
     #[test]

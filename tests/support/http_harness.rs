@@ -90,8 +90,9 @@ pub async fn plain(table: RouteTable, https_port: u16) -> Front {
     plain_handle(Arc::new(ArcSwap::from_pointee(table)), https_port).await
 }
 
-/// Like [`plain`], loading the current table of `handle` once per accepted connection (as the
-/// real accept loop does), so tests can swap tables.
+/// Like [`plain`], serving from `handle` as the real accept loop does (connection settings from
+/// the table current at accept, every request routed on the live one), so tests can swap
+/// tables.
 pub async fn plain_handle(handle: TableHandle, https_port: u16) -> Front {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -109,6 +110,7 @@ pub async fn plain_handle(handle: TableHandle, https_port: u16) -> Front {
                 stream,
                 conn,
                 handle.load_full(),
+                handle.clone(),
                 c.clone(),
             ));
         }
@@ -134,12 +136,12 @@ pub async fn tls(table: RouteTable, leaf: &Leaf, alpn: &[&[u8]]) -> Front {
     let addr = listener.local_addr().expect("addr");
     let (ctx, shutdown) = context(addr.port());
     let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config(alpn));
-    let table = Arc::new(table);
+    let handle: TableHandle = Arc::new(ArcSwap::from_pointee(table));
     let c = ctx.clone();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((stream, client)) = listener.accept().await {
-            let (acceptor, table, c) = (acceptor.clone(), table.clone(), c.clone());
+            let (acceptor, handle, c) = (acceptor.clone(), handle.clone(), c.clone());
             conns.spawn(async move {
                 let local = stream.local_addr().expect("local");
                 let Ok(tls) = acceptor.accept(stream).await else {
@@ -149,13 +151,16 @@ pub async fn tls(table: RouteTable, leaf: &Leaf, alpn: &[&[u8]]) -> Front {
                 let info = TlsInfo {
                     sni: session.server_name().map(str::to_string),
                     alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+                    // The leaf is the test's own, not the table's: no terms to compare.
+                    certificate: None,
                 };
                 let conn = ConnInfo {
                     client,
                     local,
                     tls: Some(info),
                 };
-                portcullis::proxy::http_front::serve_connection(tls, conn, table, c).await;
+                let table = handle.load_full();
+                portcullis::proxy::http_front::serve_connection(tls, conn, table, handle, c).await;
             });
         }
     });
@@ -178,6 +183,7 @@ pub fn upstream(endpoints: &[SocketAddr], protocol: UpstreamProtocol) -> Arc<Ups
             port: ServicePortRef::Number(80),
         },
         endpoints: endpoints.to_vec(),
+        terminating: Vec::new(),
         protocol,
         balance: LoadBalance::RoundRobin,
         health: HealthCheck {
