@@ -15,9 +15,17 @@
 //!   file (atomic rename), wait for the first request served from the new table.
 //! - `swap-load`: 100 table swaps (one every 20 ms) while keep-alive clients and
 //!   connection-per-request clients send requests: failed requests and latency percentiles.
+//! - `cluster-churn`: cluster mode's path under EndpointSlice churn. The 10 000-Ingress objects
+//!   of `scale` are listed into kube reflector stores (a `Writer` fed with the watcher events a
+//!   reflector applies, `KubeSource::fed`), read by the `ClusterSource` cluster mode runs,
+//!   built by the real rebuild loop (default hold-off 100 ms, max delay 1 s); then one
+//!   EndpointSlice changes every 10 ms for 10 s (1 000 events), until the last change is
+//!   live. Reports the process's CPU seconds (`getrusage`) and heap allocations (a counting
+//!   wrapper around the global allocator, this binary only) over that run.
 //!
 //! Output: one markdown fragment per command on stdout (bench.py collects them).
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -41,14 +49,85 @@ use portcullis::health::Health;
 use portcullis::metrics::Metrics;
 use portcullis::model::{self, LastGood};
 use portcullis::proxy::{self, Listeners, ProxyContext};
-use portcullis::rebuild::{Rebuilder, Status};
+use portcullis::rebuild::{BuildReport, Observer, Rebuilder, Status};
 use portcullis::settings::{BuildSettings, Settings};
-use portcullis::source::Snapshot;
+use portcullis::source::kubernetes::{ClusterSource, KubeSource};
+use portcullis::source::{Snapshot, Source, snapshot_channel};
 use portcullis::table::{HttpRoute, RouteTable, TableHandle};
 
-// The binary's allocator, so RSS and timings are the shipped ones.
+// The binary's allocator, so RSS and timings are the shipped ones; counted (two relaxed atomic
+// adds per allocation) for `cluster-churn`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+/// Heap allocations (`alloc`, `alloc_zeroed` and `realloc` calls) and bytes requested.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// mimalloc, counting.
+struct Counting;
+
+fn count(bytes: usize) {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    ALLOCATED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed on to mimalloc unchanged; counting touches no memory it returns.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract is mimalloc's.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: as above.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: as above.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// `struct timeval` and `struct rusage` of Linux on 64-bit targets.
+#[repr(C)]
+#[derive(Default)]
+struct Timeval {
+    sec: i64,
+    usec: i64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Rusage {
+    utime: Timeval,
+    stime: Timeval,
+    rest: [i64; 14],
+}
+
+unsafe extern "C" {
+    fn getrusage(who: i32, usage: *mut Rusage) -> i32;
+}
+
+/// User and system CPU seconds of the whole process (every thread) so far.
+fn cpu_seconds() -> (f64, f64) {
+    const RUSAGE_SELF: i32 = 0;
+    let mut usage = Rusage::default();
+    // SAFETY: `usage` is a valid, writable `struct rusage`.
+    let rc = unsafe { getrusage(RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let secs = |t: &Timeval| t.sec as f64 + t.usec as f64 / 1e6;
+    (secs(&usage.utime), secs(&usage.stime))
+}
 
 fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -64,9 +143,10 @@ fn main() {
         "change-internal" => runtime.block_on(change_internal()),
         "change-file" => runtime.block_on(change_file()),
         "swap-load" => runtime.block_on(swap_load()),
+        "cluster-churn" => runtime.block_on(cluster_churn()),
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: scale, change-internal, change-file, swap-load"
+                "unknown benchmark {other:?}: scale, change-internal, change-file, swap-load, cluster-churn"
             );
             std::process::exit(2);
         }
@@ -144,7 +224,7 @@ fn ingress(ns: &str, name: &str, host: &str, service: &str, tls: Option<&str>) -
 /// Ingress, TLS Secrets for the first `tls` of them; spread over 100 namespaces.
 fn snapshot(n: usize, tls: usize) -> Snapshot {
     let mut s = Snapshot {
-        classes: vec![class()],
+        classes: vec![Arc::new(class())],
         ..Snapshot::default()
     };
     for i in 0..n {
@@ -153,21 +233,22 @@ fn snapshot(n: usize, tls: usize) -> Snapshot {
         let svc = format!("svc{i}");
         let secret = (i < tls).then(|| format!("tls{i}"));
         if let Some(secret) = &secret {
-            s.secrets.push(tls_secret(&ns, secret, &host));
+            s.secrets.push(Arc::new(tls_secret(&ns, secret, &host)));
         }
-        s.ingresses.push(ingress(
+        s.ingresses.push(Arc::new(ingress(
             &ns,
             &format!("ing{i}"),
             &host,
             &svc,
             secret.as_deref(),
-        ));
-        s.services.push(service(&ns, &svc));
+        )));
+        s.services.push(Arc::new(service(&ns, &svc)));
         let base = 10 + (i / 250) as u32;
         let addrs: Vec<String> = (0..3)
             .map(|k| format!("10.{}.{}.{}", base % 250, i % 250, 10 + k))
             .collect();
-        s.endpoint_slices.push(slice(&ns, &svc, &addrs, 8080));
+        s.endpoint_slices
+            .push(Arc::new(slice(&ns, &svc, &addrs, 8080)));
     }
     s
 }
@@ -360,16 +441,26 @@ async fn until_served(addr: SocketAddr, host: &str, limit: Duration) -> Option<I
 fn small_snapshot(backend: SocketAddr, changed_host: &str) -> Snapshot {
     let ip = backend.ip().to_string();
     let mut s = Snapshot {
-        classes: vec![class()],
+        classes: vec![Arc::new(class())],
         ..Snapshot::default()
     };
-    s.services.push(service("bench", "be"));
+    s.services.push(Arc::new(service("bench", "be")));
     s.endpoint_slices
-        .push(slice("bench", "be", &[ip], backend.port()));
-    s.ingresses
-        .push(ingress("bench", "base", "base.bench.test", "be", None));
-    s.ingresses
-        .push(ingress("bench", "changed", changed_host, "be", None));
+        .push(Arc::new(slice("bench", "be", &[ip], backend.port())));
+    s.ingresses.push(Arc::new(ingress(
+        "bench",
+        "base",
+        "base.bench.test",
+        "be",
+        None,
+    )));
+    s.ingresses.push(Arc::new(ingress(
+        "bench",
+        "changed",
+        changed_host,
+        "be",
+        None,
+    )));
     s
 }
 
@@ -442,9 +533,10 @@ async fn change_internal() {
             ..Settings::default()
         };
         let status = Status::new();
-        let (tx, rx) = watch::channel(Some(Arc::new(small_snapshot(backend, "c0.bench.test"))));
+        let (tx, source) =
+            snapshot_channel(Some(Arc::new(small_snapshot(backend, "c0.bench.test"))));
         tokio::spawn(
-            Rebuilder::new(&settings, proxy.table.clone(), status.clone()).run(rx, shutdown),
+            Rebuilder::new(&settings, proxy.table.clone(), status.clone()).run(source, shutdown),
         );
         until_served(proxy.http, "c0.bench.test", Duration::from_secs(10))
             .await
@@ -454,7 +546,7 @@ async fn change_internal() {
             let host = format!("c{i}.bench.test");
             let snap = Arc::new(small_snapshot(backend, &host));
             let t0 = Instant::now();
-            tx.send_replace(Some(snap));
+            tx.send(snap);
             let served = until_served(proxy.http, &host, Duration::from_secs(10))
                 .await
                 .expect("change served");
@@ -704,4 +796,197 @@ async fn keep_alive_client(
             }
         }
     }
+}
+
+// === cluster-churn ===
+
+/// Counts the snapshots the rebuild loop takes from its source.
+struct CountPulls<S> {
+    inner: S,
+    pulls: Arc<AtomicU64>,
+}
+
+impl<S: Source> Source for CountPulls<S> {
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.pulls.fetch_add(1, Ordering::Relaxed);
+        self.inner.snapshot()
+    }
+}
+
+/// The build times the rebuild loop reports, and the latest table (observers hear of a build
+/// after it is live and counted).
+#[derive(Default)]
+struct Builds(std::sync::Mutex<(Vec<Duration>, Option<Arc<RouteTable>>)>);
+
+impl Observer for Builds {
+    fn built(&self, report: &BuildReport) {
+        if let Ok(mut builds) = self.0.lock() {
+            builds.0.push(report.build_duration);
+            builds.1 = Some(report.built.table.clone());
+        }
+    }
+}
+
+impl Builds {
+    /// Whether the latest reported table sends `host` to `endpoint`.
+    fn serves(&self, host: &str, endpoint: SocketAddr) -> bool {
+        let Ok(builds) = self.0.lock() else {
+            return false;
+        };
+        let Some(table) = &builds.1 else {
+            return false;
+        };
+        match table.route_http(Some(host), "/") {
+            HttpRoute::Upstream { upstream, .. } => upstream.endpoints.contains(&endpoint),
+            _ => false,
+        }
+    }
+}
+
+/// Cluster mode's source over the given stores, counting the snapshots taken: the one part of
+/// this benchmark that depends on how the source hands objects to the rebuild loop.
+fn cluster_source(kube: Arc<KubeSource>, pulls: Arc<AtomicU64>) -> impl Source {
+    CountPulls {
+        inner: ClusterSource::new(kube, None),
+        pulls,
+    }
+}
+
+async fn cluster_churn() {
+    const CHANGES: usize = 1_000;
+    const EVERY: Duration = Duration::from_millis(10);
+
+    let t = Instant::now();
+    let objects = snapshot(10_000, 2_000);
+    let generate = t.elapsed();
+    // The stores, listed as a reflector lists them.
+    let (kube, mut feed) = KubeSource::fed();
+    feed.classes
+        .list(objects.classes.iter().map(|o| IngressClass::clone(o)));
+    feed.ingresses
+        .list(objects.ingresses.iter().map(|o| Ingress::clone(o)));
+    feed.services
+        .list(objects.services.iter().map(|o| Service::clone(o)));
+    feed.endpoint_slices.list(
+        objects
+            .endpoint_slices
+            .iter()
+            .map(|o| EndpointSlice::clone(o)),
+    );
+    feed.tls_secrets
+        .list(objects.secrets.iter().map(|o| Secret::clone(o)));
+    feed.ca_secrets.list([]);
+    feed.class_params.list([]);
+    let mut slices: Vec<EndpointSlice> = objects
+        .endpoint_slices
+        .iter()
+        .map(|o| EndpointSlice::clone(o))
+        .collect();
+    drop(objects);
+
+    let kube = Arc::new(kube);
+    let pulls = Arc::new(AtomicU64::new(0));
+    let builds = Arc::new(Builds::default());
+    let settings = Settings::default();
+    let table: TableHandle = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let status = Status::new();
+    let (stop, stop_rx) = watch::channel(false);
+    let rebuild = tokio::spawn(
+        Rebuilder::new(&settings, table.clone(), status.clone())
+            .with_observer(builds.clone())
+            .run(cluster_source(kube.clone(), pulls.clone()), stop_rx),
+    );
+    let mut generation = status.subscribe();
+    generation.wait_for(|g| *g >= 1).await.expect("first table");
+    assert_eq!(table.load().vhosts().len(), 10_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // One snapshot of the stores, as the cluster path takes it: time and allocations.
+    let mut one_ms = Vec::new();
+    let mut one_allocations = 0;
+    for _ in 0..5 {
+        let a = ALLOCATIONS.load(Ordering::Relaxed);
+        let t = Instant::now();
+        let taken = kube.snapshot();
+        one_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        one_allocations = ALLOCATIONS.load(Ordering::Relaxed) - a;
+        drop(taken);
+    }
+    let one_ms = median(&mut one_ms);
+
+    let generation0 = status.generation();
+    let pulls0 = pulls.load(Ordering::Relaxed);
+    if let Ok(mut b) = builds.0.lock() {
+        b.0.clear();
+    }
+
+    let (user0, sys0) = cpu_seconds();
+    let allocations0 = ALLOCATIONS.load(Ordering::Relaxed);
+    let bytes0 = ALLOCATED_BYTES.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(EVERY);
+    let mut last = None;
+    for i in 0..CHANGES {
+        tick.tick().await;
+        // A pod behind Service k replaced: the slice's first endpoint gets a new address.
+        let k = (i * 7_919) % slices.len();
+        let ip = format!("10.251.{}.{}", i / 250, i % 250);
+        let changed = &mut slices[k];
+        changed.endpoints[0].addresses = vec![ip.clone()];
+        // The watcher yields a freshly decoded object per event; the reflector applies it.
+        feed.endpoint_slices
+            .apply(&kube::runtime::watcher::Event::Apply(changed.clone()));
+        last = Some((k, ip));
+    }
+    let churn = t0.elapsed();
+    let (k, ip) = last.expect("changes made");
+    let host = format!("h{k}.scale.test");
+    let endpoint: SocketAddr = format!("{ip}:8080").parse().expect("endpoint");
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while !builds.serves(&host, endpoint) {
+        assert!(Instant::now() < give_up, "the last change never went live");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let total = t0.elapsed();
+    let (user1, sys1) = cpu_seconds();
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations0;
+    let bytes = ALLOCATED_BYTES.load(Ordering::Relaxed) - bytes0;
+    let generations = status.generation() - generation0;
+    let pulls = pulls.load(Ordering::Relaxed) - pulls0;
+    let mut build_ms: Vec<f64> = builds
+        .0
+        .lock()
+        .map(|b| b.0.iter().map(|d| d.as_secs_f64() * 1e3).collect())
+        .unwrap_or_default();
+    stop.send_replace(true);
+    let _ = rebuild.await;
+
+    let cpu = (user1 - user0) + (sys1 - sys0);
+    println!("### Cluster mode under EndpointSlice churn\n");
+    println!(
+        "10 000 Ingresses (objects of `scale`, generated in {:.1} s) in kube reflector stores; {CHANGES} EndpointSlice updates, one every {} ms, through the stores, the cluster source and the rebuild loop (hold-off {} ms, max delay {} ms), until the last one is live.\n",
+        generate.as_secs_f64(),
+        EVERY.as_millis(),
+        settings.hold_off.as_millis(),
+        settings.max_delay.as_millis()
+    );
+    println!(
+        "| run s | CPU s (user + sys) | allocations | allocated MB | snapshots taken | builds | build p50 ms |\n|---|---|---|---|---|---|---|"
+    );
+    println!(
+        "| {:.2} (changes {:.2}) | {cpu:.2} ({:.2} + {:.2}) | {allocations} | {:.0} | {pulls} | {generations} | {:.0} |",
+        total.as_secs_f64(),
+        churn.as_secs_f64(),
+        user1 - user0,
+        sys1 - sys0,
+        bytes as f64 / 1e6,
+        median(&mut build_ms),
+    );
+    println!(
+        "\nOne snapshot of the stores (`KubeSource::snapshot`, 32 001 objects): {one_ms:.1} ms, {one_allocations} allocations.\n"
+    );
 }

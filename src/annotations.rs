@@ -256,19 +256,94 @@ pub fn parse(
     }
 }
 
-/// Parses a duration `500ms`, `5s` or `2m` (digits then unit, nothing else).
-pub fn parse_duration(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit())?);
+// === durations ===
+
+/// How a duration may be spelled where it is read. The one parser, [`parse_duration`], serves
+/// both; a duration too large for [`Duration`] is an error in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationSyntax {
+    /// Annotations and IngressClassParams: digits then `ms`, `s` or `m`, nothing else (the
+    /// CRD's pattern `^[0-9]+(ms|s|m)$`).
+    Manifest,
+    /// Command-line flags: also `h`, and a bare number of seconds; surrounding whitespace is
+    /// ignored.
+    Flag,
+}
+
+impl DurationSyntax {
+    /// The units accepted, for error messages.
+    fn units(self) -> &'static str {
+        match self {
+            DurationSyntax::Manifest => "ms, s or m",
+            DurationSyntax::Flag => "ms, s, m or h",
+        }
+    }
+}
+
+/// Why a value is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// It does not start with a number.
+    #[error("expected a duration like 30s, 500ms or 2m, got {value:?}")]
+    NotANumber { value: String },
+    /// A number without a unit where a unit is required.
+    #[error("duration {value:?} has no unit (use {units})")]
+    MissingUnit { value: String, units: &'static str },
+    /// A unit that is not accepted.
+    #[error("unknown duration unit {unit:?} in {value:?} (use {units})")]
+    UnknownUnit {
+        unit: String,
+        value: String,
+        units: &'static str,
+    },
+    /// More than [`Duration`] (or the `u64` count of the unit) can hold.
+    #[error("duration {value:?} is too large")]
+    Overflow { value: String },
+}
+
+/// Parses a duration: digits, then a unit as `syntax` allows (`500ms`, `5s`, `2m`; flags also
+/// `1h` and `30`). A value too large to represent is [`DurationError::Overflow`], never a
+/// saturated or wrapped duration.
+pub fn parse_duration(value: &str, syntax: DurationSyntax) -> Result<Duration, DurationError> {
+    let value = match syntax {
+        DurationSyntax::Manifest => value,
+        DurationSyntax::Flag => value.trim(),
+    };
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
     if digits.is_empty() {
-        return None;
+        return Err(DurationError::NotANumber {
+            value: value.to_string(),
+        });
     }
-    let n: u64 = digits.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        _ => None,
-    }
+    let overflow = || DurationError::Overflow {
+        value: value.to_string(),
+    };
+    // Only ASCII digits: the one way to fail is a number past `u64::MAX`.
+    let n: u64 = digits.parse().map_err(|_| overflow())?;
+    let secs = |per_unit: u64| n.checked_mul(per_unit).map(Duration::from_secs);
+    let duration = match (unit, syntax) {
+        ("ms", _) => Some(Duration::from_millis(n)),
+        ("s", _) | ("", DurationSyntax::Flag) => Some(Duration::from_secs(n)),
+        ("m", _) => secs(60),
+        ("h", DurationSyntax::Flag) => secs(3600),
+        ("", DurationSyntax::Manifest) => {
+            return Err(DurationError::MissingUnit {
+                value: value.to_string(),
+                units: syntax.units(),
+            });
+        }
+        _ => {
+            return Err(DurationError::UnknownUnit {
+                unit: unit.to_string(),
+                value: value.to_string(),
+                units: syntax.units(),
+            });
+        }
+    };
+    duration.ok_or_else(overflow)
 }
 
 fn has_control(value: &str) -> bool {
@@ -390,8 +465,8 @@ impl<'a> Reader<'a> {
 
     fn duration(&mut self, key: &str) -> Option<Duration> {
         let value = self.get(key)?;
-        match parse_duration(value) {
-            Some(d) if d >= MIN_HEALTH_INTERVAL => Some(d),
+        match parse_duration(value, DurationSyntax::Manifest) {
+            Ok(d) if d >= MIN_HEALTH_INTERVAL => Some(d),
             _ => {
                 self.invalid(
                     key,
@@ -667,11 +742,120 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("1h"), None);
+        let manifest = |v| parse_duration(v, DurationSyntax::Manifest).ok();
+        assert_eq!(manifest("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(manifest("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(manifest("5"), None);
+        assert_eq!(manifest("s"), None);
+        assert_eq!(manifest("1h"), None);
         err(&[("portcullis.io/health-check-interval", "50ms")]);
+    }
+
+    #[test]
+    fn duration_units_in_both_syntaxes() {
+        use DurationSyntax::{Flag, Manifest};
+        for syntax in [Manifest, Flag] {
+            assert_eq!(
+                parse_duration("250ms", syntax),
+                Ok(Duration::from_millis(250))
+            );
+            assert_eq!(parse_duration("5s", syntax), Ok(Duration::from_secs(5)));
+            assert_eq!(parse_duration("2m", syntax), Ok(Duration::from_secs(120)));
+            for zero in ["0ms", "0s", "0m", "000s"] {
+                assert_eq!(parse_duration(zero, syntax), Ok(Duration::ZERO), "{zero}");
+            }
+            for bad in [
+                "", "s", "ms", "-1s", "+1s", "1.5s", "1 s", "1S", "1d", "1sec",
+            ] {
+                assert!(parse_duration(bad, syntax).is_err(), "{bad:?} {syntax:?}");
+            }
+        }
+        // Flags also take hours and bare seconds, and ignore surrounding whitespace.
+        assert_eq!(parse_duration("1h", Flag), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7", Flag), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0", Flag), Ok(Duration::ZERO));
+        assert_eq!(parse_duration(" 30s ", Flag), Ok(Duration::from_secs(30)));
+        // Manifests follow the CRD pattern `^[0-9]+(ms|s|m)$` exactly.
+        assert!(matches!(
+            parse_duration("7", Manifest),
+            Err(DurationError::MissingUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("0", Manifest),
+            Err(DurationError::MissingUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("1h", Manifest),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+        assert!(parse_duration(" 30s", Manifest).is_err());
+        assert!(matches!(
+            parse_duration("s", Flag),
+            Err(DurationError::NotANumber { .. })
+        ));
+    }
+
+    #[test]
+    fn duration_overflow_is_an_error_in_both_syntaxes() {
+        use DurationSyntax::{Flag, Manifest};
+        let max = u64::MAX;
+        for syntax in [Manifest, Flag] {
+            // The largest counts that fit still parse.
+            assert_eq!(
+                parse_duration(&format!("{max}s"), syntax),
+                Ok(Duration::from_secs(max))
+            );
+            assert_eq!(
+                parse_duration(&format!("{max}ms"), syntax),
+                Ok(Duration::from_millis(max))
+            );
+            assert_eq!(
+                parse_duration(&format!("{}m", max / 60), syntax),
+                Ok(Duration::from_secs(max / 60 * 60))
+            );
+            for over in [
+                format!("{}m", max / 60 + 1),
+                format!("{max}m"),
+                "18446744073709551616s".to_string(),
+                "18446744073709551616ms".to_string(),
+                "99999999999999999999m".to_string(),
+            ] {
+                assert!(
+                    matches!(
+                        parse_duration(&over, syntax),
+                        Err(DurationError::Overflow { .. })
+                    ),
+                    "{over} {syntax:?}"
+                );
+            }
+        }
+        assert_eq!(
+            parse_duration(&format!("{}h", max / 3600), Flag),
+            Ok(Duration::from_secs(max / 3600 * 3600))
+        );
+        assert!(matches!(
+            parse_duration(&format!("{}h", max / 3600 + 1), Flag),
+            Err(DurationError::Overflow { .. })
+        ));
+        assert!(matches!(
+            parse_duration("18446744073709551616", Flag),
+            Err(DurationError::Overflow { .. })
+        ));
+    }
+
+    #[test]
+    fn duration_errors_keep_the_flag_wording() {
+        assert_eq!(
+            parse_duration("s", DurationSyntax::Flag)
+                .unwrap_err()
+                .to_string(),
+            "expected a duration like 30s, 500ms or 2m, got \"s\""
+        );
+        assert_eq!(
+            parse_duration("5d", DurationSyntax::Flag)
+                .unwrap_err()
+                .to_string(),
+            "unknown duration unit \"d\" in \"5d\" (use ms, s, m or h)"
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! [`LeaderElector`], and the [`Publisher`] the rebuild loop calls after every build.
 //!
 //! The seam with the rebuild loop is [`Cluster`]: `wait_ready()`, `changes()` and `snapshot()`
-//! on the way in, `publish(&Built, our_ingresses)` on the way out, `shutdown()` at the end.
-//! [`drive`] is where `rebuild.rs` plugs in.
+//! on the way in (wrapped, with the `--cert-dir` files, in a [`ClusterSource`] that the loop
+//! pulls snapshots from), `publish(&Built, our_ingresses)` on the way out, `shutdown()` at the
+//! end.
 
 use std::sync::Arc;
 
@@ -15,10 +16,10 @@ use tokio::task::JoinHandle;
 use crate::model::Built;
 use crate::model::diagnostic::ObjectRef;
 use crate::rebuild::Status;
-use crate::rebuild::{BuildReport, Observer, SnapshotReceiver};
+use crate::rebuild::{BuildReport, Observer};
 use crate::settings::{BuildSettings, Settings};
 use crate::source::Snapshot;
-use crate::source::kubernetes::{Change, KubeSource, SourceError, SourceSettings};
+use crate::source::kubernetes::{Change, ClusterSource, KubeSource, SourceError, SourceSettings};
 use crate::source::watch::{self as source_watch, DirectoryLoader, WatchError};
 use crate::standalone::{self, Addresses, RunError, Running, Source};
 use crate::status::{
@@ -272,7 +273,7 @@ impl Cluster {
         self.source.changes()
     }
 
-    /// The objects to build from, now.
+    /// The objects to build from, now (shared with the stores, not copied).
     pub fn snapshot(&self) -> Snapshot {
         self.source.snapshot()
     }
@@ -339,7 +340,6 @@ pub struct Controller {
     running: Running,
     cluster: Arc<Cluster>,
     publisher: JoinHandle<()>,
-    snapshotter: JoinHandle<()>,
     latest: watch::Receiver<Option<Arc<Built>>>,
 }
 
@@ -355,16 +355,18 @@ pub async fn start(
     let cluster = Arc::new(Cluster::start(client, &controller)?);
     let (certs, cert_watcher) = match settings.cert_dir.as_deref() {
         Some(dir) => {
-            let (rx, handle) = source_watch::watch(DirectoryLoader::certificates_only(dir)?)?;
-            (Some(rx), Some(handle))
+            let (certs, handle) = source_watch::watch(DirectoryLoader::certificates_only(dir)?)?;
+            (Some(certs), Some(handle))
         }
         None => (None, None),
     };
     let (builds, mut built) = watch::channel(None::<Arc<Built>>);
     let latest = built.clone();
-    let (snapshots, snapshotter) = cluster_snapshots(cluster.clone(), certs);
+    // Nothing until every store has synced, then a change signal per API object or
+    // `--cert-dir` change; the rebuild loop pulls one snapshot per build.
+    let objects = ClusterSource::new(cluster.source().clone(), certs);
     let source = Source {
-        snapshots,
+        objects: Box::new(objects),
         watcher: cert_watcher,
         observers: vec![Arc::new(ForwardBuilds(builds))],
         describe: "cluster".to_string(),
@@ -384,7 +386,6 @@ pub async fn start(
         running,
         cluster,
         publisher,
-        snapshotter,
         latest,
     })
 }
@@ -410,14 +411,12 @@ impl Controller {
             running,
             cluster,
             publisher,
-            snapshotter,
             mut latest,
         } = self;
+        // Stops the rebuild loop too, which drops the `ClusterSource` (and its forwarding task).
         let result = running.until_stopped(stop).await;
         publisher.abort();
         let _ = publisher.await;
-        // The rebuild loop has stopped, so the snapshot task sees its receiver gone and ends.
-        let _ = snapshotter.await;
         let ours = latest
             .borrow_and_update()
             .as_ref()
@@ -437,55 +436,6 @@ struct ForwardBuilds(watch::Sender<Option<Arc<Built>>>);
 impl Observer for ForwardBuilds {
     fn built(&self, report: &BuildReport) {
         let _ = self.0.send(Some(report.built.clone()));
-    }
-}
-
-/// Snapshots for the rebuild loop: nothing until every store has synced, then one per change
-/// of the API objects or of the `--cert-dir` files. A burst of changes collapses into the
-/// latest snapshot (a `watch` channel keeps only the newest), and the rebuild loop's hold-off
-/// turns it into one build.
-/// The task ends when the rebuild loop drops its receiver.
-fn cluster_snapshots(
-    cluster: Arc<Cluster>,
-    mut certs: Option<SnapshotReceiver>,
-) -> (SnapshotReceiver, JoinHandle<()>) {
-    let (tx, rx) = watch::channel(None);
-    let task = tokio::spawn(async move {
-        tokio::select! {
-            ready = cluster.wait_ready() => if let Err(e) = ready {
-                tracing::error!(error = %e, "the Kubernetes source stopped before it was ready");
-                return;
-            },
-            () = tx.closed() => return,
-        }
-        let mut changes = cluster.changes();
-        loop {
-            let mut snapshot = cluster.snapshot();
-            if let Some(files) = certs.as_ref().and_then(|c| c.borrow().clone()) {
-                snapshot.cert_files = files.cert_files.clone();
-                snapshot
-                    .diagnostics
-                    .extend(files.diagnostics.iter().cloned());
-            }
-            if tx.send(Some(Arc::new(snapshot))).is_err() {
-                return;
-            }
-            tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return },
-                changed = cert_files_changed(&mut certs) => if changed.is_err() { certs = None },
-                () = tx.closed() => return,
-            }
-        }
-    });
-    (rx, task)
-}
-
-async fn cert_files_changed(
-    certs: &mut Option<SnapshotReceiver>,
-) -> Result<(), watch::error::RecvError> {
-    match certs {
-        Some(rx) => rx.changed().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use tracing_subscriber::EnvFilter;
 
+use portcullis::annotations::{self, DurationSyntax};
 use portcullis::check;
 use portcullis::controller::ControllerSettings;
 use portcullis::crd::IngressClassParams;
@@ -379,23 +380,10 @@ fn parse_namespaced(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+/// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (the flag syntax of the one
+/// duration parser, which the manifests share).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration like 30s, 500ms or 2m, got {s:?}"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "unknown duration unit {unit:?} in {s:?} (use ms, s, m or h)"
-        )),
-    }
+    annotations::parse_duration(s, DurationSyntax::Flag).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

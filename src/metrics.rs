@@ -1,7 +1,7 @@
 //! Prometheus metrics (`portcullis_*`), labels from enums.
 //!
 //! One [`Registry`] per process, created by [`Metrics::new`] and encoded by [`Metrics::encode`]
-//! for the admin `/metrics` endpoint (OpenMetrics text, see [`CONTENT_TYPE`]).
+//! for the admin `/metrics` endpoint (OpenMetrics text).
 //!
 //! Label cardinality is bounded by construction: modes, results, reasons and directions are
 //! enums; hosts come from the routing table (callers pass the virtual host's name, never a raw
@@ -23,9 +23,6 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::model::diagnostic::{Diagnostic, Severity};
 use crate::source::Snapshot;
-
-/// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text; Prometheus scrapes it).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Which listener / mode a data-plane event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -557,7 +554,8 @@ impl Metrics {
 
     // === exposition ===
 
-    /// Text exposition for `/metrics` (OpenMetrics text, served with [`CONTENT_TYPE`]).
+    /// Text exposition for `/metrics` (OpenMetrics text; the admin endpoint says which
+    /// `Content-Type` it is served with).
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

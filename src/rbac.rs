@@ -1,73 +1,264 @@
-//! Every Kubernetes API call the controller makes, as data: the Helm chart's RBAC rules are
-//! checked against this list by a test, so the chart grants exactly what the code uses.
+//! Every Kubernetes API call the controller makes, as data ([`API_ACCESS`]), and the RBAC grants
+//! that follow from it for one deployment ([`grants`]).
+//!
+//! Nobody keeps this in sync by hand: two tests hold it to the code on one side and to the
+//! chart on the other.
+//! - `tests/cluster_api.rs` runs the controller against a mocked API server that derives every
+//!   request's RBAC attributes ([`Request`]: verb, API group, resource/subresource, namespace)
+//!   the way the API server's authorizer does, and fails the test for any request that
+//!   [`grants`] does not permit. One of its tests drives the controller through its whole life
+//!   (sync, status patch, Events, Lease acquire/renew/release) and also fails when a grant goes
+//!   unused, so a stale entry here fails too.
+//! - `tests/chart_rbac.rs` renders the Helm chart (and reads `manifests/`) and fails unless its
+//!   ClusterRoles and Roles grant exactly [`grants`]: nothing missing, nothing extra.
 
-/// One RBAC rule: API group (`""` for core), resource, verbs, and whether it is cluster-wide
-/// (ClusterRole) or only in the controller's own namespace (Role).
+use std::collections::BTreeSet;
+
+/// Where the controller needs an [`ApiAccess`], which decides the kind of role the chart grants
+/// it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A cluster-scoped kind (IngressClass, IngressClassParams): only a ClusterRole can grant
+    /// it, even when the controller watches one namespace.
+    ClusterScoped,
+    /// A namespaced kind in the namespaces the controller watches: every namespace (a
+    /// ClusterRole), or with `--watch-namespace` that one (a Role there).
+    Watched,
+    /// [`Scope::Watched`], and also in the controller's own namespace, where it reads the
+    /// `--publish-service` Service and the `--default-certificate` Secret by name.
+    WatchedAndOwn,
+    /// Only in the controller's own namespace (a Role there): the leader-election Lease.
+    Own,
+}
+
+/// One RBAC rule: API group (`""` for core), resource (`resource/subresource` for a
+/// subresource), verbs, and where the controller needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiAccess {
     pub group: &'static str,
     pub resource: &'static str,
     pub verbs: &'static [&'static str],
-    pub cluster_wide: bool,
+    pub scope: Scope,
 }
 
-/// The API access the controller needs. Keep in sync with `source::kubernetes` and `status`.
+/// The API access the controller needs: the calls of `source::kubernetes` (list + watch per
+/// kind) and of `status` (status patch, Events, Lease). Enforced by tests, not by hand (see the
+/// module docs): a call the code makes that is not listed here fails `tests/cluster_api.rs`, an
+/// entry the code no longer uses fails it too, and a chart that grants anything else fails
+/// `tests/chart_rbac.rs`.
 ///
 /// Services need no `get`: the `--publish-service` Service is watched (field selector on its
-/// name). Events need no `patch`: each diagnostic is one `create` (no Event series).
+/// name). Events need no `patch`: each diagnostic is one `create` (no Event series). Events
+/// follow the object they are about, so with `--watch-namespace` only that namespace is granted:
+/// Events about the cluster-scoped IngressClass and IngressClassParams (posted to `default`)
+/// are then refused, and those diagnostics are in the log only (the chart says so).
 pub const API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
         group: "networking.k8s.io",
         resource: "ingresses",
         verbs: &["list", "watch"],
-        cluster_wide: true,
+        scope: Scope::Watched,
     },
     ApiAccess {
         group: "networking.k8s.io",
         resource: "ingresses/status",
         verbs: &["patch"],
-        cluster_wide: true,
+        scope: Scope::Watched,
     },
     ApiAccess {
         group: "networking.k8s.io",
         resource: "ingressclasses",
         verbs: &["list", "watch"],
-        cluster_wide: true,
+        scope: Scope::ClusterScoped,
     },
     ApiAccess {
         group: "",
         resource: "services",
         verbs: &["list", "watch"],
-        cluster_wide: true,
+        scope: Scope::WatchedAndOwn,
     },
     ApiAccess {
         group: "",
         resource: "secrets",
         verbs: &["list", "watch"],
-        cluster_wide: true,
+        scope: Scope::WatchedAndOwn,
     },
     ApiAccess {
         group: "discovery.k8s.io",
         resource: "endpointslices",
         verbs: &["list", "watch"],
-        cluster_wide: true,
+        scope: Scope::Watched,
     },
     ApiAccess {
         group: "portcullis.io",
         resource: "ingressclassparams",
         verbs: &["list", "watch"],
-        cluster_wide: true,
+        scope: Scope::ClusterScoped,
     },
     ApiAccess {
         group: "events.k8s.io",
         resource: "events",
         verbs: &["create"],
-        cluster_wide: true,
+        scope: Scope::Watched,
     },
     ApiAccess {
         group: "coordination.k8s.io",
         resource: "leases",
         verbs: &["get", "create", "update"],
-        cluster_wide: false,
+        scope: Scope::Own,
     },
 ];
+
+/// Where a granted rule applies: everywhere (a ClusterRole bound by a ClusterRoleBinding) or
+/// in one namespace (a Role and its RoleBinding).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoleScope {
+    Cluster,
+    Namespace(String),
+}
+
+/// One permission, as RBAC grants it: where, API group, resource, verb.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Grant {
+    pub scope: RoleScope,
+    pub group: String,
+    pub resource: String,
+    pub verb: String,
+}
+
+/// One API request as RBAC sees it: verb (`get`, `list`, `watch`, `create`, `update`, `patch`,
+/// `delete`, `deletecollection`), API group, resource (`resource/subresource` for a
+/// subresource) and namespace (`None`: a cluster-scoped kind, or every namespace).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Request {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+}
+
+impl Grant {
+    /// Whether this grant lets `request` through: the same group, resource and verb, and a
+    /// cluster-wide grant or one in the request's namespace.
+    pub fn permits(&self, request: &Request) -> bool {
+        self.group == request.group
+            && self.resource == request.resource
+            && self.verb == request.verb
+            && match &self.scope {
+                RoleScope::Cluster => true,
+                RoleScope::Namespace(ns) => request.namespace.as_deref() == Some(ns.as_str()),
+            }
+    }
+}
+
+/// What the chart must grant, exactly, to a controller in `own_namespace` (the release
+/// namespace: the Lease's, the publish Service's, the default certificate's) that watches
+/// `watch_namespace` (`None`: every namespace): [`API_ACCESS`] placed by its [`Scope`].
+pub fn grants(own_namespace: &str, watch_namespace: Option<&str>) -> BTreeSet<Grant> {
+    let own = || RoleScope::Namespace(own_namespace.to_string());
+    let watched =
+        || watch_namespace.map_or(RoleScope::Cluster, |ns| RoleScope::Namespace(ns.into()));
+    let mut grants = BTreeSet::new();
+    for access in API_ACCESS {
+        let scopes = match access.scope {
+            Scope::ClusterScoped => vec![RoleScope::Cluster],
+            Scope::Watched => vec![watched()],
+            // Every namespace covers the own one; a watched namespace may be it (deduplicated).
+            Scope::WatchedAndOwn if watch_namespace.is_none() => vec![RoleScope::Cluster],
+            Scope::WatchedAndOwn => vec![watched(), own()],
+            Scope::Own => vec![own()],
+        };
+        for scope in scopes {
+            for verb in access.verbs {
+                grants.insert(Grant {
+                    scope: scope.clone(),
+                    group: access.group.to_string(),
+                    resource: access.resource.to_string(),
+                    verb: verb.to_string(),
+                });
+            }
+        }
+    }
+    grants
+}
+
+/// Whether any of `grants` lets `request` through.
+pub fn permitted(grants: &BTreeSet<Grant>, request: &Request) -> bool {
+    grants.iter().any(|g| g.permits(request))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> Request {
+        Request {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            namespace: namespace.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn every_entry_is_one_kind_with_known_verbs() {
+        let mut seen = BTreeSet::new();
+        for a in API_ACCESS {
+            assert!(seen.insert((a.group, a.resource)), "{a:?} listed twice");
+            assert!(!a.verbs.is_empty(), "{a:?} has no verbs");
+            for verb in a.verbs {
+                assert!(
+                    [
+                        "get",
+                        "list",
+                        "watch",
+                        "create",
+                        "update",
+                        "patch",
+                        "delete",
+                        "deletecollection"
+                    ]
+                    .contains(verb),
+                    "{a:?}: unknown verb {verb}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scopes_place_grants_like_rbac() {
+        let everywhere = grants("ingress", None);
+        let lease = |ns| request("update", "coordination.k8s.io", "leases", Some(ns));
+        assert!(permitted(&everywhere, &lease("ingress")));
+        assert!(
+            !permitted(&everywhere, &lease("apps")),
+            "the Lease only in our namespace"
+        );
+        let all_ingresses = request("list", "networking.k8s.io", "ingresses", None);
+        assert!(permitted(&everywhere, &all_ingresses));
+
+        let one = grants("ingress", Some("apps"));
+        assert!(
+            !permitted(&one, &all_ingresses),
+            "a Role cannot list every namespace"
+        );
+        let ingresses = |ns| request("watch", "networking.k8s.io", "ingresses", Some(ns));
+        assert!(permitted(&one, &ingresses("apps")));
+        assert!(!permitted(&one, &ingresses("ingress")));
+        let services = |ns| request("list", "", "services", Some(ns));
+        assert!(permitted(&one, &services("apps")) && permitted(&one, &services("ingress")));
+        assert!(!permitted(&one, &services("other")));
+        let classes = request("list", "networking.k8s.io", "ingressclasses", None);
+        assert!(
+            permitted(&one, &classes),
+            "cluster-scoped kinds stay cluster-wide"
+        );
+        // The verb, the subresource and the group all count.
+        let get_secret = request("get", "", "secrets", Some("apps"));
+        assert!(!permitted(&everywhere, &get_secret));
+        let patch_ingress = request("patch", "networking.k8s.io", "ingresses", Some("apps"));
+        assert!(!permitted(&everywhere, &patch_ingress));
+        let core_events = request("create", "", "events", Some("apps"));
+        assert!(!permitted(&everywhere, &core_events));
+    }
+}

@@ -1,4 +1,5 @@
-//! The one pipeline every source feeds: change signal → (hold-off) → build → swap → publish.
+//! The one pipeline every source feeds: change signal → (hold-off) → pull a snapshot → build →
+//! swap → publish.
 //!
 //! - **Hold-off, leading edge + trailing**: a change that finds the loop rested (no build ended
 //!   within the last `hold_off`) is built at once, so an isolated edit pays only build + swap.
@@ -8,8 +9,13 @@
 //!   costs at most two builds and a steady trickle at most one build per `hold_off` (the model is never rebuilt back to
 //!   back on a big cluster). The trailing build is never later than `max_delay` after the first
 //!   change it carries.
-//! - **Wait ready**: a source publishes `None` until it has a complete view (caches synced);
-//!   nothing is built before that. The first snapshot is built at once, without hold-off.
+//! - **Wait ready**: a [`Source`]'s change signal stays at generation 0 until it has a complete
+//!   view (caches synced); nothing is built before that. The first snapshot is built at once,
+//!   without hold-off.
+//! - **Pull**: the loop waits on the change signal only; it takes one [`Snapshot`] from the
+//!   source when a build is due (after the hold-off), so a burst of changes costs one snapshot
+//!   per build, not one per change. Changes signalled after the snapshot was taken make the
+//!   loop build again.
 //! - **Build** runs [`model::build`] off the async threads with the previous build's
 //!   [`LastGood`], then **swaps** the table into the [`TableHandle`] in one store.
 //! - **Publish**: every [`Observer`] hears of the build ([`BuildReport`]) and of diagnostics that
@@ -31,11 +37,8 @@ use tokio::time::Instant;
 use crate::model::diagnostic::{Diagnostic, Severity};
 use crate::model::{self, Built, LastGood};
 use crate::settings::{BuildSettings, Settings};
-use crate::source::Snapshot;
+use crate::source::{Snapshot, Source};
 use crate::table::TableHandle;
-
-/// Snapshots from a source: `None` until the source is ready.
-pub type SnapshotReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
 
 /// What one build did, for metrics and logs.
 #[derive(Debug, Clone)]
@@ -215,27 +218,31 @@ impl Rebuilder {
         self
     }
 
-    /// Runs until `shutdown` turns true or the source goes away.
-    pub async fn run(self, mut snapshots: SnapshotReceiver, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true or the source goes away (its change signal closes).
+    pub async fn run(self, source: impl Source, mut shutdown: watch::Receiver<bool>) {
         let started = Instant::now();
         let mut last_good = LastGood::default();
         let mut published: BTreeSet<Diagnostic> = BTreeSet::new();
         let mut generation = 0u64;
+        let mut changes = source.changes();
 
-        // Wait ready: the first Some.
-        let first = tokio::select! {
-            first = first_snapshot(&mut snapshots) => match first {
-                Some(first) => first,
-                None => return,
+        // Wait ready: the first non-zero generation (`wait_for` marks it seen).
+        tokio::select! {
+            ready = changes.wait_for(|generation| *generation > 0) => if ready.is_err() {
+                return;
             },
             () = stopped(&mut shutdown) => return,
-        };
-        let mut pending = Some((first, started));
+        }
+        // When the change this build carries was first noticed (the first build: the start).
+        let mut pending = Some(started);
         // When the last build ended: changes within `hold_off` of it wait for a trailing build.
         let mut rested_from = started;
 
         loop {
-            if let Some((snapshot, since)) = pending.take() {
+            if let Some(since) = pending.take() {
+                // Pulled now, after every change signalled so far was marked seen: a change
+                // that lands after this point is signalled again and built next.
+                let snapshot = source.snapshot();
                 generation += 1;
                 last_good = self
                     .build_and_swap(snapshot, last_good, since, generation, &mut published)
@@ -245,7 +252,7 @@ impl Rebuilder {
 
             // Wait for a change.
             tokio::select! {
-                r = snapshots.changed() => if r.is_err() { return },
+                r = changes.changed() => if r.is_err() { return },
                 () = stopped(&mut shutdown) => return,
             }
             let first_change = Instant::now();
@@ -257,15 +264,16 @@ impl Rebuilder {
             while Instant::now() < due {
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => break,
-                    r = snapshots.changed() => if r.is_err() {
-                        // The source is gone: build what it last said, then stop.
+                    r = changes.changed() => if r.is_err() {
+                        // The source is gone: build what it last had, then stop.
                         break;
                     },
                     () = stopped(&mut shutdown) => return,
                 }
             }
-            let latest = snapshots.borrow_and_update().clone();
-            pending = latest.map(|s| (s, first_change));
+            // Everything signalled until now is in the snapshot pulled for this build.
+            changes.mark_unchanged();
+            pending = Some(first_change);
         }
     }
 
@@ -352,13 +360,4 @@ impl Observer for crate::metrics::Metrics {
 /// Completes when `shutdown` turns true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// The first snapshot a source publishes; `None` when the source went away before.
-async fn first_snapshot(snapshots: &mut SnapshotReceiver) -> Option<Arc<Snapshot>> {
-    snapshots
-        .wait_for(Option::is_some)
-        .await
-        .ok()
-        .and_then(|s| s.clone())
 }

@@ -23,8 +23,9 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proxy::pool::Clients;
 use crate::proxy::{self, Listeners, ProxyContext};
-use crate::rebuild::{BuildReport, LogDiagnostics, Observer, Rebuilder, SnapshotReceiver, Status};
+use crate::rebuild::{BuildReport, LogDiagnostics, Observer, Rebuilder, Status};
 use crate::settings::Settings;
+use crate::source;
 use crate::source::watch::{self as manifest_watch, DirectoryLoader, WatchError, WatchHandle};
 use crate::table::{RouteTable, TableHandle};
 use crate::tls::self_signed::{self, SelfSignedError};
@@ -76,9 +77,9 @@ pub struct Running {
 /// Where a running instance gets its objects from, and who else hears about each build. The
 /// manifest directory (here) and the Kubernetes API (`controller`) both produce one.
 pub struct Source {
-    /// Snapshots: `None` until the source is ready (no table is built before that).
-    pub snapshots: SnapshotReceiver,
-    /// The file watcher feeding `snapshots`, stopped on shutdown.
+    /// The objects and their change signal (no table is built before the source is ready).
+    pub objects: Box<dyn source::Source>,
+    /// The file watcher feeding `objects`, stopped on shutdown.
     pub watcher: Option<WatchHandle>,
     /// Observers besides the log and metrics ones (cluster mode: status and Events).
     pub observers: Vec<Arc<dyn Observer>>,
@@ -90,9 +91,9 @@ impl Source {
     /// A watched manifest directory (plus `--cert-dir`).
     pub fn manifests(manifests_dir: &Path, cert_dir: Option<&Path>) -> Result<Source, RunError> {
         let loader = DirectoryLoader::new(manifests_dir, cert_dir)?;
-        let (snapshots, watcher) = manifest_watch::watch(loader)?;
+        let (objects, watcher) = manifest_watch::watch(loader)?;
         Ok(Source {
-            snapshots,
+            objects: Box::new(objects),
             watcher: Some(watcher),
             observers: Vec::new(),
             describe: manifests_dir.display().to_string(),
@@ -134,7 +135,7 @@ pub async fn start_with(settings: Settings, source: Source) -> Result<Running, R
     let health = Health::with_metrics(metrics.clone());
 
     let Source {
-        snapshots,
+        objects,
         watcher,
         observers,
         describe,
@@ -147,7 +148,7 @@ pub async fn start_with(settings: Settings, source: Source) -> Result<Running, R
     for observer in observers {
         rebuilder = rebuilder.with_observer(observer);
     }
-    let mut background = vec![tokio::spawn(rebuilder.run(snapshots, shutdown_rx.clone()))];
+    let mut background = vec![tokio::spawn(rebuilder.run(objects, shutdown_rx.clone()))];
     background.push(tokio::spawn(
         health.clone().run(table.clone(), shutdown_rx.clone()),
     ));

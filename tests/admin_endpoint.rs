@@ -11,7 +11,7 @@ use portcullis::admin::{self, AdminState, METRICS_CONTENT_TYPE};
 use portcullis::metrics::Metrics;
 use portcullis::rebuild::{Rebuilder, Status};
 use portcullis::settings::Settings;
-use portcullis::source::Snapshot;
+use portcullis::source::{Snapshot, snapshot_channel};
 use portcullis::table::{RouteTable, TableHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,10 +36,10 @@ async fn readyz_follows_the_first_table_and_shutdown() {
 
     // The source is not ready: no table yet.
     let table: TableHandle = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
-    let (snapshots, snapshots_rx) = watch::channel(None::<Arc<Snapshot>>);
+    let (snapshots, source) = snapshot_channel(None);
     let (stop, stop_rx) = watch::channel(false);
     let rebuild = tokio::spawn(
-        Rebuilder::new(&Settings::default(), table, status.clone()).run(snapshots_rx, stop_rx),
+        Rebuilder::new(&Settings::default(), table, status.clone()).run(source, stop_rx),
     );
 
     assert_eq!(status_of(addr, "/healthz").await, 200);
@@ -47,7 +47,7 @@ async fn readyz_follows_the_first_table_and_shutdown() {
     assert_eq!(readyz.status, 503);
     assert_eq!(status_of(addr, "/table").await, 503);
 
-    snapshots.send_replace(Some(Arc::new(Snapshot::default())));
+    snapshots.send(Arc::new(Snapshot::default()));
     assert!(
         wait_until(Duration::from_secs(1), || async {
             status_of(addr, "/readyz").await == 200

@@ -1,7 +1,10 @@
 //! Cluster mode against a scripted Kubernetes API server: kube's `Client` over a `tower-test`
 //! mock service. Every request the controller makes is recorded and asserted: watch scoping and
 //! selectors, status patches, Events, Lease create/renew; and the behaviour on 410 Gone, 403,
-//! 500 and broken streams.
+//! 500 and broken streams. Every request is also checked against the RBAC that src/rbac.rs
+//! declares (`RbacCheck`: an undeclared call fails the test that made it), and the
+//! `watching_*_the_controller_calls_exactly_what_src_rbac_declares` tests fail on a declared
+//! grant the controller never uses.
 
 #[allow(dead_code)]
 #[path = "support/backends.rs"]
@@ -33,6 +36,7 @@ use portcullis::controller::{self, Cluster, Controller, ControllerSettings};
 use portcullis::crd::IngressClassParams;
 use portcullis::model::diagnostic::{Diagnostic, ObjectRef, Reason};
 use portcullis::model::{self, Built, LastGood};
+use portcullis::rbac;
 use portcullis::settings::{BuildSettings, Settings};
 use portcullis::source::Snapshot;
 use portcullis::source::kubernetes::{KubeSource, SourceSettings, strip_metadata, strip_secret};
@@ -81,6 +85,102 @@ impl Seen {
     fn is(&self, method: Method, path: &str) -> bool {
         self.method == method && self.path == path
     }
+
+    /// The request's RBAC attributes, derived as the API server's authorizer does (its
+    /// RequestInfo): the API group from `/api/v1` (core) or `/apis/GROUP/VERSION`; the namespace
+    /// from `namespaces/NS/…`; then `RESOURCE[/NAME[/SUBRESOURCE]]`; the verb from the method:
+    /// GET is `get` with a name, else `list`, or `watch` with `watch=true`; POST `create`, PUT
+    /// `update`, PATCH `patch`, DELETE `delete` (`deletecollection` without a name). Anything
+    /// else (a non-resource URL such as `/version`, or discovery) is an error: no entry of
+    /// `src/rbac.rs` can grant it.
+    fn rbac(&self) -> Result<rbac::Request, String> {
+        let parts: Vec<&str> = self.path.trim_matches('/').split('/').collect();
+        let (group, rest) = match parts.as_slice() {
+            ["api", "v1", rest @ ..] => ("", rest),
+            ["apis", group, _version, rest @ ..] => (*group, rest),
+            _ => return Err("a non-resource URL".into()),
+        };
+        let (namespace, rest) = match rest {
+            // `/api/v1/namespaces/NS` alone is the Namespace itself.
+            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+            rest => (None, rest),
+        };
+        let (resource, name) = match rest {
+            [resource] => (resource.to_string(), None),
+            [resource, name] => (resource.to_string(), Some(name)),
+            [resource, name, subresource] => (format!("{resource}/{subresource}"), Some(name)),
+            _ => return Err("not a resource path".into()),
+        };
+        let watch = matches!(self.q("watch"), Some("true" | "1"));
+        let verb = match (&self.method, name) {
+            (&Method::GET, _) if watch => "watch",
+            (&Method::GET, None) => "list",
+            (&Method::GET, Some(_)) => "get",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, None) => "deletecollection",
+            (&Method::DELETE, Some(_)) => "delete",
+            (method, _) => return Err(format!("method {method}")),
+        };
+        Ok(rbac::Request {
+            verb: verb.into(),
+            group: group.into(),
+            resource,
+            namespace,
+        })
+    }
+
+    /// Why `grants` refuse this request, if they do.
+    fn refused_by(&self, grants: &BTreeSet<rbac::Grant>) -> Option<String> {
+        match self.rbac() {
+            Ok(request) if rbac::permitted(grants, &request) => None,
+            Ok(request) => Some(format!(
+                "{} {}: {request:?} is not in src/rbac.rs API_ACCESS",
+                self.method, self.path
+            )),
+            Err(why) => Some(format!(
+                "{} {}: {why}, which no RBAC rule of src/rbac.rs grants",
+                self.method, self.path
+            )),
+        }
+    }
+}
+
+/// The tests' release namespace: where the controller keeps its Lease and finds its
+/// `--publish-service` Service and `--default-certificate` Secret (the chart's release
+/// namespace).
+const OWN_NAMESPACE: &str = "ingress";
+
+/// What the chart grants with default values (every namespace watched): every request of every
+/// test is checked against it as it arrives.
+fn default_grants() -> BTreeSet<rbac::Grant> {
+    rbac::grants(OWN_NAMESPACE, None)
+}
+
+/// Fails the test that owns the mock when its end comes and the controller made a request
+/// that [`default_grants`] refuse, that is a call `src/rbac.rs` does not declare.
+struct RbacCheck {
+    refused: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for RbacCheck {
+    fn drop(&mut self) {
+        let refused = std::mem::take(&mut *self.refused.lock().unwrap());
+        if refused.is_empty() {
+            return;
+        }
+        let message = format!(
+            "the controller made API requests that src/rbac.rs does not grant (declare them in \
+             API_ACCESS, and the chart will have to grant them too):\n{}",
+            refused.join("\n")
+        );
+        if std::thread::panicking() {
+            eprintln!("{message}");
+        } else {
+            panic!("{message}");
+        }
+    }
 }
 
 enum Reply {
@@ -96,6 +196,9 @@ struct Mock {
     client: Client,
     seen: Arc<Mutex<Vec<Seen>>>,
     watches: Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>>>,
+    /// Every request [`default_grants`] refuse, as it arrived; checked when the last clone of
+    /// the mock is dropped.
+    rbac: Arc<RbacCheck>,
 }
 
 impl Mock {
@@ -107,6 +210,8 @@ impl Mock {
             Arc::default();
         let mut handler: Handler = Box::new(handler);
         let (seen2, watches2) = (seen.clone(), watches.clone());
+        let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (refused2, grants) = (refused.clone(), default_grants());
         tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
@@ -126,6 +231,9 @@ impl Mock {
                         serde_json::from_slice(&bytes).unwrap()
                     },
                 };
+                if let Some(why) = request.refused_by(&grants) {
+                    refused2.lock().unwrap().push(why);
+                }
                 let reply = handler(&request).unwrap_or_else(|| default_reply(&request));
                 seen2.lock().unwrap().push(request.clone());
                 let response = match reply {
@@ -164,7 +272,14 @@ impl Mock {
             client: Client::new(service, "default"),
             seen,
             watches,
+            rbac: Arc::new(RbacCheck { refused }),
         }
+    }
+
+    /// The requests refused so far by the RBAC check, which forgets them: for a test that
+    /// makes them on purpose.
+    fn take_refused(&self) -> Vec<String> {
+        std::mem::take(&mut *self.rbac.refused.lock().unwrap())
     }
 
     fn requests(&self) -> Vec<Seen> {
@@ -531,17 +646,17 @@ async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
     let from_cluster = source.snapshot();
 
     let f = fixtures();
-    fn objects<K: serde::de::DeserializeOwned>(values: &[Value], strip: fn(&mut K)) -> Vec<K> {
+    fn objects<K: serde::de::DeserializeOwned>(values: &[Value], strip: fn(&mut K)) -> Vec<Arc<K>> {
         values
             .iter()
             .map(|v| {
                 let mut o: K = serde_json::from_value(v.clone()).unwrap();
                 strip(&mut o);
-                o
+                Arc::new(o)
             })
             .collect()
     }
-    let mut secrets: Vec<Secret> = objects(&f["secrets-tls"], strip_secret);
+    let mut secrets: Vec<Arc<Secret>> = objects(&f["secrets-tls"], strip_secret);
     secrets.extend(objects::<Secret>(&f["secrets-ca"][1..], strip_secret)); // `both` once
     secrets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let direct = Snapshot {
@@ -559,7 +674,7 @@ async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
     assert_eq!(from_cluster.secrets, direct.secrets);
     assert_eq!(from_cluster.services, direct.services);
     assert_eq!(from_cluster.endpoint_slices, direct.endpoint_slices);
-    let json = |v: &[IngressClassParams]| serde_json::to_value(v).unwrap();
+    let json = |v: &[Arc<IngressClassParams>]| serde_json::to_value(v).unwrap();
     assert_eq!(json(&from_cluster.class_params), json(&direct.class_params));
 
     // What the stores keep: no managedFields, no last-applied copy, only the Secret keys read.
@@ -1992,4 +2107,352 @@ async fn a_rolling_update_through_the_api_fails_no_request() {
     println!("{report}");
 
     controller.until_stopped(async {}).await.unwrap();
+}
+
+// === RBAC: the calls the code makes are the calls src/rbac.rs declares ===
+
+/// A `kubernetes.io/tls` Secret holding a fresh leaf for `host`, as the API server lists it.
+fn tls_secret(namespace: &str, name: &str, host: &str) -> Value {
+    use k8s_openapi::ByteString;
+    let leaf = pki::Ca::new("rbac test ca").leaf(&[host]);
+    let secret = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            resource_version: Some("5".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [
+                ("tls.crt".into(), ByteString(leaf.cert_pem.into_bytes())),
+                ("tls.key".into(), ByteString(leaf.key_pem.into_bytes())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    serde_json::to_value(secret).unwrap()
+}
+
+/// Runs the controller through its whole life against the mock, deployed in [`OWN_NAMESPACE`]
+/// and watching `watch_namespace`, with every flag that makes API calls of its own
+/// (`--publish-service`, `--default-certificate`): every kind listed and watched (the CRD
+/// too), our Ingress's status patched from the publish Service, an Event posted for an
+/// Ingress with a bad annotation, the Lease created, renewed and released. Returns every
+/// request the API server saw.
+async fn whole_life(watch_namespace: Option<&str>) -> Vec<Seen> {
+    let backend = backends::http("web").await;
+    let own = OWN_NAMESPACE;
+    let ingress = |name: &str, annotations: Value| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "apps", "uid": format!("uid-{name}"),
+                         "resourceVersion": "10", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": annotations},
+            "spec": {
+                "ingressClassName": "portcullis",
+                "rules": [{"host": format!("{name}.example.com"), "http": {"paths": [{
+                    "path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "web", "port": {"name": "http"}}},
+                }]}}],
+            },
+        })
+    };
+    let objects: HashMap<&'static str, Vec<Value>> = HashMap::from([
+        (
+            "ingressclasses",
+            vec![json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                "metadata": {"name": "portcullis", "resourceVersion": "2"},
+                "spec": {"controller": "portcullis.io/ingress-controller"},
+            })],
+        ),
+        (
+            "ingresses",
+            vec![
+                ingress("web", json!({})),
+                ingress("bad", json!({"portcullis.io/tls-mode": "sideways"})),
+            ],
+        ),
+        (
+            "services",
+            vec![json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "apps", "resourceVersion": "6"},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": backend.addr.port()}]},
+            })],
+        ),
+        (
+            "endpointslices",
+            vec![json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "web-1", "namespace": "apps", "resourceVersion": "7",
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+                "ports": [{"name": "http", "port": backend.addr.port(), "protocol": "TCP"}],
+            })],
+        ),
+    ]);
+    let publish_service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "portcullis", "namespace": own, "resourceVersion": "8"},
+        "spec": {"clusterIP": "10.96.0.10", "type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}},
+    });
+    let default_certificate = tls_secret(own, "default-cert", "default.example.com");
+    let own_services = format!("/api/v1/namespaces/{own}/services");
+    let mut leases = lease_server();
+    let mock = Mock::start(move |r| {
+        if let Some(reply) = leases(r) {
+            return Some(reply);
+        }
+        if !r.is_list() {
+            return None;
+        }
+        let one = |item: &Value| {
+            Some(Reply::Json(
+                StatusCode::OK,
+                list(std::slice::from_ref(item), "20"),
+            ))
+        };
+        if r.path.ends_with("/secrets") {
+            // By name in our namespace, or among every namespace's TLS Secrets.
+            let by_name = r.q("fieldSelector") == Some("metadata.name=default-cert");
+            let all_tls = r.path == "/api/v1/secrets"
+                && r.q("fieldSelector") == Some("type=kubernetes.io/tls");
+            return (by_name || all_tls)
+                .then(|| one(&default_certificate))
+                .flatten();
+        }
+        if r.path == own_services {
+            return one(&publish_service);
+        }
+        let kind = r.path.rsplit('/').next()?;
+        objects
+            .get(kind)
+            .map(|items| Reply::Json(StatusCode::OK, list(items, "20")))
+    });
+    let local = "127.0.0.1:0".parse().unwrap();
+    let settings = Settings {
+        http_addr: local,
+        https_addr: local,
+        admin_addr: local,
+        ..Settings::default()
+    };
+    let controller_settings = ControllerSettings {
+        watch_namespace: watch_namespace.map(str::to_string),
+        publish_service: Some((own.into(), "portcullis".into())),
+        publish_status_address: Vec::new(),
+        default_certificate: Some((own.into(), "default-cert".into())),
+        lease_namespace: own.into(),
+        ..controller_settings()
+    };
+    let controller = controller::start(mock.client.clone(), settings, controller_settings)
+        .await
+        .unwrap();
+    assert!(wait_until(T, || async { controller.status().is_live() }).await);
+
+    const STATUS: &str = "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/web/status";
+    mock.wait_count(1, |r| r.is(Method::PATCH, STATUS)).await;
+    mock.wait_count(1, |r| {
+        r.is(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/apps/events",
+        ) && r.body["reason"] == "InvalidAnnotation"
+            && r.body["regarding"]["name"] == "bad"
+    })
+    .await;
+    // Acquired (GET, then create), renewed once (one renew period, 5 s), then released.
+    mock.wait_count(1, |r| r.is(Method::POST, LEASES)).await;
+    mock.wait_count(1, |r| r.is(Method::PUT, LEASE)).await;
+    controller.until_stopped(async {}).await.unwrap();
+    let requests = mock.requests();
+    let puts: Vec<&Seen> = requests
+        .iter()
+        .filter(|r| r.is(Method::PUT, LEASE))
+        .collect();
+    assert!(puts.len() >= 2, "renewed, then released: {requests:#?}");
+    assert_eq!(
+        puts[puts.len() - 1].body["spec"].get("holderIdentity"),
+        None,
+        "released on the way out: {requests:#?}"
+    );
+    requests
+}
+
+/// Every request refused by `grants`, and every one of `grants` no request used.
+fn rbac_report(
+    requests: &[Seen],
+    grants: &BTreeSet<rbac::Grant>,
+) -> (Vec<String>, Vec<rbac::Grant>) {
+    let refused = requests
+        .iter()
+        .filter_map(|r| r.refused_by(grants))
+        .collect();
+    let attributes: Vec<rbac::Request> = requests.iter().filter_map(|r| r.rbac().ok()).collect();
+    let unused = grants
+        .iter()
+        .filter(|g| !attributes.iter().any(|a| g.permits(a)))
+        .cloned()
+        .collect();
+    (refused, unused)
+}
+
+/// Every request the controller makes in its whole life is one the chart grants, and every
+/// grant is used: watching one namespace, so Roles there and in our own namespace.
+#[tokio::test]
+async fn watching_one_namespace_the_controller_calls_exactly_what_src_rbac_declares() {
+    let requests = whole_life(Some("apps")).await;
+    let (refused, unused) = rbac_report(&requests, &rbac::grants(OWN_NAMESPACE, Some("apps")));
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    assert!(unused.is_empty(), "declared, but never called: {unused:#?}");
+}
+
+/// The same in every namespace: a ClusterRole, and the Lease's Role in our own namespace.
+#[tokio::test]
+async fn watching_every_namespace_the_controller_calls_exactly_what_src_rbac_declares() {
+    let requests = whole_life(None).await;
+    let (refused, unused) = rbac_report(&requests, &rbac::grants(OWN_NAMESPACE, None));
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    assert!(unused.is_empty(), "declared, but never called: {unused:#?}");
+    // Cluster-wide, nothing is read by namespace except what lives in ours.
+    for r in &requests {
+        let namespace = r.rbac().unwrap().namespace;
+        assert!(
+            namespace.is_none()
+                || namespace.as_deref() == Some(OWN_NAMESPACE)
+                || r.method != Method::GET,
+            "a namespaced read while watching every namespace: {r:?}"
+        );
+    }
+}
+
+fn synthetic(method: Method, path_and_query: &str) -> Seen {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    Seen {
+        method,
+        path: path.into(),
+        query: url_pairs(query),
+        content_type: None,
+        body: Value::Null,
+    }
+}
+
+/// The check can fail: requests outside src/rbac.rs, by verb, resource, subresource, group,
+/// namespace or URL, are each refused with the reason, while the declared ones pass.
+#[test]
+fn the_rbac_check_refuses_what_src_rbac_does_not_declare() {
+    let everywhere = default_grants();
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/ingress/leases/portcullis-leader";
+    let declared = [
+        synthetic(
+            Method::GET,
+            &format!("{INGRESSES}?watch=true&resourceVersion=1"),
+        ),
+        synthetic(
+            Method::GET,
+            "/apis/networking.k8s.io/v1/ingressclasses?limit=500",
+        ),
+        synthetic(Method::PATCH, &format!("{INGRESSES}/a/status")),
+        synthetic(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/apps/events",
+        ),
+        synthetic(Method::GET, lease),
+        synthetic(Method::PUT, lease),
+        synthetic(Method::POST, LEASES),
+    ];
+    for r in &declared {
+        assert_eq!(r.refused_by(&everywhere), None, "{r:?}");
+    }
+    let undeclared = [
+        (Method::DELETE, lease, "delete"),
+        (
+            Method::PUT,
+            "/apis/coordination.k8s.io/v1/namespaces/apps/leases/x",
+            "\"apps\"",
+        ),
+        (Method::GET, "/api/v1/namespaces/apps/pods", "\"pods\""),
+        (
+            Method::GET,
+            "/api/v1/namespaces/apps/secrets/tls",
+            "\"get\"",
+        ),
+        (
+            Method::PATCH,
+            "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/a",
+            "\"patch\"",
+        ),
+        (
+            Method::PUT,
+            "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/a/status",
+            "\"update\"",
+        ),
+        (
+            Method::POST,
+            "/api/v1/namespaces/apps/events",
+            "group: \"\"",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/namespaces/apps/secrets",
+            "deletecollection",
+        ),
+        (Method::GET, "/api/v1/namespaces/apps", "\"namespaces\""),
+        (Method::GET, "/version", "non-resource"),
+        (Method::GET, "/apis", "non-resource"),
+    ];
+    for (method, path, why) in undeclared {
+        let r = synthetic(method, path);
+        let refused = r.refused_by(&everywhere);
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|m| m.contains(why) && m.contains(path)),
+            "{r:?} should be refused for {why}: {refused:?}"
+        );
+    }
+    // Watching one namespace, Roles: no list of every namespace, and no Events about
+    // cluster-scoped objects (they go to `default`; the chart says those are log-only).
+    let one = rbac::grants(OWN_NAMESPACE, Some("apps"));
+    for path in [
+        "/apis/networking.k8s.io/v1/ingresses",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+    ] {
+        let method = if path.ends_with("/events") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        assert!(synthetic(method, path).refused_by(&one).is_some(), "{path}");
+    }
+}
+
+/// The mock's own check sees what the client sends: an undeclared call is recorded, and the
+/// check fails the test that owns the mock when it ends.
+#[tokio::test]
+async fn the_mock_records_an_undeclared_call_and_fails_the_test() {
+    use k8s_openapi::api::core::v1::Pod;
+    let mock = Mock::start(|_| None);
+    let pods: kube::Api<Pod> = kube::Api::namespaced(mock.client.clone(), "apps");
+    pods.list(&Default::default()).await.unwrap();
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(mock.client.clone(), "apps");
+    let _ = secrets.get_opt("tls").await;
+    let refused = mock.take_refused();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(refused[0].contains("/api/v1/namespaces/apps/pods") && refused[0].contains("\"list\""));
+    assert!(refused[1].contains("/secrets/tls") && refused[1].contains("\"get\""));
+
+    let check = RbacCheck {
+        refused: Arc::new(Mutex::new(refused)),
+    };
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(check)));
+    assert!(
+        dropped.is_err(),
+        "a refused request fails the test at the end"
+    );
 }

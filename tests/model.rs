@@ -8,6 +8,7 @@
 //! never sets it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use portcullis::check::Description;
 use portcullis::model::{self, Built, LastGood};
@@ -116,7 +117,7 @@ fn insensitive_to_ordering() {
             snapshot.endpoint_slices.shuffle(&mut rng);
             snapshot.class_params.shuffle(&mut rng);
             for slice in &mut snapshot.endpoint_slices {
-                slice.endpoints.shuffle(&mut rng);
+                Arc::make_mut(slice).endpoints.shuffle(&mut rng);
             }
             let again = build(&snapshot, &settings);
             assert_eq!(again.table, reference.table, "{}", case.display());
@@ -342,14 +343,14 @@ fn cert_dir_chosen_by_san() {
     use portcullis::table::CertificateChoice;
     let (crt, key) = foo_pem();
     let mut snapshot = snapshot_of(GOOD_INGRESS);
-    snapshot.cert_files.push(CertFile {
+    snapshot.cert_files.push(Arc::new(CertFile {
         path: "/certs/foo.pem".into(),
         pem: format!("{crt}\n{key}\n").into_bytes(),
-    });
-    snapshot.cert_files.push(CertFile {
+    }));
+    snapshot.cert_files.push(Arc::new(CertFile {
         path: "/certs/broken.pem".into(),
         pem: b"nothing".to_vec(),
-    });
+    }));
     // No Secret: the Ingress's tls entry fails, so the cert-dir is not consulted for it.
     let built = build(&snapshot, &BuildSettings::default());
     assert_eq!(built.table.cert_dir.len(), 1);
@@ -459,7 +460,7 @@ fn many_ingresses_build_quickly() {
         for path in &mut rule.http.as_mut().unwrap().paths {
             path.backend.service.as_mut().unwrap().name = format!("svc{}", i % 100);
         }
-        snapshot.ingresses.push(ingress);
+        snapshot.ingresses.push(Arc::new(ingress));
     }
     let start = std::time::Instant::now();
     let built = build(&snapshot, &BuildSettings::default());

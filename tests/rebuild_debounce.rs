@@ -2,14 +2,17 @@
 //! change built at once, bursts coalesced by the hold-off into a trailing build, a steady
 //! trickle still built within the maximum delay, and each diagnostic published once.
 //!
-//! Snapshots are told apart by a marker diagnostic (source diagnostics reach the observers even
-//! with the model stubbed), so tests wait for "the last snapshot is live" instead of sleeping.
+//! The source is a [`SnapshotSource`]: each `send` replaces its objects and bumps its change
+//! signal; the loop pulls the objects when it builds. Snapshots are told apart by a marker
+//! diagnostic (source diagnostics reach the observers even with the model stubbed), so tests
+//! wait for "the last snapshot is live" instead of sleeping.
 //! The hold-off timing tests run on tokio's paused clock: time moves only when every task
 //! waits on a timer (a build in `spawn_blocking` holds it still), so "built without waiting"
 //! is "built before the clock moved", with no wall-clock threshold.
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,7 @@ use arc_swap::ArcSwap;
 use portcullis::model::diagnostic::{Diagnostic, ObjectRef, Reason};
 use portcullis::rebuild::{BuildReport, Observer, Rebuilder, Status};
 use portcullis::settings::Settings;
-use portcullis::source::Snapshot;
+use portcullis::source::{Snapshot, SnapshotSender, SnapshotSource, Source, snapshot_channel};
 use portcullis::table::{RouteTable, TableHandle};
 use tokio::sync::watch;
 
@@ -72,21 +75,40 @@ fn marker(n: usize) -> Diagnostic {
     )
 }
 
-fn snapshot(n: usize) -> Option<Arc<Snapshot>> {
-    Some(Arc::new(Snapshot {
+fn snapshot(n: usize) -> Arc<Snapshot> {
+    Arc::new(Snapshot {
         diagnostics: vec![marker(n)],
         ..Snapshot::default()
-    }))
+    })
+}
+
+/// The test's source, counting how often the loop pulls a snapshot from it.
+struct Counted {
+    inner: SnapshotSource,
+    pulls: Arc<AtomicUsize>,
+}
+
+impl Source for Counted {
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.pulls.fetch_add(1, Ordering::SeqCst);
+        self.inner.snapshot()
+    }
 }
 
 struct Loop {
-    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    snapshots: SnapshotSender,
     shutdown: watch::Sender<bool>,
     status: Arc<Status>,
     recorder: Arc<Recorder>,
+    pulls: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A loop on a source that is ready with `initial`, or not ready until the first send.
 fn start(hold_off: Duration, max_delay: Duration, initial: Option<Arc<Snapshot>>) -> Loop {
     let settings = Settings {
         hold_off,
@@ -96,16 +118,22 @@ fn start(hold_off: Duration, max_delay: Duration, initial: Option<Arc<Snapshot>>
     let table: TableHandle = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
     let status = Status::new();
     let recorder = Arc::new(Recorder::default());
-    let (snapshots, rx) = watch::channel(initial);
+    let (snapshots, source) = snapshot_channel(initial);
+    let pulls = Arc::new(AtomicUsize::new(0));
+    let source = Counted {
+        inner: source,
+        pulls: pulls.clone(),
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let rebuilder =
         Rebuilder::new(&settings, table, status.clone()).with_observer(recorder.clone());
-    let task = tokio::spawn(rebuilder.run(rx, shutdown_rx));
+    let task = tokio::spawn(rebuilder.run(source, shutdown_rx));
     Loop {
         snapshots,
         shutdown,
         status,
         recorder,
+        pulls,
         task,
     }
 }
@@ -116,9 +144,14 @@ async fn no_build_before_ready_then_first_build_at_once() {
     tokio::task::yield_now().await;
     assert_eq!(l.status.generation(), 0);
     assert!(!l.status.is_live());
+    assert_eq!(
+        l.pulls.load(Ordering::SeqCst),
+        0,
+        "no snapshot taken before ready"
+    );
 
     let sent = Instant::now();
-    l.snapshots.send_replace(snapshot(0));
+    l.snapshots.send(snapshot(0));
     let mut generation = l.status.subscribe();
     tokio::time::timeout(Duration::from_secs(1), generation.wait_for(|g| *g == 1))
         .await
@@ -144,7 +177,7 @@ async fn a_burst_of_changes_costs_a_few_builds() {
     let l = start(
         Duration::from_millis(100),
         Duration::from_secs(1),
-        snapshot(0),
+        Some(snapshot(0)),
     );
     assert!(
         wait_until(Duration::from_secs(1), || async {
@@ -157,7 +190,7 @@ async fn a_burst_of_changes_costs_a_few_builds() {
     // 100 changes in about 50 ms.
     let burst_start = Instant::now();
     for n in 1..=100 {
-        l.snapshots.send_replace(snapshot(n));
+        l.snapshots.send(snapshot(n));
         if n % 10 == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -187,12 +220,14 @@ async fn a_burst_of_changes_costs_a_few_builds() {
     // Each marker was published once, and only those that were built.
     let added = l.recorder.added.lock().unwrap().len();
     assert_eq!(added, builds + 1);
+    // One snapshot pulled per build, not one per change.
+    assert_eq!(l.pulls.load(Ordering::SeqCst), builds + 1);
 }
 
 #[tokio::test]
 async fn a_steady_trickle_still_builds_within_max_delay() {
     let max_delay = Duration::from_millis(300);
-    let l = start(Duration::from_millis(100), max_delay, snapshot(0));
+    let l = start(Duration::from_millis(100), max_delay, Some(snapshot(0)));
     assert!(
         wait_until(Duration::from_secs(1), || async {
             l.recorder.is_live("snapshot 0")
@@ -205,7 +240,7 @@ async fn a_steady_trickle_still_builds_within_max_delay() {
     let mut n = 0;
     while start.elapsed() < Duration::from_millis(1500) {
         n += 1;
-        l.snapshots.send_replace(snapshot(n));
+        l.snapshots.send(snapshot(n));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let during: Vec<BuildReport> = l
@@ -248,15 +283,15 @@ async fn diagnostics_are_published_once_and_resolved_once() {
         "bad host",
     );
     let with = |n: usize| {
-        Some(Arc::new(Snapshot {
+        Arc::new(Snapshot {
             diagnostics: vec![shared.clone(), marker(n)],
             ..Snapshot::default()
-        }))
+        })
     };
     let l = start(
         Duration::from_millis(20),
         Duration::from_millis(200),
-        with(0),
+        Some(with(0)),
     );
     assert!(
         wait_until(Duration::from_secs(1), || async {
@@ -264,14 +299,14 @@ async fn diagnostics_are_published_once_and_resolved_once() {
         })
         .await
     );
-    l.snapshots.send_replace(with(1));
+    l.snapshots.send(with(1));
     assert!(
         wait_until(Duration::from_secs(1), || async {
             l.recorder.is_live("snapshot 1")
         })
         .await
     );
-    l.snapshots.send_replace(snapshot(2));
+    l.snapshots.send(snapshot(2));
     assert!(
         wait_until(Duration::from_secs(1), || async {
             l.recorder.is_live("snapshot 2")
@@ -289,14 +324,14 @@ async fn diagnostics_are_published_once_and_resolved_once() {
 #[tokio::test(start_paused = true)]
 async fn an_isolated_change_is_built_without_waiting_for_the_hold_off() {
     let hold_off = Duration::from_millis(100);
-    let l = start(hold_off, Duration::from_secs(1), snapshot(0));
+    let l = start(hold_off, Duration::from_secs(1), Some(snapshot(0)));
     let mut generation = l.status.subscribe();
     generation.wait_for(|g| *g == 1).await.unwrap();
 
     // Quiet for longer than the hold-off, then one change.
     tokio::time::advance(hold_off * 2).await;
     let sent = tokio::time::Instant::now();
-    l.snapshots.send_replace(snapshot(1));
+    l.snapshots.send(snapshot(1));
     generation.wait_for(|g| *g == 2).await.unwrap();
 
     // Had the loop waited on any timer, the paused clock would have jumped to it.
@@ -312,20 +347,20 @@ async fn an_isolated_change_is_built_without_waiting_for_the_hold_off() {
 async fn changes_just_after_a_build_ride_one_trailing_build() {
     let hold_off = Duration::from_millis(100);
     let max_delay = Duration::from_secs(1);
-    let l = start(hold_off, max_delay, snapshot(0));
+    let l = start(hold_off, max_delay, Some(snapshot(0)));
     let mut generation = l.status.subscribe();
     generation.wait_for(|g| *g == 1).await.unwrap();
     tokio::time::advance(hold_off * 2).await;
 
     // The leading change is built at once...
     let leading = tokio::time::Instant::now();
-    l.snapshots.send_replace(snapshot(1));
+    l.snapshots.send(snapshot(1));
     generation.wait_for(|g| *g == 2).await.unwrap();
     assert_eq!(leading.elapsed(), Duration::ZERO);
 
     // ...and the nine that follow within the hold-off wait for one build, `hold_off` after it.
     for n in 2..=10 {
-        l.snapshots.send_replace(snapshot(n));
+        l.snapshots.send(snapshot(n));
         tokio::time::advance(Duration::from_millis(5)).await;
     }
     assert_eq!(l.status.generation(), 2, "built inside the hold-off");
@@ -341,6 +376,8 @@ async fn changes_just_after_a_build_ride_one_trailing_build() {
     tokio::time::advance(max_delay * 2).await;
     assert_eq!(l.status.generation(), 3);
     assert_eq!(l.recorder.added.lock().unwrap().len(), 3);
+    // The ten changes were pulled twice: at the leading build and after the hold-off.
+    assert_eq!(l.pulls.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -348,12 +385,12 @@ async fn a_trailing_build_never_waits_past_max_delay() {
     // A hold-off longer than the maximum delay: the cap decides.
     let hold_off = Duration::from_millis(500);
     let max_delay = Duration::from_millis(200);
-    let l = start(hold_off, max_delay, snapshot(0));
+    let l = start(hold_off, max_delay, Some(snapshot(0)));
     let mut generation = l.status.subscribe();
     generation.wait_for(|g| *g == 1).await.unwrap();
 
     let sent = tokio::time::Instant::now();
-    l.snapshots.send_replace(snapshot(1));
+    l.snapshots.send(snapshot(1));
     generation.wait_for(|g| *g == 2).await.unwrap();
     let waited = sent.elapsed();
     assert!(

@@ -14,9 +14,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use portcullis::model::diagnostic::{Diagnostic, ObjectRef, Reason};
-use portcullis::source::Snapshot;
 use portcullis::source::manifests::Object;
-use portcullis::source::watch::{DirectoryLoader, SnapshotReceiver, load_once, watch};
+use portcullis::source::watch::{DirectoryLoader, load_once, watch};
+use portcullis::source::{Snapshot, SnapshotSource, Source};
 
 /// The watcher must apply a change within this.
 const WITHIN: Duration = Duration::from_secs(1);
@@ -33,7 +33,7 @@ fn fake_parse(path: &str, text: &str) -> Result<Vec<Object>, Box<Diagnostic>> {
             )));
         }
         if let Some(name) = line.strip_prefix("service: ") {
-            objects.push(Object::Service(Box::new(Service {
+            objects.push(Object::Service(Arc::new(Service {
                 metadata: ObjectMeta {
                     name: Some(name.trim().to_string()),
                     namespace: Some("default".to_string()),
@@ -60,25 +60,42 @@ fn loader(dir: &Path, cert_dir: Option<&Path>) -> DirectoryLoader {
     DirectoryLoader::with_parser(dir, cert_dir, fake_parse).expect("loader")
 }
 
-/// Waits (up to [`WITHIN`]) for a snapshot satisfying `pred`; panics with the last one if none.
+/// The snapshot a watched source has as soon as `watch` returns: it is ready at once.
+fn first(source: &SnapshotSource) -> Arc<Snapshot> {
+    assert!(
+        *source.changes().borrow() > 0,
+        "the first snapshot is there at once"
+    );
+    source.snapshot()
+}
+
+/// Waits (up to [`WITHIN`]) for the source's change signal to bring a snapshot satisfying
+/// `pred`, as the rebuild loop would see it; panics with the last one if none.
 async fn expect_snapshot(
-    rx: &mut SnapshotReceiver,
+    source: &SnapshotSource,
     what: &str,
     pred: impl Fn(&Snapshot) -> bool,
 ) -> Arc<Snapshot> {
-    let found = match tokio::time::timeout(WITHIN, rx.wait_for(|s| s.as_deref().is_some_and(&pred)))
-        .await
-    {
-        Ok(Ok(s)) => Ok(s.clone().expect("some")),
-        Ok(Err(_)) => Err(true),
-        Err(_) => Err(false),
-    };
+    let mut changes = source.changes();
+    let found = tokio::time::timeout(WITHIN, async {
+        loop {
+            changes.mark_unchanged();
+            let snapshot = source.snapshot();
+            if pred(&snapshot) {
+                return Some(snapshot);
+            }
+            if changes.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await;
     match found {
-        Ok(s) => s,
-        Err(true) => panic!("watcher stopped while waiting for: {what}"),
-        Err(false) => panic!(
+        Ok(Some(s)) => s,
+        Ok(None) => panic!("watcher stopped while waiting for: {what}"),
+        Err(_) => panic!(
             "no snapshot within {WITHIN:?} with: {what}; last: {:?}",
-            rx.borrow().as_deref().map(service_names)
+            service_names(&source.snapshot())
         ),
     }
 }
@@ -106,21 +123,27 @@ async fn changed_file_is_delivered_within_a_second() {
     write(&dir.path().join("nested/deeper/b.yml"), "service: b\n");
     write(&dir.path().join("notes.txt"), "service: ignored\n");
 
-    let (mut rx, _handle) = watch(loader(dir.path(), None)).unwrap();
-    let first = rx
-        .borrow_and_update()
-        .clone()
-        .expect("first snapshot at once");
-    assert_eq!(service_names(&first), ["a", "b"]);
+    let (source, _handle) = watch(loader(dir.path(), None)).unwrap();
+    let before = first(&source);
+    assert_eq!(service_names(&before), ["a", "b"]);
 
     write(&dir.path().join("a.yaml"), "service: a\nservice: a2\n");
-    expect_snapshot(&mut rx, "a, a2, b", |s| {
+    let after = expect_snapshot(&source, "a, a2, b", |s| {
         service_names(s) == ["a", "a2", "b"]
     })
     .await;
+    // b.yml did not change: its object is the one parsed before, shared, not re-read or copied.
+    let b = |s: &Snapshot| {
+        s.services
+            .iter()
+            .find(|o| o.metadata.name.as_deref() == Some("b"))
+            .cloned()
+            .expect("service b")
+    };
+    assert!(Arc::ptr_eq(&b(&before), &b(&after)));
 
     write(&dir.path().join("nested/c.yaml"), "service: c\n");
-    expect_snapshot(&mut rx, "new file c", |s| {
+    expect_snapshot(&source, "new file c", |s| {
         service_names(s) == ["a", "a2", "b", "c"]
     })
     .await;
@@ -133,10 +156,10 @@ async fn broken_file_keeps_its_last_objects_and_reports_file_and_line() {
     write(&a, "service: a\n");
     write(&dir.path().join("b.yaml"), "service: b\n");
 
-    let (mut rx, _handle) = watch(loader(dir.path(), None)).unwrap();
+    let (source, _handle) = watch(loader(dir.path(), None)).unwrap();
     // Atomic, so that "last good" is the previous version, not a half-written one.
     write_atomic(&a, "service: a-new\nBROKEN\n");
-    let s = expect_snapshot(&mut rx, "a diagnostic", |s| !s.diagnostics.is_empty()).await;
+    let s = expect_snapshot(&source, "a diagnostic", |s| !s.diagnostics.is_empty()).await;
     assert_eq!(
         service_names(&s),
         ["a", "b"],
@@ -150,7 +173,7 @@ async fn broken_file_keeps_its_last_objects_and_reports_file_and_line() {
 
     // Fixed: the new objects replace the old ones and the diagnostic goes away.
     write_atomic(&a, "service: a-fixed\n");
-    expect_snapshot(&mut rx, "a-fixed, no diagnostic", |s| {
+    expect_snapshot(&source, "a-fixed, no diagnostic", |s| {
         service_names(s) == ["a-fixed", "b"] && s.diagnostics.is_empty()
     })
     .await;
@@ -177,15 +200,12 @@ async fn deleted_file_drops_its_objects() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("a.yaml"), "service: a\n");
     write(&dir.path().join("b.yaml"), "service: b\nBROKEN\n");
-    let (mut rx, _handle) = watch(loader(dir.path(), None)).unwrap();
-    assert_eq!(
-        rx.borrow_and_update().as_deref().unwrap().diagnostics.len(),
-        1
-    );
+    let (source, _handle) = watch(loader(dir.path(), None)).unwrap();
+    assert_eq!(first(&source).diagnostics.len(), 1);
 
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
     std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
-    expect_snapshot(&mut rx, "nothing left", |s| {
+    expect_snapshot(&source, "nothing left", |s| {
         s.services.is_empty() && s.diagnostics.is_empty()
     })
     .await;
@@ -231,14 +251,11 @@ async fn configmap_symlink_swap_is_picked_up() {
     std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/app.yaml", root.join("app.yaml")).unwrap();
 
-    let (mut rx, _handle) = watch(loader(root, None)).unwrap();
-    assert_eq!(
-        service_names(rx.borrow_and_update().as_deref().unwrap()),
-        ["v1"]
-    );
+    let (source, _handle) = watch(loader(root, None)).unwrap();
+    assert_eq!(service_names(&first(&source)), ["v1"]);
 
     swap_data_dir(root, "..v1", "..v2", &[("app.yaml", "service: v2\n")]);
-    expect_snapshot(&mut rx, "v2", |s| service_names(s) == ["v2"]).await;
+    expect_snapshot(&source, "v2", |s| service_names(s) == ["v2"]).await;
 }
 
 /// Writes `files` into `root/new`, points `..data` at it atomically, removes `root/old`.
@@ -309,11 +326,8 @@ async fn rotated_secret_mount_is_re_read() {
         )]
     );
 
-    let (mut rx, _handle) = watch(loader(manifests.path(), Some(c))).unwrap();
-    assert_eq!(
-        rx.borrow_and_update().as_deref().unwrap().cert_files.len(),
-        1
-    );
+    let (source, _handle) = watch(loader(manifests.path(), Some(c))).unwrap();
+    assert_eq!(first(&source).cert_files.len(), 1);
 
     swap_data_dir(
         c,
@@ -321,7 +335,7 @@ async fn rotated_secret_mount_is_re_read() {
         "..v2",
         &[("tls.crt", "CERT-2\n"), ("tls.key", "KEY-2\n")],
     );
-    expect_snapshot(&mut rx, "rotated certificate", |s| {
+    expect_snapshot(&source, "rotated certificate", |s| {
         cert_paths_and_pems(s)
             .first()
             .is_some_and(|(_, pem)| pem == "CERT-2\nKEY-2\n")
@@ -356,17 +370,14 @@ async fn real_parser_broken_yaml_keeps_last_objects() {
         &file,
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  ports:\n  - port: 80\n",
     );
-    let (mut rx, _handle) = watch(DirectoryLoader::new(dir.path(), None).unwrap()).unwrap();
-    assert_eq!(
-        service_names(rx.borrow_and_update().as_deref().unwrap()),
-        ["web"]
-    );
+    let (source, _handle) = watch(DirectoryLoader::new(dir.path(), None).unwrap()).unwrap();
+    assert_eq!(service_names(&first(&source)), ["web"]);
 
     write(
         &file,
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n",
     );
-    let s = expect_snapshot(&mut rx, "a diagnostic", |s| !s.diagnostics.is_empty()).await;
+    let s = expect_snapshot(&source, "a diagnostic", |s| !s.diagnostics.is_empty()).await;
     assert_eq!(service_names(&s), ["web"]);
     assert_eq!(s.diagnostics[0].object.name, file.display().to_string());
     assert!(

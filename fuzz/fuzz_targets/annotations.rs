@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::annotations::{OptionDefaults, parse, parse_duration};
+use portcullis::annotations::{DurationSyntax, OptionDefaults, parse, parse_duration};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -17,7 +17,12 @@ fuzz_target!(|data: &[u8]| {
     let mut map = BTreeMap::new();
     for line in lines {
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
-        let _ = parse_duration(value);
+        let manifest = parse_duration(value, DurationSyntax::Manifest);
+        let flag = parse_duration(value, DurationSyntax::Flag);
+        // The flag syntax accepts everything the manifest syntax does, with the same value.
+        if let Ok(d) = manifest {
+            assert_eq!(flag, Ok(d), "{value:?}");
+        }
         map.insert(key.to_string(), value.to_string());
     }
     match parse(Some(&map), namespace, &OptionDefaults::default()) {

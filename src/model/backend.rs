@@ -75,8 +75,8 @@ struct Resolved {
 impl<'a> Backends<'a> {
     /// Indexes the objects that pass `in_scope` (the watch-namespace filter).
     pub fn new(
-        services: &'a [Service],
-        slices: &'a [EndpointSlice],
+        services: &'a [Arc<Service>],
+        slices: &'a [Arc<EndpointSlice>],
         in_scope: impl Fn(Option<&str>) -> bool,
     ) -> Self {
         let mut service_index =
@@ -86,7 +86,7 @@ impl<'a> Backends<'a> {
             if let (Some(ns), Some(name)) = (Some(super::namespace_of(meta)), meta.name.as_deref())
                 && in_scope(Some(ns))
             {
-                service_index.insert((ns, name), service);
+                service_index.insert((ns, name), &**service);
             }
         }
         let mut slice_index: FastMap<_, Vec<&EndpointSlice>> =
@@ -100,7 +100,7 @@ impl<'a> Backends<'a> {
                 slice_index
                     .entry((ns, service.as_str()))
                     .or_default()
-                    .push(slice);
+                    .push(&**slice);
             }
         }
         Backends {

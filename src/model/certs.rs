@@ -58,7 +58,7 @@ pub(super) struct Secrets<'a> {
 
 impl<'a> Secrets<'a> {
     pub fn new(
-        secrets: &'a [Secret],
+        secrets: &'a [Arc<Secret>],
         previous: &'a FastMap<SecretKey, GoodSecret>,
         in_scope: impl Fn(Option<&str>) -> bool,
     ) -> Self {
@@ -68,7 +68,7 @@ impl<'a> Secrets<'a> {
             if let (Some(ns), Some(name)) = (Some(super::namespace_of(meta)), meta.name.as_deref())
                 && in_scope(Some(ns))
             {
-                index.insert((ns, name), secret);
+                index.insert((ns, name), &**secret);
             }
         }
         Secrets {
@@ -270,8 +270,11 @@ fn secret_bytes(secret: &Secret, usage: SecretUse) -> Result<Vec<&[u8]>, String>
 }
 
 /// Parses the `--cert-dir` files, sorted by path; bad files are reported and skipped.
-pub(super) fn cert_dir(files: &[CertFile], diagnostics: &mut Vec<Diagnostic>) -> Vec<Certificate> {
-    let mut sorted: Vec<&CertFile> = files.iter().collect();
+pub(super) fn cert_dir(
+    files: &[Arc<CertFile>],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Certificate> {
+    let mut sorted: Vec<&CertFile> = files.iter().map(|f| &**f).collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
     let mut out = Vec::new();
     for file in sorted {

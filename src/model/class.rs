@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
-use crate::annotations::{MIN_HEALTH_INTERVAL, OptionDefaults, parse_duration};
+use crate::annotations::{DurationSyntax, MIN_HEALTH_INTERVAL, OptionDefaults, parse_duration};
 use crate::crd::{
     HealthCheckMethod, IngressClassParams, IngressClassParamsSpec, LoadBalanceName, TlsVersion,
 };
@@ -79,19 +80,19 @@ pub(super) struct Classes {
 impl Classes {
     /// Reads the IngressClasses and the params they reference. Diagnostics for bad params.
     pub fn new(
-        classes: &[IngressClass],
-        params: &[IngressClassParams],
+        classes: &[Arc<IngressClass>],
+        params: &[Arc<IngressClassParams>],
         settings: &BuildSettings,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Classes {
         let params_by_name: HashMap<&str, &IngressClassParams> = params
             .iter()
-            .filter_map(|p| Some((p.metadata.name.as_deref()?, p)))
+            .filter_map(|p| Some((p.metadata.name.as_deref()?, &**p)))
             .collect();
         let mut ours = BTreeMap::new();
         let mut name_taken = false;
         let mut default_class = None;
-        let mut sorted: Vec<&IngressClass> = classes.iter().collect();
+        let mut sorted: Vec<&IngressClass> = classes.iter().map(|c| &**c).collect();
         sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         for class in sorted {
             let Some(name) = class.metadata.name.as_deref() else {
@@ -234,8 +235,8 @@ impl ParamsReader<'_> {
 
     fn duration(&mut self, field: &str, value: Option<&String>, min: Duration) -> Option<Duration> {
         let value = value?;
-        match parse_duration(value) {
-            Some(d) if d >= min && !d.is_zero() => Some(d),
+        match parse_duration(value, DurationSyntax::Manifest) {
+            Ok(d) if d >= min && !d.is_zero() => Some(d),
             _ => {
                 let accepted = format!(
                     "a duration of at least {}ms like 500ms, 5s or 2m",

@@ -44,8 +44,9 @@ use diagnostic::{Diagnostic, ObjectRef, Reason};
 /// not take it out of service. Opaque to callers: pass the previous build's value back in.
 #[derive(Debug, Clone, Default)]
 pub struct LastGood {
-    /// Ingresses whose annotations were valid, by namespace/name. An Ingress that is no longer
-    /// ours (deleted, or moved to another class) is dropped.
+    /// Ingresses whose annotations were valid, by namespace/name: the snapshot's own `Arc`s,
+    /// shared, not copied. An Ingress that is no longer ours (deleted, or moved to another
+    /// class) is dropped.
     ingresses: FastMap<(String, String), Arc<Ingress>>,
     /// Secrets that parsed, by namespace/name and use; kept while something references them.
     secrets: FastMap<certs::SecretKey, certs::GoodSecret>,
@@ -81,7 +82,8 @@ pub(crate) fn namespace_of(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 
-/// Builds the routing table from a snapshot of objects.
+/// Builds the routing table from a snapshot of objects. Reads the objects through their
+/// `Arc`s; what it keeps of them (last good Ingresses) shares those `Arc`s.
 pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood) -> Built {
     let mut diagnostics = snapshot.diagnostics.clone();
     let in_scope = |namespace: Option<&str>| {
@@ -103,7 +105,7 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
     let cert_dir = certs::cert_dir(&snapshot.cert_files, &mut diagnostics);
 
     // Ours, oldest first: creationTimestamp (missing ones last), then namespace/name.
-    let mut ours: Vec<(&Ingress, &class::ClassPolicy)> = snapshot
+    let mut ours: Vec<(&Arc<Ingress>, &class::ClassPolicy)> = snapshot
         .ingresses
         .iter()
         .filter(|i| i.metadata.name.is_some() && in_scope(Some(namespace_of(&i.metadata))))
@@ -141,12 +143,9 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
         );
         let (serving, parsed) = match parsed {
             Ok(parsed) => {
-                let kept = match previous {
-                    Some(prev) if **prev == *ingress => prev.clone(),
-                    _ => Arc::new(ingress.clone()),
-                };
-                next_ingresses.insert(key, kept);
-                (ingress, parsed)
+                // The snapshot's `Arc`: the previous version, equal or not, is let go.
+                next_ingresses.insert(key, Arc::clone(ingress));
+                (&**ingress, parsed)
             }
             Err(errors) => {
                 for error in &errors {

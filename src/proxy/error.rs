@@ -1,7 +1,6 @@
-//! Errors of the HTTP proxy, as data: each records WHO failed (the client, the upstream, or
-//! the proxy itself) and what, and [`ProxyError::status`] / [`ProxyError::label`] are the ONE
-//! place that maps a failure to the status code the client sees and to the label that metrics
-//! and access logs carry.
+//! Errors of the HTTP proxy, as data: each records WHO failed (the client or the upstream) and
+//! what, and [`ProxyError::status`] / [`ProxyError::label`] are the ONE place that maps a failure
+//! to the status code the client sees and to the label that metrics and access logs carry.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,8 +16,6 @@ pub enum Who {
     Client,
     /// The upstream (pod) could not be reached, failed, or was too slow.
     Upstream,
-    /// We failed on our own.
-    Proxy,
 }
 
 impl Who {
@@ -27,7 +24,6 @@ impl Who {
         match self {
             Who::Client => "client",
             Who::Upstream => "upstream",
-            Who::Proxy => "proxy",
         }
     }
 }
@@ -46,9 +42,6 @@ pub enum ProxyError {
         #[source]
         fault: UpstreamFault,
     },
-    /// The proxy is at fault.
-    #[error("proxy: {0}")]
-    Proxy(#[from] ProxyFault),
 }
 
 /// What the client did wrong.
@@ -92,14 +85,6 @@ pub enum UpstreamFault {
     Timeout(Duration),
 }
 
-/// What we did wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyFault {
-    /// The upstream request could not be built (e.g. an endpoint address that is not a URI).
-    #[error("cannot build the upstream request: {0}")]
-    UpstreamRequest(String),
-}
-
 impl ProxyError {
     /// An upstream fault of `service`, last tried at `endpoint`.
     pub fn upstream(
@@ -119,7 +104,6 @@ impl ProxyError {
         match self {
             ProxyError::Client(_) => Who::Client,
             ProxyError::Upstream { .. } => Who::Upstream,
-            ProxyError::Proxy(_) => Who::Proxy,
         }
     }
 
@@ -141,7 +125,6 @@ impl ProxyError {
                 }
                 UpstreamFault::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             },
-            ProxyError::Proxy(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -162,7 +145,6 @@ impl ProxyError {
                 UpstreamFault::Reset(_) => "upstream_reset",
                 UpstreamFault::Timeout(_) => "upstream_timeout",
             },
-            ProxyError::Proxy(ProxyFault::UpstreamRequest(_)) => "internal",
         }
     }
 

@@ -25,19 +25,17 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::body::{client_request, empty_request};
 use super::error::{ProxyError, UpstreamFault};
 use super::pool::UpstreamConn;
 use super::{ConnInfo, ProxyContext, balance};
@@ -53,44 +51,6 @@ pub const MAX_TRIES: usize = 3;
 /// resends of requests that were never written (always safe) and the one resend after a
 /// connection closed before answering.
 const MAX_ATTEMPTS: usize = MAX_TRIES + 3;
-
-// === impl RequestBody ===
-
-/// The request body sent upstream: the client's, or none (a bodyless request sent again after
-/// its first connection closed before answering; hyper's `Incoming` cannot be made empty).
-pub enum RequestBody {
-    Client(Incoming),
-    Empty,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Client(body) => body.is_end_stream(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Client(body) => body.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
 
 /// Whether `err` says the upstream closed or reset the connection before sending a response
 /// head (hyper's "connection closed before message completed", or a reset/EOF while waiting).
@@ -463,7 +423,7 @@ pub async fn forward(
     // A bodyless idempotent request can be sent again when its connection closes before any
     // response head; anything else only when hyper hands the request back unsent.
     let resendable = body.is_end_stream() && method.is_idempotent();
-    let mut body = Some(RequestBody::Client(body));
+    let mut body = Some(client_request(body));
     let connector = f.ctx.clients.connector_for(&f.upstream.protocol);
 
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -506,7 +466,7 @@ pub async fn forward(
             }
         };
         let keep_copy = resendable && !resent;
-        let mut upstream_req = Request::new(body.take().unwrap_or(RequestBody::Empty));
+        let mut upstream_req = Request::new(body.take().unwrap_or_else(empty_request));
         *upstream_req.method_mut() = method.clone();
         *upstream_req.uri_mut() = Uri::from(path_and_query.clone());
         *upstream_req.version_mut() = Version::HTTP_11;

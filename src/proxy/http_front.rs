@@ -33,20 +33,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 
+use super::body::{BodyObserver, ProxyBody, ResponseBody, own_response, upstream_response};
 use super::error::{ClientFault, ProxyError};
 use super::forward::{self, ConnForwarded, Forward};
 use super::framing_guard::{FramingGuard, FramingVerdict};
@@ -283,7 +283,10 @@ impl ClientConnection {
 // === handle ===
 
 /// Answers one request; never fails (errors become small fixed responses).
-async fn handle(state: Arc<ClientConnection>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(
+    state: Arc<ClientConnection>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody<Record>> {
     let index = state.requests.fetch_add(1, Ordering::Relaxed);
     let mut record = Record::new(&state, &req);
     let h1 = req.version() <= http::Version::HTTP_11;
@@ -304,10 +307,7 @@ async fn handle(state: Arc<ClientConnection>, req: Request<Incoming>) -> Respons
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
     }
     record.status = response.status().as_u16();
-    response.map(|inner| ProxyBody {
-        inner,
-        record: Some(record),
-    })
+    response.map(|inner| ProxyBody::new(inner, record))
 }
 
 async fn route_and_forward(
@@ -315,7 +315,7 @@ async fn route_and_forward(
     req: Request<Incoming>,
     index: u64,
     record: &mut Record,
-) -> Result<Response<BodyKind>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     // check
     if state.verdict.rejected(index) {
         return Err(ClientFault::Smuggling(
@@ -397,8 +397,8 @@ async fn route_and_forward(
     record.upstream = Some(answer.endpoint);
     record.upstream_time = Some(answer.upstream_time);
     record.in_flight = answer.in_flight;
-    let conn = answer.conn;
-    Ok(answer.response.map(|body| BodyKind::Upstream(body, conn)))
+    record.conn = answer.conn;
+    Ok(answer.response.map(upstream_response))
 }
 
 /// The host the client asked for, as sent: the URI authority (HTTP/2, absolute-form), else the
@@ -497,7 +497,7 @@ fn mode_label(mode: Mode) -> &'static str {
 }
 
 /// `308 Permanent Redirect` to the same host, path and query over HTTPS.
-fn redirect(host: &str, https_port: u16, req: &Request<Incoming>) -> Response<BodyKind> {
+fn redirect(host: &str, https_port: u16, req: &Request<Incoming>) -> Response<ResponseBody> {
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -508,7 +508,7 @@ fn redirect(host: &str, https_port: u16, req: &Request<Incoming>) -> Response<Bo
     } else {
         format!("https://{host}:{https_port}{path_and_query}")
     };
-    let mut response = Response::new(BodyKind::Full(None));
+    let mut response = Response::new(own_response(Bytes::new()));
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
     match HeaderValue::from_str(&location) {
         Ok(location) => {
@@ -523,9 +523,9 @@ fn redirect(host: &str, https_port: u16, req: &Request<Incoming>) -> Response<Bo
 }
 
 /// The proxy's own answer to a failed request: fixed status line body, nothing leaked.
-fn error_response(error: &ProxyError, h1: bool) -> Response<BodyKind> {
+fn error_response(error: &ProxyError, h1: bool) -> Response<ResponseBody> {
     let body = error.body();
-    let mut response = Response::new(BodyKind::Full(Some(Bytes::from_static(body.as_bytes()))));
+    let mut response = Response::new(own_response(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = error.status();
     let headers = response.headers_mut();
     headers.insert(
@@ -544,7 +544,8 @@ fn error_response(error: &ProxyError, h1: bool) -> Response<BodyKind> {
 /// What the access log and metrics need about one request; logged when dropped, i.e. when the
 /// response body has been sent (or abandoned). Holds no copies of the request: the host,
 /// method and URI are reference-counted handles, turned into log fields only when the access
-/// log is on.
+/// log is on. It is the [`BodyObserver`] of the request's response body, and holds what that
+/// body's end settles: least-request accounting and the upstream connection.
 struct Record {
     started: Instant,
     raw_host: Option<RawHost>,
@@ -560,6 +561,9 @@ struct Record {
     error: Option<&'static str>,
     hsts: Option<HeaderValue>,
     in_flight: Option<InFlight>,
+    /// The upstream connection the response arrives on: back to the pool once the response has
+    /// been read to its end ([`BodyObserver::complete`]), else closed when the record drops.
+    conn: Option<UpstreamConn>,
     /// Counts the request as in flight (idle timeout) until dropped; its connection also
     /// records the metrics.
     state: Arc<ClientConnection>,
@@ -586,6 +590,7 @@ impl Record {
             error: None,
             hsts: None,
             in_flight: None,
+            conn: None,
             state: Arc::clone(state),
         }
     }
@@ -622,90 +627,19 @@ impl Drop for Record {
     }
 }
 
-// === impl ProxyBody ===
+impl BodyObserver for Record {
+    fn sent(&mut self, len: usize) {
+        self.bytes_sent += len as u64;
+    }
 
-/// The response body sent to the client: our own small bodies, or the upstream's streamed
-/// through. Counts bytes and finishes the request's [`Record`] when it ends or is dropped.
-pub struct ProxyBody {
-    inner: BodyKind,
-    record: Option<Record>,
-}
+    fn failed(&mut self) {
+        self.error = Some("upstream_body_reset");
+    }
 
-enum BodyKind {
-    Full(Option<Bytes>),
-    /// The upstream's body and the connection it arrives on, which goes back to the pool
-    /// once the body has been read to its end.
-    Upstream(Incoming, Option<UpstreamConn>),
-}
-
-impl BodyKind {
-    /// Returns the upstream connection to the pool if its response has been read to the end:
-    /// `finished` (polled to `None`) or a body that says it is at its end.
-    fn release_if_done(&mut self, finished: bool) {
-        if let BodyKind::Upstream(body, conn) = self
-            && (finished || body.is_end_stream())
-            && let Some(conn) = conn.take()
-        {
+    fn complete(&mut self) {
+        if let Some(conn) = self.conn.take() {
             conn.release();
         }
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = match &mut this.inner {
-            BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            BodyKind::Upstream(body, _) => Pin::new(body).poll_frame(cx),
-        };
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
-                    record.bytes_sent += data.len() as u64;
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(mut record) = this.record.take() {
-                    record.error = Some("upstream_body_reset");
-                }
-            }
-            Poll::Ready(None) => {
-                this.inner.release_if_done(true);
-                this.record.take();
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            BodyKind::Full(bytes) => bytes.is_none(),
-            BodyKind::Upstream(body, _) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            BodyKind::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            BodyKind::Upstream(body, _) => body.size_hint(),
-        }
-    }
-}
-
-impl Drop for ProxyBody {
-    fn drop(&mut self) {
-        // hyper does not poll a body that says it is empty (HEAD, 204, 304, length 0): its
-        // connection is released here. One dropped mid-body is not, and closes.
-        self.inner.release_if_done(false);
     }
 }
 

@@ -24,10 +24,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::prefixed_io::PrefixedIo;
 use super::{ConnInfo, ProxyContext, TlsInfo, http_front, passthrough, proxy_protocol};
-use crate::metrics::Mode;
+use crate::metrics::{HelloRejection, Mode};
 use crate::model::route::TlsMode;
 use crate::table::{RouteTable, TableHandle};
-use crate::tls::client_hello;
+use crate::tls::client_hello::{self, HelloError};
 
 /// Serves one accepted :443 connection from `peer` to our address `local`: routed by SNI on
 /// `table` (loaded at accept), then every HTTP request on the live table in `live`.
@@ -64,7 +64,7 @@ pub async fn serve_connection(
     let hello = match client_hello::read_client_hello(&mut stream, &mut buf, max, deadline).await {
         Ok(hello) => hello,
         Err(error) => {
-            if let Some(why) = error.rejection() {
+            if let Some(why) = rejection(&error) {
                 ctx.metrics.hello_rejected(why);
             }
             tracing::debug!(%client, %error, "closing :443 connection before routing");
@@ -101,6 +101,22 @@ pub async fn serve_connection(
         certificate: None,
     });
     terminate(stream, buf, conn, mode, deadline, table, live, ctx).await;
+}
+
+/// The metric label of a ClientHello that could not be read, or `None` when the connection is
+/// not counted: a client that connects and closes without sending a byte (TCP health probes do
+/// this).
+fn rejection(error: &HelloError) -> Option<HelloRejection> {
+    match error {
+        HelloError::Timeout(_) => Some(HelloRejection::Timeout),
+        HelloError::TooLarge { .. } => Some(HelloRejection::TooLarge),
+        HelloError::NotTls(_) => Some(HelloRejection::NotTls),
+        HelloError::Closed { bytes: 0 } => None,
+        HelloError::Incomplete
+        | HelloError::Malformed(_)
+        | HelloError::Closed { .. }
+        | HelloError::Io(_) => Some(HelloRejection::Malformed),
+    }
 }
 
 /// Continues the handshake in rustls (replaying the buffered ClientHello), then serves HTTP.

@@ -25,21 +25,18 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
-use super::forward::RequestBody;
+use super::body::RequestBody;
 use crate::model::upstream::{BackendTls, UpstreamProtocol};
 
 /// How long an idle upstream connection is kept.
@@ -192,20 +189,7 @@ impl Clients {
         key: PoolKey,
         connect_timeout: Duration,
     ) -> Result<UpstreamConn, ConnectError> {
-        let endpoint = key.endpoint;
-        let io = connector.connect(endpoint, connect_timeout).await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|source| ConnectError::Handshake {
-                addr: endpoint,
-                source,
-            })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
-            }
-        });
+        let sender = connector.connect(key.endpoint, connect_timeout).await?;
         Ok(UpstreamConn {
             sender,
             key,
@@ -390,7 +374,9 @@ impl Connector {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr, after: Duration) -> Result<UpstreamIo, ConnectError> {
+    /// Opens a connection to `addr` (TCP, then TLS for re-encrypt, both within `after`) and
+    /// starts hyper's HTTP/1.1 client on it.
+    async fn connect(&self, addr: SocketAddr, after: Duration) -> Result<Sender, ConnectError> {
         let deadline = tokio::time::Instant::now() + after;
         let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Err(_) => return Err(ConnectError::TcpTimeout { addr, after }),
@@ -399,7 +385,7 @@ impl Connector {
         };
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &self.tls else {
-            return Ok(UpstreamIo::Plain(tcp));
+            return start_client(tcp, addr).await;
         };
         let sni = tls.sni.to_string();
         let Some(server_name) = tls.server_name.clone() else {
@@ -408,9 +394,31 @@ impl Connector {
         match tokio::time::timeout_at(deadline, tls.connector.connect(server_name, tcp)).await {
             Err(_) => Err(ConnectError::TlsTimeout { addr, sni }),
             Ok(Err(source)) => Err(ConnectError::Tls { addr, sni, source }),
-            Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream))),
+            Ok(Ok(stream)) => start_client(stream, addr).await,
         }
     }
+}
+
+/// Starts hyper's HTTP/1.1 client on an open connection to `endpoint`, plain or TLS, and the
+/// task that drives it. Generic over the stream, so no wrapper dispatches every read and write
+/// between the two kinds: the sender does not name the stream type.
+async fn start_client<IO>(io: IO, endpoint: SocketAddr) -> Result<Sender, ConnectError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| ConnectError::Handshake {
+            addr: endpoint,
+            source,
+        })?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// Why a connection to an endpoint could not be opened. Nothing was sent in any case.
@@ -450,71 +458,5 @@ impl ConnectError {
             self,
             ConnectError::Tcp { .. } | ConnectError::TcpTimeout { .. }
         )
-    }
-}
-
-// === impl UpstreamIo ===
-
-/// A connection to an endpoint, plain or TLS.
-pub enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
     }
 }

@@ -28,8 +28,11 @@
 //!   installing the CRD later is picked up without a restart.
 //! - **Change signal**: a [`watch`] channel of [`Change`], bumped on every event applied to a
 //!   store (an add, update or delete, or a completed (re-)list).
+//! - **No copies per event**: [`KubeSource::snapshot`] takes the stores' `Arc`s as they are;
+//!   [`ClusterSource`], what the rebuild loop reads in cluster mode, only forwards the change
+//!   signal, and the loop pulls one snapshot per build (after its hold-off), not one per event.
+//!   EndpointSlice churn costs a pointer bump per event, not a copy of every object.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
@@ -39,15 +42,16 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::Api;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::Snapshot;
+use super::{Snapshot, SnapshotSource, Source};
 use crate::crd::IngressClassParams;
 use crate::model::diagnostic::ObjectRef;
 
@@ -345,27 +349,23 @@ impl KubeSource {
         bump(&self.changes);
     }
 
-    /// Every object in the stores, cloned out of their `Arc`s, sorted by namespace and name.
-    /// A Secret both of type TLS and labelled backend-CA appears once.
+    /// Every object in the stores, shared with them (the `Arc`s the stores hold, no object
+    /// copied), sorted by namespace and name. A Secret both of type TLS and labelled
+    /// backend-CA appears once.
     pub fn snapshot(&self) -> Snapshot {
         let s = &self.stores;
-        let mut secrets: BTreeMap<(Option<String>, String), Secret> = BTreeMap::new();
-        let extra = s.default_certificate.iter().flat_map(Store::state);
-        for secret in s
-            .tls_secrets
-            .state()
-            .into_iter()
-            .chain(s.ca_secrets.state())
-            .chain(extra)
-        {
-            secrets
-                .entry((secret.namespace(), secret.name_any()))
-                .or_insert_with(|| (*secret).clone());
+        let mut secrets = s.tls_secrets.state();
+        secrets.extend(s.ca_secrets.state());
+        if let Some(store) = &s.default_certificate {
+            secrets.extend(store.state());
         }
+        // Stable: of a Secret held by two stores, the first store's copy stays.
+        secrets.sort_by(|a, b| by_namespace_and_name(&**a, &**b));
+        secrets.dedup_by(|a, b| by_namespace_and_name(&**a, &**b).is_eq());
         Snapshot {
             ingresses: objects(&s.ingresses),
             classes: objects(&s.classes),
-            secrets: secrets.into_values().collect(),
+            secrets,
             services: objects(&s.services),
             endpoint_slices: objects(&s.endpoint_slices),
             class_params: objects(&s.class_params),
@@ -416,6 +416,213 @@ impl Drop for KubeSource {
     }
 }
 
+// === impl StoreFeed ===
+
+/// The write side of [`KubeSource::fed`]: each kind's store [`Writer`], fed by hand with the
+/// watcher events a reflector would apply, instead of by a watcher on an API server. For
+/// benchmarks and tests that need the cluster path (stores → change signal → snapshot) without
+/// an API server.
+pub struct StoreFeed {
+    pub ingresses: FedStore<Ingress>,
+    pub classes: FedStore<IngressClass>,
+    pub services: FedStore<Service>,
+    pub endpoint_slices: FedStore<EndpointSlice>,
+    pub class_params: FedStore<IngressClassParams>,
+    pub tls_secrets: FedStore<Secret>,
+    pub ca_secrets: FedStore<Secret>,
+}
+
+/// One store of a [`StoreFeed`].
+pub struct FedStore<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    kind: Kind,
+    writer: Writer<K>,
+    signal: Signal,
+}
+
+impl<K> FedStore<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// Applies `event` to the store and signals the change, as the reflector task does with
+    /// each event of its watcher (objects are expected stripped, as `.modify()` does there).
+    pub fn apply(&mut self, event: &watcher::Event<K>) {
+        self.writer.apply_watcher_event(event);
+        applied(self.kind, event, &self.signal);
+    }
+
+    /// A complete (re-)list of `objects`: `Init`, one `InitApply` each, `InitDone`.
+    pub fn list(&mut self, objects: impl IntoIterator<Item = K>) {
+        self.apply(&watcher::Event::Init);
+        for object in objects {
+            self.apply(&watcher::Event::InitApply(object));
+        }
+        self.apply(&watcher::Event::InitDone);
+    }
+}
+
+impl KubeSource {
+    /// A source whose stores are fed by hand through the returned [`StoreFeed`] rather than by
+    /// watchers: the same stores, ready gate, change signal and snapshot as
+    /// [`KubeSource::start`], without a client. No `--publish-service` or separate
+    /// `--default-certificate` store.
+    pub fn fed() -> (KubeSource, StoreFeed) {
+        let (changes, _) = watch::channel(Change::default());
+        let (absent, params_absent) = watch::channel(false);
+        let signal = Signal {
+            changes: Arc::new(changes),
+            absent: Arc::new(absent),
+        };
+        fn store<K>(kind: Kind, signal: &Signal) -> (Store<K>, FedStore<K>)
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            let (store, writer) = reflector::store();
+            let fed = FedStore {
+                kind,
+                writer,
+                signal: signal.clone(),
+            };
+            (store, fed)
+        }
+        let (ingresses, fed_ingresses) = store(Kind::Ingress, &signal);
+        let (classes, fed_classes) = store(Kind::IngressClass, &signal);
+        let (services, fed_services) = store(Kind::Service, &signal);
+        let (endpoint_slices, fed_slices) = store(Kind::EndpointSlice, &signal);
+        let (class_params, fed_params) = store(Kind::IngressClassParams, &signal);
+        let (tls_secrets, fed_tls) = store(Kind::TlsSecret, &signal);
+        let (ca_secrets, fed_ca) = store(Kind::BackendCaSecret, &signal);
+        let source = KubeSource {
+            stores: Stores {
+                ingresses,
+                classes,
+                services,
+                endpoint_slices,
+                class_params,
+                tls_secrets,
+                ca_secrets,
+                default_certificate: None,
+                publish_service: None,
+            },
+            changes: signal.changes.clone(),
+            params_absent,
+            tasks: Vec::new(),
+        };
+        let feed = StoreFeed {
+            ingresses: fed_ingresses,
+            classes: fed_classes,
+            services: fed_services,
+            endpoint_slices: fed_slices,
+            class_params: fed_params,
+            tls_secrets: fed_tls,
+            ca_secrets: fed_ca,
+        };
+        (source, feed)
+    }
+}
+
+// === impl ClusterSource ===
+
+/// Cluster mode's [`Source`]: the reflector stores, plus the `--cert-dir` files when given.
+///
+/// The change signal stays 0 until every store has listed ([`KubeSource::wait_ready`]: no
+/// table before that), then counts store events, `--cert-dir` changes and
+/// [`KubeSource::poke`]s; a small task forwards them, touching no object. The objects are read
+/// only when the rebuild loop pulls a [`Snapshot`], once per build.
+pub struct ClusterSource {
+    kube: Arc<KubeSource>,
+    certs: Option<SnapshotSource>,
+    changes: watch::Receiver<u64>,
+    forward: JoinHandle<()>,
+}
+
+impl ClusterSource {
+    /// Starts forwarding the change signals (on the current tokio runtime).
+    pub fn new(kube: Arc<KubeSource>, certs: Option<SnapshotSource>) -> ClusterSource {
+        let (tx, changes) = watch::channel(0u64);
+        let forward = tokio::spawn(forward_changes(
+            kube.clone(),
+            certs.as_ref().map(Source::changes),
+            tx,
+        ));
+        ClusterSource {
+            kube,
+            certs,
+            changes,
+            forward,
+        }
+    }
+}
+
+impl Source for ClusterSource {
+    fn changes(&self) -> watch::Receiver<u64> {
+        let mut changes = self.changes.clone();
+        changes.mark_unchanged();
+        changes
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        let mut snapshot = self.kube.snapshot();
+        if let Some(certs) = &self.certs {
+            let files = certs.snapshot();
+            snapshot.cert_files = files.cert_files.clone();
+            snapshot
+                .diagnostics
+                .extend(files.diagnostics.iter().cloned());
+        }
+        Arc::new(snapshot)
+    }
+}
+
+impl Drop for ClusterSource {
+    fn drop(&mut self) {
+        self.forward.abort();
+    }
+}
+
+/// Generation 1 once every store has listed, then +1 per change of the stores or of the
+/// `--cert-dir` files. Ends when the [`ClusterSource`] and its receivers are gone.
+async fn forward_changes(
+    kube: Arc<KubeSource>,
+    mut certs: Option<watch::Receiver<u64>>,
+    tx: watch::Sender<u64>,
+) {
+    tokio::select! {
+        ready = kube.wait_ready() => if let Err(e) = ready {
+            tracing::error!(error = %e, "the Kubernetes source stopped before it was ready");
+            return;
+        },
+        () = tx.closed() => return,
+    }
+    // Subscribed before the first generation is sent: a change after this point is signalled
+    // again, one before it is in the first snapshot, pulled after the loop sees generation 1.
+    let mut changes = kube.changes();
+    tx.send_replace(1);
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            changed = cert_files_changed(&mut certs) => if changed.is_err() {
+                // The --cert-dir watcher stopped: its last files stay in every snapshot.
+                certs = None;
+                continue;
+            },
+            () = tx.closed() => return,
+        }
+        tx.send_modify(|generation| *generation += 1);
+    }
+}
+
+async fn cert_files_changed(
+    certs: &mut Option<watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match certs {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn namespaced<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -427,13 +634,23 @@ where
     }
 }
 
-fn objects<K>(store: &Store<K>) -> Vec<K>
+/// The store's objects (its `Arc`s, nothing copied), sorted by namespace and name.
+fn objects<K>(store: &Store<K>) -> Vec<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let mut objects: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
-    objects.sort_by_cached_key(|o| (ResourceExt::namespace(o), o.name_any()));
+    let mut objects = store.state();
+    // Keys are unique within a store: an unstable sort is deterministic.
+    objects.sort_unstable_by(|a, b| by_namespace_and_name(&**a, &**b));
     objects
+}
+
+fn by_namespace_and_name<K: Resource>(a: &K, b: &K) -> std::cmp::Ordering {
+    fn key<K: Resource>(o: &K) -> (Option<&str>, Option<&str>) {
+        let meta = o.meta();
+        (meta.namespace.as_deref(), meta.name.as_deref())
+    }
+    key(a).cmp(&key(b))
 }
 
 fn uid_in<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<String>
@@ -466,9 +683,28 @@ fn bump(changes: &watch::Sender<Change>) {
 // === reflector tasks ===
 
 /// What a reflector task reports to the source.
+#[derive(Clone)]
 struct Signal {
     changes: Arc<watch::Sender<Change>>,
     absent: Arc<watch::Sender<bool>>,
+}
+
+/// After `event` was applied to `kind`'s store: signal the change (an add, update or delete,
+/// or a completed (re-)list; the events of a list in progress are not visible yet).
+fn applied<K>(kind: Kind, event: &watcher::Event<K>, signal: &Signal) {
+    match event {
+        watcher::Event::Apply(_) | watcher::Event::Delete(_) => bump(&signal.changes),
+        watcher::Event::InitDone => {
+            tracing::debug!(%kind, "listed");
+            if kind == Kind::IngressClassParams {
+                signal
+                    .absent
+                    .send_if_modified(|a| std::mem::replace(a, false));
+            }
+            bump(&signal.changes);
+        }
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+    }
 }
 
 /// Spawns the reflector of one kind: watcher (list+watch, back-off) → strip → store. The task
@@ -485,8 +721,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let changes = signal.changes.clone();
-    let absent = signal.absent.clone();
+    let signal = signal.clone();
     let stream = watcher(api, config)
         .default_backoff()
         .modify(strip)
@@ -495,16 +730,8 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => bump(&changes),
-                Ok(watcher::Event::InitDone) => {
-                    tracing::debug!(%kind, "listed");
-                    if kind == Kind::IngressClassParams {
-                        absent.send_if_modified(|a| std::mem::replace(a, false));
-                    }
-                    bump(&changes);
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Err(error) => report(kind, &error, &absent),
+                Ok(event) => applied(kind, &event, &signal),
+                Err(error) => report(kind, &error, &signal.absent),
             }
         }
         // The watcher stream is infinite and DefaultBackoff never gives up.
@@ -541,5 +768,118 @@ fn report(kind: Kind, error: &watcher::Error, absent: &watch::Sender<bool>) {
             "forbidden: check the RBAC rules; keeping the last objects and retrying"
         ),
         _ => tracing::warn!(%kind, %error, "watch failed; keeping the last objects and retrying"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::source::{CertFile, snapshot_channel};
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some("apps".to_string()),
+            name: Some(name.to_string()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn cert_files(paths: &[&str]) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            cert_files: paths
+                .iter()
+                .map(|p| {
+                    Arc::new(CertFile {
+                        path: p.to_string(),
+                        pem: b"PEM".to_vec(),
+                    })
+                })
+                .collect(),
+            ..Snapshot::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn cluster_source_is_ready_after_every_store_and_shares_their_objects() {
+        let (kube, mut feed) = KubeSource::fed();
+        let kube = Arc::new(kube);
+        let (certs, cert_source) = snapshot_channel(Some(cert_files(&["/certs/a.pem"])));
+        let source = ClusterSource::new(kube.clone(), Some(cert_source));
+        let mut changes = source.changes();
+
+        let secret = |name: &str| Secret {
+            metadata: meta(name),
+            ..Secret::default()
+        };
+        feed.ingresses.list([Ingress {
+            metadata: meta("web"),
+            ..Ingress::default()
+        }]);
+        feed.classes.list([]);
+        feed.services.list([]);
+        feed.endpoint_slices.list([]);
+        feed.tls_secrets.list([secret("both"), secret("tls")]);
+        feed.ca_secrets.list([secret("both"), secret("ca")]);
+        // Every store but IngressClassParams has listed: still not ready.
+        assert!(
+            tokio::time::timeout(
+                Duration::from_millis(200),
+                changes.wait_for(|generation| *generation > 0)
+            )
+            .await
+            .is_err(),
+            "ready before every store listed"
+        );
+        feed.class_params.list([]);
+        tokio::time::timeout(LONG, changes.wait_for(|generation| *generation > 0))
+            .await
+            .expect("ready once every store listed")
+            .expect("source alive");
+
+        let first = source.snapshot();
+        assert_eq!(first.ingresses.len(), 1);
+        assert_eq!(first.cert_files.len(), 1);
+        // A Secret in both stores once (the TLS store's), sorted by name.
+        let names: Vec<_> = first
+            .secrets
+            .iter()
+            .map(|s| s.metadata.name.as_deref().unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["both", "ca", "tls"]);
+        let tls_both = kube
+            .stores
+            .tls_secrets
+            .get(&reflector::ObjectRef::new("both").within("apps"))
+            .expect("in the TLS store");
+        assert!(Arc::ptr_eq(&first.secrets[0], &tls_both));
+
+        // A store event is signalled; the objects it did not touch are the stores' own `Arc`s.
+        changes.mark_unchanged();
+        feed.services.apply(&watcher::Event::Apply(Service {
+            metadata: meta("web"),
+            ..Service::default()
+        }));
+        tokio::time::timeout(LONG, changes.changed())
+            .await
+            .expect("store change signalled")
+            .expect("source alive");
+        let second = source.snapshot();
+        assert_eq!(second.services.len(), 1);
+        assert!(Arc::ptr_eq(&first.ingresses[0], &second.ingresses[0]));
+
+        // So is a --cert-dir change, whose files land in the next snapshot.
+        changes.mark_unchanged();
+        certs.send(cert_files(&["/certs/a.pem", "/certs/b.pem"]));
+        tokio::time::timeout(LONG, changes.changed())
+            .await
+            .expect("cert-dir change signalled")
+            .expect("source alive");
+        assert_eq!(source.snapshot().cert_files.len(), 2);
     }
 }

@@ -5,6 +5,8 @@
 //! twice: once for its `apiVersion`/`kind` (to skip kinds Portcullis does not read), once as the
 //! typed object, so a type error points at the right line of the right document.
 
+use std::sync::Arc;
+
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -16,15 +18,16 @@ use super::Snapshot;
 use crate::crd::IngressClassParams;
 use crate::model::diagnostic::{Diagnostic, ObjectRef, Reason};
 
-/// One object the model reads, from any source.
+/// One object the model reads, from any source. Shared: a parsed file keeps its objects, and
+/// every snapshot taken while the file is unchanged points at the same ones.
 #[derive(Debug, Clone)]
 pub enum Object {
-    Ingress(Box<Ingress>),
-    IngressClass(Box<IngressClass>),
-    Secret(Box<Secret>),
-    Service(Box<Service>),
-    EndpointSlice(Box<EndpointSlice>),
-    IngressClassParams(Box<IngressClassParams>),
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Secret(Arc<Secret>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    IngressClassParams(Arc<IngressClassParams>),
 }
 
 /// The type header every Kubernetes manifest document starts with.
@@ -63,17 +66,21 @@ pub fn parse_manifest(path: &str, text: &str) -> Result<Vec<Object>, Box<Diagnos
         };
         let doc = document;
         let object = match (api_version.as_str(), kind.as_str()) {
-            ("networking.k8s.io/v1", "Ingress") => Object::Ingress(parse(doc, &fail)?),
-            ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(parse(doc, &fail)?),
-            ("v1", "Secret") => {
-                let mut secret: Box<Secret> = parse(doc, &fail)?;
-                merge_string_data(&mut secret);
-                Object::Secret(secret)
+            ("networking.k8s.io/v1", "Ingress") => Object::Ingress(Arc::new(parse(doc, &fail)?)),
+            ("networking.k8s.io/v1", "IngressClass") => {
+                Object::IngressClass(Arc::new(parse(doc, &fail)?))
             }
-            ("v1", "Service") => Object::Service(parse(doc, &fail)?),
-            ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(parse(doc, &fail)?),
+            ("v1", "Secret") => {
+                let mut secret: Secret = parse(doc, &fail)?;
+                merge_string_data(&mut secret);
+                Object::Secret(Arc::new(secret))
+            }
+            ("v1", "Service") => Object::Service(Arc::new(parse(doc, &fail)?)),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                Object::EndpointSlice(Arc::new(parse(doc, &fail)?))
+            }
             ("portcullis.io/v1alpha1", "IngressClassParams") => {
-                Object::IngressClassParams(parse(doc, &fail)?)
+                Object::IngressClassParams(Arc::new(parse(doc, &fail)?))
             }
             _ => continue,
         };
@@ -85,9 +92,8 @@ pub fn parse_manifest(path: &str, text: &str) -> Result<Vec<Object>, Box<Diagnos
 fn parse<T: DeserializeOwned>(
     document: &str,
     fail: &dyn Fn(Option<u64>, String) -> Box<Diagnostic>,
-) -> Result<Box<T>, Box<Diagnostic>> {
+) -> Result<T, Box<Diagnostic>> {
     serde_saphyr::from_str::<T>(document)
-        .map(Box::new)
         .map_err(|e| fail(e.location().map(|l| l.line()), error_text(&e)))
 }
 
@@ -144,15 +150,15 @@ fn merge_string_data(secret: &mut Secret) {
 }
 
 impl Snapshot {
-    /// Adds one object to the snapshot.
+    /// Adds one object to the snapshot (shared, not copied).
     pub fn push(&mut self, object: Object) {
         match object {
-            Object::Ingress(o) => self.ingresses.push(*o),
-            Object::IngressClass(o) => self.classes.push(*o),
-            Object::Secret(o) => self.secrets.push(*o),
-            Object::Service(o) => self.services.push(*o),
-            Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
-            Object::IngressClassParams(o) => self.class_params.push(*o),
+            Object::Ingress(o) => self.ingresses.push(o),
+            Object::IngressClass(o) => self.classes.push(o),
+            Object::Secret(o) => self.secrets.push(o),
+            Object::Service(o) => self.services.push(o),
+            Object::EndpointSlice(o) => self.endpoint_slices.push(o),
+            Object::IngressClassParams(o) => self.class_params.push(o),
         }
     }
 }

@@ -1,14 +1,22 @@
 //! Where objects come from. Both sources (the manifest directory in standalone mode, kube
-//! reflectors in cluster mode) produce the same [`Snapshot`], so everything after them is one
-//! code path.
+//! reflectors in cluster mode) implement [`Source`]: a change signal, and a [`Snapshot`] of the
+//! objects pulled on demand, so everything after them is one code path.
+//!
+//! A snapshot shares its objects (`Arc<K>`) with the source: the reflector stores in cluster
+//! mode, the last parsed version of each file in standalone mode. Taking one copies pointers,
+//! never objects, and the rebuild loop takes one only after its hold-off, not per change.
 
 pub mod kubernetes;
 pub mod manifests;
 pub mod watch;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use tokio::sync::watch as signal;
 
 use crate::crd::IngressClassParams;
 use crate::model::diagnostic::Diagnostic;
@@ -22,18 +30,111 @@ pub struct CertFile {
     pub pem: Vec<u8>,
 }
 
-/// Every object the model reads, as plain data. Order carries no meaning: the model's output
-/// is the same for any permutation of these vectors.
+/// Every object the model reads, shared with the source that holds them. Order carries no
+/// meaning: the model's output is the same for any permutation of these vectors.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub ingresses: Vec<Ingress>,
-    pub classes: Vec<IngressClass>,
-    pub secrets: Vec<Secret>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    pub class_params: Vec<IngressClassParams>,
-    pub cert_files: Vec<CertFile>,
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub classes: Vec<Arc<IngressClass>>,
+    pub secrets: Vec<Arc<Secret>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub class_params: Vec<Arc<IngressClassParams>>,
+    pub cert_files: Vec<Arc<CertFile>>,
     /// Problems the source itself found (a manifest that does not parse, an unreadable file);
     /// passed through to the build's diagnostics.
     pub diagnostics: Vec<Diagnostic>,
+}
+
+/// What the rebuild loop reads objects from: a change signal to wait on, and the objects,
+/// pulled when the loop is ready to build (after its hold-off), not pushed per change.
+pub trait Source: Send + Sync {
+    /// The change signal: a generation that stays 0 until the source has a complete view
+    /// (cluster mode: every store listed), nothing may be built before that; then bumped after
+    /// every change, once [`Source::snapshot`] returns it. Each call is a new receiver that has
+    /// seen the current generation. The sender goes away when the source stops.
+    fn changes(&self) -> signal::Receiver<u64>;
+
+    /// The objects now. Cheap: shares the objects with the source, copies none of them.
+    fn snapshot(&self) -> Arc<Snapshot>;
+}
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn changes(&self) -> signal::Receiver<u64> {
+        (**self).changes()
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        (**self).snapshot()
+    }
+}
+
+impl<S: Source + ?Sized> Source for Arc<S> {
+    fn changes(&self) -> signal::Receiver<u64> {
+        (**self).changes()
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        (**self).snapshot()
+    }
+}
+
+// === impl SnapshotSource ===
+
+/// A [`Source`] fed with whole snapshots by its [`SnapshotSender`]: the manifest directory
+/// watcher (whose snapshots share each file's parsed objects, so publishing one copies no
+/// object), the `--cert-dir` watcher, tests and benchmarks.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    latest: Arc<ArcSwap<Snapshot>>,
+    changes: signal::Receiver<u64>,
+}
+
+/// The feeding half of a [`SnapshotSource`].
+pub struct SnapshotSender {
+    latest: Arc<ArcSwap<Snapshot>>,
+    changes: signal::Sender<u64>,
+}
+
+/// A source that is ready at once with `initial`, or, with `None`, not ready until the first
+/// [`SnapshotSender::send`].
+pub fn snapshot_channel(initial: Option<Arc<Snapshot>>) -> (SnapshotSender, SnapshotSource) {
+    let generation = u64::from(initial.is_some());
+    let latest = Arc::new(ArcSwap::new(initial.unwrap_or_default()));
+    let (tx, rx) = signal::channel(generation);
+    (
+        SnapshotSender {
+            latest: latest.clone(),
+            changes: tx,
+        },
+        SnapshotSource {
+            latest,
+            changes: rx,
+        },
+    )
+}
+
+impl SnapshotSender {
+    /// Makes `snapshot` the source's objects, then signals the change.
+    pub fn send(&self, snapshot: Arc<Snapshot>) {
+        self.latest.store(snapshot);
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Whether every [`SnapshotSource`] (and every change receiver) is gone.
+    pub fn is_closed(&self) -> bool {
+        self.changes.is_closed()
+    }
+}
+
+impl Source for SnapshotSource {
+    fn changes(&self) -> signal::Receiver<u64> {
+        let mut changes = self.changes.clone();
+        changes.mark_unchanged();
+        changes
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.latest.load_full()
+    }
 }

@@ -14,6 +14,9 @@
 //! - [`watch`] re-reads on `notify` events and, because inotify can miss a symlink swap or
 //!   events on some filesystems, also compares path, inode, size and mtime every
 //!   [`RESCAN_INTERVAL`]. Bursts coalesce: one re-read covers every event queued before it.
+//! - Objects are parsed once per version of a file and kept as `Arc`s: the [`Snapshot`] the
+//!   watcher publishes after a change shares every unchanged file's objects with the previous
+//!   one, so a change costs the changed file's parse, not a copy of the directory.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,10 +26,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::watch as channel;
 
 use super::manifests::{Object, parse_manifest};
-use super::{CertFile, Snapshot};
+use super::{CertFile, Snapshot, SnapshotSender, SnapshotSource, snapshot_channel};
 use crate::model::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// How often the fallback rescan compares file metadata, in case `notify` missed an event.
@@ -40,9 +42,6 @@ const SETTLE_MAX: Duration = Duration::from_millis(300);
 
 /// The parser of one manifest file; [`parse_manifest`] unless a test injects another.
 pub type ParseFn = fn(&str, &str) -> Result<Vec<Object>, Box<Diagnostic>>;
-
-/// Snapshots as the watcher publishes them: `None` until the first load.
-pub type SnapshotReceiver = channel::Receiver<Option<Arc<Snapshot>>>;
 
 /// Why a directory could not be loaded or watched.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +82,7 @@ struct ManifestFile {
     /// The bytes last read (parsed or not), to skip re-parsing identical content; `None` after
     /// a read error.
     text: Option<Vec<u8>>,
-    /// The objects of the last version that parsed.
+    /// The objects of the last version that parsed, shared with every snapshot taken since.
     objects: Vec<Object>,
     /// Why the current version is not the one whose objects are kept.
     diagnostic: Option<Diagnostic>,
@@ -103,7 +102,7 @@ pub struct DirectoryLoader {
     cert_dir: Option<PathBuf>,
     parse: ParseFn,
     files: BTreeMap<PathBuf, ManifestFile>,
-    certs: Vec<CertFile>,
+    certs: Vec<Arc<CertFile>>,
     cert_diagnostics: Vec<Diagnostic>,
     /// Problems with the directories themselves (e.g. the manifest directory vanished).
     dir_diagnostics: Vec<Diagnostic>,
@@ -163,7 +162,8 @@ impl DirectoryLoader {
     }
 
     /// The objects of every file's last good version, the certificate files, and the
-    /// diagnostics of files that currently fail. Files in path order.
+    /// diagnostics of files that currently fail. Files in path order. The objects are shared
+    /// with the loader (and with every other snapshot of the same file versions), not copied.
     pub fn snapshot(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
         for file in self.files.values() {
@@ -308,8 +308,11 @@ impl DirectoryLoader {
             ),
         };
         let changed = certs != self.certs || diagnostics != self.cert_diagnostics;
-        self.certs = certs;
-        self.cert_diagnostics = diagnostics;
+        if changed {
+            // Unchanged files keep the `Arc`s earlier snapshots share.
+            self.certs = certs;
+            self.cert_diagnostics = diagnostics;
+        }
         changed
     }
 }
@@ -413,7 +416,10 @@ fn inode(_meta: &std::fs::Metadata) -> u64 {
 
 /// Groups a certificate directory's files into [`CertFile`]s. A file that cannot be read keeps
 /// its previous content (from `previous`) and adds a diagnostic.
-fn read_cert_files(found: Vec<Found>, previous: &[CertFile]) -> (Vec<CertFile>, Vec<Diagnostic>) {
+fn read_cert_files(
+    found: Vec<Found>,
+    previous: &[Arc<CertFile>],
+) -> (Vec<Arc<CertFile>>, Vec<Diagnostic>) {
     let paths: BTreeSet<PathBuf> = found.into_iter().map(|f| f.path).collect();
     let mut certs = Vec::new();
     let mut diagnostics = Vec::new();
@@ -442,10 +448,10 @@ fn read_cert_files(found: Vec<Found>, previous: &[CertFile]) -> (Vec<CertFile>, 
                 }
             }
         }
-        certs.push(CertFile {
+        certs.push(Arc::new(CertFile {
             path: shown_name,
             pem,
-        });
+        }));
     };
 
     for path in &paths {
@@ -517,10 +523,11 @@ impl Drop for WatchHandle {
     }
 }
 
-/// Loads the directories now and publishes the first snapshot, then watches them and publishes
-/// a new snapshot whenever the content changed. Runs on its own thread (file I/O is blocking);
-/// stops when the handle is dropped or every receiver is gone.
-pub fn watch(mut loader: DirectoryLoader) -> Result<(SnapshotReceiver, WatchHandle), WatchError> {
+/// Loads the directories now (the source is ready at once with that first snapshot), then
+/// watches them and publishes a new snapshot, and signals a change, whenever the content
+/// changed. Runs on its own thread (file I/O is blocking); stops when the handle is dropped or
+/// the source and every change receiver are gone.
+pub fn watch(mut loader: DirectoryLoader) -> Result<(SnapshotSource, WatchHandle), WatchError> {
     let (events_tx, events_rx) = mpsc::channel();
     let dirs: Vec<PathBuf> = loader
         .manifests
@@ -543,7 +550,7 @@ pub fn watch(mut loader: DirectoryLoader) -> Result<(SnapshotReceiver, WatchHand
     };
 
     loader.refresh(true);
-    let (tx, rx) = channel::channel(Some(Arc::new(loader.snapshot())));
+    let (tx, rx) = snapshot_channel(Some(Arc::new(loader.snapshot())));
     let thread = thread::Builder::new()
         .name("manifest-watch".to_string())
         .spawn(move || watch_loop(loader, events_rx, tx))
@@ -586,11 +593,7 @@ fn start_notify(
     Ok(watcher)
 }
 
-fn watch_loop(
-    mut loader: DirectoryLoader,
-    events: mpsc::Receiver<Signal>,
-    tx: channel::Sender<Option<Arc<Snapshot>>>,
-) {
+fn watch_loop(mut loader: DirectoryLoader, events: mpsc::Receiver<Signal>, tx: SnapshotSender) {
     loop {
         let force = match events.recv_timeout(RESCAN_INTERVAL) {
             Ok(Signal::Event) => {
@@ -622,9 +625,7 @@ fn watch_loop(
                 certs = loader.certs.len(),
                 "manifests changed"
             );
-            if tx.send(Some(Arc::new(loader.snapshot()))).is_err() {
-                return;
-            }
+            tx.send(Arc::new(loader.snapshot()));
         }
     }
 }

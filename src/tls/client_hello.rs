@@ -1,5 +1,5 @@
 //! The :443 front door's first step: read a TLS ClientHello into a bounded buffer under one
-//! deadline, and parse its SNI and ALPN without consuming anything we cannot replay.
+//! deadline, and parse its SNI without consuming anything we cannot replay.
 //!
 //! The bytes read stay in the caller's buffer: after routing they are replayed either to the
 //! pass-through backend or into the TLS acceptor (see `proxy::prefixed_io`).
@@ -11,6 +11,12 @@
 //!
 //! A ClientHello may span several TLS records (and records several TCP segments): post-quantum
 //! key shares push it past 1.5 KB, and nothing forbids a client from fragmenting it further.
+//!
+//! The ALPN extension is checked for well-formedness but not kept: the offered protocols matter
+//! only to the TLS handshake (rustls negotiates them for terminated hosts), and pass-through
+//! replays them untouched.
+//!
+//! Nothing here knows about metrics: [`HelloError`]'s variants are what the caller counts.
 
 use std::io;
 use std::time::Duration;
@@ -19,7 +25,6 @@ use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::metrics::HelloRejection;
 use crate::model::host::normalize_host;
 
 /// TLS record content type `handshake`.
@@ -45,8 +50,6 @@ pub struct ClientHello {
     /// The SNI host name, normalized (`normalize_host`). `None` when absent, empty, or not a
     /// printable ASCII name (such a name can match no host anyway: the default certificate).
     pub sni: Option<String>,
-    /// The ALPN protocols offered, in the client's order.
-    pub alpn: Vec<Vec<u8>>,
 }
 
 /// Why no ClientHello could be read: one `thiserror` enum for the parser and the reader.
@@ -73,23 +76,6 @@ pub enum HelloError {
     /// The socket failed while reading.
     #[error("reading the ClientHello: {0}")]
     Io(#[from] io::Error),
-}
-
-impl HelloError {
-    /// The metric label for a rejected connection, or `None` when it should not be counted: a
-    /// client that connects and closes without sending a byte (TCP health probes do this).
-    pub fn rejection(&self) -> Option<HelloRejection> {
-        match self {
-            HelloError::Timeout(_) => Some(HelloRejection::Timeout),
-            HelloError::TooLarge { .. } => Some(HelloRejection::TooLarge),
-            HelloError::NotTls(_) => Some(HelloRejection::NotTls),
-            HelloError::Closed { bytes: 0 } => None,
-            HelloError::Incomplete
-            | HelloError::Malformed(_)
-            | HelloError::Closed { .. }
-            | HelloError::Io(_) => Some(HelloRejection::Malformed),
-        }
-    }
 }
 
 /// Parses a ClientHello from the start of `buf` (TLS records, possibly several), accepting at
@@ -272,7 +258,7 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, HelloError> {
         seen.push(kind);
         match kind {
             EXT_SERVER_NAME => hello.sni = parse_server_name(data)?,
-            EXT_ALPN => hello.alpn = parse_alpn(data)?,
+            EXT_ALPN => check_alpn(data)?,
             _ => {}
         }
     }
@@ -313,22 +299,20 @@ fn parse_server_name(data: &[u8]) -> Result<Option<String>, HelloError> {
     Ok(std::str::from_utf8(name).ok().and_then(normalize_host))
 }
 
-/// ALPN extension data: a non-empty list of non-empty protocol names.
-fn parse_alpn(data: &[u8]) -> Result<Vec<Vec<u8>>, HelloError> {
+/// Checks ALPN extension data: a non-empty list of non-empty protocol names. The names are not
+/// kept (see the module docs).
+fn check_alpn(data: &[u8]) -> Result<(), HelloError> {
     let mut outer = Reader::new(data);
     let mut list = Reader::new(outer.vec_u16()?);
     if !outer.is_empty() || list.is_empty() {
         return Err(HelloError::Malformed("bad ALPN extension"));
     }
-    let mut protocols = Vec::new();
     while !list.is_empty() {
-        let protocol = list.vec_u8()?;
-        if protocol.is_empty() {
+        if list.vec_u8()?.is_empty() {
             return Err(HelloError::Malformed("empty ALPN protocol name"));
         }
-        protocols.push(protocol.to_vec());
     }
-    Ok(protocols)
+    Ok(())
 }
 
 // === impl Reader ===
@@ -453,7 +437,6 @@ mod tests {
             &bytes,
             &ClientHello {
                 sni: Some("foo.example.com".into()),
-                alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             },
         );
     }
@@ -481,7 +464,6 @@ mod tests {
                 &bytes,
                 &ClientHello {
                     sni: Some("a.example.org".into()),
-                    alpn: vec![b"http/1.1".to_vec()],
                 },
             );
         }
@@ -500,7 +482,6 @@ mod tests {
             &bytes,
             &ClientHello {
                 sni: Some("split.example.com".into()),
-                alpn: vec![b"h2".to_vec()],
             },
         );
     }
@@ -582,33 +563,45 @@ mod tests {
         assert!(matches!(parse(&lying, MAX), Err(HelloError::Malformed(_))));
     }
 
+    /// A `server_name` extension naming `name`.
+    fn sni(name: &[u8]) -> Vec<u8> {
+        let mut e = vec![0, 0];
+        let list_len = (name.len() + 3) as u16;
+        e.extend_from_slice(&(list_len + 2).to_be_bytes());
+        e.extend_from_slice(&list_len.to_be_bytes());
+        e.push(0);
+        e.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        e.extend_from_slice(name);
+        e
+    }
+
+    /// An ALPN extension whose protocol list is `list` (length-prefixed names).
+    fn alpn(list: &[u8]) -> Vec<u8> {
+        let mut e = vec![0, 16];
+        e.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        e.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        e.extend_from_slice(list);
+        e
+    }
+
+    /// Hand-built hello: version, random, no session, one suite, null compression, `exts`.
+    fn build(exts: Vec<u8>) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[0; 32]);
+        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut msg = vec![1, 0];
+        msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&body);
+        let mut rec = vec![0x16, 3, 1];
+        rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&msg);
+        rec
+    }
+
     #[test]
     fn duplicate_extensions_are_malformed() {
-        // Hand-built hello: version, random, no session, one suite, null compression, two SNIs.
-        let sni = |name: &[u8]| {
-            let mut e = vec![0, 0];
-            let list_len = (name.len() + 3) as u16;
-            e.extend_from_slice(&(list_len + 2).to_be_bytes());
-            e.extend_from_slice(&list_len.to_be_bytes());
-            e.push(0);
-            e.extend_from_slice(&(name.len() as u16).to_be_bytes());
-            e.extend_from_slice(name);
-            e
-        };
-        let build = |exts: Vec<u8>| {
-            let mut body = vec![3, 3];
-            body.extend_from_slice(&[0; 32]);
-            body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
-            body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-            body.extend_from_slice(&exts);
-            let mut msg = vec![1, 0];
-            msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
-            msg.extend_from_slice(&body);
-            let mut rec = vec![0x16, 3, 1];
-            rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-            rec.extend_from_slice(&msg);
-            rec
-        };
         let one = build(sni(b"a.example.com"));
         assert_eq!(
             parse(&one, MAX).expect("one sni").sni.as_deref(),
@@ -625,6 +618,27 @@ mod tests {
             parse(&build(sni(b"a\x00b")), MAX).expect("odd sni").sni,
             None
         );
+    }
+
+    #[test]
+    fn alpn_is_checked_but_not_kept() {
+        let mut exts = sni(b"a.example.com");
+        exts.extend_from_slice(&alpn(b"\x02h2\x08http/1.1"));
+        assert_eq!(
+            parse(&build(exts), MAX).expect("hello with ALPN"),
+            ClientHello {
+                sni: Some("a.example.com".into()),
+            }
+        );
+        // An empty list, an empty name, a name running past the list.
+        for bad in [&b""[..], b"\x00", b"\x02h2\x00", b"\x05h2"] {
+            let mut exts = sni(b"a.example.com");
+            exts.extend_from_slice(&alpn(bad));
+            assert!(
+                matches!(parse(&build(exts), MAX), Err(HelloError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
