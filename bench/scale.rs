@@ -46,7 +46,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use portcullis::health::Health;
-use portcullis::metrics::Metrics;
 use portcullis::model::{self, LastGood};
 use portcullis::proxy::{self, Listeners, ProxyContext};
 use portcullis::rebuild::{BuildReport, Observer, Rebuilder, Status};
@@ -54,6 +53,7 @@ use portcullis::settings::{BuildSettings, Settings};
 use portcullis::source::kubernetes::{ClusterSource, KubeSource};
 use portcullis::source::{Snapshot, Source, snapshot_channel};
 use portcullis::table::{HttpRoute, RouteTable, TableHandle};
+use portcullis::telemetry::metrics::Metrics;
 
 // The binary's allocator, so RSS and timings are the shipped ones; counted (two relaxed atomic
 // adds per allocation) for `cluster-churn`.
@@ -295,7 +295,7 @@ fn scale() {
     let errors: Vec<_> = built
         .diagnostics
         .iter()
-        .filter(|d| d.severity == model::diagnostic::Severity::Error)
+        .filter(|d| d.severity == portcullis::table::diagnostic::Severity::Error)
         .collect();
     assert!(
         errors.is_empty(),
@@ -637,7 +637,7 @@ endpoints: [{{addresses: ["{ip}"], conditions: {{ready: true}}}}]
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         ..Settings::default()
     };
-    let running = portcullis::standalone::start(settings, dir.path())
+    let running = portcullis::runtime::start(settings, dir.path())
         .await
         .expect("standalone start");
     let http = running.addresses().http;

@@ -9,27 +9,26 @@
 //!                                         └─► status / Events / `check` output               └─ reencrypt: rustls → hyper → TLS upstream
 //! ```
 //!
-//! Data flows one way. [`model`] knows nothing of sockets; [`proxy`] knows nothing of
-//! Kubernetes. The proxy loads the current [`table::RouteTable`] once per connection and keeps
-//! that `Arc`: a new table never breaks an open connection.
+//! Data flows one way, and the folders are its stages: [`source`] → [`rebuild`] →
+//! [`model`] (pure) → [`table`] ← [`tls`] / [`health`] / [`proxy`]; [`wire`] holds the byte-level
+//! codecs and imports nothing from the crate; [`telemetry`] reports; [`runtime`] wires it all
+//! and [`cluster`] adds what only a cluster has (status, Events, leader election). No module
+//! cycle (checked in CI). [`model`] knows nothing of sockets; [`proxy`] knows nothing of
+//! Kubernetes. Every HTTP request is routed on the live [`table::RouteTable`] (one `ArcSwap`
+//! load); a connection keeps only what its TLS handshake fixed. See `docs/architecture.md`.
 
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod admin;
-pub mod annotations;
-pub mod check;
-pub mod controller;
+pub mod cluster;
 pub mod crd;
 pub mod health;
-pub mod metrics;
 pub mod model;
 pub mod proxy;
-pub mod rbac;
 pub mod rebuild;
+pub mod runtime;
 pub mod settings;
 pub mod source;
-pub mod standalone;
-pub mod status;
 pub mod table;
+pub mod telemetry;
 pub mod tls;
+pub mod wire;

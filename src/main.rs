@@ -16,13 +16,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use tracing_subscriber::EnvFilter;
 
-use portcullis::annotations::{self, DurationSyntax};
-use portcullis::check;
-use portcullis::controller::ControllerSettings;
+use portcullis::cluster::ControllerSettings;
 use portcullis::crd::IngressClassParams;
+use portcullis::model::annotations::{self, DurationSyntax};
 use portcullis::model::{self, LastGood};
 use portcullis::settings::{BuildSettings, LogFormat, PublicPorts, Settings};
-use portcullis::source::watch::{WatchError, load_once};
+use portcullis::source::directory::{WatchError, load_once};
+use portcullis::table::describe;
 
 /// mimalloc (v2 line, no transparent huge pages: with THP its arenas doubled idle RSS here):
 /// fewer instructions per allocation than glibc's malloc, and far fewer than musl's (the static
@@ -81,7 +81,7 @@ struct ControllerArgs {
     #[arg(long, value_name = "NS")]
     lease_namespace: Option<String>,
     /// Name of the leader-election Lease.
-    #[arg(long, default_value = portcullis::controller::DEFAULT_LEASE_NAME, value_name = "NAME")]
+    #[arg(long, default_value = portcullis::cluster::DEFAULT_LEASE_NAME, value_name = "NAME")]
     lease_name: String,
     /// Clear the status of our Ingresses on shutdown (default: keep it, so a rolling update
     /// does not blank DNS automation).
@@ -226,7 +226,7 @@ fn controller(args: &ControllerArgs) -> ExitCode {
     let settings = args
         .common
         .settings(cluster.build_settings(), args.cert_dir.clone());
-    match run_async(portcullis::controller::run(settings, cluster)) {
+    match run_async(portcullis::cluster::run(settings, cluster)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -295,7 +295,7 @@ fn standalone(args: &StandaloneArgs) -> ExitCode {
 }
 
 fn run_standalone(settings: Settings, manifests: &Path) -> anyhow::Result<()> {
-    run_async(portcullis::standalone::run(settings, manifests))
+    run_async(portcullis::runtime::run(settings, manifests))
 }
 
 fn check(args: &CheckArgs) -> ExitCode {
@@ -313,14 +313,14 @@ fn check(args: &CheckArgs) -> ExitCode {
     };
     let built = model::build(&snapshot, &settings, &LastGood::default());
     let rendered = match args.output {
-        Output::Text => check::render_text(&built),
-        Output::Json => check::render_json(&built),
+        Output::Text => describe::render_text(&built.table, &built.diagnostics),
+        Output::Json => describe::render_json(&built.table, &built.diagnostics),
     };
     print!("{rendered}");
     if !rendered.is_empty() && !rendered.ends_with('\n') {
         println!();
     }
-    if check::has_errors(&built) {
+    if describe::has_errors(&built.diagnostics) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -34,11 +34,11 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::model::diagnostic::{Diagnostic, Severity};
 use crate::model::{self, Built, LastGood};
 use crate::settings::{BuildSettings, Settings};
 use crate::source::{Snapshot, Source};
 use crate::table::TableHandle;
+use crate::table::diagnostic::{Diagnostic, Severity};
 
 /// What one build did, for metrics and logs.
 #[derive(Debug, Clone)]
@@ -342,18 +342,6 @@ impl Rebuilder {
         }
         *published = current;
         built.last_good.clone()
-    }
-}
-
-/// The metrics publisher: generation, build time, change→live latency, diagnostics by reason
-/// and objects by kind, once per build.
-impl Observer for crate::metrics::Metrics {
-    fn built(&self, report: &BuildReport) {
-        self.config_generation(report.generation);
-        self.rebuild(report.build_duration);
-        self.change_to_live(report.change_to_live);
-        self.diagnostics(&report.built.diagnostics);
-        self.snapshot_objects(&report.snapshot);
     }
 }
 

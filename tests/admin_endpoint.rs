@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use portcullis::admin::{self, AdminState, METRICS_CONTENT_TYPE};
-use portcullis::metrics::Metrics;
 use portcullis::rebuild::{Rebuilder, Status};
 use portcullis::settings::Settings;
 use portcullis::source::{Snapshot, snapshot_channel};
 use portcullis::table::{RouteTable, TableHandle};
+use portcullis::telemetry::admin::{self, AdminState, METRICS_CONTENT_TYPE};
+use portcullis::telemetry::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 

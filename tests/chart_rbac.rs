@@ -1,4 +1,4 @@
-//! The Helm chart's RBAC grants exactly what `portcullis::rbac::grants` derives from
+//! The Helm chart's RBAC grants exactly what `portcullis::cluster::rbac::grants` derives from
 //! `API_ACCESS`: nothing missing, nothing extra, and at the right scope. (That the code makes
 //! only those calls, and all of them, is held by the mocked API server of tests/cluster_api.rs.)
 //!
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portcullis::rbac::{self, Grant, RoleScope};
+use portcullis::cluster::rbac::{self, Grant, RoleScope};
 use serde_json::Value;
 
 const RELEASE_NAMESPACE: &str = "portcullis";

@@ -32,20 +32,20 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::Client;
 use kube::client::Body;
-use portcullis::controller::{self, Cluster, Controller, ControllerSettings};
-use portcullis::crd::IngressClassParams;
-use portcullis::model::diagnostic::{Diagnostic, ObjectRef, Reason};
-use portcullis::model::{self, Built, LastGood};
-use portcullis::rbac;
-use portcullis::settings::{BuildSettings, Settings};
-use portcullis::source::Snapshot;
-use portcullis::source::kubernetes::{KubeSource, SourceSettings, strip_metadata, strip_secret};
-use portcullis::standalone::Addresses;
-use portcullis::status::{
+use portcullis::cluster::rbac;
+use portcullis::cluster::status::{
     ClusterView, LeaderElector, LeaseSettings, Publisher, PublisherSettings, StatusAddresses,
     parse_status_addresses,
 };
+use portcullis::cluster::{self, Cluster, Controller, ControllerSettings};
+use portcullis::crd::IngressClassParams;
+use portcullis::model::{self, Built, LastGood};
+use portcullis::runtime::Addresses;
+use portcullis::settings::{BuildSettings, Settings};
+use portcullis::source::Snapshot;
+use portcullis::source::kubernetes::{KubeSource, SourceSettings, strip_metadata, strip_secret};
 use portcullis::table::RouteTable;
+use portcullis::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -643,7 +643,19 @@ async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
     let mock = Mock::start(fixture_lists);
     let source = KubeSource::start(mock.client.clone(), &source_settings(Some("apps")));
     ready(&source).await;
-    let from_cluster = source.snapshot();
+    // The snapshot's order carries no meaning: compared sorted by namespace and name.
+    fn sorted<K: kube::Resource>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
+        let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
+        objects.sort_by_key(|o| key(o));
+        objects
+    }
+    let mut from_cluster = source.snapshot();
+    from_cluster.ingresses = sorted(from_cluster.ingresses);
+    from_cluster.classes = sorted(from_cluster.classes);
+    from_cluster.secrets = sorted(from_cluster.secrets);
+    from_cluster.services = sorted(from_cluster.services);
+    from_cluster.endpoint_slices = sorted(from_cluster.endpoint_slices);
+    from_cluster.class_params = sorted(from_cluster.class_params);
 
     let f = fixtures();
     fn objects<K: serde::de::DeserializeOwned>(values: &[Value], strip: fn(&mut K)) -> Vec<Arc<K>> {
@@ -731,11 +743,14 @@ async fn gone_410_relists_and_replaces_the_store() {
     let source = KubeSource::start(mock.client.clone(), &source_settings(Some("apps")));
     ready(&source).await;
     let names = |s: &KubeSource| -> Vec<String> {
-        s.snapshot()
+        let mut names: Vec<String> = s
+            .snapshot()
             .ingresses
             .iter()
             .map(|i| i.metadata.name.clone().unwrap())
-            .collect()
+            .collect();
+        names.sort();
+        names
     };
     assert_eq!(names(&source), ["a"]);
     mock.wait_count(1, |r| r.is_watch() && r.path == INGRESSES)
@@ -785,11 +800,14 @@ async fn errors_and_broken_streams_keep_the_last_objects_and_retry() {
     let source = KubeSource::start(mock.client.clone(), &source_settings(Some("apps")));
     ready(&source).await;
     let names = |s: &KubeSource| -> Vec<String> {
-        s.snapshot()
+        let mut names: Vec<String> = s
+            .snapshot()
             .ingresses
             .iter()
             .map(|i| i.metadata.name.clone().unwrap())
-            .collect()
+            .collect();
+        names.sort();
+        names
     };
 
     // 500, then 403 on starting the watch: retried with back-off, the store keeps `a`.
@@ -1468,7 +1486,7 @@ async fn controller_serves_what_the_api_lists_and_publishes_status() {
         admin_addr: local,
         ..Settings::default()
     };
-    let controller = controller::start(mock.client.clone(), settings, controller_settings())
+    let controller = cluster::start(mock.client.clone(), settings, controller_settings())
         .await
         .unwrap();
     assert!(wait_until(T, || async { controller.status().is_live() }).await);
@@ -1948,7 +1966,7 @@ async fn a_rolling_update_through_the_api_fails_no_request() {
         shutdown_grace: Duration::from_secs(2),
         ..Settings::default()
     };
-    let controller = controller::start(mock.client.clone(), settings, controller_settings())
+    let controller = cluster::start(mock.client.clone(), settings, controller_settings())
         .await
         .unwrap();
     wait_live(&controller, &[&a], &[]).await;
@@ -2249,7 +2267,7 @@ async fn whole_life(watch_namespace: Option<&str>) -> Vec<Seen> {
         lease_namespace: own.into(),
         ..controller_settings()
     };
-    let controller = controller::start(mock.client.clone(), settings, controller_settings)
+    let controller = cluster::start(mock.client.clone(), settings, controller_settings)
         .await
         .unwrap();
     assert!(wait_until(T, || async { controller.status().is_live() }).await);

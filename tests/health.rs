@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use portcullis::health::Health;
-use portcullis::metrics::Metrics;
-use portcullis::model::diagnostic::ObjectRef;
-use portcullis::model::host::HostMatch;
-use portcullis::model::route::{PathMatch, Route, TlsMode};
-use portcullis::model::upstream::{
+use portcullis::table::diagnostic::ObjectRef;
+use portcullis::table::host::HostMatch;
+use portcullis::table::route::{PathMatch, Route, TlsMode};
+use portcullis::table::upstream::{
     BackendTls, Cursor, HealthCheck, HealthProbe, LoadBalance, ProxyProtocol, ServicePortRef,
     ServiceRef, Upstream, UpstreamProtocol,
 };
 use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, TableHandle, VirtualHost};
+use portcullis::telemetry::metrics::Metrics;
 use support::backends::{self, TlsOptions};
 use support::pki::{Ca, Leaf};
 use support::wait::wait_until;

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use portcullis::model::upstream::UpstreamProtocol;
 use portcullis::table::ClassSettings;
+use portcullis::table::upstream::UpstreamProtocol;
 use support::backends;
 use support::http_harness::{self as h, get, raw};
 

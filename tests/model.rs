@@ -10,11 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use portcullis::check::Description;
 use portcullis::model::{self, Built, LastGood};
 use portcullis::settings::BuildSettings;
 use portcullis::source::Snapshot;
-use portcullis::source::manifests::parse_manifest;
+use portcullis::source::yaml::parse_manifest;
+use portcullis::table::describe::Description;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::Deserialize;
@@ -70,7 +70,10 @@ fn golden_tables() {
     let mut failures = Vec::new();
     for case in &cases {
         let (snapshot, settings) = load(case);
-        let actual = Description::of(&build(&snapshot, &settings));
+        let actual = {
+            let built = build(&snapshot, &settings);
+            Description::of(&built.table, &built.diagnostics)
+        };
         let expected_path = case.join("expected.yaml");
         if bless {
             std::fs::write(&expected_path, serde_saphyr::to_string(&actual).unwrap()).unwrap();
@@ -108,7 +111,8 @@ fn insensitive_to_ordering() {
     for case in cases {
         let (mut snapshot, settings) = load(&case);
         let reference = build(&snapshot, &settings);
-        let reference_text = portcullis::check::render_json(&reference);
+        let reference_text =
+            portcullis::table::describe::render_json(&reference.table, &reference.diagnostics);
         for _ in 0..20 {
             snapshot.ingresses.shuffle(&mut rng);
             snapshot.classes.shuffle(&mut rng);
@@ -127,7 +131,10 @@ fn insensitive_to_ordering() {
                 "{}",
                 case.display()
             );
-            assert_eq!(portcullis::check::render_json(&again), reference_text);
+            assert_eq!(
+                portcullis::table::describe::render_json(&again.table, &again.diagnostics),
+                reference_text
+            );
         }
     }
 }
@@ -151,7 +158,7 @@ fn host<'a>(built: &'a Built, name: &str) -> &'a std::sync::Arc<portcullis::tabl
         .unwrap_or_else(|| panic!("no host {name}"))
 }
 
-fn has(built: &Built, reason: model::diagnostic::Reason, name: &str) -> bool {
+fn has(built: &Built, reason: portcullis::table::diagnostic::Reason, name: &str) -> bool {
     built
         .diagnostics
         .iter()
@@ -212,13 +219,17 @@ spec:
     assert_eq!(built.table, reference.table);
     assert!(has(
         &built,
-        model::diagnostic::Reason::InvalidAnnotation,
+        portcullis::table::diagnostic::Reason::InvalidAnnotation,
         "zz-bad"
     ));
-    assert!(has(&built, model::diagnostic::Reason::Conflict, "zz-worse"));
     assert!(has(
         &built,
-        model::diagnostic::Reason::InvalidSpec,
+        portcullis::table::diagnostic::Reason::Conflict,
+        "zz-worse"
+    ));
+    assert!(has(
+        &built,
+        portcullis::table::diagnostic::Reason::InvalidSpec,
         "zz-worse"
     ));
     for d in &reference.diagnostics {
@@ -286,8 +297,8 @@ fn foo_pem() -> (String, String) {
 /// keeps being served, with a LastGoodKept warning each time.
 #[test]
 fn last_good_version_kept() {
-    use model::diagnostic::Reason;
     use portcullis::table::CertificateChoice;
+    use portcullis::table::diagnostic::Reason;
     let settings = BuildSettings::default();
     let (crt, key) = foo_pem();
     let good = format!("{GOOD_INGRESS}---\n{}", secret_doc(&crt, &key));
@@ -356,7 +367,7 @@ fn cert_dir_chosen_by_san() {
     assert_eq!(built.table.cert_dir.len(), 1);
     assert!(has(
         &built,
-        model::diagnostic::Reason::InvalidSecret,
+        portcullis::table::diagnostic::Reason::InvalidSecret,
         "/certs/broken.pem"
     ));
     // Without the tls entry, the cert-dir file covers the host.
@@ -378,7 +389,7 @@ fn cert_dir_chosen_by_san() {
 fn check_renders_text_and_json() {
     let (snapshot, settings) = load(&fixtures().join("backends"));
     let built = build(&snapshot, &settings);
-    let text = portcullis::check::render_text(&built);
+    let text = portcullis::table::describe::render_text(&built.table, &built.diagnostics);
     assert!(
         text.contains("foo.example.com  (terminate, owner default/backends)"),
         "{text}"
@@ -386,9 +397,13 @@ fn check_renders_text_and_json() {
     assert!(text.contains("no ready endpoints"), "{text}");
     assert!(text.contains("default certificate"), "{text}");
     assert!(text.contains("MissingService"), "{text}");
-    let json: Description = serde_json::from_str(&portcullis::check::render_json(&built)).unwrap();
-    assert_eq!(json, Description::of(&built));
-    assert!(portcullis::check::has_errors(&built));
+    let json: Description = serde_json::from_str(&portcullis::table::describe::render_json(
+        &built.table,
+        &built.diagnostics,
+    ))
+    .unwrap();
+    assert_eq!(json, Description::of(&built.table, &built.diagnostics));
+    assert!(portcullis::table::describe::has_errors(&built.diagnostics));
 }
 
 /// `check` shows terminating endpoints apart from ready ones; JSON lists them only when there
@@ -397,7 +412,7 @@ fn check_renders_text_and_json() {
 fn check_renders_terminating_endpoints() {
     let (snapshot, settings) = load(&fixtures().join("endpoint-conditions"));
     let built = build(&snapshot, &settings);
-    let text = portcullis::check::render_text(&built);
+    let text = portcullis::table::describe::render_text(&built.table, &built.diagnostics);
     assert!(
         text.contains(
             "default/mixed:http → 10.1.0.1:8080, 10.1.0.2:8080, 10.1.0.3:8080, 10.1.0.9:8080, \
@@ -413,8 +428,11 @@ fn check_renders_terminating_endpoints() {
         text.contains("default/gone:80 → no ready endpoints  ["),
         "{text}"
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&portcullis::check::render_json(&built)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&portcullis::table::describe::render_json(
+        &built.table,
+        &built.diagnostics,
+    ))
+    .unwrap();
     let routes = &json["table"]["hosts"][0]["routes"];
     let upstream_of = |path: &str| {
         routes
@@ -445,7 +463,7 @@ fn many_ingresses_build_quickly() {
     }
     let template = snapshot_of(&text);
     let ingress_text = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x, namespace: default}\nspec:\n  ingressClassName: portcullis\n  rules:\n  - host: h.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: svc0, port: {number: 80}}}}\n      - {path: /api, pathType: Prefix, backend: {service: {name: svc1, port: {number: 80}}}}\n";
-    let Some(portcullis::source::manifests::Object::Ingress(one)) =
+    let Some(portcullis::source::yaml::Object::Ingress(one)) =
         parse_manifest("i.yaml", ingress_text).unwrap().pop()
     else {
         panic!()

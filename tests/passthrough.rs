@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use portcullis::model::upstream::ProxyProtocol;
 use portcullis::table::ClassSettings;
+use portcullis::table::upstream::ProxyProtocol;
 use rustls::pki_types::ServerName;
 use support::backends::{self, Backend, ProxyHeader, TlsOptions};
 use support::in_process::{

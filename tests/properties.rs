@@ -23,14 +23,14 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-use portcullis::annotations::{self, DurationSyntax, OptionDefaults};
+use portcullis::model::annotations::{self, DurationSyntax, OptionDefaults};
 use portcullis::model::{self, LastGood};
 use portcullis::proxy::framing_guard::{FramingGuard, FramingVerdict};
-use portcullis::proxy::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use portcullis::settings::BuildSettings;
 use portcullis::source::Snapshot;
-use portcullis::source::manifests::parse_manifest;
-use portcullis::tls::client_hello::{self, ClientHello, HelloError};
+use portcullis::source::yaml::parse_manifest;
+use portcullis::wire::client_hello::{self, ClientHello, HelloError};
+use portcullis::wire::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use rand::SeedableRng;
@@ -796,7 +796,7 @@ proptest! {
         }
         let settings = BuildSettings::default();
         let reference = model::build(&snapshot, &settings, &LastGood::default());
-        let reference_json = portcullis::check::render_json(&reference);
+        let reference_json = portcullis::table::describe::render_json(&reference.table, &reference.diagnostics);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for _ in 0..3 {
             snapshot.ingresses.shuffle(&mut rng);
@@ -809,7 +809,7 @@ proptest! {
             let again = model::build(&snapshot, &settings, &LastGood::default());
             prop_assert_eq!(&again.table, &reference.table);
             prop_assert_eq!(&again.diagnostics, &reference.diagnostics);
-            prop_assert_eq!(portcullis::check::render_json(&again), reference_json.clone());
+            prop_assert_eq!(portcullis::table::describe::render_json(&again.table, &again.diagnostics), reference_json.clone());
         }
     }
 }

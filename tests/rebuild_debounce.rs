@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use portcullis::model::diagnostic::{Diagnostic, ObjectRef, Reason};
 use portcullis::rebuild::{BuildReport, Observer, Rebuilder, Status};
 use portcullis::settings::Settings;
 use portcullis::source::{Snapshot, SnapshotSender, SnapshotSource, Source, snapshot_channel};
+use portcullis::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use portcullis::table::{RouteTable, TableHandle};
 use tokio::sync::watch;
 

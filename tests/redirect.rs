@@ -3,9 +3,9 @@
 
 mod support;
 
-use portcullis::model::route::TlsMode;
-use portcullis::model::upstream::UpstreamProtocol;
 use portcullis::table::ClassSettings;
+use portcullis::table::route::TlsMode;
+use portcullis::table::upstream::UpstreamProtocol;
 use support::backends;
 use support::http_harness::{self as h, get};
 

@@ -6,8 +6,8 @@ mod support;
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
-use portcullis::model::upstream::{BackendTls, UpstreamProtocol};
 use portcullis::table::ClassSettings;
+use portcullis::table::upstream::{BackendTls, UpstreamProtocol};
 use support::backends;
 use support::http_harness::{self as h, send_on, tls_connect};
 use support::pki::Ca;

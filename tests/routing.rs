@@ -5,7 +5,7 @@
 use portcullis::model::{self, LastGood};
 use portcullis::settings::BuildSettings;
 use portcullis::source::Snapshot;
-use portcullis::source::manifests::parse_manifest;
+use portcullis::source::yaml::parse_manifest;
 use portcullis::table::{HttpRoute, RouteTable};
 
 const CLASS: &str = "apiVersion: networking.k8s.io/v1
@@ -199,7 +199,7 @@ fn host_rules_exact_beats_wildcard_which_matches_one_label() {
     check(&table, "a.baz.bar.com", &[("/", Some("any"))]);
     check(&table, "bar.com", &[("/", Some("any"))]);
     // Host matching ignores case and a trailing dot (ports are stripped before routing).
-    let normalized = portcullis::model::host::normalize_host("FOO.Bar.com.:8443").unwrap();
+    let normalized = portcullis::table::host::normalize_host("FOO.Bar.com.:8443").unwrap();
     check(&table, &normalized, &[("/", Some("exact"))]);
 }
 

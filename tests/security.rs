@@ -109,7 +109,7 @@ fn default_policy_is_tls12_plus_aead_ecdhe_and_post_quantum_first() {
 struct Served {
     _dir: tempfile::TempDir,
     ca: Ca,
-    running: portcullis::standalone::Running,
+    running: portcullis::runtime::Running,
     _backend: backends::Backend,
 }
 

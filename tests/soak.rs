@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use portcullis::model::{self, LastGood};
 use portcullis::settings::BuildSettings;
 use portcullis::source::Snapshot;
-use portcullis::source::manifests::parse_manifest;
+use portcullis::source::yaml::parse_manifest;
 use portcullis::table::{RouteTable, TableHandle};
 use rustls::pki_types::ServerName;
 use support::backends::{self, Backend, TlsOptions};

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use portcullis::model::diagnostic::{Diagnostic, ObjectRef, Reason};
-use portcullis::source::manifests::Object;
-use portcullis::source::watch::{DirectoryLoader, load_once, watch};
+use portcullis::source::directory::{DirectoryLoader, load_once, watch};
+use portcullis::source::yaml::Object;
 use portcullis::source::{Snapshot, SnapshotSource, Source};
+use portcullis::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// The watcher must apply a change within this.
 const WITHIN: Duration = Duration::from_secs(1);

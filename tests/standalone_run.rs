@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use portcullis::standalone::{self, RunError};
+use portcullis::runtime::{self, RunError};
 
 use support::portcullis::{start, status_of, test_settings};
 use support::wait::wait_until;
@@ -65,7 +65,7 @@ async fn bind_errors_name_the_address() {
     let addr = taken.local_addr().unwrap();
     let mut settings = test_settings();
     settings.https_addr = addr;
-    let err = match standalone::start(settings, dir.path()).await {
+    let err = match runtime::start(settings, dir.path()).await {
         Ok(_) => panic!("binding a taken port must fail"),
         Err(e) => e,
     };
@@ -85,7 +85,7 @@ async fn bind_errors_name_the_address() {
 #[tokio::test]
 async fn missing_manifest_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = standalone::start(test_settings(), &dir.path().join("missing")).await;
+    let err = runtime::start(test_settings(), &dir.path().join("missing")).await;
     assert!(matches!(err, Err(RunError::Watch(_))));
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis::model::upstream::UpstreamProtocol;
+use portcullis::table::upstream::UpstreamProtocol;
 use portcullis::table::{ClassSettings, VirtualHost};
 use support::backends;
 use support::http_harness::{self as h, collect, send_on, tls_connect};

@@ -7,8 +7,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use portcullis::model::upstream::UpstreamProtocol;
 use portcullis::table::ClassSettings;
+use portcullis::table::upstream::UpstreamProtocol;
 use support::backends;
 use support::http_harness::{self as h, get};
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::annotations::{DurationSyntax, OptionDefaults, parse, parse_duration};
+use portcullis::model::annotations::{DurationSyntax, OptionDefaults, parse, parse_duration};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::tls::client_hello::{HelloError, parse};
+use portcullis::wire::client_hello::{HelloError, parse};
 
 /// The default `limits.maxClientHelloBytes`.
 const MAX: usize = 16 * 1024;

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use portcullis::model::{self, LastGood};
 use portcullis::settings::BuildSettings;
 use portcullis::source::Snapshot;
-use portcullis::source::manifests::parse_manifest;
+use portcullis::source::yaml::parse_manifest;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

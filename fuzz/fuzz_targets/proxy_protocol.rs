@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::proxy::proxy_protocol::{ProxyHeader, decode, encode_v1, encode_v2};
+use portcullis::wire::proxy_protocol::{ProxyHeader, decode, encode_v1, encode_v2};
 
 fuzz_target!(|data: &[u8]| {
     let Ok((header, used)) = decode(data) else {

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
 
 use super::FastMap;
-use super::diagnostic::{Diagnostic, ObjectRef, Reason};
-use super::upstream::{
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::table::upstream::{
     HealthCheck, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef, Upstream, UpstreamProtocol,
 };
 

@@ -7,9 +7,9 @@ use k8s_openapi::api::core::v1::Secret;
 use rustls_pki_types::CertificateDer;
 
 use super::FastMap;
-use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::source::CertFile;
-use crate::tls::certificates::{Certificate, parse_ca_bundle};
+use crate::table::certificates::{Certificate, parse_ca_bundle};
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// What a Secret is read as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

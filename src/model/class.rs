@@ -9,14 +9,16 @@ use std::time::Duration;
 use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-use super::diagnostic::{Diagnostic, ObjectRef, Reason};
-use crate::annotations::{DurationSyntax, MIN_HEALTH_INTERVAL, OptionDefaults, parse_duration};
 use crate::crd::{
     HealthCheckMethod, IngressClassParams, IngressClassParamsSpec, LoadBalanceName, TlsVersion,
 };
-use crate::model::upstream::LoadBalance;
+use crate::model::annotations::{
+    DurationSyntax, MIN_HEALTH_INTERVAL, OptionDefaults, parse_duration,
+};
 use crate::settings::{BuildSettings, CONTROLLER_NAME};
 use crate::table::ClassSettings;
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::table::upstream::LoadBalance;
 
 /// Annotation that marks the cluster's default IngressClass.
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";

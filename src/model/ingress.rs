@@ -6,11 +6,11 @@ use std::fmt;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
-use super::diagnostic::{Diagnostic, ObjectRef, Reason};
-use super::host::HostMatch;
-use super::route::PathMatch;
-use super::upstream::{ServicePortRef, ServiceRef};
-use crate::annotations::IngressOptions;
+use crate::model::annotations::IngressOptions;
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::table::host::HostMatch;
+use crate::table::route::PathMatch;
+use crate::table::upstream::{ServicePortRef, ServiceRef};
 
 /// Where in the Ingress a plan entry came from. Spelled out only when a diagnostic needs it:
 /// formatting every field path of 10 000 Ingresses on every build cost more than planning them.
@@ -100,7 +100,7 @@ impl Plan {
             .or_else(|| {
                 listed(&|h| match (h, host) {
                     (HostMatch::Wildcard(parent), HostMatch::Exact(name)) => {
-                        super::host::wildcard_parent(name) == Some(parent.as_str())
+                        crate::table::host::wildcard_parent(name) == Some(parent.as_str())
                     }
                     _ => false,
                 })

@@ -6,15 +6,12 @@
 //!
 //! The steps, each in its own module:
 //! 1. [`class`]: which Ingresses are ours, and the IngressClassParams that shape them;
-//! 2. annotations ([`crate::annotations`]) → options, or the Ingress's last good version;
+//! 2. annotations ([`crate::model::annotations`]) → options, or the Ingress's last good version;
 //! 3. [`ingress`]: each Ingress validated into a plan (hosts, paths, backends, TLS entries);
 //! 4. [`vhosts`]: plans merged oldest first into virtual hosts (conflicts, pass-through),
 //!    with [`backend`] resolving Services to endpoints and [`certs`] Secrets to certificates.
 
-pub mod diagnostic;
-pub mod host;
-pub mod route;
-pub mod upstream;
+pub mod annotations;
 
 mod backend;
 mod certs;
@@ -34,11 +31,11 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::annotations::{self, AnnotationError};
+use self::annotations::AnnotationError;
 use crate::settings::BuildSettings;
 use crate::source::Snapshot;
 use crate::table::RouteTable;
-use diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// The last good version of each object that was valid once, so that a later bad edit does
 /// not take it out of service. Opaque to callers: pass the previous build's value back in.

@@ -7,17 +7,17 @@ use super::FastMap;
 use super::backend::{Backends, UpstreamPolicy, service_dns_name};
 use super::certs::{Secrets, pick_from_dir};
 use super::class::ClassPolicy;
-use super::diagnostic::{Diagnostic, Reason};
-use super::host::HostMatch;
 use super::ingress::{BackendSpec, HostRules, PathSpec, Plan};
-use super::route::{PathMatch, Route, TlsMode};
-use super::upstream::{
+use crate::crd::HealthCheckKind;
+use crate::model::annotations::PREFIX;
+use crate::table::certificates::Certificate;
+use crate::table::diagnostic::{Diagnostic, Reason};
+use crate::table::host::HostMatch;
+use crate::table::route::{PathMatch, Route, TlsMode};
+use crate::table::upstream::{
     BackendTls, HealthCheck, HealthProbe, ServiceRef, Upstream, UpstreamProtocol,
 };
-use crate::annotations::PREFIX;
-use crate::crd::HealthCheckKind;
 use crate::table::{CertificateChoice, VirtualHost};
-use crate::tls::certificates::Certificate;
 
 /// A virtual host being assembled from plans that live for `'p`.
 struct Draft<'p> {

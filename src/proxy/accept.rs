@@ -18,9 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::prefixed_io::PrefixedIo;
-use super::{ConnInfo, Listeners, ProxyContext, http_front, https_front, proxy_protocol};
+use super::{ConnInfo, Listeners, ProxyContext, http_front, https_front};
 use crate::table::{RouteTable, TableHandle};
+use crate::wire::prefixed_io::PrefixedIo;
+use crate::wire::proxy_protocol;
 
 /// Pause after an accept error that is about us (out of file descriptors, memory), not about
 /// the one connection: retrying at once would spin.

@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 
 use crate::health::{Health, HealthView};
-use crate::model::upstream::{LoadBalance, Upstream};
+use crate::table::upstream::{LoadBalance, Upstream};
 
 /// Picks an endpoint that is healthy and not in `tried` (endpoints that already failed for this
 /// request): a ready one if any qualifies, else a terminating one. `None` when no endpoint
@@ -107,7 +107,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::upstream::{
+    use crate::table::upstream::{
         Cursor, HealthCheck, HealthProbe, ServicePortRef, ServiceRef, UpstreamProtocol,
     };
 

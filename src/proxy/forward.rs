@@ -39,10 +39,10 @@ use super::body::{client_request, empty_request};
 use super::error::{ProxyError, UpstreamFault};
 use super::pool::UpstreamConn;
 use super::{ConnInfo, ProxyContext, balance};
-use crate::access_log;
 use crate::health::InFlight;
-use crate::model::upstream::Upstream;
+use crate::table::upstream::Upstream;
 use crate::table::{RouteTable, VirtualHost};
+use crate::telemetry::access_log;
 
 /// How many endpoints one request tries when connects fail.
 pub const MAX_TRIES: usize = 3;
@@ -667,7 +667,7 @@ mod tests {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let ctx = ProxyContext::new(
             crate::health::Health::new(),
-            std::sync::Arc::new(crate::metrics::Metrics::new()),
+            std::sync::Arc::new(crate::telemetry::metrics::Metrics::new()),
             crate::tls::self_signed::generate().expect("fallback certificate"),
             443,
             rx,

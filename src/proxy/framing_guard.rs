@@ -300,7 +300,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
 }
 
 // Reads are scanned; writes go straight through.
-write_through!(FramingGuard, io);
+crate::wire::write_through!(FramingGuard, io);
 
 #[cfg(test)]
 mod tests {

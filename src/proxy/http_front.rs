@@ -52,13 +52,13 @@ use super::forward::{self, ConnForwarded, Forward};
 use super::framing_guard::{FramingGuard, FramingVerdict};
 use super::pool::UpstreamConn;
 use super::{ConnInfo, ProxyContext};
-use crate::access_log;
 use crate::health::InFlight;
-use crate::metrics::{HttpRequestSeries, Mode, StatusClass};
-use crate::model::host::normalize_host;
-use crate::model::route::TlsMode;
-use crate::model::upstream::UpstreamProtocol;
+use crate::table::host::normalize_host;
+use crate::table::route::TlsMode;
+use crate::table::upstream::UpstreamProtocol;
 use crate::table::{HttpRoute, RouteTable, TableHandle, VirtualHost};
+use crate::telemetry::access_log;
+use crate::telemetry::metrics::{HttpRequestSeries, Mode, StatusClass};
 
 /// hyper's smallest allowed h1 read buffer.
 const MIN_H1_BUFFER: usize = 8192;

@@ -22,12 +22,13 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::prefixed_io::PrefixedIo;
-use super::{ConnInfo, ProxyContext, TlsInfo, http_front, passthrough, proxy_protocol};
-use crate::metrics::{HelloRejection, Mode};
-use crate::model::route::TlsMode;
+use super::{ConnInfo, ProxyContext, TlsInfo, http_front, passthrough};
+use crate::table::route::TlsMode;
 use crate::table::{RouteTable, TableHandle};
-use crate::tls::client_hello::{self, HelloError};
+use crate::telemetry::metrics::{HelloRejection, Mode};
+use crate::wire::client_hello::{self, HelloError};
+use crate::wire::prefixed_io::PrefixedIo;
+use crate::wire::proxy_protocol;
 
 /// Serves one accepted :443 connection from `peer` to our address `local`: routed by SNI on
 /// `table` (loaded at accept), then every HTTP request on the live table in `live`.

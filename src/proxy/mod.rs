@@ -13,9 +13,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::health::Health;
-use crate::metrics::Metrics;
 use crate::settings::PublicPorts;
-use crate::tls::certificates::Certificate;
+use crate::table::certificates::Certificate;
+use crate::telemetry::metrics::Metrics;
 use crate::tls::server_config::TlsServerState;
 
 /// What the proxy knows about a client connection, for routing, headers and logs.
@@ -110,50 +110,6 @@ impl Listeners {
     }
 }
 
-/// Implements `AsyncWrite` for an I/O wrapper `$wrapper<IO>` whose writes go straight to its
-/// inner stream, the field `$io`: the wrappers ([`prefixed_io::PrefixedIo`],
-/// [`framing_guard::FramingGuard`]) add something to reads only. One definition for all of
-/// them, so none forgets a method (vectored writes, flush, shutdown).
-macro_rules! write_through {
-    ($wrapper:ident, $io:ident) => {
-        impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $wrapper<IO> {
-            fn poll_write(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.get_mut().$io).poll_write(cx, buf)
-            }
-
-            fn poll_write_vectored(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.get_mut().$io).poll_write_vectored(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.$io.is_write_vectored()
-            }
-
-            fn poll_flush(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.get_mut().$io).poll_flush(cx)
-            }
-
-            fn poll_shutdown(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.get_mut().$io).poll_shutdown(cx)
-            }
-        }
-    };
-}
-
 pub mod accept;
 pub mod balance;
 pub mod body;
@@ -164,8 +120,6 @@ pub mod http_front;
 pub mod https_front;
 pub mod passthrough;
 pub mod pool;
-pub mod prefixed_io;
-pub mod proxy_protocol;
 mod splice;
 
 pub use accept::serve;

@@ -15,12 +15,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::prefixed_io::PrefixedIo;
 use super::splice::{self, End};
-use super::{ConnInfo, ProxyContext, balance, proxy_protocol};
-use crate::access_log::{self, TcpLog};
-use crate::model::upstream::Upstream;
+use super::{ConnInfo, ProxyContext, balance};
 use crate::table::RouteTable;
+use crate::table::upstream::Upstream;
+use crate::telemetry::access_log::{self, TcpLog};
+use crate::wire::prefixed_io::PrefixedIo;
+use crate::wire::proxy_protocol;
 
 /// Connect attempts per connection: with many dead endpoints a client should not wait for
 /// every one of them to time out.

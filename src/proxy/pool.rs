@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
-use crate::model::upstream::{BackendTls, UpstreamProtocol};
+use crate::table::upstream::{BackendTls, UpstreamProtocol};
 
 /// How long an idle upstream connection is kept.
 pub const POOL_IDLE: Duration = Duration::from_secs(90);

@@ -31,8 +31,9 @@
 //! - **No copies per event**: [`KubeSource::snapshot`] takes the stores' `Arc`s as they are;
 //!   [`ClusterSource`], what the rebuild loop reads in cluster mode, only forwards the change
 //!   signal, and the loop pulls one snapshot per build (after its hold-off), not one per event.
-//!   EndpointSlice churn costs a pointer bump per event, not a copy of every object.
+//!   An EndpointSlice event costs the store update and a counter bump, no copy of the stores.
 
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
@@ -53,7 +54,7 @@ use tokio::time::Instant;
 
 use super::{Snapshot, SnapshotSource, Source};
 use crate::crd::IngressClassParams;
-use crate::model::diagnostic::ObjectRef;
+use crate::table::diagnostic::ObjectRef;
 
 /// Field selector of the TLS Secrets watcher.
 pub const TLS_SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
@@ -350,25 +351,35 @@ impl KubeSource {
     }
 
     /// Every object in the stores, shared with them (the `Arc`s the stores hold, no object
-    /// copied), sorted by namespace and name. A Secret both of type TLS and labelled
-    /// backend-CA appears once.
+    /// copied), in no particular order (the model's output does not depend on it; sorting
+    /// 10 000s of objects by name would cost more than taking them). A Secret both of type
+    /// TLS and labelled backend-CA appears once.
     pub fn snapshot(&self) -> Snapshot {
         let s = &self.stores;
         let mut secrets = s.tls_secrets.state();
-        secrets.extend(s.ca_secrets.state());
+        let mut more = s.ca_secrets.state();
         if let Some(store) = &s.default_certificate {
-            secrets.extend(store.state());
+            more.extend(store.state());
         }
-        // Stable: of a Secret held by two stores, the first store's copy stays.
-        secrets.sort_by(|a, b| by_namespace_and_name(&**a, &**b));
-        secrets.dedup_by(|a, b| by_namespace_and_name(&**a, &**b).is_eq());
+        if !more.is_empty() {
+            // Of a Secret held by two stores, the first store's copy stays.
+            let mut seen: HashSet<(Option<&str>, Option<&str>)> =
+                secrets.iter().map(|o| key_of(&**o)).collect();
+            let extra: Vec<Arc<Secret>> = more
+                .iter()
+                .filter(|o| seen.insert(key_of(&***o)))
+                .cloned()
+                .collect();
+            drop(seen);
+            secrets.extend(extra);
+        }
         Snapshot {
-            ingresses: objects(&s.ingresses),
-            classes: objects(&s.classes),
+            ingresses: s.ingresses.state(),
+            classes: s.classes.state(),
             secrets,
-            services: objects(&s.services),
-            endpoint_slices: objects(&s.endpoint_slices),
-            class_params: objects(&s.class_params),
+            services: s.services.state(),
+            endpoint_slices: s.endpoint_slices.state(),
+            class_params: s.class_params.state(),
             cert_files: Vec::new(),
             diagnostics: Vec::new(),
         }
@@ -634,23 +645,10 @@ where
     }
 }
 
-/// The store's objects (its `Arc`s, nothing copied), sorted by namespace and name.
-fn objects<K>(store: &Store<K>) -> Vec<Arc<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let mut objects = store.state();
-    // Keys are unique within a store: an unstable sort is deterministic.
-    objects.sort_unstable_by(|a, b| by_namespace_and_name(&**a, &**b));
-    objects
-}
-
-fn by_namespace_and_name<K: Resource>(a: &K, b: &K) -> std::cmp::Ordering {
-    fn key<K: Resource>(o: &K) -> (Option<&str>, Option<&str>) {
-        let meta = o.meta();
-        (meta.namespace.as_deref(), meta.name.as_deref())
-    }
-    key(a).cmp(&key(b))
+/// An object's namespace and name, borrowed.
+fn key_of<K: Resource>(object: &K) -> (Option<&str>, Option<&str>) {
+    let meta = object.meta();
+    (meta.namespace.as_deref(), meta.name.as_deref())
 }
 
 fn uid_in<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<String>
@@ -845,19 +843,25 @@ mod tests {
         let first = source.snapshot();
         assert_eq!(first.ingresses.len(), 1);
         assert_eq!(first.cert_files.len(), 1);
-        // A Secret in both stores once (the TLS store's), sorted by name.
-        let names: Vec<_> = first
+        // A Secret in both stores once: the TLS store's.
+        let mut names: Vec<_> = first
             .secrets
             .iter()
             .map(|s| s.metadata.name.as_deref().unwrap_or_default())
             .collect();
+        names.sort();
         assert_eq!(names, ["both", "ca", "tls"]);
         let tls_both = kube
             .stores
             .tls_secrets
             .get(&reflector::ObjectRef::new("both").within("apps"))
             .expect("in the TLS store");
-        assert!(Arc::ptr_eq(&first.secrets[0], &tls_both));
+        let both = first
+            .secrets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("both"))
+            .expect("both");
+        assert!(Arc::ptr_eq(both, &tls_both));
 
         // A store event is signalled; the objects it did not touch are the stores' own `Arc`s.
         changes.mark_unchanged();

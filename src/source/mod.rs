@@ -6,9 +6,9 @@
 //! mode, the last parsed version of each file in standalone mode. Taking one copies pointers,
 //! never objects, and the rebuild loop takes one only after its hold-off, not per change.
 
+pub mod directory;
 pub mod kubernetes;
-pub mod manifests;
-pub mod watch;
+pub mod yaml;
 
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use tokio::sync::watch as signal;
 
 use crate::crd::IngressClassParams;
-use crate::model::diagnostic::Diagnostic;
+use crate::table::diagnostic::Diagnostic;
 
 /// A file from `--cert-dir`: a PEM bundle (chain + key), or a `tls.crt`/`tls.key` pair joined.
 #[derive(Debug, Clone, PartialEq, Eq)]

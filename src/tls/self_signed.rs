@@ -11,7 +11,7 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::certificates::{Certificate, CertificateInfo};
+use crate::table::certificates::{Certificate, CertificateInfo};
 
 /// Common name of the fallback certificate.
 pub const COMMON_NAME: &str = "Portcullis default certificate";

@@ -22,9 +22,9 @@ use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, ServerSes
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
-use crate::model::host::{normalize_host, wildcard_parent};
+use crate::table::certificates::Certificate;
+use crate::table::host::{normalize_host, wildcard_parent};
 use crate::table::{CertificateChoice, ClassSettings, RouteTable};
-use crate::tls::certificates::Certificate;
 
 /// Sessions remembered for stateful resumption (TLS 1.2 session ids, TLS 1.3 without tickets).
 const SESSION_CACHE_SIZE: usize = 4096;
@@ -328,11 +328,11 @@ mod tests {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     use super::*;
-    use crate::model::diagnostic::ObjectRef;
-    use crate::model::host::HostMatch;
-    use crate::model::route::TlsMode;
     use crate::table::VirtualHost;
-    use crate::tls::certificates::CertificateInfo;
+    use crate::table::certificates::CertificateInfo;
+    use crate::table::diagnostic::ObjectRef;
+    use crate::table::host::HostMatch;
+    use crate::table::route::TlsMode;
 
     fn cert(names: &[&str]) -> Certificate {
         let key = rcgen::KeyPair::generate().expect("key");

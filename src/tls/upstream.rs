@@ -17,7 +17,7 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::model::upstream::BackendTls;
+use crate::table::upstream::BackendTls;
 
 /// The crypto provider of every upstream TLS connection.
 fn provider() -> Arc<CryptoProvider> {

@@ -12,16 +12,16 @@ use http_body_util::{BodyExt, Empty};
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use portcullis::health::Health;
-use portcullis::metrics::Metrics;
-use portcullis::model::diagnostic::ObjectRef;
-use portcullis::model::host::HostMatch;
-use portcullis::model::route::{PathMatch, Route, TlsMode};
-use portcullis::model::upstream::{
+use portcullis::proxy::{ConnInfo, ProxyContext, TlsInfo};
+use portcullis::table::certificates::{Certificate, CertificateInfo};
+use portcullis::table::diagnostic::ObjectRef;
+use portcullis::table::host::HostMatch;
+use portcullis::table::route::{PathMatch, Route, TlsMode};
+use portcullis::table::upstream::{
     HealthCheck, HealthProbe, LoadBalance, ServicePortRef, ServiceRef, Upstream, UpstreamProtocol,
 };
-use portcullis::proxy::{ConnInfo, ProxyContext, TlsInfo};
 use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, TableHandle, VirtualHost};
-use portcullis::tls::certificates::{Certificate, CertificateInfo};
+use portcullis::telemetry::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use portcullis::health::Health;
-use portcullis::metrics::Metrics;
-use portcullis::model::diagnostic::ObjectRef;
-use portcullis::model::host::HostMatch;
-use portcullis::model::route::TlsMode;
-use portcullis::model::upstream::{
+use portcullis::proxy::{self, Listeners, ProxyContext};
+use portcullis::table::certificates::{Certificate, CertificateInfo};
+use portcullis::table::diagnostic::ObjectRef;
+use portcullis::table::host::HostMatch;
+use portcullis::table::route::TlsMode;
+use portcullis::table::upstream::{
     Cursor, HealthCheck, HealthProbe, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef,
     Upstream, UpstreamProtocol,
 };
-use portcullis::proxy::{self, Listeners, ProxyContext};
 use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, TableHandle, VirtualHost};
-use portcullis::tls::certificates::{Certificate, CertificateInfo};
+use portcullis::telemetry::metrics::Metrics;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use portcullis::runtime::{self, Running};
 use portcullis::settings::Settings;
-use portcullis::standalone::{self, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -28,7 +28,7 @@ pub async fn start(manifests: &Path) -> Running {
 
 /// Starts standalone mode with the given settings.
 pub async fn start_with(settings: Settings, manifests: &Path) -> Running {
-    standalone::start(settings, manifests)
+    runtime::start(settings, manifests)
         .await
         .expect("standalone mode starts")
 }

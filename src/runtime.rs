@@ -18,16 +18,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState};
 use crate::health::Health;
-use crate::metrics::Metrics;
 use crate::proxy::pool::Clients;
 use crate::proxy::{self, Listeners, ProxyContext};
 use crate::rebuild::{BuildReport, LogDiagnostics, Observer, Rebuilder, Status};
 use crate::settings::Settings;
 use crate::source;
-use crate::source::watch::{self as manifest_watch, DirectoryLoader, WatchError, WatchHandle};
+use crate::source::directory::{self as manifest_watch, DirectoryLoader, WatchError, WatchHandle};
 use crate::table::{RouteTable, TableHandle};
+use crate::telemetry::admin::{self, AdminState};
+use crate::telemetry::metrics::Metrics;
 use crate::tls::self_signed::{self, SelfSignedError};
 
 /// Why standalone mode could not start or stopped with an error.
@@ -356,5 +356,17 @@ struct PoolPruner(Clients);
 impl Observer for PoolPruner {
     fn built(&self, report: &BuildReport) {
         self.0.retain_endpoints(report.built.table.endpoints());
+    }
+}
+
+/// The metrics publisher: generation, build time, change→live latency, diagnostics by reason
+/// and objects by kind, once per build.
+impl Observer for Metrics {
+    fn built(&self, report: &BuildReport) {
+        self.config_generation(report.generation);
+        self.rebuild(report.build_duration);
+        self.change_to_live(report.change_to_live);
+        self.diagnostics(&report.built.diagnostics);
+        self.snapshot_objects(&report.snapshot);
     }
 }

@@ -63,9 +63,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::metrics::Metrics;
-use crate::model::upstream::{HealthProbe, ProxyProtocol, ServiceRef, UpstreamProtocol};
+use crate::table::upstream::{HealthProbe, ProxyProtocol, ServiceRef, UpstreamProtocol};
 use crate::table::{RouteTable, TableHandle};
+use crate::telemetry::metrics::Metrics;
 use crate::tls::upstream::AcceptAnyServerCert;
 
 /// Consecutive successful probes that bring an actively-failed endpoint back (`rise 2`).
@@ -779,7 +779,7 @@ async fn send_proxy_header(
     dst: SocketAddr,
 ) -> Result<(), ProbeError> {
     let src = tcp.local_addr().map_err(ProbeError::Proxy)?;
-    let header = crate::proxy::proxy_protocol::encode(version, src, dst);
+    let header = crate::wire::proxy_protocol::encode(version, src, dst);
     tcp.write_all(&header).await.map_err(ProbeError::Proxy)
 }
 
@@ -834,10 +834,10 @@ async fn tls_connect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::diagnostic::ObjectRef;
-    use crate::model::host::HostMatch;
-    use crate::model::route::{PathMatch, Route, TlsMode};
-    use crate::model::upstream::{Cursor, HealthCheck, LoadBalance, ServicePortRef, Upstream};
+    use crate::table::diagnostic::ObjectRef;
+    use crate::table::host::HostMatch;
+    use crate::table::route::{PathMatch, Route, TlsMode};
+    use crate::table::upstream::{Cursor, HealthCheck, LoadBalance, ServicePortRef, Upstream};
     use crate::table::{CertificateChoice, ClassSettings, VirtualHost};
 
     fn addr(port: u16) -> SocketAddr {

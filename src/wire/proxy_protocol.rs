@@ -11,12 +11,18 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+/// Which PROXY protocol version to write (the `portcullis.io/proxy-protocol` annotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
 use bytes::BufMut;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
-
-use crate::model::upstream::ProxyProtocol;
 
 /// The v2 signature.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";

@@ -25,7 +25,7 @@ use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::model::host::normalize_host;
+use super::host_name::normalize_host;
 
 /// TLS record content type `handshake`.
 const CONTENT_HANDSHAKE: u8 = 0x16;

@@ -21,8 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::model::diagnostic::{Diagnostic, Severity};
 use crate::source::Snapshot;
+use crate::table::diagnostic::{Diagnostic, Severity};
 
 /// Which listener / mode a data-plane event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -570,7 +570,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::diagnostic::{ObjectRef, Reason};
+    use crate::table::diagnostic::{ObjectRef, Reason};
 
     fn has_line(text: &str, prefix: &str) -> bool {
         text.lines().any(|l| l.starts_with(prefix))

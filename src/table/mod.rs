@@ -3,6 +3,13 @@
 //! Lookups are hash-map hits (exact host, then the one-label wildcard parent), then a scan of
 //! that host's few paths: never a scan over all Ingresses.
 
+pub mod certificates;
+pub mod describe;
+pub mod diagnostic;
+pub mod host;
+pub mod route;
+pub mod upstream;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,11 +19,11 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::model::diagnostic::ObjectRef;
-use crate::model::host::{HostMatch, wildcard_parent};
-use crate::model::route::{Route, TlsMode};
-use crate::model::upstream::Upstream;
-use crate::tls::certificates::Certificate;
+use crate::table::certificates::Certificate;
+use crate::table::diagnostic::ObjectRef;
+use crate::table::host::{HostMatch, wildcard_parent};
+use crate::table::route::{Route, TlsMode};
+use crate::table::upstream::Upstream;
 
 /// The table the proxy serves from. One `Arc` per connection; swapping never touches open ones.
 pub type TableHandle = Arc<ArcSwap<RouteTable>>;

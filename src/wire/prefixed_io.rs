@@ -66,7 +66,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for PrefixedIo<IO> {
 }
 
 // Reads replay the prefix first; writes go straight through.
-write_through!(PrefixedIo, io);
+super::write_through!(PrefixedIo, io);
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::crd::HealthCheckKind;
-use crate::model::route::TlsMode;
-use crate::model::upstream::{LoadBalance, ProxyProtocol};
+use crate::table::route::TlsMode;
+use crate::table::upstream::{LoadBalance, ProxyProtocol};
 
 // Annotation keys are put together at compile time: parsing 10 000 Ingresses used to format
 // each key it looked up, a tenth of a build.

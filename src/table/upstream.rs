@@ -69,12 +69,7 @@ pub struct HealthCheck {
 }
 
 /// Annotation `portcullis.io/proxy-protocol`: header sent to pass-through/TCP backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProxyProtocol {
-    V1,
-    V2,
-}
+pub use crate::wire::proxy_protocol::ProxyProtocol;
 
 /// TLS towards the pod (re-encrypt mode).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -19,9 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::check;
-use crate::metrics::Metrics;
 use crate::rebuild::Status;
+use crate::table::describe;
+use crate::telemetry::metrics::Metrics;
 
 /// Content type of the Prometheus text format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -87,7 +87,7 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
             Some(built) => body(
                 StatusCode::OK,
                 "application/json",
-                check::render_json(&built),
+                describe::render_json(&built.table, &built.diagnostics),
             ),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n"),
         },

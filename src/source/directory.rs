@@ -27,9 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
-use super::manifests::{Object, parse_manifest};
+use super::yaml::{Object, parse_manifest};
 use super::{CertFile, Snapshot, SnapshotSender, SnapshotSource, snapshot_channel};
-use crate::model::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// How often the fallback rescan compares file metadata, in case `notify` missed an event.
 pub const RESCAN_INTERVAL: Duration = Duration::from_millis(500);

@@ -7,7 +7,7 @@
 //!   subresource, only to Ingresses that are ours (the list the model gives), only in the
 //!   watched namespace, and only when it differs from what the Ingress shows.
 //! - **Events** (`events.k8s.io/v1`), one per diagnostic, on the object it names, type
-//!   `Warning`, reason [`Reason::as_str`](crate::model::diagnostic::Reason::as_str), note
+//!   `Warning`, reason [`Reason::as_str`](crate::table::diagnostic::Reason::as_str), note
 //!   `field: message`. A diagnostic already posted and still present is not posted again;
 //!   one that went away and came back is. Posted with a direct `create` rather than kube's
 //!   `Recorder`, whose series key ignores the note (two different messages with one reason on
@@ -41,9 +41,9 @@ use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use crate::model::Built;
-use crate::model::diagnostic::{Diagnostic, ObjectRef};
 use crate::settings::CONTROLLER_NAME;
 use crate::source::kubernetes::KubeSource;
+use crate::table::diagnostic::{Diagnostic, ObjectRef};
 
 /// Field manager of our status patches.
 pub const FIELD_MANAGER: &str = "portcullis";
@@ -839,7 +839,7 @@ fn duration_seconds(d: Duration) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::diagnostic::Reason;
+    use crate::table::diagnostic::Reason;
 
     #[test]
     fn status_addresses_split_ips_and_names() {

@@ -28,7 +28,7 @@ impl Certificate {
     /// Whether the leaf's DNS SANs name `host` (normalized): exactly, or by a wildcard for
     /// exactly one label, as a TLS client verifies it (RFC 6125 §6.4.3).
     pub fn names(&self, host: &str) -> bool {
-        let parent = crate::model::host::wildcard_parent(host);
+        let parent = crate::table::host::wildcard_parent(host);
         self.info
             .dns_names
             .iter()
@@ -121,7 +121,7 @@ impl Certificate {
                 match (san.strip_prefix("*."), host.strip_prefix("*.")) {
                     (Some(_), Some(_)) => false, // equal wildcards are an exact match
                     (Some(parent), None) => {
-                        crate::model::host::wildcard_parent(host) == Some(parent)
+                        crate::table::host::wildcard_parent(host) == Some(parent)
                     }
                     _ => false,
                 }

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Built;
-use crate::model::diagnostic::{Diagnostic, Severity};
-use crate::model::host::HostMatch;
-use crate::model::upstream::{HealthProbe, LoadBalance, ProxyProtocol, Upstream, UpstreamProtocol};
+use crate::table::certificates::CertificateInfo;
+use crate::table::diagnostic::{Diagnostic, Severity};
+use crate::table::host::HostMatch;
+use crate::table::upstream::{HealthProbe, LoadBalance, ProxyProtocol, Upstream, UpstreamProtocol};
 use crate::table::{CertificateChoice, ClassSettings, RouteTable, VirtualHost};
-use crate::tls::certificates::CertificateInfo;
 
 /// Everything `check` reports: the table, then the diagnostics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,15 +127,11 @@ pub struct DiagnosticDescription {
 // === impl Description ===
 
 impl Description {
-    /// Describes a build's table and diagnostics.
-    pub fn of(built: &Built) -> Description {
+    /// Describes a table and the diagnostics of the build that made it.
+    pub fn of(table: &RouteTable, diagnostics: &[Diagnostic]) -> Description {
         Description {
-            table: TableDescription::of(&built.table),
-            diagnostics: built
-                .diagnostics
-                .iter()
-                .map(DiagnosticDescription::of)
-                .collect(),
+            table: TableDescription::of(table),
+            diagnostics: diagnostics.iter().map(DiagnosticDescription::of).collect(),
         }
     }
 }
@@ -350,8 +345,8 @@ fn duration_text(d: Duration) -> String {
 
 /// The table (host, TLS mode, paths, backends → endpoints, certificate, redirect/HSTS) followed
 /// by the diagnostics, for a terminal.
-pub fn render_text(built: &Built) -> String {
-    let d = Description::of(built);
+pub fn render_text(table: &RouteTable, diagnostics: &[Diagnostic]) -> String {
+    let d = Description::of(table, diagnostics);
     let mut out = String::new();
     if d.table.hosts.is_empty() {
         out.push_str("no hosts\n");
@@ -419,7 +414,7 @@ pub fn render_text(built: &Built) -> String {
         out.push_str("\nno problems found\n");
     } else {
         let _ = writeln!(out, "\n{} diagnostics:", d.diagnostics.len());
-        for diag in &built.diagnostics {
+        for diag in diagnostics {
             let _ = writeln!(out, "  {diag}");
         }
     }
@@ -454,14 +449,14 @@ fn upstream_text(u: &UpstreamDescription) -> String {
 }
 
 /// The same, as JSON.
-pub fn render_json(built: &Built) -> String {
-    serde_json::to_string_pretty(&Description::of(built)).unwrap_or_else(|_| "{}".to_string())
+pub fn render_json(table: &RouteTable, diagnostics: &[Diagnostic]) -> String {
+    serde_json::to_string_pretty(&Description::of(table, diagnostics))
+        .unwrap_or_else(|_| "{}".to_string())
 }
 
 /// Exit status of `check`: 1 when any diagnostic is an error.
-pub fn has_errors(built: &Built) -> bool {
-    built
-        .diagnostics
+pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
+    diagnostics
         .iter()
-        .any(|d| d.severity == crate::model::diagnostic::Severity::Error)
+        .any(|d| d.severity == crate::table::diagnostic::Severity::Error)
 }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::Snapshot;
 use crate::crd::IngressClassParams;
-use crate::model::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// One object the model reads, from any source. Shared: a parsed file keeps its objects, and
 /// every snapshot taken while the file is unchanged points at the same ones.

@@ -7,25 +7,28 @@
 //! pulls snapshots from), `publish(&Built, our_ingresses)` on the way out, `shutdown()` at the
 //! end.
 
+pub mod rbac;
+pub mod status;
+
 use std::sync::Arc;
 
 use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::model::Built;
-use crate::model::diagnostic::ObjectRef;
-use crate::rebuild::Status;
-use crate::rebuild::{BuildReport, Observer};
-use crate::settings::{BuildSettings, Settings};
-use crate::source::Snapshot;
-use crate::source::kubernetes::{Change, ClusterSource, KubeSource, SourceError, SourceSettings};
-use crate::source::watch::{self as source_watch, DirectoryLoader, WatchError};
-use crate::standalone::{self, Addresses, RunError, Running, Source};
-use crate::status::{
+use crate::cluster::status::{
     ClusterView, LeaderElector, Leadership, LeaseSettings, PublishOutcome, Publisher,
     PublisherSettings, StatusAddresses, parse_status_addresses,
 };
+use crate::model::Built;
+use crate::rebuild::Status;
+use crate::rebuild::{BuildReport, Observer};
+use crate::runtime::{self, Addresses, RunError, Running, Source};
+use crate::settings::{BuildSettings, Settings};
+use crate::source::Snapshot;
+use crate::source::directory::{self as source_watch, DirectoryLoader, WatchError};
+use crate::source::kubernetes::{Change, ClusterSource, KubeSource, SourceError, SourceSettings};
+use crate::table::diagnostic::ObjectRef;
 
 /// Default name of the leader-election Lease.
 pub const DEFAULT_LEASE_NAME: &str = "portcullis-leader";
@@ -314,7 +317,7 @@ pub async fn run(
     settings: Settings,
     controller: ControllerSettings,
 ) -> Result<(), ControllerError> {
-    let mut signals = standalone::watch_signals().map_err(ControllerError::Signal)?;
+    let mut signals = runtime::watch_signals().map_err(ControllerError::Signal)?;
     let client = Client::try_default().await?;
     run_until(client, settings, controller, async move {
         let _ = signals.wait_for(|n| *n >= 1).await;
@@ -371,7 +374,7 @@ pub async fn start(
         observers: vec![Arc::new(ForwardBuilds(builds))],
         describe: "cluster".to_string(),
     };
-    let running = standalone::start_with(settings, source).await?;
+    let running = runtime::start_with(settings, source).await?;
 
     let publishing = cluster.clone();
     let publisher = tokio::spawn(async move {
