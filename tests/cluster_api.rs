@@ -10,6 +10,9 @@
 #[path = "support/backends.rs"]
 mod backends;
 #[allow(dead_code)]
+#[path = "support/keep_alive.rs"]
+mod keep_alive;
+#[allow(dead_code)]
 #[path = "support/pki.rs"]
 mod pki;
 #[allow(dead_code)]
@@ -30,6 +33,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use keep_alive::{Conn, Via};
 use kube::Client;
 use kube::client::Body;
 use portcullis::cluster::rbac;
@@ -1534,140 +1538,6 @@ async fn controller_serves_what_the_api_lists_and_publishes_status() {
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/apps/endpointslices";
 const ROLL_HOST: &str = "roll.cluster.test";
 
-/// How a rollout client talks to the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
-    /// HTTP/1.1 on :80.
-    Plain,
-    /// HTTP/1.1 over TLS on :443 (terminate mode).
-    Tls,
-    /// HTTP/2 over TLS on :443 (ALPN h2).
-    H2,
-}
-
-/// One client connection: a hyper sender bound to exactly one connection, so every request on
-/// it proves what an already-open connection gets.
-enum Conn {
-    H1(hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>),
-}
-
-/// One answer: status, the pod that served it (`x-backend`), whether the proxy closes.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    backend: Option<String>,
-    closes: bool,
-}
-
-impl Conn {
-    async fn open(proxy: Addresses, ca: &pki::Ca, via: Via) -> Conn {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        let tls = |alpn: &'static [u8]| {
-            let config = ca.client_config(&[alpn]);
-            async move {
-                let tcp = TcpStream::connect(proxy.https).await.expect("connect :443");
-                tcp.set_nodelay(true).expect("nodelay");
-                let name = rustls::pki_types::ServerName::try_from(ROLL_HOST).expect("name");
-                tokio_rustls::TlsConnector::from(config)
-                    .connect(name, tcp)
-                    .await
-                    .expect("TLS handshake")
-            }
-        };
-        match via {
-            Via::Plain => {
-                let tcp = TcpStream::connect(proxy.http).await.expect("connect :80");
-                tcp.set_nodelay(true).expect("nodelay");
-                Conn::h1(TokioIo::new(tcp)).await
-            }
-            Via::Tls => Conn::h1(TokioIo::new(tls(b"http/1.1").await)).await,
-            Via::H2 => {
-                let tls = tls(b"h2").await;
-                assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-                let (sender, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                        .await
-                        .expect("HTTP/2 handshake");
-                tokio::spawn(conn);
-                Conn::H2(sender)
-            }
-        }
-    }
-
-    async fn h1<IO>(io: hyper_util::rt::TokioIo<IO>) -> Conn
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .expect("HTTP/1.1 handshake");
-        tokio::spawn(conn);
-        Conn::H1(sender)
-    }
-
-    /// Whether the proxy has closed this connection (between two requests).
-    fn is_closed(&self) -> bool {
-        match self {
-            Conn::H1(sender) => sender.is_closed(),
-            Conn::H2(sender) => sender.is_closed(),
-        }
-    }
-
-    /// GET `path` from [`ROLL_HOST`] on this connection (never another one).
-    async fn get(&mut self, path: &str) -> Result<Answer, String> {
-        let answer = async {
-            let response = match self {
-                Conn::H1(sender) => {
-                    sender
-                        .ready()
-                        .await
-                        .map_err(|e| format!("not ready: {e}"))?;
-                    let request = Request::get(path)
-                        .header(http::header::HOST, ROLL_HOST)
-                        .body(http_body_util::Empty::new())
-                        .expect("request");
-                    sender.send_request(request).await
-                }
-                Conn::H2(sender) => {
-                    sender
-                        .ready()
-                        .await
-                        .map_err(|e| format!("not ready: {e}"))?;
-                    let request = Request::get(format!("https://{ROLL_HOST}{path}"))
-                        .body(http_body_util::Empty::new())
-                        .expect("request");
-                    sender.send_request(request).await
-                }
-            }
-            .map_err(|e| format!("send: {e}"))?;
-            let status = response.status().as_u16();
-            let backend = response
-                .headers()
-                .get("x-backend")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let closes = response
-                .headers()
-                .get(http::header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?;
-            Ok(Answer {
-                status,
-                backend,
-                closes,
-            })
-        };
-        tokio::time::timeout(Duration::from_secs(5), answer)
-            .await
-            .map_err(|_| "no answer within 5 s".to_string())?
-    }
-}
-
 /// What one client saw during the rollout.
 #[derive(Debug, Default)]
 struct Tally {
@@ -1698,15 +1568,15 @@ async fn roll_client(
     stop: Arc<AtomicBool>,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut conn = Conn::open(proxy, &ca, via).await;
+    let mut conn = Conn::open(proxy.http, proxy.https, &ca, via, ROLL_HOST).await;
     let mut n = 0;
     while !stop.load(Ordering::SeqCst) {
         if conn.is_closed() {
             tally.reopened += 1;
-            conn = Conn::open(proxy, &ca, via).await;
+            conn = Conn::open(proxy.http, proxy.https, &ca, via, ROLL_HOST).await;
         }
         n += 1;
-        let result = conn.get(&format!("/{name}/{n}")).await;
+        let result = conn.get(ROLL_HOST, &format!("/{name}/{n}")).await;
         let at = *step.lock().unwrap();
         match result {
             Ok(answer) if answer.status == 200 => {
@@ -1714,7 +1584,7 @@ async fn roll_client(
                 tally.last_backend = answer.backend;
                 if answer.closes {
                     tally.reopened += 1;
-                    conn = Conn::open(proxy, &ca, via).await;
+                    conn = Conn::open(proxy.http, proxy.https, &ca, via, ROLL_HOST).await;
                 }
             }
             Ok(answer) => tally
@@ -1722,7 +1592,7 @@ async fn roll_client(
                 .push(format!("{name} #{n} ({at}): {answer:?}")),
             Err(error) => {
                 tally.failures.push(format!("{name} #{n} ({at}): {error}"));
-                conn = Conn::open(proxy, &ca, via).await;
+                conn = Conn::open(proxy.http, proxy.https, &ca, via, ROLL_HOST).await;
             }
         }
         done.fetch_add(1, Ordering::SeqCst);

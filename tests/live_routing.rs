@@ -16,166 +16,22 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use hyper_util::rt::TokioIo;
 
 use support::backends::{self, Backend, TlsOptions};
 use support::binary::Binary;
+use support::keep_alive::{Conn, Via, tls_stream};
 use support::manifests::{self, ca_secret, ingress, ingress_class, service};
 use support::pki::Ca;
-use support::wait::wait_until;
 
 const ROLL: &str = "roll.live.test";
 const ROLL_RE: &str = "rollre.live.test";
 
 // === clients ===
-
-/// How a test client talks to the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
-    /// HTTP/1.1 on :80.
-    Plain,
-    /// HTTP/1.1 over TLS on :443.
-    Tls,
-    /// HTTP/2 over TLS on :443 (ALPN h2).
-    H2,
-}
-
-/// One client connection: a hyper sender bound to exactly one connection, so every request
-/// on it proves what an already-open connection gets.
-enum Conn {
-    H1(http1::SendRequest<Empty<Bytes>>),
-    H2(http2::SendRequest<Empty<Bytes>>),
-}
-
-/// One answer: status, the backend that served it (`x-backend`), and whether the proxy said
-/// it closes the connection.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    backend: Option<String>,
-    closes: bool,
-}
-
-async fn tls_stream(
-    at: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-    sni: &str,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(at).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from(sni.to_string()).expect("name"), tcp)
-        .await
-        .unwrap_or_else(|e| panic!("TLS to {sni}: {e}"))
-}
-
-impl Conn {
-    async fn open(proxy: &Binary, ca: &Ca, via: Via, host: &str) -> Conn {
-        match via {
-            Via::Plain => {
-                let tcp = TcpStream::connect(proxy.http).await.expect("connect :80");
-                Conn::h1(TokioIo::new(tcp)).await
-            }
-            Via::Tls => {
-                let tls = tls_stream(proxy.https, ca.client_config(&[b"http/1.1"]), host).await;
-                Conn::h1(TokioIo::new(tls)).await
-            }
-            Via::H2 => {
-                let tls = tls_stream(proxy.https, ca.client_config(&[b"h2"]), host).await;
-                assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-                let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                    .await
-                    .expect("HTTP/2 handshake");
-                tokio::spawn(conn);
-                Conn::H2(sender)
-            }
-        }
-    }
-
-    async fn h1<IO>(io: TokioIo<IO>) -> Conn
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (sender, conn) = http1::handshake(io).await.expect("HTTP/1.1 handshake");
-        tokio::spawn(conn);
-        Conn::H1(sender)
-    }
-
-    /// GET `path` from `host` on this connection (never another one).
-    async fn get(&mut self, host: &str, path: &str) -> Result<Answer, String> {
-        let answer = async {
-            let response = match self {
-                Conn::H1(sender) => {
-                    sender
-                        .ready()
-                        .await
-                        .map_err(|e| format!("not ready: {e}"))?;
-                    let request = http::Request::get(path)
-                        .header(http::header::HOST, host)
-                        .body(Empty::new())
-                        .expect("request");
-                    sender.send_request(request).await
-                }
-                Conn::H2(sender) => {
-                    sender
-                        .ready()
-                        .await
-                        .map_err(|e| format!("not ready: {e}"))?;
-                    let request = http::Request::get(format!("https://{host}{path}"))
-                        .body(Empty::new())
-                        .expect("request");
-                    sender.send_request(request).await
-                }
-            }
-            .map_err(|e| format!("send: {e}"))?;
-            let status = response.status().as_u16();
-            let backend = response
-                .headers()
-                .get("x-backend")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let closes = response
-                .headers()
-                .get(http::header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?;
-            Ok(Answer {
-                status,
-                backend,
-                closes,
-            })
-        };
-        tokio::time::timeout(Duration::from_secs(5), answer)
-            .await
-            .map_err(|_| "no answer within 5 s".to_string())?
-    }
-
-    /// Whether the proxy has closed this connection (or, for HTTP/2, sent GOAWAY), within 5 s.
-    async fn closed_by_proxy(&mut self) -> bool {
-        wait_until(Duration::from_secs(5), || {
-            let closed = match self {
-                Conn::H1(sender) => sender.is_closed(),
-                Conn::H2(sender) => sender.is_closed() || !sender.is_ready(),
-            };
-            async move { closed }
-        })
-        .await
-    }
-}
 
 // === the rolling update ===
 
@@ -198,7 +54,7 @@ async fn client_loop(
     stop: Arc<AtomicBool>,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut conn = Conn::open(&proxy, &ca, via, host).await;
+    let mut conn = Conn::open(proxy.http, proxy.https, &ca, via, host).await;
     let mut n = 0;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
@@ -207,13 +63,13 @@ async fn client_loop(
                 tally.ok += 1;
                 tally.last_backend = answer.backend;
                 if answer.closes {
-                    conn = Conn::open(&proxy, &ca, via, host).await;
+                    conn = Conn::open(proxy.http, proxy.https, &ca, via, host).await;
                 }
             }
             Ok(answer) => tally.failures.push(format!("{name} #{n}: {answer:?}")),
             Err(error) => {
                 tally.failures.push(format!("{name} #{n}: {error}"));
-                conn = Conn::open(&proxy, &ca, via, host).await;
+                conn = Conn::open(proxy.http, proxy.https, &ca, via, host).await;
             }
         }
     }
@@ -392,7 +248,7 @@ async fn a_deleted_ingress_or_path_is_404_on_open_connections() {
 
     let mut conns = Vec::new();
     for via in [Via::Plain, Via::Tls, Via::H2] {
-        let mut conn = Conn::open(&proxy, &ca, via, "gone.live.test").await;
+        let mut conn = Conn::open(proxy.http, proxy.https, &ca, via, "gone.live.test").await;
         let answer = conn
             .get("gone.live.test", "/")
             .await
@@ -489,8 +345,8 @@ async fn a_host_switched_to_pass_through_is_421_on_open_terminated_connections()
         .join("---\n"),
     );
     let proxy = Binary::start(m).await;
-    let mut h1 = Conn::open(&proxy, &ca, Via::Tls, HOST).await;
-    let mut h2 = Conn::open(&proxy, &ca, Via::H2, HOST).await;
+    let mut h1 = Conn::open(proxy.http, proxy.https, &ca, Via::Tls, HOST).await;
+    let mut h2 = Conn::open(proxy.http, proxy.https, &ca, Via::H2, HOST).await;
     for conn in [&mut h1, &mut h2] {
         let answer = conn.get(HOST, "/").await.expect("terminated");
         assert_eq!(answer.backend.as_deref(), Some("web"));
@@ -575,7 +431,7 @@ async fn a_connection_shown_the_default_certificate_is_421_once_the_host_has_its
     assert!(answer.closes);
 
     // The client's retry, on a new connection, verifies the host's own certificate.
-    let mut fresh = Conn::open(&proxy, &ca, Via::Tls, HOST).await;
+    let mut fresh = Conn::open(proxy.http, proxy.https, &ca, Via::Tls, HOST).await;
     assert_eq!(fresh.get(HOST, "/").await.expect("retry").status, 200);
 }
 
@@ -602,7 +458,7 @@ async fn a_pooled_connection_to_a_removed_endpoint_is_never_reused() {
     );
     let proxy = Binary::start(m).await;
     let ca = Ca::new("unused");
-    let mut conn = Conn::open(&proxy, &ca, Via::Plain, "pool.live.test").await;
+    let mut conn = Conn::open(proxy.http, proxy.https, &ca, Via::Plain, "pool.live.test").await;
     for _ in 0..5 {
         let answer = conn.get("pool.live.test", "/").await.expect("to the pod");
         assert_eq!(answer.backend.as_deref(), Some("pod"));

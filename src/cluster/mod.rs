@@ -7,6 +7,8 @@
 //! pulls snapshots from), `publish(&Built, our_ingresses)` on the way out, `shutdown()` at the
 //! end.
 
+pub mod events;
+pub mod lease;
 pub mod rbac;
 pub mod status;
 
@@ -16,9 +18,10 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::lease::{LeaderElector, Leadership, LeaseSettings};
 use crate::cluster::status::{
-    ClusterView, LeaderElector, Leadership, LeaseSettings, PublishOutcome, Publisher,
-    PublisherSettings, StatusAddresses, parse_status_addresses,
+    ClusterView, PublishOutcome, Publisher, PublisherSettings, StatusAddresses,
+    parse_status_addresses,
 };
 use crate::model::Built;
 use crate::rebuild::Status;
@@ -161,23 +164,6 @@ impl ControllerSettings {
     }
 }
 
-/// Parses an `NS/NAME` flag value (`--publish-service`, `--default-certificate`).
-pub fn parse_namespaced_name(
-    flag: &'static str,
-    value: &str,
-) -> Result<(String, String), ControllerError> {
-    match value.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns.to_string(), name.to_string()))
-        }
-        _ => Err(ControllerError::InvalidFlag {
-            flag,
-            value: value.to_string(),
-            why: "expected NAMESPACE/NAME",
-        }),
-    }
-}
-
 /// `POD_NAMESPACE`, else the mounted service account's namespace, else `default`.
 pub fn default_lease_namespace() -> String {
     non_empty_env("POD_NAMESPACE")
@@ -206,7 +192,8 @@ fn read_trimmed(path: &str) -> Option<String> {
 
 // === impl Cluster ===
 
-/// Cluster mode, running: the source, the leader elector and the publisher.
+/// What only a cluster has, running: the API source (reflectors), leader election, and the
+/// publisher of Ingress status and Events. [`Controller`] runs it beside the shared runtime.
 pub struct Cluster {
     source: Arc<KubeSource>,
     publisher: Publisher,
@@ -338,7 +325,8 @@ pub async fn run_until(
         .await
 }
 
-/// Cluster mode, running: the standalone runtime fed from the API, plus the publisher.
+/// A running `portcullis controller`: the runtime both modes share (listeners, rebuild loop,
+/// proxy, health, admin) fed by a [`Cluster`]'s source.
 pub struct Controller {
     running: Running,
     cluster: Arc<Cluster>,
@@ -346,7 +334,7 @@ pub struct Controller {
     latest: watch::Receiver<Option<Arc<Built>>>,
 }
 
-/// Starts cluster mode: the standalone runtime (listeners, rebuild loop, health, admin) fed from
+/// Starts cluster mode: the shared runtime (listeners, rebuild loop, health, admin) fed from
 /// the API instead of a directory, and a task that publishes status and Events after every
 /// build (off the rebuild loop: API calls may be slow). Returns once the listeners are bound;
 /// the first table goes live when every store has synced.
@@ -442,42 +430,9 @@ impl Observer for ForwardBuilds {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() -> Result<(), ControllerError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(ControllerError::Signal)?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            result = tokio::signal::ctrl_c() => result.map_err(ControllerError::Signal),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(ControllerError::Signal)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn namespaced_names_parse_strictly() {
-        assert_eq!(
-            parse_namespaced_name("publish-service", "ingress/portcullis").unwrap(),
-            ("ingress".to_string(), "portcullis".to_string())
-        );
-        for bad in ["portcullis", "/x", "x/", "a/b/c", ""] {
-            assert!(
-                parse_namespaced_name("publish-service", bad).is_err(),
-                "{bad}"
-            );
-        }
-    }
 
     #[test]
     fn publish_flags_are_exclusive_and_map_to_address_sources() {

@@ -9,6 +9,7 @@ pub mod binary;
 pub mod clients;
 pub mod http_harness;
 pub mod in_process;
+pub mod keep_alive;
 pub mod manifests;
 pub mod pki;
 pub mod portcullis;

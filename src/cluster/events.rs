@@ -1,0 +1,219 @@
+//! Kubernetes Events (`events.k8s.io/v1`) for diagnostics, with their own de-duplication.
+//!
+//! One Event per diagnostic, on the object it names, type `Warning`, reason
+//! [`Reason::as_str`](crate::table::diagnostic::Reason::as_str), note `field: message`. A
+//! diagnostic already posted and still present is not posted again; one that went away and
+//! came back is. Posted with a direct `create` rather than kube's `Recorder`, whose series key
+//! ignores the note (two different messages with one reason on one object would collapse into
+//! one Event showing the first message).
+//!
+//! Only the leader posts (see [`crate::cluster::lease`]); the [`EventPoster`] checks
+//! [`Leadership::is_leader`] before every write, and [`EventPoster::reset`] empties the
+//! "already posted" set when leadership is lost, so a fail-over re-posts the current
+//! diagnostics once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+use crate::cluster::lease::Leadership;
+use crate::settings::CONTROLLER_NAME;
+use crate::table::diagnostic::{Diagnostic, ObjectRef};
+
+/// The Event `action`: what we were doing when we found the problem.
+pub const EVENT_ACTION: &str = "BuildRoutingTable";
+/// Largest Event note the API server accepts.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// A diagnostic's identity for de-duplication.
+type EventKey = (ObjectRef, String, &'static str, String);
+
+/// What one [`EventPoster::post`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventsOutcome {
+    /// Events created.
+    pub posted: usize,
+    /// Creates that failed; retried on the next call.
+    pub failed: usize,
+    /// Stopped early: this replica is not the leader any more.
+    pub not_leader: bool,
+}
+
+/// Posts Events for diagnostics, each once while it stays present.
+pub struct EventPoster {
+    client: Client,
+    /// Event `reportingInstance`: the pod name.
+    identity: String,
+    /// Diagnostics posted as Events and present in the last build.
+    posted: HashSet<EventKey>,
+    sequence: AtomicU64,
+}
+
+impl EventPoster {
+    /// A poster writing through `client` as `identity`.
+    pub fn new(client: Client, identity: String) -> Self {
+        EventPoster {
+            client,
+            identity,
+            posted: HashSet::new(),
+            sequence: AtomicU64::new(0),
+        }
+    }
+
+    /// Forgets what was posted (a later leadership starts from scratch).
+    pub fn reset(&mut self) {
+        self.posted.clear();
+    }
+
+    /// Posts Events for `diagnostics` not posted yet. `ours` are the Ingresses of our class
+    /// (never write about another class's Ingress), `in_scope` says whether a namespace is
+    /// watched, `uid` looks an object's uid up for the Event reference.
+    pub async fn post(
+        &mut self,
+        diagnostics: &[Diagnostic],
+        ours: &HashSet<&ObjectRef>,
+        in_scope: impl Fn(Option<&str>) -> bool,
+        uid: impl Fn(&ObjectRef) -> Option<String>,
+        leadership: &Leadership,
+    ) -> EventsOutcome {
+        let mut outcome = EventsOutcome::default();
+        let eligible: Vec<&Diagnostic> = diagnostics
+            .iter()
+            .filter(|d| api_version(&d.object.kind).is_some())
+            .filter(|d| in_scope(d.object.namespace.as_deref()))
+            // Never write about an Ingress of another class.
+            .filter(|d| d.object.kind != "Ingress" || ours.contains(&d.object))
+            .collect();
+        let present: HashSet<EventKey> = eligible.iter().map(|d| event_key(d)).collect();
+        self.posted.retain(|k| present.contains(k));
+        for diagnostic in eligible {
+            let key = event_key(diagnostic);
+            if self.posted.contains(&key) {
+                continue;
+            }
+            if !leadership.is_leader() {
+                outcome.not_leader = true;
+                return outcome;
+            }
+            match self.post_event(diagnostic, uid(&diagnostic.object)).await {
+                Ok(()) => {
+                    outcome.posted += 1;
+                    self.posted.insert(key);
+                }
+                Err(error) => {
+                    outcome.failed += 1;
+                    tracing::warn!(object = %diagnostic.object, %error, "posting an Event failed; retrying after the next build");
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn post_event(
+        &self,
+        diagnostic: &Diagnostic,
+        uid: Option<String>,
+    ) -> Result<(), kube::Error> {
+        let event = self.event_for(diagnostic, uid);
+        let namespace = event.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(&PostParams::default(), &event).await?;
+        Ok(())
+    }
+
+    /// The Event for one diagnostic. Cluster-scoped objects' Events go to `default`, as the
+    /// API server requires (and `kubectl describe` looks there).
+    fn event_for(&self, diagnostic: &Diagnostic, uid: Option<String>) -> Event {
+        let object = &diagnostic.object;
+        let now = Timestamp::now();
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let namespace = object
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        let prefix: String = object.name.chars().take(200).collect();
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{prefix}.{:x}{sequence:x}", now.as_nanosecond())),
+                namespace: Some(namespace),
+                ..ObjectMeta::default()
+            },
+            action: Some(EVENT_ACTION.to_string()),
+            reason: Some(diagnostic.reason.as_str().to_string()),
+            note: Some(note(diagnostic)),
+            type_: Some("Warning".to_string()),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(ObjectReference {
+                api_version: api_version(&object.kind).map(str::to_string),
+                kind: Some(object.kind.clone()),
+                name: Some(object.name.clone()),
+                namespace: object.namespace.clone(),
+                uid,
+                ..ObjectReference::default()
+            }),
+            reporting_controller: Some(CONTROLLER_NAME.to_string()),
+            reporting_instance: Some(self.identity.clone()),
+            ..Event::default()
+        }
+    }
+}
+
+fn event_key(d: &Diagnostic) -> EventKey {
+    (
+        d.object.clone(),
+        d.field.clone(),
+        d.reason.as_str(),
+        d.message.clone(),
+    )
+}
+
+/// `field: message`, cut to [`MAX_NOTE_BYTES`] at a character boundary.
+fn note(d: &Diagnostic) -> String {
+    let mut note = format!("{}: {}", d.field, d.message);
+    if note.len() > MAX_NOTE_BYTES {
+        let mut cut = MAX_NOTE_BYTES - '…'.len_utf8();
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push('…');
+    }
+    note
+}
+
+/// The `apiVersion` of the kinds a diagnostic can name; `None` for files (standalone only).
+fn api_version(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Ingress" | "IngressClass" => Some("networking.k8s.io/v1"),
+        "Secret" | "Service" => Some("v1"),
+        "EndpointSlice" => Some("discovery.k8s.io/v1"),
+        "IngressClassParams" => Some("portcullis.io/v1alpha1"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::diagnostic::Reason;
+
+    #[test]
+    fn long_notes_are_cut_at_a_char_boundary() {
+        let d = Diagnostic::error(
+            ObjectRef::namespaced("Ingress", "ns", "a"),
+            "spec",
+            Reason::InvalidSpec,
+            "é".repeat(2000),
+        );
+        let n = note(&d);
+        assert!(n.len() <= MAX_NOTE_BYTES);
+        assert!(n.starts_with("spec: é"));
+        assert!(n.ends_with('…'));
+    }
+}
