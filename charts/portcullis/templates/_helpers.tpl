@@ -90,8 +90,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Rules for the namespaced kinds the controller reads and writes (src/rbac.rs API_ACCESS, the
-cluster_wide entries other than IngressClasses and IngressClassParams). Granted by the
+Rules for the namespaced kinds the controller reads and writes (src/cluster/rbac.rs API_ACCESS,
+the entries scoped to the watched namespaces). Granted by the
 ClusterRole, or, with watchNamespace, by a Role in the watched namespace.
 */}}
 {{- define "portcullis.namespacedRules" -}}
