@@ -212,9 +212,15 @@ impl ClientConnection {
     /// one, before the host had its own) has lost its terms once the host has another.
     /// Plain connections have no terms. Checked once per table, not once per request.
     fn terms_hold(&self, table: &Arc<RouteTable>) -> bool {
-        let Some(negotiated) = self.conn.tls.as_ref().and_then(|t| t.certificate.as_ref()) else {
+        let Some(tls) = self.conn.tls.as_ref() else {
             return true;
         };
+        let Some(negotiated) = tls.certificate.as_ref() else {
+            return true;
+        };
+        if negotiated.names_sni {
+            return true;
+        }
         let mut checked = self
             .terms_checked
             .lock()
@@ -222,21 +228,19 @@ impl ClientConnection {
         if std::ptr::eq(checked.as_ptr(), Arc::as_ptr(table)) {
             return true;
         }
-        let sni = self.conn.tls.as_ref().and_then(|t| t.sni.as_deref());
-        let now = match self
+        let fallback = &self.ctx.fallback_certificate;
+        let same = self
             .ctx
             .tls
-            .certificate_for(table, &self.ctx.fallback_certificate, sni)
-        {
-            Ok(now) => now,
-            Err(error) => {
+            .with_certificate(table, fallback, tls.sni.as_deref(), |now| {
+                now.has_leaf(&negotiated.key)
+            })
+            .unwrap_or_else(|error| {
                 // New handshakes fail the same way; this one already succeeded, so it keeps
                 // its terms rather than failing every request too.
                 tracing::error!(%error, "no TLS server config for the live table");
-                return true;
-            }
-        };
-        let same = now.same_leaf(negotiated) || sni.is_some_and(|sni| negotiated.names(sni));
+                true
+            });
         if same {
             *checked = Arc::downgrade(table);
         }

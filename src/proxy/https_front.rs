@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::{ConnInfo, ProxyContext, TlsInfo, http_front, passthrough};
+use super::{ConnInfo, Negotiated, ProxyContext, TlsInfo, http_front, passthrough};
 use crate::table::route::TlsMode;
 use crate::table::{RouteTable, TableHandle};
 use crate::telemetry::metrics::{HelloRejection, Mode};
@@ -164,7 +164,9 @@ async fn terminate(
         // certificate the client was shown.
         info.certificate = ctx
             .tls
-            .certificate_for(&table, &ctx.fallback_certificate, sni.as_deref())
+            .with_certificate(&table, &ctx.fallback_certificate, sni.as_deref(), |c| {
+                Negotiated::of(c, sni.as_deref())
+            })
             .ok();
     }
     http_front::serve_connection(tls, conn, table, live, ctx).await;

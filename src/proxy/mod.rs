@@ -39,7 +39,25 @@ pub struct TlsInfo {
     /// The certificate the handshake presented (what the accept-time table's resolver chose
     /// for `sni`): requests are served on this connection only while the live table keeps its
     /// terms (see `http_front`).
-    pub certificate: Option<Certificate>,
+    pub certificate: Option<Negotiated>,
+}
+
+/// What a connection keeps of the certificate its handshake presented: the leaf, and whether it
+/// names the connection's SNI (then a renewal for the same name does not change its terms).
+#[derive(Debug, Clone)]
+pub struct Negotiated {
+    pub key: Arc<rustls::sign::CertifiedKey>,
+    pub names_sni: bool,
+}
+
+impl Negotiated {
+    /// What the handshake with `sni` was shown of `certificate`.
+    pub fn of(certificate: &Certificate, sni: Option<&str>) -> Negotiated {
+        Negotiated {
+            key: Arc::clone(&certificate.key),
+            names_sni: sni.is_some_and(|sni| certificate.names(sni)),
+        }
+    }
 }
 
 /// Long-lived state of the data plane that outlives any one routing table.

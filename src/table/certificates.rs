@@ -38,9 +38,10 @@ impl Certificate {
             })
     }
 
-    /// Whether two certificates have the same leaf.
-    pub fn same_leaf(&self, other: &Certificate) -> bool {
-        Arc::ptr_eq(&self.key, &other.key) || self.key.cert.first() == other.key.cert.first()
+    /// Whether `key` has this certificate's leaf (the same key object, or an equal leaf
+    /// certificate loaded again).
+    pub fn has_leaf(&self, key: &Arc<CertifiedKey>) -> bool {
+        Arc::ptr_eq(&self.key, key) || self.key.cert.first() == key.cert.first()
     }
 }
 

@@ -107,21 +107,19 @@ impl TlsServerState {
         Ok(Arc::clone(&self.cached_for(table, fallback)?.config))
     }
 
-    /// The certificate a new handshake with `sni` (normalized; `None`: no SNI) gets from
-    /// `table`: what the resolver of `table`'s config answers. A connection compares this with
-    /// the certificate it negotiated to learn whether the live table still serves it on the
-    /// same terms.
-    pub fn certificate_for(
+    /// Looks at the certificate a new handshake with `sni` (normalized; `None`: no SNI) gets
+    /// from `table` (what the resolver of `table`'s config answers) and returns what `look`
+    /// makes of it: borrowed, so a handshake copies none of its metadata. A connection compares
+    /// it with the certificate it negotiated to learn whether the live table still serves it
+    /// on the same terms.
+    pub fn with_certificate<R>(
         &self,
         table: &Arc<RouteTable>,
         fallback: &Certificate,
         sni: Option<&str>,
-    ) -> Result<Certificate, ServerConfigError> {
-        Ok(self
-            .cached_for(table, fallback)?
-            .resolver
-            .choose(sni)
-            .clone())
+        look: impl FnOnce(&Certificate) -> R,
+    ) -> Result<R, ServerConfigError> {
+        Ok(look(self.cached_for(table, fallback)?.resolver.choose(sni)))
     }
 
     fn cached_for(
