@@ -61,27 +61,7 @@ async fn idle_keep_alive_connections_are_closed() {
 
 #[tokio::test]
 async fn shutdown_finishes_the_request_in_flight_then_closes() {
-    // A backend that answers only when told to.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = listener.local_addr().unwrap();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let received = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let r = received.clone();
-    let _backend = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
-        r.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = release_rx.await;
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
-            .await
-            .unwrap();
-        let mut sink = Vec::new();
-        let _ = stream.read_to_end(&mut sink).await;
-    });
+    let (backend_addr, received, release_tx, _backend) = held_backend().await;
     let front = h::plain_one("a.example", &[backend_addr]).await;
 
     let stream = TcpStream::connect(front.addr).await.unwrap();
@@ -186,27 +166,7 @@ POST /two HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nConnection: close\
 
 #[tokio::test]
 async fn shutdown_sends_goaway_to_http2_and_finishes_the_stream_in_flight() {
-    // A backend that answers only when told to.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = listener.local_addr().unwrap();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let received = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let r = received.clone();
-    let _backend = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
-        r.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = release_rx.await;
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
-            .await
-            .unwrap();
-        let mut sink = Vec::new();
-        let _ = stream.read_to_end(&mut sink).await;
-    });
+    let (backend_addr, received, release_tx, _backend) = held_backend().await;
     let ca = support::pki::Ca::new("h2 shutdown ca");
     let leaf = ca.leaf(&["a.example"]);
     let up = h::upstream(&[backend_addr], UpstreamProtocol::Http);
@@ -247,4 +207,35 @@ async fn shutdown_sends_goaway_to_http2_and_finishes_the_stream_in_flight() {
         "HTTP/2 connection not closed after its last stream"
     );
     drop(send);
+}
+
+/// A backend that reads one request head, reports that it has (`received`), and answers `done`
+/// only once told to (`release`): a request held in flight.
+async fn held_backend() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let received = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = received.clone();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        r.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = release_rx.await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink).await;
+    });
+    (addr, received, release_tx, task)
 }
