@@ -59,7 +59,7 @@ struct CachedConfig {
     table: Weak<RouteTable>,
     config: Arc<ServerConfig>,
     /// The config's certificate resolver, also asked outside a handshake: which certificate a
-    /// new connection would get (see [`TlsServerState::certificate_for`]).
+    /// new connection would get (see [`TlsServerState::with_certificate`]).
     resolver: Arc<CertificateResolver>,
 }
 
