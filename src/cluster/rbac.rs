@@ -3,13 +3,13 @@
 //!
 //! Nobody keeps this in sync by hand: two tests hold it to the code on one side and to the
 //! chart on the other.
-//! - `tests/cluster_api.rs` runs the controller against a mocked API server that derives every
+//! - `tests/cluster/cluster_api.rs` runs the controller against a mocked API server that derives every
 //!   request's RBAC attributes ([`Request`]: verb, API group, resource/subresource, namespace)
 //!   the way the API server's authorizer does, and fails the test for any request that
 //!   [`grants`] does not permit. One of its tests drives the controller through its whole life
 //!   (sync, status patch, Events, Lease acquire/renew/release) and also fails when a grant goes
 //!   unused, so a stale entry here fails too.
-//! - `tests/chart_rbac.rs` renders the Helm chart (and reads `manifests/`) and fails unless its
+//! - `tests/cluster/chart_rbac.rs` renders the Helm chart (and reads `manifests/`) and fails unless its
 //!   ClusterRoles and Roles grant exactly [`grants`]: nothing missing, nothing extra.
 
 use std::collections::BTreeSet;
@@ -43,9 +43,9 @@ pub struct ApiAccess {
 
 /// The API access the controller needs: the calls of `source::kubernetes` (list + watch per
 /// kind) and of `status` (status patch, Events, Lease). Enforced by tests, not by hand (see the
-/// module docs): a call the code makes that is not listed here fails `tests/cluster_api.rs`, an
+/// module docs): a call the code makes that is not listed here fails `tests/cluster/cluster_api.rs`, an
 /// entry the code no longer uses fails it too, and a chart that grants anything else fails
-/// `tests/chart_rbac.rs`.
+/// `tests/cluster/chart_rbac.rs`.
 ///
 /// Services need no `get`: the `--publish-service` Service is watched (field selector on its
 /// name). Events need no `patch`: each diagnostic is one `create` (no Event series). Events

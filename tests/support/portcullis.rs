@@ -28,7 +28,7 @@ pub async fn start(manifests: &Path) -> Running {
 
 /// Starts standalone mode with the given settings.
 pub async fn start_with(settings: Settings, manifests: &Path) -> Running {
-    runtime::start(settings, manifests)
+    runtime::start_standalone(settings, manifests)
         .await
         .expect("standalone mode starts")
 }

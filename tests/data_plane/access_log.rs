@@ -1,0 +1,83 @@
+//! Access log lines carry named fields: the JSON formatter shows each one as its own key.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::backends;
+use crate::support::http_harness::{self as h, get};
+use crate::support::wait::wait_until;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn http_lines_have_named_fields() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .unwrap();
+
+    let backend = backends::http("a").await;
+    let front = h::plain_one("a.example", &[backend.addr]).await;
+    assert_eq!(
+        get(front.addr, "A.example", "/logged?secret=1", &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(front.addr, "nowhere.example", "/x", &[]).await.status,
+        404
+    );
+
+    let text = || String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let t = text();
+            async move {
+                t.lines()
+                    .filter(|l| l.contains("\"kind\":\"http\""))
+                    .count()
+                    == 2
+            }
+        })
+        .await,
+        "{}",
+        text()
+    );
+    let lines: Vec<serde_json::Value> = text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["target"] == "access")
+        .collect();
+    let ok = &lines.iter().find(|l| l["fields"]["status"] == 200).unwrap()["fields"];
+    assert_eq!(ok["host"], "a.example");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/logged", "the query is not logged");
+    assert_eq!(ok["mode"], "http");
+    assert_eq!(ok["upstream"], backend.addr.to_string());
+    assert!(ok["bytes"].as_u64().unwrap() > 0);
+    assert!(ok["upstream_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(ok["error"], "-");
+    let missing = &lines.iter().find(|l| l["fields"]["status"] == 404).unwrap()["fields"];
+    assert_eq!(missing["error"], "no_route");
+    assert_eq!(missing["upstream"], "-");
+    assert_eq!(missing["upstream_ms"], -1.0);
+}

@@ -1,0 +1,239 @@
+//! Client connection lifecycle: slowloris header timeout, keep-alive idle timeout, graceful
+//! shutdown finishing the request in flight, and keep-alive requests routed on the live table
+//! (not the one the connection was accepted with).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::backends;
+use crate::support::http_harness::{self as h, send_on};
+use crate::support::wait::wait_until;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use portcullis::table::ClassSettings;
+use portcullis::table::upstream::UpstreamProtocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let backend = backends::http("a").await;
+    let mut class = ClassSettings::default();
+    class.timeouts.header_read = Duration::from_millis(200);
+    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
+    let front = h::plain(h::table(vec![h::vhost("a.example", up)], class), 443).await;
+
+    let mut stream = TcpStream::connect(front.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.exa")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "connection still open after the header read timeout"
+    );
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let backend = backends::http("a").await;
+    let mut class = ClassSettings::default();
+    class.timeouts.idle = Duration::from_millis(200);
+    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
+    let front = h::plain(h::table(vec![h::vhost("a.example", up)], class), 443).await;
+
+    let stream = TcpStream::connect(front.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(send_on(&mut send, "a.example", "/", &[]).await.status, 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "idle connection not closed");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_request_in_flight_then_closes() {
+    let (backend_addr, received, release_tx, _backend) = held_backend().await;
+    let front = h::plain_one("a.example", &[backend_addr]).await;
+
+    let stream = TcpStream::connect(front.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get("/slow")
+        .header("host", "a.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let in_flight =
+        tokio::spawn(async move { h::collect(send.send_request(req).await.unwrap()).await });
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let r = received.clone();
+            async move { r.load(std::sync::atomic::Ordering::SeqCst) }
+        })
+        .await
+    );
+    front.shutdown();
+    release_tx.send(()).unwrap();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "done");
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "connection not closed after shutdown");
+}
+
+#[tokio::test]
+async fn keep_alive_requests_are_routed_on_the_live_table() {
+    let old = backends::http("old").await;
+    let new = backends::http("new").await;
+    let table = |addr| {
+        h::table(
+            vec![h::vhost(
+                "a.example",
+                h::upstream(&[addr], UpstreamProtocol::Http),
+            )],
+            ClassSettings::default(),
+        )
+    };
+    let handle = Arc::new(ArcSwap::from_pointee(table(old.addr)));
+    let front = h::plain_handle(handle.clone(), 443).await;
+
+    let stream = TcpStream::connect(front.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(
+        send_on(&mut send, "a.example", "/", &[])
+            .await
+            .header("x-backend"),
+        "old"
+    );
+    handle.store(Arc::new(table(new.addr)));
+    // The same connection: the next request meets the new table.
+    assert_eq!(
+        send_on(&mut send, "a.example", "/", &[])
+            .await
+            .header("x-backend"),
+        "new"
+    );
+    assert_eq!(
+        old.count(),
+        1,
+        "the old endpoint got a request after the swap"
+    );
+    assert_eq!(
+        h::get(front.addr, "a.example", "/", &[])
+            .await
+            .header("x-backend"),
+        "new"
+    );
+}
+
+#[tokio::test]
+async fn pipelined_chunked_and_sized_bodies_stream_through() {
+    let backend = backends::http("a").await;
+    let front = h::plain_one("a.example", &[backend.addr]).await;
+    let mut stream = TcpStream::connect(front.addr).await.unwrap();
+    let request: &[u8] =
+        b"POST /one HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
+POST /two HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    // Written in small segments, as a slow client would.
+    for piece in request.chunks(7) {
+        stream.write_all(piece).await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    let seen = backend.requests();
+    assert_eq!(seen[0].body, b"hello world");
+    assert_eq!(seen[1].body, b"abc");
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_to_http2_and_finishes_the_stream_in_flight() {
+    let (backend_addr, received, release_tx, _backend) = held_backend().await;
+    let ca = crate::support::pki::Ca::new("h2 shutdown ca");
+    let leaf = ca.leaf(&["a.example"]);
+    let up = h::upstream(&[backend_addr], UpstreamProtocol::Http);
+    let table = h::table(vec![h::vhost("a.example", up)], ClassSettings::default());
+    let front = h::tls(table, &leaf, &[b"h2"]).await;
+
+    let tls = h::tls_connect(front.addr, &ca, "a.example", &[b"h2"]).await;
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get("https://a.example/slow")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let in_flight = {
+        let mut send = send.clone();
+        tokio::spawn(async move { h::collect(send.send_request(req).await.unwrap()).await })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let r = received.clone();
+            async move { r.load(std::sync::atomic::Ordering::SeqCst) }
+        })
+        .await
+    );
+    front.shutdown();
+    release_tx.send(()).unwrap();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "done");
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    // Without the GOAWAY the connection would stay open for the idle timeout (60 s).
+    assert!(
+        ended.is_ok(),
+        "HTTP/2 connection not closed after its last stream"
+    );
+    drop(send);
+}
+
+/// A backend that reads one request head, reports that it has (`received`), and answers `done`
+/// only once told to (`release`): a request held in flight.
+async fn held_backend() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let received = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = received.clone();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        r.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = release_rx.await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink).await;
+    });
+    (addr, received, release_tx, task)
+}

@@ -1,0 +1,167 @@
+//! Standalone mode end to end, without depending on routing content: start-up (in-process and
+//! as the binary), the listening log line, readiness, bind errors, graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use portcullis::runtime::{self, RunError};
+
+use crate::support::portcullis::{start, status_of, test_settings};
+use crate::support::wait::wait_until;
+
+#[tokio::test]
+async fn in_process_start_becomes_ready_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path()).await;
+    let addrs = running.addresses();
+    assert_ne!(addrs.http.port(), 0);
+    assert_ne!(addrs.https.port(), 0);
+
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            status_of(addrs.admin, "/readyz").await == 200
+        })
+        .await
+    );
+    assert!(running.status().generation() >= 1);
+
+    let status = running.status().clone();
+    tokio::time::timeout(Duration::from_secs(5), running.shutdown())
+        .await
+        .expect("shutdown within the grace period")
+        .expect("clean shutdown");
+    assert!(!status.is_ready());
+    // The listeners are closed.
+    assert!(tokio::net::TcpStream::connect(addrs.admin).await.is_err());
+}
+
+#[tokio::test]
+async fn a_new_file_triggers_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path()).await;
+    let mut generation = running.status().subscribe();
+    generation.wait_for(|g| *g >= 1).await.unwrap();
+    let before = *generation.borrow();
+
+    std::fs::write(dir.path().join("new.yaml"), "# empty\n").unwrap();
+    tokio::time::timeout(
+        Duration::from_millis(1500),
+        generation.wait_for(|g| *g > before),
+    )
+    .await
+    .expect("a rebuild within the watcher's deadline")
+    .unwrap();
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bind_errors_name_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut settings = test_settings();
+    settings.https_addr = addr;
+    let err = match runtime::start_standalone(settings, dir.path()).await {
+        Ok(_) => panic!("binding a taken port must fail"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(
+            err,
+            RunError::Bind {
+                listener: "https",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn missing_manifest_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = runtime::start_standalone(test_settings(), &dir.path().join("missing")).await;
+    assert!(matches!(err, Err(RunError::Watch(_))));
+}
+
+/// Parses `listening http=A https=B admin=C` out of a text log line.
+fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+    let rest = &line[line.find("listening http=")? + "listening ".len()..];
+    let field = |name: &str| -> Option<SocketAddr> {
+        rest.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    Some((field("http")?, field("https")?, field("admin")?))
+}
+
+#[tokio::test]
+async fn the_binary_logs_its_addresses_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["standalone", "--manifests"])
+        .arg(dir.path())
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--shutdown-grace",
+            "2s",
+            "--log-level",
+            "info",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let addrs = loop {
+        match lines_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => {
+                if let Some(addrs) = parse_listening(&line) {
+                    break addrs;
+                }
+                seen.push(line);
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no listening line ({e}); stderr so far: {seen:#?}");
+            }
+        }
+    };
+    let (_, _, admin) = addrs;
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            status_of(admin, "/readyz").await == 200
+        })
+        .await
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
+}

@@ -1,0 +1,299 @@
+//! TLS termination: forwarded headers (untrusted overwritten, trusted appended), hop-by-hop
+//! headers stripped both ways, HSTS on TLS responses only, h2 over ALPN end to end (hyper
+//! client and the real curl binary).
+
+use std::net::SocketAddr;
+
+use crate::support::backends;
+use crate::support::http_harness::{self as h, collect, send_on, tls_connect};
+use crate::support::pki::Ca;
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::table::upstream::UpstreamProtocol;
+use portcullis::table::{ClassSettings, VirtualHost};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+fn app(upstream_addr: SocketAddr) -> VirtualHost {
+    let mut vhost = h::vhost(
+        "app.example",
+        h::upstream(&[upstream_addr], UpstreamProtocol::Http),
+    );
+    vhost.hsts = Some(HSTS.to_string());
+    vhost
+}
+
+async fn tls_get(front: &h::Front, ca: &Ca, path: &str, headers: &[(&str, &str)]) -> h::Answer {
+    let tls = tls_connect(front.addr, ca, "app.example", &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send_on(&mut send, "app.example", path, headers).await
+}
+
+#[tokio::test]
+async fn backend_sees_forwarded_headers_and_untrusted_ones_are_overwritten() {
+    let ca = Ca::new("front ca");
+    let leaf = ca.leaf(&["app.example"]);
+    let backend = backends::http("app").await;
+    let table = h::table(vec![app(backend.addr)], ClassSettings::default());
+    let front = h::tls(table, &leaf, &[b"h2", b"http/1.1"]).await;
+
+    let answer = tls_get(
+        &front,
+        &ca,
+        "/hello?q=1",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-proto", "http"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("strict-transport-security"), HSTS);
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.uri, "/hello?q=1");
+    assert_eq!(seen.headers["host"], "app.example");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(
+        seen.headers["x-forwarded-port"],
+        front.addr.port().to_string()
+    );
+    assert_eq!(seen.headers["x-forwarded-host"], "app.example");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;proto=https;host=app.example"
+    );
+}
+
+#[tokio::test]
+async fn trusted_forwarded_headers_are_appended() {
+    let ca = Ca::new("front ca");
+    let leaf = ca.leaf(&["app.example"]);
+    let backend = backends::http("app").await;
+    let class = ClassSettings {
+        trusted_forwarded: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ClassSettings::default()
+    };
+    let front = h::tls(
+        h::table(vec![app(backend.addr)], class),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
+
+    let answer = tls_get(
+        &front,
+        &ca,
+        "/",
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=203.0.113.7"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=203.0.113.7, for=127.0.0.1;proto=https;host=app.example"
+    );
+}
+
+/// A backend answering every request with hop-by-hop headers of its own.
+async fn chatty_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read_u8().await {
+                        Ok(b) => head.push(b),
+                        Err(_) => return,
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nConnection: x-upstream-secret\r\nX-Upstream-Secret: 1\r\n\
+Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_both_ways() {
+    let ca = Ca::new("front ca");
+    let leaf = ca.leaf(&["app.example"]);
+    let backend = backends::http("app").await;
+    let front = h::tls(
+        h::table(vec![app(backend.addr)], ClassSettings::default()),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
+    let answer = tls_get(
+        &front,
+        &ca,
+        "/",
+        &[
+            ("connection", "x-client-secret"),
+            ("x-client-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic dTpw"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let seen = &backend.requests()[0];
+    for stripped in ["x-client-secret", "keep-alive", "proxy-connection", "te"] {
+        assert!(
+            !seen.headers.contains_key(stripped),
+            "{stripped} reached the backend"
+        );
+    }
+    assert_eq!(seen.headers["proxy-authorization"], "Basic dTpw");
+
+    let (chatty, _task) = chatty_backend().await;
+    let front = h::tls(
+        h::table(vec![app(chatty)], ClassSettings::default()),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
+    let answer = tls_get(&front, &ca, "/", &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "ok");
+    assert_eq!(answer.header("x-kept"), "yes");
+    for stripped in ["x-upstream-secret", "keep-alive", "proxy-connection"] {
+        assert_eq!(answer.header(stripped), "", "{stripped} reached the client");
+    }
+}
+
+#[tokio::test]
+async fn hsts_only_on_tls() {
+    let backend = backends::http("app").await;
+    let front = h::plain(
+        h::table(vec![app(backend.addr)], ClassSettings::default()),
+        443,
+    )
+    .await;
+    let answer = h::get(front.addr, "app.example", "/", &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("strict-transport-security"), "");
+    assert_eq!(backend.requests()[0].headers["x-forwarded-proto"], "http");
+
+    // On TLS, the proxy's own answers carry it too.
+    let ca = Ca::new("front ca");
+    let leaf = ca.leaf(&["app.example"]);
+    let mut vhost = app(backend.addr);
+    vhost.routes.clear();
+    let front = h::tls(
+        h::table(vec![vhost], ClassSettings::default()),
+        &leaf,
+        &[b"http/1.1"],
+    )
+    .await;
+    let answer = tls_get(&front, &ca, "/", &[]).await;
+    assert_eq!(answer.status, 404);
+    assert_eq!(answer.header("strict-transport-security"), HSTS);
+}
+
+#[tokio::test]
+async fn h2_over_alpn_end_to_end() {
+    let ca = Ca::new("front ca");
+    let leaf = ca.leaf(&["app.example"]);
+    let backend = backends::http("app").await;
+    let front = h::tls(
+        h::table(vec![app(backend.addr)], ClassSettings::default()),
+        &leaf,
+        &[b"h2", b"http/1.1"],
+    )
+    .await;
+    let tls = tls_connect(front.addr, &ca, "app.example", &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let req = hyper::Request::get(format!("https://app.example/h2/{i}?x=y"))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let answer = collect(send.send_request(req).await.unwrap()).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("strict-transport-security"), HSTS);
+        assert!(
+            answer
+                .text()
+                .starts_with(&format!("backend=app path=/h2/{i}?x=y"))
+        );
+    }
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.headers["host"], "app.example");
+    assert_eq!(seen.headers["cookie"], "a=1; b=2");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+}
+
+#[tokio::test]
+async fn curl_gets_h2_and_hsts() {
+    let ca = Ca::new("front ca");
+    let leaf = ca.leaf(&["app.example"]);
+    let backend = backends::http("app").await;
+    let front = h::tls(
+        h::table(vec![app(backend.addr)], ClassSettings::default()),
+        &leaf,
+        &[b"h2", b"http/1.1"],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, &ca.cert_pem).unwrap();
+    let port = front.addr.port();
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--resolve"])
+        .arg(format!("app.example:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(&ca_pem)
+        .arg(format!("https://app.example:{port}/curl?z=1"))
+        .arg("-D")
+        .arg("-")
+        .output()
+        .await
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.starts_with("HTTP/2 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains(&format!(
+            "strict-transport-security: {}",
+            HSTS.to_ascii_lowercase()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("backend=app path=/curl?z=1"), "{text}");
+    assert_eq!(
+        backend.requests()[0].headers["x-forwarded-host"],
+        format!("app.example:{port}")
+    );
+}

@@ -1,0 +1,20 @@
+//! End-to-end tests through the built `portcullis` binary, as a user runs it: standalone mode
+//! on a manifest directory, real backends, real clients (hyper, curl, openssl s_client).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod balance_health;
+mod cert_rotation;
+mod check_cli;
+mod endpoint_conditions;
+mod hot_swap;
+mod live_routing;
+mod passthrough;
+mod quickstart;
+mod redirect;
+mod reencrypt;
+mod support_selftest;
+mod terminate;
+mod tunnels;

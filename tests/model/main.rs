@@ -1,0 +1,9 @@
+//! Model tests: manifests and objects in, routing table and diagnostics out (`model::build`,
+//! pure), and the rebuild loop's hold-off on tokio's paused clock.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod model;
+mod rebuild_debounce;
+mod routing;
