@@ -23,58 +23,76 @@ use serde::{Deserialize, Serialize};
 pub struct IngressClassParamsSpec {
     /// Defaults for the per-Ingress annotations; an annotation on an Ingress wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub defaults: Option<AnnotationDefaults>,
+    pub(crate) defaults: Option<AnnotationDefaults>,
     /// Certificate served to TLS clients whose SNI matches no terminated host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_certificate: Option<SecretReference>,
+    pub(crate) default_certificate: Option<SecretReference>,
     /// TLS policy of the :443 listener for terminated and re-encrypted hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsPolicy>,
+    pub(crate) tls: Option<TlsPolicy>,
     /// Who may switch a host to pass-through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passthrough: Option<PassthroughPolicy>,
+    pub(crate) passthrough: Option<PassthroughPolicy>,
     /// Source CIDRs allowed to send a PROXY protocol header to our listeners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = CIDR_PATTERN)))]
-    pub trusted_proxy_protocol_cidrs: Vec<String>,
+    pub(crate) trusted_proxy_protocol_cidrs: Vec<String>,
     /// Source CIDRs whose incoming `X-Forwarded-*` / `Forwarded` headers are kept (appended to);
     /// from anyone else they are overwritten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = CIDR_PATTERN)))]
-    pub trusted_forwarded_cidrs: Vec<String>,
+    pub(crate) trusted_forwarded_cidrs: Vec<String>,
     /// Timeouts, as durations like `5s`, `500ms`, `2m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeouts: Option<Timeouts>,
+    pub(crate) timeouts: Option<Timeouts>,
     /// Limits on connections and request sizes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<Limits>,
+    pub(crate) limits: Option<Limits>,
+    /// What happens to an Ingress of this class carrying an ingress-nginx or HAProxy annotation
+    /// Portcullis does not support (docs/migrating.md lists them all): `Reject` (default) refuses
+    /// the Ingress when ignoring the annotation would change who may reach the service, what
+    /// the client receives or where the request goes; `Warn` serves it with a warning; `Ignore`
+    /// serves it without a diagnostic. An unknown `portcullis.io/` annotation is always refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) unsupported_annotations: Option<UnsupportedAnnotations>,
+}
+
+/// Values of `unsupportedAnnotations`: `Reject` (refuse the Ingress, the default), `Warn`
+/// (serve it, warn) or `Ignore` (serve it, say nothing).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub(crate) enum UnsupportedAnnotations {
+    // No doc comments on the variants: they would turn the schema's `enum` into a `oneOf`.
+    #[default]
+    Reject,
+    Warn,
+    Ignore,
 }
 
 /// Class-wide defaults for the `portcullis.io/*` annotations.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AnnotationDefaults {
+pub(crate) struct AnnotationDefaults {
     /// Default of `portcullis.io/ssl-redirect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssl_redirect: Option<bool>,
+    pub(crate) ssl_redirect: Option<bool>,
     /// Default of `portcullis.io/hsts` (the header value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hsts: Option<String>,
+    pub(crate) hsts: Option<String>,
     /// Default of `portcullis.io/load-balance`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_balance: Option<LoadBalanceName>,
+    pub(crate) load_balance: Option<LoadBalanceName>,
     /// Defaults of `portcullis.io/health-check*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<HealthCheckDefaults>,
+    pub(crate) health_check: Option<HealthCheckDefaults>,
     /// Default of `portcullis.io/forwarded-headers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forwarded_headers: Option<bool>,
+    pub(crate) forwarded_headers: Option<bool>,
 }
 
 /// Values of `portcullis.io/load-balance`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum LoadBalanceName {
+pub(crate) enum LoadBalanceName {
     RoundRobin,
     LeastRequest,
     Random,
@@ -83,7 +101,7 @@ pub enum LoadBalanceName {
 /// Values of `portcullis.io/health-check`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum HealthCheckKind {
+pub(crate) enum HealthCheckKind {
     Http,
     Tls,
     Tcp,
@@ -93,44 +111,48 @@ pub enum HealthCheckKind {
 /// Class-wide health-check defaults.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct HealthCheckDefaults {
+pub(crate) struct HealthCheckDefaults {
     /// Probe kind for terminate/reencrypt hosts (pass-through hosts default to `tls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<HealthCheckKind>,
+    pub(crate) kind: Option<HealthCheckKind>,
     /// HTTP probe path, e.g. `/healthz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"))]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// HTTP probe method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<HealthCheckMethod>,
+    pub(crate) method: Option<HealthCheckMethod>,
     /// Probe interval, e.g. `5s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
-    pub interval: Option<String>,
+    pub(crate) interval: Option<String>,
 }
 
 /// Methods an HTTP health check may use.
+#[allow(
+    clippy::upper_case_acronyms,
+    reason = "the variant names are the CRD's values (serde and the schema)"
+)]
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum HealthCheckMethod {
+pub(crate) enum HealthCheckMethod {
     HEAD,
     GET,
 }
 
 /// A Secret by namespace and name.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub struct SecretReference {
+pub(crate) struct SecretReference {
     /// Namespace of the Secret (a DNS-1123 label).
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Name of the Secret (a DNS-1123 subdomain).
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// Minimum TLS protocol version.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     #[serde(rename = "1.2")]
     Tls12,
     #[serde(rename = "1.3")]
@@ -140,32 +162,32 @@ pub enum TlsVersion {
 /// TLS policy for the listener.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TlsPolicy {
+pub(crate) struct TlsPolicy {
     /// Lowest TLS version offered (default `1.2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_version: Option<TlsVersion>,
+    pub(crate) min_version: Option<TlsVersion>,
     /// Cipher suites by IANA name (e.g. `TLS13_AES_128_GCM_SHA256`,
     /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`); default: rustls' modern set (AEAD only,
     /// forward-secret only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = r"^TLS(13)?_[A-Z0-9_]+$")))]
-    pub cipher_suites: Vec<String>,
+    pub(crate) cipher_suites: Vec<String>,
     /// Prefer the post-quantum hybrid key exchange X25519MLKEM768 (default `true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_quantum: Option<bool>,
+    pub(crate) post_quantum: Option<bool>,
 }
 
 /// Who may use pass-through.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PassthroughPolicy {
+pub(crate) struct PassthroughPolicy {
     /// Whether any Ingress of the class may use pass-through (default `true`).
     #[serde(default = "yes")]
-    pub allowed: bool,
+    pub(crate) allowed: bool,
     /// When set, only Ingresses in these namespaces may use pass-through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)))]
-    pub namespaces: Option<Vec<String>>,
+    pub(crate) namespaces: Option<Vec<String>>,
 }
 
 /// A namespace name (DNS-1123 label), as the API server checks it.
@@ -186,49 +208,49 @@ fn yes() -> bool {
 /// Timeouts as durations (`500ms`, `5s`, `2m`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// Deadline to receive a whole ClientHello on :443 (default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
-    pub client_hello: Option<String>,
+    pub(crate) client_hello: Option<String>,
     /// Deadline to receive a request's headers (slowloris; default `30s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
-    pub header_read: Option<String>,
+    pub(crate) header_read: Option<String>,
     /// Idle keep-alive timeout of HTTP client connections (default `60s`); byte tunnels have
     /// `tunnelIdle`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
-    pub idle: Option<String>,
+    pub(crate) idle: Option<String>,
     /// Idle timeout of byte tunnels: pass-through TLS streams and upgraded (websocket)
     /// connections, ended after this long without a byte either way (default `60m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
-    pub tunnel_idle: Option<String>,
+    pub(crate) tunnel_idle: Option<String>,
     /// Upstream connect timeout (default `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
-    pub connect: Option<String>,
+    pub(crate) connect: Option<String>,
     /// Upstream response-headers timeout (default `60s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
-    pub upstream_response: Option<String>,
+    pub(crate) upstream_response: Option<String>,
 }
 
 /// Limits.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Concurrent client connections per listener; beyond it, accepted and closed (default 50000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_connections: Option<u32>,
+    pub(crate) max_connections: Option<u32>,
     /// Largest request header section in bytes; beyond it, 431 (default 65536).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024))]
-    pub max_header_bytes: Option<u32>,
+    pub(crate) max_header_bytes: Option<u32>,
     /// Largest ClientHello in bytes (default 16384).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 512, max = 65536))]
-    pub max_client_hello_bytes: Option<u32>,
+    pub(crate) max_client_hello_bytes: Option<u32>,
 }

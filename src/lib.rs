@@ -16,8 +16,17 @@
 //! cycle (checked in CI). [`model`] knows nothing of sockets; [`proxy`] knows nothing of
 //! Kubernetes. Every HTTP request is routed on the live [`table::RouteTable`] (one `ArcSwap`
 //! load); a connection keeps only what its TLS handshake fixed. See `docs/architecture.md`.
+//!
+//! # What is public
+//!
+//! This library exists for the `portcullis` binary (`src/main.rs`), which links it as a separate
+//! crate, and so do the integration tests (`tests/`), the benchmark (`bench/scale.rs`, feature
+//! `bench`) and the fuzz targets (`fuzz/`). An item is `pub` only when one of them uses it;
+//! everything else is `pub(crate)` or private, and `#![warn(unreachable_pub)]` (an error in CI)
+//! keeps it so. Making an item `pub` is a decision to let those crates depend on it.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod cluster;
 pub mod crd;

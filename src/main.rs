@@ -2,7 +2,8 @@
 //! `anyhow` lives here and nowhere else.
 //!
 //! Exit codes: 0 success; 1 failure (and `check` found errors); 2 usage errors (bad flags, a
-//! missing directory, a mode this build does not implement).
+//! missing directory, a mode this build does not implement; for `check` also input that cannot
+//! be read or, as a single file or stdin, does not parse).
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -21,7 +22,7 @@ use portcullis::crd::IngressClassParams;
 use portcullis::model::annotations::{self, DurationSyntax};
 use portcullis::model::{self, LastGood};
 use portcullis::settings::{BuildSettings, LogFormat, PublicPorts, Settings};
-use portcullis::source::directory::{WatchError, load_once};
+use portcullis::source::directory::{WatchError, load_input};
 use portcullis::table::describe;
 
 /// mimalloc (v2 line, no transparent huge pages: with THP its arenas doubled idle RSS here):
@@ -48,8 +49,9 @@ enum Command {
     Controller(ControllerArgs),
     /// Run without a cluster: serve the manifests of a directory, applying changes live.
     Standalone(StandaloneArgs),
-    /// Build the routing table from a directory of manifests, print it and its diagnostics;
-    /// exit 1 when there are errors.
+    /// Build the routing table from manifests (a directory, a file or stdin), print it, a
+    /// verdict per Ingress and the diagnostics; exit 1 when there are errors.
+    #[command(after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
     /// Print the IngressClassParams CustomResourceDefinition as YAML.
     Crd,
@@ -106,16 +108,38 @@ struct StandaloneArgs {
     common: Common,
 }
 
+/// `portcullis check --help`'s closing section.
+const CHECK_EXIT_CODES: &str = "\
+Exit codes:
+  0  no error diagnostic: every Ingress checked serves (warnings allowed)
+  1  at least one error diagnostic: a refused Ingress, a path lost to a conflict, an Ingress
+     of a removed apiVersion, a file in a directory that does not parse
+  2  usage or input error: bad flags, PATH missing or unreadable, a single file or stdin
+     that does not parse
+
+Migrating from ingress-nginx:
+  kubectl get ingressclass,ingress,service,secret,endpointslice -A -o yaml \\
+    | portcullis check --as-class nginx -";
+
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// Directory of Kubernetes manifests (*.yaml, *.yml; recursive).
-    dir: PathBuf,
+    /// Kubernetes manifests: a directory (*.yaml, *.yml; recursive), one file, or `-` for
+    /// standard input. Multi-document YAML and `kind: List` (as `kubectl get -o yaml` prints)
+    /// are read.
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
     /// IngressClass name to check for.
     #[arg(long, default_value = "portcullis", value_name = "NAME")]
     ingress_class: String,
+    /// Judge the Ingresses of class NAME (another controller's, e.g. `nginx`: by
+    /// `spec.ingressClassName`, the `kubernetes.io/ingress.class` annotation, or being
+    /// class-less while NAME is the default class) as if they were of --ingress-class.
+    /// Repeatable.
+    #[arg(long, value_name = "NAME")]
+    as_class: Vec<String>,
     /// Certificate directory, as `standalone --cert-dir` would read it.
     #[arg(long, value_name = "DIR")]
     cert_dir: Option<PathBuf>,
@@ -300,21 +324,30 @@ fn run_standalone(settings: Settings, manifests: &Path) -> anyhow::Result<()> {
 
 fn check(args: &CheckArgs) -> ExitCode {
     init_logging(LogFormat::Text, None, "warn");
-    let snapshot = match load_once(&args.dir, args.cert_dir.as_deref()) {
+    let mut snapshot = match load_input(&args.path, args.cert_dir.as_deref()) {
         Ok(snapshot) => snapshot,
         Err(e) => {
             eprintln!("portcullis check: {e}");
             return ExitCode::from(USAGE);
         }
     };
+    for class in &args.as_class {
+        snapshot = snapshot.with_class_as(class, &args.ingress_class);
+    }
     let settings = BuildSettings {
         ingress_class: args.ingress_class.clone(),
         ..BuildSettings::default()
     };
     let built = model::build(&snapshot, &settings, &LastGood::default());
+    let input = describe::CheckInput {
+        table: &built.table,
+        diagnostics: &built.diagnostics,
+        ingresses: &snapshot.ingresses,
+        ours: &built.ours,
+    };
     let rendered = match args.output {
-        Output::Text => describe::render_text(&built.table, &built.diagnostics),
-        Output::Json => describe::render_json(&built.table, &built.diagnostics),
+        Output::Text => describe::render_check_text(&input),
+        Output::Json => describe::render_check_json(&input),
     };
     print!("{rendered}");
     if !rendered.is_empty() && !rendered.ends_with('\n') {

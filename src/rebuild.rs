@@ -51,15 +51,15 @@ pub struct BuildReport {
     /// to the table being live.
     pub change_to_live: Duration,
     /// Diagnostics of this build (model and source), de-duplicated.
-    pub diagnostics: usize,
+    diagnostics: usize,
     /// How many of them are errors.
-    pub errors: usize,
+    errors: usize,
     /// Virtual hosts in the new table.
-    pub hosts: usize,
+    hosts: usize,
     /// The build itself (table, diagnostics).
     pub built: Arc<Built>,
     /// The objects it was built from.
-    pub snapshot: Arc<Snapshot>,
+    pub(crate) snapshot: Arc<Snapshot>,
 }
 
 /// Hears about builds and diagnostics. Default methods do nothing, so an observer implements
@@ -80,7 +80,7 @@ pub trait Observer: Send + Sync {
 /// Standalone publisher: each new diagnostic once as a log line (warn or error, with object,
 /// field and reason), each resolved one at info, and one info line per build.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct LogDiagnostics;
+pub(crate) struct LogDiagnostics;
 
 impl Observer for LogDiagnostics {
     fn built(&self, report: &BuildReport) {

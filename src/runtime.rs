@@ -80,20 +80,20 @@ pub struct Running {
 /// What a running instance is fed: where its objects come from, and who else hears about each
 /// build. The manifest directory ([`Feed::manifests`]) and the Kubernetes API (`cluster`) both
 /// produce one.
-pub struct Feed {
+pub(crate) struct Feed {
     /// The objects and their change signal (no table is built before the source is ready).
-    pub source: Box<dyn source::Source>,
+    pub(crate) source: Box<dyn source::Source>,
     /// The file watcher feeding `source`, stopped on shutdown.
-    pub watcher: Option<WatchHandle>,
+    pub(crate) watcher: Option<WatchHandle>,
     /// Observers besides the log and metrics ones (cluster mode: status and Events).
-    pub observers: Vec<Arc<dyn Observer>>,
+    pub(crate) observers: Vec<Arc<dyn Observer>>,
     /// For the start-up log line: the manifest directory, or `cluster`.
-    pub describe: String,
+    pub(crate) describe: String,
 }
 
 impl Feed {
     /// A watched manifest directory (plus `--cert-dir`).
-    pub fn manifests(manifests_dir: &Path, cert_dir: Option<&Path>) -> Result<Feed, RunError> {
+    fn manifests(manifests_dir: &Path, cert_dir: Option<&Path>) -> Result<Feed, RunError> {
         let loader = DirectoryLoader::new(manifests_dir, cert_dir)?;
         let (objects, watcher) = manifest_watch::watch(loader)?;
         Ok(Feed {
@@ -118,7 +118,7 @@ pub async fn start_standalone(
 
 /// Binds the listeners and starts the pipeline (source → rebuild → table), health checks, the
 /// proxy and the admin endpoint, fed by `feed`.
-pub async fn start(settings: Settings, feed: Feed) -> Result<Running, RunError> {
+pub(crate) async fn start(settings: Settings, feed: Feed) -> Result<Running, RunError> {
     // aws-lc-rs and ring are both in the tree (kube brings ring): rustls needs one chosen.
     // Already installed (a second in-process start, or main did it) is fine.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -219,7 +219,7 @@ pub async fn run_standalone(settings: Settings, manifests_dir: &Path) -> Result<
 
 /// Serves until the first SIGTERM/SIGINT counted by `signals`, then drains; a second signal
 /// during the drain exits at once.
-pub async fn serve_until_signalled(
+async fn serve_until_signalled(
     running: Running,
     mut signals: watch::Receiver<u32>,
 ) -> Result<(), RunError> {
@@ -252,7 +252,10 @@ impl Running {
     }
 
     /// Serves until `stop` completes (then shuts down gracefully), or until the proxy fails.
-    pub async fn until_stopped(mut self, stop: impl Future<Output = ()>) -> Result<(), RunError> {
+    pub(crate) async fn until_stopped(
+        mut self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), RunError> {
         tokio::select! {
             () = stop => self.shutdown().await,
             result = &mut self.proxy => {
@@ -328,7 +331,7 @@ fn local_addr(
 
 /// Counts SIGTERM and SIGINT signals received. The handlers are installed before this returns,
 /// so a signal arriving right after start-up is not lost.
-pub fn watch_signals() -> std::io::Result<watch::Receiver<u32>> {
+pub(crate) fn watch_signals() -> std::io::Result<watch::Receiver<u32>> {
     let (tx, rx) = watch::channel(0u32);
     #[cfg(unix)]
     {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The `spec.controller` value of IngressClasses that Portcullis serves.
-pub const CONTROLLER_NAME: &str = "portcullis.io/ingress-controller";
+pub(crate) const CONTROLLER_NAME: &str = "portcullis.io/ingress-controller";
 
 /// The inputs of `model::build` that are not objects.
 #[derive(Debug, Clone, PartialEq, Eq)]

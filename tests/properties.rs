@@ -15,6 +15,9 @@
 //!
 //! Regression inputs found by the fuzzers are pinned at the end of this file.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -35,7 +38,8 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rustls::pki_types::ServerName;
+use support::http::client_hello_bytes;
+use support::pki::indent;
 
 /// The default `limits.maxClientHelloBytes`.
 const MAX: usize = 16 * 1024;
@@ -81,16 +85,6 @@ fn rustls_config(
     config.enable_sni = sni;
     config.max_fragment_size = max_fragment;
     Arc::new(config)
-}
-
-fn rustls_hello(config: Arc<rustls::ClientConfig>, name: &str) -> Vec<u8> {
-    let name = ServerName::try_from(name.to_string()).expect("server name");
-    let mut conn = rustls::ClientConnection::new(config, name).expect("client");
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).expect("write_tls");
-    }
-    out
 }
 
 /// Fresh rustls hellos (each has a new random and key share) and the committed seeds, among
@@ -158,7 +152,7 @@ fn rustls_hellos() -> Vec<RealHello> {
         .into_iter()
         .map(|(name, config, server, expected)| RealHello {
             name: name.to_string(),
-            bytes: rustls_hello(config, server),
+            bytes: client_hello_bytes(config, server),
             expected: Some(expected),
         })
         .collect()
@@ -702,14 +696,6 @@ fn secret_pems() -> &'static (String, String) {
         let cert = params.self_signed(&key).expect("cert");
         (cert.pem(), key.serialize_pem())
     })
-}
-
-fn indent(text: &str, n: usize) -> String {
-    let pad = " ".repeat(n);
-    text.lines()
-        .map(|l| format!("{pad}{l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn snapshot_yaml(ingresses: &[GenIngress], endpoints: &[Vec<u8>]) -> String {

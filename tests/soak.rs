@@ -26,22 +26,19 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use portcullis::model::{self, LastGood};
 use portcullis::settings::BuildSettings;
 use portcullis::source::Snapshot;
 use portcullis::source::yaml::parse_manifest;
 use portcullis::table::{RouteTable, TableHandle};
-use rustls::pki_types::ServerName;
 use support::backends::{self, Backend, TlsOptions};
+use support::http::{Conn, Via, tls_connect, upgrade};
+use support::in_process::{standalone_with, test_settings};
 use support::pki::{Ca, Leaf};
-use support::portcullis::{start_with, test_settings};
 use support::wait::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
 
 /// How long the traffic and the chaos run.
 const SOAK: Duration = Duration::from_secs(15);
@@ -146,117 +143,62 @@ impl Tally {
     }
 }
 
-async fn tls_stream(
-    addr: SocketAddr,
-    ca: &Ca,
-    host: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
-    tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"]))
-        .connect(name, tcp)
+/// A TLS connection to `addr` for `host`, verified by `ca` (ALPN http/1.1).
+async fn tls_stream(addr: SocketAddr, ca: &Ca, host: &str) -> Result<TlsStream<TcpStream>, String> {
+    tls_connect(addr, ca.client_config(&[b"http/1.1"]), host)
         .await
         .map_err(|e| format!("handshake: {e}"))
 }
 
-async fn handshake<IO>(io: IO) -> Result<SendRequest<Empty<Bytes>>, String>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("http handshake: {e}"))?;
-    tokio::spawn(conn);
-    Ok(send)
-}
-
-/// One GET on `send`; the answer must be 200 from a backend whose name starts with `expect`.
-async fn get_on(
-    send: &mut SendRequest<Empty<Bytes>>,
-    host: &str,
-    expect: &str,
-) -> Result<(), String> {
-    let request = hyper::Request::get("/")
-        .header("host", host)
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    send.ready().await.map_err(|e| format!("not ready: {e}"))?;
-    let response = send
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    let body = String::from_utf8_lossy(&body);
-    if status != 200 || !body.starts_with(&format!("backend={expect}")) {
-        return Err(format!("{status}: {body}"));
+/// One GET on `conn`; the answer must be 200 from a backend whose name starts with `expect`.
+async fn get_on(conn: &mut Conn, host: &str, expect: &str) -> Result<(), String> {
+    let answer = conn.get(host, "/").await?;
+    let body = answer.text();
+    if answer.status != 200 || !body.starts_with(&format!("backend={expect}")) {
+        return Err(format!("{}: {body}", answer.status));
     }
     Ok(())
 }
 
+/// One GET on a new HTTP/1.1-over-TLS connection, within [`REQUEST_TIMEOUT`].
 async fn https_get(addr: SocketAddr, ca: &Ca, host: &str, expect: &str) -> Result<(), String> {
-    let work = async {
-        let mut send = handshake(tls_stream(addr, ca, host).await?).await?;
-        get_on(&mut send, host, expect).await
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
+    within_request_timeout(async {
+        let conn = Conn::try_connect(addr, ca, Via::Tls, host).await?;
+        get_on(&mut conn.answer_deadline(REQUEST_TIMEOUT), host, expect).await
+    })
+    .await
 }
 
+/// One GET on a new plain HTTP/1.1 connection, within [`REQUEST_TIMEOUT`].
 async fn http_get(addr: SocketAddr, host: &str, expect: &str) -> Result<(), String> {
-    let work = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut send = handshake(tcp).await?;
-        get_on(&mut send, host, expect).await
-    };
+    within_request_timeout(async {
+        let conn = Conn::try_plain(addr).await?;
+        get_on(&mut conn.answer_deadline(REQUEST_TIMEOUT), host, expect).await
+    })
+    .await
+}
+
+async fn within_request_timeout(
+    work: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
     tokio::time::timeout(REQUEST_TIMEOUT, work)
         .await
         .unwrap_or_else(|_| Err("timed out".into()))
 }
 
 /// An upgraded connection through the front to the echo backend.
-async fn upgraded(addr: SocketAddr, ca: &Ca) -> Result<TokioIo<hyper::upgrade::Upgraded>, String> {
-    let tls = tls_stream(addr, ca, "ws.soak.test").await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn.with_upgrades());
-    let request = hyper::Request::get("/chat")
-        .header("host", "ws.soak.test")
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = send
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status() != 101 {
-        return Err(format!("upgrade answered {}", response.status()));
-    }
-    let upgraded = hyper::upgrade::on(response)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(TokioIo::new(upgraded))
+async fn upgraded(addr: SocketAddr, ca: &Ca) -> Result<TlsStream<TcpStream>, String> {
+    let mut tls = tls_stream(addr, ca, "ws.soak.test").await?;
+    upgrade(&mut tls, "ws.soak.test", "/chat").await;
+    Ok(tls)
 }
 
-async fn echo(io: &mut TokioIo<hyper::upgrade::Upgraded>, n: usize) -> Result<(), String> {
+async fn echo(io: &mut TlsStream<TcpStream>, n: usize) -> Result<(), String> {
     let message = format!("ping {n}");
     io.write_all(message.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
+    io.flush().await.map_err(|e| format!("flush: {e}"))?;
     let mut back = vec![0u8; message.len()];
     tokio::time::timeout(REQUEST_TIMEOUT, io.read_exact(&mut back))
         .await
@@ -397,7 +339,7 @@ async fn soak() {
     // Rebuild on nearly every write: hundreds of table swaps.
     settings.hold_off = Duration::from_millis(5);
     settings.max_delay = Duration::from_millis(20);
-    let running = start_with(settings, &d).await;
+    let running = standalone_with(settings, &d).await;
     let addrs = running.addresses();
     let status = running.status().clone();
 
@@ -459,13 +401,10 @@ async fn soak() {
     }
     // Long-lived: a keep-alive pass-through connection and two upgraded connections, used
     // every 100 ms for the whole run.
-    let mut keep_alive = handshake(
-        tls_stream(addrs.https, &ca, "pt.soak.test")
-            .await
-            .expect("pass-through connection"),
-    )
-    .await
-    .expect("http on pass-through");
+    let mut keep_alive = Conn::try_connect(addrs.https, &ca, Via::Tls, "pt.soak.test")
+        .await
+        .expect("http on a pass-through connection")
+        .answer_deadline(REQUEST_TIMEOUT);
     let mut upgrades = Vec::new();
     for _ in 0..2 {
         upgrades.push(upgraded(addrs.https, &ca).await.expect("upgrade"));
@@ -490,8 +429,7 @@ async fn soak() {
     // Garbage on both ports.
     let garbage_task = {
         let stop = stop.clone();
-        let hello =
-            support::in_process::client_hello_bytes(ca.client_config(&[b"h2"]), "app.soak.test");
+        let hello = support::http::client_hello_bytes(ca.client_config(&[b"h2"]), "app.soak.test");
         tokio::spawn(async move {
             let mut rng = fastrand::Rng::with_seed(7);
             let mut sent = 0usize;

@@ -27,26 +27,26 @@ use crate::settings::CONTROLLER_NAME;
 use crate::table::diagnostic::{Diagnostic, ObjectRef};
 
 /// The Event `action`: what we were doing when we found the problem.
-pub const EVENT_ACTION: &str = "BuildRoutingTable";
+const EVENT_ACTION: &str = "BuildRoutingTable";
 /// Largest Event note the API server accepts.
-pub const MAX_NOTE_BYTES: usize = 1024;
+const MAX_NOTE_BYTES: usize = 1024;
 
 /// A diagnostic's identity for de-duplication.
 type EventKey = (ObjectRef, String, &'static str, String);
 
 /// What one [`EventPoster::post`] call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EventsOutcome {
+pub(crate) struct EventsOutcome {
     /// Events created.
-    pub posted: usize,
+    pub(crate) posted: usize,
     /// Creates that failed; retried on the next call.
-    pub failed: usize,
+    pub(crate) failed: usize,
     /// Stopped early: this replica is not the leader any more.
-    pub not_leader: bool,
+    pub(crate) not_leader: bool,
 }
 
 /// Posts Events for diagnostics, each once while it stays present.
-pub struct EventPoster {
+pub(crate) struct EventPoster {
     client: Client,
     /// Event `reportingInstance`: the pod name.
     identity: String,
@@ -57,7 +57,7 @@ pub struct EventPoster {
 
 impl EventPoster {
     /// A poster writing through `client` as `identity`.
-    pub fn new(client: Client, identity: String) -> Self {
+    pub(crate) fn new(client: Client, identity: String) -> Self {
         EventPoster {
             client,
             identity,
@@ -67,14 +67,14 @@ impl EventPoster {
     }
 
     /// Forgets what was posted (a later leadership starts from scratch).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.posted.clear();
     }
 
     /// Posts Events for `diagnostics` not posted yet. `ours` are the Ingresses of our class
     /// (never write about another class's Ingress), `in_scope` says whether a namespace is
     /// watched, `uid` looks an object's uid up for the Event reference.
-    pub async fn post(
+    pub(crate) async fn post(
         &mut self,
         diagnostics: &[Diagnostic],
         ours: &HashSet<&ObjectRef>,

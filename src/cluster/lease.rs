@@ -44,19 +44,19 @@ pub enum LeaseError {
 
 /// The Lease as this replica observed it, reduced to what the decision needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseState {
+struct LeaseState {
     /// `holderIdentity`; `None` (or empty) when nobody holds it.
-    pub holder: Option<String>,
+    holder: Option<String>,
     /// `leaseDurationSeconds`, or our own lease duration when the Lease does not say.
-    pub duration: Duration,
+    duration: Duration,
     /// When we first saw the current holder record (holder, renew time, resourceVersion), on
     /// our clock: the holder's clock is not trusted, as in client-go.
-    pub observed_at: Instant,
+    observed_at: Instant,
 }
 
 /// What one election round does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+enum Action {
     /// There is no Lease: create it with us as holder.
     Create,
     /// The Lease is free (no holder): take it (acquire time and transitions bumped).
@@ -75,7 +75,7 @@ pub enum Action {
 /// The pure election decision: `lease` as observed (`None` = no Lease object), our identity
 /// `me`, whether we currently believe we are leader (`leading`, i.e. within our renew
 /// deadline), and the time `now` on the same clock as [`LeaseState::observed_at`].
-pub fn decide(lease: Option<&LeaseState>, me: &str, leading: bool, now: Instant) -> Action {
+fn decide(lease: Option<&LeaseState>, me: &str, leading: bool, now: Instant) -> Action {
     let Some(lease) = lease else {
         return Action::Create;
     };
@@ -123,7 +123,7 @@ impl Leadership {
     }
 
     /// Wakes when the elector gains or loses the lease (`true` = leader).
-    pub fn changes(&self) -> watch::Receiver<bool> {
+    pub(crate) fn changes(&self) -> watch::Receiver<bool> {
         self.inner.changes.subscribe()
     }
 
@@ -153,14 +153,14 @@ impl Leadership {
 /// The Lease and the timings of the election.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseSettings {
-    pub namespace: String,
-    pub name: String,
+    namespace: String,
+    pub(crate) name: String,
     /// Our `holderIdentity`: the pod name (unique among replicas).
-    pub identity: String,
+    identity: String,
     /// How long a holder's lease is good without renewal (`leaseDurationSeconds`).
-    pub lease_duration: Duration,
+    lease_duration: Duration,
     /// How often the leader renews (and a follower retries).
-    pub renew_period: Duration,
+    renew_period: Duration,
     /// A leader that has not renewed for this long stops writing; less than `lease_duration`.
     pub renew_deadline: Duration,
 }
@@ -251,7 +251,7 @@ impl LeaderElector {
     }
 
     /// Steps every renew period until `shutdown` resolves, then releases the lease if held.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+    pub(crate) async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let was_leader = self.leadership.is_leader();
@@ -279,7 +279,7 @@ impl LeaderElector {
 
     /// Stops writing at once, then gives the lease up (holder cleared, duration 1 s) so another
     /// replica takes over without waiting for it to expire.
-    pub async fn release(&mut self) {
+    async fn release(&mut self) {
         let was_leader = self.leadership.is_leader();
         self.leadership.lost();
         let Some(mut lease) = self.written.take() else {

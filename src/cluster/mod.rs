@@ -1,14 +1,15 @@
 //! `portcullis controller`: cluster mode assembled. A kube [`Client`] (kubeconfig or
-//! in-cluster), the [`KubeSource`] (reflectors → [`Snapshot`] + change signal), the
-//! [`LeaderElector`], and the [`Publisher`] the rebuild loop calls after every build.
+//! in-cluster), the [`KubeSource`] (reflectors → [`Snapshot`](crate::source::Snapshot) +
+//! change signal), the [`LeaderElector`], and the [`Publisher`] the rebuild loop calls after
+//! every build.
 //!
 //! The seam with the rebuild loop is [`Cluster`]: `wait_ready()`, `changes()` and `snapshot()`
 //! on the way in (wrapped, with the `--cert-dir` files, in a [`ClusterSource`] that the loop
 //! pulls snapshots from), `publish(&Built, our_ingresses)` on the way out, `shutdown()` at the
 //! end.
 
-pub mod events;
-pub mod lease;
+mod events;
+mod lease;
 pub mod rbac;
 pub mod status;
 
@@ -28,7 +29,6 @@ use crate::rebuild::Status;
 use crate::rebuild::{BuildReport, Observer};
 use crate::runtime::{self, Addresses, Feed, RunError, Running};
 use crate::settings::{BuildSettings, Settings};
-use crate::source::Snapshot;
 use crate::source::directory::{self as source_watch, DirectoryLoader, WatchError};
 use crate::source::kubernetes::{Change, ClusterSource, KubeSource, SourceError, SourceSettings};
 use crate::table::diagnostic::ObjectRef;
@@ -131,7 +131,7 @@ impl ControllerSettings {
     }
 
     /// The settings of the cluster source.
-    pub fn source_settings(&self) -> SourceSettings {
+    fn source_settings(&self) -> SourceSettings {
         SourceSettings {
             watch_namespace: self.watch_namespace.clone(),
             publish_service: self.publish_service.clone(),
@@ -140,7 +140,7 @@ impl ControllerSettings {
     }
 
     /// The settings of the status and Event publisher.
-    pub fn publisher_settings(&self) -> PublisherSettings {
+    fn publisher_settings(&self) -> PublisherSettings {
         let addresses = if self.publish_service.is_some() {
             StatusAddresses::Service
         } else if self.publish_status_address.is_empty() {
@@ -159,20 +159,20 @@ impl ControllerSettings {
     }
 
     /// The Lease, with the default timings.
-    pub fn lease_settings(&self) -> LeaseSettings {
+    fn lease_settings(&self) -> LeaseSettings {
         LeaseSettings::new(&self.lease_namespace, &self.lease_name, &self.identity)
     }
 }
 
 /// `POD_NAMESPACE`, else the mounted service account's namespace, else `default`.
-pub fn default_lease_namespace() -> String {
+fn default_lease_namespace() -> String {
     non_empty_env("POD_NAMESPACE")
         .or_else(|| read_trimmed("/var/run/secrets/kubernetes.io/serviceaccount/namespace"))
         .unwrap_or_else(|| "default".to_string())
 }
 
 /// `POD_NAME`, else the host name (a pod's host name is its name), else a random one.
-pub fn default_identity() -> String {
+fn default_identity() -> String {
     non_empty_env("POD_NAME")
         .or_else(|| non_empty_env("HOSTNAME"))
         .or_else(|| read_trimmed("/proc/sys/kernel/hostname"))
@@ -263,23 +263,18 @@ impl Cluster {
         self.source.changes()
     }
 
-    /// The objects to build from, now (shared with the stores, not copied).
-    pub fn snapshot(&self) -> Snapshot {
-        self.source.snapshot()
-    }
-
     /// Whether this replica writes status and Events now.
     pub fn leadership(&self) -> &Leadership {
         &self.leadership
     }
 
     /// The source itself (for metrics or diagnostics of the watch).
-    pub fn source(&self) -> &Arc<KubeSource> {
+    fn source(&self) -> &Arc<KubeSource> {
         &self.source
     }
 
     /// Called by the rebuild loop after every build and swap.
-    pub async fn publish(&self, built: &Built, our_ingresses: &[ObjectRef]) -> PublishOutcome {
+    async fn publish(&self, built: &Built, our_ingresses: &[ObjectRef]) -> PublishOutcome {
         let outcome = self.publisher.publish(built, our_ingresses).await;
         if outcome.status_patched + outcome.events_posted + outcome.failed > 0 {
             tracing::debug!(?outcome, "published");
@@ -313,7 +308,7 @@ pub async fn run(
 }
 
 /// Cluster mode with a given client, until `stop` completes.
-pub async fn run_until(
+async fn run_until(
     client: Client,
     settings: Settings,
     controller: ControllerSettings,

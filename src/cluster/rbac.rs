@@ -3,10 +3,10 @@
 //!
 //! Nobody keeps this in sync by hand: two tests hold it to the code on one side and to the
 //! chart on the other.
-//! - `tests/cluster/cluster_api.rs` runs the controller against a mocked API server that derives every
+//! - `tests/support/mock_api.rs`, the mocked API server of `tests/cluster/`, derives every
 //!   request's RBAC attributes ([`Request`]: verb, API group, resource/subresource, namespace)
 //!   the way the API server's authorizer does, and fails the test for any request that
-//!   [`grants`] does not permit. One of its tests drives the controller through its whole life
+//!   [`grants`] does not permit. A test in `tests/cluster/rbac.rs` drives the controller through its whole life
 //!   (sync, status patch, Events, Lease acquire/renew/release) and also fails when a grant goes
 //!   unused, so a stale entry here fails too.
 //! - `tests/cluster/chart_rbac.rs` renders the Helm chart (and reads `manifests/`) and fails unless its
@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 /// Where the controller needs an [`ApiAccess`], which decides the kind of role the chart grants
 /// it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+enum Scope {
     /// A cluster-scoped kind (IngressClass, IngressClassParams): only a ClusterRole can grant
     /// it, even when the controller watches one namespace.
     ClusterScoped,
@@ -34,17 +34,17 @@ pub enum Scope {
 /// One RBAC rule: API group (`""` for core), resource (`resource/subresource` for a
 /// subresource), verbs, and where the controller needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApiAccess {
-    pub group: &'static str,
-    pub resource: &'static str,
-    pub verbs: &'static [&'static str],
-    pub scope: Scope,
+struct ApiAccess {
+    group: &'static str,
+    resource: &'static str,
+    verbs: &'static [&'static str],
+    scope: Scope,
 }
 
 /// The API access the controller needs: the calls of `source::kubernetes` (list + watch per
 /// kind) and of `status` (status patch, Events, Lease). Enforced by tests, not by hand (see the
-/// module docs): a call the code makes that is not listed here fails `tests/cluster/cluster_api.rs`, an
-/// entry the code no longer uses fails it too, and a chart that grants anything else fails
+/// module docs): a call the code makes that is not listed here fails the test that made it
+/// (`tests/support/mock_api.rs`), an entry the code no longer uses fails `tests/cluster/rbac.rs`, and a chart that grants anything else fails
 /// `tests/cluster/chart_rbac.rs`.
 ///
 /// Services need no `get`: the `--publish-service` Service is watched (field selector on its
@@ -52,7 +52,7 @@ pub struct ApiAccess {
 /// follow the object they are about, so with `--watch-namespace` only that namespace is granted:
 /// Events about the cluster-scoped IngressClass and IngressClassParams (posted to `default`)
 /// are then refused, and those diagnostics are in the log only (the chart says so).
-pub const API_ACCESS: &[ApiAccess] = &[
+const API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
         group: "networking.k8s.io",
         resource: "ingresses",

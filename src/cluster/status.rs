@@ -6,7 +6,9 @@
 //! (its `status.loadBalancer.ingress`, else its `spec.clusterIP`) or the fixed
 //! `--publish-status-address` list, written with a JSON merge patch to the `status`
 //! subresource, only to Ingresses that are ours (the list the model gives), only in the
-//! watched namespace, and only when it differs from what the Ingress shows.
+//! watched namespace, and only when it differs from what the Ingress shows. An Ingress the
+//! model refused for an annotation ([`Built::refused`]) is not served, so it gets no address,
+//! and one it shows is cleared: its status must not tell clients it is being served.
 //!
 //! A new leader starts with an empty "already posted" set, so a fail-over re-posts the
 //! current diagnostics once. The Event and Lease items are re-exported here so their old
@@ -24,14 +26,13 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::cluster::events::EventPoster;
-pub use crate::cluster::events::{EVENT_ACTION, MAX_NOTE_BYTES};
 pub use crate::cluster::lease::{LeaderElector, Leadership, LeaseError, LeaseSettings};
 use crate::model::Built;
 use crate::source::kubernetes::KubeSource;
 use crate::table::diagnostic::ObjectRef;
 
 /// Field manager of our status patches.
-pub const FIELD_MANAGER: &str = "portcullis";
+const FIELD_MANAGER: &str = "portcullis";
 
 // === impl ClusterView ===
 
@@ -93,7 +94,7 @@ pub fn parse_status_addresses(value: &str) -> Vec<IngressLoadBalancerIngress> {
 }
 
 /// The addresses a Service publishes: its load balancer's, else its cluster IP.
-pub fn service_addresses(service: &Service) -> Vec<IngressLoadBalancerIngress> {
+fn service_addresses(service: &Service) -> Vec<IngressLoadBalancerIngress> {
     let lb: Vec<IngressLoadBalancerIngress> = service
         .status
         .as_ref()
@@ -168,7 +169,7 @@ pub struct PublishOutcome {
     /// Events created.
     pub events_posted: usize,
     /// Writes that failed; retried on the next publish.
-    pub failed: usize,
+    pub(crate) failed: usize,
     /// Nothing written: this replica is not the leader.
     pub not_leader: bool,
 }
@@ -223,7 +224,7 @@ impl Publisher {
             outcome.not_leader = true;
             return outcome;
         }
-        self.publish_status(&mut state, our_ingresses, &mut outcome)
+        self.publish_status(&mut state, our_ingresses, &built.refused(), &mut outcome)
             .await;
         let ours: HashSet<&ObjectRef> = our_ingresses.iter().collect();
         let events = state
@@ -306,12 +307,14 @@ impl Publisher {
         &self,
         state: &mut PublisherState,
         our_ingresses: &[ObjectRef],
+        refused: &BTreeSet<&ObjectRef>,
         outcome: &mut PublishOutcome,
     ) {
         let Some(desired) = self.desired_addresses() else {
             return;
         };
-        let want = address_set(&desired);
+        let serving = address_set(&desired);
+        let none = AddressSet::new();
         let ours: HashSet<&ObjectRef> = our_ingresses.iter().collect();
         state.pending.retain(|o, _| ours.contains(o));
         // Sorted, so writes happen in a stable order.
@@ -325,7 +328,10 @@ impl Publisher {
             let Some(ingress) = self.view.ingress(ns, &object.name) else {
                 continue;
             };
-            if address_set(current_addresses(&ingress)) == want {
+            // A refused Ingress is not served: no address, and the one it shows is cleared.
+            let is_refused = refused.contains(object);
+            let want = if is_refused { &none } else { &serving };
+            if address_set(current_addresses(&ingress)) == *want {
                 state.pending.remove(object);
                 continue;
             }
@@ -333,7 +339,7 @@ impl Publisher {
             if state
                 .pending
                 .get(object)
-                .is_some_and(|(v, w)| *v == version && *w == want)
+                .is_some_and(|(v, w)| *v == version && w == want)
             {
                 continue; // our patch is not in the store yet
             }
@@ -341,7 +347,11 @@ impl Publisher {
                 outcome.not_leader = true;
                 return;
             }
-            let patch = json!({ "status": { "loadBalancer": { "ingress": desired } } });
+            let patch = if is_refused {
+                json!({ "status": { "loadBalancer": { "ingress": null } } })
+            } else {
+                json!({ "status": { "loadBalancer": { "ingress": desired } } })
+            };
             match self.patch_status(ns, &object.name, &patch).await {
                 Ok(()) => {
                     outcome.status_patched += 1;

@@ -10,15 +10,15 @@
 //! One endpoint state per endpoint `SocketAddr` in an `ArcSwap<HashMap<..>>`: the map is
 //! rebuilt only when the set of endpoints changes (a table swap, or the first request to an
 //! endpoint nobody has seen yet); everything per request ([`Health::is_healthy`],
-//! [`Health::in_flight`], [`Health::begin_request`]) is an `ArcSwap` load, a hash lookup and an
-//! atomic. Unknown endpoints are healthy. An endpoint shared by two upstreams is one state (it is
-//! one pod).
+//! [`HealthView::in_flight`], [`Health::begin_request`]) is an `ArcSwap` load, a hash lookup and
+//! an atomic. Unknown endpoints are healthy. An endpoint shared by two upstreams is one state (it
+//! is one pod).
 //!
 //! # Rules (HAProxy's defaults, `rise 2 fall 3`)
-//! See `state.rs`: [`FALL`] failed probes take an endpoint down, [`RISE`] successes bring it
+//! See `state.rs`: [`FALL`] failed probes take an endpoint down, `RISE` successes bring it
 //! back; a passive failure ([`Health::mark_failed`]) takes it down at once, until the next
-//! successful probe or, when unprobed, a cooldown (at least [`MIN_INTERVAL`], or
-//! [`DEFAULT_PASSIVE_COOLDOWN`] for endpoints the table does not name).
+//! successful probe or, when unprobed, a cooldown (at least `MIN_INTERVAL` of `probe.rs`, or
+//! `DEFAULT_PASSIVE_COOLDOWN` for endpoints the table does not name).
 //!
 //! # Probes
 //! See `probe.rs`: one task per endpoint, every `interval`, with a timeout of at most
@@ -51,11 +51,11 @@ use self::state::{EndpointState, Transition, millis};
 use crate::table::{RouteTable, TableHandle};
 use crate::telemetry::metrics::Metrics;
 
-pub use self::probe::{MAX_PROBE_TIMEOUT, MIN_INTERVAL, ProbeError};
-pub use self::state::{DEFAULT_PASSIVE_COOLDOWN, FALL, RISE};
+pub(crate) use self::probe::{MAX_PROBE_TIMEOUT, ProbeError};
+pub(crate) use self::state::FALL;
 
 /// How often [`Health::run`] looks for a new table (and expires passive cooldowns).
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 // === impl Health ===
 
@@ -89,7 +89,7 @@ impl std::fmt::Debug for Health {
 
 /// Held while a request is in flight to an endpoint (for least-request balancing).
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     state: Arc<EndpointState>,
 }
 
@@ -101,21 +101,21 @@ impl Drop for InFlight {
 
 /// A consistent, lock-free view of the health map for several lookups in a row (one pick):
 /// one `ArcSwap` load instead of one per endpoint.
-pub struct HealthView<'a> {
+pub(crate) struct HealthView<'a> {
     health: &'a Health,
     map: arc_swap::Guard<Arc<EndpointMap>>,
 }
 
 impl HealthView<'_> {
     /// Whether `addr` may receive traffic. Unknown endpoints are healthy.
-    pub fn is_healthy(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn is_healthy(&self, addr: SocketAddr) -> bool {
         self.map
             .get(&addr)
             .is_none_or(|s| s.is_up(|| self.health.now_ms()))
     }
 
     /// Requests in flight to `addr`.
-    pub fn in_flight(&self, addr: SocketAddr) -> usize {
+    pub(crate) fn in_flight(&self, addr: SocketAddr) -> usize {
         self.map
             .get(&addr)
             .map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
@@ -137,7 +137,7 @@ impl Health {
     }
 
     /// A view for several lookups with one map load (used by `balance::pick`).
-    pub fn view(&self) -> HealthView<'_> {
+    pub(crate) fn view(&self) -> HealthView<'_> {
         HealthView {
             health: self,
             map: self.endpoints.load(),
@@ -163,12 +163,13 @@ impl Health {
     }
 
     /// Requests in flight to `addr`.
-    pub fn in_flight(&self, addr: SocketAddr) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self, addr: SocketAddr) -> usize {
         self.view().in_flight(addr)
     }
 
     /// Counts a request to `addr` as in flight until the guard drops.
-    pub fn begin_request(self: &Arc<Self>, addr: SocketAddr) -> InFlight {
+    pub(crate) fn begin_request(self: &Arc<Self>, addr: SocketAddr) -> InFlight {
         let state = self.state(addr);
         state.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight { state }

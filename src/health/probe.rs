@@ -38,14 +38,14 @@ use crate::table::upstream::{HealthProbe, ProxyProtocol, ServiceRef, UpstreamPro
 use crate::tls::upstream::AcceptAnyServerCert;
 
 /// Upper bound of a probe's timeout; the timeout is `min(interval, MAX_PROBE_TIMEOUT)`.
-pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shortest probe interval honoured (a zero interval would spin).
-pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Why an active probe failed (logged; the first failure that takes an endpoint down is logged
 /// at info level with the transition).
 #[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     #[error("connect: {0}")]
     Connect(std::io::Error),
     #[error("timed out after {0:?}")]

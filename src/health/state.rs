@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Consecutive successful probes that bring an actively-failed endpoint back (`rise 2`).
-pub const RISE: u32 = 2;
+const RISE: u32 = 2;
 /// Consecutive failed probes that take a healthy endpoint down (`fall 3`).
-pub const FALL: u32 = 3;
+pub(crate) const FALL: u32 = 3;
 /// Passive cooldown of an endpoint the current table does not name (not reconciled yet).
-pub const DEFAULT_PASSIVE_COOLDOWN: Duration = Duration::from_secs(5);
+const DEFAULT_PASSIVE_COOLDOWN: Duration = Duration::from_secs(5);
 
 /// `down_until` value of a healthy endpoint.
 const UP: u64 = 0;

@@ -37,10 +37,10 @@ macro_rules! haproxy {
 }
 
 /// Prefix of our own annotations.
-pub const PREFIX: &str = own!("");
+pub(crate) const PREFIX: &str = own!("");
 
 /// Shortest accepted `health-check-interval`.
-pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A bad annotation: which key, which value, what would have been accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,15 +73,15 @@ impl AnnotationError {
 /// Class-wide defaults of the options (from IngressClassParams `defaults`, already validated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionDefaults {
-    pub ssl_redirect: bool,
-    pub hsts: Option<String>,
-    pub load_balance: LoadBalance,
+    pub(crate) ssl_redirect: bool,
+    pub(crate) hsts: Option<String>,
+    pub(crate) load_balance: LoadBalance,
     /// `None`: `http` for terminate/reencrypt, `tls` for pass-through.
-    pub health_check: Option<HealthCheckKind>,
-    pub health_check_path: String,
-    pub health_check_method: String,
-    pub health_check_interval: Duration,
-    pub forwarded_headers: bool,
+    pub(crate) health_check: Option<HealthCheckKind>,
+    pub(crate) health_check_path: String,
+    pub(crate) health_check_method: String,
+    pub(crate) health_check_interval: Duration,
+    pub(crate) forwarded_headers: bool,
 }
 
 impl Default for OptionDefaults {
@@ -101,32 +101,32 @@ impl Default for OptionDefaults {
 
 /// Everything the annotations of one Ingress say, typed and defaulted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngressOptions {
-    pub tls_mode: TlsMode,
-    pub ssl_redirect: bool,
-    pub hsts: Option<String>,
-    pub load_balance: LoadBalance,
+pub(crate) struct IngressOptions {
+    pub(crate) tls_mode: TlsMode,
+    pub(crate) ssl_redirect: bool,
+    pub(crate) hsts: Option<String>,
+    pub(crate) load_balance: LoadBalance,
     /// The probe kind, after the mode's default was applied.
-    pub health_check: HealthCheckKind,
-    pub health_check_path: String,
+    pub(crate) health_check: HealthCheckKind,
+    pub(crate) health_check_path: String,
     /// `HEAD` or `GET`.
-    pub health_check_method: String,
+    pub(crate) health_check_method: String,
     /// Host header of HTTP probes; `None`: the rule host.
-    pub health_check_host: Option<String>,
-    pub health_check_interval: Duration,
+    pub(crate) health_check_host: Option<String>,
+    pub(crate) health_check_interval: Duration,
     /// Secret name (same namespace) whose `ca.crt` verifies re-encrypted backends.
-    pub backend_ca: Option<String>,
+    pub(crate) backend_ca: Option<String>,
     /// `None`: true when `backend_ca` is set, else false.
-    pub backend_verify: Option<bool>,
-    pub backend_sni: Option<String>,
+    backend_verify: Option<bool>,
+    pub(crate) backend_sni: Option<String>,
     /// Only for pass-through (ignored with a warning otherwise).
-    pub proxy_protocol: Option<ProxyProtocol>,
-    pub forwarded_headers: bool,
+    pub(crate) proxy_protocol: Option<ProxyProtocol>,
+    pub(crate) forwarded_headers: bool,
 }
 
 impl IngressOptions {
     /// Whether re-encrypted backends' certificates are verified.
-    pub fn verify_backend(&self) -> bool {
+    pub(crate) fn verify_backend(&self) -> bool {
         self.backend_verify.unwrap_or(self.backend_ca.is_some())
     }
 }
@@ -134,7 +134,7 @@ impl IngressOptions {
 /// Parsed options plus the warnings (annotations ignored because they do not apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
-    pub options: IngressOptions,
+    pub(crate) options: IngressOptions,
     /// Only [`AnnotationError::Ignored`].
     pub warnings: Vec<AnnotationError>,
 }

@@ -32,10 +32,10 @@ enum Unresolved {
 /// Upstream-level options, the part of an upstream's identity that is not the Service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct UpstreamPolicy {
-    pub protocol: UpstreamProtocol,
-    pub balance: LoadBalance,
-    pub health: HealthCheck,
-    pub proxy_protocol: Option<ProxyProtocol>,
+    pub(crate) protocol: UpstreamProtocol,
+    pub(crate) balance: LoadBalance,
+    pub(crate) health: HealthCheck,
+    pub(crate) proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// Services and EndpointSlices indexed by namespace and name, plus the upstreams built so far.
@@ -74,7 +74,7 @@ struct Resolved {
 
 impl<'a> Backends<'a> {
     /// Indexes the objects that pass `in_scope` (the watch-namespace filter).
-    pub fn new(
+    pub(crate) fn new(
         services: &'a [Arc<Service>],
         slices: &'a [Arc<EndpointSlice>],
         in_scope: impl Fn(Option<&str>) -> bool,
@@ -114,7 +114,7 @@ impl<'a> Backends<'a> {
     /// The upstream for `service` with `policy`. `None` when the path must be skipped (a
     /// diagnostic says why); a missing Service or port gives an upstream with no endpoints and
     /// an error diagnostic on `object`/`field`.
-    pub fn upstream(
+    pub(crate) fn upstream(
         &mut self,
         service: &ServiceRef,
         policy: &UpstreamPolicy,

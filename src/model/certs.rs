@@ -52,12 +52,12 @@ pub(super) struct Secrets<'a> {
     secrets: FastMap<(&'a str, &'a str), &'a Secret>,
     previous: &'a FastMap<SecretKey, GoodSecret>,
     /// The last good versions to hand to the next build: every Secret referenced this build.
-    pub next: FastMap<SecretKey, GoodSecret>,
+    pub(crate) next: FastMap<SecretKey, GoodSecret>,
     outcomes: FastMap<SecretKey, Outcome>,
 }
 
 impl<'a> Secrets<'a> {
-    pub fn new(
+    pub(crate) fn new(
         secrets: &'a [Arc<Secret>],
         previous: &'a FastMap<SecretKey, GoodSecret>,
         in_scope: impl Fn(Option<&str>) -> bool,
@@ -81,7 +81,7 @@ impl<'a> Secrets<'a> {
 
     /// The certificate in Secret `namespace/name`, or its last good version, or `None` (serve
     /// the default certificate). Problems are reported on `referrer`/`field`.
-    pub fn certificate(
+    pub(crate) fn certificate(
         &mut self,
         namespace: &str,
         name: &str,
@@ -103,7 +103,7 @@ impl<'a> Secrets<'a> {
     }
 
     /// The CA bundle in Secret `namespace/name` (`ca.crt`), or its last good version.
-    pub fn ca_bundle(
+    pub(crate) fn ca_bundle(
         &mut self,
         namespace: &str,
         name: &str,

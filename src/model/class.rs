@@ -11,6 +11,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::crd::{
     HealthCheckMethod, IngressClassParams, IngressClassParamsSpec, LoadBalanceName, TlsVersion,
+    UnsupportedAnnotations,
 };
 use crate::model::annotations::{
     DurationSyntax, MIN_HEALTH_INTERVAL, OptionDefaults, parse_duration,
@@ -28,13 +29,13 @@ const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// Who may switch a host to pass-through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PassthroughPolicy {
-    pub allowed: bool,
+    allowed: bool,
     /// `None`: every namespace.
-    pub namespaces: Option<Vec<String>>,
+    namespaces: Option<Vec<String>>,
 }
 
 impl PassthroughPolicy {
-    pub fn permits(&self, namespace: &str) -> bool {
+    pub(crate) fn permits(&self, namespace: &str) -> bool {
         self.allowed
             && self
                 .namespaces
@@ -46,10 +47,12 @@ impl PassthroughPolicy {
 /// What an IngressClass's parameters mean for its Ingresses and for the table.
 #[derive(Debug, Clone)]
 pub(super) struct ClassPolicy {
-    pub defaults: OptionDefaults,
-    pub passthrough: PassthroughPolicy,
-    pub settings: ClassSettings,
-    pub default_certificate: Option<(String, String)>,
+    pub(crate) defaults: OptionDefaults,
+    pub(crate) passthrough: PassthroughPolicy,
+    pub(crate) settings: ClassSettings,
+    pub(crate) default_certificate: Option<(String, String)>,
+    /// What an unsupported annotation does to an Ingress of the class (`Reject` by default).
+    pub(crate) unsupported_annotations: UnsupportedAnnotations,
 }
 
 impl Default for ClassPolicy {
@@ -62,6 +65,7 @@ impl Default for ClassPolicy {
             },
             settings: ClassSettings::default(),
             default_certificate: None,
+            unsupported_annotations: UnsupportedAnnotations::default(),
         }
     }
 }
@@ -81,7 +85,7 @@ pub(super) struct Classes {
 
 impl Classes {
     /// Reads the IngressClasses and the params they reference. Diagnostics for bad params.
-    pub fn new(
+    pub(crate) fn new(
         classes: &[Arc<IngressClass>],
         params: &[Arc<IngressClassParams>],
         settings: &BuildSettings,
@@ -127,7 +131,7 @@ impl Classes {
     }
 
     /// The policy for `ingress` if it is ours, `None` if it belongs to someone else.
-    pub fn select(&self, ingress: &Ingress) -> Option<&ClassPolicy> {
+    pub(crate) fn select(&self, ingress: &Ingress) -> Option<&ClassPolicy> {
         let class_name = ingress
             .spec
             .as_ref()
@@ -158,7 +162,7 @@ impl Classes {
 
     /// The class whose params set the table-wide settings: our `--ingress-class` if it is ours,
     /// else our default class, else our first class by name.
-    pub fn primary(&self) -> &ClassPolicy {
+    pub(crate) fn primary(&self) -> &ClassPolicy {
         self.ours
             .get(&self.class_name)
             .or_else(|| self.ours.get(self.default_class.as_deref()?))
@@ -345,6 +349,10 @@ fn read_params(
         if let Some(v) = d.forwarded_headers {
             defaults.forwarded_headers = v;
         }
+    }
+
+    if let Some(v) = spec.unsupported_annotations {
+        policy.unsupported_annotations = v;
     }
 
     if let Some(cert) = &spec.default_certificate {

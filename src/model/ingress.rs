@@ -43,54 +43,54 @@ impl fmt::Display for Field {
 /// A backend Service reference and the field it came from (`...backend.service`).
 #[derive(Debug, Clone)]
 pub(super) struct BackendSpec {
-    pub service: ServiceRef,
-    pub field: Field,
+    pub(crate) service: ServiceRef,
+    pub(crate) field: Field,
 }
 
 /// One path of a host.
 #[derive(Debug, Clone)]
 pub(super) struct PathSpec {
-    pub path: PathMatch,
-    pub backend: BackendSpec,
+    pub(crate) path: PathMatch,
+    pub(crate) backend: BackendSpec,
     /// `spec.rules[i].http.paths[j]`.
-    pub field: Field,
+    pub(crate) field: Field,
 }
 
 /// Everything one Ingress says about one host (rules with the same host are merged).
 #[derive(Debug, Clone)]
 pub(super) struct HostRules {
-    pub host: HostMatch,
+    pub(crate) host: HostMatch,
     /// `spec.rules[i].host` of the first rule naming it (`spec.defaultBackend` for a catch-all
     /// fed only by the default backend).
-    pub field: Field,
-    pub paths: Vec<PathSpec>,
+    pub(crate) field: Field,
+    pub(crate) paths: Vec<PathSpec>,
 }
 
 /// A `spec.tls` entry.
 #[derive(Debug, Clone)]
 pub(super) struct TlsSpec {
     /// `None`: every rule host of the Ingress.
-    pub hosts: Option<Vec<HostMatch>>,
-    pub secret_name: String,
+    hosts: Option<Vec<HostMatch>>,
+    pub(crate) secret_name: String,
     /// `spec.tls[k]`.
-    pub field: String,
+    pub(crate) field: String,
 }
 
 /// A validated Ingress, ready to merge into virtual hosts.
 #[derive(Debug, Clone)]
 pub(super) struct Plan {
-    pub object: ObjectRef,
-    pub namespace: String,
-    pub options: IngressOptions,
-    pub hosts: Vec<HostRules>,
-    pub default_backend: Option<BackendSpec>,
-    pub tls: Vec<TlsSpec>,
+    pub(crate) object: ObjectRef,
+    pub(crate) namespace: String,
+    pub(crate) options: IngressOptions,
+    pub(crate) hosts: Vec<HostRules>,
+    pub(crate) default_backend: Option<BackendSpec>,
+    tls: Vec<TlsSpec>,
 }
 
 impl Plan {
     /// The TLS entry naming the Secret for `host`: an entry listing it exactly first, then one
     /// whose wildcard covers it, then one without hosts.
-    pub fn tls_for(&self, host: &HostMatch) -> Option<&TlsSpec> {
+    pub(crate) fn tls_for(&self, host: &HostMatch) -> Option<&TlsSpec> {
         let listed = |want: &dyn Fn(&HostMatch) -> bool| {
             self.tls
                 .iter()

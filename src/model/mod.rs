@@ -2,31 +2,37 @@
 //!
 //! No I/O, no clock, no sockets: the same objects in any order give the same table and the
 //! same diagnostics. A bad object yields diagnostics and drops only itself; an object that was
-//! good before and is bad now keeps its last good version (carried in [`LastGood`]).
+//! good before and is bad now keeps its last good version (carried in [`LastGood`]), except
+//! an Ingress refused for an annotation (step 2), which is not served at all.
 //!
 //! The steps, each in its own module:
 //! 1. [`class`]: which Ingresses are ours, and the IngressClassParams that shape them;
-//! 2. annotations ([`crate::model::annotations`]) → options, or the Ingress's last good version;
+//! 2. annotations: first checked against [`annotation_catalog`] (one table of every
+//!    ingress-nginx / HAProxy / `portcullis.io` key: implemented, alias or unsupported); an
+//!    Ingress refused there is not served at all, not even its last good version (that would
+//!    ignore the annotation that refused it). Then [`crate::model::annotations`] → options, or
+//!    the Ingress's last good version when a value is bad;
 //! 3. [`ingress`]: each Ingress validated into a plan (hosts, paths, backends, TLS entries);
 //! 4. [`vhosts`]: plans merged oldest first into virtual hosts (conflicts, pass-through),
 //!    with [`backend`] resolving Services to endpoints and [`certs`] Secrets to certificates.
 
 pub mod annotations;
 
+mod annotation_catalog;
 mod backend;
 mod certs;
 mod class;
 mod ingress;
 mod vhosts;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The map behind the model's indexes (Services, Secrets, upstreams, hosts by name). They are
 /// rebuilt on every build from 10 000s of short string keys, where SipHash was a tenth of the
 /// build; the keys come from objects the cluster's users write, never from requests, and the
 /// seed is still random per process.
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -35,7 +41,7 @@ use self::annotations::AnnotationError;
 use crate::settings::BuildSettings;
 use crate::source::Snapshot;
 use crate::table::RouteTable;
-use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason, Severity};
 
 /// The last good version of each object that was valid once, so that a later bad edit does
 /// not take it out of service. Opaque to callers: pass the previous build's value back in.
@@ -54,11 +60,6 @@ impl LastGood {
     pub fn len(&self) -> (usize, usize) {
         (self.ingresses.len(), self.secrets.len())
     }
-
-    /// Whether nothing has been good yet.
-    pub fn is_empty(&self) -> bool {
-        self.ingresses.is_empty() && self.secrets.is_empty()
-    }
 }
 
 /// The output of one build.
@@ -74,8 +75,28 @@ pub struct Built {
     pub ours: Vec<ObjectRef>,
 }
 
+impl Built {
+    /// The Ingresses of [`Built::ours`] refused for an annotation (docs/migrating.md):
+    /// not served at all, so a publisher gives them no status address. They are exactly the
+    /// objects of the error diagnostics with reason `UnsupportedAnnotation` or
+    /// `UnknownAnnotation` (as warnings those reasons mean "served anyway").
+    pub(crate) fn refused(&self) -> BTreeSet<&ObjectRef> {
+        self.diagnostics
+            .iter()
+            .filter(|d| {
+                d.severity == Severity::Error
+                    && matches!(
+                        d.reason,
+                        Reason::UnsupportedAnnotation | Reason::UnknownAnnotation
+                    )
+            })
+            .map(|d| &d.object)
+            .collect()
+    }
+}
+
 /// The namespace of an object; manifests without one mean `default`, as with kubectl.
-pub(crate) fn namespace_of(meta: &ObjectMeta) -> &str {
+fn namespace_of(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 
@@ -133,11 +154,32 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
         let object = ObjectRef::namespaced("Ingress", namespace, name);
         let key = (namespace.to_string(), name.to_string());
         let previous = last_good.ingresses.get(&key);
+        let review = annotation_catalog::review(
+            &object,
+            ingress.metadata.annotations.as_ref(),
+            policy.unsupported_annotations,
+        );
+        let refused = review.refused;
+        diagnostics.extend(review.diagnostics);
         let parsed = annotations::parse(
             ingress.metadata.annotations.as_ref(),
             namespace,
             &policy.defaults,
         );
+        if refused {
+            // Bad values are reported too, so that one round of fixes is enough.
+            for error in parsed.err().into_iter().flatten() {
+                diagnostics.push(annotation_diagnostic(
+                    &object,
+                    &error,
+                    Reason::InvalidAnnotation,
+                ));
+            }
+            // Not served, and its last good version is let go: that version lacks the
+            // annotation that refused this one (an allow-list, say), so serving it would
+            // ignore exactly what was asked for.
+            continue;
+        }
         let (serving, parsed) = match parsed {
             Ok(parsed) => {
                 // The snapshot's `Arc`: the previous version, equal or not, is let go.
@@ -155,6 +197,15 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
                 let Some(previous) = previous else {
                     continue; // never good: not served
                 };
+                // The last good version must pass the table under today's class policy too.
+                let previous_review = annotation_catalog::review(
+                    &object,
+                    previous.metadata.annotations.as_ref(),
+                    policy.unsupported_annotations,
+                );
+                if previous_review.refused {
+                    continue;
+                }
                 let Ok(parsed) = annotations::parse(
                     previous.metadata.annotations.as_ref(),
                     namespace,

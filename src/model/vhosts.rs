@@ -36,10 +36,10 @@ struct Draft<'p> {
 
 /// What the merge needs besides the plans.
 pub(super) struct Merge<'m, 'a> {
-    pub backends: &'m mut Backends<'a>,
-    pub secrets: &'m mut Secrets<'a>,
-    pub cert_dir: &'m [Certificate],
-    pub diagnostics: &'m mut Vec<Diagnostic>,
+    pub(crate) backends: &'m mut Backends<'a>,
+    pub(crate) secrets: &'m mut Secrets<'a>,
+    pub(crate) cert_dir: &'m [Certificate],
+    pub(crate) diagnostics: &'m mut Vec<Diagnostic>,
 }
 
 /// Plan-level values computed once: the CA bundle of a re-encrypting Ingress.
@@ -49,7 +49,7 @@ struct PlanContext {
 
 impl Merge<'_, '_> {
     /// Merges `plans` (sorted oldest first, each with its class policy) into virtual hosts.
-    pub fn run(mut self, plans: &[(Plan, &ClassPolicy)]) -> Vec<VirtualHost> {
+    pub(crate) fn run(mut self, plans: &[(Plan, &ClassPolicy)]) -> Vec<VirtualHost> {
         // Drafts in the order their hosts first appear; found by host without cloning it.
         let hosts = plans.iter().map(|(plan, _)| plan.hosts.len()).sum();
         let mut drafts: Vec<Draft> = Vec::with_capacity(hosts);

@@ -23,7 +23,11 @@ use crate::table::upstream::{LoadBalance, Upstream};
 /// Picks an endpoint that is healthy and not in `tried` (endpoints that already failed for this
 /// request): a ready one if any qualifies, else a terminating one. `None` when no endpoint
 /// qualifies: the caller answers 503.
-pub fn pick(upstream: &Upstream, health: &Health, tried: &[SocketAddr]) -> Option<SocketAddr> {
+pub(crate) fn pick(
+    upstream: &Upstream,
+    health: &Health,
+    tried: &[SocketAddr],
+) -> Option<SocketAddr> {
     let view = health.view();
     let eligible = |a: SocketAddr| !tried.contains(&a) && view.is_healthy(a);
     pick_among(upstream, &upstream.endpoints, &view, eligible)

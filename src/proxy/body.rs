@@ -18,40 +18,40 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// Errors of the bodies built from [`Either`] (the error of either side, boxed; only a failing
 /// body pays for the box).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The request body sent upstream: the client's, or none (a bodyless request sent again after
 /// its first connection closed before answering; hyper's `Incoming` cannot be made empty).
-pub type RequestBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type RequestBody = Either<Incoming, Empty<Bytes>>;
 
 /// The client's request body, sent upstream as it arrives.
-pub fn client_request(body: Incoming) -> RequestBody {
+pub(crate) fn client_request(body: Incoming) -> RequestBody {
     Either::Left(body)
 }
 
 /// No request body.
-pub fn empty_request() -> RequestBody {
+pub(crate) fn empty_request() -> RequestBody {
     Either::Right(Empty::new())
 }
 
 /// What is inside a [`ProxyBody`]: our own small answer (a redirect, an error page), or the
 /// upstream's response body streamed through.
-pub type ResponseBody = Either<Full<Bytes>, Incoming>;
+pub(crate) type ResponseBody = Either<Full<Bytes>, Incoming>;
 
 /// Our own answer with the body `bytes` (empty for none).
-pub fn own_response(bytes: Bytes) -> ResponseBody {
+pub(crate) fn own_response(bytes: Bytes) -> ResponseBody {
     Either::Left(Full::new(bytes))
 }
 
 /// The upstream's response body, streamed through.
-pub fn upstream_response(body: Incoming) -> ResponseBody {
+pub(crate) fn upstream_response(body: Incoming) -> ResponseBody {
     Either::Right(body)
 }
 
 /// Told by a [`ProxyBody`] what happens to it. At most one of `failed` and `complete` is called,
 /// once; the observer is dropped right after it (or with the body, when neither happened: a
 /// body abandoned mid-way).
-pub trait BodyObserver {
+pub(crate) trait BodyObserver {
     /// A data frame of `len` bytes went to the client.
     fn sent(&mut self, len: usize);
     /// The body failed before its end (the upstream reset it mid-body).
@@ -66,14 +66,14 @@ pub trait BodyObserver {
 
 /// The response body sent to the client: a [`ResponseBody`] that reports to its
 /// [`BodyObserver`] as it streams and when it ends or is dropped.
-pub struct ProxyBody<O: BodyObserver> {
+pub(crate) struct ProxyBody<O: BodyObserver> {
     inner: ResponseBody,
     observer: Option<O>,
 }
 
 impl<O: BodyObserver> ProxyBody<O> {
     /// `inner`, reporting to `observer`.
-    pub fn new(inner: ResponseBody, observer: O) -> Self {
+    pub(crate) fn new(inner: ResponseBody, observer: O) -> Self {
         ProxyBody {
             inner,
             observer: Some(observer),

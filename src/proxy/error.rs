@@ -11,7 +11,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Who is at fault for a request that did not get an upstream response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Who {
+pub(crate) enum Who {
     /// The client sent something we refuse, or asked for something that does not exist.
     Client,
     /// The upstream (pod) could not be reached, failed, or was too slow.
@@ -20,7 +20,7 @@ pub enum Who {
 
 impl Who {
     /// Stable name for logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Who::Client => "client",
             Who::Upstream => "upstream",
@@ -30,7 +30,7 @@ impl Who {
 
 /// A request the proxy answered itself instead of relaying an upstream response.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The client is at fault.
     #[error("client: {0}")]
     Client(#[from] ClientFault),
@@ -46,7 +46,7 @@ pub enum ProxyError {
 
 /// What the client did wrong.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientFault {
+pub(crate) enum ClientFault {
     /// No virtual host, or no path of it, matches (and there is no default backend).
     #[error("no route for host {host:?} path {path:?}")]
     NoRoute { host: Option<String>, path: String },
@@ -67,7 +67,7 @@ pub enum ClientFault {
 
 /// What went wrong with the upstream.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamFault {
+pub(crate) enum UpstreamFault {
     /// The upstream has no endpoints, or none healthy and untried.
     #[error("no healthy endpoint")]
     NoEndpoint,
@@ -87,7 +87,7 @@ pub enum UpstreamFault {
 
 impl ProxyError {
     /// An upstream fault of `service`, last tried at `endpoint`.
-    pub fn upstream(
+    pub(crate) fn upstream(
         service: impl ToString,
         endpoint: Option<SocketAddr>,
         fault: UpstreamFault,
@@ -100,7 +100,7 @@ impl ProxyError {
     }
 
     /// Who failed.
-    pub fn who(&self) -> Who {
+    pub(crate) fn who(&self) -> Who {
         match self {
             ProxyError::Client(_) => Who::Client,
             ProxyError::Upstream { .. } => Who::Upstream,
@@ -108,7 +108,7 @@ impl ProxyError {
     }
 
     /// The status code the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::Client(ClientFault::NoRoute { .. }) => StatusCode::NOT_FOUND,
             ProxyError::Client(ClientFault::HeadersTooLarge { .. }) => {
@@ -129,7 +129,7 @@ impl ProxyError {
     }
 
     /// Stable, bounded label for metrics and the access log's `error` field.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             ProxyError::Client(c) => match c {
                 ClientFault::NoRoute { .. } => "no_route",
@@ -150,7 +150,7 @@ impl ProxyError {
 
     /// The fixed body sent to the client: the status line only, so nothing about routes,
     /// services or pods leaks.
-    pub fn body(&self) -> &'static str {
+    pub(crate) fn body(&self) -> &'static str {
         match self.status().as_u16() {
             400 => "400 bad request\n",
             404 => "404 page not found\n",
@@ -166,7 +166,7 @@ impl ProxyError {
     /// Whether the client connection must be closed after the answer: its framing is not to
     /// be trusted any more, or (421) it cannot serve the host, and the client's retry must
     /// open a new connection.
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         matches!(
             self,
             ProxyError::Client(

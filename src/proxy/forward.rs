@@ -45,7 +45,7 @@ use crate::table::{RouteTable, VirtualHost};
 use crate::telemetry::access_log;
 
 /// How many endpoints one request tries when connects fail.
-pub const MAX_TRIES: usize = 3;
+const MAX_TRIES: usize = 3;
 
 /// How many times one request is sent or resent at most, all causes together: it bounds the
 /// resends of requests that were never written (always safe) and the one resend after a
@@ -95,7 +95,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Removes the hop-by-hop headers and every header the `Connection` header names (never
 /// `Host`). One pass over the names first: most messages carry none, and then nothing is
 /// hashed or removed.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
@@ -122,7 +122,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The `Upgrade` value of a websocket upgrade request (`Connection: upgrade` and
 /// `Upgrade: websocket`), if it is one.
-pub fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -140,24 +140,24 @@ pub fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Facts for the forwarded headers of one request.
 #[derive(Debug, Clone, Copy)]
-pub struct ForwardedFacts<'a> {
+struct ForwardedFacts<'a> {
     /// The client address (after any trusted PROXY protocol header).
-    pub client: IpAddr,
+    client: IpAddr,
     /// Whether the client is a proxy in `trusted_forwarded`: its headers are appended to, not
     /// replaced.
-    pub trusted: bool,
+    trusted: bool,
     /// `https` when we terminated TLS, `http` on :80.
-    pub proto: &'static str,
+    proto: &'static str,
     /// Our port the client connected to.
-    pub port: u16,
+    port: u16,
     /// The host as the client sent it.
-    pub host: Option<&'a str>,
+    host: Option<&'a str>,
 }
 
 /// Sets `X-Forwarded-For/-Proto/-Port/-Host` and RFC 7239 `Forwarded`. `X-Forwarded-For` and
 /// `Forwarded` are appended to when the client is trusted, replaced otherwise; the others are
 /// always replaced (they describe our hop).
-pub fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
+fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
     let xff_name = HeaderName::from_static("x-forwarded-for");
     let xff = append_list(headers, &xff_name, facts.trusted, &facts.client.to_string());
 
@@ -216,7 +216,7 @@ fn forwarded_element(client: IpAddr, proto: &str, host: Option<&str>) -> String 
 /// every request of a connection, so their header values are made once; the host-dependent
 /// ones are kept for the latest host, which a keep-alive client rarely changes. Whether the
 /// client is a trusted proxy is the live table's call, made per request.
-pub struct ConnForwarded {
+pub(crate) struct ConnForwarded {
     client: IpAddr,
     proto: &'static str,
     port: u16,
@@ -233,7 +233,7 @@ struct HostValues {
 }
 
 impl ConnForwarded {
-    pub fn new(ctx: &ProxyContext, conn: &ConnInfo) -> Self {
+    pub(crate) fn new(ctx: &ProxyContext, conn: &ConnInfo) -> Self {
         let client = conn.client.ip();
         let port = ctx.client_facing_port(conn);
         ConnForwarded {
@@ -247,7 +247,7 @@ impl ConnForwarded {
     }
 
     /// Whether this connection's client is in `table`'s `trusted_forwarded` CIDRs.
-    pub fn trusted_in(&self, table: &RouteTable) -> bool {
+    fn trusted_in(&self, table: &RouteTable) -> bool {
         table
             .class
             .trusted_forwarded
@@ -258,7 +258,7 @@ impl ConnForwarded {
     /// Sets the forwarded headers of a request for `host` (as the client sent it), from a
     /// client that is (`trusted`) or is not a trusted proxy. The same result as
     /// [`set_forwarded_headers`], without formatting anything again for a repeated host.
-    pub fn apply(&self, headers: &mut HeaderMap, host: Option<&str>, trusted: bool) {
+    fn apply(&self, headers: &mut HeaderMap, host: Option<&str>, trusted: bool) {
         let facts = ForwardedFacts {
             client: self.client,
             trusted,
@@ -347,37 +347,37 @@ fn forwarded_value(value: &str) -> String {
 // === forward ===
 
 /// Everything [`forward`] needs about where a request came from and where it goes.
-pub struct Forward<'a> {
-    pub ctx: &'a ProxyContext,
-    pub table: &'a RouteTable,
-    pub vhost: &'a VirtualHost,
-    pub upstream: &'a Upstream,
-    pub conn: &'a ConnInfo,
+pub(crate) struct Forward<'a> {
+    pub(crate) ctx: &'a ProxyContext,
+    pub(crate) table: &'a RouteTable,
+    pub(crate) vhost: &'a VirtualHost,
+    pub(crate) upstream: &'a Upstream,
+    pub(crate) conn: &'a ConnInfo,
     /// The host as the client sent it (`Host` header or URI authority).
-    pub raw_host: Option<&'a str>,
+    pub(crate) raw_host: Option<&'a str>,
     /// The connection's forwarded-header values.
-    pub forwarded: &'a ConnForwarded,
+    pub(crate) forwarded: &'a ConnForwarded,
 }
 
 /// An upstream's answer, ready to stream back to the client.
-pub struct UpstreamResponse {
+pub(crate) struct UpstreamResponse {
     /// Hop-by-hop headers already stripped.
-    pub response: Response<Incoming>,
+    pub(crate) response: Response<Incoming>,
     /// The endpoint that answered.
-    pub endpoint: SocketAddr,
+    pub(crate) endpoint: SocketAddr,
     /// From sending the request to the response head.
-    pub upstream_time: Duration,
+    pub(crate) upstream_time: Duration,
     /// Least-request accounting; hold it until the response body is done. `None` after an
     /// upgrade (the tunnel task holds it).
-    pub in_flight: Option<InFlight>,
+    pub(crate) in_flight: Option<InFlight>,
     /// The upstream connection; release it to the pool once the response body has been read
     /// to its end. `None` after an upgrade.
-    pub conn: Option<UpstreamConn>,
+    pub(crate) conn: Option<UpstreamConn>,
 }
 
 /// Sends `req` to an endpoint of `f.upstream` and returns its response head (see the module
 /// docs for the phases).
-pub async fn forward(
+pub(crate) async fn forward(
     f: &Forward<'_>,
     mut req: Request<Incoming>,
 ) -> Result<UpstreamResponse, ProxyError> {

@@ -66,7 +66,7 @@ const MIN_H1_BUFFER: usize = 8192;
 /// Serves HTTP/1.1 (and h2 when `conn.tls` negotiated it) on one client connection, routing
 /// every request on the live table in `live`. `table` is the table the connection was accepted
 /// with: its class settings fix the connection-level limits and timeouts hyper runs with.
-pub async fn serve_connection<IO>(
+pub(crate) async fn serve_connection<IO>(
     io: IO,
     conn: ConnInfo,
     table: Arc<RouteTable>,
@@ -496,7 +496,6 @@ fn mode_label(mode: Mode) -> &'static str {
         Mode::Http => "http",
         Mode::Terminate => "terminate",
         Mode::Reencrypt => "reencrypt",
-        Mode::Passthrough => "passthrough",
     }
 }
 

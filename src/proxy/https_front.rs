@@ -32,7 +32,7 @@ use crate::wire::proxy_protocol;
 
 /// Serves one accepted :443 connection from `peer` to our address `local`: routed by SNI on
 /// `table` (loaded at accept), then every HTTP request on the live table in `live`.
-pub async fn serve_connection(
+pub(crate) async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,

@@ -22,37 +22,37 @@ use crate::tls::server_config::TlsServerState;
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address (from a trusted PROXY protocol header when one was accepted).
-    pub client: SocketAddr,
+    client: SocketAddr,
     /// Our listening address the client connected to (its port goes into `X-Forwarded-Port`).
-    pub local: SocketAddr,
+    local: SocketAddr,
     /// Present when the connection arrived over TLS that we terminated.
-    pub tls: Option<TlsInfo>,
+    tls: Option<TlsInfo>,
 }
 
 /// Facts about a terminated TLS connection.
 #[derive(Debug, Clone, Default)]
 pub struct TlsInfo {
     /// The SNI the client sent, normalized.
-    pub sni: Option<String>,
+    sni: Option<String>,
     /// The ALPN protocol negotiated (`h2` or `http/1.1`).
-    pub alpn: Option<Vec<u8>>,
+    alpn: Option<Vec<u8>>,
     /// The certificate the handshake presented (what the accept-time table's resolver chose
     /// for `sni`): requests are served on this connection only while the live table keeps its
     /// terms (see `http_front`).
-    pub certificate: Option<Negotiated>,
+    certificate: Option<Negotiated>,
 }
 
 /// What a connection keeps of the certificate its handshake presented: the leaf, and whether it
 /// names the connection's SNI (then a renewal for the same name does not change its terms).
 #[derive(Debug, Clone)]
-pub struct Negotiated {
-    pub key: Arc<rustls::sign::CertifiedKey>,
-    pub names_sni: bool,
+struct Negotiated {
+    key: Arc<rustls::sign::CertifiedKey>,
+    names_sni: bool,
 }
 
 impl Negotiated {
     /// What the handshake with `sni` was shown of `certificate`.
-    pub fn of(certificate: &Certificate, sni: Option<&str>) -> Negotiated {
+    fn of(certificate: &Certificate, sni: Option<&str>) -> Negotiated {
         Negotiated {
             key: Arc::clone(&certificate.key),
             names_sni: sni.is_some_and(|sni| certificate.names(sni)),
@@ -63,22 +63,22 @@ impl Negotiated {
 /// Long-lived state of the data plane that outlives any one routing table.
 pub struct ProxyContext {
     /// Endpoint health, keyed by address, carried across table swaps.
-    pub health: Arc<Health>,
-    pub metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
     /// Served when a terminated host has no certificate and the table has no default one.
     /// Self-signed at start-up; names no host.
-    pub fallback_certificate: Certificate,
+    fallback_certificate: Certificate,
     /// Pooled upstream HTTP/HTTPS clients, reused across table swaps.
     pub clients: pool::Clients,
     /// The port clients use for HTTPS, for redirect `Location`s (omitted when 443).
-    pub https_port: u16,
+    https_port: u16,
     /// Turns true on SIGTERM: connections finish their current request and close.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     /// TLS server state that outlives tables: session cache, ticket key, and the rustls config
     /// built once per table.
-    pub tls: TlsServerState,
+    tls: TlsServerState,
     /// Client-facing ports for `X-Forwarded-Port`, when a Service maps them onto our listeners.
-    pub public_ports: PublicPorts,
+    pub(crate) public_ports: PublicPorts,
 }
 
 impl ProxyContext {
@@ -105,7 +105,7 @@ impl ProxyContext {
 
     /// The port the client connected to, as the client saw it: the configured public port of
     /// the listener, else our own local port.
-    pub fn client_facing_port(&self, conn: &ConnInfo) -> u16 {
+    fn client_facing_port(&self, conn: &ConnInfo) -> u16 {
         let public = if conn.tls.is_some() {
             self.public_ports.https
         } else {
@@ -128,16 +128,16 @@ impl Listeners {
     }
 }
 
-pub mod accept;
-pub mod balance;
-pub mod body;
-pub mod error;
-pub mod forward;
+mod accept;
+mod balance;
+mod body;
+mod error;
+mod forward;
 pub mod framing_guard;
 pub mod http_front;
-pub mod https_front;
-pub mod passthrough;
-pub mod pool;
+mod https_front;
+mod passthrough;
+pub(crate) mod pool;
 mod splice;
 
 pub use accept::serve;

@@ -29,7 +29,7 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 /// How a pass-through connection ended (the access log's `termination`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Termination {
+enum Termination {
     /// Both sides ended their streams.
     Closed,
     /// Reading from or writing to the client failed.
@@ -46,7 +46,7 @@ pub enum Termination {
 
 impl Termination {
     /// The access-log label.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Termination::Closed => "closed",
             Termination::ClientReset => "client-reset",
@@ -60,17 +60,17 @@ impl Termination {
 
 /// What one pass-through connection did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    pub upstream: Option<SocketAddr>,
+pub(crate) struct Summary {
+    upstream: Option<SocketAddr>,
     /// Bytes from the client, the replayed ClientHello included (the PROXY header is ours).
-    pub bytes_from_client: u64,
-    pub bytes_to_client: u64,
-    pub termination: Termination,
+    bytes_from_client: u64,
+    bytes_to_client: u64,
+    termination: Termination,
 }
 
 /// Serves one pass-through connection. `client` carries, as its prefix, every byte read from it
 /// so far (the ClientHello whose SNI `sni` routed it to `upstream`); they are replayed first.
-pub async fn serve(
+pub(crate) async fn serve(
     client: PrefixedIo<TcpStream>,
     sni: Option<&str>,
     conn: &ConnInfo,

@@ -40,16 +40,16 @@ use super::body::RequestBody;
 use crate::table::upstream::{BackendTls, UpstreamProtocol};
 
 /// How long an idle upstream connection is kept.
-pub const POOL_IDLE: Duration = Duration::from_secs(90);
+const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// Idle connections kept per endpoint and TLS configuration; more are closed on release.
-pub const MAX_IDLE_PER_KEY: usize = 512;
+const MAX_IDLE_PER_KEY: usize = 512;
 
 /// How often the reaper looks for expired idle connections.
 const REAP_EVERY: Duration = Duration::from_secs(15);
 
 /// The request sender of one upstream connection.
-pub type Sender = http1::SendRequest<RequestBody>;
+type Sender = http1::SendRequest<RequestBody>;
 
 /// Which connections are interchangeable: same endpoint, same TLS configuration.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -112,7 +112,7 @@ impl Default for Clients {
 
 impl Clients {
     /// A new, empty pool.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Clients {
             inner: Arc::new(Shared {
                 plain: Arc::new(Connector {
@@ -129,7 +129,7 @@ impl Clients {
 
     /// The connector for an upstream protocol. `Tcp` (a pass-through upstream reached by an
     /// HTTP route on :80) is spoken to as plain HTTP.
-    pub fn connector_for(&self, protocol: &UpstreamProtocol) -> Arc<Connector> {
+    pub(crate) fn connector_for(&self, protocol: &UpstreamProtocol) -> Arc<Connector> {
         let UpstreamProtocol::Https(tls) = protocol else {
             return self.inner.plain.clone();
         };
@@ -158,7 +158,7 @@ impl Clients {
     /// a new one (opened under `connect_timeout`). `fresh` skips the idle ones: after a pooled
     /// connection failed, its siblings to the same endpoint are likely dying too (a pod
     /// stopped), and a new connect finds out at once whether the endpoint is still there.
-    pub async fn checkout(
+    pub(crate) async fn checkout(
         &self,
         connector: &Connector,
         endpoint: SocketAddr,
@@ -200,7 +200,7 @@ impl Clients {
     /// Makes `endpoints` (the live table's) the only ones the pool keeps connections to:
     /// idle connections to any other endpoint are closed now, and ones released later are not
     /// kept. Called after every table swap.
-    pub fn retain_endpoints(&self, endpoints: impl IntoIterator<Item = SocketAddr>) {
+    pub(crate) fn retain_endpoints(&self, endpoints: impl IntoIterator<Item = SocketAddr>) {
         let live: HashSet<SocketAddr> = endpoints.into_iter().collect();
         let closed: Vec<IdleConn> = {
             let mut idle = self
@@ -332,8 +332,8 @@ async fn reap(pool: Weak<Shared>) {
 // === impl UpstreamConn ===
 
 /// A connection checked out for one request.
-pub struct UpstreamConn {
-    pub sender: Sender,
+pub(crate) struct UpstreamConn {
+    pub(crate) sender: Sender,
     key: PoolKey,
     pool: Clients,
 }
@@ -341,7 +341,7 @@ pub struct UpstreamConn {
 impl UpstreamConn {
     /// Back to the pool: call once the response has been read to its end, so the connection
     /// is between messages.
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         self.pool.put_idle(self.key, self.sender);
     }
 }
@@ -350,7 +350,7 @@ impl UpstreamConn {
 
 /// Opens connections to endpoints: TCP under the connect timeout, then TLS for re-encrypt
 /// (same deadline).
-pub struct Connector {
+pub(crate) struct Connector {
     config: ConfigId,
     tls: Option<UpstreamTls>,
 }
@@ -423,7 +423,7 @@ where
 
 /// Why a connection to an endpoint could not be opened. Nothing was sent in any case.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("TCP connect to {addr} failed")]
     Tcp {
         addr: SocketAddr,
@@ -453,7 +453,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// The endpoint did not accept a TCP connection: a reason to mark it failed and try another.
-    pub fn is_tcp(&self) -> bool {
+    pub(crate) fn is_tcp(&self) -> bool {
         matches!(
             self,
             ConnectError::Tcp { .. } | ConnectError::TcpTimeout { .. }

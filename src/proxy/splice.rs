@@ -18,7 +18,7 @@ const BUFFER: usize = 16 * 1024;
 
 /// How a splice ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// Both sides ended their streams.
     Closed,
     /// Reading from or writing to the client failed.
@@ -31,10 +31,10 @@ pub enum End {
 
 /// What one splice did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spliced {
-    pub end: End,
-    pub from_client: u64,
-    pub to_client: u64,
+pub(crate) struct Spliced {
+    pub(crate) end: End,
+    pub(crate) from_client: u64,
+    pub(crate) to_client: u64,
 }
 
 /// Which side of a spliced pair failed.
@@ -46,7 +46,11 @@ enum Fault {
 
 /// Copies both directions until both streams ended, one side failed, or nothing moved for
 /// `idle`.
-pub async fn splice<CR, CW, UR, UW>(client: (CR, CW), upstream: (UR, UW), idle: Duration) -> Spliced
+pub(crate) async fn splice<CR, CW, UR, UW>(
+    client: (CR, CW),
+    upstream: (UR, UW),
+    idle: Duration,
+) -> Spliced
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,

@@ -14,6 +14,7 @@
 //! - [`watch`] re-reads on `notify` events and, because inotify can miss a symlink swap or
 //!   events on some filesystems, also compares path, inode, size and mtime every
 //!   [`RESCAN_INTERVAL`]. Bursts coalesce: one re-read covers every event queued before it.
+//! - [`load_input`] is `portcullis check`'s one-shot read: a directory, one file, or stdin.
 //! - Objects are parsed once per version of a file and kept as `Arc`s: the [`Snapshot`] the
 //!   watcher publishes after a change shares every unchanged file's objects with the previous
 //!   one, so a change costs the changed file's parse, not a copy of the directory.
@@ -32,7 +33,7 @@ use super::{CertFile, Snapshot, SnapshotSender, SnapshotSource, snapshot_channel
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// How often the fallback rescan compares file metadata, in case `notify` missed an event.
-pub const RESCAN_INTERVAL: Duration = Duration::from_millis(500);
+const RESCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Quiet time after a file event before reading: a burst of events costs one read.
 const SETTLE: Duration = Duration::from_millis(30);
@@ -41,7 +42,7 @@ const SETTLE: Duration = Duration::from_millis(30);
 const SETTLE_MAX: Duration = Duration::from_millis(300);
 
 /// The parser of one manifest file; [`parse_manifest`] unless a test injects another.
-pub type ParseFn = fn(&str, &str) -> Result<Vec<Object>, Box<Diagnostic>>;
+type ParseFn = fn(&str, &str) -> Result<Vec<Object>, Box<Diagnostic>>;
 
 /// Why a directory could not be loaded or watched.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,16 @@ pub enum WatchError {
     Notify { path: String, source: notify::Error },
     #[error("starting the watcher thread: {0}")]
     Thread(std::io::Error),
+    #[error("manifest file {path}: {source}")]
+    ManifestFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("reading manifests from standard input: {0}")]
+    Stdin(std::io::Error),
+    /// A single manifest file (or standard input) that does not parse: nothing to check.
+    #[error("{0}")]
+    Unparsable(Box<Diagnostic>),
 }
 
 // === impl DirectoryLoader ===
@@ -183,20 +194,10 @@ impl DirectoryLoader {
     }
 
     /// A loader for a certificate directory alone (cluster mode: objects come from the API).
-    pub fn certificates_only(cert_dir: &Path) -> Result<Self, WatchError> {
+    pub(crate) fn certificates_only(cert_dir: &Path) -> Result<Self, WatchError> {
         let mut loader = Self::new(cert_dir, Some(cert_dir))?;
         loader.manifests = None;
         Ok(loader)
-    }
-
-    /// The manifest directory (`None` for a certificates-only loader).
-    pub fn manifests_dir(&self) -> Option<&Path> {
-        self.manifests.as_deref()
-    }
-
-    /// The certificate directory, if any.
-    pub fn cert_dir(&self) -> Option<&Path> {
-        self.cert_dir.as_deref()
     }
 
     fn refresh_manifests(&mut self, force: bool) -> bool {
@@ -322,6 +323,54 @@ pub fn load_once(manifests: &Path, cert_dir: Option<&Path>) -> Result<Snapshot, 
     let mut loader = DirectoryLoader::new(manifests, cert_dir)?;
     loader.refresh(true);
     Ok(loader.snapshot())
+}
+
+/// What `portcullis check` reads: `-` for standard input, a directory (as [`load_once`]), or
+/// one manifest file (several documents and `kind: List` allowed). A single input that does not
+/// parse is an error ([`WatchError::Unparsable`]): there would be nothing to check; in a
+/// directory, such a file is a diagnostic and the other files are still read.
+pub fn load_input(input: &Path, cert_dir: Option<&Path>) -> Result<Snapshot, WatchError> {
+    let (name, text) = if input == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(WatchError::Stdin)?;
+        ("<stdin>".to_string(), text)
+    } else {
+        let path = input.display().to_string();
+        let meta = std::fs::metadata(input).map_err(|source| WatchError::Manifests {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            return load_once(input, cert_dir);
+        }
+        let bytes = std::fs::read(input).map_err(|source| WatchError::ManifestFile {
+            path: path.clone(),
+            source,
+        })?;
+        (path, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let mut snapshot = match cert_dir {
+        Some(dir) => {
+            check_dir(dir).map_err(|e| match e {
+                DirProblem::Io(source) => WatchError::CertDir {
+                    path: dir.display().to_string(),
+                    source,
+                },
+                DirProblem::NotADirectory => WatchError::NotADirectory {
+                    path: dir.display().to_string(),
+                },
+            })?;
+            let mut loader = DirectoryLoader::certificates_only(dir)?;
+            loader.refresh(true);
+            loader.snapshot()
+        }
+        None => Snapshot::default(),
+    };
+    for object in parse_manifest(&name, &text).map_err(WatchError::Unparsable)? {
+        snapshot.push(object);
+    }
+    Ok(snapshot)
 }
 
 fn file_ref(path: &Path) -> ObjectRef {
@@ -505,7 +554,7 @@ enum Signal {
 
 impl WatchHandle {
     /// Stops the watcher thread and waits for it.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stop_thread();
     }
 

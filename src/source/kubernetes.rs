@@ -57,15 +57,14 @@ use crate::crd::IngressClassParams;
 use crate::table::diagnostic::ObjectRef;
 
 /// Field selector of the TLS Secrets watcher.
-pub const TLS_SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
-/// Label that opts an Opaque Secret holding a `ca.crt` bundle in to being watched.
-pub const BACKEND_CA_LABEL: &str = "portcullis.io/backend-ca";
-/// Label selector of the backend-CA Secrets watcher.
-pub const BACKEND_CA_LABEL_SELECTOR: &str = "portcullis.io/backend-ca=true";
+const TLS_SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
+/// Label selector of the backend-CA Secrets watcher: the label that opts an Opaque Secret
+/// holding a `ca.crt` bundle in to being watched.
+const BACKEND_CA_LABEL_SELECTOR: &str = "portcullis.io/backend-ca=true";
 /// The annotation `kubectl apply` writes: a full copy of the object, never read by us.
-pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The Secret keys the model reads; everything else is dropped before storing.
-pub const SECRET_KEYS: &[&str] = &["tls.crt", "tls.key", "ca.crt"];
+const SECRET_KEYS: &[&str] = &["tls.crt", "tls.key", "ca.crt"];
 
 /// Why the source cannot produce a snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +91,7 @@ pub enum Kind {
 
 impl Kind {
     /// Stable label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Kind::Ingress => "Ingress",
             Kind::IngressClass => "IngressClass",
@@ -346,7 +345,7 @@ impl KubeSource {
 
     /// Bumps the change signal without a store change, to make the rebuild loop run (and
     /// publish) again, e.g. when this replica has just become leader.
-    pub fn poke(&self) {
+    pub(crate) fn poke(&self) {
         bump(&self.changes);
     }
 
@@ -386,20 +385,20 @@ impl KubeSource {
     }
 
     /// The `--publish-service` Service, if configured and it exists.
-    pub fn publish_service(&self) -> Option<Arc<Service>> {
+    pub(crate) fn publish_service(&self) -> Option<Arc<Service>> {
         let store = self.stores.publish_service.as_ref()?;
         store.state().into_iter().next()
     }
 
     /// The Ingress `namespace/name` as the store has it now (with its current status).
-    pub fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
+    pub(crate) fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
         self.stores
             .ingresses
             .get(&reflector::ObjectRef::new(name).within(namespace))
     }
 
     /// The `metadata.uid` of a stored object, so Events can name exactly that object.
-    pub fn uid(&self, object: &ObjectRef) -> Option<String> {
+    pub(crate) fn uid(&self, object: &ObjectRef) -> Option<String> {
         let s = &self.stores;
         let ns = object.namespace.as_deref();
         match object.kind.as_str() {

@@ -122,7 +122,7 @@ impl SnapshotSender {
     }
 
     /// Whether every [`SnapshotSource`] (and every change receiver) is gone.
-    pub fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.changes.is_closed()
     }
 }
@@ -136,5 +136,152 @@ impl Source for SnapshotSource {
 
     fn snapshot(&self) -> Arc<Snapshot> {
         self.latest.load_full()
+    }
+}
+
+// === impl Snapshot (as another class) ===
+
+/// The pre-IngressClass way to name an Ingress's class.
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// Marks the cluster's default IngressClass: Ingresses without a class belong to it.
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+impl Snapshot {
+    /// The snapshot as if the Ingresses of class `from` were of class `to`: what
+    /// `portcullis check --as-class` builds, to judge another controller's Ingresses (`nginx`)
+    /// before moving them. An Ingress is of class `from` when its `spec.ingressClassName` or,
+    /// without one, its `kubernetes.io/ingress.class` annotation names `from`, or when it names
+    /// no class at all and the IngressClass `from` is marked the cluster's default. The
+    /// IngressClass `from` itself (another controller's, with that controller's parameters) is
+    /// left out. Pure: rewritten Ingresses are copies, every other object is shared.
+    pub fn with_class_as(&self, from: &str, to: &str) -> Snapshot {
+        if from == to {
+            return self.clone();
+        }
+        let from_is_default = self.classes.iter().any(|class| {
+            class.metadata.name.as_deref() == Some(from)
+                && class
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                    .is_some_and(|v| v == "true")
+        });
+        let mut snapshot = self.clone();
+        snapshot
+            .classes
+            .retain(|class| class.metadata.name.as_deref() != Some(from));
+        for ingress in &mut snapshot.ingresses {
+            let named = ingress
+                .spec
+                .as_ref()
+                .and_then(|s| s.ingress_class_name.as_deref());
+            let legacy = ingress
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+                .map(String::as_str);
+            let of_from = match (named, legacy) {
+                (Some(name), _) => name == from,
+                (None, Some(name)) => name == from,
+                (None, None) => from_is_default,
+            };
+            if !of_from {
+                continue;
+            }
+            let mut moved = Ingress::clone(ingress);
+            moved
+                .spec
+                .get_or_insert_with(Default::default)
+                .ingress_class_name = Some(to.to_string());
+            if let Some(annotations) = moved.metadata.annotations.as_mut()
+                && annotations.contains_key(LEGACY_CLASS_ANNOTATION)
+            {
+                annotations.insert(LEGACY_CLASS_ANNOTATION.to_string(), to.to_string());
+            }
+            *ingress = Arc::new(moved);
+        }
+        snapshot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::networking::v1::{IngressClassSpec, IngressSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn ingress(name: &str, class: Option<&str>, legacy: Option<&str>) -> Arc<Ingress> {
+        Arc::new(Ingress {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some("shop".to_string()),
+                annotations: legacy.map(|l| {
+                    BTreeMap::from([(LEGACY_CLASS_ANNOTATION.to_string(), l.to_string())])
+                }),
+                ..ObjectMeta::default()
+            },
+            spec: Some(IngressSpec {
+                ingress_class_name: class.map(str::to_string),
+                ..IngressSpec::default()
+            }),
+            ..Ingress::default()
+        })
+    }
+
+    fn class_of(snapshot: &Snapshot, name: &str) -> Option<String> {
+        let ingress = snapshot
+            .ingresses
+            .iter()
+            .find(|i| i.metadata.name.as_deref() == Some(name))?;
+        ingress.spec.as_ref()?.ingress_class_name.clone()
+    }
+
+    #[test]
+    fn as_class_moves_that_class_only() {
+        let nginx = Arc::new(IngressClass {
+            metadata: ObjectMeta {
+                name: Some("nginx".to_string()),
+                annotations: Some(BTreeMap::from([(
+                    DEFAULT_CLASS_ANNOTATION.to_string(),
+                    "true".to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(IngressClassSpec {
+                controller: Some("k8s.io/ingress-nginx".to_string()),
+                ..IngressClassSpec::default()
+            }),
+        });
+        let snapshot = Snapshot {
+            ingresses: vec![
+                ingress("named", Some("nginx"), None),
+                ingress("legacy", None, Some("nginx")),
+                ingress("classless", None, None),
+                ingress("other", Some("traefik"), None),
+                ingress("legacy-other", None, Some("traefik")),
+            ],
+            classes: vec![nginx],
+            ..Snapshot::default()
+        };
+        let moved = snapshot.with_class_as("nginx", "portcullis");
+        assert!(moved.classes.is_empty());
+        for name in ["named", "legacy", "classless"] {
+            assert_eq!(
+                class_of(&moved, name).as_deref(),
+                Some("portcullis"),
+                "{name}"
+            );
+        }
+        assert_eq!(class_of(&moved, "other").as_deref(), Some("traefik"));
+        assert_eq!(class_of(&moved, "legacy-other"), None);
+        // Untouched objects are shared, not copied.
+        assert!(Arc::ptr_eq(&moved.ingresses[3], &snapshot.ingresses[3]));
+        // The original is unchanged.
+        assert_eq!(class_of(&snapshot, "named").as_deref(), Some("nginx"));
     }
 }

@@ -1,9 +1,17 @@
 //! Standalone source, the pure half: one manifest file's text → typed Kubernetes objects.
-//! (Watching the directory lives in `source::watch`.)
+//! (Watching the directory lives in `source::directory`.)
 //!
 //! A file holds one or more YAML documents separated by `---` lines. Each document is read
 //! twice: once for its `apiVersion`/`kind` (to skip kinds Portcullis does not read), once as the
 //! typed object, so a type error points at the right line of the right document.
+//!
+//! A document may also be a list, as `kubectl get ... -o yaml` prints one: `kind: List` (each
+//! item a full object) or `kind: IngressList`, `ServiceList`... (items may leave out their
+//! `apiVersion` and `kind`, which the list's then give). Its items are read like documents.
+//!
+//! An Ingress (or IngressClass) of an API version removed from Kubernetes
+//! (`extensions/v1beta1`, `networking.k8s.io/v1beta1`) is not skipped silently: it becomes an
+//! [`Object::Unreadable`], an error diagnostic naming it, the file and the version to use.
 
 use std::sync::Arc;
 
@@ -28,6 +36,10 @@ pub enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     IngressClassParams(Arc<IngressClassParams>),
+    /// An object Portcullis recognises but cannot read (an Ingress of a removed API version),
+    /// kept as its error diagnostic: the file's other objects still count, and the problem
+    /// is reported with them instead of the object vanishing.
+    Unreadable(Arc<Diagnostic>),
 }
 
 /// The type header every Kubernetes manifest document starts with.
@@ -40,10 +52,57 @@ struct TypeHeader {
     kind: Option<String>,
 }
 
-/// Parses one manifest file (possibly several `---` documents). Kinds Portcullis does not read
-/// (Deployments, ConfigMaps...) are skipped. Any document that fails to parse makes the whole
-/// file an error, a diagnostic naming the file (`ObjectRef` kind `File`) and the line, so the
-/// caller keeps the file's last good objects.
+/// The part of a list `check` reads: its items, each kept as plain data until its own
+/// header says what it is.
+#[derive(Deserialize)]
+struct ListDocument {
+    #[serde(default)]
+    items: Option<Vec<serde_json::Value>>,
+}
+
+/// The name of an object read only to be named in a diagnostic.
+#[derive(Default, Deserialize)]
+struct NameOnly {
+    #[serde(default)]
+    metadata: Option<NameOnlyMeta>,
+}
+
+#[derive(Default, Deserialize)]
+struct NameOnlyMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// What one document or list item is read from.
+enum Input<'a> {
+    /// A YAML document's text (errors carry a line within it).
+    Text(&'a str),
+    /// A list item, already parsed.
+    Item(&'a serde_json::Value),
+}
+
+/// A failed read: the line within the document (if known) and the reason.
+type ReadError = (Option<u64>, String);
+
+impl Input<'_> {
+    fn decode<T: DeserializeOwned>(&self) -> Result<T, ReadError> {
+        match self {
+            Input::Text(text) => serde_saphyr::from_str::<T>(text)
+                .map_err(|e| (e.location().map(|l| l.line()), error_text(&e))),
+            Input::Item(value) => T::deserialize(*value).map_err(|e| (None, e.to_string())),
+        }
+    }
+}
+
+/// API versions of Ingress and IngressClass that Kubernetes 1.22 removed.
+const REMOVED_NETWORKING_APIS: [&str; 2] = ["extensions/v1beta1", "networking.k8s.io/v1beta1"];
+
+/// Parses one manifest file (possibly several `---` documents, and lists). Kinds Portcullis
+/// does not read (Deployments, ConfigMaps...) are skipped. Any document (or list item) that
+/// fails to parse makes the whole file an error, a diagnostic naming the file (`ObjectRef` kind
+/// `File`) and the line, so the caller keeps the file's last good objects.
 pub fn parse_manifest(path: &str, text: &str) -> Result<Vec<Object>, Box<Diagnostic>> {
     let mut objects = Vec::new();
     for (first_line, document) in documents(text) {
@@ -64,37 +123,108 @@ pub fn parse_manifest(path: &str, text: &str) -> Result<Vec<Object>, Box<Diagnos
         let (Some(api_version), Some(kind)) = (api_version, kind) else {
             return Err(fail(None, "document has no apiVersion or no kind".into()));
         };
-        let doc = document;
-        let object = match (api_version.as_str(), kind.as_str()) {
-            ("networking.k8s.io/v1", "Ingress") => Object::Ingress(Arc::new(parse(doc, &fail)?)),
-            ("networking.k8s.io/v1", "IngressClass") => {
-                Object::IngressClass(Arc::new(parse(doc, &fail)?))
-            }
-            ("v1", "Secret") => {
-                let mut secret: Secret = parse(doc, &fail)?;
-                merge_string_data(&mut secret);
-                Object::Secret(Arc::new(secret))
-            }
-            ("v1", "Service") => Object::Service(Arc::new(parse(doc, &fail)?)),
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                Object::EndpointSlice(Arc::new(parse(doc, &fail)?))
-            }
-            ("portcullis.io/v1alpha1", "IngressClassParams") => {
-                Object::IngressClassParams(Arc::new(parse(doc, &fail)?))
-            }
-            _ => continue,
+        let whereabouts = || format!("{path}, document at line {first_line}");
+        let Some(item_kind) = list_item_kind(&kind) else {
+            let input = Input::Text(document);
+            let object = read_object(&api_version, &kind, &input, &whereabouts)
+                .map_err(|(line, reason)| fail(line, reason))?;
+            objects.extend(object);
+            continue;
         };
-        objects.push(object);
+        // `List` must be a list (`items: []` or none at all: nothing in it); any other `…List`
+        // kind that does not look like one is some kind Portcullis does not read, skipped like
+        // the others.
+        let strict = kind == "List";
+        let items = match Input::Text(document).decode::<ListDocument>() {
+            Ok(ListDocument { items: Some(items) }) => items,
+            Err((line, reason)) if strict => return Err(fail(line, reason)),
+            Ok(ListDocument { items: None }) | Err(_) => continue,
+        };
+        for (index, item) in items.iter().enumerate() {
+            let in_item = |reason: String| fail(None, format!("items[{index}]: {reason}"));
+            let header: TypeHeader = match Input::Item(item).decode() {
+                Ok(header) => header,
+                Err((_, reason)) if strict => return Err(in_item(reason)),
+                Err(_) => continue,
+            };
+            // A typed list (`IngressList`) may leave the items' type out; `List` may not.
+            let api_version = header
+                .api_version
+                .or_else(|| item_kind.map(|_| api_version.clone()));
+            let kind = header.kind.or_else(|| item_kind.map(str::to_string));
+            let (Some(api_version), Some(kind)) = (api_version, kind) else {
+                return Err(in_item("list item has no apiVersion or no kind".into()));
+            };
+            let whereabouts = || format!("{path}, items[{index}] of the list at line {first_line}");
+            let object = read_object(&api_version, &kind, &Input::Item(item), &whereabouts)
+                .map_err(|(_, reason)| in_item(format!("{kind} {reason}")))?;
+            objects.extend(object);
+        }
     }
     Ok(objects)
 }
 
-fn parse<T: DeserializeOwned>(
-    document: &str,
-    fail: &dyn Fn(Option<u64>, String) -> Box<Diagnostic>,
-) -> Result<T, Box<Diagnostic>> {
-    serde_saphyr::from_str::<T>(document)
-        .map_err(|e| fail(e.location().map(|l| l.line()), error_text(&e)))
+/// For a list kind, the kind of its items: `Some(None)` for `List` (items carry their own),
+/// `Some(Some("Ingress"))` for `IngressList`; `None` for a kind that is not a list.
+fn list_item_kind(kind: &str) -> Option<Option<&str>> {
+    match kind {
+        "List" => Some(None),
+        _ => kind
+            .strip_suffix("List")
+            .filter(|k| k.starts_with(|c: char| c.is_ascii_uppercase()))
+            .map(Some),
+    }
+}
+
+/// Reads one object of a kind the model reads; `None` for every other kind. `whereabouts`
+/// names the file and document for the diagnostic of an object that cannot be read.
+fn read_object(
+    api_version: &str,
+    kind: &str,
+    input: &Input<'_>,
+    whereabouts: &dyn Fn() -> String,
+) -> Result<Option<Object>, ReadError> {
+    let object = match (api_version, kind) {
+        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(Arc::new(input.decode()?)),
+        ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(Arc::new(input.decode()?)),
+        ("v1", "Secret") => {
+            let mut secret: Secret = input.decode()?;
+            merge_string_data(&mut secret);
+            Object::Secret(Arc::new(secret))
+        }
+        ("v1", "Service") => Object::Service(Arc::new(input.decode()?)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            Object::EndpointSlice(Arc::new(input.decode()?))
+        }
+        ("portcullis.io/v1alpha1", "IngressClassParams") => {
+            Object::IngressClassParams(Arc::new(input.decode()?))
+        }
+        (version, "Ingress" | "IngressClass") if REMOVED_NETWORKING_APIS.contains(&version) => {
+            let named: NameOnly = input.decode().unwrap_or_default();
+            let meta = named.metadata.unwrap_or_default();
+            let name = meta.name.unwrap_or_else(|| "(unnamed)".to_string());
+            let object = if kind == "Ingress" {
+                let namespace = meta.namespace.unwrap_or_else(|| "default".to_string());
+                ObjectRef::namespaced(kind, &namespace, &name)
+            } else {
+                ObjectRef::cluster(kind, &name)
+            };
+            Object::Unreadable(Arc::new(Diagnostic::error(
+                object,
+                "apiVersion",
+                Reason::UnsupportedApiVersion,
+                format!(
+                    "{version} {kind} (in {}) is not read: that API was removed in Kubernetes \
+                     1.22; write it as networking.k8s.io/v1 (for an Ingress: serviceName/servicePort \
+                     become service.name/service.port, spec.backend becomes spec.defaultBackend, \
+                     and every path needs a pathType)",
+                    whereabouts()
+                ),
+            )))
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(object))
 }
 
 /// The first line of the parser's message (its rendering may add a source snippet).
@@ -159,6 +289,7 @@ impl Snapshot {
             Object::Service(o) => self.services.push(o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(o),
             Object::IngressClassParams(o) => self.class_params.push(o),
+            Object::Unreadable(diagnostic) => self.diagnostics.push((*diagnostic).clone()),
         }
     }
 }
@@ -194,6 +325,87 @@ mod tests {
     fn syntax_error_is_reported() {
         let err = parse_manifest("b.yaml", "apiVersion: v1\nkind: [\n").unwrap_err();
         assert!(err.field.starts_with("line "), "{err}");
+    }
+
+    #[test]
+    fn lists_are_expanded() {
+        let text = "apiVersion: v1\nkind: List\nmetadata: {resourceVersion: \"\"}\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: shop}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: d}\n- apiVersion: networking.k8s.io/v1\n  kind: Ingress\n  metadata: {name: i, namespace: shop}\n---\napiVersion: v1\nkind: ServiceList\nitems:\n- metadata: {name: b, namespace: shop}\n";
+        let objects = parse_manifest("list.yaml", text).unwrap();
+        let kinds: Vec<&str> = objects
+            .iter()
+            .map(|o| match o {
+                Object::Service(_) => "Service",
+                Object::Ingress(_) => "Ingress",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["Service", "Ingress", "Service"]);
+        let Object::Service(b) = &objects[2] else {
+            panic!("not a service")
+        };
+        assert_eq!(b.metadata.name.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn bad_list_item_names_the_item() {
+        let text = "# a comment\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n  spec: {ports: 12}\n";
+        let err = parse_manifest("l.yaml", text).unwrap_err();
+        assert_eq!(err.object, ObjectRef::cluster("File", "l.yaml"));
+        assert!(err.field.starts_with("line "), "{err}");
+        assert!(err.message.starts_with("items[0]: Service "), "{err}");
+        assert!(
+            parse_manifest("l.yaml", "apiVersion: v1\nkind: List\nitems: []\n")
+                .unwrap()
+                .is_empty()
+        );
+        let err = parse_manifest("l.yaml", "apiVersion: v1\nkind: List\nitems: 3\n").unwrap_err();
+        assert_eq!(err.field, "line 3", "{err}");
+        let err =
+            parse_manifest("l.yaml", "apiVersion: v1\nkind: List\nitems:\n- {a: b}\n").unwrap_err();
+        assert!(err.message.contains("items[0]"), "{err}");
+        // Some other kind whose name ends in List is skipped, like any kind we do not read.
+        let other = "apiVersion: example.com/v1\nkind: AllowList\nspec: {items: 3}\n";
+        assert!(parse_manifest("o.yaml", other).unwrap().is_empty());
+    }
+
+    #[test]
+    fn removed_ingress_api_is_a_diagnostic_not_a_skip() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: shop}\n---\napiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old, namespace: shop}\nspec:\n  backend: {serviceName: s, servicePort: 80}\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.k8s.io/v1beta1\n  kind: Ingress\n  metadata: {name: older}\n";
+        let objects = parse_manifest("old.yaml", text).unwrap();
+        assert!(matches!(objects[0], Object::Service(_)));
+        let diagnostics: Vec<&Diagnostic> = objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::Unreadable(d) => Some(&**d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(diagnostics.len(), 2);
+        let first = diagnostics[0];
+        assert_eq!(
+            first.object,
+            ObjectRef::namespaced("Ingress", "shop", "old")
+        );
+        assert_eq!(first.reason, Reason::UnsupportedApiVersion);
+        assert_eq!(first.severity, crate::table::diagnostic::Severity::Error);
+        assert!(
+            first.message.contains("old.yaml, document at line 4"),
+            "{first}"
+        );
+        assert!(first.message.contains("networking.k8s.io/v1 "), "{first}");
+        let second = diagnostics[1];
+        assert_eq!(
+            second.object,
+            ObjectRef::namespaced("Ingress", "default", "older")
+        );
+        assert!(second.message.contains("items[0]"), "{second}");
+        // Into a snapshot, it is a diagnostic.
+        let mut snapshot = Snapshot::default();
+        for object in objects {
+            snapshot.push(object);
+        }
+        assert_eq!(snapshot.diagnostics.len(), 2);
+        assert!(snapshot.ingresses.is_empty());
     }
 
     #[test]

@@ -27,7 +27,7 @@ impl std::fmt::Debug for Certificate {
 impl Certificate {
     /// Whether the leaf's DNS SANs name `host` (normalized): exactly, or by a wildcard for
     /// exactly one label, as a TLS client verifies it (RFC 6125 §6.4.3).
-    pub fn names(&self, host: &str) -> bool {
+    pub(crate) fn names(&self, host: &str) -> bool {
         let parent = crate::table::host::wildcard_parent(host);
         self.info
             .dns_names
@@ -40,7 +40,7 @@ impl Certificate {
 
     /// Whether `key` has this certificate's leaf (the same key object, or an equal leaf
     /// certificate loaded again).
-    pub fn has_leaf(&self, key: &Arc<CertifiedKey>) -> bool {
+    pub(crate) fn has_leaf(&self, key: &Arc<CertifiedKey>) -> bool {
         Arc::ptr_eq(&self.key, key) || self.key.cert.first() == key.cert.first()
     }
 }
@@ -66,7 +66,7 @@ pub struct CertificateInfo {
 
 /// Why PEM text could not become a [`Certificate`]. Messages never contain key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CertificateError {
+pub(crate) enum CertificateError {
     #[error("no PEM CERTIFICATE block found")]
     NoCertificate,
     #[error("a PEM CERTIFICATE block is malformed: {0}")]
@@ -85,7 +85,7 @@ impl Certificate {
     /// Parses a certificate chain (leaf first) and its private key, from one PEM bundle or
     /// from separate `tls.crt` / `tls.key` texts (pass the same bundle twice for a bundle file).
     /// `source` says where it came from, for display.
-    pub fn from_pem(
+    pub(crate) fn from_pem(
         chain_pem: &[u8],
         key_pem: &[u8],
         source: &str,
@@ -114,7 +114,7 @@ impl Certificate {
     /// Does one of this certificate's DNS names cover `host` exactly (`exact`) or by a
     /// one-label wildcard SAN (`!exact`)? `host` may itself be a wildcard `*.example.com`, which
     /// only a SAN `*.example.com` covers.
-    pub fn covers(&self, host: &str, exact: bool) -> bool {
+    pub(crate) fn covers(&self, host: &str, exact: bool) -> bool {
         self.info.dns_names.iter().any(|san| {
             if exact {
                 san == host
@@ -132,7 +132,9 @@ impl Certificate {
 }
 
 /// Parses a PEM bundle of CA certificates (e.g. a Secret's `ca.crt`) into DER, in order.
-pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertificateError> {
+pub(crate) fn parse_ca_bundle(
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, CertificateError> {
     let certs = parse_chain(pem)?;
     for cert in &certs {
         x509_parser::parse_x509_certificate(cert)

@@ -2,15 +2,21 @@
 //!
 //! Both renderings come from one plain-data [`Description`], built from the table's public API;
 //! the model's golden tests compare that same description, so what `check` shows is what is
-//! tested.
+//! tested. `check` adds a verdict per Ingress ([`render_check_text`], [`render_check_json`]):
+//! `serves`, `serves with warnings` or `refused`, with each annotation's status, read off the
+//! table (is it served?) and the diagnostics naming it (the model has judged every annotation
+//! against its annotation table).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::networking::v1::Ingress;
 use serde::{Deserialize, Serialize};
 
 use crate::table::certificates::CertificateInfo;
-use crate::table::diagnostic::{Diagnostic, Severity};
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason, Severity};
 use crate::table::host::HostMatch;
 use crate::table::upstream::{HealthProbe, LoadBalance, ProxyProtocol, Upstream, UpstreamProtocol};
 use crate::table::{CertificateChoice, ClassSettings, RouteTable, VirtualHost};
@@ -18,110 +24,168 @@ use crate::table::{CertificateChoice, ClassSettings, RouteTable, VirtualHost};
 /// Everything `check` reports: the table, then the diagnostics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Description {
-    pub table: TableDescription,
-    pub diagnostics: Vec<DiagnosticDescription>,
+    table: TableDescription,
+    diagnostics: Vec<DiagnosticDescription>,
+    /// `check` only: a verdict per Ingress of ours, in namespace/name order. Absent from the
+    /// admin API's description and the model's goldens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ingresses: Vec<VerdictDescription>,
+    /// `check` only: Ingresses of other classes, not judged (`--as-class` judges them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    not_ours: Vec<NotOursDescription>,
 }
 
 /// The routing table as plain data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TableDescription {
+struct TableDescription {
     /// Most specific first: exact hosts, wildcards, then the catch-all `*`.
-    pub hosts: Vec<HostDescription>,
+    hosts: Vec<HostDescription>,
     /// `None`: the proxy's self-signed certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_certificate: Option<CertificateDescription>,
+    default_certificate: Option<CertificateDescription>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cert_dir: Vec<CertificateDescription>,
+    cert_dir: Vec<CertificateDescription>,
     /// `None`: every class-wide setting has its default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class: Option<ClassDescription>,
+    class: Option<ClassDescription>,
 }
 
 /// One virtual host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostDescription {
+struct HostDescription {
     /// `foo.example.com`, `*.example.com`, or `*` for the catch-all.
-    pub host: String,
-    pub tls_mode: String,
+    host: String,
+    tls_mode: String,
     /// `None`: the default certificate (always for pass-through and the catch-all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<CertificateDescription>,
-    pub ssl_redirect: bool,
+    certificate: Option<CertificateDescription>,
+    ssl_redirect: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hsts: Option<String>,
-    pub forwarded_headers: bool,
+    hsts: Option<String>,
+    forwarded_headers: bool,
     /// The Ingress owning the host's TLS mode, `namespace/name`.
-    pub owner: String,
-    pub routes: Vec<RouteDescription>,
+    owner: String,
+    routes: Vec<RouteDescription>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_backend: Option<UpstreamDescription>,
+    default_backend: Option<UpstreamDescription>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passthrough: Option<UpstreamDescription>,
+    passthrough: Option<UpstreamDescription>,
 }
 
 /// One path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RouteDescription {
-    pub path: String,
+struct RouteDescription {
+    path: String,
     /// `Exact` or `Prefix`.
-    pub path_type: String,
+    path_type: String,
     /// The Ingress it came from, `namespace/name`.
-    pub source: String,
-    pub upstream: UpstreamDescription,
+    source: String,
+    upstream: UpstreamDescription,
 }
 
 /// One upstream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UpstreamDescription {
+struct UpstreamDescription {
     /// `namespace/name:port`.
-    pub service: String,
-    pub endpoints: Vec<String>,
+    service: String,
+    endpoints: Vec<String>,
     /// Serving but terminating: used only when no ready endpoint is eligible. Absent when
     /// empty, so descriptions of tables without any read as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub terminating: Vec<String>,
+    terminating: Vec<String>,
     /// `http`, `https` or `tcp`.
-    pub protocol: String,
+    protocol: String,
     /// Re-encrypt only: `sni=… verify=… ca=…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend_tls: Option<String>,
-    pub balance: String,
+    backend_tls: Option<String>,
+    balance: String,
     /// E.g. `http HEAD / host=foo.example.com every 5s`.
-    pub health: String,
+    health: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_protocol: Option<String>,
+    proxy_protocol: Option<String>,
 }
 
 /// Certificate metadata (never key material).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CertificateDescription {
-    pub subject: String,
-    pub dns_names: Vec<String>,
-    pub not_after: String,
-    pub source: String,
+struct CertificateDescription {
+    subject: String,
+    dns_names: Vec<String>,
+    not_after: String,
+    source: String,
 }
 
 /// Class-wide settings with durations as text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassDescription {
-    pub tls_min_version: String,
-    pub cipher_suites: Vec<String>,
-    pub post_quantum: bool,
-    pub trusted_proxy_protocol: Vec<String>,
-    pub trusted_forwarded: Vec<String>,
-    pub timeouts: Vec<String>,
-    pub limits: Vec<String>,
+struct ClassDescription {
+    tls_min_version: String,
+    cipher_suites: Vec<String>,
+    post_quantum: bool,
+    trusted_proxy_protocol: Vec<String>,
+    trusted_forwarded: Vec<String>,
+    timeouts: Vec<String>,
+    limits: Vec<String>,
 }
 
 /// One diagnostic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiagnosticDescription {
-    pub severity: String,
-    pub reason: String,
+struct DiagnosticDescription {
+    severity: String,
+    reason: String,
     /// `Kind namespace/name` or `Kind name`.
-    pub object: String,
-    pub field: String,
-    pub message: String,
+    object: String,
+    field: String,
+    message: String,
+}
+
+/// What `check` says about one Ingress of ours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct VerdictDescription {
+    /// `namespace/name`.
+    ingress: String,
+    /// `serves`, `serves with warnings` or `refused`.
+    verdict: String,
+    /// Its annotations under the prefixes Portcullis answers for, by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    annotations: Vec<AnnotationDescription>,
+    /// The diagnostics naming it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    diagnostics: Vec<DiagnosticDescription>,
+}
+
+/// One annotation of an Ingress of ours and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AnnotationDescription {
+    key: String,
+    /// `ok` (read, or not Portcullis' business), `warning` (served, see the diagnostic) or
+    /// `refused` (named by an error diagnostic: the Ingress is not served for it).
+    status: String,
+    /// The reason of the worst diagnostic naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// An Ingress `check` read but did not judge: it belongs to another class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct NotOursDescription {
+    /// `namespace/name`.
+    ingress: String,
+    /// `spec.ingressClassName`, else the `kubernetes.io/ingress.class` annotation; `None`:
+    /// no class, and ours is not the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    class: Option<String>,
+}
+
+/// What `portcullis check` judges beyond the table: the Ingresses read and which are ours.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckInput<'a> {
+    /// The table built.
+    pub table: &'a RouteTable,
+    /// The build's diagnostics.
+    pub diagnostics: &'a [Diagnostic],
+    /// Every Ingress read, ours or not (the snapshot's, after any `--as-class` rewrite).
+    pub ingresses: &'a [Arc<Ingress>],
+    /// The Ingresses of our class (the build's `ours`).
+    pub ours: &'a [ObjectRef],
 }
 
 // === impl Description ===
@@ -132,13 +196,168 @@ impl Description {
         Description {
             table: TableDescription::of(table),
             diagnostics: diagnostics.iter().map(DiagnosticDescription::of).collect(),
+            ingresses: Vec::new(),
+            not_ours: Vec::new(),
+        }
+    }
+
+    /// The same, with `check`'s verdict on each Ingress of ours and on each Ingress that
+    /// could not be read (a removed API version: refused). Also returns the object of each
+    /// verdict, in the same order.
+    fn of_check(input: &CheckInput<'_>) -> (Description, Vec<ObjectRef>) {
+        let mut description = Description::of(input.table, input.diagnostics);
+        // Served: owns a host (its TLS mode, pass-through, default backend) or one route.
+        let served: BTreeSet<&str> = description
+            .table
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                std::iter::once(h.owner.as_str()).chain(h.routes.iter().map(|r| r.source.as_str()))
+            })
+            .collect();
+        let ours: BTreeSet<&ObjectRef> = input.ours.iter().collect();
+        let unreadable = input.diagnostics.iter().filter(|d| {
+            d.reason == Reason::UnsupportedApiVersion
+                && d.object.kind == "Ingress"
+                && !ours.contains(&d.object)
+        });
+        let mut judged: Vec<ObjectRef> = input
+            .ours
+            .iter()
+            .cloned()
+            .chain(unreadable.map(|d| d.object.clone()))
+            .collect();
+        judged.sort();
+        judged.dedup();
+        for object in &judged {
+            let name = namespaced_name(object);
+            let mine: Vec<&Diagnostic> = input
+                .diagnostics
+                .iter()
+                .filter(|d| d.object == *object)
+                .collect();
+            let verdict = verdict(
+                served.contains(name.as_str()),
+                mine.iter().map(|d| d.severity).max(),
+            );
+            let ingress = input.ingresses.iter().find(|i| ingress_ref(i) == *object);
+            let annotations = ingress
+                .and_then(|i| i.metadata.annotations.as_ref())
+                .into_iter()
+                .flat_map(|a| a.keys())
+                .filter(|key| {
+                    is_answered_prefix(key) || mine.iter().any(|d| d.field == annotation_field(key))
+                })
+                .map(|key| AnnotationDescription::of(key, &mine))
+                .collect();
+            description.ingresses.push(VerdictDescription {
+                ingress: name,
+                verdict: verdict.to_string(),
+                annotations,
+                diagnostics: mine.into_iter().map(DiagnosticDescription::of).collect(),
+            });
+        }
+        let mut not_ours: Vec<NotOursDescription> = input
+            .ingresses
+            .iter()
+            .filter(|i| i.metadata.name.is_some() && !ours.contains(&ingress_ref(i)))
+            .map(|i| NotOursDescription {
+                ingress: namespaced_name(&ingress_ref(i)),
+                class: i
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.ingress_class_name.clone())
+                    .or_else(|| {
+                        i.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
+                    }),
+            })
+            .collect();
+        not_ours.sort_by(|a, b| a.ingress.cmp(&b.ingress));
+        not_ours.dedup_by(|a, b| a.ingress == b.ingress);
+        description.not_ours = not_ours;
+        (description, judged)
+    }
+}
+
+/// Served and clean; served with diagnostics; not served with an error (offline there is no
+/// last good version to fall back to). Not served without an error (an Ingress with nothing
+/// to route) counts as serving what it asks for: nothing.
+fn verdict(served: bool, worst: Option<Severity>) -> &'static str {
+    match (served, worst) {
+        (false, Some(Severity::Error)) => "refused",
+        (_, None) => "serves",
+        (_, Some(_)) => "serves with warnings",
+    }
+}
+
+/// The annotation prefixes Portcullis answers for (the annotation table in
+/// `model::annotation_catalog` lists their keys): `check` lists every annotation under them.
+const ANSWERED_PREFIXES: [&str; 6] = [
+    "portcullis.io",
+    "nginx.ingress.kubernetes.io",
+    "haproxy.org",
+    "haproxy.com",
+    "haproxy-ingress.github.io",
+    "ingress.kubernetes.io",
+];
+
+fn is_answered_prefix(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(prefix, _)| ANSWERED_PREFIXES.contains(&prefix))
+}
+
+/// The `field` of a diagnostic about annotation `key`.
+fn annotation_field(key: &str) -> String {
+    format!("metadata.annotations[\"{key}\"]")
+}
+
+/// `Ingress namespace/name` of an Ingress (no namespace means `default`, as with kubectl).
+fn ingress_ref(ingress: &Ingress) -> ObjectRef {
+    ObjectRef::namespaced(
+        "Ingress",
+        ingress.metadata.namespace.as_deref().unwrap_or("default"),
+        ingress.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// `namespace/name`, or `name` for a cluster-scoped object.
+fn namespaced_name(object: &ObjectRef) -> String {
+    match &object.namespace {
+        Some(ns) => format!("{ns}/{}", object.name),
+        None => object.name.clone(),
+    }
+}
+
+impl AnnotationDescription {
+    /// The status of annotation `key` from the diagnostics naming it (the model has judged
+    /// it against the annotation table): an error refuses, a warning warns, none is fine.
+    fn of(key: &str, diagnostics: &[&Diagnostic]) -> AnnotationDescription {
+        let field = annotation_field(key);
+        let worst = diagnostics
+            .iter()
+            .filter(|d| d.field == field)
+            .max_by_key(|d| d.severity);
+        AnnotationDescription {
+            key: key.to_string(),
+            status: match worst.map(|d| (d.severity, &d.reason)) {
+                None => "ok",
+                Some((Severity::Warning, _)) => "warning",
+                // One of ours (or an alias) with a value it does not accept.
+                Some((Severity::Error, Reason::InvalidAnnotation)) => "invalid value",
+                Some((Severity::Error, _)) => "refused",
+            }
+            .to_string(),
+            reason: worst.map(|d| d.reason.as_str().to_string()),
         }
     }
 }
 
 impl TableDescription {
     /// Describes a table through its public API.
-    pub fn of(table: &RouteTable) -> TableDescription {
+    fn of(table: &RouteTable) -> TableDescription {
         TableDescription {
             hosts: {
                 let mut hosts = table.vhosts();
@@ -448,6 +667,86 @@ fn upstream_text(u: &UpstreamDescription) -> String {
     text
 }
 
+/// `portcullis check`'s report: the table, then a verdict per Ingress of ours (`serves`,
+/// `serves with warnings`, `refused`) with its annotations' status and its diagnostics, the
+/// Ingresses of other classes, then the remaining diagnostics and a summary. Without any
+/// Ingress read, exactly [`render_text`].
+pub fn render_check_text(input: &CheckInput<'_>) -> String {
+    if input.ingresses.is_empty() {
+        return render_text(input.table, input.diagnostics);
+    }
+    let (d, judged) = Description::of_check(input);
+    let full = render_text(input.table, &[]);
+    // The table part of the plain rendering, without its "no problems found".
+    let mut out = full
+        .strip_suffix("\nno problems found\n")
+        .unwrap_or(&full)
+        .to_string();
+    let attached: BTreeSet<&ObjectRef> = judged.iter().collect();
+    if !d.ingresses.is_empty() {
+        out.push_str("\nverdicts:\n");
+    }
+    for (verdict, object) in d.ingresses.iter().zip(&judged) {
+        let _ = writeln!(out, "Ingress {}: {}", verdict.ingress, verdict.verdict);
+        for a in &verdict.annotations {
+            let _ = writeln!(out, "  annotation {}: {}", a.key, a.status);
+        }
+        for diag in input.diagnostics.iter().filter(|d| d.object == *object) {
+            let _ = writeln!(out, "  {diag}");
+        }
+    }
+    if !d.not_ours.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnot checked, another class (`--as-class CLASS` checks a class as ours):"
+        );
+        for other in &d.not_ours {
+            let class = other.class.as_deref().unwrap_or("none");
+            let _ = writeln!(out, "  Ingress {} (class {class})", other.ingress);
+        }
+    }
+    let rest: Vec<&Diagnostic> = input
+        .diagnostics
+        .iter()
+        .filter(|diag| !attached.contains(&diag.object))
+        .collect();
+    if !rest.is_empty() {
+        let _ = writeln!(out, "\n{} other diagnostics:", rest.len());
+        for diag in rest {
+            let _ = writeln!(out, "  {diag}");
+        }
+    }
+    let count = |v: &str| d.ingresses.iter().filter(|i| i.verdict == v).count();
+    let errors = d
+        .diagnostics
+        .iter()
+        .filter(|x| x.severity == "error")
+        .count();
+    let _ = writeln!(
+        out,
+        "\n{} checked: {} serve, {} serve with warnings, {} refused; {} diagnostics ({errors} errors)",
+        match d.ingresses.len() {
+            1 => "1 Ingress".to_string(),
+            n => format!("{n} Ingresses"),
+        },
+        count("serves"),
+        count("serves with warnings"),
+        count("refused"),
+        d.diagnostics.len(),
+    );
+    if d.diagnostics.is_empty() {
+        out.push_str("no problems found\n");
+    }
+    out
+}
+
+/// The same, as JSON: [`render_json`]'s fields, plus `ingresses` (verdict, annotations and
+/// diagnostics per Ingress of ours) and `not_ours`.
+pub fn render_check_json(input: &CheckInput<'_>) -> String {
+    serde_json::to_string_pretty(&Description::of_check(input).0)
+        .unwrap_or_else(|_| "{}".to_string())
+}
+
 /// The same, as JSON.
 pub fn render_json(table: &RouteTable, diagnostics: &[Diagnostic]) -> String {
     serde_json::to_string_pretty(&Description::of(table, diagnostics))
@@ -459,4 +758,68 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics
         .iter()
         .any(|d| d.severity == crate::table::diagnostic::Severity::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(verdict(true, None), "serves");
+        assert_eq!(
+            verdict(true, Some(Severity::Warning)),
+            "serves with warnings"
+        );
+        // Served in part (a path lost to a conflict): serves, with the error to read.
+        assert_eq!(verdict(true, Some(Severity::Error)), "serves with warnings");
+        assert_eq!(verdict(false, Some(Severity::Error)), "refused");
+        assert_eq!(
+            verdict(false, Some(Severity::Warning)),
+            "serves with warnings"
+        );
+        assert_eq!(verdict(false, None), "serves");
+    }
+
+    #[test]
+    fn annotation_status_comes_from_the_diagnostics_naming_it() {
+        let object = ObjectRef::namespaced("Ingress", "shop", "web");
+        let key = "nginx.ingress.kubernetes.io/auth-url";
+        let warning = Diagnostic::warning(
+            object.clone(),
+            annotation_field(key),
+            Reason::UnsupportedAnnotation,
+            "w",
+        );
+        let error = Diagnostic::error(
+            object.clone(),
+            annotation_field(key),
+            Reason::UnsupportedAnnotation,
+            "e",
+        );
+        let other = Diagnostic::error(object, "spec.rules[0]", Reason::InvalidSpec, "x");
+        assert_eq!(AnnotationDescription::of(key, &[&other]).status, "ok");
+        assert_eq!(
+            AnnotationDescription::of(key, &[&warning, &other]).status,
+            "warning"
+        );
+        let worst = AnnotationDescription::of(key, &[&warning, &error]);
+        assert_eq!(worst.status, "refused");
+        assert_eq!(worst.reason.as_deref(), Some("UnsupportedAnnotation"));
+        let invalid = Diagnostic::error(
+            ObjectRef::namespaced("Ingress", "shop", "web"),
+            annotation_field(key),
+            Reason::InvalidAnnotation,
+            "bad value",
+        );
+        assert_eq!(
+            AnnotationDescription::of(key, &[&invalid]).status,
+            "invalid value"
+        );
+        assert!(is_answered_prefix("haproxy.org/server-ssl"));
+        assert!(!is_answered_prefix(
+            "kubectl.kubernetes.io/last-applied-configuration"
+        ));
+        assert!(!is_answered_prefix("kubernetes.io/ingress.class"));
+    }
 }

@@ -21,7 +21,7 @@ pub struct ObjectRef {
     /// `Ingress`, `Secret`, `Service`, `IngressClass`, `IngressClassParams`, `EndpointSlice`, or
     /// `File` for a manifest or certificate file that could not be read.
     pub kind: String,
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     pub name: String,
 }
 
@@ -81,11 +81,21 @@ pub enum Reason {
     InvalidParams,
     /// A previously good version of the object is still being served.
     LastGoodKept,
+    /// An annotation Portcullis knows but does not support (docs/migrating.md): as an error,
+    /// the Ingress is refused (not served at all); as a warning, it is served without it.
+    UnsupportedAnnotation,
+    /// An annotation under one of the prefixes Portcullis answers for that is in none of its
+    /// tables: under `portcullis.io/` an error that refuses the Ingress (a typo), elsewhere a
+    /// warning.
+    UnknownAnnotation,
+    /// An object of an API version Kubernetes removed (an `extensions/v1beta1` or
+    /// `networking.k8s.io/v1beta1` Ingress in a manifest): not read, so not served.
+    UnsupportedApiVersion,
 }
 
 impl Reason {
     /// Stable label for metrics and the Event `reason` field.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::InvalidManifest => "InvalidManifest",
             Reason::InvalidAnnotation => "InvalidAnnotation",
@@ -99,6 +109,9 @@ impl Reason {
             Reason::NotAllowed => "NotAllowed",
             Reason::InvalidParams => "InvalidParams",
             Reason::LastGoodKept => "LastGoodKept",
+            Reason::UnsupportedAnnotation => "UnsupportedAnnotation",
+            Reason::UnknownAnnotation => "UnknownAnnotation",
+            Reason::UnsupportedApiVersion => "UnsupportedApiVersion",
         }
     }
 }

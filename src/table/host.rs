@@ -50,7 +50,8 @@ impl HostMatch {
     }
 
     /// Does this match `host` (already normalized with [`normalize_host`])?
-    pub fn matches(&self, host: &str) -> bool {
+    #[cfg(test)]
+    fn matches(&self, host: &str) -> bool {
         match self {
             HostMatch::Any => true,
             HostMatch::Exact(h) => h == host,
@@ -71,7 +72,7 @@ impl fmt::Display for HostMatch {
 
 /// The parent domain a one-label wildcard would need to match `host`: `a.b.c` → `b.c`.
 /// `None` when `host` has a single label (a wildcard never matches it).
-pub fn wildcard_parent(host: &str) -> Option<&str> {
+pub(crate) fn wildcard_parent(host: &str) -> Option<&str> {
     let (first, rest) = host.split_once('.')?;
     if first.is_empty() || rest.is_empty() {
         None

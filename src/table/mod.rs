@@ -156,10 +156,10 @@ pub struct RouteTable {
     catch_all: Option<Arc<VirtualHost>>,
     /// `--default-certificate` or IngressClassParams `defaultCertificate`; when `None` the proxy
     /// uses its own self-signed certificate.
-    pub default_certificate: Option<Certificate>,
+    pub(crate) default_certificate: Option<Certificate>,
     /// Certificates from `--cert-dir`, chosen by SAN for hosts without their own.
     pub cert_dir: Vec<Certificate>,
-    pub class: ClassSettings,
+    pub(crate) class: ClassSettings,
 }
 
 impl RouteTable {
@@ -203,7 +203,7 @@ impl RouteTable {
     }
 
     /// The virtual host for an HTTP request's host (normalized): exact, wildcard, catch-all.
-    pub fn vhost_for(&self, host: Option<&str>) -> Option<&Arc<VirtualHost>> {
+    pub(crate) fn vhost_for(&self, host: Option<&str>) -> Option<&Arc<VirtualHost>> {
         host.and_then(|h| self.route_sni(h))
             .or(self.catch_all.as_ref())
     }
@@ -263,7 +263,7 @@ impl RouteTable {
     /// Every endpoint address in the table (for health checking), sorted and de-duplicated.
     /// Terminating ones too: they may be picked when no ready one is left, so their health
     /// must already be known by then.
-    pub fn endpoints(&self) -> Vec<SocketAddr> {
+    pub(crate) fn endpoints(&self) -> Vec<SocketAddr> {
         let mut all: Vec<SocketAddr> = self
             .upstreams()
             .iter()

@@ -22,7 +22,7 @@ pub enum TlsMode {
 
 impl TlsMode {
     /// The annotation value for this mode.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TlsMode::Terminate => "terminate",
             TlsMode::Passthrough => "passthrough",
@@ -50,7 +50,7 @@ impl PathMatch {
     }
 
     /// Does this rule match the request path (without query)?
-    pub fn matches(&self, request_path: &str) -> bool {
+    pub(crate) fn matches(&self, request_path: &str) -> bool {
         match self {
             PathMatch::Exact(p) => p == request_path,
             PathMatch::Prefix(p) => {
@@ -61,7 +61,7 @@ impl PathMatch {
     }
 
     /// Precedence among matching rules: longer wins, and at equal length `Exact` wins.
-    pub fn precedence(&self) -> (usize, bool) {
+    pub(crate) fn precedence(&self) -> (usize, bool) {
         match self {
             PathMatch::Exact(p) => (p.len(), true),
             PathMatch::Prefix(p) => (p.len(), false),
@@ -69,7 +69,7 @@ impl PathMatch {
     }
 
     /// The spec's `pathType` name.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             PathMatch::Exact(_) => "Exact",
             PathMatch::Prefix(_) => "Prefix",
@@ -77,7 +77,7 @@ impl PathMatch {
     }
 
     /// The path as the user wrote it (a Prefix of `/` shows as `/`).
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         match self {
             PathMatch::Exact(p) => p,
             PathMatch::Prefix(p) if p.is_empty() => "/",

@@ -123,7 +123,7 @@ pub struct Cursor(AtomicUsize);
 
 impl Cursor {
     /// Returns the current position and advances it.
-    pub fn next(&self) -> usize {
+    pub(crate) fn next(&self) -> usize {
         self.0.fetch_add(1, Ordering::Relaxed)
     }
 }
@@ -143,7 +143,7 @@ impl PartialEq for Cursor {
 mod duration_secs {
     use std::time::Duration;
 
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}ms", d.as_millis()))
     }
 }

@@ -10,38 +10,38 @@ use std::time::Duration;
 
 /// One HTTP request.
 #[derive(Debug)]
-pub struct HttpLog<'a> {
-    pub client: SocketAddr,
+pub(crate) struct HttpLog<'a> {
+    pub(crate) client: SocketAddr,
     /// The request's host, normalized (`-` when it had none).
-    pub host: &'a str,
-    pub method: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) method: &'a str,
     /// The path without the query (queries often carry secrets).
-    pub path: &'a str,
-    pub status: u16,
+    pub(crate) path: &'a str,
+    pub(crate) status: u16,
     /// Response body bytes sent to the client.
-    pub bytes_sent: u64,
-    pub upstream: Option<SocketAddr>,
+    pub(crate) bytes_sent: u64,
+    pub(crate) upstream: Option<SocketAddr>,
     /// `http` (:80), `terminate`, `reencrypt`.
-    pub mode: &'static str,
+    pub(crate) mode: &'static str,
     /// From sending the request upstream to the response head.
-    pub upstream_time: Option<Duration>,
+    pub(crate) upstream_time: Option<Duration>,
     /// From the request head to the end of the response body.
-    pub total_time: Duration,
+    pub(crate) total_time: Duration,
     /// Why the proxy answered itself (`ProxyError::label`), if it did.
-    pub error: Option<&'static str>,
+    pub(crate) error: Option<&'static str>,
 }
 
 /// One TCP (pass-through) connection.
 #[derive(Debug)]
-pub struct TcpLog<'a> {
-    pub client: SocketAddr,
-    pub sni: Option<&'a str>,
-    pub upstream: Option<SocketAddr>,
-    pub bytes_from_client: u64,
-    pub bytes_to_client: u64,
-    pub duration: Duration,
+pub(crate) struct TcpLog<'a> {
+    pub(crate) client: SocketAddr,
+    pub(crate) sni: Option<&'a str>,
+    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) bytes_from_client: u64,
+    pub(crate) bytes_to_client: u64,
+    pub(crate) duration: Duration,
     /// How it ended: `closed`, `client-reset`, `upstream-reset`, `connect-failed`, `no-endpoint`...
-    pub termination: &'static str,
+    pub(crate) termination: &'static str,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -54,12 +54,12 @@ fn addr(a: Option<SocketAddr>) -> String {
 
 /// Whether HTTP access lines are logged at all (target `access` at INFO enabled), so callers can
 /// skip gathering the fields when they are not.
-pub fn http_enabled() -> bool {
+pub(crate) fn http_enabled() -> bool {
     tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
 /// Logs one HTTP request at target `access`.
-pub fn http(line: &HttpLog<'_>) {
+pub(crate) fn http(line: &HttpLog<'_>) {
     tracing::info!(
         target: "access",
         kind = "http",
@@ -78,7 +78,7 @@ pub fn http(line: &HttpLog<'_>) {
 }
 
 /// Logs one TCP connection at target `access`.
-pub fn tcp(line: &TcpLog<'_>) {
+pub(crate) fn tcp(line: &TcpLog<'_>) {
     tracing::info!(
         target: "access",
         kind = "tcp",

@@ -26,21 +26,19 @@ use crate::table::diagnostic::{Diagnostic, Severity};
 
 /// Which listener / mode a data-plane event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Plain HTTP on :80.
     Http,
     Terminate,
-    Passthrough,
     Reencrypt,
 }
 
 impl Mode {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Mode::Http => "http",
             Mode::Terminate => "terminate",
-            Mode::Passthrough => "passthrough",
             Mode::Reencrypt => "reencrypt",
         }
     }
@@ -48,7 +46,7 @@ impl Mode {
 
 /// Why a :443 connection was closed before a route was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HelloRejection {
+pub(crate) enum HelloRejection {
     Timeout,
     Malformed,
     TooLarge,
@@ -57,7 +55,7 @@ pub enum HelloRejection {
 
 impl HelloRejection {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             HelloRejection::Timeout => "timeout",
             HelloRejection::Malformed => "malformed",
@@ -70,7 +68,7 @@ impl HelloRejection {
 /// The class of an HTTP status code: the `code` label of `portcullis_http_requests_total`
 /// (classes, not codes, keep the series count small).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StatusClass {
+pub(crate) enum StatusClass {
     Informational,
     Success,
     Redirection,
@@ -82,7 +80,7 @@ pub enum StatusClass {
 
 impl StatusClass {
     /// The class of `status`.
-    pub fn of(status: u16) -> StatusClass {
+    pub(crate) fn of(status: u16) -> StatusClass {
         match status {
             100..=199 => StatusClass::Informational,
             200..=299 => StatusClass::Success,
@@ -94,7 +92,7 @@ impl StatusClass {
     }
 
     /// The label value: `"1xx"` .. `"5xx"`, or `"other"`.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             StatusClass::Informational => "1xx",
             StatusClass::Success => "2xx",
@@ -108,7 +106,7 @@ impl StatusClass {
 
 /// Direction of spliced bytes, relative to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
+enum Direction {
     /// Bytes the client sent (towards the upstream).
     FromClient,
     /// Bytes sent to the client (from the upstream).
@@ -117,7 +115,7 @@ pub enum Direction {
 
 impl Direction {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Direction::FromClient => "from_client",
             Direction::ToClient => "to_client",
@@ -127,14 +125,14 @@ impl Direction {
 
 /// Outcome of a TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HandshakeResult {
+enum HandshakeResult {
     Ok,
     Error,
 }
 
 impl HandshakeResult {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             HandshakeResult::Ok => "ok",
             HandshakeResult::Error => "error",
@@ -240,15 +238,14 @@ fn control_plane_buckets() -> Histogram {
 /// Handles on the `portcullis_http_requests` counter of one (host, mode, status class) and on
 /// the mode's `portcullis_http_request_duration` histogram.
 #[derive(Debug, Clone)]
-pub struct HttpRequestSeries {
+pub(crate) struct HttpRequestSeries {
     requests: Counter,
     duration: Histogram,
 }
 
 impl HttpRequestSeries {
-    /// One request answered in `duration`: the same as [`Metrics::http_request`] with this
-    /// series' labels.
-    pub fn record(&self, duration: Duration) {
+    /// One request answered in `duration`, with this series' labels.
+    pub(crate) fn record(&self, duration: Duration) {
         self.requests.inc();
         self.duration.observe(duration.as_secs_f64());
     }
@@ -393,10 +390,10 @@ impl Metrics {
 
     // === data plane ===
 
-    /// One HTTP request answered. `host` is the virtual host's name from the table (e.g.
-    /// `HostMatch`'s display, `*` for the catch-all), never a raw `Host` header, so the label
-    /// stays bounded; the status is recorded by class.
-    pub fn http_request(&self, host: &str, mode: Mode, status: u16, duration: Duration) {
+    /// One HTTP request answered, without keeping the series (the unit tests' shorthand for
+    /// [`Metrics::http_request_series`] then [`HttpRequestSeries::record`]).
+    #[cfg(test)]
+    fn http_request(&self, host: &str, mode: Mode, status: u16, duration: Duration) {
         self.http_requests
             .get_or_create(&HttpRequestLabels {
                 host: host.to_string(),
@@ -409,11 +406,18 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    /// The series one HTTP request is recorded in (see [`Metrics::http_request`]), as handles
+    /// The series one HTTP request is recorded in. `host` is the virtual host's name from the
+    /// table (e.g. `HostMatch`'s display, `*` for the catch-all), never a raw `Host` header, so
+    /// the label stays bounded; the status is recorded by class. Returned as handles
     /// that a caller keeps while it records many requests to the same series (one keep-alive
     /// connection to one host): recording through [`HttpRequestSeries::record`] costs no label
     /// hashing and no allocation.
-    pub fn http_request_series(&self, host: &str, mode: Mode, status: u16) -> HttpRequestSeries {
+    pub(crate) fn http_request_series(
+        &self,
+        host: &str,
+        mode: Mode,
+        status: u16,
+    ) -> HttpRequestSeries {
         HttpRequestSeries {
             requests: self.http_requests.get_or_create_owned(&HttpRequestLabels {
                 host: host.to_string(),
@@ -427,7 +431,7 @@ impl Metrics {
     }
 
     /// One TCP (pass-through) connection ended.
-    pub fn tcp_connection(&self, host: &str, bytes_from_client: u64, bytes_to_client: u64) {
+    pub(crate) fn tcp_connection(&self, host: &str, bytes_from_client: u64, bytes_to_client: u64) {
         self.tcp_connections
             .get_or_create(&HostLabels {
                 host: host.to_string(),
@@ -447,7 +451,7 @@ impl Metrics {
     }
 
     /// A TLS handshake finished (ok or not) for a terminated/re-encrypted host.
-    pub fn handshake(&self, mode: Mode, ok: bool) {
+    pub(crate) fn handshake(&self, mode: Mode, ok: bool) {
         let result = if ok {
             HandshakeResult::Ok
         } else {
@@ -459,19 +463,19 @@ impl Metrics {
     }
 
     /// A :443 connection closed before routing.
-    pub fn hello_rejected(&self, why: HelloRejection) {
+    pub(crate) fn hello_rejected(&self, why: HelloRejection) {
         self.client_hello_rejected
             .get_or_create(&RejectionLabels { reason: why })
             .inc();
     }
 
     /// A connection refused because the connection limit was reached.
-    pub fn connection_limited(&self) {
+    pub(crate) fn connection_limited(&self) {
         self.connections_limited.inc();
     }
 
     /// Health of one endpoint changed (or was first seen): `portcullis_upstream_healthy`.
-    pub fn upstream_health(&self, addr: SocketAddr, healthy: bool) {
+    pub(crate) fn upstream_health(&self, addr: SocketAddr, healthy: bool) {
         self.upstream_healthy
             .get_or_create(&EndpointLabels {
                 endpoint: addr.to_string(),
@@ -480,7 +484,7 @@ impl Metrics {
     }
 
     /// The endpoint left the routing table: drop its `portcullis_upstream_healthy` series.
-    pub fn remove_upstream(&self, addr: SocketAddr) {
+    pub(crate) fn remove_upstream(&self, addr: SocketAddr) {
         self.upstream_healthy.remove(&EndpointLabels {
             endpoint: addr.to_string(),
         });
@@ -489,25 +493,25 @@ impl Metrics {
     // === control plane ===
 
     /// A new routing table is live; `generation` counts tables swapped in since start.
-    pub fn config_generation(&self, generation: u64) {
+    pub(crate) fn config_generation(&self, generation: u64) {
         self.config_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
     /// One build of the routing table took `duration` (model build only, not the hold-off).
-    pub fn rebuild(&self, duration: Duration) {
+    pub(crate) fn rebuild(&self, duration: Duration) {
         self.rebuild_duration.observe(duration.as_secs_f64());
     }
 
     /// The newest object change reached the live table after `latency` (hold-off + build +
     /// swap).
-    pub fn change_to_live(&self, latency: Duration) {
+    pub(crate) fn change_to_live(&self, latency: Duration) {
         self.change_to_live.observe(latency.as_secs_f64());
     }
 
     /// Replaces the `portcullis_diagnostics` gauges with the counts of this build's
     /// diagnostics; series of reason/severity pairs absent from this build are removed.
-    pub fn diagnostics(&self, diagnostics: &[Diagnostic]) {
+    pub(crate) fn diagnostics(&self, diagnostics: &[Diagnostic]) {
         let mut counts: HashMap<DiagnosticLabels, i64> = HashMap::new();
         for d in diagnostics {
             *counts
@@ -533,7 +537,7 @@ impl Metrics {
     }
 
     /// Sets `portcullis_objects{kind}` for one kind (e.g. `Ingress`).
-    pub fn objects(&self, kind: &str, count: usize) {
+    fn objects(&self, kind: &str, count: usize) {
         self.objects
             .get_or_create(&ObjectLabels {
                 kind: kind.to_string(),
@@ -542,7 +546,7 @@ impl Metrics {
     }
 
     /// Sets `portcullis_objects` for every kind a [`Snapshot`] holds.
-    pub fn snapshot_objects(&self, snapshot: &Snapshot) {
+    pub(crate) fn snapshot_objects(&self, snapshot: &Snapshot) {
         self.objects("Ingress", snapshot.ingresses.len());
         self.objects("IngressClass", snapshot.classes.len());
         self.objects("Secret", snapshot.secrets.len());

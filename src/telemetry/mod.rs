@@ -2,6 +2,6 @@
 //! Prometheus metrics, and the access log. Read by every stage; it reads none of them but the
 //! table's vocabulary (hosts, diagnostics) it reports on.
 
-pub mod access_log;
+pub(crate) mod access_log;
 pub mod admin;
 pub mod metrics;

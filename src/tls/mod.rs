@@ -3,4 +3,4 @@
 
 pub mod self_signed;
 pub mod server_config;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -14,7 +14,7 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use crate::table::certificates::{Certificate, CertificateInfo};
 
 /// Common name of the fallback certificate.
-pub const COMMON_NAME: &str = "Portcullis default certificate";
+const COMMON_NAME: &str = "Portcullis default certificate";
 
 /// How long the fallback certificate is valid (it is regenerated at every start).
 const VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);

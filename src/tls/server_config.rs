@@ -30,7 +30,7 @@ use crate::table::{CertificateChoice, ClassSettings, RouteTable};
 const SESSION_CACHE_SIZE: usize = 4096;
 
 /// ALPN protocols offered to clients, in our preference order.
-pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Why a table's TLS policy could not be turned into a server config.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ impl TlsServerState {
     /// use. A TLS policy rustls refuses is logged and replaced by the provider's defaults (all
     /// AEAD, forward-secret suites, keeping the minimum version) rather than failing every
     /// handshake. An error is returned only if even rustls' defaults are refused.
-    pub fn config_for(
+    pub(crate) fn config_for(
         &self,
         table: &Arc<RouteTable>,
         fallback: &Certificate,
@@ -112,7 +112,7 @@ impl TlsServerState {
     /// makes of it: borrowed, so a handshake copies none of its metadata. A connection compares
     /// it with the certificate it negotiated to learn whether the live table still serves it
     /// on the same terms.
-    pub fn with_certificate<R>(
+    pub(crate) fn with_certificate<R>(
         &self,
         table: &Arc<RouteTable>,
         fallback: &Certificate,
@@ -235,8 +235,9 @@ fn suite_has_name(suite: SupportedCipherSuite, name: &str) -> bool {
 }
 
 /// Whether `name` (IANA or rustls spelling) is a cipher suite this build supports: for the
-/// model, to diagnose a bad `cipherSuites` entry.
-pub fn is_supported_cipher_suite(name: &str) -> bool {
+/// model, to diagnose a bad `cipherSuites` entry (only the unit tests call it so far).
+#[cfg(test)]
+fn is_supported_cipher_suite(name: &str) -> bool {
     aws_lc_rs::default_provider()
         .cipher_suites
         .iter()
@@ -246,7 +247,7 @@ pub fn is_supported_cipher_suite(name: &str) -> bool {
 // === impl CertificateResolver ===
 
 /// Picks the certificate for a handshake from one routing table (see the module docs).
-pub struct CertificateResolver {
+struct CertificateResolver {
     table: Arc<RouteTable>,
     /// `--cert-dir` certificates by exact DNS SAN.
     dir_exact: HashMap<String, Certificate>,
@@ -270,7 +271,7 @@ impl std::fmt::Debug for CertificateResolver {
 
 impl CertificateResolver {
     /// Indexes `table`'s certificates; `fallback` is used when the table has no default.
-    pub fn new(table: Arc<RouteTable>, fallback: &Certificate) -> Self {
+    fn new(table: Arc<RouteTable>, fallback: &Certificate) -> Self {
         let mut dir_exact = HashMap::new();
         let mut dir_wildcard = HashMap::new();
         for cert in &table.cert_dir {
@@ -298,7 +299,7 @@ impl CertificateResolver {
     }
 
     /// The certificate for a normalized SNI (`None`: no SNI).
-    pub fn choose(&self, sni: Option<&str>) -> &Certificate {
+    fn choose(&self, sni: Option<&str>) -> &Certificate {
         let Some(sni) = sni else {
             return &self.default;
         };

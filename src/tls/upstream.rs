@@ -34,7 +34,7 @@ fn builder(
 
 /// The client config for re-encrypting to an upstream with these TLS settings. Build it once
 /// per distinct `BackendTls` and keep it (it carries the session-resumption cache).
-pub fn client_config(tls: &BackendTls) -> Arc<ClientConfig> {
+pub(crate) fn client_config(tls: &BackendTls) -> Arc<ClientConfig> {
     let provider = provider();
     let mut config = if tls.verify {
         let roots = match &tls.ca {
@@ -51,19 +51,6 @@ pub fn client_config(tls: &BackendTls) -> Arc<ClientConfig> {
             .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// A config that accepts any server certificate (handshake signatures still checked), for TLS
-/// health probes (`ssl-hello-chk` style): the probe asks "does it speak TLS", not "is it
-/// trusted". `sni_less` turns off SNI, for probing with no host name. No ALPN is offered.
-pub fn accept_any_config(sni_less: bool) -> Arc<ClientConfig> {
-    let provider = provider();
-    let mut config = builder(&provider)
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new(provider.clone())))
-        .with_no_client_auth();
-    config.enable_sni = !sni_less;
     Arc::new(config)
 }
 
@@ -92,13 +79,13 @@ fn ca_roots(ca: &[CertificateDer<'static>]) -> RootCertStore {
 /// it only keeps the handshake well-formed). Use it only where the user asked for no
 /// verification.
 #[derive(Debug)]
-pub struct AcceptAnyServerCert {
+pub(crate) struct AcceptAnyServerCert {
     provider: Arc<CryptoProvider>,
 }
 
 impl AcceptAnyServerCert {
     /// Checks handshake signatures with `provider`'s algorithms.
-    pub fn new(provider: Arc<CryptoProvider>) -> Self {
+    pub(crate) fn new(provider: Arc<CryptoProvider>) -> Self {
         AcceptAnyServerCert { provider }
     }
 }

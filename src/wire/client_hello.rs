@@ -91,7 +91,7 @@ pub fn parse(buf: &[u8], max: usize) -> Result<ClientHello, HelloError> {
 /// header), until `buf` starts with a complete ClientHello, under one `deadline` for all reads.
 ///
 /// `buf` never grows beyond `max` bytes. On success it holds every byte read, ready to replay.
-pub async fn read_client_hello<IO>(
+pub(crate) async fn read_client_hello<IO>(
     io: &mut IO,
     buf: &mut Vec<u8>,
     max: usize,

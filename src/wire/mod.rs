@@ -49,6 +49,6 @@ macro_rules! write_through {
 pub(crate) use write_through;
 
 pub mod client_hello;
-pub mod host_name;
-pub mod prefixed_io;
+pub(crate) mod host_name;
+pub(crate) mod prefixed_io;
 pub mod proxy_protocol;

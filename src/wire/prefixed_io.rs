@@ -11,14 +11,14 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// An I/O stream whose reads first return `prefix`, then read from `io`. Writes go straight to
 /// `io`.
 #[derive(Debug)]
-pub struct PrefixedIo<IO> {
+pub(crate) struct PrefixedIo<IO> {
     prefix: Bytes,
     io: IO,
 }
 
 impl<IO> PrefixedIo<IO> {
     /// Wraps `io` so that reads return `prefix` first.
-    pub fn new(prefix: impl Into<Bytes>, io: IO) -> Self {
+    pub(crate) fn new(prefix: impl Into<Bytes>, io: IO) -> Self {
         PrefixedIo {
             prefix: prefix.into(),
             io,
@@ -26,17 +26,13 @@ impl<IO> PrefixedIo<IO> {
     }
 
     /// The bytes not yet replayed.
-    pub fn prefix(&self) -> &[u8] {
+    #[cfg(test)]
+    fn prefix(&self) -> &[u8] {
         &self.prefix
     }
 
-    /// The underlying stream.
-    pub fn get_ref(&self) -> &IO {
-        &self.io
-    }
-
     /// Returns the unreplayed prefix and the underlying stream.
-    pub fn into_parts(self) -> (Bytes, IO) {
+    pub(crate) fn into_parts(self) -> (Bytes, IO) {
         (self.prefix, self.io)
     }
 }

@@ -72,14 +72,14 @@ pub enum ProxyProtocolError {
 }
 
 /// Whether `peer` may send us a PROXY header (`trusted_proxy_protocol`).
-pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     let peer = peer.to_canonical();
     trusted.iter().any(|net| net.contains(&peer))
 }
 
 /// The client address of a new connection: `peer` itself, or, when `peer` is trusted, the source
 /// of the PROXY header it must send first. Bytes read past the header are left in `buf`.
-pub async fn client_address<IO>(
+pub(crate) async fn client_address<IO>(
     io: &mut IO,
     peer: SocketAddr,
     trusted: &[IpNet],
@@ -100,7 +100,7 @@ where
 
 /// Reads one PROXY header (v1 or v2) from `io` under `deadline`, appending to `buf`. On success
 /// the header is removed from `buf`, which keeps any bytes read past it.
-pub async fn read_header<IO>(
+async fn read_header<IO>(
     io: &mut IO,
     buf: &mut Vec<u8>,
     deadline: Instant,
@@ -267,7 +267,11 @@ fn decode_v2(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyProtocolError> {
 }
 
 /// Encodes the header `version` for a connection from `source` to `destination`.
-pub fn encode(version: ProxyProtocol, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+pub(crate) fn encode(
+    version: ProxyProtocol,
+    source: SocketAddr,
+    destination: SocketAddr,
+) -> Vec<u8> {
     match version {
         ProxyProtocol::V1 => encode_v1(source, destination),
         ProxyProtocol::V2 => encode_v2(source, destination),

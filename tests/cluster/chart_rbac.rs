@@ -1,6 +1,7 @@
 //! The Helm chart's RBAC grants exactly what `portcullis::cluster::rbac::grants` derives from
 //! `API_ACCESS`: nothing missing, nothing extra, and at the right scope. (That the code makes
-//! only those calls, and all of them, is held by the mocked API server of tests/cluster/cluster_api.rs.)
+//! only those calls, and all of them, is held by the mocked API server of tests/support/mock_api.rs
+//! and the whole-life tests of tests/cluster/rbac.rs.)
 //!
 //! The chart is rendered with the helm binary at `$HELM`, or `helm` on PATH (.ci/packaging.sh
 //! installs one and exports `HELM`). Without helm, the default-values case reads

@@ -1,9 +1,16 @@
-//! Cluster mode against a mocked Kubernetes API server (watches, status, Events, leases,
-//! the RBAC the code uses), and the packaged CRD and chart checked against the code.
+//! Cluster mode against a mocked Kubernetes API server (tests/support/mock_api.rs): the source's
+//! watches, the publisher's status and Events, leases, the assembled controller, a rollout, and
+//! the RBAC the code uses; and the packaged CRD and chart checked against the code.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod chart_rbac;
-mod cluster_api;
+mod controller;
 mod crd_drift;
+mod lease;
+mod rbac;
+mod refused_status;
+mod rollout;
+mod source;
+mod status;

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::backends;
-use crate::support::http_harness::{self as h, get};
+use crate::support::http::get;
+use crate::support::in_process::Proxy;
 use crate::support::wait::wait_until;
 
 #[derive(Clone, Default)]
@@ -35,15 +36,15 @@ async fn http_lines_have_named_fields() {
     .unwrap();
 
     let backend = backends::http("a").await;
-    let front = h::plain_one("a.example", &[backend.addr]).await;
+    let proxy = Proxy::start_one("a.example", &[backend.addr]).await;
     assert_eq!(
-        get(front.addr, "A.example", "/logged?secret=1", &[])
+        get(proxy.http, "A.example", "/logged?secret=1", &[])
             .await
             .status,
         200
     );
     assert_eq!(
-        get(front.addr, "nowhere.example", "/x", &[]).await.status,
+        get(proxy.http, "nowhere.example", "/x", &[]).await.status,
         404
     );
 

@@ -14,7 +14,7 @@ use portcullis::telemetry::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::support::portcullis::{get, status_of};
+use crate::support::http::{admin_get, status_of};
 use crate::support::wait::wait_until;
 
 #[tokio::test]
@@ -41,7 +41,7 @@ async fn readyz_follows_the_first_table_and_shutdown() {
     );
 
     assert_eq!(status_of(addr, "/healthz").await, 200);
-    let readyz = get(addr, "/readyz").await.unwrap();
+    let readyz = admin_get(addr, "/readyz").await.unwrap();
     assert_eq!(readyz.status, 503);
     assert_eq!(status_of(addr, "/table").await, 503);
 
@@ -53,13 +53,13 @@ async fn readyz_follows_the_first_table_and_shutdown() {
         .await,
         "/readyz turns 200 once the first table is live"
     );
-    let table = get(addr, "/table").await.unwrap();
+    let table = admin_get(addr, "/table").await.unwrap();
     assert_eq!(table.status, 200);
-    assert_eq!(table.header("content-type"), Some("application/json"));
+    assert_eq!(table.header("content-type"), "application/json");
 
-    let metrics = get(addr, "/metrics").await.unwrap();
+    let metrics = admin_get(addr, "/metrics").await.unwrap();
     assert_eq!(metrics.status, 200);
-    assert_eq!(metrics.header("content-type"), Some(METRICS_CONTENT_TYPE));
+    assert_eq!(metrics.header("content-type"), METRICS_CONTENT_TYPE);
     assert_eq!(status_of(addr, "/nope").await, 404);
 
     status.set_draining();

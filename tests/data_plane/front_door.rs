@@ -4,14 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::in_process::{
-    Proxy, certificate, client_hello_bytes, insecure_client_config, peer_leaf, table,
-    terminate_vhost, tls_connect,
-};
+use crate::support::fixture::{Tables, certificate, tcp_upstream};
+use crate::support::http::{client_hello_bytes, insecure_client_config, peer_leaf, tls_connect};
+use crate::support::in_process::Proxy;
 use crate::support::pki::Ca;
-use portcullis::table::{
-    CertificateChoice, ClassSettings, LimitSettings, RouteTable, TimeoutSettings,
-};
+use portcullis::table::{ClassSettings, LimitSettings, TimeoutSettings};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,20 +51,11 @@ async fn vhost_certificates_by_sni_exact_and_wildcard() {
     let ca = Ca::new("test ca");
     let foo = ca.leaf(&["foo.example.com"]);
     let wild = ca.leaf(&["*.wild.example.com"]);
-    let proxy = Proxy::start(table(
-        vec![
-            terminate_vhost(
-                "foo.example.com",
-                CertificateChoice::Own(certificate(&foo, &["foo.example.com"])),
-            ),
-            terminate_vhost(
-                "*.wild.example.com",
-                CertificateChoice::Own(certificate(&wild, &["*.wild.example.com"])),
-            ),
-        ],
-        ClassSettings::default(),
-    ))
-    .await;
+    let table = Tables::new()
+        .terminate("foo.example.com", &foo)
+        .terminate("*.wild.example.com", &wild)
+        .build();
+    let proxy = Proxy::start(table).await;
     let config = ca.client_config(&[b"http/1.1"]);
     let tls = tls_connect(proxy.https, config.clone(), "foo.example.com")
         .await
@@ -83,14 +71,7 @@ async fn vhost_certificates_by_sni_exact_and_wildcard() {
 async fn unknown_and_missing_sni_get_the_fallback_which_names_no_host() {
     let ca = Ca::new("test ca");
     let foo = ca.leaf(&["foo.example.com"]);
-    let proxy = Proxy::start(table(
-        vec![terminate_vhost(
-            "foo.example.com",
-            CertificateChoice::Own(certificate(&foo, &["foo.example.com"])),
-        )],
-        ClassSettings::default(),
-    ))
-    .await;
+    let proxy = Proxy::start(Tables::new().terminate("foo.example.com", &foo).build()).await;
     let fallback = proxy.fallback.key.cert[0].clone();
     for sni in [true, false] {
         let tls = tls_connect(
@@ -115,13 +96,10 @@ async fn unknown_and_missing_sni_get_the_fallback_which_names_no_host() {
 async fn unknown_sni_gets_the_tables_default_certificate_when_set() {
     let ca = Ca::new("test ca");
     let default = ca.leaf(&["default.example.com"]);
-    let proxy = Proxy::start(RouteTable::new(
-        Vec::new(),
-        Some(certificate(&default, &["default.example.com"])),
-        Vec::new(),
-        ClassSettings::default(),
-    ))
-    .await;
+    let table = Tables::new()
+        .default_certificate(certificate(&default, &["default.example.com"]))
+        .build();
+    let proxy = Proxy::start(table).await;
     let tls = tls_connect(
         proxy.https,
         insecure_client_config(&[], true),
@@ -136,16 +114,11 @@ async fn unknown_sni_gets_the_tables_default_certificate_when_set() {
 async fn cert_dir_certificate_covers_a_host_without_its_own() {
     let ca = Ca::new("test ca");
     let dir = ca.leaf(&["*.dir.example.com"]);
-    let proxy = Proxy::start(RouteTable::new(
-        vec![terminate_vhost(
-            "a.dir.example.com",
-            CertificateChoice::Default,
-        )],
-        None,
-        vec![certificate(&dir, &["*.dir.example.com"])],
-        ClassSettings::default(),
-    ))
-    .await;
+    let table = Tables::new()
+        .http("a.dir.example.com")
+        .cert_dir(vec![certificate(&dir, &["*.dir.example.com"])])
+        .build();
+    let proxy = Proxy::start(table).await;
     let tls = tls_connect(proxy.https, ca.client_config(&[]), "a.dir.example.com")
         .await
         .expect("verified with the cert-dir certificate");
@@ -156,14 +129,7 @@ async fn cert_dir_certificate_covers_a_host_without_its_own() {
 async fn alpn_h2_is_negotiated_when_offered() {
     let ca = Ca::new("test ca");
     let foo = ca.leaf(&["foo.example.com"]);
-    let proxy = Proxy::start(table(
-        vec![terminate_vhost(
-            "foo.example.com",
-            CertificateChoice::Own(certificate(&foo, &["foo.example.com"])),
-        )],
-        ClassSettings::default(),
-    ))
-    .await;
+    let proxy = Proxy::start(Tables::new().terminate("foo.example.com", &foo).build()).await;
     let tls = tls_connect(
         proxy.https,
         ca.client_config(&[b"h2", b"http/1.1"]),
@@ -187,15 +153,7 @@ async fn rotated_certificate_is_served_on_the_next_handshake() {
     let ca = Ca::new("test ca");
     let old = ca.leaf(&["foo.example.com"]);
     let new = ca.leaf(&["foo.example.com"]);
-    let with = |leaf| {
-        table(
-            vec![terminate_vhost(
-                "foo.example.com",
-                CertificateChoice::Own(certificate(leaf, &["foo.example.com"])),
-            )],
-            ClassSettings::default(),
-        )
-    };
+    let with = |leaf| Tables::new().terminate("foo.example.com", leaf).build();
     let proxy = Proxy::start(with(&old)).await;
     let config = ca.client_config(&[]);
     let tls = tls_connect(proxy.https, config.clone(), "foo.example.com")
@@ -213,12 +171,7 @@ async fn rotated_certificate_is_served_on_the_next_handshake() {
 async fn tls12_client_and_tls13_minimum() {
     let ca = Ca::new("test ca");
     let foo = ca.leaf(&["foo.example.com"]);
-    let vhosts = || {
-        vec![terminate_vhost(
-            "foo.example.com",
-            CertificateChoice::Own(certificate(&foo, &["foo.example.com"])),
-        )]
-    };
+    let foo_only = || Tables::new().terminate("foo.example.com", &foo);
     let tls12 = Arc::new(
         rustls::ClientConfig::builder_with_provider(crate::support::pki::provider())
             .with_protocol_versions(&[&rustls::version::TLS12])
@@ -226,7 +179,7 @@ async fn tls12_client_and_tls13_minimum() {
             .with_root_certificates(ca.roots())
             .with_no_client_auth(),
     );
-    let proxy = Proxy::start(table(vhosts(), ClassSettings::default())).await;
+    let proxy = Proxy::start(foo_only().build()).await;
     let tls = tls_connect(proxy.https, tls12.clone(), "foo.example.com")
         .await
         .expect("TLS 1.2 allowed by default");
@@ -234,13 +187,11 @@ async fn tls12_client_and_tls13_minimum() {
         tls.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
-    proxy.swap(table(
-        vhosts(),
-        ClassSettings {
-            tls_min_version_1_3: true,
-            ..ClassSettings::default()
-        },
-    ));
+    proxy.swap(
+        foo_only()
+            .with_class(|class| class.tls_min_version_1_3 = true)
+            .build(),
+    );
     let error = tls_connect(proxy.https, tls12, "foo.example.com")
         .await
         .expect_err("TLS 1.2 refused");
@@ -260,7 +211,7 @@ async fn truncated_hello_then_silence_is_closed_at_the_deadline() {
         },
         ..ClassSettings::default()
     };
-    let proxy = Proxy::start(table(Vec::new(), class)).await;
+    let proxy = Proxy::start(Tables::new().class(class).build()).await;
     let ca = Ca::new("unused");
     let hello = client_hello_bytes(ca.client_config(&[]), "slow.example.com");
     let mut stream = TcpStream::connect(proxy.https).await.unwrap();
@@ -284,7 +235,7 @@ async fn hello_larger_than_the_cap_is_closed() {
         },
         ..ClassSettings::default()
     };
-    let proxy = Proxy::start(table(Vec::new(), class)).await;
+    let proxy = Proxy::start(Tables::new().class(class).build()).await;
     let ca = Ca::new("unused");
     // The default hello carries a post-quantum key share: well over 1 KiB.
     let hello = client_hello_bytes(ca.client_config(&[]), "big.example.com");
@@ -294,7 +245,7 @@ async fn hello_larger_than_the_cap_is_closed() {
     assert!(closed_by_proxy(&mut stream).await);
 
     // The same hello with the default cap is fine.
-    proxy.swap(table(Vec::new(), ClassSettings::default()));
+    proxy.swap(Tables::new().build());
     tls_connect(
         proxy.https,
         insecure_client_config(&[], true),
@@ -315,14 +266,11 @@ async fn connection_limit_closes_the_excess() {
         },
         ..ClassSettings::default()
     };
-    let proxy = Proxy::start(table(
-        vec![terminate_vhost(
-            "foo.example.com",
-            CertificateChoice::Own(certificate(&foo, &["foo.example.com"])),
-        )],
-        class,
-    ))
-    .await;
+    let table = Tables::new()
+        .terminate("foo.example.com", &foo)
+        .class(class)
+        .build();
+    let proxy = Proxy::start(table).await;
     // Two connections waiting in the ClientHello phase hold both slots (accepted in order).
     let first = TcpStream::connect(proxy.https).await.unwrap();
     let _second = TcpStream::connect(proxy.https).await.unwrap();
@@ -341,23 +289,16 @@ async fn connection_limit_closes_the_excess() {
 #[tokio::test]
 async fn openssl_s_client_verifies_terminated_and_passthrough_hosts() {
     use crate::support::backends;
-    use crate::support::in_process::{passthrough_vhost, tcp_upstream};
 
     let ca = Ca::new("test ca");
     let foo = ca.leaf(&["foo.example.com"]);
     let pod = ca.leaf(&["pod.example.com"]);
     let backend = backends::tls("pod", &pod, backends::TlsOptions::default()).await;
-    let proxy = Proxy::start(table(
-        vec![
-            terminate_vhost(
-                "foo.example.com",
-                CertificateChoice::Own(certificate(&foo, &["foo.example.com"])),
-            ),
-            passthrough_vhost("pod.example.com", tcp_upstream(&[backend.addr], None)),
-        ],
-        ClassSettings::default(),
-    ))
-    .await;
+    let table = Tables::new()
+        .terminate("foo.example.com", &foo)
+        .passthrough("pod.example.com", tcp_upstream(&[backend.addr], None))
+        .build();
+    let proxy = Proxy::start(table).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();

@@ -6,26 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::backends;
-use crate::support::http_harness::{self as h, send_on};
+use crate::support::fixture::Tables;
+use crate::support::http::{Conn, Via, get};
+use crate::support::in_process::Proxy;
 use crate::support::wait::wait_until;
-use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
-use portcullis::table::ClassSettings;
-use portcullis::table::upstream::UpstreamProtocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
     let backend = backends::http("a").await;
-    let mut class = ClassSettings::default();
-    class.timeouts.header_read = Duration::from_millis(200);
-    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("a.example", up)], class), 443).await;
+    let table = Tables::one("a.example", &[backend.addr])
+        .with_class(|class| class.timeouts.header_read = Duration::from_millis(200))
+        .build();
+    let proxy = Proxy::start(table).await;
 
-    let mut stream = TcpStream::connect(front.addr).await.unwrap();
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: a.exa")
         .await
@@ -42,37 +38,24 @@ async fn slow_headers_are_cut_off() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let backend = backends::http("a").await;
-    let mut class = ClassSettings::default();
-    class.timeouts.idle = Duration::from_millis(200);
-    let up = h::upstream(&[backend.addr], UpstreamProtocol::Http);
-    let front = h::plain(h::table(vec![h::vhost("a.example", up)], class), 443).await;
+    let table = Tables::one("a.example", &[backend.addr])
+        .with_class(|class| class.timeouts.idle = Duration::from_millis(200))
+        .build();
+    let proxy = Proxy::start(table).await;
 
-    let stream = TcpStream::connect(front.addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    assert_eq!(send_on(&mut send, "a.example", "/", &[]).await.status, 200);
-    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-    assert!(ended.is_ok(), "idle connection not closed");
+    let mut conn = Conn::plain(proxy.http).await;
+    assert_eq!(conn.get("a.example", "/").await.unwrap().status, 200);
+    let ended = conn.ended_within(Duration::from_secs(5)).await;
+    assert!(ended, "idle connection not closed");
 }
 
 #[tokio::test]
 async fn shutdown_finishes_the_request_in_flight_then_closes() {
     let (backend_addr, received, release_tx, _backend) = held_backend().await;
-    let front = h::plain_one("a.example", &[backend_addr]).await;
+    let proxy = Proxy::start_one("a.example", &[backend_addr]).await;
 
-    let stream = TcpStream::connect(front.addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::get("/slow")
-        .header("host", "a.example")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let in_flight =
-        tokio::spawn(async move { h::collect(send.send_request(req).await.unwrap()).await });
+    let conn = Conn::plain(proxy.http).await;
+    let in_flight = in_flight(conn, "a.example", "/slow");
     assert!(
         wait_until(Duration::from_secs(5), || {
             let r = received.clone();
@@ -80,47 +63,36 @@ async fn shutdown_finishes_the_request_in_flight_then_closes() {
         })
         .await
     );
-    front.shutdown();
+    proxy.begin_shutdown();
     release_tx.send(()).unwrap();
-    let answer = in_flight.await.unwrap();
+    let (answer, mut conn) = in_flight.await.unwrap();
     assert_eq!(answer.status, 200);
     assert_eq!(answer.text(), "done");
-    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-    assert!(ended.is_ok(), "connection not closed after shutdown");
+    let ended = conn.ended_within(Duration::from_secs(5)).await;
+    assert!(ended, "connection not closed after shutdown");
 }
 
 #[tokio::test]
 async fn keep_alive_requests_are_routed_on_the_live_table() {
     let old = backends::http("old").await;
     let new = backends::http("new").await;
-    let table = |addr| {
-        h::table(
-            vec![h::vhost(
-                "a.example",
-                h::upstream(&[addr], UpstreamProtocol::Http),
-            )],
-            ClassSettings::default(),
-        )
-    };
-    let handle = Arc::new(ArcSwap::from_pointee(table(old.addr)));
-    let front = h::plain_handle(handle.clone(), 443).await;
+    let table = |addr| Tables::one("a.example", &[addr]).build();
+    let proxy = Proxy::start(table(old.addr)).await;
 
-    let stream = TcpStream::connect(front.addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut conn = Conn::plain(proxy.http).await;
     assert_eq!(
-        send_on(&mut send, "a.example", "/", &[])
+        conn.get("a.example", "/")
             .await
+            .unwrap()
             .header("x-backend"),
         "old"
     );
-    handle.store(Arc::new(table(new.addr)));
+    proxy.swap(table(new.addr));
     // The same connection: the next request meets the new table.
     assert_eq!(
-        send_on(&mut send, "a.example", "/", &[])
+        conn.get("a.example", "/")
             .await
+            .unwrap()
             .header("x-backend"),
         "new"
     );
@@ -130,7 +102,7 @@ async fn keep_alive_requests_are_routed_on_the_live_table() {
         "the old endpoint got a request after the swap"
     );
     assert_eq!(
-        h::get(front.addr, "a.example", "/", &[])
+        get(proxy.http, "a.example", "/", &[])
             .await
             .header("x-backend"),
         "new"
@@ -140,8 +112,8 @@ async fn keep_alive_requests_are_routed_on_the_live_table() {
 #[tokio::test]
 async fn pipelined_chunked_and_sized_bodies_stream_through() {
     let backend = backends::http("a").await;
-    let front = h::plain_one("a.example", &[backend.addr]).await;
-    let mut stream = TcpStream::connect(front.addr).await.unwrap();
+    let proxy = Proxy::start_one("a.example", &[backend.addr]).await;
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
     let request: &[u8] =
         b"POST /one HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n\
 5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
@@ -167,25 +139,14 @@ async fn shutdown_sends_goaway_to_http2_and_finishes_the_stream_in_flight() {
     let (backend_addr, received, release_tx, _backend) = held_backend().await;
     let ca = crate::support::pki::Ca::new("h2 shutdown ca");
     let leaf = ca.leaf(&["a.example"]);
-    let up = h::upstream(&[backend_addr], UpstreamProtocol::Http);
-    let table = h::table(vec![h::vhost("a.example", up)], ClassSettings::default());
-    let front = h::tls(table, &leaf, &[b"h2"]).await;
+    let table = Tables::new()
+        .terminate("a.example", &leaf)
+        .to(&[backend_addr])
+        .build();
+    let proxy = Proxy::start(table).await;
 
-    let tls = h::tls_connect(front.addr, &ca, "a.example", &[b"h2"]).await;
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::get("https://a.example/slow")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let in_flight = {
-        let mut send = send.clone();
-        tokio::spawn(async move { h::collect(send.send_request(req).await.unwrap()).await })
-    };
+    let conn = Conn::connect(proxy.https, &ca, Via::H2, "a.example").await;
+    let in_flight = in_flight(conn, "a.example", "/slow");
     assert!(
         wait_until(Duration::from_secs(5), || {
             let r = received.clone();
@@ -193,18 +154,28 @@ async fn shutdown_sends_goaway_to_http2_and_finishes_the_stream_in_flight() {
         })
         .await
     );
-    front.shutdown();
+    proxy.begin_shutdown();
     release_tx.send(()).unwrap();
-    let answer = in_flight.await.unwrap();
+    let (answer, mut conn) = in_flight.await.unwrap();
     assert_eq!(answer.status, 200);
     assert_eq!(answer.text(), "done");
-    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-    // Without the GOAWAY the connection would stay open for the idle timeout (60 s).
-    assert!(
-        ended.is_ok(),
-        "HTTP/2 connection not closed after its last stream"
-    );
-    drop(send);
+    // Still held open by this side: without the GOAWAY the connection would stay open for
+    // the idle timeout (60 s).
+    let ended = conn.ended_within(Duration::from_secs(5)).await;
+    assert!(ended, "HTTP/2 connection not closed after its last stream");
+}
+
+/// GETs `path` on `conn` in a task; the answer comes back with the connection, still open on
+/// this side.
+fn in_flight(
+    mut conn: Conn,
+    host: &'static str,
+    path: &'static str,
+) -> tokio::task::JoinHandle<(crate::support::http::Answer, Conn)> {
+    tokio::spawn(async move {
+        let answer = conn.get(host, path).await.unwrap();
+        (answer, conn)
+    })
 }
 
 /// A backend that reads one request head, reports that it has (`received`), and answers `done`

@@ -8,12 +8,11 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use crate::support::backends::{self, Backend, ProxyHeader, TlsOptions};
-use crate::support::in_process::{
-    Proxy, client_hello_bytes, passthrough_vhost, peer_leaf, table, tcp_upstream, tls_connect,
-};
+use crate::support::fixture::{Tables, tcp_upstream};
+use crate::support::http::{Conn, client_hello_bytes, peer_leaf, tls_connect};
+use crate::support::in_process::Proxy;
 use crate::support::pki::{Ca, Leaf};
 use crate::support::wait::wait_until;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use portcullis::table::ClassSettings;
 use portcullis::table::upstream::ProxyProtocol;
@@ -41,11 +40,7 @@ async fn setup(proxy_protocol: Option<ProxyProtocol>) -> Setup {
     };
     let backend = backends::tls("pod", &leaf, options).await;
     let upstream = tcp_upstream(&[backend.addr], proxy_protocol);
-    let proxy = Proxy::start(table(
-        vec![passthrough_vhost(HOST, upstream)],
-        ClassSettings::default(),
-    ))
-    .await;
+    let proxy = Proxy::start(Tables::new().passthrough(HOST, upstream).build()).await;
     Setup {
         ca,
         leaf,
@@ -54,29 +49,17 @@ async fn setup(proxy_protocol: Option<ProxyProtocol>) -> Setup {
     }
 }
 
-/// Sends GET `path` on an HTTP/1.1 connection over `io`; returns the body.
+/// Sends GET `path` on a new HTTP/1.1 connection over `io`; returns the body.
 async fn get<IO>(io: IO, path: &str) -> String
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .expect("http handshake");
-    tokio::spawn(conn);
-    body_of(&mut send, path).await
+    body_of(&mut Conn::h1(TokioIo::new(io)).await, path).await
 }
 
-async fn body_of(
-    send: &mut hyper::client::conn::http1::SendRequest<Empty<bytes::Bytes>>,
-    path: &str,
-) -> String {
-    let req = hyper::Request::get(path)
-        .header("host", HOST)
-        .body(Empty::<bytes::Bytes>::new())
-        .expect("request");
-    let resp = send.send_request(req).await.expect("response");
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
+/// Sends GET `path` on `conn`; returns the body.
+async fn body_of(conn: &mut Conn, path: &str) -> String {
+    conn.get(HOST, path).await.expect("response").text()
 }
 
 #[tokio::test]
@@ -130,7 +113,13 @@ async fn trusted_incoming_proxy_header_becomes_the_client_address() {
         ..ClassSettings::default()
     };
     let upstream = tcp_upstream(&[backend.addr], Some(ProxyProtocol::V2));
-    let proxy = Proxy::start(table(vec![passthrough_vhost(HOST, upstream)], class)).await;
+    let proxy = Proxy::start(
+        Tables::new()
+            .passthrough(HOST, upstream)
+            .class(class)
+            .build(),
+    )
+    .await;
 
     // A load balancer in front of us says the client is 203.0.113.9:40000.
     let mut tcp = TcpStream::connect(proxy.https).await.unwrap();
@@ -257,28 +246,22 @@ async fn open_stream_survives_table_swaps() {
     let tls = tls_connect(s.proxy.https, s.ca.client_config(&[b"http/1.1"]), HOST)
         .await
         .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut conn = Conn::h1(TokioIo::new(tls)).await;
     assert!(
-        body_of(&mut send, "/before")
+        body_of(&mut conn, "/before")
             .await
             .starts_with("backend=pod")
     );
     for i in 0..50 {
         // Half the new tables no longer have the host at all.
-        let vhosts = if i % 2 == 0 {
-            Vec::new()
+        let table = if i % 2 == 0 {
+            Tables::new()
         } else {
-            vec![passthrough_vhost(
-                HOST,
-                tcp_upstream(&[s.backend.addr], None),
-            )]
+            Tables::new().passthrough(HOST, tcp_upstream(&[s.backend.addr], None))
         };
-        s.proxy.swap(table(vhosts, ClassSettings::default()));
+        s.proxy.swap(table.build());
         assert!(
-            body_of(&mut send, &format!("/during/{i}"))
+            body_of(&mut conn, &format!("/during/{i}"))
                 .await
                 .starts_with("backend=pod")
         );
@@ -303,10 +286,11 @@ async fn half_close_keeps_the_other_direction() {
         stream.shutdown().await.unwrap();
     });
     let upstream = tcp_upstream(&[backend_addr], None);
-    let proxy = Proxy::start(table(
-        vec![passthrough_vhost("raw.example.com", upstream)],
-        ClassSettings::default(),
-    ))
+    let proxy = Proxy::start(
+        Tables::new()
+            .passthrough("raw.example.com", upstream)
+            .build(),
+    )
     .await;
 
     let ca = Ca::new("unused");
@@ -335,11 +319,7 @@ async fn unreachable_endpoint_is_retried_on_the_next() {
         l.local_addr().unwrap()
     };
     let upstream = tcp_upstream(&[dead, backend.addr], None);
-    let proxy = Proxy::start(table(
-        vec![passthrough_vhost(HOST, upstream)],
-        ClassSettings::default(),
-    ))
-    .await;
+    let proxy = Proxy::start(Tables::new().passthrough(HOST, upstream).build()).await;
     let tls = tls_connect(proxy.https, ca.client_config(&[b"http/1.1"]), HOST)
         .await
         .expect("handshake via the second endpoint");
@@ -373,11 +353,8 @@ async fn shutdown_waits_for_open_streams() {
     let tls = tls_connect(s.proxy.https, s.ca.client_config(&[b"http/1.1"]), HOST)
         .await
         .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    assert!(body_of(&mut send, "/open").await.starts_with("backend=pod"));
+    let mut conn = Conn::h1(TokioIo::new(tls)).await;
+    assert!(body_of(&mut conn, "/open").await.starts_with("backend=pod"));
 
     s.proxy.begin_shutdown();
     let https = s.proxy.https;
@@ -395,12 +372,11 @@ async fn shutdown_waits_for_open_streams() {
     );
     // The open stream still works during the drain.
     assert!(
-        body_of(&mut send, "/draining")
+        body_of(&mut conn, "/draining")
             .await
             .starts_with("backend=pod")
     );
-    drop(send);
-    let _ = conn.await;
+    conn.close().await;
     let task = &s.proxy.task;
     assert!(
         wait_until(LONG, || async { task.is_finished() }).await,

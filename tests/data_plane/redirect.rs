@@ -2,22 +2,21 @@
 //! unless it is 443; no redirect when off; pass-through hosts redirect too.
 
 use crate::support::backends;
-use crate::support::http_harness::{self as h, get};
-use portcullis::table::ClassSettings;
+use crate::support::fixture::{Tables, upstream};
+use crate::support::http::get;
+use crate::support::in_process::Proxy;
 use portcullis::table::route::TlsMode;
 use portcullis::table::upstream::UpstreamProtocol;
 
 #[tokio::test]
 async fn redirects_with_path_query_and_port() {
     let backend = backends::http("a").await;
-    let mut vhost = h::vhost(
-        "a.example",
-        h::upstream(&[backend.addr], UpstreamProtocol::Http),
-    );
-    vhost.ssl_redirect = true;
-    let front = h::plain(h::table(vec![vhost], ClassSettings::default()), 8443).await;
+    let table = Tables::one("a.example", &[backend.addr])
+        .edit(|vhost| vhost.ssl_redirect = true)
+        .build();
+    let proxy = Proxy::start_redirecting_to(table, 8443).await;
 
-    let answer = get(front.addr, "A.Example:80", "/a/b?x=1&y=%20z", &[]).await;
+    let answer = get(proxy.http, "A.Example:80", "/a/b?x=1&y=%20z", &[]).await;
     assert_eq!(answer.status, 308);
     assert_eq!(
         answer.header("location"),
@@ -30,28 +29,24 @@ async fn redirects_with_path_query_and_port() {
 #[tokio::test]
 async fn port_443_is_omitted() {
     let backend = backends::http("a").await;
-    let mut vhost = h::vhost(
-        "a.example",
-        h::upstream(&[backend.addr], UpstreamProtocol::Http),
-    );
-    vhost.ssl_redirect = true;
-    let front = h::plain(h::table(vec![vhost], ClassSettings::default()), 443).await;
+    let table = Tables::one("a.example", &[backend.addr])
+        .edit(|vhost| vhost.ssl_redirect = true)
+        .build();
+    let proxy = Proxy::start_redirecting_to(table, 443).await;
 
-    let answer = get(front.addr, "a.example", "/login?next=/home", &[]).await;
+    let answer = get(proxy.http, "a.example", "/login?next=/home", &[]).await;
     assert_eq!(answer.status, 308);
     assert_eq!(
         answer.header("location"),
         "https://a.example/login?next=/home"
     );
     // A path with no route still redirects (redirect comes before path routing).
-    let mut vhost = h::vhost(
-        "b.example",
-        h::upstream(&[backend.addr], UpstreamProtocol::Http),
-    );
-    vhost.ssl_redirect = true;
-    vhost.routes.clear();
-    let front = h::plain(h::table(vec![vhost], ClassSettings::default()), 443).await;
-    let answer = get(front.addr, "b.example", "/", &[]).await;
+    let table = Tables::new()
+        .http("b.example")
+        .edit(|vhost| vhost.ssl_redirect = true)
+        .build();
+    let proxy = Proxy::start_redirecting_to(table, 443).await;
+    let answer = get(proxy.http, "b.example", "/", &[]).await;
     assert_eq!(answer.status, 308);
     assert_eq!(answer.header("location"), "https://b.example/");
 }
@@ -59,12 +54,9 @@ async fn port_443_is_omitted() {
 #[tokio::test]
 async fn no_redirect_when_off() {
     let backend = backends::http("a").await;
-    let vhost = h::vhost(
-        "a.example",
-        h::upstream(&[backend.addr], UpstreamProtocol::Http),
-    );
-    let front = h::plain(h::table(vec![vhost], ClassSettings::default()), 8443).await;
-    let answer = get(front.addr, "a.example", "/x?y=1", &[]).await;
+    let table = Tables::one("a.example", &[backend.addr]).build();
+    let proxy = Proxy::start_redirecting_to(table, 8443).await;
+    let answer = get(proxy.http, "a.example", "/x?y=1", &[]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("location"), "");
     assert_eq!(backend.requests()[0].uri, "/x?y=1");
@@ -73,27 +65,23 @@ async fn no_redirect_when_off() {
 #[tokio::test]
 async fn passthrough_hosts_redirect_or_serve_their_rule_backend_on_port_80() {
     let backend = backends::http("pt").await;
-    let mut redirecting = h::vhost(
-        "pt.example",
-        h::upstream(&[backend.addr], UpstreamProtocol::Tcp),
-    );
-    redirecting.tls_mode = TlsMode::Passthrough;
-    redirecting.ssl_redirect = true;
-    let mut serving = h::vhost(
-        "pt2.example",
-        h::upstream(&[backend.addr], UpstreamProtocol::Tcp),
-    );
-    serving.tls_mode = TlsMode::Passthrough;
-    let front = h::plain(
-        h::table(vec![redirecting, serving], ClassSettings::default()),
-        443,
-    )
-    .await;
+    let table = Tables::new()
+        .http("pt.example")
+        .route(upstream(&[backend.addr], UpstreamProtocol::Tcp))
+        .edit(|vhost| {
+            vhost.tls_mode = TlsMode::Passthrough;
+            vhost.ssl_redirect = true;
+        })
+        .http("pt2.example")
+        .route(upstream(&[backend.addr], UpstreamProtocol::Tcp))
+        .edit(|vhost| vhost.tls_mode = TlsMode::Passthrough)
+        .build();
+    let proxy = Proxy::start_redirecting_to(table, 443).await;
 
-    let answer = get(front.addr, "pt.example", "/p", &[]).await;
+    let answer = get(proxy.http, "pt.example", "/p", &[]).await;
     assert_eq!(answer.status, 308);
     assert_eq!(answer.header("location"), "https://pt.example/p");
-    let answer = get(front.addr, "pt2.example", "/p", &[]).await;
+    let answer = get(proxy.http, "pt2.example", "/p", &[]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("x-backend"), "pt");
 }

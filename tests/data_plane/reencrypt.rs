@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use crate::support::backends;
-use crate::support::http_harness::{self as h, send_on, tls_connect};
+use crate::support::fixture::{Tables, upstream};
+use crate::support::http::{Answer, tls_get};
+use crate::support::in_process::Proxy;
 use crate::support::pki::Ca;
-use hyper_util::rt::TokioIo;
-use portcullis::table::ClassSettings;
 use portcullis::table::upstream::{BackendTls, UpstreamProtocol};
 
 fn https(sni: &str, verify: bool, ca: Option<&Ca>) -> UpstreamProtocol {
@@ -19,37 +19,29 @@ fn https(sni: &str, verify: bool, ca: Option<&Ca>) -> UpstreamProtocol {
     })
 }
 
-async fn front_for(protocol: UpstreamProtocol, backend: &backends::Backend) -> (h::Front, Ca) {
+async fn front_for(protocol: UpstreamProtocol, backend: &backends::Backend) -> (Proxy, Ca) {
     let ca = Ca::new("front ca");
     let leaf = ca.leaf(&["app.example"]);
-    let up = h::upstream(&[backend.addr], protocol);
-    let front = h::tls(
-        h::table(vec![h::vhost("app.example", up)], ClassSettings::default()),
-        &leaf,
-        &[b"http/1.1"],
-    )
-    .await;
-    (front, ca)
+    let table = Tables::new()
+        .terminate("app.example", &leaf)
+        .route(upstream(&[backend.addr], protocol))
+        .build();
+    (Proxy::start(table).await, ca)
 }
 
-async fn get(front: &h::Front, ca: &Ca, path: &str) -> h::Answer {
-    let tls = tls_connect(front.addr, ca, "app.example", &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send_on(&mut send, "app.example", path, &[]).await
+/// The pod: a TLS backend for `pod.internal` signed by `ca`.
+async fn pod(ca: &Ca) -> backends::Backend {
+    backends::tls("pod", &ca.leaf(&["pod.internal"]), Default::default()).await
+}
+
+async fn get(front: &Proxy, ca: &Ca, path: &str) -> Answer {
+    tls_get(front.https, ca, "app.example", path, &[]).await
 }
 
 #[tokio::test]
 async fn verified_against_backend_ca_with_configured_sni() {
     let backend_ca = Ca::new("backend ca");
-    let backend = backends::tls(
-        "pod",
-        &backend_ca.leaf(&["pod.internal"]),
-        Default::default(),
-    )
-    .await;
+    let backend = pod(&backend_ca).await;
     let (front, ca) = front_for(https("pod.internal", true, Some(&backend_ca)), &backend).await;
     let answer = get(&front, &ca, "/secure?x=1").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -64,12 +56,7 @@ async fn verified_against_backend_ca_with_configured_sni() {
 async fn wrong_ca_is_502() {
     let backend_ca = Ca::new("backend ca");
     let other_ca = Ca::new("other ca");
-    let backend = backends::tls(
-        "pod",
-        &backend_ca.leaf(&["pod.internal"]),
-        Default::default(),
-    )
-    .await;
+    let backend = pod(&backend_ca).await;
     let (front, ca) = front_for(https("pod.internal", true, Some(&other_ca)), &backend).await;
     let answer = get(&front, &ca, "/").await;
     assert_eq!(answer.status, 502);
@@ -83,12 +70,7 @@ async fn wrong_ca_is_502() {
 #[tokio::test]
 async fn unverified_accepts_an_unknown_ca() {
     let unknown_ca = Ca::new("unknown ca");
-    let backend = backends::tls(
-        "pod",
-        &unknown_ca.leaf(&["pod.internal"]),
-        Default::default(),
-    )
-    .await;
+    let backend = pod(&unknown_ca).await;
     let (front, ca) = front_for(https("pod.internal", false, None), &backend).await;
     let answer = get(&front, &ca, "/").await;
     assert_eq!(answer.status, 200);
@@ -98,12 +80,7 @@ async fn unverified_accepts_an_unknown_ca() {
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let backend_ca = Ca::new("backend ca");
-    let backend = backends::tls(
-        "pod",
-        &backend_ca.leaf(&["pod.internal"]),
-        Default::default(),
-    )
-    .await;
+    let backend = pod(&backend_ca).await;
     let (front, ca) = front_for(https("pod.internal", true, Some(&backend_ca)), &backend).await;
     // Each request on a new client connection: the pool lives in the context, not the
     // client connection.

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::backends::{self, TlsOptions};
-use crate::support::in_process::{insecure_client_config, peer_leaf, self_signed_fallback};
+use crate::support::fixture::self_signed_fallback;
+use crate::support::http::{insecure_client_config, peer_leaf, status_of};
+use crate::support::in_process::standalone;
 use crate::support::pki::{Ca, Leaf};
-use crate::support::portcullis::{start, status_of};
 use crate::support::wait::wait_until;
 use portcullis::settings::Settings;
 use portcullis::table::{ClassSettings, RouteTable};
@@ -125,7 +126,7 @@ async fn serve_app() -> Served {
         ),
     )
     .expect("write");
-    let running = start(dir.path()).await;
+    let running = standalone(dir.path()).await;
     let https = running.addresses().https;
     let client = ca.client_config(&[b"http/1.1"]);
     let up = wait_until(Duration::from_secs(10), || {
@@ -313,7 +314,7 @@ async fn passthrough_is_refused_when_the_class_params_disallow_it() {
     .replace(CLASS, "")
     .replace("app.sec.test", "pt.sec.test");
     std::fs::write(dir.path().join("pt.yaml"), format!("{class}{rest}")).expect("write");
-    let running = start(dir.path()).await;
+    let running = standalone(dir.path()).await;
     let admin = running.addresses().admin;
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -472,8 +473,25 @@ async fn private_keys_never_reach_the_logs_even_at_trace() {
     }
     let rotated = ca.leaf(&["app.sec.test"]);
     write_sec_manifests(&manifests, backend.addr, &rotated, &other);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _ = handshake(https, client.clone(), "app.sec.test").await;
+    // The rebuild that read the new key is live once the rotated leaf is served.
+    let rotated_der = rotated.cert_der.to_vec();
+    let reloaded = wait_until(Duration::from_secs(10), || {
+        let client = client.clone();
+        let rotated_der = rotated_der.clone();
+        async move {
+            match handshake(https, client, "app.sec.test").await {
+                Ok(tls) => tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .is_some_and(|leaf| leaf.as_ref() == rotated_der.as_slice()),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    assert!(reloaded, "the rotated certificate was never served");
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

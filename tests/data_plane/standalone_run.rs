@@ -1,20 +1,19 @@
 //! Standalone mode end to end, without depending on routing content: start-up (in-process and
 //! as the binary), the listening log line, readiness, bind errors, graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use portcullis::runtime::{self, RunError};
 
-use crate::support::portcullis::{start, status_of, test_settings};
+use crate::support::binary::Binary;
+use crate::support::http::status_of;
+use crate::support::in_process::{standalone, test_settings};
 use crate::support::wait::wait_until;
 
 #[tokio::test]
 async fn in_process_start_becomes_ready_and_shuts_down() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
+    let running = standalone(dir.path()).await;
     let addrs = running.addresses();
     assert_ne!(addrs.http.port(), 0);
     assert_ne!(addrs.https.port(), 0);
@@ -40,7 +39,7 @@ async fn in_process_start_becomes_ready_and_shuts_down() {
 #[tokio::test]
 async fn a_new_file_triggers_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
+    let running = standalone(dir.path()).await;
     let mut generation = running.status().subscribe();
     generation.wait_for(|g| *g >= 1).await.unwrap();
     let before = *generation.borrow();
@@ -87,81 +86,12 @@ async fn missing_manifest_directory_is_an_error() {
     assert!(matches!(err, Err(RunError::Watch(_))));
 }
 
-/// Parses `listening http=A https=B admin=C` out of a text log line.
-fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
-    let rest = &line[line.find("listening http=")? + "listening ".len()..];
-    let field = |name: &str| -> Option<SocketAddr> {
-        rest.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
-            .parse()
-            .ok()
-    };
-    Some((field("http")?, field("https")?, field("admin")?))
-}
-
 #[tokio::test]
 async fn the_binary_logs_its_addresses_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["standalone", "--manifests"])
-        .arg(dir.path())
-        .args([
-            "--http-addr",
-            "127.0.0.1:0",
-            "--https-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--shutdown-grace",
-            "2s",
-            "--log-level",
-            "info",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let addrs = loop {
-        match lines_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => {
-                if let Some(addrs) = parse_listening(&line) {
-                    break addrs;
-                }
-                seen.push(line);
-            }
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no listening line ({e}); stderr so far: {seen:#?}");
-            }
-        }
-    };
-    let (_, _, admin) = addrs;
-    assert!(
-        wait_until(Duration::from_secs(2), || async {
-            status_of(admin, "/readyz").await == 200
-        })
-        .await
-    );
-
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    // Starting reads the addresses from the `listening http=… https=… admin=…` line, then
+    // waits until `/readyz` on that admin address answers 200.
+    let binary = Binary::start(dir.path()).await;
+    let exit = binary.stop(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
 }

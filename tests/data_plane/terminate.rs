@@ -5,44 +5,37 @@
 use std::net::SocketAddr;
 
 use crate::support::backends;
-use crate::support::http_harness::{self as h, collect, send_on, tls_connect};
+use crate::support::fixture::Tables;
+use crate::support::http::{Answer, Conn, Via, get, tls_get};
+use crate::support::in_process::Proxy;
 use crate::support::pki::Ca;
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis::table::upstream::UpstreamProtocol;
-use portcullis::table::{ClassSettings, VirtualHost};
+use portcullis::table::ClassSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
-fn app(upstream_addr: SocketAddr) -> VirtualHost {
-    let mut vhost = h::vhost(
-        "app.example",
-        h::upstream(&[upstream_addr], UpstreamProtocol::Http),
-    );
-    vhost.hsts = Some(HSTS.to_string());
-    vhost
+/// A proxy serving `app.example` (HSTS, `/` routed to `upstream`) terminated with a leaf of a
+/// new front CA, its table changed by `change` first; the CA and the proxy.
+async fn app(upstream: SocketAddr, change: impl FnOnce(Tables) -> Tables) -> (Ca, Proxy) {
+    let ca = Ca::new("front ca");
+    let leaf = ca.leaf(&["app.example"]);
+    let table = Tables::new()
+        .terminate("app.example", &leaf)
+        .to(&[upstream])
+        .edit(|vhost| vhost.hsts = Some(HSTS.to_string()));
+    (ca, Proxy::start(change(table).build()).await)
 }
 
-async fn tls_get(front: &h::Front, ca: &Ca, path: &str, headers: &[(&str, &str)]) -> h::Answer {
-    let tls = tls_connect(front.addr, ca, "app.example", &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send_on(&mut send, "app.example", path, headers).await
+async fn app_get(front: &Proxy, ca: &Ca, path: &str, headers: &[(&str, &str)]) -> Answer {
+    tls_get(front.https, ca, "app.example", path, headers).await
 }
 
 #[tokio::test]
 async fn backend_sees_forwarded_headers_and_untrusted_ones_are_overwritten() {
-    let ca = Ca::new("front ca");
-    let leaf = ca.leaf(&["app.example"]);
     let backend = backends::http("app").await;
-    let table = h::table(vec![app(backend.addr)], ClassSettings::default());
-    let front = h::tls(table, &leaf, &[b"h2", b"http/1.1"]).await;
+    let (ca, front) = app(backend.addr, |t| t).await;
 
-    let answer = tls_get(
+    let answer = app_get(
         &front,
         &ca,
         "/hello?q=1",
@@ -62,7 +55,7 @@ async fn backend_sees_forwarded_headers_and_untrusted_ones_are_overwritten() {
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(
         seen.headers["x-forwarded-port"],
-        front.addr.port().to_string()
+        front.https.port().to_string()
     );
     assert_eq!(seen.headers["x-forwarded-host"], "app.example");
     assert_eq!(
@@ -73,21 +66,14 @@ async fn backend_sees_forwarded_headers_and_untrusted_ones_are_overwritten() {
 
 #[tokio::test]
 async fn trusted_forwarded_headers_are_appended() {
-    let ca = Ca::new("front ca");
-    let leaf = ca.leaf(&["app.example"]);
     let backend = backends::http("app").await;
     let class = ClassSettings {
         trusted_forwarded: vec!["127.0.0.0/8".parse().unwrap()],
         ..ClassSettings::default()
     };
-    let front = h::tls(
-        h::table(vec![app(backend.addr)], class),
-        &leaf,
-        &[b"http/1.1"],
-    )
-    .await;
+    let (ca, front) = app(backend.addr, |t| t.class(class)).await;
 
-    let answer = tls_get(
+    let answer = app_get(
         &front,
         &ca,
         "/",
@@ -134,16 +120,9 @@ Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\nContent-
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_stripped_both_ways() {
-    let ca = Ca::new("front ca");
-    let leaf = ca.leaf(&["app.example"]);
     let backend = backends::http("app").await;
-    let front = h::tls(
-        h::table(vec![app(backend.addr)], ClassSettings::default()),
-        &leaf,
-        &[b"http/1.1"],
-    )
-    .await;
-    let answer = tls_get(
+    let (ca, front) = app(backend.addr, |t| t).await;
+    let answer = app_get(
         &front,
         &ca,
         "/",
@@ -168,13 +147,8 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     assert_eq!(seen.headers["proxy-authorization"], "Basic dTpw");
 
     let (chatty, _task) = chatty_backend().await;
-    let front = h::tls(
-        h::table(vec![app(chatty)], ClassSettings::default()),
-        &leaf,
-        &[b"http/1.1"],
-    )
-    .await;
-    let answer = tls_get(&front, &ca, "/", &[]).await;
+    let (ca, front) = app(chatty, |t| t).await;
+    let answer = app_get(&front, &ca, "/", &[]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.text(), "ok");
     assert_eq!(answer.header("x-kept"), "yes");
@@ -186,57 +160,30 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
 #[tokio::test]
 async fn hsts_only_on_tls() {
     let backend = backends::http("app").await;
-    let front = h::plain(
-        h::table(vec![app(backend.addr)], ClassSettings::default()),
-        443,
-    )
-    .await;
-    let answer = h::get(front.addr, "app.example", "/", &[]).await;
+    let (_, front) = app(backend.addr, |t| t).await;
+    let answer = get(front.http, "app.example", "/", &[]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("strict-transport-security"), "");
     assert_eq!(backend.requests()[0].headers["x-forwarded-proto"], "http");
 
     // On TLS, the proxy's own answers carry it too.
-    let ca = Ca::new("front ca");
-    let leaf = ca.leaf(&["app.example"]);
-    let mut vhost = app(backend.addr);
-    vhost.routes.clear();
-    let front = h::tls(
-        h::table(vec![vhost], ClassSettings::default()),
-        &leaf,
-        &[b"http/1.1"],
-    )
-    .await;
-    let answer = tls_get(&front, &ca, "/", &[]).await;
+    let no_routes = |t: Tables| t.edit(|vhost| vhost.routes.clear());
+    let (ca, front) = app(backend.addr, no_routes).await;
+    let answer = app_get(&front, &ca, "/", &[]).await;
     assert_eq!(answer.status, 404);
     assert_eq!(answer.header("strict-transport-security"), HSTS);
 }
 
 #[tokio::test]
 async fn h2_over_alpn_end_to_end() {
-    let ca = Ca::new("front ca");
-    let leaf = ca.leaf(&["app.example"]);
     let backend = backends::http("app").await;
-    let front = h::tls(
-        h::table(vec![app(backend.addr)], ClassSettings::default()),
-        &leaf,
-        &[b"h2", b"http/1.1"],
-    )
-    .await;
-    let tls = tls_connect(front.addr, &ca, "app.example", &[b"h2"]).await;
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (ca, front) = app(backend.addr, |t| t).await;
+    // Asserts that ALPN chose h2.
+    let mut conn = Conn::connect(front.https, &ca, Via::H2, "app.example").await;
     for i in 0..3 {
-        let req = hyper::Request::get(format!("https://app.example/h2/{i}?x=y"))
-            .header("cookie", "a=1")
-            .header("cookie", "b=2")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let answer = collect(send.send_request(req).await.unwrap()).await;
+        let cookies = [("cookie", "a=1"), ("cookie", "b=2")];
+        let path = format!("/h2/{i}?x=y");
+        let answer = conn.get_with("app.example", &path, &cookies).await.unwrap();
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("strict-transport-security"), HSTS);
         assert!(
@@ -253,19 +200,12 @@ async fn h2_over_alpn_end_to_end() {
 
 #[tokio::test]
 async fn curl_gets_h2_and_hsts() {
-    let ca = Ca::new("front ca");
-    let leaf = ca.leaf(&["app.example"]);
     let backend = backends::http("app").await;
-    let front = h::tls(
-        h::table(vec![app(backend.addr)], ClassSettings::default()),
-        &leaf,
-        &[b"h2", b"http/1.1"],
-    )
-    .await;
+    let (ca, front) = app(backend.addr, |t| t).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_pem = dir.path().join("ca.pem");
     std::fs::write(&ca_pem, &ca.cert_pem).unwrap();
-    let port = front.addr.port();
+    let port = front.https.port();
     let output = tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", "--resolve"])
         .arg(format!("app.example:{port}:127.0.0.1"))

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::support::backends;
-use crate::support::http_harness::{self as h, get};
+use crate::support::fixture::Tables;
+use crate::support::http::get;
+use crate::support::in_process::Proxy;
 use portcullis::table::ClassSettings;
-use portcullis::table::upstream::UpstreamProtocol;
 
 /// An address whose SYNs go unanswered: a listener with a backlog of 0 that never accepts,
 /// its accept queue filled first, so the kernel drops further SYNs (the client would retry
@@ -45,18 +46,13 @@ fn class(connect: Duration) -> ClassSettings {
 async fn a_silent_endpoint_costs_the_connect_timeout_then_the_next_is_tried() {
     let (_socket, _fillers, hole) = black_hole();
     let healthy = backends::http("healthy").await;
-    let up = h::upstream(&[hole, healthy.addr], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(
-            vec![h::vhost("a.example", up)],
-            class(Duration::from_millis(300)),
-        ),
-        443,
-    )
-    .await;
+    let table = Tables::one("a.example", &[hole, healthy.addr])
+        .class(class(Duration::from_millis(300)))
+        .build();
+    let front = Proxy::start(table).await;
     for _ in 0..2 {
         let started = Instant::now();
-        let answer = get(front.addr, "a.example", "/", &[]).await;
+        let answer = get(front.http, "a.example", "/", &[]).await;
         assert_eq!(answer.status, 200, "{}", answer.text());
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -69,17 +65,12 @@ async fn a_silent_endpoint_costs_the_connect_timeout_then_the_next_is_tried() {
 #[tokio::test]
 async fn only_a_silent_endpoint_is_502_after_the_connect_timeout() {
     let (_socket, _fillers, hole) = black_hole();
-    let up = h::upstream(&[hole], UpstreamProtocol::Http);
-    let front = h::plain(
-        h::table(
-            vec![h::vhost("a.example", up)],
-            class(Duration::from_millis(300)),
-        ),
-        443,
-    )
-    .await;
+    let table = Tables::one("a.example", &[hole])
+        .class(class(Duration::from_millis(300)))
+        .build();
+    let front = Proxy::start(table).await;
     let started = Instant::now();
-    let answer = get(front.addr, "a.example", "/", &[]).await;
+    let answer = get(front.http, "a.example", "/", &[]).await;
     let took = started.elapsed();
     assert_eq!(answer.status, 502, "{}", answer.text());
     // Well under the 60 s response timeout and the kernel's SYN retries.

@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::backends;
-use crate::support::http_harness as h;
+use crate::support::http::{Conn, get, raw};
+use crate::support::in_process::Proxy;
 use crate::support::wait::wait_until;
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -69,15 +68,10 @@ async fn raw_backend(body_len: usize, close_after: Option<Duration>) -> (SocketA
 #[tokio::test]
 async fn a_keep_alive_client_uses_one_upstream_connection() {
     let backend = backends::http("a").await;
-    let front = h::plain_one("a.example", &[backend.addr]).await;
-    let stream = TcpStream::connect(front.addr).await.expect("connect");
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
+    let front = Proxy::start_one("a.example", &[backend.addr]).await;
+    let mut conn = Conn::plain(front.http).await;
     for i in 0..20 {
-        let answer = h::send_on(&mut send, "a.example", &format!("/{i}"), &[]).await;
+        let answer = conn.get("a.example", &format!("/{i}")).await.unwrap();
         assert_eq!(answer.status, 200, "request {i}");
         assert!(answer.text().starts_with(&format!("backend=a path=/{i} ")));
     }
@@ -92,14 +86,14 @@ async fn a_keep_alive_client_uses_one_upstream_connection() {
 #[tokio::test]
 async fn upstream_connections_outlive_client_connections() {
     let backend = backends::http("a").await;
-    let front = h::plain_one("a.example", &[backend.addr]).await;
+    let front = Proxy::start_one("a.example", &[backend.addr]).await;
     for i in 0..10 {
         // A new client connection each time, one GET and one HEAD (no body: released
         // without being polled).
-        let answer = h::get(front.addr, "a.example", &format!("/{i}"), &[]).await;
+        let answer = get(front.http, "a.example", &format!("/{i}"), &[]).await;
         assert_eq!(answer.status, 200);
-        let head = h::raw(
-            front.addr,
+        let head = raw(
+            front.http,
             b"HEAD /h HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n",
         )
         .await;
@@ -119,9 +113,9 @@ async fn a_response_the_client_abandons_does_not_return_its_connection() {
     // The body is too large for the socket buffers, so the proxy is still streaming it when
     // the client goes away.
     let (backend, counts) = raw_backend(8 * 1024 * 1024, None).await;
-    let front = h::plain_one("a.example", &[backend]).await;
+    let front = Proxy::start_one("a.example", &[backend]).await;
     {
-        let mut client = TcpStream::connect(front.addr).await.expect("connect");
+        let mut client = TcpStream::connect(front.http).await.expect("connect");
         client
             .write_all(b"GET /big HTTP/1.1\r\nhost: a.example\r\n\r\n")
             .await
@@ -132,7 +126,7 @@ async fn a_response_the_client_abandons_does_not_return_its_connection() {
         // Dropped with most of the body unread.
     }
     // The half-read connection must not be handed to the next request.
-    let answer = h::get(front.addr, "a.example", "/next", &[]).await;
+    let answer = get(front.http, "a.example", "/next", &[]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body.len(), 8 * 1024 * 1024);
     assert_eq!(counts.requests.load(Ordering::SeqCst), 2);
@@ -142,9 +136,9 @@ async fn a_response_the_client_abandons_does_not_return_its_connection() {
 #[tokio::test]
 async fn a_pooled_connection_the_backend_closed_is_not_used() {
     let (backend, counts) = raw_backend(2, Some(Duration::from_millis(20))).await;
-    let front = h::plain_one("a.example", &[backend]).await;
+    let front = Proxy::start_one("a.example", &[backend]).await;
     for i in 0..5 {
-        let answer = h::get(front.addr, "a.example", &format!("/{i}"), &[]).await;
+        let answer = get(front.http, "a.example", &format!("/{i}"), &[]).await;
         assert_eq!(answer.status, 200, "request {i}");
         // Wait until the backend has closed the connection and the proxy has noticed (its
         // pool no longer offers it).

@@ -9,10 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::support::backends;
-use crate::support::http_harness as h;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use crate::support::http as client;
+use crate::support::in_process::Proxy;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -44,35 +42,21 @@ async fn dying_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 async fn request(front: SocketAddr, method: &str, body: &'static [u8]) -> u16 {
-    let stream = tokio::net::TcpStream::connect(front)
-        .await
-        .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri("/")
-        .header("host", "app.example")
-        .body(Full::new(Bytes::from_static(body)))
-        .expect("request");
-    let response = send.send_request(request).await.expect("response");
-    let status = response.status().as_u16();
-    let _ = response.into_body().collect().await;
-    status
+    let method = method.parse().expect("method");
+    let answer = client::send(front, method, "app.example", "/", body).await;
+    answer.status.as_u16()
 }
 
 #[tokio::test]
 async fn idempotent_requests_are_retried_when_an_endpoint_closes_before_answering() {
     let (dying, swallowed) = dying_backend().await;
     let healthy = backends::http("healthy").await;
-    let front = h::plain_one("app.example", &[dying, healthy.addr]).await;
+    let front = Proxy::start_one("app.example", &[dying, healthy.addr]).await;
 
     // Round-robin sends about half of these to the dying endpoint first.
     for _ in 0..6 {
-        assert_eq!(request(front.addr, "GET", b"").await, 200);
-        assert_eq!(request(front.addr, "DELETE", b"").await, 200);
+        assert_eq!(request(front.http, "GET", b"").await, 200);
+        assert_eq!(request(front.http, "DELETE", b"").await, 200);
     }
     assert!(
         swallowed.load(Ordering::SeqCst) > 0,
@@ -85,11 +69,11 @@ async fn idempotent_requests_are_retried_when_an_endpoint_closes_before_answerin
 async fn a_post_that_reached_a_dying_endpoint_is_not_resent() {
     let (dying, swallowed) = dying_backend().await;
     let healthy = backends::http("healthy").await;
-    let front = h::plain_one("app.example", &[dying, healthy.addr]).await;
+    let front = Proxy::start_one("app.example", &[dying, healthy.addr]).await;
 
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(request(front.addr, "POST", b"once").await);
+        statuses.push(request(front.http, "POST", b"once").await);
     }
     // Those that reached the dying endpoint are 502, never replayed to the healthy one.
     let failed = statuses.iter().filter(|s| **s == 502).count();

@@ -140,10 +140,11 @@ async fn bad_input_is_reported_and_removes_nothing() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains(&fragile) && text.contains("line 7"), "{text}");
     for ingress in ["Ingress default/tweaked", "Ingress default/fresh"] {
+        // The Ingress's verdict line comes first; its error diagnostic follows it.
         let line = text
             .lines()
-            .find(|l| l.contains(ingress))
-            .unwrap_or_else(|| panic!("no diagnostic for {ingress}:\n{text}"));
+            .find(|l| l.contains(ingress) && l.contains("error"))
+            .unwrap_or_else(|| panic!("no error diagnostic for {ingress}:\n{text}"));
         assert!(line.contains("portcullis.io/tls-mode"), "{line}");
         assert!(line.contains("\"bogus\""), "{line}");
     }

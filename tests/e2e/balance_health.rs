@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::support::backends::{self, Backend};
 use crate::support::binary::Binary;
-use crate::support::clients::{curl, get_backend, http_client};
+use crate::support::clients::curl;
+use crate::support::http::{get_backend, http_client};
 use crate::support::manifests::{self, ingress, ingress_class, service};
 use crate::support::wait::wait_until;
 

@@ -7,15 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 
 use crate::support::backends;
 use crate::support::binary::Binary;
 use crate::support::clients::{pem_to_der, s_client};
+use crate::support::http::{Conn, peer_leaf, tls_connect};
 use crate::support::manifests::{self, ingress, ingress_class, service};
 use crate::support::pki::Ca;
 
@@ -140,35 +137,18 @@ async fn a_rewritten_secret_is_served_to_new_handshakes_only() {
     get(&mut after, "/kept").await;
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
-
 /// Opens a TLS connection to HOST through the proxy; returns the leaf it presented (DER) and an
-/// HTTP/1.1 sender bound to that connection.
-async fn connect(at: SocketAddr, config: Arc<rustls::ClientConfig>) -> (Vec<u8>, Sender) {
-    let tcp = TcpStream::connect(at).await.expect("connect");
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from(HOST).expect("name"), tcp)
+/// HTTP/1.1 connection over it.
+async fn connect(at: SocketAddr, config: Arc<rustls::ClientConfig>) -> (Vec<u8>, Conn) {
+    let tls = tls_connect(at, config, HOST)
         .await
         .expect("TLS handshake (verified against the test CA)");
-    let leaf = tls.get_ref().1.peer_certificates().expect("certificates")[0].to_vec();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("HTTP/1.1");
-    tokio::spawn(conn);
-    (leaf, sender)
+    (peer_leaf(&tls).to_vec(), Conn::h1(TokioIo::new(tls)).await)
 }
 
-async fn get(sender: &mut Sender, path: &str) {
-    sender.ready().await.expect("the connection is open");
-    let request = http::Request::get(path)
-        .header(http::header::HOST, HOST)
-        .body(Empty::new())
-        .expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
-        .await
-        .expect("an answer within 5s")
-        .expect("a response");
-    assert_eq!(response.status(), 200, "{path}");
-    assert_eq!(response.headers()["x-backend"], "rot");
-    response.into_body().collect().await.expect("body");
+/// GET `path` on `conn`: 200 from the backend, within 5 s.
+async fn get(conn: &mut Conn, path: &str) {
+    let answer = conn.get(HOST, path).await.expect("an answer within 5s");
+    assert_eq!(answer.status, 200, "{path}");
+    assert_eq!(answer.header("x-backend"), "rot");
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::support::backends::{self, Backend};
 use crate::support::binary::Binary;
-use crate::support::clients::{HttpClient, get_backend, http_client};
+use crate::support::http::{HttpClient, get_backend, http_client};
 use crate::support::manifests::{self, NS, ingress, ingress_class};
 
 const HOST: &str = "conditions.e2e.test";
@@ -36,14 +36,9 @@ async fn backend_pair() -> (Backend, Backend) {
     panic!("no port free on both 127.0.0.2 and 127.0.0.3");
 }
 
-/// One endpoint of the slice: its address and its `conditions` as flow-style YAML.
-struct Endpoint<'a> {
-    addr: SocketAddr,
-    conditions: &'a str,
-}
-
-/// The Service `drain` (port 80, named `web`) and its one EndpointSlice listing `endpoints`.
-fn service_with(port: u16, endpoints: &[Endpoint<'_>]) -> String {
+/// The Service `drain` (port 80, named `web`) and its one EndpointSlice listing `endpoints`:
+/// each an address and its `conditions` as flow-style YAML.
+fn service_with(port: u16, endpoints: &[(SocketAddr, &str)]) -> String {
     let mut out = format!(
         "apiVersion: v1
 kind: Service
@@ -71,12 +66,11 @@ ports:
 endpoints:
 "
     );
-    for e in endpoints {
-        assert_eq!(e.addr.port(), port, "one slice, one port");
+    for (addr, conditions) in endpoints {
+        assert_eq!(addr.port(), port, "one slice, one port");
         out.push_str(&format!(
-            "- addresses: [\"{}\"]\n  conditions: {}\n",
-            e.addr.ip(),
-            e.conditions
+            "- addresses: [\"{}\"]\n  conditions: {conditions}\n",
+            addr.ip()
         ));
     }
     out
@@ -89,12 +83,6 @@ async fn swap(proxy: &Binary, dir: &Path, text: &str) {
     proxy.wait_generation_above(before, SWAP_DEADLINE).await;
 }
 
-/// The upstream of the only route, from `/table`.
-async fn upstream(proxy: &Binary) -> serde_json::Value {
-    let table = proxy.table().await;
-    table["table"]["hosts"][0]["routes"][0]["upstream"].clone()
-}
-
 fn addresses(list: &serde_json::Value) -> Vec<String> {
     list.as_array()
         .map(|a| {
@@ -105,17 +93,44 @@ fn addresses(list: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Sends `REQUESTS` GETs; each answer as (status, `x-backend`), or the error.
-async fn requests(
-    client: &HttpClient,
-    proxy: &Binary,
-    phase: &str,
-) -> Vec<Result<(u16, String), String>> {
-    let mut answers = Vec::with_capacity(REQUESTS);
-    for i in 0..REQUESTS {
-        answers.push(get_backend(client, proxy.http, HOST, &format!("/{phase}/{i}")).await);
+/// What one step of the drain shows: the live upstream of the only route (from `/table`), and
+/// `REQUESTS` GETs answered as (status, `x-backend`) or the error.
+struct Step {
+    upstream: serde_json::Value,
+    answers: Vec<Result<(u16, String), String>>,
+}
+
+impl Step {
+    async fn run(client: &HttpClient, proxy: &Binary, phase: &str) -> Step {
+        let table = proxy.table().await;
+        let upstream = table["table"]["hosts"][0]["routes"][0]["upstream"].clone();
+        let mut answers = Vec::with_capacity(REQUESTS);
+        for i in 0..REQUESTS {
+            let path = format!("/{phase}/{i}");
+            answers.push(get_backend(client, proxy.http, HOST, &path).await);
+        }
+        Step { upstream, answers }
     }
-    answers
+
+    /// The listed `endpoints` and `terminating` addresses.
+    fn lists(&self) -> (Vec<String>, Vec<String>) {
+        let u = &self.upstream;
+        (addresses(&u["endpoints"]), addresses(&u["terminating"]))
+    }
+
+    /// Asserts that every answer is `expected` (the proxy's log on failure).
+    fn all_answered(
+        &self,
+        proxy: &Binary,
+        expected: impl Fn(&Result<(u16, String), String>) -> bool,
+    ) {
+        let answers = &self.answers;
+        assert!(
+            answers.iter().all(expected),
+            "{answers:#?}\n{}",
+            proxy.log_text()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,36 +155,17 @@ async fn terminating_endpoints_serve_only_when_no_ready_one_is_left() {
             None,
         ),
     );
-    manifests::write(
-        m,
-        "svc.yaml",
-        &service_with(
-            port,
-            &[
-                Endpoint {
-                    addr: r.addr,
-                    conditions: READY,
-                },
-                Endpoint {
-                    addr: t.addr,
-                    conditions: DRAINING,
-                },
-            ],
-        ),
-    );
+    let both = service_with(port, &[(r.addr, READY), (t.addr, DRAINING)]);
+    manifests::write(m, "svc.yaml", &both);
     let proxy = Binary::start(m).await;
     let client = http_client();
+    let (r_addr, t_addr) = (vec![r.addr.to_string()], vec![t.addr.to_string()]);
 
     // R ready, T draining: T is listed as the fallback, and gets nothing.
-    let u = upstream(&proxy).await;
-    assert_eq!(addresses(&u["endpoints"]), [r.addr.to_string()], "{u:#}");
-    assert_eq!(addresses(&u["terminating"]), [t.addr.to_string()], "{u:#}");
-    let answers = requests(&client, &proxy, "both").await;
-    assert!(
-        answers.iter().all(|a| a == &Ok((200, "r".to_string()))),
-        "{answers:#?}\n{}",
-        proxy.log_text()
-    );
+    let step = Step::run(&client, &proxy, "both").await;
+    let u = &step.upstream;
+    assert_eq!(step.lists(), (r_addr, t_addr.clone()), "{u:#}");
+    step.all_answered(&proxy, |a| a == &Ok((200, "r".to_string())));
     assert_eq!(r.count(), REQUESTS);
     assert_eq!(
         t.count(),
@@ -179,52 +175,21 @@ async fn terminating_endpoints_serve_only_when_no_ready_one_is_left() {
     assert_eq!(t.connections(), 0, "the proxy even connected to T");
 
     // R gone (scaled down), T still draining: T is all there is, and serves.
-    swap(
-        &proxy,
-        m,
-        &service_with(
-            port,
-            &[Endpoint {
-                addr: t.addr,
-                conditions: DRAINING,
-            }],
-        ),
-    )
-    .await;
-    let u = upstream(&proxy).await;
-    assert_eq!(addresses(&u["endpoints"]), Vec::<String>::new(), "{u:#}");
-    assert_eq!(addresses(&u["terminating"]), [t.addr.to_string()], "{u:#}");
-    let answers = requests(&client, &proxy, "draining").await;
-    assert!(
-        answers.iter().all(|a| a == &Ok((200, "t".to_string()))),
-        "{answers:#?}\n{}",
-        proxy.log_text()
-    );
+    swap(&proxy, m, &service_with(port, &[(t.addr, DRAINING)])).await;
+    let step = Step::run(&client, &proxy, "draining").await;
+    let u = &step.upstream;
+    assert_eq!(step.lists(), (Vec::new(), t_addr), "{u:#}");
+    step.all_answered(&proxy, |a| a == &Ok((200, "t".to_string())));
     assert_eq!(t.count(), REQUESTS);
     assert_eq!(r.count(), REQUESTS, "R is no longer listed");
 
     // T no longer serving: nothing is eligible, 503 without reaching T.
-    swap(
-        &proxy,
-        m,
-        &service_with(
-            port,
-            &[Endpoint {
-                addr: t.addr,
-                conditions: STOPPED,
-            }],
-        ),
-    )
-    .await;
-    let u = upstream(&proxy).await;
+    swap(&proxy, m, &service_with(port, &[(t.addr, STOPPED)])).await;
+    let step = Step::run(&client, &proxy, "stopped").await;
+    let u = &step.upstream;
     assert_eq!(addresses(&u["endpoints"]), Vec::<String>::new(), "{u:#}");
     assert!(u.get("terminating").is_none(), "{u:#}");
-    let answers = requests(&client, &proxy, "stopped").await;
-    assert!(
-        answers.iter().all(|a| matches!(a, Ok((503, _)))),
-        "{answers:#?}\n{}",
-        proxy.log_text()
-    );
+    step.all_answered(&proxy, |a| matches!(a, Ok((503, _))));
     assert_eq!(t.count(), REQUESTS, "a non-serving endpoint got a request");
     assert_eq!(r.count(), REQUESTS);
 }

@@ -10,15 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
-use crate::support::backends::{self, TlsOptions};
+use crate::support::backends::{self, TlsOptions, exchange};
 use crate::support::binary::Binary;
+use crate::support::http::{Conn, Via, echo, tls_connect, upgrade};
 use crate::support::manifests::{self, ingress, ingress_class, service};
 use crate::support::pki::Ca;
 
@@ -80,10 +77,12 @@ async fn swaps_break_no_request_and_no_open_connection() {
 
     // The long-lived connections, opened before the first swap.
     let front = ca.client_config(&[b"http/1.1"]);
-    let mut pass_conn = PassStream::open(proxy.https, &backend_ca).await;
-    pass_conn.exchange("/start").await;
-    let mut ws_conn = tls_connect(proxy.https, front.clone(), WS).await;
-    upgrade(&mut ws_conn).await;
+    let mut pass_conn = Conn::connect(proxy.https, &backend_ca, Via::Tls, PASS).await;
+    exchange(&mut pass_conn, "pass", PASS, "/start").await;
+    let mut ws_conn = tls_connect(proxy.https, front.clone(), WS)
+        .await
+        .expect("TLS to the websocket host");
+    upgrade(&mut ws_conn, WS, "/ws").await;
     echo(&mut ws_conn, b"before the first swap").await;
 
     // The load: four keep-alive connections, requests back to back until told to stop.
@@ -141,7 +140,7 @@ async fn swaps_break_no_request_and_no_open_connection() {
 
     // The long-lived connections survived every swap: the same streams still carry data (a
     // hyper `SendRequest` is bound to its one connection; the echo is on the upgraded socket).
-    pass_conn.exchange("/end").await;
+    exchange(&mut pass_conn, "pass", PASS, "/end").await;
     echo(&mut ws_conn, b"after the last swap").await;
     let upgrades = ws.requests().iter().filter(|r| r.method == "GET").count();
     assert_eq!(upgrades, 1, "one upgrade request, never repeated");
@@ -192,147 +191,28 @@ async fn client_loop(
     config: Arc<rustls::ClientConfig>,
     stop: Arc<AtomicBool>,
 ) -> (usize, Vec<String>) {
-    let tls = tls_connect(https, config, HOT).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    let tls = tls_connect(https, config, HOT)
         .await
-        .expect("HTTP/1.1 handshake");
-    let conn = tokio::spawn(conn);
+        .unwrap_or_else(|e| panic!("TLS to {HOT}: {e}"));
+    let mut conn = Conn::h1(TokioIo::new(tls)).await;
     let (mut ok, mut failed) = (0, Vec::new());
     let mut n = 0;
     while !stop.load(Ordering::SeqCst) && failed.is_empty() {
         n += 1;
-        let request = http::Request::get(format!("/c{c}/{n}"))
-            .header(http::header::HOST, HOT)
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let answer = async {
-            sender
-                .ready()
-                .await
-                .map_err(|e| format!("not ready: {e}"))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("send: {e}"))?;
-            let status = response.status();
-            let backend = response.headers().get("x-backend").cloned();
-            let keep_alive = response
-                .headers()
-                .get(http::header::CONNECTION)
-                .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"close"));
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?;
-            if status != 200 || backend.as_ref().is_none_or(|b| b != "hot") {
-                return Err(format!("status {status}, backend {backend:?}"));
+        match conn.get(HOT, &format!("/c{c}/{n}")).await {
+            Ok(answer) if answer.status != 200 || answer.backend() != Some("hot") => {
+                failed.push(format!(
+                    "conn {c} request {n}: status {}, backend {:?}",
+                    answer.status,
+                    answer.backend()
+                ))
             }
-            if !keep_alive {
-                return Err("the proxy closed the keep-alive connection".to_string());
-            }
-            Ok(())
-        };
-        match tokio::time::timeout(Duration::from_secs(5), answer).await {
-            Ok(Ok(())) => ok += 1,
-            Ok(Err(e)) => failed.push(format!("conn {c} request {n}: {e}")),
-            Err(_) => failed.push(format!("conn {c} request {n}: no answer within 5s")),
+            Ok(answer) if answer.closes() => failed.push(format!(
+                "conn {c} request {n}: the proxy closed the keep-alive connection"
+            )),
+            Ok(_) => ok += 1,
+            Err(e) => failed.push(format!("conn {c} request {n}: {e}")),
         }
     }
-    drop(sender);
-    let _ = conn.await;
     (ok, failed)
-}
-
-async fn tls_connect(
-    at: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-    sni: &str,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(at).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from(sni.to_string()).expect("name"), tcp)
-        .await
-        .unwrap_or_else(|e| panic!("TLS to {sni}: {e}"))
-}
-
-/// An HTTP/1.1 connection through the pass-through host to the TLS backend, kept open.
-struct PassStream {
-    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-}
-
-impl PassStream {
-    async fn open(https: SocketAddr, backend_ca: &Ca) -> PassStream {
-        let tls = tls_connect(https, backend_ca.client_config(&[b"http/1.1"]), PASS).await;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        PassStream { sender }
-    }
-
-    /// One request/response on the open stream: the backend answers with the SNI it saw.
-    async fn exchange(&mut self, path: &str) {
-        self.sender.ready().await.expect("pass-through stream open");
-        let request = http::Request::get(path)
-            .header(http::header::HOST, PASS)
-            .body(Empty::new())
-            .expect("request");
-        let response =
-            tokio::time::timeout(Duration::from_secs(5), self.sender.send_request(request))
-                .await
-                .expect("an answer on the pass-through stream")
-                .expect("pass-through response");
-        assert_eq!(response.status(), 200);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        assert_eq!(
-            String::from_utf8_lossy(&body),
-            format!("backend=pass path={path} sni={PASS}")
-        );
-    }
-}
-
-/// Sends a websocket upgrade and reads the `101` head.
-async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {WS}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write upgrade");
-    let mut head = Vec::new();
-    let read_head = async {
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.expect("read 101 head"));
-            assert!(head.len() < 4096, "head too long");
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read_head)
-        .await
-        .expect("101 within 5s");
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-}
-
-/// Writes `bytes` on the upgraded connection and reads them back.
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) {
-    stream
-        .write_all(bytes)
-        .await
-        .expect("write on the upgraded connection");
-    stream.flush().await.expect("flush");
-    let mut back = vec![0u8; bytes.len()];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
-        .await
-        .expect("echo within 5s")
-        .expect("read the echo");
-    assert_eq!(back, bytes);
 }

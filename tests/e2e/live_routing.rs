@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::support::backends::{self, Backend, TlsOptions};
 use crate::support::binary::Binary;
-use crate::support::keep_alive::{Conn, Via, tls_stream};
+use crate::support::http::{Conn, Via, insecure_client_config, tls_connect};
 use crate::support::manifests::{self, ca_secret, ingress, ingress_class, service};
 use crate::support::pki::Ca;
 
@@ -59,8 +59,8 @@ async fn client_loop(
         match conn.get(host, &format!("/{name}/{n}")).await {
             Ok(answer) if answer.status == 200 => {
                 tally.ok += 1;
-                tally.last_backend = answer.backend;
-                if answer.closes {
+                tally.last_backend = answer.backend().map(str::to_string);
+                if answer.closes() {
                     conn = Conn::open(proxy.http, proxy.https, &ca, via, host).await;
                 }
             }
@@ -347,7 +347,7 @@ async fn a_host_switched_to_pass_through_is_421_on_open_terminated_connections()
     let mut h2 = Conn::open(proxy.http, proxy.https, &ca, Via::H2, HOST).await;
     for conn in [&mut h1, &mut h2] {
         let answer = conn.get(HOST, "/").await.expect("terminated");
-        assert_eq!(answer.backend.as_deref(), Some("web"));
+        assert_eq!(answer.backend(), Some("web"));
     }
 
     let generation = proxy.generation().await;
@@ -370,7 +370,7 @@ async fn a_host_switched_to_pass_through_is_421_on_open_terminated_connections()
     // on a new connection. HTTP/1.1 is told to close; HTTP/2 gets GOAWAY.
     let answer = h1.get(HOST, "/").await.expect("an answer");
     assert_eq!(answer.status, 421, "{answer:?}");
-    assert!(answer.closes, "{answer:?}");
+    assert!(answer.closes(), "{answer:?}");
     assert!(h1.closed_by_proxy().await, "HTTP/1.1 connection left open");
     let answer = h2.get(HOST, "/").await.expect("an answer");
     assert_eq!(answer.status, 421, "{answer:?}");
@@ -382,12 +382,9 @@ async fn a_host_switched_to_pass_through_is_421_on_open_terminated_connections()
     assert_eq!(gets, 2, "the old backend got a request after the switch");
 
     // A new connection is passed through: the pod's own certificate, the pod answers.
-    let mut fresh = Conn::h1(TokioIo::new(
-        tls_stream(proxy.https, backend_ca.client_config(&[b"http/1.1"]), HOST).await,
-    ))
-    .await;
+    let mut fresh = Conn::connect(proxy.https, &backend_ca, Via::Tls, HOST).await;
     let answer = fresh.get(HOST, "/").await.expect("passed through");
-    assert_eq!(answer.backend.as_deref(), Some("pod"));
+    assert_eq!(answer.backend(), Some("pod"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,8 +400,10 @@ async fn a_connection_shown_the_default_certificate_is_421_once_the_host_has_its
     let proxy = Binary::start(m).await;
 
     // No certificate of its own yet: the client accepts the default one (as `curl -k` would).
-    let insecure = crate::support::in_process::insecure_client_config(&[b"http/1.1"], true);
-    let tls = tls_stream(proxy.https, insecure, HOST).await;
+    let insecure = insecure_client_config(&[b"http/1.1"], true);
+    let tls = tls_connect(proxy.https, insecure, HOST)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {HOST}: {e}"));
     let shown = tls.get_ref().1.peer_certificates().expect("a certificate")[0].clone();
     let mut conn = Conn::h1(TokioIo::new(tls)).await;
     assert_eq!(conn.get(HOST, "/").await.expect("first").status, 200);
@@ -426,7 +425,7 @@ async fn a_connection_shown_the_default_certificate_is_421_once_the_host_has_its
         .await;
     let answer = conn.get(HOST, "/").await.expect("an answer");
     assert_eq!(answer.status, 421, "{answer:?}");
-    assert!(answer.closes);
+    assert!(answer.closes());
 
     // The client's retry, on a new connection, verifies the host's own certificate.
     let mut fresh = Conn::open(proxy.http, proxy.https, &ca, Via::Tls, HOST).await;
@@ -459,7 +458,7 @@ async fn a_pooled_connection_to_a_removed_endpoint_is_never_reused() {
     let mut conn = Conn::open(proxy.http, proxy.https, &ca, Via::Plain, "pool.live.test").await;
     for _ in 0..5 {
         let answer = conn.get("pool.live.test", "/").await.expect("to the pod");
-        assert_eq!(answer.backend.as_deref(), Some("pod"));
+        assert_eq!(answer.backend(), Some("pod"));
     }
     assert_eq!(pod.connections(), 1, "one pooled upstream connection");
 
@@ -471,7 +470,7 @@ async fn a_pooled_connection_to_a_removed_endpoint_is_never_reused() {
         .await;
     for _ in 0..5 {
         let answer = conn.get("pool.live.test", "/").await.expect("to the other");
-        assert_eq!(answer.backend.as_deref(), Some("other"));
+        assert_eq!(answer.backend(), Some("other"));
     }
     let count = pod.count();
     // ...and its address comes back (a new pod on the same IP and port). The connection pooled
@@ -481,7 +480,7 @@ async fn a_pooled_connection_to_a_removed_endpoint_is_never_reused() {
         .wait_generation_above(generation, Duration::from_secs(5))
         .await;
     let answer = conn.get("pool.live.test", "/").await.expect("to the pod");
-    assert_eq!(answer.backend.as_deref(), Some("pod"));
+    assert_eq!(answer.backend(), Some("pod"));
     assert_eq!(pod.count(), count + 1);
     assert_eq!(
         pod.connections(),

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod annotations_refused;
 mod bad_input;
 mod balance_health;
 mod cert_rotation;

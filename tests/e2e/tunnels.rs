@@ -6,17 +6,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 
-use crate::support::backends::{self, TlsOptions};
+use crate::support::backends::{self, TlsOptions, exchange};
 use crate::support::binary::Binary;
-use crate::support::in_process::tls_connect;
+use crate::support::http::{Conn, Via, echo, get, tls_connect, upgrade};
 use crate::support::manifests::{self, ingress, ingress_class, service};
 use crate::support::pki::Ca;
 
@@ -37,7 +32,7 @@ async fn websocket_tunnel_outlives_its_endpoint() {
     manifests::write(m, "ws.yaml", &ingress("ws", WS, "ws", &[], None));
     let proxy = Binary::start(m).await;
 
-    let mut tunnel = upgrade(proxy.http).await;
+    let mut tunnel = upgraded(proxy.http).await;
     echo(&mut tunnel, b"before the endpoint left").await;
 
     let generation = proxy.generation().await;
@@ -68,8 +63,8 @@ async fn passthrough_stream_outlives_its_endpoint() {
     manifests::write(m, "pass.yaml", &passthrough_ingress());
     let proxy = Binary::start(m).await;
 
-    let mut stream = PassStream::open(proxy.https, &backend_ca).await;
-    stream.exchange("/before").await;
+    let mut stream = pass_stream(proxy.https, &backend_ca).await;
+    exchange(&mut stream, "pass", PASS, "/before").await;
 
     let generation = proxy.generation().await;
     manifests::write(m, "pass-svc.yaml", &service("pass", &[]));
@@ -83,7 +78,7 @@ async fn passthrough_stream_outlives_its_endpoint() {
     assert!(fresh.is_err(), "a new connection must find no endpoint");
 
     // The same `SendRequest`: it is bound to the one TLS connection opened before.
-    stream.exchange("/after").await;
+    exchange(&mut stream, "pass", PASS, "/after").await;
     let seen: Vec<String> = pass.requests().into_iter().map(|r| r.uri).collect();
     assert_eq!(seen, ["/before", "/after"]);
 }
@@ -124,17 +119,17 @@ async fn tunnel_idle_timeout_ends_only_quiet_tunnels() {
         proxy.log_text()
     );
 
-    let mut quiet = upgrade(proxy.http).await;
-    let mut busy = upgrade(proxy.http).await;
-    let mut quiet_stream = PassStream::open(proxy.https, &backend_ca).await;
+    let mut quiet = upgraded(proxy.http).await;
+    let mut busy = upgraded(proxy.http).await;
+    let mut quiet_stream = pass_stream(proxy.https, &backend_ca).await;
 
     // Longer than the keep-alive idle, well short of the tunnel idle: the deliberate pause.
     echo(&mut quiet, b"first").await;
-    quiet_stream.exchange("/first").await;
+    exchange(&mut quiet_stream, "pass", PASS, "/first").await;
     tokio::time::sleep(KEEP_ALIVE_IDLE * 3).await;
     echo(&mut quiet, b"second").await;
     let ws_quiet_since = Instant::now();
-    quiet_stream.exchange("/second").await;
+    exchange(&mut quiet_stream, "pass", PASS, "/second").await;
     let stream_quiet_since = Instant::now();
     let quiet_end = tokio::spawn(async move {
         let mut rest = Vec::new();
@@ -142,7 +137,7 @@ async fn tunnel_idle_timeout_ends_only_quiet_tunnels() {
         (read.map(|_| rest), Instant::now())
     });
     let stream_end = tokio::spawn(async move {
-        quiet_stream.closed().await;
+        quiet_stream.ended().await;
         Instant::now()
     });
 
@@ -231,108 +226,18 @@ fn passthrough_ingress() -> String {
 
 /// The status of `GET path` for `host` on a new connection.
 async fn status(at: SocketAddr, host: &str, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(at).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    tokio::time::timeout(STEP, stream.read_to_end(&mut raw))
-        .await
-        .expect("an answer in time")
-        .expect("read the answer");
-    let raw = String::from_utf8_lossy(&raw);
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {raw:?}"))
+    get(at, host, path, &[]).await.status.as_u16()
 }
 
 /// A websocket upgrade for WS through :80; returns the upgraded connection after the `101`.
-async fn upgrade(http: SocketAddr) -> TcpStream {
+async fn upgraded(http: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(http).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {WS}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
+    upgrade(&mut stream, WS, "/ws").await;
     stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write upgrade");
-    let mut head = Vec::new();
-    let read_head = async {
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.expect("read 101 head"));
-            assert!(head.len() < 4096, "head too long");
-        }
-    };
-    tokio::time::timeout(STEP, read_head)
-        .await
-        .expect("101 in time");
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    stream
-}
-
-/// Writes `bytes` on the upgraded connection and reads them back from the echo backend.
-async fn echo(stream: &mut TcpStream, bytes: &[u8]) {
-    stream
-        .write_all(bytes)
-        .await
-        .expect("write on the upgraded connection");
-    let mut back = vec![0u8; bytes.len()];
-    tokio::time::timeout(STEP, stream.read_exact(&mut back))
-        .await
-        .expect("echo in time")
-        .expect("read the echo");
-    assert_eq!(back, bytes);
 }
 
 /// An HTTP/1.1 connection through the pass-through host to the TLS backend, kept open.
-struct PassStream {
-    sender: SendRequest<Empty<Bytes>>,
-    connection: JoinHandle<()>,
-}
-
-impl PassStream {
-    async fn open(https: SocketAddr, backend_ca: &Ca) -> PassStream {
-        let tls = tls_connect(https, backend_ca.client_config(&[b"http/1.1"]), PASS)
-            .await
-            .expect("TLS with the pod through the proxy");
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("HTTP/1.1 handshake");
-        let connection = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        PassStream { sender, connection }
-    }
-
-    /// One request/response on the open stream: the backend answers with the path and SNI.
-    async fn exchange(&mut self, path: &str) {
-        self.sender.ready().await.expect("pass-through stream open");
-        let request = http::Request::get(path)
-            .header(http::header::HOST, PASS)
-            .body(Empty::new())
-            .expect("request");
-        let response = tokio::time::timeout(STEP, self.sender.send_request(request))
-            .await
-            .expect("an answer on the pass-through stream")
-            .expect("pass-through response");
-        assert_eq!(response.status(), 200);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        assert_eq!(
-            String::from_utf8_lossy(&body),
-            format!("backend=pass path={path} sni={PASS}")
-        );
-    }
-
-    /// Resolves when the connection has ended.
-    async fn closed(&mut self) {
-        let _ = (&mut self.connection).await;
-    }
+async fn pass_stream(https: SocketAddr, backend_ca: &Ca) -> Conn {
+    Conn::connect(https, backend_ca, Via::Tls, PASS).await
 }

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod annotations_refused;
 mod model;
 mod rebuild_debounce;
 mod routing;

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use super::http::Conn;
 use super::pki::Leaf;
 
 /// What a backend saw of one request.
@@ -209,6 +210,20 @@ async fn serve_http<IO>(
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
         .await;
+}
+
+/// One request/response on `conn`, an open connection to the [`tls`] backend `name` that
+/// carries SNI `host` (a pass-through stream): asserts 200 and the echo of `path` and `host`.
+pub async fn exchange(conn: &mut Conn, name: &str, host: &str, path: &str) {
+    let answer = conn
+        .get(host, path)
+        .await
+        .unwrap_or_else(|e| panic!("no answer on the stream to {name}: {e}"));
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.text(),
+        format!("backend={name} path={path} sni={host}")
+    );
 }
 
 /// Reads a PROXY protocol v1 or v2 header; `None` if it is missing or malformed.

@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use super::portcullis::{get, status_of};
+use super::http::{admin_get, status_of};
 use super::wait::wait_until;
 
 /// How long the binary may take to log its addresses and become ready.
@@ -135,9 +135,9 @@ impl Binary {
 
     /// The admin `/metrics` text.
     pub async fn metrics(&self) -> String {
-        get(self.admin, "/metrics")
+        admin_get(self.admin, "/metrics")
             .await
-            .map(|r| r.body)
+            .map(|r| r.text())
             .unwrap_or_default()
     }
 
@@ -173,9 +173,9 @@ impl Binary {
 
     /// The admin `/table` JSON (`check --output json` of the live build).
     pub async fn table(&self) -> serde_json::Value {
-        let response = get(self.admin, "/table").await.expect("GET /table");
-        assert_eq!(response.status, 200, "/table: {}", response.body);
-        serde_json::from_str(&response.body).expect("/table is JSON")
+        let response = admin_get(self.admin, "/table").await.expect("GET /table");
+        assert_eq!(response.status, 200, "/table: {}", response.text());
+        serde_json::from_slice(&response.body).expect("/table is JSON")
     }
 
     /// Waits until `/table` satisfies `pred`; returns it (panics with the last one otherwise).

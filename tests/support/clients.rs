@@ -1,5 +1,6 @@
 //! Real clients as subprocesses: `curl` and `openssl s_client`, for black-box checks of what a
-//! user's tools see. Run through `tokio::process`, so the test's backends keep serving.
+//! user's tools see. Run through `tokio::process`, so the test's backends keep serving. The
+//! in-process client is `http`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -164,47 +165,4 @@ pub fn pem_to_der(pem: &str) -> Vec<u8> {
     CertificateDer::from_pem_slice(pem.as_bytes())
         .expect("a PEM certificate")
         .to_vec()
-}
-
-/// A pooled keep-alive HTTP/1.1 client (hyper), for tests that need many requests.
-pub type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Empty<bytes::Bytes>,
->;
-
-/// A new [`HttpClient`].
-pub fn http_client() -> HttpClient {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
-}
-
-/// `GET http://AT/PATH` with `Host: host`: the status and the `x-backend` header, or the error
-/// as text.
-pub async fn get_backend(
-    client: &HttpClient,
-    at: SocketAddr,
-    host: &str,
-    path: &str,
-) -> Result<(u16, String), String> {
-    use http_body_util::BodyExt;
-    let request = http::Request::get(format!("http://{at}{path}"))
-        .header(http::header::HOST, host)
-        .body(http_body_util::Empty::new())
-        .expect("request");
-    let response = tokio::time::timeout(CLIENT_DEADLINE, client.request(request))
-        .await
-        .map_err(|_| format!("GET {path}: no answer within {CLIENT_DEADLINE:?}"))?
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let status = response.status().as_u16();
-    let backend = response
-        .headers()
-        .get("x-backend")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("GET {path}: body: {e}"))?;
-    Ok((status, backend))
 }

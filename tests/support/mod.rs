@@ -1,5 +1,7 @@
-//! Shared test support: an in-memory PKI, real HTTP/TLS backends, the built binary, real
-//! clients (curl, openssl), manifest YAML, and condition waits.
+//! Shared test support: Portcullis in-process (`in_process`) or as the built binary (`binary`),
+//! one HTTP/TLS client (`http`), real external clients (`clients`: curl, openssl), hand-built
+//! routing tables (`fixture`) over an in-memory PKI (`pki`), real backends, manifest YAML, the
+//! mocked Kubernetes API, and condition waits.
 //!
 //! Each integration test file compiles this module separately and uses a subset of it.
 #![allow(dead_code)]
@@ -7,10 +9,10 @@
 pub mod backends;
 pub mod binary;
 pub mod clients;
-pub mod http_harness;
+pub mod fixture;
+pub mod http;
 pub mod in_process;
-pub mod keep_alive;
 pub mod manifests;
+pub mod mock_api;
 pub mod pki;
-pub mod portcullis;
 pub mod wait;

@@ -1,0 +1,365 @@
+//! The cluster source against the mocked API server: what it lists and watches (scoping,
+//! selectors, pagination), that its snapshot builds like the same objects given directly, and
+//! how it rides out 410 Gone, 403, 500, broken streams and a missing CRD.
+
+use crate::support::mock_api::{
+    INGRESSES, Lists, MockApi, Reply, Seen, T, failure, fixture_lists, fixtures, ingress,
+};
+use crate::support::wait::wait_until;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use http::Method;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use portcullis::crd::IngressClassParams;
+use portcullis::model::{self, LastGood};
+use portcullis::settings::BuildSettings;
+use portcullis::source::Snapshot;
+use portcullis::source::kubernetes::{KubeSource, strip_metadata, strip_secret};
+use serde_json::{Value, json};
+
+/// The names of the Ingresses in the source's store, sorted.
+fn ingress_names(source: &KubeSource) -> Vec<String> {
+    let mut names: Vec<String> = source
+        .snapshot()
+        .ingresses
+        .iter()
+        .map(|i| i.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+// === requests ===
+
+#[tokio::test]
+async fn watch_namespace_scopes_every_namespaced_kind_and_secrets_are_selected() {
+    let mock = MockApi::default().start();
+    let _source = mock.source(Some("apps")).await;
+    mock.wait_count(9, Seen::is_watch).await;
+
+    let requests = mock.seen();
+    let lists: BTreeSet<(String, Option<String>, Option<String>)> = requests
+        .iter()
+        .filter(|r| r.is_list())
+        .map(|r| {
+            assert_eq!(r.q("limit"), Some("500"), "paginated list: {r:?}");
+            assert_eq!(r.q("sendInitialEvents"), None, "no streaming lists: {r:?}");
+            assert_eq!(r.q("resourceVersion"), None, "quorum list: {r:?}");
+            (
+                r.path.clone(),
+                r.q("fieldSelector").map(str::to_string),
+                r.q("labelSelector").map(str::to_string),
+            )
+        })
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    let expected: BTreeSet<_> = [
+        (INGRESSES.to_string(), None, None),
+        (
+            "/apis/networking.k8s.io/v1/ingressclasses".into(),
+            None,
+            None,
+        ),
+        ("/api/v1/namespaces/apps/services".into(), None, None),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/apps/endpointslices".into(),
+            None,
+            None,
+        ),
+        (
+            "/apis/portcullis.io/v1alpha1/ingressclassparams".into(),
+            None,
+            None,
+        ),
+        (
+            "/api/v1/namespaces/apps/secrets".into(),
+            s("type=kubernetes.io/tls"),
+            None,
+        ),
+        (
+            "/api/v1/namespaces/apps/secrets".into(),
+            None,
+            s("portcullis.io/backend-ca=true"),
+        ),
+        (
+            "/api/v1/namespaces/ingress/secrets".into(),
+            s("metadata.name=default-cert"),
+            None,
+        ),
+        (
+            "/api/v1/namespaces/ingress/services".into(),
+            s("metadata.name=portcullis"),
+            None,
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(lists, expected);
+
+    for watch in requests.iter().filter(|r| r.is_watch()) {
+        assert_eq!(
+            watch.q("resourceVersion"),
+            Some("1"),
+            "watch from the list: {watch:?}"
+        );
+        assert_eq!(watch.q("allowWatchBookmarks"), Some("true"));
+        assert_eq!(
+            watch.q("sendInitialEvents"),
+            None,
+            "no streaming lists: {watch:?}"
+        );
+        let key = (
+            watch.path.clone(),
+            watch.q("fieldSelector").map(str::to_string),
+            watch.q("labelSelector").map(str::to_string),
+        );
+        assert!(expected.contains(&key), "unexpected watch {watch:?}");
+    }
+    assert!(
+        requests.iter().all(|r| r.method == Method::GET),
+        "the source only reads"
+    );
+}
+
+#[tokio::test]
+async fn without_watch_namespace_namespaced_kinds_are_watched_cluster_wide() {
+    let mock = MockApi::default().start();
+    let _source = mock.source(None).await;
+    let paths: BTreeSet<(String, Option<String>)> = mock
+        .seen()
+        .iter()
+        .filter(|r| r.is_list())
+        .map(|r| (r.path.clone(), r.q("fieldSelector").map(str::to_string)))
+        .collect();
+    let expected: BTreeSet<(String, Option<String>)> = [
+        ("/apis/networking.k8s.io/v1/ingresses", None),
+        ("/apis/networking.k8s.io/v1/ingressclasses", None),
+        ("/api/v1/services", None),
+        ("/apis/discovery.k8s.io/v1/endpointslices", None),
+        ("/apis/portcullis.io/v1alpha1/ingressclassparams", None),
+        ("/api/v1/secrets", Some("type=kubernetes.io/tls")),
+        ("/api/v1/secrets", None), // the label-selected one
+        // The default certificate is in scope: no watcher of its own.
+        (
+            "/api/v1/namespaces/ingress/services",
+            Some("metadata.name=portcullis"),
+        ),
+    ]
+    .into_iter()
+    .map(|(p, f)| (p.to_string(), f.map(str::to_string)))
+    .collect();
+    assert_eq!(paths, expected);
+}
+
+// === one pipeline, two sources ===
+
+#[tokio::test]
+async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
+    let mock = MockApi::new(fixture_lists()).start();
+    let source = mock.source(Some("apps")).await;
+    // The snapshot's order carries no meaning: compared sorted by namespace and name.
+    fn sorted<K: kube::Resource>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
+        let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
+        objects.sort_by_key(|o| key(o));
+        objects
+    }
+    let mut from_cluster = source.snapshot();
+    from_cluster.ingresses = sorted(from_cluster.ingresses);
+    from_cluster.classes = sorted(from_cluster.classes);
+    from_cluster.secrets = sorted(from_cluster.secrets);
+    from_cluster.services = sorted(from_cluster.services);
+    from_cluster.endpoint_slices = sorted(from_cluster.endpoint_slices);
+    from_cluster.class_params = sorted(from_cluster.class_params);
+
+    let f = fixtures();
+    fn objects<K: serde::de::DeserializeOwned>(values: &[Value], strip: fn(&mut K)) -> Vec<Arc<K>> {
+        values
+            .iter()
+            .map(|v| {
+                let mut o: K = serde_json::from_value(v.clone()).unwrap();
+                strip(&mut o);
+                Arc::new(o)
+            })
+            .collect()
+    }
+    let mut secrets: Vec<Arc<Secret>> = objects(&f["secrets-tls"], strip_secret);
+    secrets.extend(objects::<Secret>(&f["secrets-ca"][1..], strip_secret)); // `both` once
+    secrets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let direct = Snapshot {
+        ingresses: objects::<Ingress>(&f["ingresses"], strip_metadata),
+        classes: objects::<IngressClass>(&f["ingressclasses"], strip_metadata),
+        secrets,
+        services: objects::<Service>(&f["services"], strip_metadata),
+        endpoint_slices: objects::<EndpointSlice>(&f["endpointslices"], strip_metadata),
+        class_params: objects::<IngressClassParams>(&f["ingressclassparams"], strip_metadata),
+        ..Snapshot::default()
+    };
+
+    assert_eq!(from_cluster.ingresses, direct.ingresses);
+    assert_eq!(from_cluster.classes, direct.classes);
+    assert_eq!(from_cluster.secrets, direct.secrets);
+    assert_eq!(from_cluster.services, direct.services);
+    assert_eq!(from_cluster.endpoint_slices, direct.endpoint_slices);
+    let json = |v: &[Arc<IngressClassParams>]| serde_json::to_value(v).unwrap();
+    assert_eq!(json(&from_cluster.class_params), json(&direct.class_params));
+
+    // What the stores keep: no managedFields, no last-applied copy, only the Secret keys read.
+    let a = &from_cluster.ingresses[0];
+    assert_eq!(a.metadata.managed_fields, None);
+    let annotations = a.metadata.annotations.as_ref().unwrap();
+    assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+    assert_eq!(annotations["portcullis.io/tls-mode"], "passthrough");
+    let names: Vec<_> = from_cluster
+        .secrets
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["backend-ca", "both", "tls"]);
+    let ca = &from_cluster.secrets[0];
+    assert_eq!(
+        ca.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+        ["ca.crt"]
+    );
+    let tls = &from_cluster.secrets[2];
+    assert_eq!(
+        tls.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+        ["tls.crt", "tls.key"]
+    );
+
+    let settings = BuildSettings::default();
+    let built = model::build(&from_cluster, &settings, &LastGood::default());
+    let built2 = model::build(&direct, &settings, &LastGood::default());
+    assert_eq!(built.table, built2.table);
+    assert_eq!(built.diagnostics, built2.diagnostics);
+}
+
+// === errors ===
+
+#[tokio::test]
+async fn gone_410_relists_and_replaces_the_store() {
+    let lists = Arc::new(AtomicUsize::new(0));
+    let counter = lists.clone();
+    let mock = MockApi::default().serve(move |r| {
+        if r.is_list() && r.path == INGRESSES {
+            return Some(match counter.fetch_add(1, Ordering::SeqCst) {
+                0 => Reply::list(&[ingress("apps", "a", "5")], "5"),
+                _ => Reply::list(&[ingress("apps", "b", "9")], "9"),
+            });
+        }
+        None
+    });
+    let source = mock.source(Some("apps")).await;
+    assert_eq!(ingress_names(&source), ["a"]);
+    mock.wait_count(1, |r| r.is_watch() && r.path == INGRESSES)
+        .await;
+    let before = source.changes().borrow().generation;
+
+    mock.push(
+        INGRESSES,
+        json!({"type": "ERROR", "object": failure(410, "Expired")}),
+    );
+
+    assert!(
+        wait_until(T, || async { ingress_names(&source) == ["b"] }).await,
+        "re-listed after 410"
+    );
+    assert_eq!(lists.load(Ordering::SeqCst), 2);
+    mock.wait_count(1, |r| {
+        r.is_watch() && r.path == INGRESSES && r.q("resourceVersion") == Some("9")
+    })
+    .await;
+    assert!(
+        source.changes().borrow().generation > before,
+        "the re-list is a change"
+    );
+}
+
+#[tokio::test]
+async fn errors_and_broken_streams_keep_the_last_objects_and_retry() {
+    let watches = Arc::new(AtomicUsize::new(0));
+    let counter = watches.clone();
+    let mock = MockApi::default().serve(move |r| {
+        if r.path != INGRESSES {
+            return None;
+        }
+        if r.is_list() {
+            return Some(Reply::list(&[ingress("apps", "a", "5")], "5"));
+        }
+        match counter.fetch_add(1, Ordering::SeqCst) {
+            0 => Some(Reply::error(500, "InternalError")),
+            1 => Some(Reply::error(403, "Forbidden")),
+            _ => Some(Reply::Watch),
+        }
+    });
+    let source = mock.source(Some("apps")).await;
+
+    // 500, then 403 on starting the watch: retried with back-off, the store keeps `a`.
+    mock.wait_count(3, |r| r.is_watch() && r.path == INGRESSES)
+        .await;
+    assert_eq!(ingress_names(&source), ["a"]);
+    assert!(wait_until(T, || async { mock.open_watches(INGRESSES) == 1 }).await);
+
+    // A broken stream: re-watch from the same resourceVersion, no re-list.
+    mock.break_watches(INGRESSES);
+    mock.wait_count(4, |r| r.is_watch() && r.path == INGRESSES)
+        .await;
+    assert_eq!(ingress_names(&source), ["a"]);
+    let watches_seen: Vec<_> = mock
+        .seen_where(|r| r.is_watch() && r.path == INGRESSES)
+        .into_iter()
+        .map(|r| r.q("resourceVersion").map(str::to_string))
+        .collect();
+    assert!(
+        watches_seen.iter().all(|v| v.as_deref() == Some("5")),
+        "{watches_seen:?}"
+    );
+    assert_eq!(mock.count(|r| r.is_list() && r.path == INGRESSES), 1);
+
+    // Still alive: a new event lands in the store.
+    assert!(wait_until(T, || async { mock.open_watches(INGRESSES) == 1 }).await);
+    let generation = source.changes().borrow().generation;
+    mock.push(
+        INGRESSES,
+        json!({"type": "ADDED", "object": ingress("apps", "b", "6")}),
+    );
+    assert!(wait_until(T, || async { ingress_names(&source) == ["a", "b"] }).await);
+    let change = *source.changes().borrow();
+    assert!(change.generation > generation && change.at.is_some());
+}
+
+#[tokio::test]
+async fn a_missing_crd_does_not_block_readiness_and_is_picked_up_later() {
+    const SERVICES: &str = "/api/v1/namespaces/apps/services";
+    const PARAMS: &str = "/apis/portcullis.io/v1alpha1/ingressclassparams";
+    let installed = Arc::new(AtomicBool::new(false));
+    let flag = installed.clone();
+    let services_failed = Arc::new(AtomicBool::new(false));
+    let lists = Lists::new().of(PARAMS, fixtures().remove("ingressclassparams").unwrap());
+    let mock = MockApi::new(lists).serve(move |r| {
+        if r.is_list() && r.path == SERVICES && !services_failed.swap(true, Ordering::SeqCst) {
+            return Some(Reply::error(500, "InternalError"));
+        }
+        if r.is_list() && r.path == PARAMS && !flag.load(Ordering::SeqCst) {
+            return Some(Reply::error(404, "NotFound"));
+        }
+        None
+    });
+    let source = mock.source(Some("apps")).await;
+    assert!(source.is_ready());
+    assert!(source.class_params_crd_missing());
+    assert!(source.snapshot().class_params.is_empty());
+    // The failed Service list was retried before the source became ready.
+    assert_eq!(mock.count(|r| r.is_list() && r.path == SERVICES), 2);
+
+    installed.store(true, Ordering::SeqCst);
+    assert!(
+        wait_until(T, || async { source.snapshot().class_params.len() == 1 }).await,
+        "CRD installed later is picked up"
+    );
+    assert!(!source.class_params_crd_missing());
+}
