@@ -11,6 +11,13 @@
 //! [`Leadership::is_leader`] before every write, and [`EventPoster::reset`] empties the
 //! "already posted" set when leadership is lost, so a fail-over re-posts the current
 //! diagnostics once.
+//!
+//! An Event lives in the namespace of the object it is about (`default` for a cluster-scoped
+//! object). With `--watch-namespace` RBAC grants Events only in that namespace
+//! ([`crate::cluster::rbac`]), so a diagnostic whose Event would go elsewhere (the IngressClass
+//! or IngressClassParams, the default certificate in our own namespace) is not posted: it is
+//! in the log already (the rebuild loop logs every new diagnostic), and the poster says once,
+//! at debug, why no Event follows, rather than collecting a 403 on every rebuild.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +50,9 @@ pub(crate) struct EventsOutcome {
     pub(crate) failed: usize,
     /// Stopped early: this replica is not the leader any more.
     pub(crate) not_leader: bool,
+    /// Diagnostics skipped for the first time because their Event would go to a namespace
+    /// we may not write to (each is logged then, and not again while it stays present).
+    pub(crate) skipped: usize,
 }
 
 /// Posts Events for diagnostics, each once while it stays present.
@@ -52,6 +62,9 @@ pub(crate) struct EventPoster {
     identity: String,
     /// Diagnostics posted as Events and present in the last build.
     posted: HashSet<EventKey>,
+    /// Diagnostics present in the last build whose Event we may not write (outside the watched
+    /// namespace): remembered so that the reason is logged once, not on every rebuild.
+    skipped: HashSet<EventKey>,
     sequence: AtomicU64,
 }
 
@@ -62,18 +75,21 @@ impl EventPoster {
             client,
             identity,
             posted: HashSet::new(),
+            skipped: HashSet::new(),
             sequence: AtomicU64::new(0),
         }
     }
 
-    /// Forgets what was posted (a later leadership starts from scratch).
+    /// Forgets what was posted and skipped (a later leadership starts from scratch).
     pub(crate) fn reset(&mut self) {
         self.posted.clear();
+        self.skipped.clear();
     }
 
     /// Posts Events for `diagnostics` not posted yet. `ours` are the Ingresses of our class
     /// (never write about another class's Ingress), `in_scope` says whether a namespace is
-    /// watched, `uid` looks an object's uid up for the Event reference.
+    /// watched (asked of the namespace the Event would go to: RBAC grants Events only there),
+    /// `uid` looks an object's uid up for the Event reference.
     pub(crate) async fn post(
         &mut self,
         diagnostics: &[Diagnostic],
@@ -83,13 +99,35 @@ impl EventPoster {
         leadership: &Leadership,
     ) -> EventsOutcome {
         let mut outcome = EventsOutcome::default();
-        let eligible: Vec<&Diagnostic> = diagnostics
-            .iter()
-            .filter(|d| api_version(&d.object.kind).is_some())
-            .filter(|d| in_scope(d.object.namespace.as_deref()))
-            // Never write about an Ingress of another class.
-            .filter(|d| d.object.kind != "Ingress" || ours.contains(&d.object))
-            .collect();
+        let mut eligible: Vec<&Diagnostic> = Vec::new();
+        let mut skipped = HashSet::new();
+        for diagnostic in diagnostics {
+            let object = &diagnostic.object;
+            // Files have no Event; an Ingress of another class is none of our business.
+            if api_version(&object.kind).is_none()
+                || (object.kind == "Ingress" && !ours.contains(object))
+            {
+                continue;
+            }
+            let namespace = event_namespace(object);
+            if in_scope(Some(namespace)) {
+                eligible.push(diagnostic);
+                continue;
+            }
+            let key = event_key(diagnostic);
+            if !self.skipped.contains(&key) {
+                outcome.skipped += 1;
+                tracing::debug!(
+                    %object,
+                    reason = diagnostic.reason.as_str(),
+                    event_namespace = namespace,
+                    "no Event for this diagnostic: with --watch-namespace, Events may only be \
+                     created in the watched namespace; the diagnostic is in the log"
+                );
+            }
+            skipped.insert(key);
+        }
+        self.skipped = skipped;
         let present: HashSet<EventKey> = eligible.iter().map(|d| event_key(d)).collect();
         self.posted.retain(|k| present.contains(k));
         for diagnostic in eligible {
@@ -127,16 +165,12 @@ impl EventPoster {
         Ok(())
     }
 
-    /// The Event for one diagnostic. Cluster-scoped objects' Events go to `default`, as the
-    /// API server requires (and `kubectl describe` looks there).
+    /// The Event for one diagnostic, in [`event_namespace`].
     fn event_for(&self, diagnostic: &Diagnostic, uid: Option<String>) -> Event {
         let object = &diagnostic.object;
         let now = Timestamp::now();
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let namespace = object
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_string());
+        let namespace = event_namespace(object).to_string();
         let prefix: String = object.name.chars().take(200).collect();
         Event {
             metadata: ObjectMeta {
@@ -162,6 +196,12 @@ impl EventPoster {
             ..Event::default()
         }
     }
+}
+
+/// The namespace of an Event about `object`: the object's own; for a cluster-scoped object
+/// `default`, as the API server requires (and `kubectl describe` looks there).
+fn event_namespace(object: &ObjectRef) -> &str {
+    object.namespace.as_deref().unwrap_or("default")
 }
 
 fn event_key(d: &Diagnostic) -> EventKey {

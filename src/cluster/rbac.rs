@@ -50,8 +50,9 @@ struct ApiAccess {
 /// Services need no `get`: the `--publish-service` Service is watched (field selector on its
 /// name). Events need no `patch`: each diagnostic is one `create` (no Event series). Events
 /// follow the object they are about, so with `--watch-namespace` only that namespace is granted:
-/// Events about the cluster-scoped IngressClass and IngressClassParams (posted to `default`)
-/// are then refused, and those diagnostics are in the log only (the chart says so).
+/// Events about the cluster-scoped IngressClass and IngressClassParams (they belong in `default`)
+/// would then be refused, so the Event poster skips them and those diagnostics are in the log
+/// only (the chart says so).
 const API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
         group: "networking.k8s.io",

@@ -10,6 +10,17 @@
 //! model refused for an annotation ([`Built::refused`]) is not served, so it gets no address,
 //! and one it shows is cleared: its status must not tell clients it is being served.
 //!
+//! **Departed Ingresses**: one that stops being ours (its `spec.ingressClassName` or
+//! `kubernetes.io/ingress.class` now names another class, or its IngressClass stopped being
+//! ours) would otherwise keep our address for ever, and external-dns or Argo CD would read it
+//! as served here. Every replica notes which Ingresses left [`Built::ours`] between two
+//! publishes; the leader clears the status of each, once, if what it shows is "the address we
+//! wrote": what this replica last wrote to it (or saw it show while ours), or what we publish
+//! now. Anything else is the new controller's and is left alone, and the clear carries the
+//! resourceVersion it was decided on, so a status the new controller writes in between makes
+//! the API server refuse it (409) instead of being erased. What this does not cover: an
+//! Ingress that left while no replica of ours was running (the list of ours lives in memory).
+//!
 //! A new leader starts with an empty "already posted" set, so a fail-over re-posts the
 //! current diagnostics once. The Event and Lease items are re-exported here so their old
 //! paths (`cluster::status::LeaderElector`, ...) keep working.
@@ -145,6 +156,43 @@ fn current_addresses(ingress: &Ingress) -> &[IngressLoadBalancerIngress] {
         .unwrap_or(&[])
 }
 
+// === departed Ingresses ===
+
+/// What to do about an Ingress that left ours, from how the store shows it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    /// It shows an address we wrote: clear it.
+    Clear,
+    /// Nothing to compare with yet (no record of what we wrote, publish Service not seen).
+    Undecided,
+    /// Deleted, showing nothing, or showing someone else's address: never touched again.
+    Settled,
+}
+
+/// Whether `ingress` (as the store shows it) still carries the address we wrote: `wrote`,
+/// what we last wrote to it, or `serving`, what we publish now.
+fn departure(
+    ingress: Option<&Ingress>,
+    wrote: Option<&AddressSet>,
+    serving: Option<&AddressSet>,
+) -> Departure {
+    let Some(ingress) = ingress else {
+        return Departure::Settled;
+    };
+    let shows = address_set(current_addresses(ingress));
+    if shows.is_empty() {
+        return Departure::Settled; // cleared, by us or by its new controller
+    }
+    if wrote.is_none() && serving.is_none() {
+        return Departure::Undecided;
+    }
+    if wrote == Some(&shows) || serving == Some(&shows) {
+        Departure::Clear
+    } else {
+        Departure::Settled
+    }
+}
+
 // === impl Publisher ===
 
 /// The publisher's settings, from the command line.
@@ -172,6 +220,9 @@ pub struct PublishOutcome {
     pub(crate) failed: usize,
     /// Nothing written: this replica is not the leader.
     pub not_leader: bool,
+    /// Diagnostics given no Event because RBAC cannot grant it (the Event would go outside
+    /// `--watch-namespace`), counted the first time each is skipped: then it is logged, once.
+    pub events_skipped: usize,
 }
 
 struct PublisherState {
@@ -180,6 +231,15 @@ struct PublisherState {
     /// Status patches sent but not yet seen in the store: the Ingress's resourceVersion when
     /// we patched it, and what we wrote. Avoids re-patching before the watch catches up.
     pending: HashMap<ObjectRef, (Option<String>, AddressSet)>,
+    /// The Ingresses that were ours at the previous publish (leader or not), to see which left.
+    previous_ours: Vec<ObjectRef>,
+    /// For each of ours, the addresses we wrote to it (or saw it show while we published
+    /// them): what a departed Ingress may be cleared of.
+    written: HashMap<ObjectRef, AddressSet>,
+    /// Ingresses that left ours and may still show an address we wrote (see the module docs),
+    /// with what we wrote when we know it. Settled by the leader's clear, or by the store
+    /// showing something else.
+    departed: HashMap<ObjectRef, Option<AddressSet>>,
 }
 
 /// Writes Ingress status and Events after each build, when this replica is the leader.
@@ -208,15 +268,22 @@ impl Publisher {
             state: Mutex::new(PublisherState {
                 events,
                 pending: HashMap::new(),
+                previous_ours: Vec::new(),
+                written: HashMap::new(),
+                departed: HashMap::new(),
             }),
         }
     }
 
-    /// Publishes one build: status for `our_ingresses`, Events for `built.diagnostics`. Called
-    /// by the rebuild loop after every swap. Failed writes are logged and retried next time.
+    /// Publishes one build: status for `our_ingresses` (and clears it from those that left
+    /// them), Events for `built.diagnostics`. Called by the rebuild loop after every swap.
+    /// Failed writes are logged and retried next time.
     pub async fn publish(&self, built: &Built, our_ingresses: &[ObjectRef]) -> PublishOutcome {
         let mut state = self.state.lock().await;
         let mut outcome = PublishOutcome::default();
+        // Before the leader check: a replica that becomes leader later must know what left
+        // while it was not, to clear it then.
+        self.note_departures(&mut state, our_ingresses);
         if !self.leadership.is_leader() {
             // A later leadership starts from scratch.
             state.events.reset();
@@ -226,6 +293,7 @@ impl Publisher {
         }
         self.publish_status(&mut state, our_ingresses, &built.refused(), &mut outcome)
             .await;
+        self.clear_departed(&mut state, &mut outcome).await;
         let ours: HashSet<&ObjectRef> = our_ingresses.iter().collect();
         let events = state
             .events
@@ -240,6 +308,7 @@ impl Publisher {
         outcome.events_posted += events.posted;
         outcome.failed += events.failed;
         outcome.not_leader |= events.not_leader;
+        outcome.events_skipped += events.skipped;
         outcome
     }
 
@@ -333,6 +402,11 @@ impl Publisher {
             let want = if is_refused { &none } else { &serving };
             if address_set(current_addresses(&ingress)) == *want {
                 state.pending.remove(object);
+                // Shown while ours: ours to clear if it departs (also after a fail-over, when
+                // the previous leader wrote it).
+                if !is_refused && state.written.get(object) != Some(want) {
+                    state.written.insert(object.clone(), want.clone());
+                }
                 continue;
             }
             let version = ingress.metadata.resource_version.clone();
@@ -358,10 +432,102 @@ impl Publisher {
                     state
                         .pending
                         .insert(object.clone(), (version, want.clone()));
+                    if is_refused {
+                        state.written.remove(object);
+                    } else {
+                        state.written.insert(object.clone(), want.clone());
+                    }
                 }
                 Err(error) => {
                     outcome.failed += 1;
                     tracing::warn!(ingress = %object, %error, "writing Ingress status failed; retrying after the next build");
+                }
+            }
+        }
+    }
+
+    /// Notes the Ingresses that left `our_ingresses` since the previous publish (moved to
+    /// another class, or their class is not ours any more) as departed, forgets those that came
+    /// back, and settles departed ones that no longer show an address we wrote. Runs on every
+    /// replica, leader or not; writes nothing.
+    fn note_departures(&self, state: &mut PublisherState, our_ingresses: &[ObjectRef]) {
+        if self.settings.addresses == StatusAddresses::None {
+            return; // we never write status, so there is none of ours to clear
+        }
+        // The usual build changes no membership: compare before allocating anything.
+        if state.previous_ours.as_slice() != our_ingresses {
+            let ours: HashSet<&ObjectRef> = our_ingresses.iter().collect();
+            let previous = std::mem::take(&mut state.previous_ours);
+            for object in previous {
+                if !ours.contains(&object) {
+                    let wrote = state.written.remove(&object);
+                    state.departed.insert(object, wrote);
+                }
+            }
+            state.departed.retain(|o, _| !ours.contains(o));
+            state.written.retain(|o, _| ours.contains(o));
+            state.previous_ours = our_ingresses.to_vec();
+        }
+        if state.departed.is_empty() {
+            return;
+        }
+        let serving = self.desired_addresses().map(|a| address_set(&a));
+        state.departed.retain(|object, wrote| {
+            let ns = object.namespace.as_deref().unwrap_or_default();
+            let ingress = self.view.ingress(ns, &object.name);
+            departure(ingress.as_deref(), wrote.as_ref(), serving.as_ref()) != Departure::Settled
+        });
+    }
+
+    /// The leader's part for departed Ingresses: each still showing an address we wrote is
+    /// cleared, once. The patch carries the resourceVersion this was decided on, so that a
+    /// status the new controller wrote since is not erased (the API server answers 409, and
+    /// the next build looks again).
+    async fn clear_departed(&self, state: &mut PublisherState, outcome: &mut PublishOutcome) {
+        let mut departed: Vec<ObjectRef> = state
+            .departed
+            .keys()
+            .filter(|o| self.writable_ingress(o))
+            .cloned()
+            .collect();
+        departed.sort();
+        let serving = self.desired_addresses().map(|a| address_set(&a));
+        for object in departed {
+            let ns = object.namespace.as_deref().unwrap_or_default();
+            // Decided again on the version whose resourceVersion the patch carries: the store
+            // may have moved on since `note_departures` looked.
+            let ingress = self.view.ingress(ns, &object.name);
+            let wrote = state.departed.get(&object).and_then(Option::as_ref);
+            match departure(ingress.as_deref(), wrote, serving.as_ref()) {
+                Departure::Settled => {
+                    state.departed.remove(&object);
+                    continue;
+                }
+                Departure::Undecided => continue,
+                Departure::Clear => {}
+            }
+            if !self.leadership.is_leader() {
+                outcome.not_leader = true;
+                return;
+            }
+            let mut patch = json!({ "status": { "loadBalancer": { "ingress": null } } });
+            if let Some(version) = ingress.and_then(|i| i.metadata.resource_version.clone()) {
+                patch["metadata"] = json!({ "resourceVersion": version });
+            }
+            match self.patch_status(ns, &object.name, &patch).await {
+                Ok(()) => {
+                    outcome.status_patched += 1;
+                    state.departed.remove(&object);
+                    tracing::info!(ingress = %object, "cleared the status of an Ingress that is no longer ours");
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    // Changed since we looked (its new controller wrote, say): decided again
+                    // on the version that change brings.
+                    tracing::debug!(ingress = %object, "Ingress changed before its status was cleared; looking again after the next build");
+                }
+                Err(error) => {
+                    outcome.failed += 1;
+                    tracing::warn!(ingress = %object, %error, "clearing the status of an Ingress that is no longer ours failed; retrying after the next build");
                 }
             }
         }
@@ -403,6 +569,40 @@ mod tests {
                 (Some("2001:db8::1"), None)
             ]
         );
+    }
+
+    #[test]
+    fn a_departed_ingress_is_cleared_only_of_an_address_we_wrote() {
+        let showing = |lb: serde_json::Value| -> Ingress {
+            serde_json::from_value(json!({
+                "metadata": {"name": "a", "namespace": "apps", "resourceVersion": "12"},
+                "status": {"loadBalancer": {"ingress": lb}},
+            }))
+            .unwrap()
+        };
+        let ours = address_set(&parse_status_addresses("10.0.0.1"));
+        let old = address_set(&parse_status_addresses("10.0.0.9"));
+        let ours_shown = showing(json!([{"ip": "10.0.0.1"}]));
+        let theirs = showing(json!([{"ip": "192.0.2.50"}]));
+        let empty = showing(json!([]));
+        let old_shown = showing(json!([{"ip": "10.0.0.9"}]));
+        let cases = [
+            // What we publish now, what we last wrote there, or both.
+            (Some(&ours_shown), None, Some(&ours), Departure::Clear),
+            (Some(&ours_shown), Some(&ours), None, Departure::Clear),
+            (Some(&ours_shown), Some(&ours), Some(&old), Departure::Clear),
+            // The new controller's address, nothing at all, or a deleted Ingress.
+            (Some(&theirs), Some(&ours), Some(&ours), Departure::Settled),
+            (Some(&empty), Some(&ours), Some(&ours), Departure::Settled),
+            (None, Some(&ours), Some(&ours), Departure::Settled),
+            // Our old address, still there after the publish Service moved on.
+            (Some(&old_shown), Some(&old), Some(&ours), Departure::Clear),
+            // Nothing to compare with (no record, no publish Service yet).
+            (Some(&ours_shown), None, None, Departure::Undecided),
+        ];
+        for (i, (ingress, wrote, serving, want)) in cases.into_iter().enumerate() {
+            assert_eq!(departure(ingress, wrote, serving), want, "case {i}");
+        }
     }
 
     #[test]

@@ -342,9 +342,14 @@ mod tests {
                     routes: vec![Route {
                         path: PathMatch::prefix("/"),
                         upstream,
+                        action: Default::default(),
+                        max_body: None,
                         source: owner.clone(),
                     }],
                     default_backend: None,
+                    default_action: Default::default(),
+                    default_max_body: None,
+                    www_redirect: None,
                     passthrough: None,
                     owner,
                 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::crd::HealthCheckKind;
-use crate::table::route::TlsMode;
+use crate::table::route::{Redirect, TlsMode};
 use crate::table::upstream::{LoadBalance, ProxyProtocol};
 
 // Annotation keys are put together at compile time: parsing 10 000 Ingresses used to format
@@ -41,6 +41,15 @@ pub(crate) const PREFIX: &str = own!("");
 
 /// Shortest accepted `health-check-interval`.
 pub(crate) const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Status codes `permanent-redirect-code` accepts: ingress-nginx's range (300-308) narrowed to
+/// the codes its `return CODE URL` sends as a redirect (with other codes nginx sends the URL as
+/// the body, and no `Location`).
+const PERMANENT_CODES: (&[u16], &str) = (&[301, 302, 303, 307, 308], "301, 302, 303, 307, 308");
+
+/// Status codes `temporary-redirect-code` accepts: ingress-nginx's range (300-307), narrowed the
+/// same way.
+const TEMPORARY_CODES: (&[u16], &str) = (&[301, 302, 303, 307], "301, 302, 303, 307");
 
 /// A bad annotation: which key, which value, what would have been accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +131,17 @@ pub(crate) struct IngressOptions {
     /// Only for pass-through (ignored with a warning otherwise).
     pub(crate) proxy_protocol: Option<ProxyProtocol>,
     pub(crate) forwarded_headers: bool,
+    /// `permanent-redirect` / `temporary-redirect`: every request to the Ingress's paths is
+    /// answered with this redirect.
+    pub(crate) redirect: Option<Redirect>,
+    /// `app-root`: a request for `/` is answered `302` to this path.
+    pub(crate) app_root: Option<String>,
+    /// `from-to-www-redirect`: the other name of each host (`www.` added or removed) redirects
+    /// to it.
+    pub(crate) from_to_www: bool,
+    /// `proxy-body-size`: requests to the Ingress's paths with a larger body get `413`; `None`:
+    /// no limit (also what `0` says).
+    pub(crate) max_body: Option<u64>,
 }
 
 impl IngressOptions {
@@ -210,6 +230,11 @@ pub fn parse(
     let forwarded_headers = r
         .boolean(own!("forwarded-headers"))
         .unwrap_or(defaults.forwarded_headers);
+    let redirect = r.redirect();
+    let app_root = r.app_root();
+    let www_key = r.own_or(own!("from-to-www-redirect"), nginx!("from-to-www-redirect"));
+    let from_to_www = r.boolean(www_key).unwrap_or(false);
+    let max_body = r.body_size();
 
     // Options that only make sense in one mode.
     let mut options = IngressOptions {
@@ -227,7 +252,35 @@ pub fn parse(
         backend_sni,
         proxy_protocol,
         forwarded_headers,
+        redirect,
+        app_root,
+        from_to_www,
+        max_body,
     };
+    if tls_mode == TlsMode::Passthrough {
+        let redirect = options.redirect.take().is_some();
+        let app_root = options.app_root.take().is_some();
+        let www = std::mem::take(&mut options.from_to_www);
+        if options.max_body.take().is_some() {
+            r.ignore_any(
+                "proxy-body-size",
+                "pass-through hosts never see an HTTP request body",
+            );
+        }
+        if redirect || app_root || www {
+            for name in [
+                "permanent-redirect",
+                "temporary-redirect",
+                "app-root",
+                "from-to-www-redirect",
+            ] {
+                r.ignore_any(
+                    name,
+                    "pass-through hosts never see an HTTP request to redirect",
+                );
+            }
+        }
+    }
     if tls_mode != TlsMode::Passthrough && options.proxy_protocol.take().is_some() {
         r.ignore(
             own!("proxy-protocol"),
@@ -350,6 +403,31 @@ fn has_control(value: &str) -> bool {
     value.chars().any(char::is_control)
 }
 
+/// An absolute `http://` or `https://` URL with a host, sendable as a `Location` as written.
+/// No `$`: an nginx variable (`https://new.example$request_uri`) would reach clients
+/// literally, where ingress-nginx once expanded it.
+fn is_redirect_url(value: &str) -> bool {
+    if has_control(value) || value.contains([' ', '$']) {
+        return false;
+    }
+    let Ok(uri) = value.parse::<http::Uri>() else {
+        return false;
+    };
+    let web = uri.scheme() == Some(&http::uri::Scheme::HTTP)
+        || uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    web && uri.authority().is_some_and(|a| !a.host().is_empty())
+}
+
+/// A path (and optional query) on the same host, other than `/` itself (which would redirect
+/// to itself forever), without nginx variables.
+fn is_app_root(value: &str) -> bool {
+    value.starts_with('/')
+        && value != "/"
+        && !has_control(value)
+        && !value.contains([' ', '$'])
+        && value.parse::<http::uri::PathAndQuery>().is_ok()
+}
+
 fn is_host_name(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 253
@@ -377,6 +455,12 @@ impl<'a> Reader<'a> {
 
     fn has_own(&self, key: &str) -> bool {
         self.map.contains_key(key)
+    }
+
+    /// `own` when the Ingress has it, else its alias: a `portcullis.io/` key wins, and the
+    /// alias is then not read.
+    fn own_or(&self, own: &'static str, alias: &'static str) -> &'static str {
+        if self.has_own(own) { own } else { alias }
     }
 
     fn invalid(&mut self, key: &str, value: &str, accepted: &str) {
@@ -407,6 +491,11 @@ impl<'a> Reader<'a> {
             ],
             "backend-verify" => &["nginx.ingress.kubernetes.io/proxy-ssl-verify"],
             "backend-sni" => &["nginx.ingress.kubernetes.io/proxy-ssl-name"],
+            "permanent-redirect" => &[nginx!("permanent-redirect")],
+            "temporary-redirect" => &[nginx!("temporal-redirect")],
+            "app-root" => &[nginx!("app-root")],
+            "from-to-www-redirect" => &[nginx!("from-to-www-redirect")],
+            "proxy-body-size" => &[nginx!("proxy-body-size")],
             _ => &[],
         };
         let own = format!("{PREFIX}{name}");
@@ -629,6 +718,113 @@ impl<'a> Reader<'a> {
         found
     }
 
+    /// `permanent-redirect` / `temporary-redirect` (ingress-nginx `temporal-redirect`) with
+    /// their codes (defaults 301 and 302, ingress-nginx's). When both are set the temporary
+    /// one wins, as in ingress-nginx (its redirect parser reads `temporal-redirect` first);
+    /// the permanent one is reported as ignored, as is a code without its URL. A code outside
+    /// the accepted set is an error, never the default (ingress-nginx silently falls back).
+    fn redirect(&mut self) -> Option<Redirect> {
+        let permanent_key = self.own_or(own!("permanent-redirect"), nginx!("permanent-redirect"));
+        let permanent_code_key = self.own_or(
+            own!("permanent-redirect-code"),
+            nginx!("permanent-redirect-code"),
+        );
+        let temporary_key = self.own_or(own!("temporary-redirect"), nginx!("temporal-redirect"));
+        let temporary_code_key = self.own_or(
+            own!("temporary-redirect-code"),
+            nginx!("temporal-redirect-code"),
+        );
+        let url = "an absolute http:// or https:// URL (no nginx $variables)";
+        let permanent = self.value_where(permanent_key, url, is_redirect_url);
+        let permanent_code = self.redirect_code(permanent_code_key, PERMANENT_CODES);
+        let temporary = self.value_where(temporary_key, url, is_redirect_url);
+        let temporary_code = self.redirect_code(temporary_code_key, TEMPORARY_CODES);
+        if !self.has_own(permanent_key) {
+            self.ignore(
+                permanent_code_key,
+                "there is no permanent-redirect to apply it to",
+            );
+        }
+        if !self.has_own(temporary_key) {
+            self.ignore(
+                temporary_code_key,
+                "there is no temporary-redirect to apply it to",
+            );
+        }
+        if let Some(location) = temporary {
+            let why =
+                "temporary-redirect takes precedence, as temporal-redirect does in ingress-nginx";
+            if permanent.is_some() {
+                self.ignore(permanent_key, why);
+                self.ignore(permanent_code_key, why);
+            }
+            return Some(Redirect {
+                status: temporary_code.unwrap_or(302),
+                location,
+            });
+        }
+        permanent.map(|location| Redirect {
+            status: permanent_code.unwrap_or(301),
+            location,
+        })
+    }
+
+    /// A redirect status code among `accepted` (the codes and their text).
+    fn redirect_code(&mut self, key: &str, accepted: (&[u16], &str)) -> Option<u16> {
+        let value = self.get(key)?;
+        match value.parse::<u16>() {
+            Ok(code) if accepted.0.contains(&code) => Some(code),
+            _ => {
+                self.invalid(key, value, accepted.1);
+                None
+            }
+        }
+    }
+
+    /// `proxy-body-size` (ingress-nginx `proxy-body-size`, nginx's `client_max_body_size`
+    /// syntax as ingress-nginx validates it): digits with an optional `b`, `k`, `m` or `g`
+    /// (either case, powers of 1024); `0` is no limit. `None` when absent, `0` or invalid (an error).
+    fn body_size(&mut self) -> Option<u64> {
+        let key = self.own_or(own!("proxy-body-size"), nginx!("proxy-body-size"));
+        let value = self.get(key)?;
+        let (digits, unit) = match value.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], c.to_ascii_lowercase()),
+            _ => (value, 'b'),
+        };
+        let scale: u64 = match unit {
+            'b' => 1,
+            'k' => 1 << 10,
+            'm' => 1 << 20,
+            'g' => 1 << 30,
+            _ => 0,
+        };
+        let size = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && scale > 0)
+            .then(|| digits.parse::<u64>().ok()?.checked_mul(scale))
+            .flatten();
+        match size {
+            Some(0) => None,
+            Some(bytes) => Some(bytes),
+            None => {
+                self.invalid(
+                    key,
+                    value,
+                    "a size like 1048576, 512k, 8m or 1g (0: no limit)",
+                );
+                None
+            }
+        }
+    }
+
+    /// `app-root` (ingress-nginx `app-root`): a path on the same host.
+    fn app_root(&mut self) -> Option<String> {
+        let key = self.own_or(own!("app-root"), nginx!("app-root"));
+        self.value_where(
+            key,
+            "a path other than / starting with / (no nginx $variables)",
+            is_app_root,
+        )
+    }
+
     fn backend_verify(&mut self) -> Option<bool> {
         if self.has_own(own!("backend-verify")) {
             return self.boolean(own!("backend-verify"));
@@ -738,6 +934,144 @@ mod tests {
         let p = ok(&[("portcullis.io/proxy-protocol", "v2")]);
         assert_eq!(p.options.proxy_protocol, None);
         assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn redirects_read_our_keys_and_the_nginx_aliases() {
+        let nginx = ok(&[(
+            "nginx.ingress.kubernetes.io/permanent-redirect",
+            "https://new.example.com/",
+        )]);
+        assert_eq!(
+            nginx.options.redirect,
+            Some(Redirect {
+                status: 301,
+                location: "https://new.example.com/".into()
+            })
+        );
+        let ours = ok(&[
+            ("portcullis.io/permanent-redirect", "http://a.example/x?y=1"),
+            ("portcullis.io/permanent-redirect-code", "308"),
+            ("nginx.ingress.kubernetes.io/permanent-redirect", "not read"),
+        ]);
+        assert_eq!(ours.options.redirect.as_ref().map(|r| r.status), Some(308));
+        // Temporary wins over permanent (ingress-nginx reads temporal-redirect first).
+        let both = ok(&[
+            (
+                "nginx.ingress.kubernetes.io/temporal-redirect",
+                "https://t.example",
+            ),
+            ("nginx.ingress.kubernetes.io/temporal-redirect-code", "307"),
+            (
+                "nginx.ingress.kubernetes.io/permanent-redirect",
+                "https://p.example",
+            ),
+        ]);
+        assert_eq!(
+            both.options.redirect,
+            Some(Redirect {
+                status: 307,
+                location: "https://t.example".into()
+            })
+        );
+        assert_eq!(both.warnings.len(), 1);
+        assert_eq!(
+            both.warnings[0].key(),
+            "nginx.ingress.kubernetes.io/permanent-redirect"
+        );
+        // A code without its URL does nothing: a warning.
+        let lonely = ok(&[("portcullis.io/temporary-redirect-code", "303")]);
+        assert_eq!(lonely.options.redirect, None);
+        assert_eq!(lonely.warnings.len(), 1);
+    }
+
+    #[test]
+    fn bad_redirects_are_errors_naming_the_key() {
+        for (key, value) in [
+            ("portcullis.io/permanent-redirect", "ftp://x.example"),
+            ("portcullis.io/permanent-redirect", "/relative"),
+            (
+                "nginx.ingress.kubernetes.io/permanent-redirect",
+                "https://x.example$request_uri",
+            ),
+            ("nginx.ingress.kubernetes.io/temporal-redirect", "https://"),
+            ("portcullis.io/app-root", "/"),
+            ("nginx.ingress.kubernetes.io/app-root", "app"),
+            ("portcullis.io/from-to-www-redirect", "yes"),
+        ] {
+            let errors = err(&[(key, value)]);
+            assert_eq!(errors.len(), 1, "{key}: {value}");
+            assert_eq!(errors[0].key(), key);
+        }
+        let errors = err(&[
+            ("portcullis.io/permanent-redirect", "https://x.example"),
+            ("portcullis.io/permanent-redirect-code", "200"),
+        ]);
+        assert!(
+            errors[0].to_string().contains("301, 302, 303, 307, 308"),
+            "{}",
+            errors[0]
+        );
+        // 308 is a permanent code only, as in ingress-nginx (temporal codes stop at 307).
+        err(&[
+            (
+                "nginx.ingress.kubernetes.io/temporal-redirect",
+                "https://x.example",
+            ),
+            ("nginx.ingress.kubernetes.io/temporal-redirect-code", "308"),
+        ]);
+    }
+
+    #[test]
+    fn app_root_and_www_and_their_passthrough_warnings() {
+        let o = ok(&[
+            ("nginx.ingress.kubernetes.io/app-root", "/app?from=root"),
+            ("nginx.ingress.kubernetes.io/from-to-www-redirect", "true"),
+        ])
+        .options;
+        assert_eq!(o.app_root.as_deref(), Some("/app?from=root"));
+        assert!(o.from_to_www);
+        let p = ok(&[
+            ("portcullis.io/tls-mode", "passthrough"),
+            ("portcullis.io/app-root", "/app"),
+        ]);
+        assert_eq!(p.options.app_root, None);
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(p.warnings[0].key(), "portcullis.io/app-root");
+    }
+
+    #[test]
+    fn body_sizes_in_nginx_syntax() {
+        let size = |v: &str| {
+            ok(&[("nginx.ingress.kubernetes.io/proxy-body-size", v)])
+                .options
+                .max_body
+        };
+        assert_eq!(size("1000"), Some(1000));
+        assert_eq!(size("8m"), Some(8 << 20));
+        assert_eq!(size("8M"), Some(8 << 20));
+        assert_eq!(size("512k"), Some(512 << 10));
+        assert_eq!(size("1g"), Some(1 << 30));
+        assert_eq!(size("0"), None);
+        assert_eq!(
+            ok(&[("portcullis.io/proxy-body-size", "2k")])
+                .options
+                .max_body,
+            Some(2048)
+        );
+        for bad in [
+            "",
+            "m",
+            "1.5m",
+            "-1",
+            "8mb",
+            "8 m",
+            "1t",
+            "99999999999999999999g",
+        ] {
+            let errors = err(&[("portcullis.io/proxy-body-size", bad)]);
+            assert_eq!(errors[0].key(), "portcullis.io/proxy-body-size", "{bad:?}");
+        }
     }
 
     #[test]

@@ -9,11 +9,11 @@ use super::certs::{Secrets, pick_from_dir};
 use super::class::ClassPolicy;
 use super::ingress::{BackendSpec, HostRules, PathSpec, Plan};
 use crate::crd::HealthCheckKind;
-use crate::model::annotations::PREFIX;
+use crate::model::annotations::{IngressOptions, PREFIX};
 use crate::table::certificates::Certificate;
 use crate::table::diagnostic::{Diagnostic, Reason};
 use crate::table::host::HostMatch;
-use crate::table::route::{PathMatch, Route, TlsMode};
+use crate::table::route::{PathMatch, Route, RouteAction, TlsMode};
 use crate::table::upstream::{
     BackendTls, HealthCheck, HealthProbe, ServiceRef, Upstream, UpstreamProtocol,
 };
@@ -29,6 +29,10 @@ struct Draft<'p> {
     /// Which plan claimed each path, for conflict messages.
     claimed: FastMap<&'p PathMatch, usize>,
     default_backend: Option<Arc<Upstream>>,
+    /// The redirect annotations of the Ingress whose default backend it is.
+    default_action: RouteAction,
+    /// The `proxy-body-size` of the Ingress whose default backend it is.
+    default_max_body: Option<u64>,
     passthrough: Option<Arc<Upstream>>,
     /// Plans (oldest first) with a `spec.tls` entry for this host.
     cert_plans: Vec<usize>,
@@ -91,6 +95,8 @@ impl Merge<'_, '_> {
                         routes: Vec::with_capacity(rules.paths.len()),
                         claimed: FastMap::default(),
                         default_backend: None,
+                        default_action: RouteAction::Forward,
+                        default_max_body: None,
                         passthrough: None,
                         cert_plans: Vec::new(),
                     });
@@ -142,6 +148,8 @@ impl Merge<'_, '_> {
                         {
                             draft.default_backend =
                                 self.upstream(plan, &rules.host, backend, &context);
+                            draft.default_action = route_action(&plan.options);
+                            draft.default_max_body = plan.options.max_body;
                         }
                         if rules.host != HostMatch::Any && plan.tls_for(&rules.host).is_some() {
                             draft.cert_plans.push(index);
@@ -152,10 +160,76 @@ impl Merge<'_, '_> {
         }
         // Sized up front: collecting a filtered iterator regrows (and copies) 10 000 hosts.
         let mut vhosts = Vec::with_capacity(drafts.len());
+        let mut www = Vec::new();
         for draft in drafts {
-            vhosts.extend(self.finish(draft, plans));
+            let owner = draft.owner;
+            if let Some(vhost) = self.finish(draft, plans) {
+                if plans[owner].0.options.from_to_www {
+                    www.push(vhosts.len());
+                }
+                vhosts.push(vhost);
+            }
         }
+        let added = self.www_redirects(&vhosts, &www, |host| by_host.contains_key(host));
+        vhosts.extend(added);
         vhosts
+    }
+
+    /// `from-to-www-redirect`, as ingress-nginx documents it ("Redirect from/to www"): for each
+    /// exact host `vhosts[i]` (`i` in `with`) of an Ingress carrying it, a host for its other
+    /// name (`www.` added or removed) that answers every request with `308` (ingress-nginx's
+    /// `http-redirect-code` default) to the same path on the Ingress's host. None when an
+    /// Ingress routes that name itself (ingress-nginx: "the annotation will be omitted") or an
+    /// older Ingress's redirect already made it. Its certificate: the target's when it names
+    /// the other name too (ingress-nginx requires that for HTTPS), else `--cert-dir`'s, else
+    /// the default one.
+    fn www_redirects(
+        &mut self,
+        vhosts: &[VirtualHost],
+        with: &[usize],
+        routed: impl Fn(&HostMatch) -> bool,
+    ) -> Vec<VirtualHost> {
+        let mut added: Vec<VirtualHost> = Vec::new();
+        for &i in with {
+            let target = &vhosts[i];
+            // A wildcard or the catch-all has no one other name.
+            let HostMatch::Exact(name) = &target.host else {
+                continue;
+            };
+            let other = match name.strip_prefix("www.") {
+                Some(bare) => bare.to_string(),
+                None => format!("www.{name}"),
+            };
+            // `www.` may make a name too long, or strip it down to a bare label.
+            let Ok(host) = HostMatch::parse(&other) else {
+                continue;
+            };
+            if routed(&host) || added.iter().any(|v| v.host == host) {
+                continue;
+            }
+            let certificate = match &target.certificate {
+                CertificateChoice::Own(c) if c.names(&other) => CertificateChoice::Own(c.clone()),
+                _ => pick_from_dir(self.cert_dir, &other)
+                    .cloned()
+                    .map_or(CertificateChoice::Default, CertificateChoice::Own),
+            };
+            added.push(VirtualHost {
+                host,
+                tls_mode: TlsMode::Terminate,
+                certificate,
+                ssl_redirect: false,
+                hsts: None,
+                forwarded_headers: target.forwarded_headers,
+                routes: Vec::new(),
+                default_backend: None,
+                default_action: RouteAction::Forward,
+                default_max_body: None,
+                www_redirect: Some(name.clone()),
+                passthrough: None,
+                owner: target.owner.clone(),
+            });
+        }
+        added
     }
 
     fn plan_context(&mut self, plan: &Plan) -> PlanContext {
@@ -214,6 +288,8 @@ impl Merge<'_, '_> {
             draft.routes.push(Route {
                 path: path.path.clone(),
                 upstream,
+                action: route_action(&plan.options),
+                max_body: plan.options.max_body,
                 source: plan.object.clone(),
             });
         }
@@ -338,6 +414,9 @@ impl Merge<'_, '_> {
             forwarded_headers: owner.options.forwarded_headers,
             routes: draft.routes,
             default_backend: draft.default_backend,
+            default_action: draft.default_action,
+            default_max_body: draft.default_max_body,
+            www_redirect: None,
             passthrough: draft.passthrough,
             owner: owner.object.clone(),
         })
@@ -384,6 +463,18 @@ impl Merge<'_, '_> {
             ),
         ));
         CertificateChoice::Default
+    }
+}
+
+/// What requests to the paths (and default backend) of an Ingress with `options` get.
+fn route_action(options: &IngressOptions) -> RouteAction {
+    match (&options.redirect, &options.app_root) {
+        (Some(redirect), app_root) => RouteAction::Redirect {
+            redirect: redirect.clone(),
+            app_root: app_root.clone(),
+        },
+        (None, Some(root)) => RouteAction::AppRoot(root.clone()),
+        (None, None) => RouteAction::Forward,
     }
 }
 

@@ -13,20 +13,29 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// Errors of the bodies built from [`Either`] (the error of either side, boxed; only a failing
 /// body pays for the box).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The request body sent upstream: the client's, or none (a bodyless request sent again after
-/// its first connection closed before answering; hyper's `Incoming` cannot be made empty).
-pub(crate) type RequestBody = Either<Incoming, Empty<Bytes>>;
+/// The request body sent upstream: the client's (cut off with an error past its route's
+/// `proxy-body-size`), or none (a bodyless request sent again after its first connection
+/// closed before answering; hyper's `Incoming` cannot be made empty).
+pub(crate) type RequestBody = Either<Either<Incoming, Limited<Incoming>>, Empty<Bytes>>;
 
-/// The client's request body, sent upstream as it arrives.
-pub(crate) fn client_request(body: Incoming) -> RequestBody {
-    Either::Left(body)
+/// The client's request body, sent upstream as it arrives; with `limit`, the stream fails with
+/// [`http_body_util::LengthLimitError`] once more than `limit` bytes came (a body without a
+/// `Content-Length`, or one that lies about it). Unlimited bodies are not wrapped.
+pub(crate) fn client_request(body: Incoming, limit: Option<u64>) -> RequestBody {
+    match limit {
+        None => Either::Left(Either::Left(body)),
+        Some(limit) => {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            Either::Left(Either::Right(Limited::new(body, limit)))
+        }
+    }
 }
 
 /// No request body.

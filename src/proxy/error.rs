@@ -57,12 +57,16 @@ pub(crate) enum ClientFault {
     /// `Content-Length`s): a request smuggling attempt or a broken client.
     #[error("conflicting message framing: {0}")]
     Smuggling(&'static str),
-    /// An `ssl-redirect` host was asked for without a usable `Host`.
+    /// A redirect to the request's own host (`ssl-redirect`, `app-root`) was due, and the
+    /// request has no usable `Host`.
     #[error("request has no Host to redirect to")]
     MissingHost,
     /// The `Host` names a pass-through host on a connection we terminated (SNI and Host differ).
     #[error("host {0:?} is pass-through; it cannot be served on this TLS connection")]
     Misdirected(String),
+    /// The request body is larger than the route's `proxy-body-size`.
+    #[error("request body over the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
 }
 
 /// What went wrong with the upstream.
@@ -118,6 +122,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::Client(ClientFault::Misdirected(_)) => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::Client(ClientFault::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Upstream { fault, .. } => match fault {
                 UpstreamFault::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamFault::Connect(_) | UpstreamFault::Tls(_) | UpstreamFault::Reset(_) => {
@@ -137,6 +142,7 @@ impl ProxyError {
                 ClientFault::Smuggling(_) => "smuggling",
                 ClientFault::MissingHost => "missing_host",
                 ClientFault::Misdirected(_) => "misdirected",
+                ClientFault::BodyTooLarge { .. } => "body_too_large",
             },
             ProxyError::Upstream { fault, .. } => match fault {
                 UpstreamFault::NoEndpoint => "no_endpoint",
@@ -154,6 +160,7 @@ impl ProxyError {
         match self.status().as_u16() {
             400 => "400 bad request\n",
             404 => "404 page not found\n",
+            413 => "413 content too large\n",
             421 => "421 misdirected request\n",
             431 => "431 request header fields too large\n",
             502 => "502 bad gateway\n",
@@ -165,7 +172,7 @@ impl ProxyError {
 
     /// Whether the client connection must be closed after the answer: its framing is not to
     /// be trusted any more, or (421) it cannot serve the host, and the client's retry must
-    /// open a new connection.
+    /// open a new connection, or (413) the rest of a body too large to read is still coming.
     pub(crate) fn closes_connection(&self) -> bool {
         matches!(
             self,
@@ -173,6 +180,7 @@ impl ProxyError {
                 ClientFault::Smuggling(_)
                     | ClientFault::HeadersTooLarge { .. }
                     | ClientFault::Misdirected(_)
+                    | ClientFault::BodyTooLarge { .. }
             )
         )
     }
@@ -215,6 +223,12 @@ mod tests {
                 ClientFault::Smuggling("x").into(),
                 400,
                 "smuggling",
+                Who::Client,
+            ),
+            (
+                ClientFault::BodyTooLarge { limit: 1 }.into(),
+                413,
+                "body_too_large",
                 Who::Client,
             ),
         ];

@@ -4,7 +4,8 @@
 //!
 //! Phases of [`forward`], in order:
 //! 1. **rewrite**: strip hop-by-hop headers (keeping a websocket upgrade), add the forwarded
-//!    headers, make the request HTTP/1.1 in origin form with the client's `Host`;
+//!    headers (with `X-Real-IP`) and `X-Request-ID`, make the request HTTP/1.1 in origin form
+//!    with the client's `Host`;
 //! 2. **pick**: `balance::pick` over healthy, not-yet-tried endpoints (none → 503);
 //! 3. **send** on a pooled or new connection to the endpoint (plain, or TLS for re-encrypt),
 //!    under one `upstream_response` deadline (→ 504). A TCP connect failure sent nothing: the
@@ -34,10 +35,12 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
 
 use super::body::{client_request, empty_request};
-use super::error::{ProxyError, UpstreamFault};
+use super::error::{ClientFault, ProxyError, UpstreamFault};
 use super::pool::UpstreamConn;
+use super::request_id::X_REQUEST_ID;
 use super::{ConnInfo, ProxyContext, balance};
 use crate::health::InFlight;
 use crate::table::upstream::Upstream;
@@ -51,6 +54,19 @@ const MAX_TRIES: usize = 3;
 /// resends of requests that were never written (always safe) and the one resend after a
 /// connection closed before answering.
 const MAX_ATTEMPTS: usize = MAX_TRIES + 3;
+
+/// Whether `err` comes from a request body cut off at its `proxy-body-size` (the client's
+/// fault: 413, not the upstream's).
+fn body_over_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
 
 /// Whether `err` says the upstream closed or reset the connection before sending a response
 /// head (hyper's "connection closed before message completed", or a reset/EOF while waiting).
@@ -146,6 +162,9 @@ struct ForwardedFacts<'a> {
     /// Whether the client is a proxy in `trusted_forwarded`: its headers are appended to, not
     /// replaced.
     trusted: bool,
+    /// The class's `trusted_forwarded` CIDRs, for the walk that finds `X-Real-IP` behind
+    /// trusted proxies.
+    trusted_proxies: &'a [IpNet],
     /// `https` when we terminated TLS, `http` on :80.
     proto: &'static str,
     /// Our port the client connected to.
@@ -154,11 +173,20 @@ struct ForwardedFacts<'a> {
     host: Option<&'a str>,
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Port/-Host` and RFC 7239 `Forwarded`. `X-Forwarded-For` and
-/// `Forwarded` are appended to when the client is trusted, replaced otherwise; the others are
-/// always replaced (they describe our hop).
+/// Sets `X-Forwarded-For/-Proto/-Port/-Host`, RFC 7239 `Forwarded` and `X-Real-IP`.
+/// `X-Forwarded-For` and `Forwarded` are appended to when the client is trusted, replaced
+/// otherwise; the others are always replaced (they describe our hop). `X-Real-IP` is the
+/// client's address, or behind trusted proxies the one they report ([`real_client_ip`]).
 fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
     let xff_name = HeaderName::from_static("x-forwarded-for");
+    // Read before X-Forwarded-For is rewritten: the trusted proxies' own list.
+    let real_ip = if facts.trusted {
+        real_client_ip(headers, facts.client, facts.trusted_proxies)
+    } else {
+        facts.client
+    };
+    let real_ip =
+        HeaderValue::from_str(&real_ip.to_string()).expect("an IP address is a valid header value");
     let xff = append_list(headers, &xff_name, facts.trusted, &facts.client.to_string());
 
     let element = forwarded_element(facts.client, facts.proto, facts.host);
@@ -171,7 +199,34 @@ fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
         facts.proto,
         HeaderValue::from(facts.port),
         xfh,
+        real_ip,
     );
+}
+
+/// The client address behind trusted proxies, as ingress-nginx finds it for `X-Real-IP`
+/// (`$remote_addr` after nginx's realip module with `real_ip_recursive on`, which it configures
+/// under `use-forwarded-headers`): walking `X-Forwarded-For` from the right (the entry our peer
+/// added last), the first address that is not itself a trusted proxy; the leftmost one when
+/// every entry is trusted. An entry that is not an IP address ends the walk, keeping the
+/// address found so far (nothing left of it can be vouched for). No usable entry: the peer.
+fn real_client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let mut real = peer;
+    let entries = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .map_while(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','));
+    for entry in entries {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        real = ip;
+        if !trusted.iter().any(|net| net.contains(&ip)) {
+            break;
+        }
+    }
+    real
 }
 
 /// Writes the final forwarded values (the ones describing our hop replace whatever the
@@ -183,8 +238,10 @@ fn insert_forwarded(
     proto: &'static str,
     port: HeaderValue,
     host: Option<HeaderValue>,
+    real_ip: HeaderValue,
 ) {
     headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
+    headers.insert(HeaderName::from_static("x-real-ip"), real_ip);
     headers.insert(header::FORWARDED, forwarded);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
@@ -256,12 +313,20 @@ impl ConnForwarded {
     }
 
     /// Sets the forwarded headers of a request for `host` (as the client sent it), from a
-    /// client that is (`trusted`) or is not a trusted proxy. The same result as
-    /// [`set_forwarded_headers`], without formatting anything again for a repeated host.
-    fn apply(&self, headers: &mut HeaderMap, host: Option<&str>, trusted: bool) {
+    /// client that is (`trusted`) or is not a trusted proxy (`trusted_proxies`: the class's
+    /// CIDRs). The same result as [`set_forwarded_headers`], without formatting anything again
+    /// for a repeated host.
+    fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        host: Option<&str>,
+        trusted: bool,
+        trusted_proxies: &[IpNet],
+    ) {
         let facts = ForwardedFacts {
             client: self.client,
             trusted,
+            trusted_proxies,
             proto: self.proto,
             port: self.port,
             host,
@@ -288,6 +353,8 @@ impl ConnForwarded {
         let Some(values) = cached.as_ref() else {
             return;
         };
+        // An untrusted client is its own real address: the X-Forwarded-For value is it.
+        let real_ip = xff.clone();
         insert_forwarded(
             headers,
             xff,
@@ -295,6 +362,7 @@ impl ConnForwarded {
             self.proto,
             self.port_value.clone(),
             values.forwarded_host.clone(),
+            real_ip,
         );
     }
 }
@@ -357,6 +425,10 @@ pub(crate) struct Forward<'a> {
     pub(crate) raw_host: Option<&'a str>,
     /// The connection's forwarded-header values.
     pub(crate) forwarded: &'a ConnForwarded,
+    /// The request's `X-Request-ID` ([`super::request_id::of`]), sent to the pod.
+    pub(crate) request_id: &'a HeaderValue,
+    /// The route's `proxy-body-size`: the body stream is cut off past it.
+    pub(crate) max_body: Option<u64>,
 }
 
 /// An upstream's answer, ready to stream back to the client.
@@ -411,8 +483,14 @@ pub(crate) async fn forward(
     }
     if f.vhost.forwarded_headers {
         let trusted = f.forwarded.trusted_in(f.table);
-        f.forwarded.apply(&mut parts.headers, f.raw_host, trusted);
+        let proxies = &f.table.class.trusted_forwarded;
+        f.forwarded
+            .apply(&mut parts.headers, f.raw_host, trusted, proxies);
     }
+    // After the hop-by-hop strip: a client's `Connection: x-request-id` cannot remove it.
+    parts
+        .headers
+        .insert(HeaderName::from_static(X_REQUEST_ID), f.request_id.clone());
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -423,7 +501,7 @@ pub(crate) async fn forward(
     // A bodyless idempotent request can be sent again when its connection closes before any
     // response head; anything else only when hyper hands the request back unsent.
     let resendable = body.is_end_stream() && method.is_idempotent();
-    let mut body = Some(client_request(body));
+    let mut body = Some(client_request(body, f.max_body));
     let connector = f.ctx.clients.connector_for(&f.upstream.protocol);
 
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -498,6 +576,9 @@ pub(crate) async fn forward(
                     continue;
                 }
                 let err = err.into_error();
+                if let Some(limit) = f.max_body.filter(|_| body_over_limit(&err)) {
+                    return Err(ClientFault::BodyTooLarge { limit }.into());
+                }
                 if keep_copy && closed_before_response(&err) {
                     // Closed before any response head: a reused connection racing the
                     // upstream's idle close, or a pod that died while serving. Send it again
@@ -693,12 +774,13 @@ mod tests {
                 let facts = ForwardedFacts {
                     client: conn.client.ip(),
                     trusted: false,
+                    trusted_proxies: &[],
                     proto: "http",
                     port: 8080,
                     host,
                 };
                 set_forwarded_headers(&mut expected, &facts);
-                cached.apply(&mut got, host, cached.trusted_in(&table));
+                cached.apply(&mut got, host, cached.trusted_in(&table), &[]);
                 assert_eq!(got, expected, "client {client} host {host:?}");
             }
         }
@@ -710,6 +792,7 @@ mod tests {
         let facts = ForwardedFacts {
             client: "2001:db8::1".parse().unwrap(),
             trusted: false,
+            trusted_proxies: &[],
             proto: "https",
             port: 443,
             host: Some("example.com:8443"),
@@ -720,5 +803,52 @@ mod tests {
             "for=\"[2001:db8::1]\";proto=https;host=\"example.com:8443\""
         );
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-real-ip"], "2001:db8::1");
+    }
+
+    #[test]
+    fn x_real_ip_is_the_client_or_what_trusted_proxies_report() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let facts = |client: &str, trusted_flag: bool| ForwardedFacts {
+            client: client.parse().unwrap(),
+            trusted: trusted_flag,
+            trusted_proxies: &trusted,
+            proto: "https",
+            port: 443,
+            host: None,
+        };
+        // An untrusted client's spoofed X-Real-IP and X-Forwarded-For are replaced.
+        let mut h = HeaderMap::new();
+        h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        set_forwarded_headers(&mut h, &facts("192.0.2.7", false));
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        // Behind trusted proxies: the rightmost address that is not one of them.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.1, 203.0.113.9, 10.1.1.1"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("10.2.2.2"));
+        set_forwarded_headers(&mut h, &facts("10.0.0.5", true));
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(
+            h["x-forwarded-for"],
+            "198.51.100.1, 203.0.113.9, 10.1.1.1, 10.2.2.2, 10.0.0.5"
+        );
+        // Every entry trusted: the leftmost; garbage stops the walk; none: the peer.
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.3.3.3, 10.4.4.4"),
+        );
+        assert_eq!(real_client_ip(&h, peer, &trusted).to_string(), "10.3.3.3");
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, junk, 10.4.4.4"),
+        );
+        assert_eq!(real_client_ip(&h, peer, &trusted).to_string(), "10.4.4.4");
+        assert_eq!(real_client_ip(&HeaderMap::new(), peer, &trusted), peer);
     }
 }

@@ -24,8 +24,9 @@
 //! connection that handshakes with the live table. A host or path that is gone is a 404.
 //!
 //! Per-request phases of [`handle`]: check (framing, header size) → route (host and path) →
-//! redirect (:80 `ssl-redirect` → 308) → forward ([`super::forward`]) → respond (HSTS on TLS) →
-//! log (access line and metrics when the response body ends).
+//! redirect (:80 `ssl-redirect` → 308; a `from-to-www-redirect` host → 308; the route's
+//! `app-root`, `permanent-redirect`, `temporary-redirect`) → forward ([`super::forward`]) →
+//! respond (HSTS on TLS) → log (access line and metrics when the response body ends).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -51,10 +52,11 @@ use super::error::{ClientFault, ProxyError};
 use super::forward::{self, ConnForwarded, Forward};
 use super::framing_guard::{FramingGuard, FramingVerdict};
 use super::pool::UpstreamConn;
+use super::request_id;
 use super::{ConnInfo, ProxyContext};
 use crate::health::InFlight;
 use crate::table::host::normalize_host;
-use crate::table::route::TlsMode;
+use crate::table::route::{RouteAction, TlsMode};
 use crate::table::upstream::UpstreamProtocol;
 use crate::table::{HttpRoute, RouteTable, TableHandle, VirtualHost};
 use crate::telemetry::access_log;
@@ -372,9 +374,18 @@ async fn route_and_forward(
             state.retire();
             return Err(ClientFault::Misdirected(vhost.host.to_string()).into());
         }
+        if let Some(to) = &vhost.www_redirect {
+            let port = state.ctx.client_facing_port(&state.conn);
+            return Ok(www_redirect(to, tls, port, &req));
+        }
     }
-    let (vhost, upstream) = match table.route_http(host.as_deref(), path) {
-        HttpRoute::Upstream { vhost, upstream } => (vhost, upstream),
+    let (vhost, upstream, action, max_body) = match table.route_http(host.as_deref(), path) {
+        HttpRoute::Upstream {
+            vhost,
+            upstream,
+            action,
+            max_body,
+        } => (vhost, upstream, action, max_body),
         HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
             return Err(ClientFault::NoRoute {
                 host: host.map(Cow::into_owned),
@@ -384,6 +395,36 @@ async fn route_and_forward(
         }
     };
     record.mode = mode(tls, vhost, Some(&upstream.protocol));
+
+    // redirect, by the route: ingress-nginx answers `app-root` for `/` first, then the
+    // location's redirect; one `match` on the usual `Forward`.
+    let app_root = match action {
+        RouteAction::Forward => None,
+        RouteAction::AppRoot(root) => Some(root),
+        RouteAction::Redirect { app_root, .. } => app_root.as_ref(),
+    };
+    if let Some(root) = app_root.filter(|_| path == "/") {
+        let host = raw_host.ok_or(ClientFault::MissingHost)?;
+        let scheme = if tls { "https" } else { "http" };
+        return Ok(redirect_response(
+            StatusCode::FOUND,
+            &format!("{scheme}://{host}{root}"),
+        ));
+    }
+    if let RouteAction::Redirect { redirect, .. } = action {
+        // The model accepts only redirect codes (301, 302, 303, 307, 308).
+        let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
+        return Ok(redirect_response(status, &redirect.location));
+    }
+
+    // limit: a declared length over the route's `proxy-body-size` is refused before anything
+    // is sent upstream (nginx's `client_max_body_size` checks it the same way); a body without
+    // one is cut off as it streams (`forward`).
+    if let Some(limit) = max_body
+        && declared_length(&req).is_some_and(|length| length > limit)
+    {
+        return Err(ClientFault::BodyTooLarge { limit }.into());
+    }
 
     // forward
     let f = Forward {
@@ -396,6 +437,8 @@ async fn route_and_forward(
         forwarded: state
             .forwarded
             .get_or_init(|| ConnForwarded::new(&state.ctx, &state.conn)),
+        request_id: &record.request_id,
+        max_body,
     };
     let answer = forward::forward(&f, req).await?;
     record.upstream = Some(answer.endpoint);
@@ -501,19 +544,55 @@ fn mode_label(mode: Mode) -> &'static str {
 
 /// `308 Permanent Redirect` to the same host, path and query over HTTPS.
 fn redirect(host: &str, https_port: u16, req: &Request<Incoming>) -> Response<ResponseBody> {
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path_and_query = path_and_query(req);
     let location = if https_port == 443 {
         format!("https://{host}{path_and_query}")
     } else {
         format!("https://{host}:{https_port}{path_and_query}")
     };
+    redirect_response(StatusCode::PERMANENT_REDIRECT, &location)
+}
+
+/// `from-to-www-redirect`: `308 Permanent Redirect` to the same scheme, path and query on host
+/// `to`, at the port the client connected to (omitted when it is the scheme's default), as
+/// ingress-nginx's redirect server does (`ngx_srv_redirect.lua`).
+fn www_redirect(to: &str, tls: bool, port: u16, req: &Request<Incoming>) -> Response<ResponseBody> {
+    let (scheme, default_port) = if tls { ("https", 443) } else { ("http", 80) };
+    let path_and_query = path_and_query(req);
+    let location = if port == default_port {
+        format!("{scheme}://{to}{path_and_query}")
+    } else {
+        format!("{scheme}://{to}:{port}{path_and_query}")
+    };
+    redirect_response(StatusCode::PERMANENT_REDIRECT, &location)
+}
+
+/// The request's `Content-Length`, when it has one that is a number (hyper has already
+/// refused requests whose framing it cannot read).
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The request's path and query as received (`/` for a request without one).
+fn path_and_query(req: &Request<Incoming>) -> &str {
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+}
+
+/// A redirect the proxy answers itself: `status`, `Location`, an empty body. A location that
+/// is not a valid header value (made from a `Host` the client sent) is a `400 Bad Request`.
+fn redirect_response(status: StatusCode, location: &str) -> Response<ResponseBody> {
     let mut response = Response::new(own_response(Bytes::new()));
-    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    match HeaderValue::from_str(&location) {
+    *response.status_mut() = status;
+    match HeaderValue::from_str(location) {
         Ok(location) => {
             response.headers_mut().insert(header::LOCATION, location);
         }
@@ -563,6 +642,10 @@ struct Record {
     upstream_time: Option<Duration>,
     error: Option<&'static str>,
     hsts: Option<HeaderValue>,
+    /// `X-Request-ID`: the client's, or generated when the request arrived, so the access
+    /// line of a request the proxy answers itself carries one too (as ingress-nginx logs
+    /// `$req_id` for every request).
+    request_id: HeaderValue,
     in_flight: Option<InFlight>,
     /// The upstream connection the response arrives on: back to the pool once the response has
     /// been read to its end ([`BodyObserver::complete`]), else closed when the record drops.
@@ -592,6 +675,7 @@ impl Record {
             upstream_time: None,
             error: None,
             hsts: None,
+            request_id: request_id::of(req.headers()),
             in_flight: None,
             conn: None,
             state: Arc::clone(state),
@@ -622,6 +706,8 @@ impl Drop for Record {
                 upstream_time: self.upstream_time,
                 total_time: total,
                 error: self.error,
+                // A client's ID that is not visible ASCII is sent on as is, logged as `-`.
+                request_id: self.request_id.to_str().unwrap_or("-"),
             });
         }
         self.state

@@ -138,6 +138,7 @@ pub mod http_front;
 mod https_front;
 mod passthrough;
 pub(crate) mod pool;
+mod request_id;
 mod splice;
 
 pub use accept::serve;

@@ -68,6 +68,15 @@ struct HostDescription {
     routes: Vec<RouteDescription>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     default_backend: Option<UpstreamDescription>,
+    /// What requests served by the default backend get, when not forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default_action: Option<String>,
+    /// The default backend's `proxy-body-size` in bytes; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default_max_body: Option<u64>,
+    /// `from-to-www-redirect`: every request is redirected (308) to this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    www_redirect: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     passthrough: Option<UpstreamDescription>,
 }
@@ -80,6 +89,12 @@ struct RouteDescription {
     path_type: String,
     /// The Ingress it came from, `namespace/name`.
     source: String,
+    /// A redirect instead of (or before) forwarding; absent when requests are forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+    /// `proxy-body-size` in bytes; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_body: Option<u64>,
     upstream: UpstreamDescription,
 }
 
@@ -410,6 +425,8 @@ impl HostDescription {
                         r.source.namespace.as_deref().unwrap_or_default(),
                         r.source.name
                     ),
+                    action: r.action.describe(),
+                    max_body: r.max_body,
                     upstream: UpstreamDescription::of(&r.upstream),
                 })
                 .collect(),
@@ -417,6 +434,12 @@ impl HostDescription {
                 .default_backend
                 .as_deref()
                 .map(UpstreamDescription::of),
+            default_action: vhost
+                .default_backend
+                .as_ref()
+                .and_then(|_| vhost.default_action.describe()),
+            default_max_body: vhost.default_backend.as_ref().and(vhost.default_max_body),
+            www_redirect: vhost.www_redirect.clone(),
             passthrough: vhost.passthrough.as_deref().map(UpstreamDescription::of),
         }
     }
@@ -597,15 +620,34 @@ pub fn render_text(table: &RouteTable, diagnostics: &[Diagnostic]) -> String {
             http.push("forwarded-headers: off".to_string());
         }
         let _ = writeln!(out, "  {}", http.join("  "));
+        if let Some(to) = &host.www_redirect {
+            let _ = writeln!(
+                out,
+                "  {:<24} → 308 to {to} (from-to-www-redirect)",
+                "(every request)"
+            );
+        }
         if let Some(u) = &host.passthrough {
             let _ = writeln!(out, "  {:<24} → {}", "(every connection)", upstream_text(u));
         }
         for r in &host.routes {
             let path = format!("{} {}", r.path, r.path_type);
             let _ = writeln!(out, "  {path:<24} → {}", upstream_text(&r.upstream));
+            if let Some(action) = &r.action {
+                let _ = writeln!(out, "  {:<24}   {action}", "");
+            }
+            if let Some(max) = r.max_body {
+                let _ = writeln!(out, "  {:<24}   proxy-body-size {max} bytes", "");
+            }
         }
         if let Some(u) = &host.default_backend {
             let _ = writeln!(out, "  {:<24} → {}", "(default backend)", upstream_text(u));
+            if let Some(action) = &host.default_action {
+                let _ = writeln!(out, "  {:<24}   {action}", "");
+            }
+            if let Some(max) = host.default_max_body {
+                let _ = writeln!(out, "  {:<24}   proxy-body-size {max} bytes", "");
+            }
         }
     }
     if let Some(c) = &d.table.default_certificate {

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::table::certificates::Certificate;
 use crate::table::diagnostic::ObjectRef;
 use crate::table::host::{HostMatch, wildcard_parent};
-use crate::table::route::{Route, TlsMode};
+use crate::table::route::{Route, RouteAction, TlsMode};
 use crate::table::upstream::Upstream;
 
 /// The table the proxy serves from. One `Arc` per connection; swapping never touches open ones.
@@ -53,6 +53,15 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// `spec.defaultBackend` of the (oldest) Ingress that defines this host.
     pub default_backend: Option<Arc<Upstream>>,
+    /// What a request served by `default_backend` gets (that Ingress's redirect annotations).
+    pub default_action: RouteAction,
+    /// The body size limit of requests served by `default_backend` (that Ingress's
+    /// `proxy-body-size`).
+    pub default_max_body: Option<u64>,
+    /// `from-to-www-redirect`: this host exists only to redirect. Every request gets `308` to
+    /// the same path and query on this host name (the Ingress's own host, `www.` added or
+    /// removed), before any route; `routes` is empty.
+    pub www_redirect: Option<String>,
     /// Pass-through hosts: where the encrypted bytes go.
     pub passthrough: Option<Arc<Upstream>>,
     /// The Ingress that owns the host's TLS mode (the oldest).
@@ -62,10 +71,13 @@ pub struct VirtualHost {
 /// The answer to an HTTP request's host and path.
 #[derive(Debug)]
 pub enum HttpRoute<'a> {
-    /// Proxy to this upstream.
+    /// Proxy to this upstream, or answer as `action` says.
     Upstream {
         vhost: &'a VirtualHost,
         upstream: &'a Arc<Upstream>,
+        action: &'a RouteAction,
+        /// Requests with a larger body get `413`.
+        max_body: Option<u64>,
     },
     /// The host exists but no path and no default backend matches: 404 (redirects still apply).
     NoPath { vhost: &'a VirtualHost },
@@ -213,15 +225,20 @@ impl RouteTable {
         let Some(vhost) = self.vhost_for(host) else {
             return HttpRoute::NoHost;
         };
-        match vhost
-            .routes
-            .iter()
-            .find(|r| r.path.matches(path))
-            .map(|r| &r.upstream)
-        {
-            Some(upstream) => HttpRoute::Upstream { vhost, upstream },
+        match vhost.routes.iter().find(|r| r.path.matches(path)) {
+            Some(route) => HttpRoute::Upstream {
+                vhost,
+                upstream: &route.upstream,
+                action: &route.action,
+                max_body: route.max_body,
+            },
             None => match &vhost.default_backend {
-                Some(upstream) => HttpRoute::Upstream { vhost, upstream },
+                Some(upstream) => HttpRoute::Upstream {
+                    vhost,
+                    upstream,
+                    action: &vhost.default_action,
+                    max_body: vhost.default_max_body,
+                },
                 None => HttpRoute::NoPath { vhost },
             },
         }

@@ -91,8 +91,66 @@ impl PathMatch {
 pub struct Route {
     pub path: PathMatch,
     pub upstream: Arc<Upstream>,
+    /// What a matched request gets: forwarded to `upstream`, or a redirect.
+    pub action: RouteAction,
+    /// `proxy-body-size`: a request with a larger body gets `413 Content Too Large`; `None`:
+    /// no limit.
+    pub max_body: Option<u64>,
     /// The Ingress this path came from.
     pub source: ObjectRef,
+}
+
+/// What the proxy does with a request a route (or a host's default backend) matched.
+///
+/// A value of the route, not of the host: ingress-nginx scopes its redirect annotations
+/// (`permanent-redirect`, `temporal-redirect`, `app-root`) to the Ingress's own locations, so
+/// on a host shared by two Ingresses only the annotated one's paths redirect. An enum rather
+/// than optional fields, so the proxy decides with one `match` per request and a route without
+/// these annotations (`Forward`) pays nothing more. A redirecting route keeps its upstream: the
+/// Ingress's backend is still resolved and reported as for any route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    /// Forward to the route's upstream.
+    #[default]
+    Forward,
+    /// `app-root`: a request for exactly `/` gets `302 Found` to this path on the scheme and
+    /// host it asked for; any other request is forwarded.
+    AppRoot(String),
+    /// `permanent-redirect` / `temporary-redirect`: every request gets `redirect` and the
+    /// upstream is never contacted. With `app_root`, a request for exactly `/` gets the app
+    /// root first (ingress-nginx checks `app-root` before its redirect's `return`).
+    Redirect {
+        redirect: Redirect,
+        app_root: Option<String>,
+    },
+}
+
+/// A fixed redirect: the status and the `Location`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redirect {
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    /// An absolute `http://` or `https://` URL, sent as written: nothing of the request is
+    /// appended (ingress-nginx's `return CODE URL`).
+    pub location: String,
+}
+
+impl RouteAction {
+    /// How `check` and the admin API show it; `None` for [`RouteAction::Forward`].
+    pub(crate) fn describe(&self) -> Option<String> {
+        match self {
+            RouteAction::Forward => None,
+            RouteAction::AppRoot(root) => Some(format!("app-root {root} (302 for /)")),
+            RouteAction::Redirect { redirect, app_root } => {
+                let to = format!("redirect {} {}", redirect.status, redirect.location);
+                Some(match app_root {
+                    Some(root) => format!("app-root {root} (302 for /), else {to}"),
+                    None => to,
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub(crate) struct HttpLog<'a> {
     pub(crate) total_time: Duration,
     /// Why the proxy answered itself (`ProxyError::label`), if it did.
     pub(crate) error: Option<&'static str>,
+    /// The `X-Request-ID` sent to the pod (the client's, else generated).
+    pub(crate) request_id: &'a str,
 }
 
 /// One TCP (pass-through) connection.
@@ -74,6 +76,7 @@ pub(crate) fn http(line: &HttpLog<'_>) {
         upstream_ms = line.upstream_time.map(millis).unwrap_or(-1.0),
         total_ms = millis(line.total_time),
         error = line.error.unwrap_or("-"),
+        request_id = line.request_id,
     );
 }
 

@@ -367,6 +367,9 @@ mod tests {
             forwarded_headers: true,
             routes: Vec::new(),
             default_backend: None,
+            default_action: Default::default(),
+            default_max_body: None,
+            www_redirect: None,
             passthrough: None,
             owner: ObjectRef::namespaced("Ingress", "ns", "ing"),
         }

@@ -6,8 +6,10 @@
 mod support;
 
 mod chart_rbac;
+mod class_move_status;
 mod controller;
 mod crd_drift;
+mod event_scope;
 mod lease;
 mod rbac;
 mod refused_status;

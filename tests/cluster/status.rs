@@ -219,8 +219,13 @@ async fn status_follows_the_publish_service_and_is_cleared_on_shutdown_when_aske
 async fn events_are_posted_once_per_diagnostic_and_again_when_it_returns() {
     let mock = MockApi::default().with_leases().start();
     let view = FakeView::of([]);
-    let (_elector, publisher) =
-        leader_publisher(&mock, &view, publisher_settings(StatusAddresses::None)).await;
+    // Every namespace watched, so the cluster-scoped IngressClass's Event goes to `default`
+    // (with --watch-namespace it is not posted at all: see event_scope.rs).
+    let settings = PublisherSettings {
+        watch_namespace: None,
+        ..publisher_settings(StatusAddresses::None)
+    };
+    let (_elector, publisher) = leader_publisher(&mock, &view, settings).await;
     let ours = [ingress_ref("apps", "a")];
     let annotation = Diagnostic::error(
         ingress_ref("apps", "a"),
@@ -241,7 +246,7 @@ async fn events_are_posted_once_per_diagnostic_and_again_when_it_returns() {
         "IngressClassParams default does not exist",
     );
     let never = vec![
-        // An Ingress of another class, one outside the watched namespace, a file.
+        // Ingresses not ours (of another class; in another namespace), a file.
         Diagnostic::error(
             ingress_ref("apps", "theirs"),
             "spec",

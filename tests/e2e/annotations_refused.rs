@@ -12,12 +12,10 @@
 //! Ingresses in the same directory keep serving, and an Ingress that was served and then gains
 //! an allow-list is not kept at its last good version: it stops being served.
 
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use crate::support::backends;
-use crate::support::binary::Binary;
+use crate::support::binary::{Binary, check, diagnostics, hosts};
 use crate::support::clients::curl;
 use crate::support::manifests::{self, ingress, ingress_class, service};
 use crate::support::wait::wait_until;
@@ -248,43 +246,4 @@ fn client_requests(backend: &backends::Backend) -> usize {
             })
         })
         .count()
-}
-
-fn check(dir: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("check")
-        .arg(dir)
-        .output()
-        .expect("run portcullis check")
-}
-
-/// Every diagnostic of a `/table` JSON as one line: `severity object field message`.
-fn diagnostics(table: &serde_json::Value) -> Vec<String> {
-    table["diagnostics"]
-        .as_array()
-        .map(|ds| {
-            ds.iter()
-                .map(|d| {
-                    format!(
-                        "{} {} {} {}",
-                        d["severity"].as_str().unwrap_or_default(),
-                        d["object"].as_str().unwrap_or_default(),
-                        d["field"].as_str().unwrap_or_default(),
-                        d["message"].as_str().unwrap_or_default()
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn hosts(table: &serde_json::Value) -> Vec<String> {
-    table["table"]["hosts"]
-        .as_array()
-        .map(|hs| {
-            hs.iter()
-                .filter_map(|h| h["host"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }

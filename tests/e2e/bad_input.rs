@@ -4,12 +4,10 @@
 //! configuration, and leaves the other Ingresses alone; `portcullis check` says the same and
 //! exits 1, and exits 0 on a good directory. Deleting a file removes exactly its objects.
 
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use crate::support::backends;
-use crate::support::binary::Binary;
+use crate::support::binary::{Binary, check, diagnostics, hosts};
 use crate::support::clients::curl;
 use crate::support::manifests::{self, ingress, ingress_class, service};
 use crate::support::wait::wait_until;
@@ -198,43 +196,4 @@ async fn bad_input_is_reported_and_removes_nothing() {
 
 async fn status(proxy: &Binary, host: &str) -> u16 {
     curl("http", host, proxy.http, "/", &[]).await.status
-}
-
-fn check(dir: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("check")
-        .arg(dir)
-        .output()
-        .expect("run portcullis check")
-}
-
-/// Every diagnostic of a `/table` JSON as one line: `severity object field message`.
-fn diagnostics(table: &serde_json::Value) -> Vec<String> {
-    table["diagnostics"]
-        .as_array()
-        .map(|ds| {
-            ds.iter()
-                .map(|d| {
-                    format!(
-                        "{} {} {} {}",
-                        d["severity"].as_str().unwrap_or_default(),
-                        d["object"].as_str().unwrap_or_default(),
-                        d["field"].as_str().unwrap_or_default(),
-                        d["message"].as_str().unwrap_or_default()
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn hosts(table: &serde_json::Value) -> Vec<String> {
-    table["table"]["hosts"]
-        .as_array()
-        .map(|hs| {
-            hs.iter()
-                .filter_map(|h| h["host"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }

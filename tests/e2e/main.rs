@@ -12,6 +12,7 @@ mod check_cli;
 mod endpoint_conditions;
 mod hot_swap;
 mod live_routing;
+mod nginx_annotations;
 mod passthrough;
 mod quickstart;
 mod redirect;

@@ -100,7 +100,11 @@ async fn tunnel_idle_timeout_ends_only_quiet_tunnels() {
         KEEP_ALIVE_IDLE.as_millis(),
         TUNNEL_IDLE.as_millis()
     );
-    manifests::write(m, "class.yaml", &class_with_timeouts(&timeouts));
+    manifests::write(
+        m,
+        "class.yaml",
+        &manifests::ingress_class_with_params("tunnels", &format!("timeouts: {timeouts}")),
+    );
     manifests::write(m, "ws-svc.yaml", &service("ws", &[ws.addr.port()]));
     manifests::write(m, "ws.yaml", &ingress("ws", WS, "ws", &[], None));
     manifests::write(m, "pass-svc.yaml", &service("pass", &[pass.addr.port()]));
@@ -187,31 +191,6 @@ async fn tunnel_idle_timeout_ends_only_quiet_tunnels() {
             proxy.log_text()
         );
     }
-}
-
-/// Our IngressClass with an IngressClassParams that sets `timeouts` (a YAML flow mapping).
-fn class_with_timeouts(timeouts: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: portcullis
-spec:
-  controller: portcullis.io/ingress-controller
-  parameters:
-    apiGroup: portcullis.io
-    kind: IngressClassParams
-    name: tunnels
-    scope: Cluster
----
-apiVersion: portcullis.io/v1alpha1
-kind: IngressClassParams
-metadata:
-  name: tunnels
-spec:
-  timeouts: {timeouts}
-"
-    )
 }
 
 fn passthrough_ingress() -> String {

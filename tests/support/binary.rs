@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -268,4 +268,46 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// `portcullis check DIR`, run to completion.
+pub fn check(dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("check")
+        .arg(dir)
+        .output()
+        .expect("run portcullis check")
+}
+
+/// Every diagnostic of a `/table` JSON ([`Binary::table`]) as one line:
+/// `severity object field message`.
+pub fn diagnostics(table: &serde_json::Value) -> Vec<String> {
+    table["diagnostics"]
+        .as_array()
+        .map(|ds| {
+            ds.iter()
+                .map(|d| {
+                    format!(
+                        "{} {} {} {}",
+                        d["severity"].as_str().unwrap_or_default(),
+                        d["object"].as_str().unwrap_or_default(),
+                        d["field"].as_str().unwrap_or_default(),
+                        d["message"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The host names of a `/table` JSON ([`Binary::table`]).
+pub fn hosts(table: &serde_json::Value) -> Vec<String> {
+    table["table"]["hosts"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .filter_map(|h| h["host"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }

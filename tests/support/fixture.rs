@@ -87,6 +87,8 @@ impl Tables {
             vhost.routes.push(Route {
                 path: PathMatch::prefix("/"),
                 upstream,
+                action: Default::default(),
+                max_body: None,
                 source: ObjectRef::namespaced("Ingress", "default", "test"),
             })
         })
@@ -144,6 +146,9 @@ pub fn terminate_vhost(host: &str, certificate: CertificateChoice) -> VirtualHos
         forwarded_headers: true,
         routes: Vec::new(),
         default_backend: None,
+        default_action: Default::default(),
+        default_max_body: None,
+        www_redirect: None,
         passthrough: None,
         owner: ObjectRef::namespaced("Ingress", "default", "test"),
     }

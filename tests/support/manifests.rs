@@ -19,6 +19,32 @@ spec:
     .to_string()
 }
 
+/// Our IngressClass with parameters: the IngressClassParams `params`, whose `spec` holds the
+/// one YAML line `spec_line` (e.g. `timeouts: {idle: 1s}`).
+pub fn ingress_class_with_params(params: &str, spec_line: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: portcullis
+spec:
+  controller: portcullis.io/ingress-controller
+  parameters:
+    apiGroup: portcullis.io
+    kind: IngressClassParams
+    name: {params}
+    scope: Cluster
+---
+apiVersion: portcullis.io/v1alpha1
+kind: IngressClassParams
+metadata:
+  name: {params}
+spec:
+  {spec_line}
+"
+    )
+}
+
 /// A Service `name` (port 80, named `web`) whose endpoints are `127.0.0.1:PORT` for each of
 /// `ports`: one EndpointSlice per port, as a cluster would publish pods listening on different
 /// ports.
