@@ -87,6 +87,10 @@ pub(crate) struct AnnotationDefaults {
     /// Default of `portcullis.io/forwarded-headers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) forwarded_headers: Option<bool>,
+    /// Default of `portcullis.io/proxy-body-size`: the largest request body, e.g. `1m` (what
+    /// ingress-nginx's ConfigMap sets by default), `0` for no limit. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) proxy_body_size: Option<String>,
 }
 
 /// Values of `portcullis.io/load-balance`.

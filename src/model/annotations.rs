@@ -91,6 +91,8 @@ pub struct OptionDefaults {
     pub(crate) health_check_method: String,
     pub(crate) health_check_interval: Duration,
     pub(crate) forwarded_headers: bool,
+    /// Largest request body in bytes (`defaults.proxyBodySize`); `None`: no limit.
+    pub(crate) max_body: Option<u64>,
 }
 
 impl Default for OptionDefaults {
@@ -104,6 +106,7 @@ impl Default for OptionDefaults {
             health_check_method: "HEAD".to_string(),
             health_check_interval: Duration::from_secs(5),
             forwarded_headers: true,
+            max_body: None,
         }
     }
 }
@@ -234,7 +237,7 @@ pub fn parse(
     let app_root = r.app_root();
     let www_key = r.own_or(own!("from-to-www-redirect"), nginx!("from-to-www-redirect"));
     let from_to_www = r.boolean(www_key).unwrap_or(false);
-    let max_body = r.body_size();
+    let max_body = r.body_size().unwrap_or(defaults.max_body);
 
     // Options that only make sense in one mode.
     let mut options = IngressOptions {
@@ -307,6 +310,32 @@ pub fn parse(
     } else {
         Err(r.errors)
     }
+}
+
+/// What [`parse_body_size`] accepts, for error messages.
+pub(crate) const BODY_SIZE_SYNTAX: &str = "a size like 1048576, 512k, 8m or 1g (0: no limit)";
+
+/// A request body limit in nginx's `client_max_body_size` syntax, as ingress-nginx's
+/// `proxy-body-size` takes it: digits with an optional `b`, `k`, `m` or `g` (either case,
+/// powers of 1024). `Some(None)` for `0` (no limit), `None` when the value is not a size.
+/// The one parser for the annotation and the class default (`defaults.proxyBodySize`).
+pub(crate) fn parse_body_size(value: &str) -> Option<Option<u64>> {
+    let (digits, unit) = match value.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], c.to_ascii_lowercase()),
+        _ => (value, 'b'),
+    };
+    let scale: u64 = match unit {
+        'b' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => return None,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bytes = digits.parse::<u64>().ok()?.checked_mul(scale)?;
+    Some((bytes != 0).then_some(bytes))
 }
 
 // === durations ===
@@ -781,35 +810,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// `proxy-body-size` (ingress-nginx `proxy-body-size`, nginx's `client_max_body_size`
-    /// syntax as ingress-nginx validates it): digits with an optional `b`, `k`, `m` or `g`
-    /// (either case, powers of 1024); `0` is no limit. `None` when absent, `0` or invalid (an error).
-    fn body_size(&mut self) -> Option<u64> {
+    /// `proxy-body-size` (see [`parse_body_size`]). `None` when absent (the class default
+    /// applies) or invalid (an error); `Some(None)`: `0`, no limit, whatever the class says.
+    fn body_size(&mut self) -> Option<Option<u64>> {
         let key = self.own_or(own!("proxy-body-size"), nginx!("proxy-body-size"));
         let value = self.get(key)?;
-        let (digits, unit) = match value.char_indices().last() {
-            Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], c.to_ascii_lowercase()),
-            _ => (value, 'b'),
-        };
-        let scale: u64 = match unit {
-            'b' => 1,
-            'k' => 1 << 10,
-            'm' => 1 << 20,
-            'g' => 1 << 30,
-            _ => 0,
-        };
-        let size = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && scale > 0)
-            .then(|| digits.parse::<u64>().ok()?.checked_mul(scale))
-            .flatten();
-        match size {
-            Some(0) => None,
-            Some(bytes) => Some(bytes),
+        match parse_body_size(value) {
+            Some(limit) => Some(limit),
             None => {
-                self.invalid(
-                    key,
-                    value,
-                    "a size like 1048576, 512k, 8m or 1g (0: no limit)",
-                );
+                self.invalid(key, value, BODY_SIZE_SYNTAX);
                 None
             }
         }
@@ -1072,6 +1081,32 @@ mod tests {
             let errors = err(&[("portcullis.io/proxy-body-size", bad)]);
             assert_eq!(errors[0].key(), "portcullis.io/proxy-body-size", "{bad:?}");
         }
+    }
+
+    /// The class default (`defaults.proxyBodySize`, like ingress-nginx's ConfigMap
+    /// `proxy-body-size`) applies when the Ingress says nothing; the annotation wins, and its
+    /// `0` lifts the class's limit.
+    #[test]
+    fn body_size_class_default_and_override() {
+        let class = OptionDefaults {
+            max_body: Some(1 << 20),
+            ..OptionDefaults::default()
+        };
+        let with = |pairs: &[(&str, &str)]| {
+            parse(Some(&map(pairs)), "ns", &class)
+                .unwrap()
+                .options
+                .max_body
+        };
+        assert_eq!(with(&[]), Some(1 << 20));
+        assert_eq!(
+            with(&[("nginx.ingress.kubernetes.io/proxy-body-size", "8m")]),
+            Some(8 << 20)
+        );
+        assert_eq!(with(&[("portcullis.io/proxy-body-size", "0")]), None);
+        assert_eq!(parse_body_size("1m"), Some(Some(1 << 20)));
+        assert_eq!(parse_body_size("0"), Some(None));
+        assert_eq!(parse_body_size("1.5m"), None);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::crd::{
     UnsupportedAnnotations,
 };
 use crate::model::annotations::{
-    DurationSyntax, MIN_HEALTH_INTERVAL, OptionDefaults, parse_duration,
+    BODY_SIZE_SYNTAX, DurationSyntax, MIN_HEALTH_INTERVAL, OptionDefaults, parse_body_size,
+    parse_duration,
 };
 use crate::settings::{BuildSettings, CONTROLLER_NAME};
 use crate::table::ClassSettings;
@@ -348,6 +349,12 @@ fn read_params(
         }
         if let Some(v) = d.forwarded_headers {
             defaults.forwarded_headers = v;
+        }
+        if let Some(v) = &d.proxy_body_size {
+            match parse_body_size(v) {
+                Some(limit) => defaults.max_body = limit,
+                None => r.bad("spec.defaults.proxyBodySize", v, BODY_SIZE_SYNTAX),
+            }
         }
     }
 
