@@ -5,22 +5,18 @@
 
 use crate::support::backends;
 use crate::support::mock_api::{
-    INGRESSES, MockApi, OWN_NAMESPACE, Seen, T, controller_settings, lease_settings, loopback,
-    web_ingress, web_lists,
+    FakeView, INGRESSES, MockApi, OWN_NAMESPACE, Seen, T, built, controller_settings,
+    lease_settings, loopback, web_ingress, web_lists,
 };
 use crate::support::wait::wait_until;
 
 use std::sync::Arc;
 
 use http::Method;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::Ingress;
 use portcullis::cluster::rbac;
 use portcullis::cluster::status::{
     ClusterView, LeaderElector, Publisher, PublisherSettings, StatusAddresses,
 };
-use portcullis::model::{Built, LastGood};
-use portcullis::table::RouteTable;
 use portcullis::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use serde_json::{Value, json};
 
@@ -103,30 +99,6 @@ async fn watching_one_namespace_no_event_goes_outside_it() {
     controller.until_stopped(async {}).await.unwrap();
 }
 
-/// The controller's view of the cluster: empty, with uids made up.
-struct NoObjects;
-
-impl ClusterView for NoObjects {
-    fn ingress(&self, _namespace: &str, _name: &str) -> Option<Arc<Ingress>> {
-        None
-    }
-    fn publish_service(&self) -> Option<Arc<Service>> {
-        None
-    }
-    fn uid(&self, object: &ObjectRef) -> Option<String> {
-        Some(format!("uid-{}", object.name))
-    }
-}
-
-fn built(diagnostics: Vec<Diagnostic>) -> Built {
-    Built {
-        table: Arc::new(RouteTable::default()),
-        diagnostics,
-        last_good: LastGood::default(),
-        ours: Vec::new(),
-    }
-}
-
 /// The publisher alone, watching `apps`: a diagnostic about the IngressClass (Event in
 /// `default`) or about the default certificate (Event in our own namespace) is skipped, and
 /// counted (logged) once while it stays present, again when it comes back; the Ingress's is
@@ -143,7 +115,7 @@ async fn events_outside_the_watched_namespace_are_skipped_and_logged_once() {
             update_status_on_shutdown: false,
             identity: "pod-a".into(),
         };
-        let view: Arc<dyn ClusterView> = Arc::new(NoObjects);
+        let view: Arc<dyn ClusterView> = Arc::new(FakeView::default());
         Publisher::new(mock.client(), settings, elector.leadership(), view)
     };
     let ingress = ObjectRef::namespaced("Ingress", "apps", "a");

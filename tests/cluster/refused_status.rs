@@ -4,71 +4,21 @@
 //! an address it shows is cleared; the same reasons as warnings (a class that relaxes them)
 //! leave the Ingress served and published; once fixed it gets its address again.
 
-use crate::support::mock_api::{Mock, MockApi, Seen, ingress, lease_settings};
+use crate::support::mock_api::{
+    FakeView, Mock, MockApi, Seen, built, ingress, lease_settings, with_status,
+};
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::Ingress;
 use portcullis::cluster::status::{
     ClusterView, LeaderElector, Publisher, PublisherSettings, StatusAddresses,
     parse_status_addresses,
 };
-use portcullis::model::{Built, LastGood};
-use portcullis::table::RouteTable;
 use portcullis::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use serde_json::{Value, json};
 
-/// The controller's view of the cluster, set by hand.
-#[derive(Default)]
-struct View {
-    ingresses: Mutex<HashMap<(String, String), Arc<Ingress>>>,
-}
-
-impl View {
-    fn put(&self, value: Value) {
-        let i: Ingress = serde_json::from_value(value).unwrap();
-        let key = (
-            i.metadata.namespace.clone().unwrap(),
-            i.metadata.name.clone().unwrap(),
-        );
-        self.ingresses.lock().unwrap().insert(key, Arc::new(i));
-    }
-}
-
-impl ClusterView for View {
-    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
-        self.ingresses
-            .lock()
-            .unwrap()
-            .get(&(namespace.into(), name.into()))
-            .cloned()
-    }
-    fn publish_service(&self) -> Option<Arc<Service>> {
-        None
-    }
-    fn uid(&self, object: &ObjectRef) -> Option<String> {
-        Some(format!("uid-{}", object.name))
-    }
-}
-
-fn with_status(mut ingress: Value, lb: Value) -> Value {
-    ingress["status"] = json!({"loadBalancer": {"ingress": lb}});
-    ingress
-}
-
 fn ingress_ref(name: &str) -> ObjectRef {
     ObjectRef::namespaced("Ingress", "apps", name)
-}
-
-fn built(diagnostics: Vec<Diagnostic>) -> Built {
-    Built {
-        table: Arc::new(RouteTable::default()),
-        diagnostics,
-        last_good: LastGood::default(),
-        ours: Vec::new(),
-    }
 }
 
 /// The diagnostic a refusal (`error`) or a relaxed refusal (`warning`) of `name` carries.
@@ -92,7 +42,7 @@ fn unsupported(name: &str, error: bool) -> Diagnostic {
     }
 }
 
-async fn leader_publisher(mock: &Mock, view: &Arc<View>) -> (LeaderElector, Publisher) {
+async fn leader_publisher(mock: &Mock, view: &Arc<FakeView>) -> (LeaderElector, Publisher) {
     let mut elector = LeaderElector::new(mock.client(), lease_settings());
     assert!(elector.step().await.unwrap());
     let settings = PublisherSettings {
@@ -126,7 +76,7 @@ fn patches(mock: &Mock) -> Vec<(String, Value)> {
 #[tokio::test]
 async fn refused_ingresses_get_no_status_address_and_lose_the_one_they_had() {
     let mock = MockApi::default().with_leases().start();
-    let view = Arc::new(View::default());
+    let view = Arc::new(FakeView::default());
     // `served` and `fresh` show nothing; `refused` still shows the address of its last good
     // version; `relaxed` carries the same annotation under a class that only warns.
     view.put(ingress("apps", "served", "10"));

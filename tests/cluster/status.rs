@@ -3,85 +3,24 @@
 //! asked), Events posted once per diagnostic, and no write at all once leadership is lost.
 
 use crate::support::mock_api::{
-    LEASE, LEASES, Mock, MockApi, Reply, Seen, ingress, lease_settings,
+    FakeView, LEASE, LEASES, Mock, MockApi, Reply, Seen, built, ingress, lease_settings,
+    with_status,
 };
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::Ingress;
 use portcullis::cluster::status::{
     ClusterView, LeaderElector, LeaseSettings, Publisher, PublisherSettings, StatusAddresses,
     parse_status_addresses,
 };
-use portcullis::model::{Built, LastGood};
-use portcullis::table::RouteTable;
 use portcullis::table::diagnostic::{Diagnostic, ObjectRef, Reason};
-use serde_json::{Value, json};
-
-/// The controller's view of the cluster, set by hand.
-#[derive(Default)]
-struct FakeView {
-    ingresses: Mutex<HashMap<(String, String), Arc<Ingress>>>,
-    publish_service: Mutex<Option<Arc<Service>>>,
-}
-
-impl FakeView {
-    /// A view holding `ingresses`.
-    fn of(ingresses: impl IntoIterator<Item = Value>) -> Arc<FakeView> {
-        let view = Arc::new(FakeView::default());
-        for ingress in ingresses {
-            view.put(ingress);
-        }
-        view
-    }
-
-    fn put(&self, value: Value) {
-        let i: Ingress = serde_json::from_value(value).unwrap();
-        let key = (
-            i.metadata.namespace.clone().unwrap(),
-            i.metadata.name.clone().unwrap(),
-        );
-        self.ingresses.lock().unwrap().insert(key, Arc::new(i));
-    }
-}
-
-impl ClusterView for FakeView {
-    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
-        self.ingresses
-            .lock()
-            .unwrap()
-            .get(&(namespace.into(), name.into()))
-            .cloned()
-    }
-    fn publish_service(&self) -> Option<Arc<Service>> {
-        self.publish_service.lock().unwrap().clone()
-    }
-    fn uid(&self, object: &ObjectRef) -> Option<String> {
-        Some(format!("uid-{}", object.name))
-    }
-}
-
-fn with_status(mut ingress: Value, lb: Value) -> Value {
-    ingress["status"] = json!({"loadBalancer": {"ingress": lb}});
-    ingress
-}
+use serde_json::json;
 
 fn ingress_ref(ns: &str, name: &str) -> ObjectRef {
     ObjectRef::namespaced("Ingress", ns, name)
-}
-
-fn built(diagnostics: Vec<Diagnostic>) -> Built {
-    Built {
-        table: Arc::new(RouteTable::default()),
-        diagnostics,
-        last_good: LastGood::default(),
-        ours: Vec::new(),
-    }
 }
 
 fn publisher_settings(addresses: StatusAddresses) -> PublisherSettings {

@@ -7,18 +7,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::backends::{self, TlsOptions};
+use crate::support::fixture::terminate_vhost;
 use crate::support::pki::{Ca, Leaf};
 use crate::support::wait::wait_until;
 use arc_swap::ArcSwap;
 use portcullis::health::Health;
 use portcullis::table::diagnostic::ObjectRef;
-use portcullis::table::host::HostMatch;
-use portcullis::table::route::{PathMatch, Route, TlsMode};
+use portcullis::table::route::{PathMatch, Route};
 use portcullis::table::upstream::{
     BackendTls, Cursor, HealthCheck, HealthProbe, LoadBalance, ProxyProtocol, ServicePortRef,
     ServiceRef, Upstream, UpstreamProtocol,
 };
-use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, TableHandle, VirtualHost};
+use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, TableHandle};
 use portcullis::telemetry::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -98,27 +98,19 @@ fn table(specs: Vec<Spec>) -> Arc<RouteTable> {
                 proxy_protocol: s.proxy,
                 cursor: Cursor::default(),
             });
-            VirtualHost {
-                host: HostMatch::Exact(format!("{}.example.com", s.name)),
-                tls_mode: TlsMode::Terminate,
-                certificate: CertificateChoice::Default,
-                ssl_redirect: false,
-                hsts: None,
-                forwarded_headers: true,
-                routes: vec![Route {
-                    path: PathMatch::prefix("/"),
-                    upstream,
-                    action: Default::default(),
-                    max_body: None,
-                    source: owner.clone(),
-                }],
-                default_backend: None,
-                default_action: Default::default(),
-                default_max_body: None,
-                www_redirect: None,
-                passthrough: None,
-                owner,
-            }
+            let mut vhost = terminate_vhost(
+                &format!("{}.example.com", s.name),
+                CertificateChoice::Default,
+            );
+            vhost.routes.push(Route {
+                path: PathMatch::prefix("/"),
+                upstream,
+                action: Default::default(),
+                max_body: None,
+                source: owner.clone(),
+            });
+            vhost.owner = owner;
+            vhost
         })
         .collect();
     Arc::new(RouteTable::new(

@@ -7,6 +7,7 @@ use crate::support::binary::Binary;
 use crate::support::clients::curl_https;
 use crate::support::manifests::{self, ca_secret, ingress, ingress_class, service};
 use crate::support::pki::Ca;
+use std::time::Duration;
 
 const GOOD: &str = "re.e2e.test";
 const WRONG: &str = "wrong.e2e.test";
@@ -119,15 +120,21 @@ async fn reencrypt_verifies_the_backend_and_sends_the_rule_host_as_sni() {
         Some(HAPROXY)
     );
 
-    // The access log says how each request reached its pod.
-    let log = proxy.log_text();
+    // The access log says how each request reached its pod. A line is written when its
+    // response ends, which may be just after the client read it: wait for each.
     for (path, status) in [("/re", 200), ("/wrong", 502), ("/ha", 200)] {
+        let logged = proxy
+            .wait_for_log(Duration::from_secs(5), |l| {
+                l.contains(" access: ")
+                    && l.contains(&format!("path=\"{path}\""))
+                    && l.contains(&format!("status={status}"))
+                    && l.contains("mode=\"reencrypt\"")
+            })
+            .await;
         assert!(
-            log.lines().any(|l| l.contains(" access: ")
-                && l.contains(&format!("path=\"{path}\""))
-                && l.contains(&format!("status={status}"))
-                && l.contains("mode=\"reencrypt\"")),
-            "no reencrypt access line for {path}:\n{log}"
+            logged,
+            "no reencrypt access line for {path}:\n{}",
+            proxy.log_text()
         );
     }
 }

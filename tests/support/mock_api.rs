@@ -29,14 +29,18 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::client::Body;
 use portcullis::cluster::rbac;
-use portcullis::cluster::status::LeaseSettings;
+use portcullis::cluster::status::{ClusterView, LeaseSettings};
 use portcullis::cluster::{self, Controller, ControllerSettings};
+use portcullis::model::{Built, LastGood};
 use portcullis::settings::Settings;
 use portcullis::source::kubernetes::{KubeSource, SourceSettings};
+use portcullis::table::RouteTable;
+use portcullis::table::diagnostic::{Diagnostic, ObjectRef};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -837,4 +841,67 @@ pub fn fixture_lists() -> Lists {
             "portcullis.io/backend-ca=true",
             take("secrets-ca"),
         )
+}
+
+// === the publisher's inputs, for tests that drive `Publisher` directly ===
+
+/// The controller's view of the cluster ([`ClusterView`]), set by hand: Ingresses by
+/// namespace/name, the publish Service, uids made up from the names.
+#[derive(Default)]
+pub struct FakeView {
+    pub ingresses: Mutex<HashMap<(String, String), Arc<Ingress>>>,
+    pub publish_service: Mutex<Option<Arc<Service>>>,
+}
+
+impl FakeView {
+    /// A view holding `ingresses`.
+    pub fn of(ingresses: impl IntoIterator<Item = Value>) -> Arc<FakeView> {
+        let view = Arc::new(FakeView::default());
+        for ingress in ingresses {
+            view.put(ingress);
+        }
+        view
+    }
+
+    /// Adds or replaces an Ingress.
+    pub fn put(&self, value: Value) {
+        let i: Ingress = serde_json::from_value(value).unwrap();
+        let key = (
+            i.metadata.namespace.clone().unwrap(),
+            i.metadata.name.clone().unwrap(),
+        );
+        self.ingresses.lock().unwrap().insert(key, Arc::new(i));
+    }
+}
+
+impl ClusterView for FakeView {
+    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
+        self.ingresses
+            .lock()
+            .unwrap()
+            .get(&(namespace.into(), name.into()))
+            .cloned()
+    }
+    fn publish_service(&self) -> Option<Arc<Service>> {
+        self.publish_service.lock().unwrap().clone()
+    }
+    fn uid(&self, object: &ObjectRef) -> Option<String> {
+        Some(format!("uid-{}", object.name))
+    }
+}
+
+/// `ingress` showing `lb` as its `status.loadBalancer.ingress`.
+pub fn with_status(mut ingress: Value, lb: Value) -> Value {
+    ingress["status"] = json!({"loadBalancer": {"ingress": lb}});
+    ingress
+}
+
+/// A build with an empty table and these diagnostics.
+pub fn built(diagnostics: Vec<Diagnostic>) -> Built {
+    Built {
+        table: Arc::new(RouteTable::default()),
+        diagnostics,
+        last_good: LastGood::default(),
+        ours: Vec::new(),
+    }
 }
