@@ -13,6 +13,7 @@ use crate::model::annotations::{IngressOptions, PREFIX};
 use crate::table::certificates::Certificate;
 use crate::table::diagnostic::{Diagnostic, Reason};
 use crate::table::host::HostMatch;
+use crate::table::policy::RoutePolicy;
 use crate::table::route::{PathMatch, Route, RouteAction, TlsMode};
 use crate::table::upstream::{
     BackendTls, HealthCheck, HealthProbe, ServiceRef, Upstream, UpstreamProtocol,
@@ -33,6 +34,8 @@ struct Draft<'p> {
     default_action: RouteAction,
     /// The `proxy-body-size` of the Ingress whose default backend it is.
     default_max_body: Option<u64>,
+    /// The policy of the Ingress whose default backend it is.
+    default_policy: Arc<RoutePolicy>,
     passthrough: Option<Arc<Upstream>>,
     /// Plans (oldest first) with a `spec.tls` entry for this host.
     cert_plans: Vec<usize>,
@@ -49,6 +52,8 @@ pub(super) struct Merge<'m, 'a> {
 /// Plan-level values computed once: the CA bundle of a re-encrypting Ingress.
 struct PlanContext {
     ca: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
+    /// The Ingress's [`RoutePolicy`], shared by all of its routes.
+    policy: Arc<RoutePolicy>,
 }
 
 impl Merge<'_, '_> {
@@ -97,6 +102,7 @@ impl Merge<'_, '_> {
                         default_backend: None,
                         default_action: RouteAction::Forward,
                         default_max_body: None,
+                        default_policy: Default::default(),
                         passthrough: None,
                         cert_plans: Vec::new(),
                     });
@@ -150,6 +156,7 @@ impl Merge<'_, '_> {
                                 self.upstream(plan, &rules.host, backend, &context);
                             draft.default_action = route_action(&plan.options);
                             draft.default_max_body = plan.options.max_body;
+                            draft.default_policy = Arc::clone(&context.policy);
                         }
                         if rules.host != HostMatch::Any && plan.tls_for(&rules.host).is_some() {
                             draft.cert_plans.push(index);
@@ -224,6 +231,7 @@ impl Merge<'_, '_> {
                 default_backend: None,
                 default_action: RouteAction::Forward,
                 default_max_body: None,
+                default_policy: Default::default(),
                 www_redirect: Some(name.clone()),
                 passthrough: None,
                 owner: target.owner.clone(),
@@ -243,7 +251,8 @@ impl Merge<'_, '_> {
             ),
             _ => None,
         };
-        PlanContext { ca }
+        let policy = Arc::new(plan.options.policy.clone());
+        PlanContext { ca, policy }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -290,6 +299,7 @@ impl Merge<'_, '_> {
                 upstream,
                 action: route_action(&plan.options),
                 max_body: plan.options.max_body,
+                policy: Arc::clone(&context.policy),
                 source: plan.object.clone(),
             });
         }
@@ -416,6 +426,7 @@ impl Merge<'_, '_> {
             default_backend: draft.default_backend,
             default_action: draft.default_action,
             default_max_body: draft.default_max_body,
+            default_policy: draft.default_policy,
             www_redirect: None,
             passthrough: draft.passthrough,
             owner: owner.object.clone(),

@@ -43,6 +43,7 @@ use super::pool::UpstreamConn;
 use super::request_id::X_REQUEST_ID;
 use super::{ConnInfo, ProxyContext, balance};
 use crate::health::InFlight;
+use crate::table::policy::RoutePolicy;
 use crate::table::upstream::Upstream;
 use crate::table::{RouteTable, VirtualHost};
 use crate::telemetry::access_log;
@@ -429,6 +430,8 @@ pub(crate) struct Forward<'a> {
     pub(crate) request_id: &'a HeaderValue,
     /// The route's `proxy-body-size`: the body stream is cut off past it.
     pub(crate) max_body: Option<u64>,
+    /// The route's rewrites, headers and the rest of its per-Ingress handling.
+    pub(crate) policy: &'a RoutePolicy,
 }
 
 /// An upstream's answer, ready to stream back to the client.

@@ -379,13 +379,15 @@ async fn route_and_forward(
             return Ok(www_redirect(to, tls, port, &req));
         }
     }
-    let (vhost, upstream, action, max_body) = match table.route_http(host.as_deref(), path) {
+    let (vhost, upstream, action, max_body, policy) = match table.route_http(host.as_deref(), path)
+    {
         HttpRoute::Upstream {
             vhost,
             upstream,
             action,
             max_body,
-        } => (vhost, upstream, action, max_body),
+            policy,
+        } => (vhost, upstream, action, max_body, policy),
         HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
             return Err(ClientFault::NoRoute {
                 host: host.map(Cow::into_owned),
@@ -439,6 +441,7 @@ async fn route_and_forward(
             .get_or_init(|| ConnForwarded::new(&state.ctx, &state.conn)),
         request_id: &record.request_id,
         max_body,
+        policy,
     };
     let answer = forward::forward(&f, req).await?;
     record.upstream = Some(answer.endpoint);

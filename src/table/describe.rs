@@ -74,6 +74,9 @@ struct HostDescription {
     /// The default backend's `proxy-body-size` in bytes; absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     default_max_body: Option<u64>,
+    /// The default backend's request and response handling (rewrites, headers, CORS...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    default_policy: Vec<String>,
     /// `from-to-www-redirect`: every request is redirected (308) to this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     www_redirect: Option<String>,
@@ -95,6 +98,9 @@ struct RouteDescription {
     /// `proxy-body-size` in bytes; absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_body: Option<u64>,
+    /// The route's request and response handling (rewrites, headers, CORS...), a line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    policy: Vec<String>,
     upstream: UpstreamDescription,
 }
 
@@ -427,6 +433,7 @@ impl HostDescription {
                     ),
                     action: r.action.describe(),
                     max_body: r.max_body,
+                    policy: r.policy.describe(),
                     upstream: UpstreamDescription::of(&r.upstream),
                 })
                 .collect(),
@@ -439,6 +446,10 @@ impl HostDescription {
                 .as_ref()
                 .and_then(|_| vhost.default_action.describe()),
             default_max_body: vhost.default_backend.as_ref().and(vhost.default_max_body),
+            default_policy: match vhost.default_backend {
+                Some(_) => vhost.default_policy.describe(),
+                None => Vec::new(),
+            },
             www_redirect: vhost.www_redirect.clone(),
             passthrough: vhost.passthrough.as_deref().map(UpstreamDescription::of),
         }
@@ -639,6 +650,9 @@ pub fn render_text(table: &RouteTable, diagnostics: &[Diagnostic]) -> String {
             if let Some(max) = r.max_body {
                 let _ = writeln!(out, "  {:<24}   proxy-body-size {max} bytes", "");
             }
+            for line in &r.policy {
+                let _ = writeln!(out, "  {:<24}   {line}", "");
+            }
         }
         if let Some(u) = &host.default_backend {
             let _ = writeln!(out, "  {:<24} → {}", "(default backend)", upstream_text(u));
@@ -647,6 +661,9 @@ pub fn render_text(table: &RouteTable, diagnostics: &[Diagnostic]) -> String {
             }
             if let Some(max) = host.default_max_body {
                 let _ = writeln!(out, "  {:<24}   proxy-body-size {max} bytes", "");
+            }
+            for line in &host.default_policy {
+                let _ = writeln!(out, "  {:<24}   {line}", "");
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod certificates;
 pub mod describe;
 pub mod diagnostic;
 pub mod host;
+pub mod policy;
 pub mod route;
 pub mod upstream;
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::table::certificates::Certificate;
 use crate::table::diagnostic::ObjectRef;
 use crate::table::host::{HostMatch, wildcard_parent};
+use crate::table::policy::RoutePolicy;
 use crate::table::route::{Route, RouteAction, TlsMode};
 use crate::table::upstream::Upstream;
 
@@ -58,6 +60,8 @@ pub struct VirtualHost {
     /// The body size limit of requests served by `default_backend` (that Ingress's
     /// `proxy-body-size`).
     pub default_max_body: Option<u64>,
+    /// The [`RoutePolicy`] of requests served by `default_backend` (that Ingress's).
+    pub default_policy: Arc<RoutePolicy>,
     /// `from-to-www-redirect`: this host exists only to redirect. Every request gets `308` to
     /// the same path and query on this host name (the Ingress's own host, `www.` added or
     /// removed), before any route; `routes` is empty.
@@ -78,6 +82,8 @@ pub enum HttpRoute<'a> {
         action: &'a RouteAction,
         /// Requests with a larger body get `413`.
         max_body: Option<u64>,
+        /// The rest of the route's request and response handling.
+        policy: &'a Arc<RoutePolicy>,
     },
     /// The host exists but no path and no default backend matches: 404 (redirects still apply).
     NoPath { vhost: &'a VirtualHost },
@@ -231,6 +237,7 @@ impl RouteTable {
                 upstream: &route.upstream,
                 action: &route.action,
                 max_body: route.max_body,
+                policy: &route.policy,
             },
             None => match &vhost.default_backend {
                 Some(upstream) => HttpRoute::Upstream {
@@ -238,6 +245,7 @@ impl RouteTable {
                     upstream,
                     action: &vhost.default_action,
                     max_body: vhost.default_max_body,
+                    policy: &vhost.default_policy,
                 },
                 None => HttpRoute::NoPath { vhost },
             },

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::diagnostic::ObjectRef;
+use super::policy::RoutePolicy;
 use super::upstream::Upstream;
 
 /// What the proxy does with TLS for a host on :443 (annotation `portcullis.io/tls-mode`).
@@ -96,6 +97,8 @@ pub struct Route {
     /// `proxy-body-size`: a request with a larger body gets `413 Content Too Large`; `None`:
     /// no limit.
     pub max_body: Option<u64>,
+    /// The rest of what the Ingress's annotations ask for (shared by its routes).
+    pub policy: Arc<RoutePolicy>,
     /// The Ingress this path came from.
     pub source: ObjectRef,
 }

@@ -369,6 +369,7 @@ mod tests {
             default_backend: None,
             default_action: Default::default(),
             default_max_body: None,
+            default_policy: Default::default(),
             www_redirect: None,
             passthrough: None,
             owner: ObjectRef::namespaced("Ingress", "ns", "ing"),

@@ -107,6 +107,7 @@ fn table(specs: Vec<Spec>) -> Arc<RouteTable> {
                 upstream,
                 action: Default::default(),
                 max_body: None,
+                policy: Default::default(),
                 source: owner.clone(),
             });
             vhost.owner = owner;

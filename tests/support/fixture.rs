@@ -89,6 +89,7 @@ impl Tables {
                 upstream,
                 action: Default::default(),
                 max_body: None,
+                policy: Default::default(),
                 source: ObjectRef::namespaced("Ingress", "default", "test"),
             })
         })
@@ -148,6 +149,7 @@ pub fn terminate_vhost(host: &str, certificate: CertificateChoice) -> VirtualHos
         default_backend: None,
         default_action: Default::default(),
         default_max_body: None,
+        default_policy: Default::default(),
         www_redirect: None,
         passthrough: None,
         owner: ObjectRef::namespaced("Ingress", "default", "test"),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::crd::HealthCheckKind;
+use crate::table::policy::RoutePolicy;
 use crate::table::route::{Redirect, TlsMode};
 use crate::table::upstream::{LoadBalance, ProxyProtocol};
 
@@ -112,7 +113,7 @@ impl Default for OptionDefaults {
 }
 
 /// Everything the annotations of one Ingress say, typed and defaulted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct IngressOptions {
     pub(crate) tls_mode: TlsMode,
     pub(crate) ssl_redirect: bool,
@@ -145,6 +146,8 @@ pub(crate) struct IngressOptions {
     /// `proxy-body-size`: requests to the Ingress's paths with a larger body get `413`; `None`:
     /// no limit (also what `0` says).
     pub(crate) max_body: Option<u64>,
+    /// Everything else a route does to requests and responses (see [`RoutePolicy`]).
+    pub(crate) policy: RoutePolicy,
 }
 
 impl IngressOptions {
@@ -155,7 +158,7 @@ impl IngressOptions {
 }
 
 /// Parsed options plus the warnings (annotations ignored because they do not apply).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     pub(crate) options: IngressOptions,
     /// Only [`AnnotationError::Ignored`].
@@ -238,6 +241,7 @@ pub fn parse(
     let www_key = r.own_or(own!("from-to-www-redirect"), nginx!("from-to-www-redirect"));
     let from_to_www = r.boolean(www_key).unwrap_or(false);
     let max_body = r.body_size().unwrap_or(defaults.max_body);
+    let policy = RoutePolicy::default();
 
     // Options that only make sense in one mode.
     let mut options = IngressOptions {
@@ -259,6 +263,7 @@ pub fn parse(
         app_root,
         from_to_www,
         max_body,
+        policy,
     };
     if tls_mode == TlsMode::Passthrough {
         let redirect = options.redirect.take().is_some();
