@@ -396,6 +396,10 @@ const ANNOTATION_VALUES: &[(&str, &[&str])] = &[
         &["HTTP", "HTTPS", "GRPC", "SPDY"],
     ),
     (
+        "portcullis.io/backend-protocol",
+        &["grpc", "GRPCS", "https", "ajp"],
+    ),
+    (
         "nginx.ingress.kubernetes.io/force-ssl-redirect",
         &["true", "no"],
     ),

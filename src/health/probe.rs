@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::table::RouteTable;
-use crate::table::upstream::{HealthProbe, ProxyProtocol, ServiceRef, UpstreamProtocol};
+use crate::table::upstream::{HealthProbe, ProxyProtocol, ServiceRef};
 use crate::tls::upstream::AcceptAnyServerCert;
 
 /// Upper bound of a probe's timeout; the timeout is `min(interval, MAX_PROBE_TIMEOUT)`.
@@ -101,10 +101,7 @@ pub(super) fn desired_probes(table: &RouteTable) -> BTreeMap<SocketAddr, ProbeSp
                 method: method.clone(),
                 path: path.clone(),
                 host: host.clone(),
-                tls_sni: match &upstream.protocol {
-                    UpstreamProtocol::Https(tls) => Some(tls.sni.clone()),
-                    UpstreamProtocol::Http | UpstreamProtocol::Tcp => None,
-                },
+                tls_sni: upstream.protocol.backend_tls().map(|tls| tls.sni.clone()),
             },
             HealthProbe::Tls { sni } => Check::Tls { sni: sni.clone() },
             HealthProbe::Tcp => Check::Tcp,
@@ -300,7 +297,9 @@ mod tests {
     use crate::table::diagnostic::ObjectRef;
     use crate::table::host::HostMatch;
     use crate::table::route::{PathMatch, Route, TlsMode};
-    use crate::table::upstream::{Cursor, HealthCheck, LoadBalance, ServicePortRef, Upstream};
+    use crate::table::upstream::{
+        Cursor, HealthCheck, LoadBalance, ServicePortRef, Upstream, UpstreamProtocol,
+    };
     use crate::table::{CertificateChoice, ClassSettings, VirtualHost};
 
     fn addr(port: u16) -> SocketAddr {
@@ -346,6 +345,7 @@ mod tests {
                         max_body: None,
                         policy: Default::default(),
                         source: owner.clone(),
+                        canary: None,
                     }],
                     default_backend: None,
                     default_action: Default::default(),

@@ -206,7 +206,6 @@ const BACKEND_TLS: &str =
     "TLS towards the backend (certificate, verification, ciphers): security-relevant";
 const BLUE_GREEN: &str = "blue-green split decides which backend gets the request";
 const BUFFERING: &str = "buffering tuning; Portcullis streams bodies";
-const CANARY: &str = "canary routing decides which backend gets the request";
 const CIPHERS: &str =
     "TLS ciphers/protocols of the listener; set them class-wide in IngressClassParams spec.tls";
 const CONFIGMAP_ONLY_HT: &str = "ConfigMap-only (global) key: HAProxy ignores it on an Ingress too";
@@ -231,6 +230,10 @@ const TIMEOUT: &str = "timeout tuning; set class-wide timeouts in IngressClassPa
 static ENTRIES: &[Entry] = &[
     // --- portcullis.io (src/model/annotations.rs reads these) ---
     own("tls-mode", "terminate, passthrough or reencrypt"),
+    own(
+        "backend-protocol",
+        "http, https, grpc or grpcs: HTTP/1.1 or HTTP/2 to the pod (grpc: h2c, terminate; grpcs: TLS with ALPN h2, reencrypt)",
+    ),
     own("ssl-redirect", "308 from :80 to https"),
     own("hsts", "Strict-Transport-Security header value"),
     own("load-balance", "round-robin, least-request or random"),
@@ -274,12 +277,152 @@ static ENTRIES: &[Entry] = &[
     ),
     own("app-root", "a request for / answered 302 to this path"),
     own(
+        "use-regex",
+        "every path of the Ingress's hosts (all Ingresses on them) is a case-insensitive regex anchored at the start; longest first",
+    ),
+    own(
+        "rewrite-target",
+        "path sent to the pod, with $1..$9 from the path regex (implies use-regex on the host); query kept",
+    ),
+    own(
+        "x-forwarded-prefix",
+        "X-Forwarded-Prefix header sent to the pod",
+    ),
+    own("upstream-vhost", "Host header sent to the pod"),
+    own(
+        "server-alias",
+        "comma-separated extra host names answered like the Ingress's host (not one that is a rule host)",
+    ),
+    own(
         "proxy-body-size",
         "requests with a larger body answered 413 (1024, 512k, 8m, 1g; 0: no limit)",
     ),
     own(
         "from-to-www-redirect",
         "the other name of each host (www. added or removed) answers 308 to the host",
+    ),
+    own(
+        "affinity",
+        "cookie: sticky sessions (a cookie pins a client to an endpoint)",
+    ),
+    own(
+        "affinity-mode",
+        "balanced (sessions rebalance when pods are added) or persistent",
+    ),
+    own(
+        "affinity-canary-behavior",
+        "sticky (clients served by a canary stay on it) or legacy (canaries ignore affinity)",
+    ),
+    own(
+        "session-cookie-name",
+        "name of the session cookie (INGRESSCOOKIE)",
+    ),
+    own(
+        "session-cookie-path",
+        "Path of the session cookie (default: the matched path)",
+    ),
+    own("session-cookie-domain", "Domain of the session cookie"),
+    own(
+        "session-cookie-max-age",
+        "Max-Age of the session cookie, seconds",
+    ),
+    own(
+        "session-cookie-expires",
+        "Expires of the session cookie, seconds from the response",
+    ),
+    own(
+        "session-cookie-samesite",
+        "SameSite of the session cookie: None, Lax or Strict",
+    ),
+    own(
+        "session-cookie-secure",
+        "Secure session cookie on plain HTTP too (HTTPS always is)",
+    ),
+    own("session-cookie-partitioned", "Partitioned session cookie"),
+    own(
+        "session-cookie-change-on-failure",
+        "move the session when its endpoint failed the request",
+    ),
+    own(
+        "canary",
+        "true: an alternative upstream of the main Ingress's same host and path",
+    ),
+    own(
+        "canary-by-header",
+        "header whose value always/never sends a request to the canary or not",
+    ),
+    own(
+        "canary-by-header-value",
+        "header value that sends a request to the canary",
+    ),
+    own(
+        "canary-by-header-pattern",
+        "regular expression on the header value that sends a request to the canary",
+    ),
+    own(
+        "canary-by-cookie",
+        "cookie whose value always/never sends a request to the canary or not",
+    ),
+    own(
+        "canary-weight",
+        "share of other requests sent to the canary",
+    ),
+    own("canary-weight-total", "what canary-weight is out of (100)"),
+    own(
+        "enable-cors",
+        "CORS: preflights answered 204, CORS headers added (true, false)",
+    ),
+    own(
+        "cors-allow-origin",
+        "allowed origins: *, or a comma-separated list (https://*.example.com: one label)",
+    ),
+    own(
+        "cors-allow-methods",
+        "Access-Control-Allow-Methods (default GET, PUT, POST, DELETE, PATCH, OPTIONS)",
+    ),
+    own(
+        "cors-allow-headers",
+        "Access-Control-Allow-Headers (default ingress-nginx's list)",
+    ),
+    own(
+        "cors-expose-headers",
+        "Access-Control-Expose-Headers (default none)",
+    ),
+    own(
+        "cors-allow-credentials",
+        "Access-Control-Allow-Credentials: true (default true)",
+    ),
+    own(
+        "cors-max-age",
+        "Access-Control-Max-Age in seconds (default 1728000)",
+    ),
+    own(
+        "request-headers",
+        "headers set on the request to the pod, one `Name: value` per line",
+    ),
+    own(
+        "response-headers",
+        "headers set on the response to the client, one `Name: value` per line",
+    ),
+    own(
+        "proxy-connect-timeout",
+        "upstream connect timeout (30s, 500ms, or seconds)",
+    ),
+    own(
+        "proxy-read-timeout",
+        "timeout for the pod's response head (30s, 500ms, or seconds)",
+    ),
+    own(
+        "proxy-send-timeout",
+        "timeout between two writes of the request body to the pod (30s, 500ms, or seconds)",
+    ),
+    own(
+        "default-backend",
+        "Service (same namespace, first port) serving unmatched paths, routes without endpoints and custom-http-errors",
+    ),
+    own(
+        "custom-http-errors",
+        "pod responses with these codes (400-599) replaced by the default-backend's",
     ),
     // --- ingress-nginx: aliases ---
     alias(
@@ -291,7 +434,7 @@ static ENTRIES: &[Entry] = &[
     alias(
         N,
         "backend-protocol",
-        "portcullis.io/tls-mode (HTTP: terminate, HTTPS: reencrypt; GRPC, GRPCS, AJP, FCGI are errors)",
+        "portcullis.io/backend-protocol (HTTP, HTTPS, GRPC, GRPCS; AJP and FCGI are errors)",
         Refuse,
     ),
     alias(N, "ssl-redirect", "portcullis.io/ssl-redirect", Refuse),
@@ -429,18 +572,48 @@ static ENTRIES: &[Entry] = &[
         "proxy-redirect-to",
         "rewrites Location/Refresh headers the client receives",
     ),
-    refuse(N, "enable-cors", CORS),
-    refuse(N, "cors-allow-origin", CORS),
-    refuse(N, "cors-allow-methods", CORS),
-    refuse(N, "cors-allow-headers", CORS),
-    refuse(N, "cors-expose-headers", CORS),
-    refuse(N, "cors-allow-credentials", CORS),
-    refuse(N, "cors-max-age", CORS),
-    refuse(N, "custom-headers", HEADERS),
+    alias(N, "enable-cors", "portcullis.io/enable-cors", Refuse),
+    alias(
+        N,
+        "cors-allow-origin",
+        "portcullis.io/cors-allow-origin",
+        Refuse,
+    ),
+    alias(
+        N,
+        "cors-allow-methods",
+        "portcullis.io/cors-allow-methods",
+        Refuse,
+    ),
+    alias(
+        N,
+        "cors-allow-headers",
+        "portcullis.io/cors-allow-headers",
+        Refuse,
+    ),
+    alias(
+        N,
+        "cors-expose-headers",
+        "portcullis.io/cors-expose-headers",
+        Refuse,
+    ),
+    alias(
+        N,
+        "cors-allow-credentials",
+        "portcullis.io/cors-allow-credentials",
+        Refuse,
+    ),
+    alias(N, "cors-max-age", "portcullis.io/cors-max-age", Refuse),
     refuse(
         N,
+        "custom-headers",
+        "response headers from a ConfigMap; list them in portcullis.io/response-headers",
+    ),
+    alias(
+        N,
         "custom-http-errors",
-        "custom error pages: the client would get other responses",
+        "portcullis.io/custom-http-errors",
+        Refuse,
     ),
     refuse(
         N,
@@ -470,52 +643,129 @@ static ENTRIES: &[Entry] = &[
         "rewrites the response body (removed from ingress-nginx)",
     ),
     // --- ingress-nginx: which backend or path gets the request ---
-    refuse(N, "rewrite-target", REWRITE),
-    refuse(
-        N,
-        "use-regex",
-        "regular-expression paths match other requests than Prefix paths",
-    ),
-    refuse(
+    alias(N, "rewrite-target", "portcullis.io/rewrite-target", Refuse),
+    alias(N, "use-regex", "portcullis.io/use-regex", Refuse),
+    alias(
         N,
         "x-forwarded-prefix",
-        "X-Forwarded-Prefix header backends build URLs from",
+        "portcullis.io/x-forwarded-prefix",
+        Refuse,
     ),
-    refuse(N, "upstream-vhost", "Host header sent to the backend"),
-    refuse(
-        N,
-        "server-alias",
-        "more host names: requests for them would not be routed",
-    ),
-    refuse(
+    alias(N, "upstream-vhost", "portcullis.io/upstream-vhost", Refuse),
+    alias(N, "server-alias", "portcullis.io/server-alias", Refuse),
+    alias(
         N,
         "default-backend",
-        "default backend for unmatched requests and errors",
+        "portcullis.io/default-backend",
+        Refuse,
     ),
-    refuse(N, "canary", CANARY),
-    refuse(N, "canary-by-header", CANARY),
-    refuse(N, "canary-by-header-value", CANARY),
-    refuse(N, "canary-by-header-pattern", CANARY),
-    refuse(N, "canary-by-cookie", CANARY),
-    refuse(N, "canary-weight", CANARY),
-    refuse(N, "canary-weight-total", CANARY),
+    alias(N, "canary", "portcullis.io/canary", Refuse),
+    alias(
+        N,
+        "canary-by-header",
+        "portcullis.io/canary-by-header",
+        Refuse,
+    ),
+    alias(
+        N,
+        "canary-by-header-value",
+        "portcullis.io/canary-by-header-value",
+        Refuse,
+    ),
+    alias(
+        N,
+        "canary-by-header-pattern",
+        "portcullis.io/canary-by-header-pattern",
+        Refuse,
+    ),
+    alias(
+        N,
+        "canary-by-cookie",
+        "portcullis.io/canary-by-cookie",
+        Refuse,
+    ),
+    alias(N, "canary-weight", "portcullis.io/canary-weight", Refuse),
+    alias(
+        N,
+        "canary-weight-total",
+        "portcullis.io/canary-weight-total",
+        Refuse,
+    ),
     refuse(N, "mirror-target", MIRROR),
     refuse(N, "mirror-host", MIRROR),
     refuse(N, "mirror-request-body", MIRROR),
-    refuse(N, "affinity", AFFINITY),
-    refuse(N, "affinity-mode", AFFINITY),
-    refuse(N, "affinity-canary-behavior", AFFINITY),
-    refuse(N, "session-cookie-name", AFFINITY),
-    refuse(N, "session-cookie-path", AFFINITY),
-    refuse(N, "session-cookie-domain", AFFINITY),
-    refuse(N, "session-cookie-expires", AFFINITY),
-    refuse(N, "session-cookie-max-age", AFFINITY),
-    refuse(N, "session-cookie-change-on-failure", AFFINITY),
-    refuse(N, "session-cookie-samesite", AFFINITY),
-    refuse(N, "session-cookie-conditional-samesite-none", AFFINITY),
-    refuse(N, "session-cookie-secure", AFFINITY),
-    refuse(N, "session-cookie-partitioned", AFFINITY),
-    refuse(N, "session-cookie-hash", AFFINITY),
+    alias(N, "affinity", "portcullis.io/affinity", Refuse),
+    alias(N, "affinity-mode", "portcullis.io/affinity-mode", Refuse),
+    alias(
+        N,
+        "affinity-canary-behavior",
+        "portcullis.io/affinity-canary-behavior",
+        Refuse,
+    ),
+    alias(
+        N,
+        "session-cookie-name",
+        "portcullis.io/session-cookie-name",
+        Refuse,
+    ),
+    alias(
+        N,
+        "session-cookie-path",
+        "portcullis.io/session-cookie-path",
+        Refuse,
+    ),
+    alias(
+        N,
+        "session-cookie-domain",
+        "portcullis.io/session-cookie-domain",
+        Refuse,
+    ),
+    alias(
+        N,
+        "session-cookie-expires",
+        "portcullis.io/session-cookie-expires",
+        Refuse,
+    ),
+    alias(
+        N,
+        "session-cookie-max-age",
+        "portcullis.io/session-cookie-max-age",
+        Refuse,
+    ),
+    alias(
+        N,
+        "session-cookie-change-on-failure",
+        "portcullis.io/session-cookie-change-on-failure",
+        Refuse,
+    ),
+    alias(
+        N,
+        "session-cookie-samesite",
+        "portcullis.io/session-cookie-samesite",
+        Refuse,
+    ),
+    warn(
+        N,
+        "session-cookie-conditional-samesite-none",
+        "SameSite=None is sent to every browser; the few that mishandle it are not detected",
+    ),
+    alias(
+        N,
+        "session-cookie-secure",
+        "portcullis.io/session-cookie-secure",
+        Refuse,
+    ),
+    alias(
+        N,
+        "session-cookie-partitioned",
+        "portcullis.io/session-cookie-partitioned",
+        Refuse,
+    ),
+    warn(
+        N,
+        "session-cookie-hash",
+        "removed from ingress-nginx; the session cookie value is always an opaque keyed hash",
+    ),
     refuse(N, "upstream-hash-by", AFFINITY),
     refuse(N, "upstream-hash-by-subset", AFFINITY),
     refuse(N, "upstream-hash-by-subset-size", AFFINITY),
@@ -555,9 +805,24 @@ static ENTRIES: &[Entry] = &[
     warn(N, "proxy-max-temp-file-size", BUFFERING),
     warn(N, "proxy-request-buffering", BUFFERING),
     warn(N, "client-body-buffer-size", BUFFERING),
-    warn(N, "proxy-connect-timeout", TIMEOUT),
-    warn(N, "proxy-send-timeout", TIMEOUT),
-    warn(N, "proxy-read-timeout", TIMEOUT),
+    alias(
+        N,
+        "proxy-connect-timeout",
+        "portcullis.io/proxy-connect-timeout",
+        Refuse,
+    ),
+    alias(
+        N,
+        "proxy-send-timeout",
+        "portcullis.io/proxy-send-timeout",
+        Refuse,
+    ),
+    alias(
+        N,
+        "proxy-read-timeout",
+        "portcullis.io/proxy-read-timeout",
+        Refuse,
+    ),
     warn(
         N,
         "proxy-next-upstream",
@@ -1400,6 +1665,7 @@ mod tests {
     fn every_key_annotations_rs_reads_is_implemented_or_an_alias() {
         for key in [
             "portcullis.io/tls-mode",
+            "portcullis.io/backend-protocol",
             "portcullis.io/ssl-redirect",
             "portcullis.io/hsts",
             "portcullis.io/load-balance",
@@ -1444,6 +1710,21 @@ mod tests {
             "haproxy.org/ssl-redirect",
             "haproxy.org/load-balance",
             "haproxy.org/server-ca",
+            "nginx.ingress.kubernetes.io/enable-cors",
+            "nginx.ingress.kubernetes.io/cors-allow-origin",
+            "nginx.ingress.kubernetes.io/proxy-read-timeout",
+            "portcullis.io/default-backend",
+            "portcullis.io/custom-http-errors",
+            "nginx.ingress.kubernetes.io/default-backend",
+            "nginx.ingress.kubernetes.io/custom-http-errors",
+            "portcullis.io/affinity",
+            "nginx.ingress.kubernetes.io/affinity",
+            "nginx.ingress.kubernetes.io/session-cookie-name",
+            "nginx.ingress.kubernetes.io/session-cookie-max-age",
+            "portcullis.io/canary",
+            "nginx.ingress.kubernetes.io/canary",
+            "nginx.ingress.kubernetes.io/canary-by-header-pattern",
+            "nginx.ingress.kubernetes.io/canary-weight",
         ] {
             assert_eq!(classify(key), Verdict::Read, "{key}");
         }
@@ -1458,9 +1739,9 @@ mod tests {
             "nginx.ingress.kubernetes.io/auth-tls-verify-client",
             "nginx.ingress.kubernetes.io/server-snippet",
             "nginx.ingress.kubernetes.io/configuration-snippet",
-            "nginx.ingress.kubernetes.io/rewrite-target",
-            "nginx.ingress.kubernetes.io/canary-weight",
-            "nginx.ingress.kubernetes.io/enable-cors",
+            "haproxy-ingress.github.io/rewrite-target",
+            "nginx.ingress.kubernetes.io/mirror-target",
+            "haproxy.org/cors-enable",
             "nginx.ingress.kubernetes.io/limit-rps",
             "nginx.ingress.kubernetes.io/ssl-ciphers",
             "haproxy.org/allow-list",
@@ -1478,7 +1759,7 @@ mod tests {
     fn tuning_warns() {
         for key in [
             "nginx.ingress.kubernetes.io/proxy-buffering",
-            "nginx.ingress.kubernetes.io/proxy-read-timeout",
+            "nginx.ingress.kubernetes.io/proxy-buffer-size",
             "nginx.ingress.kubernetes.io/enable-access-log",
             "haproxy.org/timeout-server",
             "haproxy-ingress.github.io/timeout-connect",

@@ -195,6 +195,25 @@ impl<'a> Backends<'a> {
     }
 }
 
+impl Backends<'_> {
+    /// The number of the first port of Service `namespace/name`: the port ingress-nginx uses
+    /// for a `default-backend` annotation (`DefaultBackend.Spec.Ports[0]`). The error says why
+    /// there is none, for a diagnostic.
+    pub(crate) fn first_port(&self, namespace: &str, name: &str) -> Result<i32, String> {
+        let service = self
+            .services
+            .get(&(namespace, name))
+            .ok_or_else(|| format!("Service {namespace}/{name} does not exist"))?;
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_deref())
+            .and_then(<[_]>::first)
+            .map(|p| p.port)
+            .ok_or_else(|| format!("Service {namespace}/{name} has no port"))
+    }
+}
+
 /// A Service port's endpoint addresses by eligibility, each list sorted and de-duplicated; an
 /// address ready in any slice is only ready.
 fn resolve(

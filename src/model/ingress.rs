@@ -51,6 +51,8 @@ pub(super) struct BackendSpec {
 #[derive(Debug, Clone)]
 pub(super) struct PathSpec {
     pub(crate) path: PathMatch,
+    /// `path` as written: what a regex host (`use-regex`, `rewrite-target`) compiles.
+    pub(crate) raw: String,
     pub(crate) backend: BackendSpec,
     /// `spec.rules[i].http.paths[j]`.
     pub(crate) field: Field,
@@ -177,6 +179,7 @@ pub(super) fn plan(
             match backend_spec(&p.backend, &plan.namespace, Some((i, j))) {
                 Ok(backend) => paths.push(PathSpec {
                     path,
+                    raw: raw.to_string(),
                     backend,
                     field,
                 }),

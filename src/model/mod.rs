@@ -20,6 +20,7 @@ pub mod annotations;
 
 mod annotation_catalog;
 mod backend;
+mod canary;
 mod certs;
 mod class;
 mod ingress;

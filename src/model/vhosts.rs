@@ -14,9 +14,9 @@ use crate::table::certificates::Certificate;
 use crate::table::diagnostic::{Diagnostic, Reason};
 use crate::table::host::HostMatch;
 use crate::table::policy::RoutePolicy;
-use crate::table::route::{PathMatch, Route, RouteAction, TlsMode};
+use crate::table::route::{PathMatch, PathRegex, Route, RouteAction, TlsMode};
 use crate::table::upstream::{
-    BackendTls, HealthCheck, HealthProbe, ServiceRef, Upstream, UpstreamProtocol,
+    BackendTls, HealthCheck, HealthProbe, ServicePortRef, ServiceRef, Upstream, UpstreamProtocol,
 };
 use crate::table::{CertificateChoice, VirtualHost};
 
@@ -36,9 +36,14 @@ struct Draft<'p> {
     default_max_body: Option<u64>,
     /// The policy of the Ingress whose default backend it is.
     default_policy: Arc<RoutePolicy>,
+    /// The oldest Ingress of the host with a usable `default-backend` annotation (plan index,
+    /// policy): the default backend when no Ingress gives `spec.defaultBackend`.
+    annotated_default: Option<(usize, Arc<RoutePolicy>)>,
     passthrough: Option<Arc<Upstream>>,
     /// Plans (oldest first) with a `spec.tls` entry for this host.
     cert_plans: Vec<usize>,
+    /// Every path is a regex (`use-regex` or `rewrite-target` on some Ingress of the host).
+    regex: bool,
 }
 
 /// What the merge needs besides the plans.
@@ -64,7 +69,14 @@ impl Merge<'_, '_> {
         let mut drafts: Vec<Draft> = Vec::with_capacity(hosts);
         let mut by_host: FastMap<&HostMatch, usize> =
             FastMap::with_capacity_and_hasher(hosts, Default::default());
+        let regex_hosts = regex_hosts(plans);
+        // Canary Ingresses claim nothing: attached to the main routes once all are known.
+        let mut canaries = Vec::new();
         for (index, (plan, policy)) in plans.iter().enumerate() {
+            if plan.options.canary.is_some() {
+                canaries.push(index);
+                continue;
+            }
             if plan.options.tls_mode == TlsMode::Passthrough
                 && !policy.passthrough.permits(&plan.namespace)
             {
@@ -103,8 +115,10 @@ impl Merge<'_, '_> {
                         default_action: RouteAction::Forward,
                         default_max_body: None,
                         default_policy: Default::default(),
+                        annotated_default: None,
                         passthrough: None,
                         cert_plans: Vec::new(),
+                        regex: regex_hosts.contains_key(&rules.host),
                     });
                     drafts.len() - 1
                 });
@@ -158,11 +172,32 @@ impl Merge<'_, '_> {
                             draft.default_max_body = plan.options.max_body;
                             draft.default_policy = Arc::clone(&context.policy);
                         }
+                        if draft.annotated_default.is_none()
+                            && rules.host != HostMatch::Any
+                            && context
+                                .policy
+                                .error_pages
+                                .as_ref()
+                                .is_some_and(|p| p.usable_backend().is_some())
+                        {
+                            draft.annotated_default = Some((index, Arc::clone(&context.policy)));
+                        }
                         if rules.host != HostMatch::Any && plan.tls_for(&rules.host).is_some() {
                             draft.cert_plans.push(index);
                         }
                     }
                 }
+            }
+        }
+        for index in canaries {
+            let plan = &plans[index].0;
+            self.canary_default_backend(plan);
+            for rules in &plan.hosts {
+                let main = by_host.get(&rules.host).map(|&slot| {
+                    let draft = &mut drafts[slot];
+                    (draft.mode, &mut draft.routes)
+                });
+                self.attach_canary(plan, rules, main);
             }
         }
         // Sized up front: collecting a filtered iterator regrows (and copies) 10 000 hosts.
@@ -177,7 +212,11 @@ impl Merge<'_, '_> {
                 vhosts.push(vhost);
             }
         }
-        let added = self.www_redirects(&vhosts, &www, |host| by_host.contains_key(host));
+        let aliases = self.server_aliases(plans, &vhosts, |host| by_host.contains_key(host));
+        let added = self.www_redirects(&vhosts, &www, |host| {
+            by_host.contains_key(host) || aliases.iter().any(|a| a.host == *host)
+        });
+        vhosts.extend(aliases);
         vhosts.extend(added);
         vhosts
     }
@@ -240,6 +279,92 @@ impl Merge<'_, '_> {
         added
     }
 
+    /// `server-alias`, as ingress-nginx documents it: more names for the server of the
+    /// Ingress's host (its first rule host), answered with the same routes from every Ingress
+    /// on it. "A server-alias name cannot conflict with the hostname of an existing server. If
+    /// it does, the server-alias annotation will be ignored": an alias that is a rule host
+    /// (`routed`), or an older Ingress's alias, is dropped with a warning. The certificate: the
+    /// Ingress's `spec.tls` entry for the alias name, else the host's own when it names the
+    /// alias, else `--cert-dir`'s, else the default one.
+    fn server_aliases(
+        &mut self,
+        plans: &[(Plan, &ClassPolicy)],
+        vhosts: &[VirtualHost],
+        routed: impl Fn(&HostMatch) -> bool,
+    ) -> Vec<VirtualHost> {
+        let mut added: Vec<VirtualHost> = Vec::new();
+        for (plan, _) in plans {
+            let options = &plan.options.paths;
+            if options.server_aliases.is_empty() {
+                continue;
+            }
+            let field = format!("metadata.annotations[\"{}\"]", options.server_alias_key);
+            let target = plan
+                .hosts
+                .iter()
+                .find(|r| r.host != HostMatch::Any)
+                .and_then(|r| vhosts.iter().find(|v| v.host == r.host))
+                .filter(|v| v.tls_mode != TlsMode::Passthrough);
+            let Some(target) = target else {
+                self.diagnostics.push(Diagnostic::warning(
+                    plan.object.clone(),
+                    field,
+                    Reason::InvalidSpec,
+                    "server-alias needs a rule with a host served by this Ingress; ignored",
+                ));
+                continue;
+            };
+            for alias in &options.server_aliases {
+                if routed(alias) || added.iter().any(|v| v.host == *alias) {
+                    self.diagnostics.push(Diagnostic::warning(
+                        plan.object.clone(),
+                        field.clone(),
+                        Reason::Conflict,
+                        format!(
+                            "server-alias {alias} is already a host of a rule or an older Ingress's alias; this alias is ignored"
+                        ),
+                    ));
+                    continue;
+                }
+                let name = alias.to_string();
+                let own = plan.tls_for(alias).and_then(|tls| {
+                    self.secrets.certificate(
+                        &plan.namespace,
+                        &tls.secret_name,
+                        &plan.object,
+                        &format!("{}.secretName", tls.field),
+                        self.diagnostics,
+                    )
+                });
+                let certificate = match (own, &target.certificate) {
+                    (Some(cert), _) => CertificateChoice::Own(cert),
+                    (None, CertificateChoice::Own(c)) if c.names(&name) => {
+                        CertificateChoice::Own(c.clone())
+                    }
+                    _ => pick_from_dir(self.cert_dir, &name)
+                        .cloned()
+                        .map_or(CertificateChoice::Default, CertificateChoice::Own),
+                };
+                if certificate == CertificateChoice::Default {
+                    self.diagnostics.push(Diagnostic::warning(
+                        plan.object.clone(),
+                        field.clone(),
+                        Reason::DefaultCertificate,
+                        format!(
+                            "server-alias {alias} has no certificate naming it (spec.tls, the host's certificate, --cert-dir); HTTPS clients get the default certificate"
+                        ),
+                    ));
+                }
+                added.push(VirtualHost {
+                    host: alias.clone(),
+                    certificate,
+                    ..target.clone()
+                });
+            }
+        }
+        added
+    }
+
     fn plan_context(&mut self, plan: &Plan) -> PlanContext {
         let ca = match (&plan.options.backend_ca, plan.options.tls_mode) {
             (Some(name), TlsMode::Reencrypt) => self.secrets.ca_bundle(
@@ -251,8 +376,54 @@ impl Merge<'_, '_> {
             ),
             _ => None,
         };
-        let policy = Arc::new(plan.options.policy.clone());
-        PlanContext { ca, policy }
+        let mut policy = plan.options.policy.clone();
+        if let Some(pages) = policy.error_pages.as_mut() {
+            pages.namespace = plan.namespace.clone();
+            pages.ingress = plan.object.name.clone();
+            pages.backend = self.error_backend(plan, &pages.service, pages.key, ca.clone());
+        }
+        PlanContext {
+            ca,
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// The upstream of a `default-backend` annotation: Service `service` of the plan's
+    /// namespace, its first port (ingress-nginx's `DefaultBackend.Spec.Ports[0]`), with the
+    /// Ingress's upstream options. `None` with an error diagnostic on the annotation (`key`)
+    /// when the Service or its port is missing.
+    fn error_backend(
+        &mut self,
+        plan: &Plan,
+        service: &str,
+        key: &str,
+        ca: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
+    ) -> Option<Arc<Upstream>> {
+        let field = format!("metadata.annotations[\"{key}\"]");
+        let port = match self.backends.first_port(&plan.namespace, service) {
+            Ok(port) => port,
+            Err(why) => {
+                self.diagnostics.push(Diagnostic::error(
+                    plan.object.clone(),
+                    field,
+                    Reason::MissingService,
+                    format!("{why}; requests are served without this default backend"),
+                ));
+                return None;
+            }
+        };
+        let service = ServiceRef {
+            namespace: plan.namespace.clone(),
+            name: service.to_string(),
+            port: ServicePortRef::Number(port),
+        };
+        let context = PlanContext {
+            ca,
+            policy: Default::default(),
+        };
+        let policy = upstream_policy(plan, &HostMatch::Any, &service, &context);
+        self.backends
+            .upstream(&service, &policy, &plan.object, &field, self.diagnostics)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -292,15 +463,37 @@ impl Merge<'_, '_> {
             ));
             return;
         }
+        let route_path = if draft.regex {
+            match PathRegex::new(&path.raw) {
+                Ok(regex) => PathMatch::Regex(regex),
+                Err(e) => {
+                    let why = e.to_string();
+                    let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+                    self.diagnostics.push(Diagnostic::error(
+                        plan.object.clone(),
+                        format!("{}.path", path.field),
+                        Reason::InvalidSpec,
+                        format!(
+                            "path {:?} of host {host} is a regular expression (use-regex or rewrite-target on this host) that does not compile: {why}; path skipped",
+                            path.raw
+                        ),
+                    ));
+                    return;
+                }
+            }
+        } else {
+            path.path.clone()
+        };
         if let Some(upstream) = self.upstream(plan, host, &path.backend, context) {
             draft.claimed.insert(&path.path, index);
             draft.routes.push(Route {
-                path: path.path.clone(),
+                path: route_path,
                 upstream,
                 action: route_action(&plan.options),
                 max_body: plan.options.max_body,
                 policy: Arc::clone(&context.policy),
                 source: plan.object.clone(),
+                canary: None,
             });
         }
     }
@@ -415,6 +608,18 @@ impl Merge<'_, '_> {
                 .then_with(|| a.path.path().cmp(b.path.path()))
         });
         let certificate = self.certificate(&draft, plans);
+        if draft.default_backend.is_none()
+            && let Some((index, policy)) = draft.annotated_default
+        {
+            let options = &plans[index].0.options;
+            draft.default_backend = policy
+                .error_pages
+                .as_ref()
+                .and_then(|p| p.usable_backend().cloned());
+            draft.default_action = route_action(options);
+            draft.default_max_body = options.max_body;
+            draft.default_policy = policy;
+        }
         Some(VirtualHost {
             host: draft.host,
             tls_mode: draft.mode,
@@ -477,6 +682,27 @@ impl Merge<'_, '_> {
     }
 }
 
+/// The hosts whose paths are all regexes, as ingress-nginx's "Ingress Path Matching" says:
+/// "when use-regex is enabled the regex will be applied to ALL paths of a host", and a
+/// `rewrite-target` differing from a path of the host enforces it too (its
+/// `enforceRegexModifier`), whichever Ingress the other paths come from.
+fn regex_hosts<'p>(plans: &'p [(Plan, &ClassPolicy)]) -> FastMap<&'p HostMatch, ()> {
+    let mut hosts = FastMap::default();
+    for (plan, _) in plans {
+        if plan.options.tls_mode == TlsMode::Passthrough {
+            continue;
+        }
+        let target = plan.options.policy.upstream_request.rewrite_target.as_ref();
+        for rules in &plan.hosts {
+            let rewrites = target.is_some_and(|t| rules.paths.iter().any(|p| p.raw != t.source));
+            if plan.options.paths.use_regex || rewrites {
+                hosts.insert(&rules.host, ());
+            }
+        }
+    }
+    hosts
+}
+
 /// What requests to the paths (and default backend) of an Ingress with `options` get.
 fn route_action(options: &IngressOptions) -> RouteAction {
     match (&options.redirect, &options.app_root) {
@@ -507,18 +733,27 @@ fn upstream_policy(
     let options = &plan.options;
     // Only re-encryption and HTTP/TLS probes need it: not built for every terminated path.
     let host_name = || upstream_host_name(host, service);
+    let http2 = options.backend_protocol.http2();
     let protocol = match options.tls_mode {
+        TlsMode::Terminate if http2 => UpstreamProtocol::H2c,
         TlsMode::Terminate => UpstreamProtocol::Http,
         TlsMode::Passthrough => UpstreamProtocol::Tcp,
-        TlsMode::Reencrypt => UpstreamProtocol::Https(BackendTls {
-            sni: options.backend_sni.clone().unwrap_or_else(host_name),
-            verify: options.verify_backend(),
-            ca: context.ca.clone(),
-            ca_secret: options
-                .backend_ca
-                .as_ref()
-                .map(|name| format!("{}/{name}", plan.namespace)),
-        }),
+        TlsMode::Reencrypt => {
+            let tls = BackendTls {
+                sni: options.backend_sni.clone().unwrap_or_else(host_name),
+                verify: options.verify_backend(),
+                ca: context.ca.clone(),
+                ca_secret: options
+                    .backend_ca
+                    .as_ref()
+                    .map(|name| format!("{}/{name}", plan.namespace)),
+            };
+            if http2 {
+                UpstreamProtocol::H2(tls)
+            } else {
+                UpstreamProtocol::Https(tls)
+            }
+        }
     };
     let probe = match options.health_check {
         HealthCheckKind::Http => HealthProbe::Http {

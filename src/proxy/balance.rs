@@ -34,6 +34,43 @@ pub(crate) fn pick(
         .or_else(|| pick_among(upstream, &upstream.terminating, &view, eligible))
 }
 
+/// Session affinity's hook (`proxy::affinity`): the endpoint the session cookie names
+/// (`wanted` says which) if it is ready, healthy and not in `tried`; `None` otherwise, and the
+/// request is balanced anew. A terminating endpoint is not kept: a draining pod loses its
+/// sessions.
+pub(crate) fn pick_if(
+    upstream: &Upstream,
+    health: &Health,
+    tried: &[SocketAddr],
+    wanted: impl Fn(SocketAddr) -> bool,
+) -> Option<SocketAddr> {
+    let view = health.view();
+    upstream
+        .endpoints
+        .iter()
+        .copied()
+        .find(|a| wanted(*a) && !tried.contains(a) && view.is_healthy(*a))
+}
+
+/// Session affinity's hook for rendezvous hashing: of the healthy endpoints not in `tried`,
+/// the one with the highest `score` (a ready one if any qualifies, else a terminating one).
+pub(crate) fn pick_highest(
+    upstream: &Upstream,
+    health: &Health,
+    tried: &[SocketAddr],
+    score: impl Fn(SocketAddr) -> u64,
+) -> Option<SocketAddr> {
+    let view = health.view();
+    let eligible = |a: &SocketAddr| !tried.contains(a) && view.is_healthy(*a);
+    let best = |tier: &[SocketAddr]| {
+        tier.iter()
+            .copied()
+            .filter(eligible)
+            .max_by_key(|a| (score(*a), *a))
+    };
+    best(&upstream.endpoints).or_else(|| best(&upstream.terminating))
+}
+
 /// The upstream's policy over one tier of its endpoints.
 fn pick_among(
     upstream: &Upstream,

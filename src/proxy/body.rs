@@ -1,9 +1,10 @@
 //! The bodies the proxy moves: the request body it sends upstream ([`RequestBody`]) and the
 //! response body it sends to the client ([`ProxyBody`]).
 //!
-//! Both are made of `http_body_util`'s bodies; the one hand-written [`Body`] is [`ProxyBody`],
-//! which adds what the proxy needs while a response streams to the client: it tells its
-//! [`BodyObserver`] how many bytes went out and how the body ended, without allocating. The
+//! Both are made of `http_body_util`'s bodies and the per-route timeout wrappers of
+//! `body_timeouts`; the one hand-written [`Body`] here is [`ProxyBody`], which adds what the
+//! proxy needs while a response streams to the client: it tells its [`BodyObserver`] how many
+//! bytes went out and how the body ended, without allocating. The
 //! observer (the request's record in `http_front`) does the rest: access log, metrics, and
 //! giving the upstream connection back to the pool (`pool`) once the response has been read
 //! to its end. This module knows neither the pool nor the logs, so both `pool` and `forward`
@@ -16,45 +17,54 @@ use bytes::Bytes;
 use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::body_timeouts::{ReadIdle, SendWatched};
+
 /// Errors of the bodies built from [`Either`] (the error of either side, boxed; only a failing
 /// body pays for the box).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The request body sent upstream: the client's (cut off with an error past its route's
 /// `proxy-body-size`), or none (a bodyless request sent again after its first connection
-/// closed before answering; hyper's `Incoming` cannot be made empty).
-pub(crate) type RequestBody = Either<Either<Incoming, Limited<Incoming>>, Empty<Bytes>>;
+/// closed before answering; hyper's `Incoming` cannot be made empty); watched for the route's
+/// `proxy-send-timeout` when it has one.
+pub(crate) type RequestBody =
+    SendWatched<Either<Either<Incoming, Limited<Incoming>>, Empty<Bytes>>>;
 
 /// The client's request body, sent upstream as it arrives; with `limit`, the stream fails with
 /// [`http_body_util::LengthLimitError`] once more than `limit` bytes came (a body without a
 /// `Content-Length`, or one that lies about it). Unlimited bodies are not wrapped.
 pub(crate) fn client_request(body: Incoming, limit: Option<u64>) -> RequestBody {
     match limit {
-        None => Either::Left(Either::Left(body)),
+        None => SendWatched::new(Either::Left(Either::Left(body))),
         Some(limit) => {
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-            Either::Left(Either::Right(Limited::new(body, limit)))
+            SendWatched::new(Either::Left(Either::Right(Limited::new(body, limit))))
         }
     }
 }
 
 /// No request body.
 pub(crate) fn empty_request() -> RequestBody {
-    Either::Right(Empty::new())
+    SendWatched::new(Either::Right(Empty::new()))
 }
 
 /// What is inside a [`ProxyBody`]: our own small answer (a redirect, an error page), or the
-/// upstream's response body streamed through.
-pub(crate) type ResponseBody = Either<Full<Bytes>, Incoming>;
+/// upstream's response body streamed through (cut off after the route's `proxy-read-timeout`
+/// without data, when it has one).
+pub(crate) type ResponseBody = Either<Full<Bytes>, ReadIdle<Incoming>>;
 
 /// Our own answer with the body `bytes` (empty for none).
 pub(crate) fn own_response(bytes: Bytes) -> ResponseBody {
     Either::Left(Full::new(bytes))
 }
 
-/// The upstream's response body, streamed through.
-pub(crate) fn upstream_response(body: Incoming) -> ResponseBody {
-    Either::Right(body)
+/// The upstream's response body, streamed through; it fails after `read_timeout` (the route's
+/// `proxy-read-timeout`) without a frame.
+pub(crate) fn upstream_response_within(
+    body: Incoming,
+    read_timeout: Option<std::time::Duration>,
+) -> ResponseBody {
+    Either::Right(ReadIdle::new(body, read_timeout))
 }
 
 /// Told by a [`ProxyBody`] what happens to it. At most one of `failed` and `complete` is called,

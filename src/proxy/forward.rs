@@ -5,13 +5,17 @@
 //! Phases of [`forward`], in order:
 //! 1. **rewrite**: strip hop-by-hop headers (keeping a websocket upgrade), add the forwarded
 //!    headers (with `X-Real-IP`) and `X-Request-ID`, make the request HTTP/1.1 in origin form
-//!    with the client's `Host`;
-//! 2. **pick**: `balance::pick` over healthy, not-yet-tried endpoints (none → 503);
+//!    with the client's `Host` (HTTP/2 upstreams, `backend-protocol: grpc`/`grpcs`: an
+//!    absolute URI with the `Host` as authority, and `TE: trailers` kept; see `super::grpc`);
+//! 2. **pick**: `balance::pick` over healthy, not-yet-tried endpoints (none → 503), or the
+//!    session's endpoint under cookie affinity (`affinity::pick`);
 //! 3. **send** on a pooled or new connection to the endpoint (plain, or TLS for re-encrypt),
-//!    under one `upstream_response` deadline (→ 504). A TCP connect failure sent nothing: the
-//!    endpoint is marked failed and another one is tried, up to [`MAX_TRIES`] endpoints. A
-//!    request hyper hands back unsent (the pooled connection was closing) is sent again, on a
-//!    new connection. A connection closed or reset before any response head (a reused
+//!    under one `upstream_response` deadline (the route's `proxy-read-timeout` when set; → 504),
+//!    the route's `proxy-connect-timeout` for new connections, and its `proxy-send-timeout`
+//!    while the pod takes the request body (`body_timeouts`). A TCP connect failure sent
+//!    nothing: the endpoint is marked failed and another one is tried, up to [`MAX_TRIES`]
+//!    endpoints. A request hyper hands back unsent (the pooled connection was closing) is sent
+//!    again, on a new connection. A connection closed or reset before any response head (a reused
 //!    keep-alive connection racing the upstream's idle close, or a pod dying while serving) is
 //!    resent once, on a new pick and a new connection, when the method is idempotent and the
 //!    request had no body. A pod killed during a rolling update fails all its pooled
@@ -26,7 +30,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -38,10 +42,11 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
 use super::body::{client_request, empty_request};
+use super::body_timeouts::SendProgress;
 use super::error::{ClientFault, ProxyError, UpstreamFault};
 use super::pool::UpstreamConn;
 use super::request_id::X_REQUEST_ID;
-use super::{ConnInfo, ProxyContext, balance};
+use super::{ConnInfo, ProxyContext};
 use crate::health::InFlight;
 use crate::table::policy::RoutePolicy;
 use crate::table::upstream::Upstream;
@@ -112,7 +117,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Removes the hop-by-hop headers and every header the `Connection` header names (never
 /// `Host`). One pass over the names first: most messages carry none, and then nothing is
 /// hashed or removed.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
@@ -432,6 +437,9 @@ pub(crate) struct Forward<'a> {
     pub(crate) max_body: Option<u64>,
     /// The route's rewrites, headers and the rest of its per-Ingress handling.
     pub(crate) policy: &'a RoutePolicy,
+    /// The matched route's path (`/` for a default backend): the session cookie's default
+    /// `Path` (ingress-nginx: "defaults to the currently matched path").
+    pub(crate) location: &'a str,
 }
 
 /// An upstream's answer, ready to stream back to the client.
@@ -457,7 +465,8 @@ pub(crate) async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<UpstreamResponse, ProxyError> {
     let timeouts = f.table.class.timeouts;
-    let deadline = tokio::time::Instant::now() + timeouts.upstream_response;
+    let deadline = tokio::time::Instant::now() + response_timeout(f);
+    let connect_timeout = f.policy.timeouts.connect.unwrap_or(timeouts.connect);
     let service = &f.upstream.service;
 
     // 1. rewrite
@@ -468,6 +477,8 @@ pub(crate) async fn forward(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let from_h2 = parts.version == Version::HTTP_2;
+    // gRPC needs `TE: trailers` at an HTTP/2 upstream: noted before the hop-by-hop strip.
+    let te_trailers = super::grpc::wants_trailers(&parts.headers);
     strip_hop_by_hop(&mut parts.headers);
     if let Some(upgrade) = &upgrade {
         parts.headers.insert(header::UPGRADE, upgrade.clone());
@@ -478,6 +489,12 @@ pub(crate) async fn forward(
     if from_h2 {
         join_cookies(&mut parts.headers);
     }
+    // Sticky sessions: the cookie is read before the headers move (`proxy::affinity`).
+    let mut session = f
+        .policy
+        .affinity
+        .as_ref()
+        .map(|a| super::affinity::Session::read(a, &parts.headers, f.upstream));
     if let Some(host) = f.raw_host
         && (parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST))
         && let Ok(value) = HeaderValue::from_str(host)
@@ -494,17 +511,31 @@ pub(crate) async fn forward(
     parts
         .headers
         .insert(HeaderName::from_static(X_REQUEST_ID), f.request_id.clone());
+    // The route's `request-headers` last: they replace whatever came before (never `Host`).
+    f.policy.request_headers.apply(&mut parts.headers);
     let path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // `rewrite-target`, `upstream-vhost`, `x-forwarded-prefix` (after the forwarded headers).
+    let path_and_query = super::rewrite::apply(
+        &f.policy.upstream_request,
+        f.vhost,
+        &mut parts.headers,
+        path_and_query,
+    );
     let method = parts.method;
     let mut headers = parts.headers;
     // A bodyless idempotent request can be sent again when its connection closes before any
     // response head; anything else only when hyper hands the request back unsent.
     let resendable = body.is_end_stream() && method.is_idempotent();
     let mut body = Some(client_request(body, f.max_body));
+    // `proxy-send-timeout`: the pod must keep taking the request body.
+    let send_watch = f.policy.timeouts.send.map(|t| (t, SendProgress::new()));
+    if let (Some(body), Some((_, progress))) = (body.as_mut(), &send_watch) {
+        body.watch(Arc::clone(progress));
+    }
     let connector = f.ctx.clients.connector_for(&f.upstream.protocol);
 
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -515,7 +546,9 @@ pub(crate) async fn forward(
     while tried.len() < MAX_TRIES && attempts < MAX_ATTEMPTS {
         attempts += 1;
         // 2. pick
-        let Some(endpoint) = balance::pick(f.upstream, &f.ctx.health, &tried) else {
+        let Some(endpoint) =
+            super::affinity::pick(session.as_mut(), f.upstream, &f.ctx.health, &tried)
+        else {
             break;
         };
         let in_flight = f.ctx.health.begin_request(endpoint);
@@ -524,7 +557,7 @@ pub(crate) async fn forward(
         let checkout = f
             .ctx
             .clients
-            .checkout(&connector, endpoint, timeouts.connect, fresh);
+            .checkout(&connector, endpoint, connect_timeout, fresh);
         let mut conn = match checkout.await {
             Ok(conn) => conn,
             Err(err) if err.is_tcp() => {
@@ -562,10 +595,27 @@ pub(crate) async fn forward(
             // HTTP/1.1 requires a Host; a client that sent none gets the endpoint's.
             upstream_req.headers_mut().insert(header::HOST, value);
         }
+        if conn.sender.is_http2() {
+            let tls = f.upstream.protocol.backend_tls().is_some();
+            super::grpc::to_http2(&mut upstream_req, tls, te_trailers);
+        }
 
         let sent = Instant::now();
+        if let Some((_, progress)) = &send_watch {
+            progress.restart();
+        }
         let request = conn.sender.try_send_request(upstream_req);
-        let mut response = match tokio::time::timeout_at(deadline, request).await {
+        let stalled = async {
+            match &send_watch {
+                Some((timeout, progress)) => progress.stalled(*timeout).await,
+                None => std::future::pending().await,
+            }
+        };
+        let answer = tokio::select! {
+            answer = tokio::time::timeout_at(deadline, request) => answer,
+            () = stalled => return Err(send_timed_out(f, endpoint)),
+        };
+        let mut response = match answer {
             Err(_) => return Err(timed_out(f, endpoint)),
             Ok(Ok(response)) => response,
             Ok(Err(mut err)) => {
@@ -575,6 +625,7 @@ pub(crate) async fn forward(
                     fresh = true;
                     let (unsent_parts, unsent_body) = unsent.into_parts();
                     headers = unsent_parts.headers;
+                    super::grpc::restore_host(&mut headers, &unsent_parts.uri);
                     body = Some(unsent_body);
                     continue;
                 }
@@ -639,6 +690,10 @@ pub(crate) async fn forward(
             });
         }
         strip_hop_by_hop(response.headers_mut());
+        if let Some(session) = &session {
+            let https = f.conn.tls.is_some();
+            session.set_cookie(response.headers_mut(), endpoint, f.location, https);
+        }
         return Ok(UpstreamResponse {
             response,
             endpoint,
@@ -655,8 +710,26 @@ fn timed_out(f: &Forward<'_>, endpoint: SocketAddr) -> ProxyError {
     ProxyError::upstream(
         &f.upstream.service,
         Some(endpoint),
-        UpstreamFault::Timeout(f.table.class.timeouts.upstream_response),
+        UpstreamFault::Timeout(response_timeout(f)),
     )
+}
+
+/// The pod stopped taking the request body for the route's `proxy-send-timeout`.
+fn send_timed_out(f: &Forward<'_>, endpoint: SocketAddr) -> ProxyError {
+    ProxyError::upstream(
+        &f.upstream.service,
+        Some(endpoint),
+        UpstreamFault::Timeout(f.policy.timeouts.send.unwrap_or_default()),
+    )
+}
+
+/// How long the pod may take to send the response head: the route's `proxy-read-timeout`,
+/// else the class's `timeouts.upstreamResponse`.
+fn response_timeout(f: &Forward<'_>) -> Duration {
+    f.policy
+        .timeouts
+        .read
+        .unwrap_or(f.table.class.timeouts.upstream_response)
 }
 
 /// Ends least-request accounting for an endpoint (the guard's drop does it).

@@ -47,13 +47,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 
-use super::body::{BodyObserver, ProxyBody, ResponseBody, own_response, upstream_response};
+use super::body::{self, BodyObserver, ProxyBody, ResponseBody, own_response};
+use super::cors;
 use super::error::{ClientFault, ProxyError};
+use super::error_pages;
 use super::forward::{self, ConnForwarded, Forward};
 use super::framing_guard::{FramingGuard, FramingVerdict};
 use super::pool::UpstreamConn;
 use super::request_id;
 use super::{ConnInfo, ProxyContext};
+use super::{affinity, canary};
 use crate::health::InFlight;
 use crate::table::host::normalize_host;
 use crate::table::route::{RouteAction, TlsMode};
@@ -296,6 +299,7 @@ async fn handle(
     let index = state.requests.fetch_add(1, Ordering::Relaxed);
     let mut record = Record::new(&state, &req);
     let h1 = req.version() <= http::Version::HTTP_11;
+    let grpc = super::grpc::is_grpc(req.headers());
     let mut response = match route_and_forward(&state, req, index, &mut record).await {
         Ok(response) => response,
         Err(error) => {
@@ -304,13 +308,19 @@ async fn handle(
             if let ProxyError::Upstream { endpoint, .. } = &error {
                 record.upstream = *endpoint;
             }
-            error_response(&error, h1)
+            // A gRPC client gets a gRPC status it can act on rather than an HTTP error.
+            grpc.then(|| super::grpc::error_response(&error))
+                .flatten()
+                .unwrap_or_else(|| error_response(&error, h1))
         }
     };
     if let Some(hsts) = record.hsts.take() {
         response
             .headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    if let Some(extra) = record.extra_headers.take() {
+        cors::apply(extra, response.headers_mut());
     }
     record.status = response.status().as_u16();
     response.map(|inner| ProxyBody::new(inner, record))
@@ -379,23 +389,32 @@ async fn route_and_forward(
             return Ok(www_redirect(to, tls, port, &req));
         }
     }
-    let (vhost, upstream, action, max_body, policy) = match table.route_http(host.as_deref(), path)
-    {
-        HttpRoute::Upstream {
-            vhost,
-            upstream,
-            action,
-            max_body,
-            policy,
-        } => (vhost, upstream, action, max_body, policy),
-        HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
-            return Err(ClientFault::NoRoute {
-                host: host.map(Cow::into_owned),
-                path: path.to_string(),
+    let (vhost, upstream, action, max_body, policy, route) =
+        match table.route_http(host.as_deref(), path) {
+            HttpRoute::Upstream {
+                vhost,
+                upstream,
+                action,
+                max_body,
+                policy,
+                route,
+            } => (vhost, upstream, action, max_body, policy, route),
+            HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
+                return Err(ClientFault::NoRoute {
+                    host: host.map(Cow::into_owned),
+                    path: path.to_string(),
+                }
+                .into());
             }
-            .into());
-        }
+        };
+    // canary: the route's alternative upstream when its rules pick it (`proxy::canary`).
+    let (upstream, policy) = match route.and_then(|r| r.canary.as_deref()) {
+        Some(c) if canary::wants(c, upstream, policy, req.headers()) => (&c.upstream, &c.policy),
+        _ => (upstream, policy),
     };
+    // `default-backend`: a route without endpoints is served by it (`error_pages`).
+    let route_upstream = upstream;
+    let upstream = error_pages::serving_upstream(policy, upstream);
     record.mode = mode(tls, vhost, Some(&upstream.protocol));
 
     // redirect, by the route: ingress-nginx answers `app-root` for `/` first, then the
@@ -417,6 +436,13 @@ async fn route_and_forward(
         // The model accepts only redirect codes (301, 302, 303, 307, 308).
         let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
         return Ok(redirect_response(status, &redirect.location));
+    }
+
+    // CORS: a preflight is answered here; CORS and `response-headers` go on whatever answer
+    // the request gets from now on (the pod's, or the proxy's 502/504).
+    record.extra_headers = cors::extra_headers(policy, req.headers());
+    if let Some(answer) = cors::preflight(policy, req.method(), req.headers()) {
+        return Ok(answer);
     }
 
     // limit: a declared length over the route's `proxy-body-size` is refused before anything
@@ -442,13 +468,22 @@ async fn route_and_forward(
         request_id: &record.request_id,
         max_body,
         policy,
+        location: affinity::location(route),
     };
-    let answer = forward::forward(&f, req).await?;
+    let intercept = error_pages::Intercept::prepare(policy, route_upstream, &req);
+    let mut answer = forward::forward(&f, req).await?;
+    if let Some(intercept) = intercept.filter(|i| i.wants(answer.response.status())) {
+        // `custom-http-errors`: the default backend answers instead of the pod.
+        answer = intercept.replace(&f, answer).await?;
+    }
     record.upstream = Some(answer.endpoint);
     record.upstream_time = Some(answer.upstream_time);
     record.in_flight = answer.in_flight;
     record.conn = answer.conn;
-    Ok(answer.response.map(upstream_response))
+    let read_timeout = policy.timeouts.read;
+    Ok(answer
+        .response
+        .map(|body| body::upstream_response_within(body, read_timeout)))
 }
 
 /// The host the client asked for, as sent: the URI authority (HTTP/2, absolute-form), else the
@@ -532,7 +567,8 @@ fn mode(tls: bool, vhost: &VirtualHost, protocol: Option<&UpstreamProtocol>) -> 
         return Mode::Http;
     }
     match (protocol, vhost.tls_mode) {
-        (Some(UpstreamProtocol::Https(_)), _) | (None, TlsMode::Reencrypt) => Mode::Reencrypt,
+        (Some(UpstreamProtocol::Https(_) | UpstreamProtocol::H2(_)), _)
+        | (None, TlsMode::Reencrypt) => Mode::Reencrypt,
         _ => Mode::Terminate,
     }
 }
@@ -645,6 +681,8 @@ struct Record {
     upstream_time: Option<Duration>,
     error: Option<&'static str>,
     hsts: Option<HeaderValue>,
+    /// The route's CORS and `response-headers` for this request (`proxy::cors`).
+    extra_headers: Option<cors::ExtraHeaders>,
     /// `X-Request-ID`: the client's, or generated when the request arrived, so the access
     /// line of a request the proxy answers itself carries one too (as ingress-nginx logs
     /// `$req_id` for every request).
@@ -678,6 +716,7 @@ impl Record {
             upstream_time: None,
             error: None,
             hsts: None,
+            extra_headers: None,
             request_id: request_id::of(req.headers()),
             in_flight: None,
             conn: None,

@@ -129,16 +129,23 @@ impl Listeners {
 }
 
 mod accept;
+mod affinity;
 mod balance;
 mod body;
+mod body_timeouts;
+mod canary;
+mod cors;
 mod error;
+mod error_pages;
 mod forward;
 pub mod framing_guard;
+mod grpc;
 pub mod http_front;
 mod https_front;
 mod passthrough;
 pub(crate) mod pool;
 mod request_id;
+mod rewrite;
 mod splice;
 
 pub use accept::serve;

@@ -2,7 +2,10 @@
 //! and keeping them idle between requests.
 //!
 //! Each upstream connection is a hyper HTTP/1.1 client connection driven by its own task; its
-//! [`SendRequest`](http1::SendRequest) half is what the proxy holds. A request checks a
+//! [`SendRequest`](http1::SendRequest) half is what the proxy holds. HTTP/2 upstreams (gRPC,
+//! `backend-protocol: grpc`/`grpcs`) differ: one connection carries many requests at once, so
+//! the pool keeps ONE shared connection per endpoint and configuration and hands every request
+//! a clone of its sender while it is open (see [`Shared2`]). A request checks a
 //! connection out ([`Clients::checkout`]); the response's body, when it has been read to the
 //! end, gives it back ([`UpstreamConn::release`]). A connection whose response was not read to
 //! the end (client gone mid-body, upgrade, error) is simply dropped, and hyper closes it.
@@ -29,8 +32,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -48,8 +53,30 @@ const MAX_IDLE_PER_KEY: usize = 512;
 /// How often the reaper looks for expired idle connections.
 const REAP_EVERY: Duration = Duration::from_secs(15);
 
-/// The request sender of one upstream connection.
-type Sender = http1::SendRequest<RequestBody>;
+/// The request sender of one upstream connection: its own HTTP/1.1 connection, or a handle
+/// on a shared HTTP/2 connection.
+pub(crate) enum Sender {
+    Http1(http1::SendRequest<RequestBody>),
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+impl Sender {
+    /// Whether requests on it go out as HTTP/2 (they need an absolute URI then).
+    pub(crate) fn is_http2(&self) -> bool {
+        matches!(self, Sender::Http2(_))
+    }
+
+    /// Sends `req`; a request that was not written comes back in the error.
+    pub(crate) async fn try_send_request(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        match self {
+            Sender::Http1(s) => s.try_send_request(req).await,
+            Sender::Http2(s) => s.try_send_request(req).await,
+        }
+    }
+}
 
 /// Which connections are interchangeable: same endpoint, same TLS configuration.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -58,7 +85,8 @@ struct PoolKey {
     config: ConfigId,
 }
 
-/// Names a [`Connector`]: 0 is plain HTTP, every distinct [`BackendTls`] gets the next number.
+/// Names a [`Connector`]: 0 is plain HTTP/1.1, 1 plain HTTP/2, every distinct [`BackendTls`]
+/// and HTTP version gets the next number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 struct ConfigId(u32);
 
@@ -73,10 +101,14 @@ pub struct Clients {
 
 struct Shared {
     plain: Arc<Connector>,
+    /// Plain HTTP/2 with prior knowledge (h2c).
+    plain_h2: Arc<Connector>,
     /// One connector per `BackendTls` ever seen (each with its own rustls config and session
     /// cache). Entries no table uses any more stay: the set is bounded by the distinct
     /// configurations ever seen, and their idle connections expire.
     tls: RwLock<HashMap<BackendTls, Arc<Connector>>>,
+    /// The same for HTTP/2 over TLS (ALPN `h2`).
+    tls_h2: RwLock<HashMap<BackendTls, Arc<Connector>>>,
     next_config: AtomicU32,
     idle: Mutex<Idle>,
     reaper_started: AtomicBool,
@@ -86,6 +118,8 @@ struct Shared {
 #[derive(Default)]
 struct Idle {
     conns: HashMap<PoolKey, Vec<IdleConn>>,
+    /// The shared HTTP/2 connection of each HTTP/2 endpoint and configuration.
+    h2: HashMap<PoolKey, Shared2>,
     /// The live table's endpoints; `None` until the first [`Clients::retain_endpoints`] (a
     /// pool driven without a rebuild loop, as in tests, keeps everything).
     live: Option<HashSet<SocketAddr>>,
@@ -100,8 +134,17 @@ impl Idle {
 }
 
 struct IdleConn {
-    sender: Sender,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
+}
+
+/// An HTTP/2 connection every request to its endpoint shares (its sender is cloned per
+/// request). Kept while open and used within [`POOL_IDLE`]; requests still holding a clone
+/// keep it open after the pool forgot it.
+struct Shared2 {
+    sender: http2::SendRequest<RequestBody>,
+    /// The last checkout.
+    used: Instant,
 }
 
 impl Default for Clients {
@@ -118,9 +161,16 @@ impl Clients {
                 plain: Arc::new(Connector {
                     config: ConfigId(0),
                     tls: None,
+                    http2: false,
+                }),
+                plain_h2: Arc::new(Connector {
+                    config: ConfigId(1),
+                    tls: None,
+                    http2: true,
                 }),
                 tls: RwLock::new(HashMap::new()),
-                next_config: AtomicU32::new(1),
+                tls_h2: RwLock::new(HashMap::new()),
+                next_config: AtomicU32::new(2),
                 idle: Mutex::new(Idle::default()),
                 reaper_started: AtomicBool::new(false),
             }),
@@ -130,26 +180,28 @@ impl Clients {
     /// The connector for an upstream protocol. `Tcp` (a pass-through upstream reached by an
     /// HTTP route on :80) is spoken to as plain HTTP.
     pub(crate) fn connector_for(&self, protocol: &UpstreamProtocol) -> Arc<Connector> {
-        let UpstreamProtocol::Https(tls) = protocol else {
-            return self.inner.plain.clone();
+        let http2 = protocol.is_http2();
+        let Some(tls) = protocol.backend_tls() else {
+            return if http2 {
+                self.inner.plain_h2.clone()
+            } else {
+                self.inner.plain.clone()
+            };
         };
-        if let Some(connector) = self
-            .inner
-            .tls
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tls)
-        {
+        let map = if http2 {
+            &self.inner.tls_h2
+        } else {
+            &self.inner.tls
+        };
+        if let Some(connector) = map.read().unwrap_or_else(PoisonError::into_inner).get(tls) {
             return connector.clone();
         }
-        self.inner
-            .tls
-            .write()
+        map.write()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(tls.clone())
             .or_insert_with(|| {
                 let config = ConfigId(self.inner.next_config.fetch_add(1, Ordering::Relaxed));
-                Arc::new(Connector::tls(config, tls))
+                Arc::new(Connector::tls(config, tls, http2))
             })
             .clone()
     }
@@ -169,7 +221,14 @@ impl Clients {
             endpoint,
             config: connector.config,
         };
-        if !fresh && let Some(sender) = self.take_idle(key) {
+        let idle = if connector.http2 {
+            self.take_shared(key, fresh).map(Sender::Http2)
+        } else if fresh {
+            None
+        } else {
+            self.take_idle(key).map(Sender::Http1)
+        };
+        if let Some(sender) = idle {
             return Ok(UpstreamConn {
                 sender,
                 key,
@@ -190,6 +249,9 @@ impl Clients {
         connect_timeout: Duration,
     ) -> Result<UpstreamConn, ConnectError> {
         let sender = connector.connect(key.endpoint, connect_timeout).await?;
+        if let Sender::Http2(shared) = &sender {
+            self.share(key, shared.clone());
+        }
         Ok(UpstreamConn {
             sender,
             key,
@@ -216,6 +278,9 @@ impl Clients {
                 }
                 keep
             });
+            // Dropping the pool's handle closes a shared HTTP/2 connection once the requests
+            // still on it are done.
+            idle.h2.retain(|key, _| live.contains(&key.endpoint));
             idle.live = Some(live);
             closed
         };
@@ -231,7 +296,7 @@ impl Clients {
 
     /// The most recently released idle connection of `key` that is ready for a request.
     /// Expired ones met on the way are dropped.
-    fn take_idle(&self, key: PoolKey) -> Option<Sender> {
+    fn take_idle(&self, key: PoolKey) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self
             .inner
             .idle
@@ -254,7 +319,54 @@ impl Clients {
         None
     }
 
+    /// A handle on the shared HTTP/2 connection of `key`, if it is open and not `fresh` (a
+    /// `fresh` checkout replaces it: a request failed on it).
+    fn take_shared(&self, key: PoolKey, fresh: bool) -> Option<http2::SendRequest<RequestBody>> {
+        let mut idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if fresh || !idle.is_live(key.endpoint) {
+            idle.h2.remove(&key);
+            return None;
+        }
+        let shared = idle.h2.get_mut(&key)?;
+        if !shared.sender.is_ready() || shared.used.elapsed() >= POOL_IDLE {
+            idle.h2.remove(&key);
+            return None;
+        }
+        shared.used = Instant::now();
+        Some(shared.sender.clone())
+    }
+
+    /// Makes a new HTTP/2 connection the one requests to `key` share.
+    fn share(&self, key: PoolKey, sender: http2::SendRequest<RequestBody>) {
+        {
+            let mut idle = self
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !idle.is_live(key.endpoint) {
+                return;
+            }
+            idle.h2.insert(
+                key,
+                Shared2 {
+                    sender,
+                    used: Instant::now(),
+                },
+            );
+        }
+        self.start_reaper();
+    }
+
     fn put_idle(&self, key: PoolKey, sender: Sender) {
+        // A shared HTTP/2 connection stays in the pool while requests use it.
+        let Sender::Http1(sender) = sender else {
+            return;
+        };
         if sender.is_closed() {
             return;
         }
@@ -278,8 +390,12 @@ impl Clients {
                 since: Instant::now(),
             });
         }
-        // Started by the first release, from inside the runtime (a release from a drop
-        // outside any runtime leaves it for the next one).
+        self.start_reaper();
+    }
+
+    /// Starts the reaper on the first connection kept, from inside the runtime (a release
+    /// from a drop outside any runtime leaves it for the next one).
+    fn start_reaper(&self) {
         if !self.inner.reaper_started.load(Ordering::Relaxed)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
             && !self.inner.reaper_started.swap(true, Ordering::Relaxed)
@@ -326,6 +442,8 @@ async fn reap(pool: Weak<Shared>) {
             list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < POOL_IDLE);
             !list.is_empty()
         });
+        idle.h2
+            .retain(|_, c| !c.sender.is_closed() && c.used.elapsed() < POOL_IDLE);
     }
 }
 
@@ -353,6 +471,8 @@ impl UpstreamConn {
 pub(crate) struct Connector {
     config: ConfigId,
     tls: Option<UpstreamTls>,
+    /// HTTP/2 (prior knowledge in cleartext, ALPN `h2` over TLS) instead of HTTP/1.1.
+    http2: bool,
 }
 
 struct UpstreamTls {
@@ -363,11 +483,18 @@ struct UpstreamTls {
 }
 
 impl Connector {
-    fn tls(config: ConfigId, tls: &BackendTls) -> Self {
+    fn tls(config: ConfigId, tls: &BackendTls, http2: bool) -> Self {
+        let mut client_config = crate::tls::upstream::client_config(tls);
+        if http2 {
+            let mut h2 = Arc::unwrap_or_clone(client_config);
+            h2.alpn_protocols = vec![b"h2".to_vec()];
+            client_config = Arc::new(h2);
+        }
         Connector {
             config,
+            http2,
             tls: Some(UpstreamTls {
-                connector: TlsConnector::from(crate::tls::upstream::client_config(tls)),
+                connector: TlsConnector::from(client_config),
                 server_name: ServerName::try_from(tls.sni.clone()).ok(),
                 sni: tls.sni.as_str().into(),
             }),
@@ -385,7 +512,7 @@ impl Connector {
         };
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &self.tls else {
-            return start_client(tcp, addr).await;
+            return start_client(tcp, addr, self.http2).await;
         };
         let sni = tls.sni.to_string();
         let Some(server_name) = tls.server_name.clone() else {
@@ -394,18 +521,33 @@ impl Connector {
         match tokio::time::timeout_at(deadline, tls.connector.connect(server_name, tcp)).await {
             Err(_) => Err(ConnectError::TlsTimeout { addr, sni }),
             Ok(Err(source)) => Err(ConnectError::Tls { addr, sni, source }),
-            Ok(Ok(stream)) => start_client(stream, addr).await,
+            Ok(Ok(stream)) => start_client(stream, addr, self.http2).await,
         }
     }
 }
 
-/// Starts hyper's HTTP/1.1 client on an open connection to `endpoint`, plain or TLS, and the
-/// task that drives it. Generic over the stream, so no wrapper dispatches every read and write
-/// between the two kinds: the sender does not name the stream type.
-async fn start_client<IO>(io: IO, endpoint: SocketAddr) -> Result<Sender, ConnectError>
+/// Starts hyper's HTTP/1.1 (or HTTP/2) client on an open connection to `endpoint`, plain or
+/// TLS, and the task that drives it. Generic over the stream, so no wrapper dispatches every
+/// read and write between the two kinds: the sender does not name the stream type.
+async fn start_client<IO>(io: IO, endpoint: SocketAddr, http2: bool) -> Result<Sender, ConnectError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if http2 {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                addr: endpoint,
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%endpoint, %error, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        return Ok(Sender::Http2(sender));
+    }
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -418,7 +560,7 @@ where
             tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Sender::Http1(sender))
 }
 
 /// Why a connection to an endpoint could not be opened. Nothing was sent in any case.
@@ -443,7 +585,7 @@ pub(crate) enum ConnectError {
     TlsTimeout { addr: SocketAddr, sni: String },
     #[error("backend SNI {0:?} is not a valid server name")]
     BadSni(String),
-    #[error("HTTP/1.1 client setup on the connection to {addr} failed")]
+    #[error("HTTP client setup on the connection to {addr} failed")]
     Handshake {
         addr: SocketAddr,
         #[source]

@@ -102,6 +102,22 @@ struct RouteDescription {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     policy: Vec<String>,
     upstream: UpstreamDescription,
+    /// A canary Ingress's alternative upstream for this path, and its rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    canary: Option<CanaryDescription>,
+}
+
+/// A route's canary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CanaryDescription {
+    /// E.g. `header x-canary, weight 20/100`.
+    rules: String,
+    /// The canary Ingress, `namespace/name`.
+    source: String,
+    /// The canary's session affinity, when it differs from the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    affinity: Option<String>,
+    upstream: UpstreamDescription,
 }
 
 /// One upstream.
@@ -435,6 +451,21 @@ impl HostDescription {
                     max_body: r.max_body,
                     policy: r.policy.describe(),
                     upstream: UpstreamDescription::of(&r.upstream),
+                    canary: r.canary.as_deref().map(|c| CanaryDescription {
+                        rules: c.rules.describe(),
+                        source: format!(
+                            "{}/{}",
+                            c.source.namespace.as_deref().unwrap_or_default(),
+                            c.source.name
+                        ),
+                        affinity: c
+                            .policy
+                            .affinity
+                            .as_ref()
+                            .filter(|a| Some(*a) != r.policy.affinity.as_ref())
+                            .map(|a| a.describe()),
+                        upstream: UpstreamDescription::of(&c.upstream),
+                    }),
                 })
                 .collect(),
             default_backend: vhost
@@ -461,14 +492,20 @@ impl UpstreamDescription {
         let (protocol, backend_tls) = match &upstream.protocol {
             UpstreamProtocol::Http => ("http", None),
             UpstreamProtocol::Tcp => ("tcp", None),
-            UpstreamProtocol::Https(tls) => {
+            UpstreamProtocol::H2c => ("h2c", None),
+            UpstreamProtocol::Https(tls) | UpstreamProtocol::H2(tls) => {
                 let ca = match (&tls.ca_secret, &tls.ca) {
                     (Some(secret), Some(ca)) => format!("{secret} ({} CA cert(s))", ca.len()),
                     (Some(secret), None) => format!("{secret} (not loaded)"),
                     (None, _) => "system roots".to_string(),
                 };
+                let name = if upstream.protocol.is_http2() {
+                    "h2"
+                } else {
+                    "https"
+                };
                 (
-                    "https",
+                    name,
                     Some(format!("sni={} verify={} ca={ca}", tls.sni, tls.verify)),
                 )
             }
@@ -652,6 +689,19 @@ pub fn render_text(table: &RouteTable, diagnostics: &[Diagnostic]) -> String {
             }
             for line in &r.policy {
                 let _ = writeln!(out, "  {:<24}   {line}", "");
+            }
+            if let Some(c) = &r.canary {
+                let _ = writeln!(
+                    out,
+                    "  {:<24}   canary: {} → {} (from {})",
+                    "",
+                    c.rules,
+                    upstream_text(&c.upstream),
+                    c.source
+                );
+                if let Some(a) = &c.affinity {
+                    let _ = writeln!(out, "  {:<24}   canary {a}", "");
+                }
             }
         }
         if let Some(u) = &host.default_backend {

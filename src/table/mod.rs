@@ -3,11 +3,18 @@
 //! Lookups are hash-map hits (exact host, then the one-label wildcard parent), then a scan of
 //! that host's few paths: never a scan over all Ingresses.
 
+pub mod affinity;
+pub mod canary;
 pub mod certificates;
+pub mod cors;
 pub mod describe;
 pub mod diagnostic;
+pub mod error_pages;
+pub mod headers;
 pub mod host;
 pub mod policy;
+pub mod proxy_timeouts;
+pub mod rewrite;
 pub mod route;
 pub mod upstream;
 
@@ -84,6 +91,8 @@ pub enum HttpRoute<'a> {
         max_body: Option<u64>,
         /// The rest of the route's request and response handling.
         policy: &'a Arc<RoutePolicy>,
+        /// The matched route (its path, its canary); `None` for the host's default backend.
+        route: Option<&'a Route>,
     },
     /// The host exists but no path and no default backend matches: 404 (redirects still apply).
     NoPath { vhost: &'a VirtualHost },
@@ -238,6 +247,7 @@ impl RouteTable {
                 action: &route.action,
                 max_body: route.max_body,
                 policy: &route.policy,
+                route: Some(route),
             },
             None => match &vhost.default_backend {
                 Some(upstream) => HttpRoute::Upstream {
@@ -246,6 +256,7 @@ impl RouteTable {
                     action: &vhost.default_action,
                     max_body: vhost.default_max_body,
                     policy: &vhost.default_policy,
+                    route: None,
                 },
                 None => HttpRoute::NoPath { vhost },
             },
@@ -270,12 +281,27 @@ impl RouteTable {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for vhost in self.vhosts() {
+            // The `default-backend` annotations' upstreams too: they are health-checked and
+            // their pooled connections kept like any other.
+            let error_backends = vhost
+                .routes
+                .iter()
+                .map(|r| &r.policy)
+                .chain(std::iter::once(&vhost.default_policy))
+                .filter_map(|p| p.error_pages.as_ref()?.backend.as_ref());
+            // Canary upstreams too: health-checked and pooled like the main ones.
+            let canaries = vhost
+                .routes
+                .iter()
+                .filter_map(|r| r.canary.as_ref().map(|c| &c.upstream));
             let all = vhost
                 .routes
                 .iter()
                 .map(|r| &r.upstream)
+                .chain(canaries)
                 .chain(vhost.default_backend.iter())
-                .chain(vhost.passthrough.iter());
+                .chain(vhost.passthrough.iter())
+                .chain(error_backends);
             for upstream in all {
                 if seen.insert(Arc::as_ptr(upstream)) {
                     out.push(upstream);

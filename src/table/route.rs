@@ -42,6 +42,73 @@ pub enum PathMatch {
     Exact(String),
     /// Stored without its trailing slash (`/` is stored as the empty string).
     Prefix(String),
+    /// A path of a host where `use-regex` or `rewrite-target` applies (see [`PathRegex`]).
+    Regex(PathRegex),
+}
+
+/// A path read as ingress-nginx reads every path of a host on which some Ingress sets
+/// `use-regex` or `rewrite-target`: a case-insensitive regular expression anchored at the start
+/// of the request path (nginx `location ~* "^<path>"`), whatever its `pathType`.
+///
+/// Compared, hashed and serialized by its source text: two compilations of one path are the
+/// same rule.
+#[derive(Clone)]
+pub struct PathRegex {
+    /// The path as written in the Ingress.
+    source: String,
+    /// `^<source>`, case-insensitive.
+    regex: regex::Regex,
+}
+
+impl PathRegex {
+    /// Compiles `path` as ingress-nginx's `~* "^<path>"`. Rust's `regex` has RE2's syntax, the
+    /// one ingress-nginx documents as accepted ("Kubernetes only accept expressions that comply
+    /// with the RE2 engine syntax"): no look-around, no back-references.
+    pub fn new(path: &str) -> Result<PathRegex, regex::Error> {
+        let regex = regex::RegexBuilder::new(&format!("^{path}"))
+            .case_insensitive(true)
+            .build()?;
+        Ok(PathRegex {
+            source: path.to_string(),
+            regex,
+        })
+    }
+
+    /// The path as written in the Ingress (without the added `^`).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The compiled `^<path>`, for `rewrite-target`'s captures.
+    pub(crate) fn regex(&self) -> &regex::Regex {
+        &self.regex
+    }
+}
+
+impl std::fmt::Debug for PathRegex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PathRegex({:?})", self.source)
+    }
+}
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for PathRegex {}
+
+impl std::hash::Hash for PathRegex {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.source.hash(state);
+    }
+}
+
+impl Serialize for PathRegex {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.source)
+    }
 }
 
 impl PathMatch {
@@ -58,22 +125,28 @@ impl PathMatch {
                 request_path.starts_with(p.as_str())
                     && matches!(request_path.as_bytes().get(p.len()), None | Some(b'/'))
             }
+            PathMatch::Regex(r) => r.regex.is_match(request_path),
         }
     }
 
-    /// Precedence among matching rules: longer wins, and at equal length `Exact` wins.
+    /// Precedence among matching rules: longer wins, and at equal length `Exact` wins. A
+    /// regex host holds only regex paths, tried longest source first: ingress-nginx's "Path
+    /// Priority" (paths ordered by descending length, and nginx takes the first regex that
+    /// matches).
     pub(crate) fn precedence(&self) -> (usize, bool) {
         match self {
             PathMatch::Exact(p) => (p.len(), true),
             PathMatch::Prefix(p) => (p.len(), false),
+            PathMatch::Regex(r) => (r.source.len(), false),
         }
     }
 
-    /// The spec's `pathType` name.
+    /// The spec's `pathType` name (`Regex` for a path read as a regular expression).
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             PathMatch::Exact(_) => "Exact",
             PathMatch::Prefix(_) => "Prefix",
+            PathMatch::Regex(_) => "Regex",
         }
     }
 
@@ -83,6 +156,7 @@ impl PathMatch {
             PathMatch::Exact(p) => p,
             PathMatch::Prefix(p) if p.is_empty() => "/",
             PathMatch::Prefix(p) => p,
+            PathMatch::Regex(r) => &r.source,
         }
     }
 }
@@ -101,6 +175,8 @@ pub struct Route {
     pub policy: Arc<RoutePolicy>,
     /// The Ingress this path came from.
     pub source: ObjectRef,
+    /// A canary Ingress on the same host and path: its upstream and when requests go there.
+    pub canary: Option<Arc<super::canary::Canary>>,
 }
 
 /// What the proxy does with a request a route (or a host's default backend) matched.
@@ -179,6 +255,24 @@ mod tests {
         let p = PathMatch::Exact("/foo".into());
         assert!(p.matches("/foo"));
         assert!(!p.matches("/foo/"));
+    }
+
+    /// ingress-nginx's "Ingress Path Matching": with `use-regex`, `/foo/.*` becomes
+    /// `location ~* "^/foo/.*"`: anchored at the start, case-insensitive, not at the end.
+    #[test]
+    fn regex_is_anchored_at_the_start_and_case_insensitive() {
+        let p = PathMatch::Regex(PathRegex::new("/foo/[0-9]+").unwrap());
+        assert!(p.matches("/foo/12"));
+        assert!(p.matches("/FOO/12/more"));
+        assert!(!p.matches("/x/foo/12"));
+        assert!(!p.matches("/foo/bar"));
+        assert_eq!(p.path(), "/foo/[0-9]+");
+        assert_eq!(p, PathMatch::Regex(PathRegex::new("/foo/[0-9]+").unwrap()));
+        assert!(PathRegex::new("/(?=x)").is_err());
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"Regex":"/foo/[0-9]+"}"#
+        );
     }
 
     #[test]

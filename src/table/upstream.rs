@@ -94,6 +94,26 @@ pub enum UpstreamProtocol {
     Https(BackendTls),
     /// Raw bytes (pass-through): the ClientHello is replayed, then both directions spliced.
     Tcp,
+    /// HTTP/2 over cleartext with prior knowledge (`backend-protocol: grpc`): gRPC servers
+    /// speak only HTTP/2, and one connection carries many requests at once.
+    H2c,
+    /// HTTP/2 over TLS, ALPN `h2` (`backend-protocol: grpcs`, re-encrypt mode).
+    H2(BackendTls),
+}
+
+impl UpstreamProtocol {
+    /// Whether requests reach the pod over HTTP/2.
+    pub fn is_http2(&self) -> bool {
+        matches!(self, UpstreamProtocol::H2c | UpstreamProtocol::H2(_))
+    }
+
+    /// The TLS settings towards the pod, for either HTTP version.
+    pub fn backend_tls(&self) -> Option<&BackendTls> {
+        match self {
+            UpstreamProtocol::Https(tls) | UpstreamProtocol::H2(tls) => Some(tls),
+            UpstreamProtocol::Http | UpstreamProtocol::Tcp | UpstreamProtocol::H2c => None,
+        }
+    }
 }
 
 /// The pod endpoints behind one Service port and the policy to use them.

@@ -109,6 +109,7 @@ fn table(specs: Vec<Spec>) -> Arc<RouteTable> {
                 max_body: None,
                 policy: Default::default(),
                 source: owner.clone(),
+                canary: None,
             });
             vhost.owner = owner;
             vhost

@@ -118,9 +118,9 @@ fn check_a_cluster_leaving_ingress_nginx() {
         "  annotation nginx.ingress.kubernetes.io/auth-url: refused",
         "  annotation nginx.ingress.kubernetes.io/auth-signin: refused",
         // Tuning: served, with a warning.
-        "  annotation nginx.ingress.kubernetes.io/proxy-read-timeout: warning",
         "  annotation nginx.ingress.kubernetes.io/proxy-buffering: warning",
         // Read as ours.
+        "  annotation nginx.ingress.kubernetes.io/proxy-read-timeout: ok",
         "  annotation nginx.ingress.kubernetes.io/ssl-redirect: ok",
         "  annotation nginx.ingress.kubernetes.io/ssl-passthrough: ok",
         // Another controller's Ingress is listed, not judged.
@@ -274,7 +274,7 @@ items:
     namespace: shop
     annotations:
       kubernetes.io/ingress.class: nginx
-      nginx.ingress.kubernetes.io/proxy-read-timeout: \"60\"
+      nginx.ingress.kubernetes.io/proxy-buffering: \"off\"
   spec:
     rules:
     - host: web.example.com

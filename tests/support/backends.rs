@@ -86,8 +86,9 @@ pub struct TlsOptions {
     pub expect_proxy_protocol: bool,
 }
 
-/// Starts a plain HTTP/1.1 echo backend on 127.0.0.1:0. It answers every request with 200,
-/// header `x-backend: NAME`, and a body `backend=NAME path=URI`.
+/// Starts a plain HTTP/1.1 echo backend on 127.0.0.1:0. It answers every request with 200
+/// (`NNN` for a path `/status/NNN`), header `x-backend: NAME`, and a body
+/// `backend=NAME path=URI`.
 pub async fn http(name: &str) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -200,6 +201,7 @@ async fn serve_http<IO>(
             });
             let text = format!("backend={name} path={uri} sni={}", sni.unwrap_or_default());
             let resp = Response::builder()
+                .status(chosen_status(&uri))
                 .header("x-backend", name)
                 .header("content-type", "text/plain")
                 .body(Full::new(Bytes::from(text)))
@@ -210,6 +212,16 @@ async fn serve_http<IO>(
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
         .await;
+}
+
+/// The status an echo backend answers for `uri`: `NNN` for a path `/status/NNN[/...]` (a code
+/// from 200 to 599), else 200. Lets a test make a pod answer an error on one path.
+fn chosen_status(uri: &str) -> u16 {
+    uri.strip_prefix("/status/")
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .and_then(|code| code.parse::<u16>().ok())
+        .filter(|code| (200..=599).contains(code))
+        .unwrap_or(200)
 }
 
 /// One request/response on `conn`, an open connection to the [`tls`] backend `name` that
@@ -496,4 +508,101 @@ fn request_line(head: &str) -> (String, String) {
     let method = parts.next().unwrap_or_default().to_string();
     let uri = parts.next().unwrap_or_default().to_string();
     (method, uri)
+}
+
+/// Starts a backend on 127.0.0.1:0 that reads each request head, waits `delay`, then answers
+/// `200` with `x-backend: NAME` and body `slow NAME` (for upstream read timeouts). Records the
+/// requests it read (method, URI, headers); one request per connection.
+pub async fn delayed(name: &str, delay: std::time::Duration) -> Backend {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("local addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (s, count, n) = (seen.clone(), accepted.clone(), name.to_string());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (s, n) = (s.clone(), n.clone());
+            conns.spawn(async move {
+                let Some(head) = read_head(&mut stream).await else {
+                    return;
+                };
+                let (method, uri) = request_line(&head);
+                let headers = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                    .collect();
+                s.lock().expect("seen lock").push(SeenRequest {
+                    method,
+                    uri,
+                    headers,
+                    body: Vec::new(),
+                    sni: None,
+                    proxy: None,
+                });
+                tokio::time::sleep(delay).await;
+                let body = format!("slow {n}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nx-backend: {n}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    Backend {
+        name: name.to_string(),
+        addr,
+        seen,
+        accepted,
+        task,
+    }
+}
+
+/// Starts a backend on 127.0.0.1:0 that reads each request head and then stops reading: with
+/// `partial_answer`, it first sends a `200` head announcing 10 body bytes and only 5 of them
+/// (for response body read timeouts); without, it sends nothing (for request body send
+/// timeouts: a large body fills the connection's buffers). Connections stay open until the
+/// backend is dropped. Counts accepted connections.
+pub async fn stalling(name: &str, partial_answer: bool) -> Backend {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("local addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            conns.spawn(async move {
+                if read_head(&mut stream).await.is_none() {
+                    return;
+                }
+                if partial_answer {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345";
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                // Hold the connection, reading nothing more.
+                std::future::pending::<()>().await;
+                drop(stream);
+            });
+        }
+    });
+    Backend {
+        name: name.to_string(),
+        addr,
+        seen: Arc::new(Mutex::new(Vec::new())),
+        accepted,
+        task,
+    }
 }

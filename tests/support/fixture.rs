@@ -91,6 +91,7 @@ impl Tables {
                 max_body: None,
                 policy: Default::default(),
                 source: ObjectRef::namespaced("Ingress", "default", "test"),
+                canary: None,
             })
         })
     }

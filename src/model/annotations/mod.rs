@@ -37,6 +37,16 @@ macro_rules! haproxy {
     };
 }
 
+// After the key macros, which it uses.
+mod backend_protocol;
+mod canary;
+mod cors_headers;
+mod error_pages;
+mod paths;
+mod sticky;
+pub(crate) use backend_protocol::BackendProtocol;
+pub(crate) use paths::PathOptions;
+
 /// Prefix of our own annotations.
 pub(crate) const PREFIX: &str = own!("");
 
@@ -116,6 +126,8 @@ impl Default for OptionDefaults {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct IngressOptions {
     pub(crate) tls_mode: TlsMode,
+    /// HTTP version (and TLS, consistent with `tls_mode`) towards the pod.
+    pub(crate) backend_protocol: BackendProtocol,
     pub(crate) ssl_redirect: bool,
     pub(crate) hsts: Option<String>,
     pub(crate) load_balance: LoadBalance,
@@ -146,8 +158,13 @@ pub(crate) struct IngressOptions {
     /// `proxy-body-size`: requests to the Ingress's paths with a larger body get `413`; `None`:
     /// no limit (also what `0` says).
     pub(crate) max_body: Option<u64>,
+    /// `use-regex` and `server-alias` (see [`PathOptions`]).
+    pub(crate) paths: PathOptions,
     /// Everything else a route does to requests and responses (see [`RoutePolicy`]).
     pub(crate) policy: RoutePolicy,
+    /// `canary: "true"`: this Ingress is an alternative upstream of the main Ingress's routes
+    /// on the same hosts and paths, chosen by these rules.
+    pub(crate) canary: Option<crate::table::canary::CanaryRules>,
 }
 
 impl IngressOptions {
@@ -179,7 +196,11 @@ pub fn parse(
         warnings: Vec::new(),
     };
 
-    let tls_mode = r.tls_mode().unwrap_or_default();
+    let requested_protocol = r.backend_protocol();
+    let tls_mode = r
+        .tls_mode(requested_protocol.map(|p| p.protocol.tls_mode()))
+        .unwrap_or_default();
+    let backend_protocol = r.settle_backend_protocol(requested_protocol, tls_mode);
     let ssl_redirect = r.ssl_redirect().unwrap_or(defaults.ssl_redirect);
     let hsts = r.hsts().unwrap_or_else(|| defaults.hsts.clone());
     let load_balance = r.load_balance().unwrap_or(defaults.load_balance);
@@ -207,7 +228,7 @@ pub fn parse(
             Some(HealthCheckKind::Http) | None => HealthCheckKind::Tls,
             Some(kind) => kind,
         },
-        (_, None) => defaults.health_check.unwrap_or(HealthCheckKind::Http),
+        (_, None) => backend_protocol.default_health(defaults.health_check),
     };
     let health_check_path = r
         .value_where(own!("health-check-path"), "a path starting with /", |v| {
@@ -241,11 +262,20 @@ pub fn parse(
     let www_key = r.own_or(own!("from-to-www-redirect"), nginx!("from-to-www-redirect"));
     let from_to_www = r.boolean(www_key).unwrap_or(false);
     let max_body = r.body_size().unwrap_or(defaults.max_body);
-    let policy = RoutePolicy::default();
+    let mut policy = RoutePolicy {
+        error_pages: r.error_pages(tls_mode),
+        ..Default::default()
+    };
+    r.cors_headers_timeouts(tls_mode, &mut policy);
+    policy.affinity = r.affinity(tls_mode);
+    let canary = r.canary(tls_mode);
+    let (paths, upstream_request) = r.paths(tls_mode);
+    policy.upstream_request = upstream_request;
 
     // Options that only make sense in one mode.
     let mut options = IngressOptions {
         tls_mode,
+        backend_protocol,
         ssl_redirect,
         hsts,
         load_balance,
@@ -263,8 +293,11 @@ pub fn parse(
         app_root,
         from_to_www,
         max_body,
+        paths,
         policy,
+        canary,
     };
+    canary::inherit_from_main(&mut options);
     if tls_mode == TlsMode::Passthrough {
         let redirect = options.redirect.take().is_some();
         let app_root = options.app_root.take().is_some();
@@ -601,7 +634,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn tls_mode(&mut self) -> Option<TlsMode> {
+    /// `protocol`: the mode `backend-protocol` implies (read by [`Reader::backend_protocol`]).
+    fn tls_mode(&mut self, protocol: Option<TlsMode>) -> Option<TlsMode> {
         if self.has_own(own!("tls-mode")) {
             return self.choice(
                 own!("tls-mode"),
@@ -615,31 +649,11 @@ impl<'a> Reader<'a> {
         // Aliases, most specific first: pass-through overrides a backend protocol, as in
         // ingress-nginx. Every alias present is validated.
         let nginx_passthrough = self.boolean(nginx!("ssl-passthrough"));
-        let nginx_protocol = self.choice(
-            nginx!("backend-protocol"),
-            &[
-                ("HTTP", Some(TlsMode::Terminate)),
-                ("HTTPS", Some(TlsMode::Reencrypt)),
-                ("GRPC", None),
-                ("GRPCS", None),
-                ("AJP", None),
-                ("FCGI", None),
-            ],
-        );
-        if let Some(None) = nginx_protocol {
-            let k = nginx!("backend-protocol");
-            let v = self.get(k).unwrap_or_default().to_string();
-            self.invalid(
-                k,
-                &v,
-                "HTTP, HTTPS (GRPC, GRPCS, AJP and FCGI are not supported)",
-            );
-        }
         let haproxy_passthrough = self.boolean(haproxy!("ssl-passthrough"));
         let haproxy_server_ssl = self.boolean(haproxy!("server-ssl"));
         if nginx_passthrough == Some(true) || haproxy_passthrough == Some(true) {
             Some(TlsMode::Passthrough)
-        } else if let Some(Some(mode)) = nginx_protocol {
+        } else if let Some(mode) = protocol {
             Some(mode)
         } else if haproxy_server_ssl == Some(true) {
             Some(TlsMode::Reencrypt)
@@ -925,11 +939,28 @@ mod tests {
     }
 
     #[test]
-    fn backend_protocol_grpc_is_refused() {
+    fn backend_protocol_ajp_is_refused_grpc_is_http2() {
         assert_eq!(
-            err(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")]).len(),
+            err(&[("nginx.ingress.kubernetes.io/backend-protocol", "AJP")]).len(),
             1
         );
+        let grpcs = ok(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPCS")]);
+        assert_eq!(grpcs.options.backend_protocol, BackendProtocol::Grpcs);
+        assert_eq!(grpcs.options.tls_mode, TlsMode::Reencrypt);
+        assert_eq!(grpcs.options.health_check, HealthCheckKind::Tls);
+        let grpc = ok(&[("portcullis.io/backend-protocol", "grpc")]);
+        assert_eq!(grpc.options.tls_mode, TlsMode::Terminate);
+        assert_eq!(grpc.options.health_check, HealthCheckKind::Tcp);
+        err(&[
+            ("portcullis.io/backend-protocol", "grpc"),
+            ("portcullis.io/tls-mode", "reencrypt"),
+        ]);
+        let alias_loses = ok(&[
+            ("nginx.ingress.kubernetes.io/backend-protocol", "GRPCS"),
+            ("portcullis.io/tls-mode", "terminate"),
+        ]);
+        assert_eq!(alias_loses.options.backend_protocol, BackendProtocol::Http);
+        assert_eq!(alias_loses.warnings.len(), 1);
     }
 
     #[test]
