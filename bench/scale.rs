@@ -880,6 +880,7 @@ async fn cluster_churn() {
     feed.tls_secrets
         .list(objects.secrets.iter().map(|o| Secret::clone(o)));
     feed.ca_secrets.list([]);
+    feed.auth_secrets.list([]);
     feed.class_params.list([]);
     let mut slices: Vec<EndpointSlice> = objects
         .endpoint_slices

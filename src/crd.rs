@@ -91,6 +91,18 @@ pub(crate) struct AnnotationDefaults {
     /// ingress-nginx's ConfigMap sets by default), `0` for no limit. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) proxy_body_size: Option<String>,
+    /// Default of `portcullis.io/allow-source-range` (ingress-nginx's ConfigMap
+    /// `whitelist-source-range`): only these client CIDRs reach Ingresses without their own
+    /// allow-list; others get 403. Unset: no allow-list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = CIDR_PATTERN)))]
+    pub(crate) allow_source_range: Vec<String>,
+    /// Default of `portcullis.io/deny-source-range` (ingress-nginx's ConfigMap
+    /// `denylist-source-range`): these client CIDRs get 403 from Ingresses without their own
+    /// deny-list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = CIDR_PATTERN)))]
+    pub(crate) deny_source_range: Vec<String>,
 }
 
 /// Values of `portcullis.io/load-balance`.
@@ -257,4 +269,14 @@ pub(crate) struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 512, max = 65536))]
     pub(crate) max_client_hello_bytes: Option<u32>,
+    /// Status of a request refused by `limit-rps` / `limit-rpm`, 400 to 599 (ingress-nginx's
+    /// `limit-req-status-code`; default 503, 429 is the usual choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 400, max = 599))]
+    pub(crate) rate_limit_status: Option<u16>,
+    /// Status of a request refused by `limit-connections`, 400 to 599 (ingress-nginx's
+    /// `limit-conn-status-code`; default 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 400, max = 599))]
+    pub(crate) connection_limit_status: Option<u16>,
 }

@@ -354,6 +354,7 @@ mod tests {
                     www_redirect: None,
                     passthrough: None,
                     owner,
+                    client_auth: None,
                 }
             })
             .collect();

@@ -298,6 +298,26 @@ static ENTRIES: &[Entry] = &[
         "requests with a larger body answered 413 (1024, 512k, 8m, 1g; 0: no limit)",
     ),
     own(
+        "limit-rps",
+        "requests per second per client address, burst rate x limit-burst-multiplier; beyond: 503 or the class's limits.rateLimitStatus (0: no limit)",
+    ),
+    own(
+        "limit-rpm",
+        "requests per minute per client address, burst rate x limit-burst-multiplier; beyond: 503 or the class's limits.rateLimitStatus (0: no limit)",
+    ),
+    own(
+        "limit-connections",
+        "requests in flight at once per client address; beyond: 503 or the class's limits.connectionLimitStatus (0: no limit)",
+    ),
+    own(
+        "limit-burst-multiplier",
+        "burst of limit-rps / limit-rpm as a multiple of the rate (default 5)",
+    ),
+    own(
+        "limit-allowlist",
+        "comma-separated client CIDRs never rate or connection limited",
+    ),
+    own(
         "from-to-www-redirect",
         "the other name of each host (www. added or removed) answers 308 to the host",
     ),
@@ -424,6 +444,83 @@ static ENTRIES: &[Entry] = &[
         "custom-http-errors",
         "pod responses with these codes (400-599) replaced by the default-backend's",
     ),
+    own(
+        "allow-source-range",
+        "comma-separated client CIDRs (IPv4/IPv6) allowed, others 403; pass-through: closed",
+    ),
+    own(
+        "deny-source-range",
+        "comma-separated client CIDRs (IPv4/IPv6) answered 403, checked before the allow-list; pass-through: closed",
+    ),
+    own(
+        "auth-url",
+        "external authentication: a subrequest to this http(s) URL decides (2xx forwarded, 401, 403, else 500)",
+    ),
+    own("auth-method", "method of the auth subrequest (default GET)"),
+    own(
+        "auth-signin",
+        "a 401 from auth-url becomes a 302 here, with the original URL in rd",
+    ),
+    own(
+        "auth-signin-redirect-param",
+        "name of the auth-signin parameter carrying the original URL (default rd)",
+    ),
+    own(
+        "auth-response-headers",
+        "headers copied from the auth answer onto the request to the pod",
+    ),
+    own(
+        "auth-request-redirect",
+        "X-Auth-Request-Redirect sent to auth-url (default: the request URI)",
+    ),
+    own(
+        "auth-cache-key",
+        "caches auth answers by this key of nginx variables ($http_authorization, $cookie_x, ...)",
+    ),
+    own(
+        "auth-cache-duration",
+        "auth answers cached per status, like 200 202 401 5m (the default)",
+    ),
+    own(
+        "auth-always-set-cookie",
+        "the auth answer's Set-Cookie on every response, not only successful ones",
+    ),
+    own(
+        "auth-type",
+        "basic: HTTP basic authentication, 401 with WWW-Authenticate (digest is refused)",
+    ),
+    own(
+        "auth-secret",
+        "Secret of basic-auth users, NAME or NAMESPACE/NAME in the Ingress's namespace (another namespace is refused)",
+    ),
+    own(
+        "auth-secret-type",
+        "auth-file (key auth, an htpasswd file; default) or auth-map (each key a user, its value the hash); bcrypt, apr1 or {SHA}",
+    ),
+    own(
+        "auth-realm",
+        "realm in WWW-Authenticate: Basic realm=\"...\" (default empty, as ingress-nginx)",
+    ),
+    own(
+        "auth-tls-secret",
+        "client certificates: Secret with ca.crt (and optional ca.crl), NAME or NAMESPACE/NAME in the Ingress's namespace; terminate and re-encrypt hosts only",
+    ),
+    own(
+        "auth-tls-verify-client",
+        "on (default: 400 without a certificate of the CA), optional, optional_no_ca, off",
+    ),
+    own(
+        "auth-tls-verify-depth",
+        "longest certificate chain above the client's, the CA included (default 1)",
+    ),
+    own(
+        "auth-tls-error-page",
+        "URL refused clients are redirected to (302) instead of 400",
+    ),
+    own(
+        "auth-tls-pass-certificate-to-upstream",
+        "the client certificate, URL-encoded PEM, in the ssl-client-cert header (default false)",
+    ),
     // --- ingress-nginx: aliases ---
     alias(
         N,
@@ -505,24 +602,69 @@ static ENTRIES: &[Entry] = &[
         Refuse,
     ),
     // --- ingress-nginx: who may reach the service ---
-    refuse(N, "whitelist-source-range", DENY),
-    refuse(N, "allowlist-source-range", DENY),
-    refuse(N, "denylist-source-range", DENY),
+    alias(
+        N,
+        "whitelist-source-range",
+        "portcullis.io/allow-source-range",
+        Refuse,
+    ),
+    alias(
+        N,
+        "allowlist-source-range",
+        "portcullis.io/allow-source-range",
+        Refuse,
+    ),
+    alias(
+        N,
+        "denylist-source-range",
+        "portcullis.io/deny-source-range",
+        Refuse,
+    ),
     refuse(N, "satisfy", "combines access restrictions (any/all)"),
-    refuse(N, "auth-type", AUTH_BASIC),
-    refuse(N, "auth-secret", AUTH_BASIC),
-    refuse(N, "auth-secret-type", AUTH_BASIC),
-    refuse(N, "auth-realm", AUTH_BASIC),
-    refuse(N, "auth-url", AUTH_EXTERNAL),
-    refuse(N, "auth-method", AUTH_EXTERNAL),
-    refuse(N, "auth-signin", AUTH_EXTERNAL),
-    refuse(N, "auth-signin-redirect-param", AUTH_EXTERNAL),
-    refuse(N, "auth-response-headers", AUTH_EXTERNAL),
+    alias(N, "auth-type", "portcullis.io/auth-type", Refuse),
+    alias(N, "auth-secret", "portcullis.io/auth-secret", Refuse),
+    alias(
+        N,
+        "auth-secret-type",
+        "portcullis.io/auth-secret-type",
+        Refuse,
+    ),
+    alias(N, "auth-realm", "portcullis.io/auth-realm", Refuse),
+    alias(N, "auth-url", "portcullis.io/auth-url", Refuse),
+    alias(N, "auth-method", "portcullis.io/auth-method", Refuse),
+    alias(N, "auth-signin", "portcullis.io/auth-signin", Refuse),
+    alias(
+        N,
+        "auth-signin-redirect-param",
+        "portcullis.io/auth-signin-redirect-param",
+        Refuse,
+    ),
+    alias(
+        N,
+        "auth-response-headers",
+        "portcullis.io/auth-response-headers",
+        Refuse,
+    ),
     refuse(N, "auth-proxy-set-headers", AUTH_EXTERNAL),
-    refuse(N, "auth-request-redirect", AUTH_EXTERNAL),
-    refuse(N, "auth-cache-key", AUTH_EXTERNAL),
-    refuse(N, "auth-cache-duration", AUTH_EXTERNAL),
-    refuse(N, "auth-always-set-cookie", AUTH_EXTERNAL),
+    alias(
+        N,
+        "auth-request-redirect",
+        "portcullis.io/auth-request-redirect",
+        Refuse,
+    ),
+    alias(N, "auth-cache-key", "portcullis.io/auth-cache-key", Refuse),
+    alias(
+        N,
+        "auth-cache-duration",
+        "portcullis.io/auth-cache-duration",
+        Refuse,
+    ),
+    alias(
+        N,
+        "auth-always-set-cookie",
+        "portcullis.io/auth-always-set-cookie",
+        Refuse,
+    ),
     refuse(N, "auth-keepalive", AUTH_EXTERNAL),
     refuse(N, "auth-keepalive-requests", AUTH_EXTERNAL),
     refuse(N, "auth-keepalive-share-vars", AUTH_EXTERNAL),
@@ -533,20 +675,65 @@ static ENTRIES: &[Entry] = &[
         "enable-global-auth",
         "opts in or out of the global external authentication",
     ),
-    refuse(N, "auth-tls-secret", AUTH_TLS),
-    refuse(N, "auth-tls-verify-client", AUTH_TLS),
-    refuse(N, "auth-tls-verify-depth", AUTH_TLS),
-    refuse(N, "auth-tls-error-page", AUTH_TLS),
-    refuse(N, "auth-tls-pass-certificate-to-upstream", AUTH_TLS),
+    alias(
+        N,
+        "auth-tls-secret",
+        "portcullis.io/auth-tls-secret",
+        Refuse,
+    ),
+    alias(
+        N,
+        "auth-tls-verify-client",
+        "portcullis.io/auth-tls-verify-client",
+        Refuse,
+    ),
+    alias(
+        N,
+        "auth-tls-verify-depth",
+        "portcullis.io/auth-tls-verify-depth",
+        Refuse,
+    ),
+    alias(
+        N,
+        "auth-tls-error-page",
+        "portcullis.io/auth-tls-error-page",
+        Refuse,
+    ),
+    alias(
+        N,
+        "auth-tls-pass-certificate-to-upstream",
+        "portcullis.io/auth-tls-pass-certificate-to-upstream",
+        Refuse,
+    ),
     refuse(N, "auth-tls-match-cn", AUTH_TLS),
-    refuse(N, "limit-connections", RATE_LIMIT),
-    refuse(N, "limit-rps", RATE_LIMIT),
-    refuse(N, "limit-rpm", RATE_LIMIT),
-    refuse(N, "limit-burst-multiplier", RATE_LIMIT),
+    alias(
+        N,
+        "limit-connections",
+        "portcullis.io/limit-connections",
+        Refuse,
+    ),
+    alias(N, "limit-rps", "portcullis.io/limit-rps", Refuse),
+    alias(N, "limit-rpm", "portcullis.io/limit-rpm", Refuse),
+    alias(
+        N,
+        "limit-burst-multiplier",
+        "portcullis.io/limit-burst-multiplier",
+        Refuse,
+    ),
     refuse(N, "limit-rate", RATE_LIMIT),
     refuse(N, "limit-rate-after", RATE_LIMIT),
-    refuse(N, "limit-whitelist", RATE_LIMIT),
-    refuse(N, "limit-allowlist", RATE_LIMIT),
+    alias(
+        N,
+        "limit-whitelist",
+        "portcullis.io/limit-allowlist",
+        Refuse,
+    ),
+    alias(
+        N,
+        "limit-allowlist",
+        "portcullis.io/limit-allowlist",
+        Refuse,
+    ),
     refuse(N, "global-rate-limit", RATE_LIMIT),
     refuse(N, "global-rate-limit-window", RATE_LIMIT),
     refuse(N, "global-rate-limit-key", RATE_LIMIT),
@@ -1725,6 +1912,16 @@ mod tests {
             "nginx.ingress.kubernetes.io/canary",
             "nginx.ingress.kubernetes.io/canary-by-header-pattern",
             "nginx.ingress.kubernetes.io/canary-weight",
+            "portcullis.io/allow-source-range",
+            "portcullis.io/deny-source-range",
+            "nginx.ingress.kubernetes.io/whitelist-source-range",
+            "nginx.ingress.kubernetes.io/allowlist-source-range",
+            "nginx.ingress.kubernetes.io/denylist-source-range",
+            "portcullis.io/auth-type",
+            "nginx.ingress.kubernetes.io/auth-type",
+            "nginx.ingress.kubernetes.io/auth-secret",
+            "nginx.ingress.kubernetes.io/auth-secret-type",
+            "nginx.ingress.kubernetes.io/auth-realm",
         ] {
             assert_eq!(classify(key), Verdict::Read, "{key}");
         }
@@ -1733,16 +1930,17 @@ mod tests {
     #[test]
     fn access_control_auth_and_snippets_refuse() {
         for key in [
-            "nginx.ingress.kubernetes.io/whitelist-source-range",
-            "nginx.ingress.kubernetes.io/auth-url",
-            "nginx.ingress.kubernetes.io/auth-type",
-            "nginx.ingress.kubernetes.io/auth-tls-verify-client",
+            "nginx.ingress.kubernetes.io/auth-snippet",
+            "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+            // Read only under ingress-nginx's own prefix.
+            "ingress.kubernetes.io/auth-type",
+            "nginx.ingress.kubernetes.io/auth-tls-match-cn",
             "nginx.ingress.kubernetes.io/server-snippet",
             "nginx.ingress.kubernetes.io/configuration-snippet",
             "haproxy-ingress.github.io/rewrite-target",
             "nginx.ingress.kubernetes.io/mirror-target",
             "haproxy.org/cors-enable",
-            "nginx.ingress.kubernetes.io/limit-rps",
+            "nginx.ingress.kubernetes.io/limit-rate",
             "nginx.ingress.kubernetes.io/ssl-ciphers",
             "haproxy.org/allow-list",
             "haproxy.org/backend-config-snippet",
@@ -1853,10 +2051,7 @@ mod tests {
     #[test]
     fn review_refuses_warns_and_names_the_key() {
         let map = annotations(&[
-            (
-                "nginx.ingress.kubernetes.io/whitelist-source-range",
-                "10.0.0.0/8",
-            ),
+            ("nginx.ingress.kubernetes.io/server-snippet", "deny all;"),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
             ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
             ("portcullis.io/tls-mode", "terminate"),
@@ -1870,7 +2065,7 @@ mod tests {
         assert_eq!(error.reason, Reason::UnsupportedAnnotation);
         assert_eq!(
             error.field,
-            "metadata.annotations[\"nginx.ingress.kubernetes.io/whitelist-source-range\"]"
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/server-snippet\"]"
         );
         assert!(
             error.message.contains("not even its last good version"),
@@ -1891,7 +2086,10 @@ mod tests {
     #[test]
     fn class_policy_relaxes_unsupported_but_never_our_own_typos() {
         let map = annotations(&[
-            ("nginx.ingress.kubernetes.io/auth-url", "http://auth"),
+            (
+                "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+                "default/auth-headers",
+            ),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
         ]);
         let warned = review(&object(), Some(&map), UnsupportedAnnotations::Warn);

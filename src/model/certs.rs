@@ -9,6 +9,7 @@ use rustls_pki_types::CertificateDer;
 use super::FastMap;
 use crate::source::CertFile;
 use crate::table::certificates::{Certificate, parse_ca_bundle};
+use crate::table::client_auth::ClientCa;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// What a Secret is read as.
@@ -18,6 +19,8 @@ pub(super) enum SecretUse {
     Tls,
     /// `ca.crt`.
     Ca,
+    /// `ca.crt` and optional `ca.crl`: the CA that verifies client certificates.
+    ClientCa,
 }
 
 /// A Secret that parsed OK once, with the bytes it was parsed from (to skip re-parsing).
@@ -34,6 +37,7 @@ pub(super) struct GoodSecret {
 enum Parsed {
     Certificate(Arc<Certificate>),
     Ca(Arc<Vec<CertificateDer<'static>>>),
+    ClientCa(Arc<ClientCa>),
 }
 
 /// `(namespace, name, use)`.
@@ -98,7 +102,7 @@ impl<'a> Secrets<'a> {
             diagnostics,
         )? {
             Parsed::Certificate(c) => Some(Certificate::clone(&c)),
-            Parsed::Ca(_) => None,
+            Parsed::Ca(_) | Parsed::ClientCa(_) => None,
         }
     }
 
@@ -113,8 +117,37 @@ impl<'a> Secrets<'a> {
     ) -> Option<Arc<Vec<CertificateDer<'static>>>> {
         match self.read(namespace, name, SecretUse::Ca, referrer, field, diagnostics)? {
             Parsed::Ca(ca) => Some(ca),
-            Parsed::Certificate(_) => None,
+            Parsed::Certificate(_) | Parsed::ClientCa(_) => None,
         }
+    }
+
+    /// The client-certificate CA in Secret `namespace/name` (`ca.crt`, optional `ca.crl`), or
+    /// its last good version; `None` (with an error diagnostic) when there is neither.
+    pub(crate) fn client_ca(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        referrer: &ObjectRef,
+        field: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Arc<ClientCa>> {
+        match self.read(
+            namespace,
+            name,
+            SecretUse::ClientCa,
+            referrer,
+            field,
+            diagnostics,
+        )? {
+            Parsed::ClientCa(ca) => Some(ca),
+            Parsed::Certificate(_) | Parsed::Ca(_) => None,
+        }
+    }
+
+    /// Secret `namespace/name` as the snapshot holds it, for readers with their own format
+    /// (`model::basic_auth`), which keep no last good version.
+    pub(crate) fn raw(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
+        self.secrets.get(&(namespace, name)).copied()
     }
 
     fn read(
@@ -141,6 +174,7 @@ impl<'a> Secrets<'a> {
                 let what = match usage {
                     SecretUse::Tls => "certificate",
                     SecretUse::Ca => "CA bundle",
+                    SecretUse::ClientCa => "client CA",
                 };
                 let fallback = match (&kept, usage) {
                     (Some(_), _) => "",
@@ -150,6 +184,7 @@ impl<'a> Secrets<'a> {
                     }
                     (None, SecretUse::Tls) => "; serving the default certificate",
                     (None, SecretUse::Ca) => "; no CA bundle loaded",
+                    (None, SecretUse::ClientCa) => "; the Ingress is not served",
                 };
                 let text = format!("Secret {namespace}/{name}: {message}{fallback}");
                 diagnostics.push(match reason {
@@ -183,7 +218,15 @@ impl<'a> Secrets<'a> {
             if let Some(p) = previous {
                 self.next.insert(key.clone(), p.clone());
             }
-            return kept(Reason::MissingSecret, "does not exist".to_string());
+            let message = match usage {
+                SecretUse::Tls => "does not exist",
+                // In a cluster only labelled Opaque Secrets are watched: say which label.
+                SecretUse::Ca | SecretUse::ClientCa => {
+                    "does not exist (in a cluster, an Opaque CA Secret is watched only when \
+                     labelled portcullis.io/backend-ca: \"true\")"
+                }
+            };
+            return kept(Reason::MissingSecret, message.to_string());
         };
         let bytes = match secret_bytes(secret, *usage) {
             Ok(bytes) => bytes,
@@ -206,6 +249,18 @@ impl<'a> Secrets<'a> {
             SecretUse::Tls => Certificate::from_pem(bytes[0], bytes[1], &source)
                 .map(|c| Parsed::Certificate(Arc::new(c))),
             SecretUse::Ca => parse_ca_bundle(bytes[0]).map(|ca| Parsed::Ca(Arc::new(ca))),
+            SecretUse::ClientCa => {
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                match ClientCa::parse(bytes[0], bytes.get(1).copied(), provider) {
+                    Ok(ca) => Ok(Parsed::ClientCa(Arc::new(ca))),
+                    Err(message) => {
+                        if let Some(p) = previous {
+                            self.next.insert(key.clone(), p.clone());
+                        }
+                        return kept(Reason::InvalidSecret, message);
+                    }
+                }
+            }
         };
         match parsed {
             Ok(parsed) => {
@@ -224,7 +279,7 @@ impl<'a> Secrets<'a> {
                 }
                 let field = match usage {
                     SecretUse::Tls => "tls.crt/tls.key",
-                    SecretUse::Ca => "ca.crt",
+                    SecretUse::Ca | SecretUse::ClientCa => "ca.crt",
                 };
                 kept(Reason::InvalidSecret, format!("{field}: {e}"))
             }
@@ -246,27 +301,39 @@ fn secret_bytes(secret: &Secret, usage: SecretUse) -> Result<Vec<&[u8]>, String>
             &["tls.crt", "tls.key"]
         }
         SecretUse::Ca => &["ca.crt"],
+        SecretUse::ClientCa => &["ca.crt"],
     };
-    keys.iter()
-        .map(|key| {
-            let from_string = secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(*key))
-                .map(|s| s.as_bytes());
-            let from_data = || {
-                secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(*key))
-                    .map(|b| b.0.as_slice())
-            };
-            match from_string.or_else(from_data) {
-                Some(bytes) if !bytes.is_empty() => Ok(bytes),
-                _ => Err(format!("has no {key}")),
-            }
+    let mut found = keys
+        .iter()
+        .map(|key| match secret_value(secret, key) {
+            Some(bytes) => Ok(bytes),
+            None => Err(format!("has no {key}")),
         })
-        .collect()
+        .collect::<Result<Vec<&[u8]>, String>>()?;
+    // Optional, after the required ones.
+    if usage == SecretUse::ClientCa
+        && let Some(crl) = secret_value(secret, "ca.crl")
+    {
+        found.push(crl);
+    }
+    Ok(found)
+}
+
+/// The non-empty value of `key`: `stringData` over `data`.
+fn secret_value<'s>(secret: &'s Secret, key: &str) -> Option<&'s [u8]> {
+    let from_string = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.as_bytes());
+    let from_data = || {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.as_slice())
+    };
+    from_string.or_else(from_data).filter(|b| !b.is_empty())
 }
 
 /// Parses the `--cert-dir` files, sorted by path; bad files are reported and skipped.

@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::crd::{
-    HealthCheckMethod, IngressClassParams, IngressClassParamsSpec, LoadBalanceName, TlsVersion,
-    UnsupportedAnnotations,
+    AnnotationDefaults, HealthCheckMethod, IngressClassParams, IngressClassParamsSpec,
+    LoadBalanceName, TlsVersion, UnsupportedAnnotations,
 };
 use crate::model::annotations::{
     BODY_SIZE_SYNTAX, DurationSyntax, MIN_HEALTH_INTERVAL, OptionDefaults, parse_body_size,
@@ -20,6 +20,7 @@ use crate::model::annotations::{
 use crate::settings::{BuildSettings, CONTROLLER_NAME};
 use crate::table::ClassSettings;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
+use crate::table::source_ranges;
 use crate::table::upstream::LoadBalance;
 
 /// Annotation that marks the cluster's default IngressClass.
@@ -273,6 +274,48 @@ impl ParamsReader<'_> {
         Some(out)
     }
 
+    /// `defaults.allowSourceRange` / `defaults.denySourceRange`. They guard access, so a bad
+    /// entry (in either list) fails closed, never open: every client is denied by the class's
+    /// deny-list until it is fixed.
+    fn source_range_defaults(&mut self, d: &AnnotationDefaults, defaults: &mut OptionDefaults) {
+        let mut fail_closed = false;
+        for (field, values, slot) in [
+            (
+                "spec.defaults.allowSourceRange",
+                &d.allow_source_range,
+                &mut defaults.allow_source_range,
+            ),
+            (
+                "spec.defaults.denySourceRange",
+                &d.deny_source_range,
+                &mut defaults.deny_source_range,
+            ),
+        ] {
+            for (i, value) in values.iter().enumerate() {
+                match source_ranges::parse_list(value).as_deref() {
+                    Some([net]) => slot.push(*net),
+                    _ => {
+                        fail_closed = true;
+                        self.diagnostics.push(Diagnostic::error(
+                            self.object.clone(),
+                            format!("{field}[{i}]"),
+                            Reason::InvalidParams,
+                            format!(
+                                "{value:?} is not accepted (accepted: a CIDR like 10.0.0.0/8 or fd00::/8); every client is denied until it is fixed"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if fail_closed {
+            defaults.deny_source_range = vec![
+                IpNet::V4(ipnet::Ipv4Net::default()),
+                IpNet::V6(ipnet::Ipv6Net::default()),
+            ];
+        }
+    }
+
     fn limit(&mut self, field: &str, value: Option<u32>, min: u32, max: u32) -> Option<u32> {
         let value = value?;
         if (min..=max).contains(&value) {
@@ -356,6 +399,7 @@ fn read_params(
                 None => r.bad("spec.defaults.proxyBodySize", v, BODY_SIZE_SYNTAX),
             }
         }
+        r.source_range_defaults(d, defaults);
     }
 
     if let Some(v) = spec.unsupported_annotations {
@@ -444,6 +488,23 @@ fn read_params(
             65_536,
         ) {
             limits.max_client_hello_bytes = v;
+        }
+        for (field, value, slot) in [
+            (
+                "spec.limits.rateLimitStatus",
+                l.rate_limit_status,
+                &mut limits.rate_limit_status,
+            ),
+            (
+                "spec.limits.connectionLimitStatus",
+                l.connection_limit_status,
+                &mut limits.connection_limit_status,
+            ),
+        ] {
+            let status = r.limit(field, value.map(u32::from), 400, 599);
+            if let Some(v) = status.and_then(|v| u16::try_from(v).ok()) {
+                *slot = v;
+            }
         }
     }
     policy

@@ -20,9 +20,11 @@ pub mod annotations;
 
 mod annotation_catalog;
 mod backend;
+mod basic_auth;
 mod canary;
 mod certs;
 mod class;
+mod client_auth;
 mod ingress;
 mod vhosts;
 

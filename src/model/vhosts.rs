@@ -11,6 +11,7 @@ use super::ingress::{BackendSpec, HostRules, PathSpec, Plan};
 use crate::crd::HealthCheckKind;
 use crate::model::annotations::{IngressOptions, PREFIX};
 use crate::table::certificates::Certificate;
+use crate::table::client_auth::ClientAuth;
 use crate::table::diagnostic::{Diagnostic, Reason};
 use crate::table::host::HostMatch;
 use crate::table::policy::RoutePolicy;
@@ -44,6 +45,8 @@ struct Draft<'p> {
     cert_plans: Vec<usize>,
     /// Every path is a regex (`use-regex` or `rewrite-target` on some Ingress of the host).
     regex: bool,
+    /// The owner's client certificate authentication (`auth-tls-*`), with its CA.
+    client_auth: Option<Arc<ClientAuth>>,
 }
 
 /// What the merge needs besides the plans.
@@ -91,7 +94,15 @@ impl Merge<'_, '_> {
                 ));
                 continue;
             }
-            let context = self.plan_context(plan);
+            let mut context = self.plan_context(plan);
+            // Basic auth's users come from a Secret: none usable → not served (never open).
+            if !self.basic_auth_users(plan, Arc::make_mut(&mut context.policy)) {
+                continue;
+            }
+            // Client certificates' CA from a Secret: none → not served (never open).
+            if !self.client_ca(plan, Arc::make_mut(&mut context.policy)) {
+                continue;
+            }
             for rules in &plan.hosts {
                 if plan.options.tls_mode == TlsMode::Passthrough && rules.host == HostMatch::Any {
                     self.diagnostics.push(Diagnostic::error(
@@ -119,6 +130,7 @@ impl Merge<'_, '_> {
                         passthrough: None,
                         cert_plans: Vec::new(),
                         regex: regex_hosts.contains_key(&rules.host),
+                        client_auth: context.policy.client_auth.clone(),
                     });
                     drafts.len() - 1
                 });
@@ -135,6 +147,20 @@ impl Merge<'_, '_> {
                             draft.mode.as_str(),
                             owner.object,
                             plan.options.tls_mode.as_str()
+                        ),
+                    ));
+                    continue;
+                }
+                if draft.owner != index && draft.client_auth != context.policy.client_auth {
+                    // Client certificates are asked for in the handshake, per host: the owner
+                    // decides, and paths that want other terms are not served on other terms.
+                    self.diagnostics.push(Diagnostic::error(
+                        plan.object.clone(),
+                        "metadata.annotations",
+                        Reason::Conflict,
+                        format!(
+                            "host {}'s client certificate authentication (auth-tls-*) is set by the older {}; this Ingress asks for other terms and its rules for the host are ignored",
+                            rules.host, owner.object
                         ),
                     ));
                     continue;
@@ -274,6 +300,8 @@ impl Merge<'_, '_> {
                 www_redirect: Some(name.clone()),
                 passthrough: None,
                 owner: target.owner.clone(),
+                // It only redirects, to the host that asks for the certificate.
+                client_auth: None,
             });
         }
         added
@@ -381,6 +409,13 @@ impl Merge<'_, '_> {
             pages.namespace = plan.namespace.clone();
             pages.ingress = plan.object.name.clone();
             pages.backend = self.error_backend(plan, &pages.service, pages.key, ca.clone());
+        }
+        if let Some(limit) = policy.rate_limit.as_mut() {
+            limit.bind(&plan.namespace, &plan.object.name);
+        }
+        if let Some(auth) = policy.external_auth.as_mut() {
+            // The auth cache outlives table rebuilds (`ExternalAuth::bind`).
+            Arc::make_mut(auth).bind(&plan.namespace, &plan.object.name);
         }
         PlanContext {
             ca,
@@ -577,6 +612,11 @@ impl Merge<'_, '_> {
             return;
         }
         draft.passthrough = self.upstream(plan, &rules.host, backend, context);
+        // What gates its connections (the rest of a policy is about HTTP requests).
+        draft.default_policy = Arc::new(RoutePolicy {
+            source_ranges: context.policy.source_ranges.clone(),
+            ..Default::default()
+        });
     }
 
     fn upstream(
@@ -635,6 +675,7 @@ impl Merge<'_, '_> {
             www_redirect: None,
             passthrough: draft.passthrough,
             owner: owner.object.clone(),
+            client_auth: draft.client_auth,
         })
     }
 

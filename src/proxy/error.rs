@@ -67,6 +67,10 @@ pub(crate) enum ClientFault {
     /// The request body is larger than the route's `proxy-body-size`.
     #[error("request body over the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// The client address is denied, or outside the allow-list, of the route
+    /// (`denylist-source-range`, `whitelist-source-range`).
+    #[error("client address {0} is not allowed")]
+    SourceDenied(std::net::IpAddr),
 }
 
 /// What went wrong with the upstream.
@@ -123,6 +127,7 @@ impl ProxyError {
             }
             ProxyError::Client(ClientFault::Misdirected(_)) => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Client(ClientFault::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Client(ClientFault::SourceDenied(_)) => StatusCode::FORBIDDEN,
             ProxyError::Upstream { fault, .. } => match fault {
                 UpstreamFault::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamFault::Connect(_) | UpstreamFault::Tls(_) | UpstreamFault::Reset(_) => {
@@ -143,6 +148,7 @@ impl ProxyError {
                 ClientFault::MissingHost => "missing_host",
                 ClientFault::Misdirected(_) => "misdirected",
                 ClientFault::BodyTooLarge { .. } => "body_too_large",
+                ClientFault::SourceDenied(_) => "source_denied",
             },
             ProxyError::Upstream { fault, .. } => match fault {
                 UpstreamFault::NoEndpoint => "no_endpoint",
@@ -159,6 +165,7 @@ impl ProxyError {
     pub(crate) fn body(&self) -> &'static str {
         match self.status().as_u16() {
             400 => "400 bad request\n",
+            403 => "403 forbidden\n",
             404 => "404 page not found\n",
             413 => "413 content too large\n",
             421 => "421 misdirected request\n",
@@ -229,6 +236,12 @@ mod tests {
                 ClientFault::BodyTooLarge { limit: 1 }.into(),
                 413,
                 "body_too_large",
+                Who::Client,
+            ),
+            (
+                ClientFault::SourceDenied([10, 0, 0, 1].into()).into(),
+                403,
+                "source_denied",
                 Who::Client,
             ),
         ];

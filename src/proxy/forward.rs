@@ -235,6 +235,26 @@ fn real_client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAdd
     real
 }
 
+/// The real client address of a request, the one access control judges (allow and deny
+/// lists, rate limits): behind a trusted proxy (the class's `trustedForwardedCidrs`) the
+/// address its `X-Forwarded-For` reports ([`real_client_ip`], as `X-Real-IP`); else the
+/// connection's client (the PROXY protocol source when one was accepted from a trusted peer,
+/// the socket peer otherwise). The one implementation: every check calls this. Canonical: an
+/// IPv4 client of a dual-stack listener (`::ffff:a.b.c.d`) is `a.b.c.d`, so IPv4 CIDRs match it.
+pub(super) fn request_client_ip(
+    table: &RouteTable,
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+) -> IpAddr {
+    let peer = conn.client.ip().to_canonical();
+    let proxies = &table.class.trusted_forwarded;
+    if proxies.iter().any(|net| net.contains(&peer)) {
+        real_client_ip(headers, peer, proxies).to_canonical()
+    } else {
+        peer
+    }
+}
+
 /// Writes the final forwarded values (the ones describing our hop replace whatever the
 /// client sent; no `X-Forwarded-Host` when there is no usable host).
 fn insert_forwarded(

@@ -47,14 +47,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 
+use super::basic_auth;
 use super::body::{self, BodyObserver, ProxyBody, ResponseBody, own_response};
+use super::client_auth;
 use super::cors;
 use super::error::{ClientFault, ProxyError};
 use super::error_pages;
+use super::external_auth;
 use super::forward::{self, ConnForwarded, Forward};
 use super::framing_guard::{FramingGuard, FramingVerdict};
 use super::pool::UpstreamConn;
+use super::rate_limit;
 use super::request_id;
+use super::source_ranges;
 use super::{ConnInfo, ProxyContext};
 use super::{affinity, canary};
 use crate::health::InFlight;
@@ -322,13 +327,16 @@ async fn handle(
     if let Some(extra) = record.extra_headers.take() {
         cors::apply(extra, response.headers_mut());
     }
+    if let Some(cookies) = record.auth_cookies.take() {
+        cookies.apply(response.status(), response.headers_mut());
+    }
     record.status = response.status().as_u16();
     response.map(|inner| ProxyBody::new(inner, record))
 }
 
 async fn route_and_forward(
     state: &ClientConnection,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     index: u64,
     record: &mut Record,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -373,6 +381,27 @@ async fn route_and_forward(
         }
     }
 
+    // post-read: nginx judges the client certificate as it reads the request, before any
+    // phase; a connection made for other terms is misdirected (`client_auth`). :80 requests
+    // that the host redirects to HTTPS are left to the redirect.
+    let client_cert = match vhost {
+        Some(vhost) if tls || !vhost.ssl_redirect => client_auth::check(vhost, &state.conn),
+        _ => client_auth::Access::NotAsked,
+    };
+    let client_cert = match client_cert {
+        client_auth::Access::NotAsked => None,
+        client_auth::Access::Admitted(auth, verification) => Some((auth, verification)),
+        client_auth::Access::Misdirected => {
+            state.retire();
+            let name = vhost.map_or_else(|| "-".to_string(), |v| v.host.to_string());
+            return Err(ClientFault::Misdirected(name).into());
+        }
+        client_auth::Access::Refused(answer) => {
+            record.error = Some("client_certificate");
+            return Ok(answer);
+        }
+    };
+
     // redirect
     if let Some(vhost) = vhost {
         if !tls && vhost.ssl_redirect {
@@ -407,6 +436,9 @@ async fn route_and_forward(
                 .into());
             }
         };
+    // Access control is the main Ingress's, whichever upstream serves: a canary Ingress's own
+    // policy carries none (nginx: one location), and a client picks the canary by header.
+    let access_policy = policy;
     // canary: the route's alternative upstream when its rules pick it (`proxy::canary`).
     let (upstream, policy) = match route.and_then(|r| r.canary.as_deref()) {
         Some(c) if canary::wants(c, upstream, policy, req.headers()) => (&c.upstream, &c.policy),
@@ -445,6 +477,54 @@ async fn route_and_forward(
         return Ok(answer);
     }
 
+    // preaccess (nginx's preaccess phase): `limit-rps`, `limit-rpm`, `limit-connections` per
+    // real client address (`rate_limit`); the in-flight permit lives until the response ends.
+    if let Some(limit) = &access_policy.rate_limit {
+        let client = forward::request_client_ip(table, &state.conn, req.headers());
+        match state.ctx.rate_limits.admit(limit, client) {
+            Ok(permit) => record.limit_permit = permit,
+            Err(refusal) => {
+                record.error = Some(refusal.label());
+                return Ok(rate_limit::refused_response(
+                    refusal.status(&table.class.limits),
+                ));
+            }
+        }
+    }
+
+    // access (nginx's access phase, after the limits): the route's allow and deny lists, 403
+    // on the real client address (`source_ranges`).
+    source_ranges::check(access_policy, table, &state.conn, req.headers())?;
+
+    // access, then: basic auth (`auth-type: basic`); a 401 with the realm, the pod never sees
+    // the request (`basic_auth`).
+    if let Some(challenge) = basic_auth::check(access_policy, req.headers()).await {
+        record.error = Some("basic_auth_denied");
+        return Ok(challenge);
+    }
+
+    // access, last: external auth (`auth-url`, nginx's `auth_request`): a subrequest decides;
+    // 401/403/500 or the sign-in redirect come back here (`external_auth`).
+    if let Some(auth) = access_policy.external_auth.as_deref() {
+        let facts = external_auth::RequestFacts {
+            table,
+            conn: &state.conn,
+            policy: access_policy,
+            tls,
+            raw_host,
+            host: host.as_deref(),
+            request_id: &record.request_id,
+            catch_all: vhost.host == crate::table::host::HostMatch::Any,
+        };
+        match external_auth::authorize(auth, &facts, &mut req).await {
+            Ok(cookies) => record.auth_cookies = cookies,
+            Err(answer) => {
+                record.error = Some(external_auth::label(answer.status()));
+                return Ok(answer);
+            }
+        }
+    }
+
     // limit: a declared length over the route's `proxy-body-size` is refused before anything
     // is sent upstream (nginx's `client_max_body_size` checks it the same way); a body without
     // one is cut off as it streams (`forward`).
@@ -452,6 +532,12 @@ async fn route_and_forward(
         && declared_length(&req).is_some_and(|length| length > limit)
     {
         return Err(ClientFault::BodyTooLarge { limit }.into());
+    }
+
+    // The pod learns what the client certificate check found (`ssl-client-*`).
+    let mut req = req;
+    if let Some((auth, verification)) = client_cert {
+        client_auth::set_headers(auth, verification, req.headers_mut());
     }
 
     // forward
@@ -688,6 +774,11 @@ struct Record {
     /// `$req_id` for every request).
     request_id: HeaderValue,
     in_flight: Option<InFlight>,
+    /// The `auth-url` answer's `Set-Cookie`s, for the response (`external_auth`).
+    auth_cookies: Option<external_auth::AuthCookies>,
+    /// `limit-connections`: counts the request in flight for its client until the response
+    /// ends (`rate_limit`).
+    limit_permit: Option<rate_limit::Permit>,
     /// The upstream connection the response arrives on: back to the pool once the response has
     /// been read to its end ([`BodyObserver::complete`]), else closed when the record drops.
     conn: Option<UpstreamConn>,
@@ -719,6 +810,8 @@ impl Record {
             extra_headers: None,
             request_id: request_id::of(req.headers()),
             in_flight: None,
+            auth_cookies: None,
+            limit_permit: None,
             conn: None,
             state: Arc::clone(state),
         }

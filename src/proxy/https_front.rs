@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::client_auth::ClientCertificate;
 use super::{ConnInfo, Negotiated, ProxyContext, TlsInfo, http_front, passthrough};
 use crate::table::route::TlsMode;
 use crate::table::{RouteTable, TableHandle};
@@ -86,7 +87,8 @@ pub(crate) async fn serve_connection(
             Some(upstream) => {
                 let io = PrefixedIo::new(buf, stream);
                 let sni = hello.sni.as_deref();
-                passthrough::serve(io, sni, &conn, upstream, &table, &ctx, started).await;
+                let sources = vhost.default_policy.source_ranges.as_ref();
+                passthrough::serve(io, sni, &conn, upstream, sources, &table, &ctx, started).await;
             }
             None => tracing::warn!(sni = ?hello.sni, "pass-through host without an upstream"),
         }
@@ -100,6 +102,7 @@ pub(crate) async fn serve_connection(
         sni: hello.sni,
         alpn: None,
         certificate: None,
+        client_cert: None,
     });
     terminate(stream, buf, conn, mode, deadline, table, live, ctx).await;
 }
@@ -133,7 +136,17 @@ async fn terminate(
     live: TableHandle,
     ctx: Arc<ProxyContext>,
 ) {
-    let config = match ctx.tls.config_for(&table, &ctx.fallback_certificate) {
+    let sni = conn.tls.as_ref().and_then(|t| t.sni.clone());
+    // A host with client certificates (`auth-tls-*`) has a config of its own; no SNI or an
+    // unknown one is the catch-all's.
+    let client_auth = table
+        .vhost_for(sni.as_deref())
+        .and_then(|v| v.client_auth.clone());
+    let fallback = &ctx.fallback_certificate;
+    let config = ctx
+        .tls
+        .config_for_host(&table, fallback, client_auth.as_ref());
+    let config = match config {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "no TLS server config; closing");
@@ -141,7 +154,6 @@ async fn terminate(
             return;
         }
     };
-    let sni = conn.tls.as_ref().and_then(|t| t.sni.clone());
     let io = PrefixedIo::new(buf, stream);
     let tls = match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(io)).await {
         Ok(Ok(tls)) => tls,
@@ -160,6 +172,10 @@ async fn terminate(
     ctx.metrics.handshake(mode, true);
     if let Some(info) = conn.tls.as_mut() {
         info.alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        info.client_cert = client_auth.as_ref().map(|auth| {
+            let chain = tls.get_ref().1.peer_certificates();
+            Arc::new(ClientCertificate::verify(auth, chain))
+        });
         // The same cached config (of `table`) answered the handshake, so this is the
         // certificate the client was shown.
         info.certificate = ctx

@@ -40,6 +40,9 @@ pub struct TlsInfo {
     /// for `sni`): requests are served on this connection only while the live table keeps its
     /// terms (see `http_front`).
     certificate: Option<Negotiated>,
+    /// The client certificate, when the host the handshake was for asks for one
+    /// (`auth-tls-*`, see `client_auth`).
+    client_cert: Option<Arc<client_auth::ClientCertificate>>,
 }
 
 /// What a connection keeps of the certificate its handshake presented: the leaf, and whether it
@@ -79,6 +82,8 @@ pub struct ProxyContext {
     tls: TlsServerState,
     /// Client-facing ports for `X-Forwarded-Port`, when a Service maps them onto our listeners.
     pub(crate) public_ports: PublicPorts,
+    /// Rate and connection limiter state, carried across table swaps (`rate_limit`).
+    rate_limits: Arc<rate_limit::Limiter>,
 }
 
 impl ProxyContext {
@@ -91,7 +96,11 @@ impl ProxyContext {
         https_port: u16,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> ProxyContext {
+        let (entries, capacity) = metrics.rate_limit_gauges();
+        capacity.set(rate_limit::CAPACITY as i64);
+        let rate_limits = Arc::new(rate_limit::Limiter::new(entries));
         ProxyContext {
+            rate_limits,
             health,
             metrics,
             fallback_certificate,
@@ -131,12 +140,15 @@ impl Listeners {
 mod accept;
 mod affinity;
 mod balance;
+mod basic_auth;
 mod body;
 mod body_timeouts;
 mod canary;
+mod client_auth;
 mod cors;
 mod error;
 mod error_pages;
+mod external_auth;
 mod forward;
 pub mod framing_guard;
 mod grpc;
@@ -144,8 +156,10 @@ pub mod http_front;
 mod https_front;
 mod passthrough;
 pub(crate) mod pool;
+pub(crate) mod rate_limit;
 mod request_id;
 mod rewrite;
+mod source_ranges;
 mod splice;
 
 pub use accept::serve;

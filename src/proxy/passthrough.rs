@@ -1,6 +1,8 @@
 //! TLS pass-through: the encrypted bytes of a connection go to one pod endpoint untouched.
 //!
 //! Phases, in order:
+//! 0. **access**: a client address the host's allow/deny lists refuse is closed on, before
+//!    any connect (`proxy::source_ranges`): not a byte reaches the pod;
 //! 1. **pick and connect**: `balance::pick` an endpoint, connect within `timeouts.connect`; a
 //!    failed connect marks the endpoint failed and tries another (nothing was sent yet);
 //! 2. **replay**: the optional PROXY header, then the ClientHello bytes already read;
@@ -16,8 +18,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::splice::{self, End};
-use super::{ConnInfo, ProxyContext, balance};
+use super::{ConnInfo, ProxyContext, balance, source_ranges};
 use crate::table::RouteTable;
+use crate::table::source_ranges::SourceRanges;
 use crate::table::upstream::Upstream;
 use crate::telemetry::access_log::{self, TcpLog};
 use crate::wire::prefixed_io::PrefixedIo;
@@ -42,6 +45,8 @@ enum Termination {
     ConnectFailed,
     /// The upstream has no endpoint to try.
     NoEndpoint,
+    /// The client address is refused by the host's allow/deny lists; nothing was connected.
+    Denied,
 }
 
 impl Termination {
@@ -54,6 +59,7 @@ impl Termination {
             Termination::IdleTimeout => "idle-timeout",
             Termination::ConnectFailed => "connect-failed",
             Termination::NoEndpoint => "no-endpoint",
+            Termination::Denied => "denied",
         }
     }
 }
@@ -70,17 +76,31 @@ pub(crate) struct Summary {
 
 /// Serves one pass-through connection. `client` carries, as its prefix, every byte read from it
 /// so far (the ClientHello whose SNI `sni` routed it to `upstream`); they are replayed first.
+/// `sources`: the host's allow/deny lists, judged on the connection's client address.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     client: PrefixedIo<TcpStream>,
     sni: Option<&str>,
     conn: &ConnInfo,
     upstream: &Upstream,
+    sources: Option<&SourceRanges>,
     table: &RouteTable,
     ctx: &ProxyContext,
     started: Instant,
 ) -> Summary {
     let (hello, client) = client.into_parts();
-    let summary = run(client, &hello, conn, upstream, table, ctx).await;
+    let summary = if source_ranges::admits_connection(sources, conn.client.ip()) {
+        run(client, &hello, conn, upstream, table, ctx).await
+    } else {
+        // Closed at once; the ClientHello goes nowhere.
+        drop(client);
+        Summary {
+            upstream: None,
+            bytes_from_client: 0,
+            bytes_to_client: 0,
+            termination: Termination::Denied,
+        }
+    };
     access_log::tcp(&TcpLog {
         client: conn.client,
         sni,

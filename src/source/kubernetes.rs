@@ -7,13 +7,14 @@
 //!   excludes its namespace, the one `--default-certificate` Secret.
 //! - **Scope**: with `--watch-namespace` every namespaced kind is watched through a namespaced
 //!   `Api`, so objects elsewhere are never even sent to us.
-//! - **Secrets, least memory**: two watchers, `type=kubernetes.io/tls` (field selector) and
+//! - **Secrets, least memory**: three watchers, `type=kubernetes.io/tls` (field selector),
 //!   `portcullis.io/backend-ca=true` (label selector, for Opaque `ca.crt` bundles of
-//!   `portcullis.io/backend-ca`). RBAC cannot restrict `list`/`watch` by field or label, so the
+//!   `portcullis.io/backend-ca`) and `portcullis.io/basic-auth=true` (label selector, for the
+//!   users of `auth-secret`, every key kept). RBAC cannot restrict `list`/`watch` by field or label, so the
 //!   privilege is the same as watching every Secret; the memory and exposure are not: Helm
 //!   release Secrets (megabytes each), service-account tokens and every other application
 //!   Secret are never sent to us, never cached, never dumped with a heap. Of the Secrets we do
-//!   keep, only the `tls.crt`, `tls.key` and `ca.crt` keys are stored.
+//!   keep, only the `tls.crt`, `tls.key` and `ca.crt` keys are stored (all keys of a basic-auth one).
 //! - **Memory**: `.modify()` drops `managedFields` and the `kubectl` last-applied annotation
 //!   (often larger than the object itself) before anything is stored.
 //! - **Initial list**: the default list-then-watch mode (`InitialListStrategy::ListWatch`),
@@ -61,10 +62,15 @@ const TLS_SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
 /// Label selector of the backend-CA Secrets watcher: the label that opts an Opaque Secret
 /// holding a `ca.crt` bundle in to being watched.
 const BACKEND_CA_LABEL_SELECTOR: &str = "portcullis.io/backend-ca=true";
+/// Label selector of the basic-auth Secrets watcher: the label that opts an Opaque Secret of
+/// users (`auth-secret`) in to being watched; every key is kept (an `auth-map` Secret's keys
+/// are its users).
+pub const BASIC_AUTH_LABEL_SELECTOR: &str = "portcullis.io/basic-auth=true";
 /// The annotation `kubectl apply` writes: a full copy of the object, never read by us.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-/// The Secret keys the model reads; everything else is dropped before storing.
-const SECRET_KEYS: &[&str] = &["tls.crt", "tls.key", "ca.crt"];
+/// The Secret keys the model reads; everything else is dropped before storing. `ca.crl`: the
+/// revocation lists of an `auth-tls-secret` (dropping it would accept revoked certificates).
+const SECRET_KEYS: &[&str] = &["tls.crt", "tls.key", "ca.crt", "ca.crl"];
 
 /// Why the source cannot produce a snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,7 @@ pub enum Kind {
     IngressClassParams,
     TlsSecret,
     BackendCaSecret,
+    BasicAuthSecret,
     DefaultCertificate,
     PublishService,
 }
@@ -100,6 +107,7 @@ impl Kind {
             Kind::IngressClassParams => "IngressClassParams",
             Kind::TlsSecret => "Secret(kubernetes.io/tls)",
             Kind::BackendCaSecret => "Secret(portcullis.io/backend-ca)",
+            Kind::BasicAuthSecret => "Secret(portcullis.io/basic-auth)",
             Kind::DefaultCertificate => "Secret(--default-certificate)",
             Kind::PublishService => "Service(--publish-service)",
         }
@@ -157,6 +165,12 @@ pub fn strip_secret(secret: &mut Secret) {
     }
 }
 
+/// [`strip_metadata`] for a basic-auth Secret: every key stays (they are its users).
+pub fn strip_auth_secret(secret: &mut Secret) {
+    strip_metadata(secret);
+    secret.string_data = None;
+}
+
 // === impl KubeSource ===
 
 /// The stores, one per kind, that [`KubeSource::snapshot`] reads.
@@ -169,6 +183,7 @@ struct Stores {
     class_params: Store<IngressClassParams>,
     tls_secrets: Store<Secret>,
     ca_secrets: Store<Secret>,
+    auth_secrets: Store<Secret>,
     default_certificate: Option<Store<Secret>>,
     publish_service: Option<Store<Service>>,
 }
@@ -255,6 +270,14 @@ impl KubeSource {
             &signal,
             strip_secret,
         );
+        let auth_secrets = spawn(
+            &mut tasks,
+            namespaced(&client, ns),
+            cfg().labels(BASIC_AUTH_LABEL_SELECTOR),
+            Kind::BasicAuthSecret,
+            &signal,
+            strip_auth_secret,
+        );
         let publish_service = settings.publish_service.as_ref().map(|(sns, name)| {
             spawn(
                 &mut tasks,
@@ -290,6 +313,7 @@ impl KubeSource {
                 class_params,
                 tls_secrets,
                 ca_secrets,
+                auth_secrets,
                 default_certificate,
                 publish_service,
             },
@@ -311,6 +335,7 @@ impl KubeSource {
         ready(&s.endpoint_slices, Kind::EndpointSlice).await?;
         ready(&s.tls_secrets, Kind::TlsSecret).await?;
         ready(&s.ca_secrets, Kind::BackendCaSecret).await?;
+        ready(&s.auth_secrets, Kind::BasicAuthSecret).await?;
         if let Some(store) = &s.default_certificate {
             ready(store, Kind::DefaultCertificate).await?;
         }
@@ -356,7 +381,9 @@ impl KubeSource {
     pub fn snapshot(&self) -> Snapshot {
         let s = &self.stores;
         let mut secrets = s.tls_secrets.state();
-        let mut more = s.ca_secrets.state();
+        // The basic-auth copy first: it keeps every key, so it wins over a stripped one.
+        let mut more = s.auth_secrets.state();
+        more.extend(s.ca_secrets.state());
         if let Some(store) = &s.default_certificate {
             more.extend(store.state());
         }
@@ -409,6 +436,7 @@ impl KubeSource {
             "IngressClassParams" => uid_in(&s.class_params, None, &object.name),
             "Secret" => uid_in(&s.tls_secrets, ns, &object.name)
                 .or_else(|| uid_in(&s.ca_secrets, ns, &object.name))
+                .or_else(|| uid_in(&s.auth_secrets, ns, &object.name))
                 .or_else(|| {
                     let store = s.default_certificate.as_ref()?;
                     uid_in(store, ns, &object.name)
@@ -440,6 +468,7 @@ pub struct StoreFeed {
     pub class_params: FedStore<IngressClassParams>,
     pub tls_secrets: FedStore<Secret>,
     pub ca_secrets: FedStore<Secret>,
+    pub auth_secrets: FedStore<Secret>,
 }
 
 /// One store of a [`StoreFeed`].
@@ -504,6 +533,7 @@ impl KubeSource {
         let (class_params, fed_params) = store(Kind::IngressClassParams, &signal);
         let (tls_secrets, fed_tls) = store(Kind::TlsSecret, &signal);
         let (ca_secrets, fed_ca) = store(Kind::BackendCaSecret, &signal);
+        let (auth_secrets, fed_auth) = store(Kind::BasicAuthSecret, &signal);
         let source = KubeSource {
             stores: Stores {
                 ingresses,
@@ -513,6 +543,7 @@ impl KubeSource {
                 class_params,
                 tls_secrets,
                 ca_secrets,
+                auth_secrets,
                 default_certificate: None,
                 publish_service: None,
             },
@@ -528,6 +559,7 @@ impl KubeSource {
             class_params: fed_params,
             tls_secrets: fed_tls,
             ca_secrets: fed_ca,
+            auth_secrets: fed_auth,
         };
         (source, feed)
     }
@@ -823,6 +855,7 @@ mod tests {
         feed.endpoint_slices.list([]);
         feed.tls_secrets.list([secret("both"), secret("tls")]);
         feed.ca_secrets.list([secret("both"), secret("ca")]);
+        feed.auth_secrets.list([]);
         // Every store but IngressClassParams has listed: still not ready.
         assert!(
             tokio::time::timeout(

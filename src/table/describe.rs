@@ -477,9 +477,10 @@ impl HostDescription {
                 .as_ref()
                 .and_then(|_| vhost.default_action.describe()),
             default_max_body: vhost.default_backend.as_ref().and(vhost.default_max_body),
-            default_policy: match vhost.default_backend {
-                Some(_) => vhost.default_policy.describe(),
-                None => Vec::new(),
+            // A pass-through host's: its allow/deny lists.
+            default_policy: match (&vhost.default_backend, &vhost.passthrough) {
+                (None, None) => Vec::new(),
+                _ => vhost.default_policy.describe(),
             },
             www_redirect: vhost.www_redirect.clone(),
             passthrough: vhost.passthrough.as_deref().map(UpstreamDescription::of),
@@ -590,6 +591,8 @@ impl ClassDescription {
                 format!("maxConnections={}", l.max_connections),
                 format!("maxHeaderBytes={}", l.max_header_bytes),
                 format!("maxClientHelloBytes={}", l.max_client_hello_bytes),
+                format!("rateLimitStatus={}", l.rate_limit_status),
+                format!("connectionLimitStatus={}", l.connection_limit_status),
             ],
         }
     }
@@ -677,6 +680,9 @@ pub fn render_text(table: &RouteTable, diagnostics: &[Diagnostic]) -> String {
         }
         if let Some(u) = &host.passthrough {
             let _ = writeln!(out, "  {:<24} → {}", "(every connection)", upstream_text(u));
+            for line in &host.default_policy {
+                let _ = writeln!(out, "  {:<24}   {line}", "");
+            }
         }
         for r in &host.routes {
             let path = format!("{} {}", r.path, r.path_type);

@@ -4,18 +4,23 @@
 //! that host's few paths: never a scan over all Ingresses.
 
 pub mod affinity;
+pub mod basic_auth;
 pub mod canary;
 pub mod certificates;
+pub mod client_auth;
 pub mod cors;
 pub mod describe;
 pub mod diagnostic;
 pub mod error_pages;
+pub mod external_auth;
 pub mod headers;
 pub mod host;
 pub mod policy;
 pub mod proxy_timeouts;
+pub mod rate_limit;
 pub mod rewrite;
 pub mod route;
+pub mod source_ranges;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -67,7 +72,8 @@ pub struct VirtualHost {
     /// The body size limit of requests served by `default_backend` (that Ingress's
     /// `proxy-body-size`).
     pub default_max_body: Option<u64>,
-    /// The [`RoutePolicy`] of requests served by `default_backend` (that Ingress's).
+    /// The [`RoutePolicy`] of requests served by `default_backend` (that Ingress's). On a
+    /// pass-through host, the allow/deny lists of the Ingress that gives its backend.
     pub default_policy: Arc<RoutePolicy>,
     /// `from-to-www-redirect`: this host exists only to redirect. Every request gets `308` to
     /// the same path and query on this host name (the Ingress's own host, `www.` added or
@@ -77,6 +83,9 @@ pub struct VirtualHost {
     pub passthrough: Option<Arc<Upstream>>,
     /// The Ingress that owns the host's TLS mode (the oldest).
     pub owner: ObjectRef,
+    /// `auth-tls-*` of the owner: client certificates asked for in the handshake and judged
+    /// per request (`proxy::client_auth`). `None`: no client certificate asked for.
+    pub client_auth: Option<Arc<crate::table::client_auth::ClientAuth>>,
 }
 
 /// The answer to an HTTP request's host and path.
@@ -134,6 +143,11 @@ pub struct LimitSettings {
     pub max_connections: u32,
     pub max_header_bytes: u32,
     pub max_client_hello_bytes: u32,
+    /// Status of a request over `limit-rps` / `limit-rpm` (ingress-nginx's
+    /// `limit-req-status-code`).
+    pub rate_limit_status: u16,
+    /// Status of a request over `limit-connections` (`limit-conn-status-code`).
+    pub connection_limit_status: u16,
 }
 
 impl Default for TimeoutSettings {
@@ -155,6 +169,8 @@ impl Default for LimitSettings {
             max_connections: 50_000,
             max_header_bytes: 65_536,
             max_client_hello_bytes: 16_384,
+            rate_limit_status: 503,
+            connection_limit_status: 503,
         }
     }
 }

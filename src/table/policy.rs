@@ -25,6 +25,19 @@ pub struct RoutePolicy {
     pub(crate) upstream_request: crate::table::rewrite::UpstreamRequest,
     /// `affinity: cookie` and `session-cookie-*` (see `proxy::affinity`).
     pub(crate) affinity: Option<crate::table::affinity::Affinity>,
+    /// `auth-tls-*`: client certificates. Per host: the host's owner's is the one enforced
+    /// (`VirtualHost::client_auth`, see `proxy::client_auth`); the model fills in the CA.
+    pub(crate) client_auth: Option<std::sync::Arc<crate::table::client_auth::ClientAuth>>,
+    /// `auth-type: basic`, `auth-secret`, `auth-realm` (see `proxy::basic_auth`).
+    pub(crate) basic_auth: Option<crate::table::basic_auth::BasicAuth>,
+    /// `limit-rps`, `limit-rpm`, `limit-connections` and their settings (see
+    /// `proxy::rate_limit`).
+    pub(crate) rate_limit: Option<crate::table::rate_limit::RateLimit>,
+    /// `whitelist-source-range` / `allowlist-source-range` and `denylist-source-range`
+    /// (see `proxy::source_ranges`). On a pass-through host, its `default_policy` carries them.
+    pub(crate) source_ranges: Option<crate::table::source_ranges::SourceRanges>,
+    /// `auth-url` and its settings: a subrequest decides (see `proxy::external_auth`).
+    pub(crate) external_auth: Option<std::sync::Arc<crate::table::external_auth::ExternalAuth>>,
 }
 
 impl RoutePolicy {
@@ -54,6 +67,23 @@ impl RoutePolicy {
                 .as_ref()
                 .map(crate::table::affinity::Affinity::describe),
         );
+        lines.extend(self.client_auth.as_ref().map(|a| a.describe()));
+        lines.extend(
+            self.source_ranges
+                .as_ref()
+                .map(crate::table::source_ranges::SourceRanges::describe),
+        );
+        lines.extend(
+            self.rate_limit
+                .as_ref()
+                .map(crate::table::rate_limit::RateLimit::describe),
+        );
+        lines.extend(
+            self.basic_auth
+                .as_ref()
+                .map(crate::table::basic_auth::BasicAuth::describe),
+        );
+        lines.extend(self.external_auth.as_ref().map(|a| a.describe()));
         lines
     }
 }

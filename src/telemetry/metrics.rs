@@ -269,6 +269,10 @@ pub struct Metrics {
     /// Diagnostic series set by the previous build, so the next one can drop stale series.
     diagnostics_seen: Mutex<Vec<DiagnosticLabels>>,
     objects: Family<ObjectLabels, Gauge>,
+    /// Ways of the rate limiter's table in use (`proxy::rate_limit`).
+    rate_limit_entries: Gauge,
+    /// The size of that table, set by the limiter when it is made.
+    rate_limit_capacity: Gauge,
 }
 
 impl Default for Metrics {
@@ -369,6 +373,18 @@ impl Metrics {
             "Objects in the last snapshot, by kind",
             Clone::clone(&objects),
         );
+        let rate_limit_entries = Gauge::default();
+        registry.register(
+            "rate_limit_entries",
+            "(Ingress, client address) pairs the rate and connection limiter holds state for",
+            rate_limit_entries.clone(),
+        );
+        let rate_limit_capacity = Gauge::default();
+        registry.register(
+            "rate_limit_capacity",
+            "The most entries the rate and connection limiter holds (a fixed table)",
+            rate_limit_capacity.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -385,7 +401,18 @@ impl Metrics {
             diagnostics,
             diagnostics_seen: Mutex::new(Vec::new()),
             objects,
+            rate_limit_entries,
+            rate_limit_capacity,
         }
+    }
+
+    /// The gauges the rate limiter keeps its entry count and its capacity in (the metrics
+    /// do not know the limiter: the proxy sets them).
+    pub(crate) fn rate_limit_gauges(&self) -> (Gauge, Gauge) {
+        (
+            self.rate_limit_entries.clone(),
+            self.rate_limit_capacity.clone(),
+        )
     }
 
     // === data plane ===

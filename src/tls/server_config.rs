@@ -11,6 +11,11 @@
 //!
 //! The session cache and ticket key live in [`TlsServerState`], outside any one config, so
 //! resumption keeps working across table swaps.
+//!
+//! A host with client certificate authentication (`auth-tls-*`) gets a config of its own,
+//! built with the table's: the same resolver and TLS policy (versions, suites, groups), plus a
+//! client verifier with the host's CA ([`super::client_auth`]). One per distinct
+//! [`ClientAuth`] of the table (an Ingress's hosts share one).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -22,7 +27,9 @@ use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, ServerSes
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
+use super::client_auth::DeferredClientVerifier;
 use crate::table::certificates::Certificate;
+use crate::table::client_auth::ClientAuth;
 use crate::table::host::{normalize_host, wildcard_parent};
 use crate::table::{CertificateChoice, ClassSettings, RouteTable};
 
@@ -41,6 +48,10 @@ pub enum ServerConfigError {
     /// rustls refused the combination (e.g. TLS 1.3 only with TLS 1.2 suites only).
     #[error("class TLS policy (tls_min_version_1_3, cipher_suites): {0}")]
     Rustls(#[from] rustls::Error),
+    /// A host asks for client certificates and no config was built for it (its CA did not
+    /// load): its handshakes are refused rather than served without them.
+    #[error("host asks for client certificates but has no CA")]
+    NoClientCa,
 }
 
 /// TLS server state that outlives routing tables: the session cache, the ticket key, and the
@@ -61,6 +72,9 @@ struct CachedConfig {
     /// The config's certificate resolver, also asked outside a handshake: which certificate a
     /// new connection would get (see [`TlsServerState::with_certificate`]).
     resolver: Arc<CertificateResolver>,
+    /// The configs of hosts with client certificate authentication, by the address of their
+    /// [`ClientAuth`] (held alive by the table, which `resolver` holds).
+    client_auth: HashMap<usize, Arc<ServerConfig>>,
 }
 
 impl Default for TlsServerState {
@@ -107,6 +121,24 @@ impl TlsServerState {
         Ok(Arc::clone(&self.cached_for(table, fallback)?.config))
     }
 
+    /// The server config for a host of `table` (`None`: no host, or one without client
+    /// certificates): the table's, or the host's own with its client verifier.
+    pub(crate) fn config_for_host(
+        &self,
+        table: &Arc<RouteTable>,
+        fallback: &Certificate,
+        client_auth: Option<&Arc<ClientAuth>>,
+    ) -> Result<Arc<ServerConfig>, ServerConfigError> {
+        let Some(auth) = client_auth else {
+            return self.config_for(table, fallback);
+        };
+        self.cached_for(table, fallback)?
+            .client_auth
+            .get(&key_of(auth))
+            .cloned()
+            .ok_or(ServerConfigError::NoClientCa)
+    }
+
     /// Looks at the certificate a new handshake with `sni` (normalized; `None`: no SNI) gets
     /// from `table` (what the resolver of `table`'s config answers) and returns what `look`
     /// makes of it: borrowed, so a handshake copies none of its metadata. A connection compares
@@ -133,21 +165,46 @@ impl TlsServerState {
             return Ok(cached);
         }
         let resolver = Arc::new(CertificateResolver::new(Arc::clone(table), fallback));
-        let config = match self.build_with(Arc::clone(&resolver), &table.class) {
+        let mut class = &table.class;
+        let defaults;
+        let config = match self.build_with(Arc::clone(&resolver), class, None) {
             Ok(config) => config,
             Err(error) => {
                 tracing::error!(%error, "TLS policy unusable; serving rustls' default suites");
-                let defaults = ClassSettings {
+                defaults = ClassSettings {
                     cipher_suites: Vec::new(),
                     ..table.class.clone()
                 };
-                self.build_with(Arc::clone(&resolver), &defaults)?
+                class = &defaults;
+                self.build_with(Arc::clone(&resolver), class, None)?
             }
         };
+        let mut client_auth = HashMap::new();
+        for vhost in table.vhosts() {
+            let Some(auth) = &vhost.client_auth else {
+                continue;
+            };
+            let Some(ca) = &auth.ca else {
+                continue;
+            };
+            if client_auth.contains_key(&key_of(auth)) {
+                continue;
+            }
+            let verifier = Arc::new(DeferredClientVerifier::new(Arc::clone(ca)));
+            match self.build_with(Arc::clone(&resolver), class, Some(verifier)) {
+                Ok(config) => {
+                    client_auth.insert(key_of(auth), Arc::new(config));
+                }
+                Err(error) => {
+                    tracing::error!(host = %vhost.host, %error, "no TLS config for a host with client certificates; its handshakes are refused");
+                }
+            }
+        }
         let cached = Arc::new(CachedConfig {
             table: Arc::downgrade(table),
             config: Arc::new(config),
             resolver,
+            client_auth,
         });
         self.cached.store(Some(Arc::clone(&cached)));
         Ok(cached)
@@ -161,13 +218,16 @@ impl TlsServerState {
         class: &ClassSettings,
     ) -> Result<ServerConfig, ServerConfigError> {
         let resolver = Arc::new(CertificateResolver::new(Arc::clone(table), fallback));
-        self.build_with(resolver, class)
+        self.build_with(resolver, class, None)
     }
 
+    /// `verifier`: the host's client certificate verifier; `None`: no client certificate
+    /// asked for. Everything else is the same for both.
     fn build_with(
         &self,
         resolver: Arc<CertificateResolver>,
         class: &ClassSettings,
+        verifier: Option<Arc<DeferredClientVerifier>>,
     ) -> Result<ServerConfig, ServerConfigError> {
         let mut provider = (*self.provider).clone();
         if !class.cipher_suites.is_empty() {
@@ -204,10 +264,14 @@ impl TlsServerState {
         } else {
             &[&rustls::version::TLS13, &rustls::version::TLS12]
         };
-        let config = ServerConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(versions)?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+        let builder = ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)?;
+        let config = match verifier {
+            Some(verifier) => builder
+                .with_client_cert_verifier(verifier)
+                .with_cert_resolver(resolver),
+            None => builder.with_no_client_auth().with_cert_resolver(resolver),
+        };
         Ok(self.finish(config))
     }
 
@@ -219,6 +283,11 @@ impl TlsServerState {
         }
         config
     }
+}
+
+/// The key of a host's client-auth config: the address of its [`ClientAuth`].
+fn key_of(auth: &Arc<ClientAuth>) -> usize {
+    Arc::as_ptr(auth) as usize
 }
 
 /// Whether `suite` is called `name`: rustls' name (`TLS13_AES_128_GCM_SHA256`) or the IANA one
@@ -373,6 +442,7 @@ mod tests {
             www_redirect: None,
             passthrough: None,
             owner: ObjectRef::namespaced("Ingress", "ns", "ing"),
+            client_auth: None,
         }
     }
 

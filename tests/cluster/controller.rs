@@ -23,10 +23,10 @@ async fn cluster_becomes_leader_pokes_a_rebuild_and_releases_the_lease_on_shutdo
         .unwrap();
     assert!(cluster.is_ready());
     assert!(wait_until(T, || async { cluster.leadership().is_leader() }).await);
-    // Seven stores listed once each (7 changes); becoming leader bumps the signal once more,
+    // Eight stores listed once each (8 changes); becoming leader bumps the signal once more,
     // so the rebuild loop publishes at once.
     let changes = cluster.changes();
-    assert!(wait_until(T, || async { changes.borrow().generation == 8 }).await);
+    assert!(wait_until(T, || async { changes.borrow().generation == 9 }).await);
 
     cluster.shutdown(&[]).await;
     let release = mock

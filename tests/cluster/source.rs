@@ -87,6 +87,11 @@ async fn watch_namespace_scopes_every_namespaced_kind_and_secrets_are_selected()
             s("portcullis.io/backend-ca=true"),
         ),
         (
+            "/api/v1/namespaces/apps/secrets".into(),
+            None,
+            s("portcullis.io/basic-auth=true"),
+        ),
+        (
             "/api/v1/namespaces/ingress/secrets".into(),
             s("metadata.name=default-cert"),
             None,

@@ -5,12 +5,12 @@
 //! `portcullis check` (exit 1) with the annotation's name. The annotations are ingress-nginx's
 //! own, as its documentation lists them
 //! (<https://github.com/kubernetes/ingress-nginx/blob/main/docs/user-guide/nginx-configuration/annotations.md>):
-//! `whitelist-source-range` (client source ranges), `auth-url` (external authentication) and
-//! `server-snippet` (raw nginx configuration, here `return 403;`). A harmless one
+//! `auth-tls-match-cn` (which client-certificate subjects may pass), `auth-proxy-set-headers` (headers for the
+//! external authentication service) and `server-snippet` (raw nginx configuration, here `return 403;`). A harmless one
 //! (`proxy-buffering: "off"`) is served with a warning; a typo in our own prefix
 //! (`portcullis.io/tls-mdoe`) is refused with "did you mean portcullis.io/tls-mode". Other
 //! Ingresses in the same directory keep serving, and an Ingress that was served and then gains
-//! an allow-list is not kept at its last good version: it stops being served.
+//! a client-certificate restriction is not kept at its last good version: it stops being served.
 
 use std::time::Duration;
 
@@ -25,8 +25,8 @@ const BUFFERED: &str = "buffered.refused.test";
 const UNKNOWN: &str = "nobody.refused.test";
 const LATER: &str = "later.refused.test";
 
-const WHITELIST: &str = "nginx.ingress.kubernetes.io/whitelist-source-range";
-const AUTH_URL: &str = "nginx.ingress.kubernetes.io/auth-url";
+const MATCH_CN: &str = "nginx.ingress.kubernetes.io/auth-tls-match-cn";
+const AUTH_HEADERS: &str = "nginx.ingress.kubernetes.io/auth-proxy-set-headers";
 const SERVER_SNIPPET: &str = "nginx.ingress.kubernetes.io/server-snippet";
 const BUFFERING: &str = "nginx.ingress.kubernetes.io/proxy-buffering";
 const TYPO: &str = "portcullis.io/tls-mdoe";
@@ -35,16 +35,16 @@ const DID_YOU_MEAN: &str = "did you mean portcullis.io/tls-mode";
 /// The refused Ingresses: (name, host, annotation, value).
 const REFUSED: [(&str, &str, &str, &str); 4] = [
     (
-        "allowlisted",
-        "allowlisted.refused.test",
-        WHITELIST,
-        "10.0.0.0/8",
+        "cn-matched",
+        "cn-matched.refused.test",
+        MATCH_CN,
+        "CN=admin",
     ),
     (
         "authenticated",
         "authenticated.refused.test",
-        AUTH_URL,
-        "http://auth.example/verify",
+        AUTH_HEADERS,
+        "default/auth-headers",
     ),
     (
         "snippet",
@@ -176,25 +176,19 @@ async fn unsupported_annotations_refuse_the_ingress_and_nothing_else() {
         "only {LATER} reaches the guarded backend"
     );
 
-    // An Ingress that was served gains an allow-list: it is refused, not kept at its last good
-    // version (that would serve it to everyone, ignoring the allow-list just added).
+    // An Ingress that was served gains a restriction: it is refused, not kept at its last good
+    // version (that would serve it to everyone, ignoring the restriction just added).
     manifests::write(
         m,
         "later.yaml",
-        &ingress(
-            "later",
-            LATER,
-            "guarded",
-            &[(WHITELIST, "10.0.0.0/8")],
-            None,
-        ),
+        &ingress("later", LATER, "guarded", &[(MATCH_CN, "CN=admin")], None),
     );
     assert!(
         wait_until(Duration::from_secs(5), || async {
             curl("http", LATER, proxy.http, "/", &[]).await.status == 404
         })
         .await,
-        "{LATER} is still served after gaining {WHITELIST}"
+        "{LATER} is still served after gaining {MATCH_CN}"
     );
     let table = proxy.table().await;
     assert!(

@@ -4,6 +4,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access_basic_auth;
+mod access_external_auth;
+mod access_mtls;
+mod access_rate_limit;
+mod access_source_ranges;
 mod annotations_refused;
 mod bad_input;
 mod balance_health;

@@ -33,7 +33,9 @@ spec:
       - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
 "#;
 
-const WHITELIST: &str = "nginx.ingress.kubernetes.io/whitelist-source-range";
+/// An allow-list Portcullis does not read (HAProxy's; ingress-nginx's `whitelist-source-range`
+/// is implemented).
+const WHITELIST: &str = "haproxy.org/allow-list";
 
 /// An Ingress `guarded` for `guarded.example.com` with `annotations` (`key: value` lines).
 fn guarded(annotations: &[(&str, &str)]) -> String {
@@ -86,10 +88,15 @@ fn about<'a>(built: &'a Built, key: &str) -> Vec<&'a portcullis::table::diagnost
 fn refused_ingress_is_not_served_and_the_rest_is_unchanged() {
     let reference = build(BASE);
     for (key, value) in [
-        (WHITELIST, "10.0.0.0/8"),
-        ("nginx.ingress.kubernetes.io/auth-url", "http://auth/verify"),
-        ("nginx.ingress.kubernetes.io/auth-type", "basic"),
-        ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
+        // auth-url is implemented; a ConfigMap of headers for the auth service is not.
+        (
+            "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+            "default/auth-headers",
+        ),
+        // auth-type: basic is implemented; `satisfy` (combining access rules) is not.
+        ("nginx.ingress.kubernetes.io/satisfy", "any"),
+        // auth-tls-* client certificates are implemented; matching the CN is not.
+        ("nginx.ingress.kubernetes.io/auth-tls-match-cn", "CN=client"),
         ("nginx.ingress.kubernetes.io/server-snippet", "return 403;"),
         ("haproxy.org/allow-list", "10.0.0.0/8"),
         ("portcullis.io/tls-mdoe", "passthrough"),

@@ -154,6 +154,7 @@ pub fn terminate_vhost(host: &str, certificate: CertificateChoice) -> VirtualHos
         www_redirect: None,
         passthrough: None,
         owner: ObjectRef::namespaced("Ingress", "default", "test"),
+        client_auth: None,
     }
 }
 

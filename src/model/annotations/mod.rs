@@ -39,10 +39,15 @@ macro_rules! haproxy {
 
 // After the key macros, which it uses.
 mod backend_protocol;
+mod basic_auth;
 mod canary;
+mod client_auth;
 mod cors_headers;
 mod error_pages;
+mod external_auth;
 mod paths;
+mod rate_limit;
+mod source_ranges;
 mod sticky;
 pub(crate) use backend_protocol::BackendProtocol;
 pub(crate) use paths::PathOptions;
@@ -104,6 +109,10 @@ pub struct OptionDefaults {
     pub(crate) forwarded_headers: bool,
     /// Largest request body in bytes (`defaults.proxyBodySize`); `None`: no limit.
     pub(crate) max_body: Option<u64>,
+    /// `defaults.allowSourceRange`: the allow-list of Ingresses without one; empty: none.
+    pub(crate) allow_source_range: Vec<ipnet::IpNet>,
+    /// `defaults.denySourceRange`: the deny-list of Ingresses without one; empty: none.
+    pub(crate) deny_source_range: Vec<ipnet::IpNet>,
 }
 
 impl Default for OptionDefaults {
@@ -118,6 +127,8 @@ impl Default for OptionDefaults {
             health_check_interval: Duration::from_secs(5),
             forwarded_headers: true,
             max_body: None,
+            allow_source_range: Vec::new(),
+            deny_source_range: Vec::new(),
         }
     }
 }
@@ -268,9 +279,19 @@ pub fn parse(
     };
     r.cors_headers_timeouts(tls_mode, &mut policy);
     policy.affinity = r.affinity(tls_mode);
+    policy.client_auth = r.client_auth(namespace, tls_mode).map(std::sync::Arc::new);
+    policy.source_ranges = r.source_ranges(defaults);
+    policy.rate_limit = r.rate_limit(tls_mode);
     let canary = r.canary(tls_mode);
+    // A canary takes its access control from its main Ingress (its keys were warned about).
+    if canary.is_none() {
+        policy.basic_auth = r.basic_auth(namespace, tls_mode);
+    }
     let (paths, upstream_request) = r.paths(tls_mode);
     policy.upstream_request = upstream_request;
+    if canary.is_none() {
+        policy.external_auth = r.external_auth(tls_mode);
+    }
 
     // Options that only make sense in one mode.
     let mut options = IngressOptions {
