@@ -2,7 +2,10 @@
 #
 # Portcullis image: one static binary in an empty image.
 #
-#   docker build -t portcullis/portcullis:0.1.0 .
+#   docker build -t ghcr.io/portcullis/portcullis:0.1.0 .
+#
+# Without a Docker engine, packaging/build-image.sh builds the same image as an archive from the
+# static binary, reading this file's final stage for the config (docs/install.md).
 #
 # The builder runs packaging/build-static.sh, the same script CI runs, so the image and CI build
 # the binary the same way (static musl executable; see the script for why musl). The final image

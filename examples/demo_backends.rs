@@ -14,6 +14,9 @@
 //! ```sh
 //! cargo run --example demo_backends
 //! ```
+//!
+//! `examples/quickstart/run.sh` runs them in the background beside Portcullis, and kills them
+//! when it exits.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     doc = "Class-wide settings for Portcullis, referenced from IngressClass.spec.parameters"
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = no_null_in_enums)]
 pub struct IngressClassParamsSpec {
     /// Defaults for the per-Ingress annotations; an annotation on an Ingress wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +220,21 @@ const CIDR_PATTERN: &str = r"^(([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-
 
 fn yes() -> bool {
     true
+}
+
+/// Removes `null` from every `enum` of the schema (recursively). schemars lists `null` among
+/// the values of an optional enum field (`Option<LoadBalanceName>`), which kubectl's
+/// client-side validation of the CRD rejects (`kubectl apply -f crds/` failed on a 1.24 API
+/// server); `nullable: true`, which the generator adds for the same field, already says that
+/// null is allowed, and is what a structural schema uses.
+fn no_null_in_enums(schema: &mut schemars::Schema) {
+    if let Some(values) = schema
+        .get_mut("enum")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        values.retain(|value| !value.is_null());
+    }
+    schemars::transform::transform_subschemas(&mut no_null_in_enums, schema);
 }
 
 /// Timeouts as durations (`500ms`, `5s`, `2m`).

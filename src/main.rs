@@ -24,6 +24,7 @@ use portcullis::model::{self, LastGood};
 use portcullis::settings::{BuildSettings, LogFormat, PublicPorts, Settings};
 use portcullis::source::directory::{WatchError, load_input};
 use portcullis::table::describe;
+use portcullis::telemetry::log_format;
 
 /// mimalloc (v2 line, no transparent huge pages: with THP its arenas doubled idle RSS here):
 /// fewer instructions per allocation than glibc's malloc, and far fewer than musl's (the static
@@ -62,6 +63,10 @@ struct ControllerArgs {
     /// IngressClass name served by this instance.
     #[arg(long, default_value = "portcullis", value_name = "NAME")]
     ingress_class: String,
+    /// `spec.controller` value of the IngressClass named by --ingress-class; that pair alone
+    /// is served, so installations differing in both never serve each other's Ingresses.
+    #[arg(long, default_value = portcullis::settings::CONTROLLER_NAME, value_name = "VALUE")]
+    controller_class: String,
     /// Only watch this namespace (default: all).
     #[arg(long, value_name = "NS")]
     watch_namespace: Option<String>,
@@ -101,6 +106,10 @@ struct StandaloneArgs {
     /// IngressClass name served by this instance.
     #[arg(long, default_value = "portcullis", value_name = "NAME")]
     ingress_class: String,
+    /// `spec.controller` value of the IngressClass named by --ingress-class; that pair alone
+    /// is served, so installations differing in both never serve each other's Ingresses.
+    #[arg(long, default_value = portcullis::settings::CONTROLLER_NAME, value_name = "VALUE")]
+    controller_class: String,
     /// Directory of PEM bundles and tls.crt/tls.key pairs, chosen by SNI; watched.
     #[arg(long, value_name = "DIR")]
     cert_dir: Option<PathBuf>,
@@ -134,6 +143,10 @@ struct CheckArgs {
     /// IngressClass name to check for.
     #[arg(long, default_value = "portcullis", value_name = "NAME")]
     ingress_class: String,
+    /// `spec.controller` value of the IngressClass named by --ingress-class; that pair alone
+    /// is served, so installations differing in both never serve each other's Ingresses.
+    #[arg(long, default_value = portcullis::settings::CONTROLLER_NAME, value_name = "VALUE")]
+    controller_class: String,
     /// Judge the Ingresses of class NAME (another controller's, e.g. `nginx`: by
     /// `spec.ingressClassName`, the `kubernetes.io/ingress.class` annotation, or being
     /// class-less while NAME is the default class) as if they were of --ingress-class.
@@ -234,6 +247,7 @@ fn controller(args: &ControllerArgs) -> ExitCode {
     );
     let mut cluster = ControllerSettings::from_env();
     cluster.ingress_class = args.ingress_class.clone();
+    cluster.controller_class = args.controller_class.clone();
     cluster.watch_namespace = args.watch_namespace.clone();
     cluster.publish_service = args.publish_service.clone();
     cluster.publish_status_address = args.publish_status_address.clone();
@@ -294,6 +308,7 @@ fn standalone(args: &StandaloneArgs) -> ExitCode {
     );
     let build = BuildSettings {
         ingress_class: args.ingress_class.clone(),
+        controller_class: args.controller_class.clone(),
         ..BuildSettings::default()
     };
     let settings = args.common.settings(build, args.cert_dir.clone());
@@ -336,6 +351,7 @@ fn check(args: &CheckArgs) -> ExitCode {
     }
     let settings = BuildSettings {
         ingress_class: args.ingress_class.clone(),
+        controller_class: args.controller_class.clone(),
         ..BuildSettings::default()
     };
     let built = model::build(&snapshot, &settings, &LastGood::default());
@@ -397,9 +413,14 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    // Access lines carry every field, `-`/`null` when missing (`telemetry::log_format`).
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.event_format(log_format::Lines::text()).init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(log_format::Lines::json())
+            .init(),
     }
 }
 

@@ -31,6 +31,7 @@ use crate::source::directory::{self as manifest_watch, DirectoryLoader, WatchErr
 use crate::table::{RouteTable, TableHandle};
 use crate::telemetry::admin::{self, AdminState};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::status_api::{BuildLog, EndpointHealth, LiveSources};
 use crate::tls::self_signed::{self, SelfSignedError};
 
 /// Why standalone mode could not start or stopped with an error.
@@ -65,6 +66,7 @@ pub struct Addresses {
 /// A started instance. Drop it only after [`Running::shutdown`]; dropping it early aborts
 /// nothing by itself but stops the watcher.
 pub struct Running {
+    mode: Mode,
     addresses: Addresses,
     status: Arc<Status>,
     table: TableHandle,
@@ -89,6 +91,28 @@ pub(crate) struct Feed {
     pub(crate) observers: Vec<Arc<dyn Observer>>,
     /// For the start-up log line: the manifest directory, or `cluster`.
     pub(crate) describe: String,
+    /// The mode that runs: the target of the lifecycle log lines.
+    pub(crate) mode: Mode,
+}
+
+/// The mode that runs. The lifecycle log lines (listening, shutting down, stopped) carry it as
+/// their target, `portcullis::standalone` or `portcullis::cluster`, so a controller's log does
+/// not read as standalone mode's (the runtime's own module is shared by both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Standalone,
+    Cluster,
+}
+
+/// A log line under the running mode's target (a tracing target must be a constant, hence one
+/// call per mode).
+macro_rules! lifecycle {
+    ($mode:expr, $level:ident, $($rest:tt)+) => {
+        match $mode {
+            Mode::Standalone => tracing::$level!(target: "portcullis::standalone", $($rest)+),
+            Mode::Cluster => tracing::$level!(target: "portcullis::cluster", $($rest)+),
+        }
+    };
 }
 
 impl Feed {
@@ -101,6 +125,7 @@ impl Feed {
             watcher: Some(watcher),
             observers: Vec::new(),
             describe: manifests_dir.display().to_string(),
+            mode: Mode::Standalone,
         })
     }
 }
@@ -140,17 +165,23 @@ pub(crate) async fn start(settings: Settings, feed: Feed) -> Result<Running, Run
     let status = Status::new();
     let metrics = Arc::new(Metrics::new());
     let health = Health::with_metrics(metrics.clone());
+    let live = LiveSources {
+        health: Some(health.clone() as Arc<dyn EndpointHealth>),
+        builds: Arc::new(BuildLog::default()),
+    };
 
     let Feed {
         source,
         watcher,
         observers,
         describe,
+        mode,
     } = feed;
     let clients = Clients::new();
     let mut rebuilder = Rebuilder::new(&settings, table.clone(), status.clone())
         .with_observer(Arc::new(LogDiagnostics))
         .with_observer(metrics.clone())
+        .with_observer(live.builds.clone())
         .with_observer(Arc::new(PoolPruner(clients.clone())));
     for observer in observers {
         rebuilder = rebuilder.with_observer(observer);
@@ -184,11 +215,14 @@ pub(crate) async fn start(settings: Settings, feed: Feed) -> Result<Running, Run
         AdminState {
             status: status.clone(),
             metrics,
+            live,
         },
         admin_shutdown_rx,
     ));
 
-    tracing::info!(
+    lifecycle!(
+        mode,
+        info,
         http = %addresses.http,
         https = %addresses.https,
         admin = %addresses.admin,
@@ -196,6 +230,7 @@ pub(crate) async fn start(settings: Settings, feed: Feed) -> Result<Running, Run
         "listening"
     );
     Ok(Running {
+        mode,
         addresses,
         status,
         table,
@@ -229,7 +264,7 @@ async fn serve_until_signalled(
             let _ = signals.wait_for(|n| *n >= 1).await;
         }) => result,
         _ = second.wait_for(|n| *n >= 2) => {
-            tracing::warn!("second signal: exiting without waiting for open connections");
+            tracing::warn!(target: "portcullis::standalone", "second signal: exiting without waiting for open connections");
             Ok(())
         }
     }
@@ -272,7 +307,8 @@ impl Running {
     /// Graceful shutdown: not ready, stop accepting, drain up to the grace period, stop the rest.
     pub async fn shutdown(mut self) -> Result<(), RunError> {
         let grace = self.settings.shutdown_grace;
-        tracing::info!(grace_s = grace.as_secs_f64(), "shutting down");
+        let mode = self.mode;
+        lifecycle!(mode, info, grace_s = grace.as_secs_f64(), "shutting down");
         self.status.set_draining();
         let _ = self.shutdown.send(true);
         let result = match tokio::time::timeout(grace, &mut self.proxy).await {
@@ -280,7 +316,9 @@ impl Running {
             Ok(Ok(Err(e))) => Err(RunError::Proxy(e)),
             Ok(Err(e)) => Err(RunError::ProxyTask(e)),
             Err(_) => {
-                tracing::warn!(
+                lifecycle!(
+                    mode,
+                    warn,
                     grace_s = grace.as_secs_f64(),
                     "shutdown grace period over; closing the remaining connections"
                 );
@@ -289,7 +327,7 @@ impl Running {
             }
         };
         self.stop_rest().await;
-        tracing::info!("stopped");
+        lifecycle!(mode, info, "stopped");
         result
     }
 
@@ -378,5 +416,6 @@ impl Observer for Metrics {
         self.change_to_live(report.change_to_live);
         self.diagnostics(&report.built.diagnostics);
         self.snapshot_objects(&report.snapshot);
+        self.certificates(&report.built.table);
     }
 }

@@ -5,14 +5,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The `spec.controller` value of IngressClasses that Portcullis serves.
-pub(crate) const CONTROLLER_NAME: &str = "portcullis.io/ingress-controller";
+/// The default `--controller-class`: the `spec.controller` value of the IngressClasses
+/// Portcullis serves. Also the `reportingController` of our Events.
+pub const CONTROLLER_NAME: &str = "portcullis.io/ingress-controller";
 
 /// The inputs of `model::build` that are not objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildSettings {
-    /// `--ingress-class`: the IngressClass name this instance serves.
+    /// `--ingress-class`: the IngressClass name this instance serves (one, as ingress-nginx).
     pub ingress_class: String,
+    /// `--controller-class`: the `spec.controller` that IngressClass must name. Two
+    /// installations in one cluster differ in both, so neither serves the other's Ingresses.
+    pub controller_class: String,
     /// `--default-certificate NS/NAME`: a `kubernetes.io/tls` Secret.
     pub default_certificate: Option<(String, String)>,
     /// `--watch-namespace`: when set, objects elsewhere are ignored.
@@ -23,6 +27,7 @@ impl Default for BuildSettings {
     fn default() -> Self {
         BuildSettings {
             ingress_class: "portcullis".to_string(),
+            controller_class: CONTROLLER_NAME.to_string(),
             default_certificate: None,
             watch_namespace: None,
         }

@@ -68,6 +68,8 @@ pub enum ControllerError {
 pub struct ControllerSettings {
     /// `--ingress-class`.
     pub ingress_class: String,
+    /// `--controller-class`: the `spec.controller` our IngressClass must name.
+    pub controller_class: String,
     /// `--watch-namespace`.
     pub watch_namespace: Option<String>,
     /// `--publish-service NS/NAME`.
@@ -91,6 +93,7 @@ impl ControllerSettings {
     pub fn from_env() -> Self {
         ControllerSettings {
             ingress_class: BuildSettings::default().ingress_class,
+            controller_class: BuildSettings::default().controller_class,
             watch_namespace: None,
             publish_service: None,
             publish_status_address: Vec::new(),
@@ -125,6 +128,7 @@ impl ControllerSettings {
     pub fn build_settings(&self) -> BuildSettings {
         BuildSettings {
             ingress_class: self.ingress_class.clone(),
+            controller_class: self.controller_class.clone(),
             default_certificate: self.default_certificate.clone(),
             watch_namespace: self.watch_namespace.clone(),
         }
@@ -356,6 +360,7 @@ pub async fn start(
         watcher: cert_watcher,
         observers: vec![Arc::new(ForwardBuilds(builds))],
         describe: "cluster".to_string(),
+        mode: runtime::Mode::Cluster,
     };
     let running = runtime::start(settings, feed).await?;
 

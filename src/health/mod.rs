@@ -34,6 +34,7 @@
 //! shared-endpoint rule in `probe.rs`).
 
 mod probe;
+mod report;
 mod state;
 
 use std::collections::HashMap;
@@ -235,7 +236,13 @@ impl Health {
         state
     }
 
-    fn record_probe(&self, state: &EndpointState, result: &Result<(), ProbeError>) {
+    fn record_probe(
+        &self,
+        state: &EndpointState,
+        result: &Result<(), ProbeError>,
+        latency: Duration,
+    ) {
+        report::record_last_probe(state, result, latency);
         if let Err(e) = result {
             tracing::debug!(endpoint = %state.addr, error = %e, "health probe failed");
         }
@@ -399,11 +406,12 @@ async fn probe_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let started = Instant::now();
         let result = match tokio::time::timeout(timeout, probe(state.addr, &spec, &tls)).await {
             Ok(r) => r,
             Err(_) => Err(ProbeError::Timeout(timeout)),
         };
-        health.record_probe(&state, &result);
+        health.record_probe(&state, &result, started.elapsed());
     }
 }
 

@@ -21,6 +21,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::telemetry::status_api::ProbeReport;
+
 /// Consecutive successful probes that bring an actively-failed endpoint back (`rise 2`).
 const RISE: u32 = 2;
 /// Consecutive failed probes that take a healthy endpoint down (`fall 3`).
@@ -46,6 +48,8 @@ pub(super) struct EndpointState {
     /// Passive cooldown (ms) when not probed.
     cooldown_ms: AtomicU64,
     counters: Mutex<Counters>,
+    /// The last active probe, for the status API (written by `Health::record_probe`).
+    pub(super) last_probe: Mutex<Option<ProbeReport>>,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +76,7 @@ impl EndpointState {
             probed: AtomicBool::new(false),
             cooldown_ms: AtomicU64::new(millis(DEFAULT_PASSIVE_COOLDOWN)),
             counters: Mutex::new(Counters::default()),
+            last_probe: Mutex::new(None),
         }
     }
 

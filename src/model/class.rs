@@ -1,7 +1,7 @@
 //! IngressClass selection (which Ingresses are ours) and IngressClassParams → typed class-wide
 //! settings ([`ClassSettings`], annotation defaults, pass-through policy, default certificate).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use crate::model::annotations::{
     BODY_SIZE_SYNTAX, DurationSyntax, MIN_HEALTH_INTERVAL, OptionDefaults, parse_body_size,
     parse_duration,
 };
-use crate::settings::{BuildSettings, CONTROLLER_NAME};
+use crate::settings::BuildSettings;
 use crate::table::ClassSettings;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::table::source_ranges;
@@ -72,21 +72,32 @@ impl Default for ClassPolicy {
     }
 }
 
-/// Our IngressClasses, resolved once per build.
+/// Our IngressClass, resolved once per build.
+///
+/// An instance serves one class: `--ingress-class` names it and `--controller-class` is the
+/// `spec.controller` it must carry, as ingress-nginx pairs its `--ingress-class` and
+/// `--controller-class`. Every other IngressClass, even one naming our controller value, is
+/// another installation's: its Ingresses, its parameters and their diagnostics are not ours.
+/// So an internal and an external installation in one cluster never serve, report on or
+/// write status for each other's Ingresses.
 pub(super) struct Classes {
     class_name: String,
-    /// IngressClasses whose controller is ours, by name, with their policy.
-    ours: BTreeMap<String, ClassPolicy>,
+    /// The policy of the IngressClass `--ingress-class` when it names our controller;
+    /// `None` when there is no such object (see [`Classes::fallback`]) or it is not ours.
+    ours: Option<ClassPolicy>,
     /// An IngressClass named like our `--ingress-class` belongs to another controller.
     name_taken: bool,
-    /// Our IngressClass marked default (the first by name if several).
-    default_class: Option<String>,
-    /// Policy for Ingresses of our class name when no IngressClass object exists.
+    /// Our IngressClass is marked the cluster's default: class-less Ingresses are ours.
+    is_default: bool,
+    /// Policy for Ingresses of our class name when no IngressClass object of that name exists
+    /// (a manifest directory without one; a class name alone cannot collide with another
+    /// installation's, whose class name differs).
     fallback: ClassPolicy,
 }
 
 impl Classes {
-    /// Reads the IngressClasses and the params they reference. Diagnostics for bad params.
+    /// Reads our IngressClass and the params it references. Diagnostics for bad params, of
+    /// our class only.
     pub(crate) fn new(
         classes: &[Arc<IngressClass>],
         params: &[Arc<IngressClassParams>],
@@ -97,37 +108,34 @@ impl Classes {
             .iter()
             .filter_map(|p| Some((p.metadata.name.as_deref()?, &**p)))
             .collect();
-        let mut ours = BTreeMap::new();
+        let mut ours = None;
         let mut name_taken = false;
-        let mut default_class = None;
-        let mut sorted: Vec<&IngressClass> = classes.iter().map(|c| &**c).collect();
-        sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        for class in sorted {
-            let Some(name) = class.metadata.name.as_deref() else {
-                continue;
-            };
+        let mut is_default = false;
+        // A cluster holds one IngressClass of a name.
+        let named = classes
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(settings.ingress_class.as_str()));
+        if let Some(class) = named {
             let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
-            if controller != Some(CONTROLLER_NAME) {
-                name_taken |= name == settings.ingress_class;
-                continue;
+            if controller == Some(settings.controller_class.as_str()) {
+                is_default = class
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                    .is_some_and(|v| v == "true");
+                let policy =
+                    policy_of(class, &settings.ingress_class, &params_by_name, diagnostics);
+                ours = Some(policy);
+            } else {
+                name_taken = true;
             }
-            let is_default = class
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                .is_some_and(|v| v == "true");
-            if is_default && default_class.is_none() {
-                default_class = Some(name.to_string());
-            }
-            let policy = policy_of(class, name, &params_by_name, diagnostics);
-            ours.insert(name.to_string(), policy);
         }
         Classes {
             class_name: settings.ingress_class.clone(),
             ours,
             name_taken,
-            default_class,
+            is_default,
             fallback: ClassPolicy::default(),
         }
     }
@@ -147,29 +155,23 @@ impl Classes {
                     .as_ref()
                     .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION));
                 match legacy {
-                    Some(name) if *name == self.class_name => self.by_name(name),
-                    Some(_) => None,
-                    None => self.ours.get(self.default_class.as_deref()?),
+                    Some(name) => self.by_name(name),
+                    None => self.ours.as_ref().filter(|_| self.is_default),
                 }
             }
         }
     }
 
     fn by_name(&self, name: &str) -> Option<&ClassPolicy> {
-        if let Some(policy) = self.ours.get(name) {
-            return Some(policy);
+        if name != self.class_name || self.name_taken {
+            return None;
         }
-        (name == self.class_name && !self.name_taken).then_some(&self.fallback)
+        Some(self.ours.as_ref().unwrap_or(&self.fallback))
     }
 
-    /// The class whose params set the table-wide settings: our `--ingress-class` if it is ours,
-    /// else our default class, else our first class by name.
+    /// The policy whose params set the table-wide settings: our class's.
     pub(crate) fn primary(&self) -> &ClassPolicy {
-        self.ours
-            .get(&self.class_name)
-            .or_else(|| self.ours.get(self.default_class.as_deref()?))
-            .or_else(|| self.ours.values().next())
-            .unwrap_or(&self.fallback)
+        self.ours.as_ref().unwrap_or(&self.fallback)
     }
 }
 
@@ -508,4 +510,136 @@ fn read_params(
         }
     }
     policy
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::networking::v1::{
+        IngressClassParametersReference, IngressClassSpec, IngressSpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::settings::CONTROLLER_NAME;
+
+    fn class(name: &str, controller: &str, default: bool) -> Arc<IngressClass> {
+        Arc::new(IngressClass {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                annotations: default.then(|| {
+                    BTreeMap::from([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())])
+                }),
+                ..ObjectMeta::default()
+            },
+            spec: Some(IngressClassSpec {
+                controller: Some(controller.to_string()),
+                parameters: None,
+            }),
+        })
+    }
+
+    fn ingress(class: Option<&str>, legacy: Option<&str>) -> Ingress {
+        Ingress {
+            metadata: ObjectMeta {
+                name: Some("web".to_string()),
+                annotations: legacy.map(|l| {
+                    BTreeMap::from([(LEGACY_CLASS_ANNOTATION.to_string(), l.to_string())])
+                }),
+                ..ObjectMeta::default()
+            },
+            spec: Some(IngressSpec {
+                ingress_class_name: class.map(str::to_string),
+                ..IngressSpec::default()
+            }),
+            ..Ingress::default()
+        }
+    }
+
+    fn settings(class: &str, controller: &str) -> BuildSettings {
+        BuildSettings {
+            ingress_class: class.to_string(),
+            controller_class: controller.to_string(),
+            ..BuildSettings::default()
+        }
+    }
+
+    /// The internal + external pair of ingress-nginx's "Multiple Ingress controllers" guide
+    /// (https://kubernetes.github.io/ingress-nginx/user-guide/multiple-ingress/): each
+    /// instance has its own `--ingress-class` and `--controller-class`, and each class's
+    /// Ingresses (by name, by the legacy annotation, class-less under the default) are served
+    /// by exactly one of them.
+    #[test]
+    fn two_installations_select_disjoint_ingresses() {
+        let classes = [
+            class("internal", "portcullis.io/internal", true),
+            class("external", "portcullis.io/external", false),
+            class("nginx", "k8s.io/ingress-nginx", false),
+        ];
+        let build = |s: &BuildSettings| Classes::new(&classes, &[], s, &mut Vec::new());
+        let internal = build(&settings("internal", "portcullis.io/internal"));
+        let external = build(&settings("external", "portcullis.io/external"));
+        let cases = [
+            (ingress(Some("internal"), None), true, false),
+            (ingress(Some("external"), None), false, true),
+            (ingress(None, Some("internal")), true, false),
+            (ingress(None, Some("external")), false, true),
+            (ingress(None, None), true, false),
+            (ingress(Some("nginx"), None), false, false),
+            (ingress(None, Some("nginx")), false, false),
+        ];
+        for (i, (ingress, by_internal, by_external)) in cases.iter().enumerate() {
+            assert_eq!(internal.select(ingress).is_some(), *by_internal, "case {i}");
+            assert_eq!(external.select(ingress).is_some(), *by_external, "case {i}");
+        }
+    }
+
+    /// A class with our name but another controller value is another installation's, and a
+    /// second class naming our controller value is not ours either: the pair must match.
+    #[test]
+    fn name_and_controller_must_both_match() {
+        let classes = [
+            class("portcullis", "portcullis.io/other", true),
+            class("second", CONTROLLER_NAME, true),
+        ];
+        let ours = Classes::new(&classes, &[], &BuildSettings::default(), &mut Vec::new());
+        assert!(ours.select(&ingress(Some("portcullis"), None)).is_none());
+        assert!(ours.select(&ingress(None, Some("portcullis"))).is_none());
+        assert!(ours.select(&ingress(Some("second"), None)).is_none());
+        assert!(ours.select(&ingress(None, None)).is_none());
+        // Without an IngressClass object of our name, the name alone is ours.
+        let none = Classes::new(&[], &[], &BuildSettings::default(), &mut Vec::new());
+        assert!(none.select(&ingress(Some("portcullis"), None)).is_some());
+        assert!(none.select(&ingress(None, None)).is_none());
+    }
+
+    /// Bad parameters are reported for our class only: another installation's class is its
+    /// own controller's business.
+    #[test]
+    fn params_of_other_classes_are_not_reported() {
+        let with_params = |name: &str, params: &str| {
+            let mut c = IngressClass::clone(&class(name, CONTROLLER_NAME, false));
+            if let Some(spec) = c.spec.as_mut() {
+                spec.parameters = Some(IngressClassParametersReference {
+                    api_group: Some("portcullis.io".to_string()),
+                    kind: "IngressClassParams".to_string(),
+                    name: params.to_string(),
+                    ..IngressClassParametersReference::default()
+                });
+            }
+            Arc::new(c)
+        };
+        let classes = [
+            with_params("portcullis", "missing"),
+            with_params("other", "missing-too"),
+        ];
+        let mut diagnostics = Vec::new();
+        Classes::new(&classes, &[], &BuildSettings::default(), &mut diagnostics);
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert_eq!(
+            diagnostics[0].object,
+            ObjectRef::cluster("IngressClass", "portcullis")
+        );
+    }
 }

@@ -373,7 +373,9 @@ impl Merge<'_, '_> {
                         .cloned()
                         .map_or(CertificateChoice::Default, CertificateChoice::Own),
                 };
-                if certificate == CertificateChoice::Default {
+                let https_expected = matches!(target.certificate, CertificateChoice::Own(_))
+                    || expects_https(target.ssl_redirect, target.hsts.as_deref());
+                if certificate == CertificateChoice::Default && https_expected {
                     self.diagnostics.push(Diagnostic::warning(
                         plan.object.clone(),
                         field.clone(),
@@ -710,17 +712,28 @@ impl Merge<'_, '_> {
             return CertificateChoice::Own(cert.clone());
         }
         let owner = &plans[draft.owner].0;
-        self.diagnostics.push(Diagnostic::warning(
-            owner.object.clone(),
-            "spec.tls",
-            Reason::DefaultCertificate,
-            format!(
-                "host {} has no certificate of its own (no spec.tls entry, no --cert-dir match); HTTPS clients get the default certificate",
-                draft.host
-            ),
-        ));
+        if expects_https(owner.options.ssl_redirect, owner.options.hsts.as_deref()) {
+            self.diagnostics.push(Diagnostic::warning(
+                owner.object.clone(),
+                "spec.tls",
+                Reason::DefaultCertificate,
+                format!(
+                    "host {} has no certificate of its own (no spec.tls entry, no --cert-dir match) but sends clients to HTTPS (ssl-redirect or hsts); HTTPS clients get the default certificate",
+                    draft.host
+                ),
+            ));
+        }
         CertificateChoice::Default
     }
+}
+
+/// Whether a host without a certificate of its own is worth a `DefaultCertificate` warning:
+/// only when its Ingress sends clients to HTTPS (`ssl-redirect`, HSTS). An HTTP-only Ingress
+/// (no `spec.tls`, neither annotation) needs no certificate, and warning about it on every
+/// such Ingress (an Event each, in a cluster) was noise. A `spec.tls` entry for the host whose
+/// Secret is unusable is reported by the Secret lookup instead.
+fn expects_https(ssl_redirect: bool, hsts: Option<&str>) -> bool {
+    ssl_redirect || hsts.is_some()
 }
 
 /// The hosts whose paths are all regexes, as ingress-nginx's "Ingress Path Matching" says:

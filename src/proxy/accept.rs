@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::{ConnInfo, Listeners, ProxyContext, http_front, https_front};
 use crate::table::{RouteTable, TableHandle};
+use crate::telemetry::metrics::ConnectionMode;
 use crate::wire::prefixed_io::PrefixedIo;
 use crate::wire::proxy_protocol;
 
@@ -153,6 +154,7 @@ async fn serve_http(
         local,
         tls: None,
     };
+    let _active = ctx.metrics.connection_opened(ConnectionMode::Http);
     http_front::serve_connection(PrefixedIo::new(buf, stream), conn, table, live, ctx).await;
 }
 

@@ -809,9 +809,10 @@ async fn tunnel(
     access_log::tcp(&access_log::TcpLog {
         client: client_addr,
         sni: None,
+        service: None,
         upstream: Some(endpoint),
-        bytes_from_client: from_client,
-        bytes_to_client: to_client,
+        bytes_in: from_client,
+        bytes_out: to_client,
         duration: started.elapsed(),
         termination,
     });

@@ -68,7 +68,7 @@ use crate::table::route::{RouteAction, TlsMode};
 use crate::table::upstream::UpstreamProtocol;
 use crate::table::{HttpRoute, RouteTable, TableHandle, VirtualHost};
 use crate::telemetry::access_log;
-use crate::telemetry::metrics::{HttpRequestSeries, Mode, StatusClass};
+use crate::telemetry::metrics::{HttpRequestSeries, Mode, RouteId};
 
 /// hyper's smallest allowed h1 read buffer.
 const MIN_H1_BUFFER: usize = 8192;
@@ -209,9 +209,9 @@ struct ClientConnection {
 }
 
 /// What selects a request's metric series: the virtual host (compared by identity; the key
-/// holds it, so its address cannot be reused by another host of a later table), mode, status
-/// class.
-type SeriesKey = (Option<Arc<VirtualHost>>, Mode, StatusClass);
+/// holds it, so its address cannot be reused by another host of a later table), the route on
+/// it (by identity, [`RouteId`]), mode, status code.
+type SeriesKey = (Option<Arc<VirtualHost>>, RouteId, Mode, u16);
 
 impl ClientConnection {
     /// Whether `table` still serves this connection on the terms its TLS handshake fixed: a
@@ -264,18 +264,18 @@ impl ClientConnection {
 
     /// Records one answered request in the metrics, through the cached series when it is the
     /// same as the previous request's.
-    fn record_request(
-        &self,
-        vhost: Option<&Arc<VirtualHost>>,
-        mode: Mode,
-        status: u16,
-        total: Duration,
-    ) {
-        let class = StatusClass::of(status);
+    fn record_request(&self, record: &Record, total: Duration) {
+        let (vhost, route, mode, status) = (
+            record.vhost.as_ref(),
+            &record.route,
+            record.mode,
+            record.status,
+        );
         let mut cached = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        let same = |(v, m, c): &SeriesKey| {
+        let same = |(v, r, m, c): &SeriesKey| {
             *m == mode
-                && *c == class
+                && *c == status
+                && r == route
                 && match (v, vhost) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                     (None, None) => true,
@@ -283,12 +283,18 @@ impl ClientConnection {
                 }
         };
         match cached.as_ref() {
-            Some((k, series)) if same(k) => series.record(total),
+            Some((k, series)) if same(k) => {
+                series.record_with_upstream(total, record.upstream_time)
+            }
             _ => {
                 let label = vhost.map_or_else(|| "-".to_string(), |v| v.host.to_string());
-                let series = self.ctx.metrics.http_request_series(&label, mode, status);
-                series.record(total);
-                *cached = Some(((vhost.cloned(), mode, class), series));
+                let labels = route.labels(vhost.map(|v| &**v));
+                let series = self
+                    .ctx
+                    .metrics
+                    .http_request_series(&label, &labels, mode, status);
+                series.record_with_upstream(total, record.upstream_time);
+                *cached = Some(((vhost.cloned(), route.clone(), mode, status), series));
             }
         }
     }
@@ -352,6 +358,7 @@ async fn route_and_forward(
     let table = &*live;
     let limit = table.class.limits.max_header_bytes as usize;
     let size = head_size(&req);
+    record.head_bytes = size;
     if size > limit {
         return Err(ClientFault::HeadersTooLarge { size, limit }.into());
     }
@@ -447,6 +454,17 @@ async fn route_and_forward(
     // `default-backend`: a route without endpoints is served by it (`error_pages`).
     let route_upstream = upstream;
     let upstream = error_pages::serving_upstream(policy, upstream);
+    let canary_chosen = route
+        .and_then(|r| r.canary.as_deref())
+        .is_some_and(|c| std::ptr::eq(route_upstream, &c.upstream));
+    // The route is named by address: only while the record holds the host it lives in.
+    let held = route.filter(|_| {
+        record
+            .vhost
+            .as_deref()
+            .is_some_and(|v| std::ptr::eq(v, vhost))
+    });
+    record.route = RouteId::new(held, canary_chosen, upstream);
     record.mode = mode(tls, vhost, Some(&upstream.protocol));
 
     // redirect, by the route: ingress-nginx answers `app-root` for `/` first, then the
@@ -558,6 +576,8 @@ async fn route_and_forward(
     };
     let intercept = error_pages::Intercept::prepare(policy, route_upstream, &req);
     let mut answer = forward::forward(&f, req).await?;
+    // The pod's status, for the access log, before `custom-http-errors` may replace it.
+    record.upstream_status = Some(answer.response.status().as_u16());
     if let Some(intercept) = intercept.filter(|i| i.wants(answer.response.status())) {
         // `custom-http-errors`: the default backend answers instead of the pod.
         answer = intercept.replace(&f, answer).await?;
@@ -758,6 +778,8 @@ struct Record {
     raw_host: Option<RawHost>,
     /// The virtual host the request was routed to (its name is the metrics `host` label).
     vhost: Option<Arc<VirtualHost>>,
+    /// The route on `vhost` that served it (the metrics' Ingress and Service labels).
+    route: RouteId,
     method: Method,
     uri: Uri,
     status: u16,
@@ -773,6 +795,14 @@ struct Record {
     /// line of a request the proxy answers itself carries one too (as ingress-nginx logs
     /// `$req_id` for every request).
     request_id: HeaderValue,
+    /// The request's HTTP version (access log).
+    version: http::Version,
+    /// The request head's size (access log `bytes_in`), once measured.
+    head_bytes: usize,
+    /// The status the pod answered, before `custom-http-errors` replaced it (access log).
+    upstream_status: Option<u16>,
+    /// What only the access log reads of the request head; `None` while the log is off.
+    logged: Option<access_log::RequestHead>,
     in_flight: Option<InFlight>,
     /// The `auth-url` answer's `Set-Cookie`s, for the response (`external_auth`).
     auth_cookies: Option<external_auth::AuthCookies>,
@@ -794,6 +824,7 @@ impl Record {
             started: Instant::now(),
             raw_host: RawHost::of(req),
             vhost: None,
+            route: RouteId::default(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             status: 0,
@@ -809,6 +840,10 @@ impl Record {
             hsts: None,
             extra_headers: None,
             request_id: request_id::of(req.headers()),
+            version: req.version(),
+            head_bytes: 0,
+            upstream_status: None,
+            logged: access_log::RequestHead::of(req.headers()),
             in_flight: None,
             auth_cookies: None,
             limit_permit: None,
@@ -829,24 +864,37 @@ impl Drop for Record {
                 .as_ref()
                 .and_then(RawHost::as_str)
                 .and_then(normalized_host);
+            let head = self.logged.as_ref();
+            let tls = self.state.conn.tls.as_ref();
             access_log::http(&access_log::HttpLog {
                 client: self.state.conn.client,
-                host: host.as_deref().unwrap_or("-"),
+                host: host.as_deref(),
                 method: self.method.as_str(),
                 path: self.uri.path(),
+                protocol: access_log::protocol_name(self.version),
                 status: self.status,
-                bytes_sent: self.bytes_sent,
-                upstream: self.upstream,
+                bytes_in: self.head_bytes as u64 + head.map_or(0, |h| h.body_length()),
+                bytes_out: self.bytes_sent,
                 mode: mode_label(self.mode),
+                tls: tls.map(|t| access_log::TlsFields {
+                    sni: t.sni.as_deref(),
+                    version: t.version,
+                    cipher: t.cipher,
+                }),
+                ingress: self.vhost.as_deref().and_then(|v| self.route.ingress(v)),
+                service: self.route.upstream().map(|u| &u.service),
+                upstream: self.upstream,
+                upstream_status: self.upstream_status,
                 upstream_time: self.upstream_time,
                 total_time: total,
                 error: self.error,
-                // A client's ID that is not visible ASCII is sent on as is, logged as `-`.
-                request_id: self.request_id.to_str().unwrap_or("-"),
+                // A client's ID that is not visible ASCII is sent on as is, logged as missing.
+                request_id: self.request_id.to_str().ok(),
+                user_agent: head.and_then(|h| h.user_agent()),
+                referer: head.and_then(|h| h.referer()),
             });
         }
-        self.state
-            .record_request(self.vhost.as_ref(), self.mode, self.status, total);
+        self.state.record_request(self, total);
         self.state.idle.end();
     }
 }

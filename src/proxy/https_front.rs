@@ -26,7 +26,8 @@ use super::client_auth::ClientCertificate;
 use super::{ConnInfo, Negotiated, ProxyContext, TlsInfo, http_front, passthrough};
 use crate::table::route::TlsMode;
 use crate::table::{RouteTable, TableHandle};
-use crate::telemetry::metrics::{HelloRejection, Mode};
+use crate::telemetry::access_log;
+use crate::telemetry::metrics::{ConnectionMode, HelloRejection, Mode};
 use crate::wire::client_hello::{self, HelloError};
 use crate::wire::prefixed_io::PrefixedIo;
 use crate::wire::proxy_protocol;
@@ -88,6 +89,7 @@ pub(crate) async fn serve_connection(
                 let io = PrefixedIo::new(buf, stream);
                 let sni = hello.sni.as_deref();
                 let sources = vhost.default_policy.source_ranges.as_ref();
+                let _active = ctx.metrics.connection_opened(ConnectionMode::Passthrough);
                 passthrough::serve(io, sni, &conn, upstream, sources, &table, &ctx, started).await;
             }
             None => tracing::warn!(sni = ?hello.sni, "pass-through host without an upstream"),
@@ -103,6 +105,8 @@ pub(crate) async fn serve_connection(
         alpn: None,
         certificate: None,
         client_cert: None,
+        version: None,
+        cipher: None,
     });
     terminate(stream, buf, conn, mode, deadline, table, live, ctx).await;
 }
@@ -172,6 +176,13 @@ async fn terminate(
     ctx.metrics.handshake(mode, true);
     if let Some(info) = conn.tls.as_mut() {
         info.alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let server = tls.get_ref().1;
+        info.version = server
+            .protocol_version()
+            .and_then(access_log::tls_version_name);
+        info.cipher = server
+            .negotiated_cipher_suite()
+            .and_then(|s| access_log::cipher_name(s.suite()));
         info.client_cert = client_auth.as_ref().map(|auth| {
             let chain = tls.get_ref().1.peer_certificates();
             Arc::new(ClientCertificate::verify(auth, chain))
@@ -185,5 +196,6 @@ async fn terminate(
             })
             .ok();
     }
+    let _active = ctx.metrics.connection_opened(mode);
     http_front::serve_connection(tls, conn, table, live, ctx).await;
 }

@@ -43,6 +43,9 @@ pub struct TlsInfo {
     /// The client certificate, when the host the handshake was for asks for one
     /// (`auth-tls-*`, see `client_auth`).
     client_cert: Option<Arc<client_auth::ClientCertificate>>,
+    /// The TLS version and cipher suite negotiated (access log), as `access_log` names them.
+    version: Option<&'static str>,
+    cipher: Option<&'static str>,
 }
 
 /// What a connection keeps of the certificate its handshake presented: the leaf, and whether it

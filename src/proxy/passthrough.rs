@@ -104,9 +104,10 @@ pub(crate) async fn serve(
     access_log::tcp(&TcpLog {
         client: conn.client,
         sni,
+        service: Some(&upstream.service),
         upstream: summary.upstream,
-        bytes_from_client: summary.bytes_from_client,
-        bytes_to_client: summary.bytes_to_client,
+        bytes_in: summary.bytes_from_client,
+        bytes_out: summary.bytes_to_client,
         duration: started.elapsed(),
         termination: summary.termination.as_str(),
     });

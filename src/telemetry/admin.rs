@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `/healthz` | 200 while the process serves at all (liveness) |
 //! | `/readyz` | 200 once the first table is live and until shutdown begins, else 503 |
-//! | `/metrics` | Prometheus text exposition |
+//! | `/metrics` | OpenMetrics text when `Accept` asks for it, else the Prometheus text format 0.0.4 ([`Format`]) |
+//! | `/`, `/status.js`, `/status.css`, `/api/v1/status` | the live status page and its JSON API (`status_page.rs`) |
 //! | `/table` | `check --output json` of the live build: hosts, routes, endpoints, certificate metadata and diagnostics; never keys |
 
 use std::convert::Infallible;
@@ -21,16 +22,22 @@ use tokio::sync::watch;
 
 use crate::rebuild::Status;
 use crate::table::describe;
+use crate::telemetry::exposition::{Format, PROMETHEUS_CONTENT_TYPE};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::status_api::LiveSources;
+use crate::telemetry::status_page;
 
-/// Content type of the Prometheus text format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+/// Content type of `/metrics` for a scraper that does not ask for OpenMetrics (the Prometheus
+/// text format 0.0.4).
+pub const METRICS_CONTENT_TYPE: &str = PROMETHEUS_CONTENT_TYPE;
 
 /// What the admin endpoint reads.
 #[derive(Clone)]
 pub struct AdminState {
     pub status: Arc<Status>,
     pub metrics: Arc<Metrics>,
+    /// Endpoint health and the last rebuild, for the status page (`status_page.rs`).
+    pub live: LiveSources,
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown` turns true. Requests in progress
@@ -71,6 +78,11 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
+    if let Some(page) =
+        status_page::respond(req.uri().path(), &state.status, &state.metrics, &state.live)
+    {
+        return page;
+    }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
@@ -82,7 +94,22 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
                 text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n")
             }
         }
-        "/metrics" => body(StatusCode::OK, METRICS_CONTENT_TYPE, state.metrics.encode()),
+        "/metrics" => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = Format::negotiate(accept);
+            let mut response = body(
+                StatusCode::OK,
+                format.content_type(),
+                state.metrics.encode_as(format),
+            );
+            response
+                .headers_mut()
+                .insert(header::VARY, header::HeaderValue::from_static("accept"));
+            response
+        }
         "/table" => match state.status.current() {
             Some(built) => body(
                 StatusCode::OK,

@@ -1,17 +1,21 @@
 //! Prometheus metrics (`portcullis_*`), labels from enums.
 //!
-//! One [`Registry`] per process, created by [`Metrics::new`] and encoded by [`Metrics::encode`]
-//! for the admin `/metrics` endpoint (OpenMetrics text).
+//! One [`Registry`] per process, created by [`Metrics::new`] and encoded by
+//! [`Metrics::encode_as`] for the admin `/metrics` endpoint, in the format the scraper asks
+//! for ([`Format`]). The `portcullis_*` families live in a sub-registry; the standard
+//! `process_*` ones ([`super::process`]) at the root.
 //!
 //! Label cardinality is bounded by construction: modes, results, reasons and directions are
-//! enums; hosts come from the routing table (callers pass the virtual host's name, never a raw
-//! `Host` header); endpoints come from the table and their series are removed when they leave
-//! it (see [`Metrics::remove_upstream`]).
+//! enums; status codes are three digits (`other` outside 100..=599); hosts come from the
+//! routing table (callers pass the virtual host's name, never a raw `Host` header; a request
+//! no host matched is `-`), and so do Ingresses and Services ([`RouteId`]); endpoints and
+//! certificates come from the table and their series are removed when they leave it (see
+//! [`Metrics::remove_upstream`], [`Metrics::certificates`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -21,8 +25,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use super::exposition::Format;
+use super::process::ProcessCollector;
 use crate::source::Snapshot;
-use crate::table::diagnostic::{Diagnostic, Severity};
+use crate::table::diagnostic::{Diagnostic, ObjectRef, Severity};
+use crate::table::route::{Route, TlsMode};
+use crate::table::upstream::Upstream;
+use crate::table::{CertificateChoice, RouteTable, VirtualHost};
 
 /// Which listener / mode a data-plane event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,8 +74,8 @@ impl HelloRejection {
     }
 }
 
-/// The class of an HTTP status code: the `code` label of `portcullis_http_requests_total`
-/// (classes, not codes, keep the series count small).
+/// The class of an HTTP status code (`portcullis_http_requests_total` has the code itself;
+/// readers that sum by class use this).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum StatusClass {
     Informational,
@@ -91,7 +100,8 @@ impl StatusClass {
         }
     }
 
-    /// The label value: `"1xx"` .. `"5xx"`, or `"other"`.
+    /// The class's name: `"1xx"` .. `"5xx"`, or `"other"`.
+    #[cfg(test)]
     fn as_str(self) -> &'static str {
         match self {
             StatusClass::Informational => "1xx",
@@ -100,6 +110,53 @@ impl StatusClass {
             StatusClass::ClientError => "4xx",
             StatusClass::ServerError => "5xx",
             StatusClass::Other => "other",
+        }
+    }
+}
+
+/// The `code` label: the status code itself, or `other` outside 100..=599 (at most 501
+/// values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StatusCodeLabel(u16);
+
+impl EncodeLabelValue for StatusCodeLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        if StatusClass::of(self.0) == StatusClass::Other {
+            encoder.write_str("other")
+        } else {
+            encoder.write_fmt(format_args!("{}", self.0))
+        }
+    }
+}
+
+/// What a connection is counted as in `portcullis_connections_active`: its mode once known
+/// (after the TLS handshake on :443), pass-through included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ConnectionMode {
+    Http,
+    Terminate,
+    Reencrypt,
+    Passthrough,
+}
+
+impl ConnectionMode {
+    /// The label value.
+    fn as_str(self) -> &'static str {
+        match self {
+            ConnectionMode::Http => "http",
+            ConnectionMode::Terminate => "terminate",
+            ConnectionMode::Reencrypt => "reencrypt",
+            ConnectionMode::Passthrough => "passthrough",
+        }
+    }
+}
+
+impl From<Mode> for ConnectionMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Http => ConnectionMode::Http,
+            Mode::Terminate => ConnectionMode::Terminate,
+            Mode::Reencrypt => ConnectionMode::Reencrypt,
         }
     }
 }
@@ -156,8 +213,8 @@ macro_rules! label_value_from_as_str {
 
 label_value_from_as_str!(
     Mode,
+    ConnectionMode,
     HelloRejection,
-    StatusClass,
     Direction,
     HandshakeResult
 );
@@ -176,13 +233,39 @@ impl EncodeLabelValue for SeverityLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct HttpRequestLabels {
     host: String,
+    namespace: String,
+    ingress: String,
+    service: String,
     mode: Mode,
-    code: StatusClass,
+    code: StatusCodeLabel,
+}
+
+/// The labels of the latency histograms: a request's route, without its status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HttpRouteLabels {
+    host: String,
+    namespace: String,
+    ingress: String,
+    service: String,
+    mode: Mode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ModeLabels {
-    mode: Mode,
+struct ConnectionLabels {
+    mode: ConnectionMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CertificateLabels {
+    host: String,
+    secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    arch: &'static str,
+    profile: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -235,12 +318,14 @@ fn control_plane_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
-/// Handles on the `portcullis_http_requests` counter of one (host, mode, status class) and on
-/// the mode's `portcullis_http_request_duration` histogram.
+/// Handles on the `portcullis_http_requests` counter of one (host, Ingress, Service, mode,
+/// status code) and on that route's `portcullis_http_request_duration` and
+/// `portcullis_http_upstream_duration` histograms.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpRequestSeries {
     requests: Counter,
     duration: Histogram,
+    upstream_duration: Histogram,
 }
 
 impl HttpRequestSeries {
@@ -249,13 +334,133 @@ impl HttpRequestSeries {
         self.requests.inc();
         self.duration.observe(duration.as_secs_f64());
     }
+
+    /// One request answered in `duration`, of which `upstream` waiting for the upstream's
+    /// response head (`None`: no upstream answered, e.g. a redirect or a 502).
+    pub(crate) fn record_with_upstream(&self, duration: Duration, upstream: Option<Duration>) {
+        self.record(duration);
+        if let Some(upstream) = upstream {
+            self.upstream_duration.observe(upstream.as_secs_f64());
+        }
+    }
+}
+
+/// The route that served a request, by identity: the address of the table's [`Route`] (none
+/// for a host's default backend), whether its canary was chosen, and the upstream that served.
+/// The proxy keeps the request's `Arc<VirtualHost>` with it, which keeps all three alive, so
+/// comparing two of these is comparing words; the label strings are made only when the
+/// connection's cached series does not match ([`RouteId::labels`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RouteId {
+    route: usize,
+    canary: bool,
+    upstream: Option<Arc<Upstream>>,
+}
+
+impl PartialEq for RouteId {
+    fn eq(&self, other: &Self) -> bool {
+        self.route == other.route
+            && self.canary == other.canary
+            && match (&self.upstream, &other.upstream) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl RouteId {
+    /// `route` as the table matched it (`None`: the host's default backend), `canary` when
+    /// its canary was picked, and `upstream` the one that serves.
+    pub(crate) fn new(route: Option<&Route>, canary: bool, upstream: &Arc<Upstream>) -> Self {
+        RouteId {
+            route: route.map_or(0, |r| std::ptr::from_ref(r) as usize),
+            canary,
+            upstream: Some(Arc::clone(upstream)),
+        }
+    }
+
+    /// The Ingress (`namespace`, `ingress`) and Service of this route on `vhost`: the canary
+    /// Ingress when its canary served, the route's Ingress, or for the default backend the
+    /// Ingress that owns the host. Empty strings when the request was not routed.
+    pub(crate) fn labels(&self, vhost: Option<&VirtualHost>) -> RouteLabels {
+        let Some(vhost) = vhost else {
+            return RouteLabels::default();
+        };
+        let route = vhost
+            .routes
+            .iter()
+            .find(|r| std::ptr::from_ref(*r) as usize == self.route);
+        let ingress: Option<&ObjectRef> = match route {
+            Some(r) if self.canary => r.canary.as_deref().map(|c| &c.source),
+            Some(r) => Some(&r.source),
+            None if self.upstream.is_some() => Some(&vhost.owner),
+            None => None,
+        };
+        RouteLabels {
+            namespace: ingress
+                .and_then(|i| i.namespace.clone())
+                .unwrap_or_default(),
+            ingress: ingress.map(|i| i.name.clone()).unwrap_or_default(),
+            service: self
+                .upstream
+                .as_ref()
+                .map(|u| u.service.name.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Borrowed views of a [`RouteId`], for the access log (which writes them without a copy).
+impl RouteId {
+    /// The Ingress [`RouteId::labels`] names, borrowed from `vhost`.
+    pub(crate) fn ingress<'a>(&self, vhost: &'a VirtualHost) -> Option<&'a ObjectRef> {
+        let route = vhost
+            .routes
+            .iter()
+            .find(|r| std::ptr::from_ref(*r) as usize == self.route);
+        match route {
+            Some(r) if self.canary => r.canary.as_deref().map(|c| &c.source),
+            Some(r) => Some(&r.source),
+            None if self.upstream.is_some() => Some(&vhost.owner),
+            None => None,
+        }
+    }
+
+    /// The upstream that serves.
+    pub(crate) fn upstream(&self) -> Option<&Arc<Upstream>> {
+        self.upstream.as_ref()
+    }
+}
+
+/// The `namespace`, `ingress` and `service` labels of a request's series.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct RouteLabels {
+    pub(crate) namespace: String,
+    pub(crate) ingress: String,
+    pub(crate) service: String,
+}
+
+/// Counts one connection in `portcullis_connections_active` until dropped.
+#[derive(Debug)]
+pub(crate) struct ActiveConnection(Gauge);
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// All metrics of the process.
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpRequestLabels, Counter>,
-    http_request_duration: HistogramFamily<ModeLabels>,
+    http_request_duration: HistogramFamily<HttpRouteLabels>,
+    http_upstream_duration: HistogramFamily<HttpRouteLabels>,
+    connections_active: Family<ConnectionLabels, Gauge>,
+    /// `notAfter` of each served certificate, and the series the last build set.
+    certificate_expiry: Family<CertificateLabels, Gauge>,
+    certificates_seen: Mutex<Vec<CertificateLabels>>,
     tcp_connections: Family<HostLabels, Counter>,
     tcp_bytes: Family<TcpBytesLabels, Counter>,
     tls_handshakes: Family<HandshakeLabels, Counter>,
@@ -290,21 +495,58 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// A fresh registry with every `portcullis_*` family registered.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("portcullis");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("portcullis");
         let http_requests = Family::default();
         registry.register(
             "http_requests",
-            "HTTP requests answered, by virtual host, mode and status class",
+            "HTTP requests answered, by virtual host, Ingress, Service, mode and status code",
             Clone::clone(&http_requests),
         );
-        let http_request_duration: HistogramFamily<ModeLabels> =
+        let http_request_duration: HistogramFamily<HttpRouteLabels> =
             Family::new_with_constructor(request_buckets);
         registry.register_with_unit(
             "http_request_duration",
-            "Time from request head to response end",
+            "Time from request head to response end, by virtual host, Ingress, Service and mode",
             Unit::Seconds,
             http_request_duration.clone(),
         );
+        let http_upstream_duration: HistogramFamily<HttpRouteLabels> =
+            Family::new_with_constructor(request_buckets);
+        registry.register_with_unit(
+            "http_upstream_duration",
+            "Time from sending a request upstream to its response head, by virtual host, \
+             Ingress, Service and mode",
+            Unit::Seconds,
+            http_upstream_duration.clone(),
+        );
+        let connections_active = Family::default();
+        registry.register(
+            "connections_active",
+            "Client connections open, by mode (counted once the mode is known)",
+            Clone::clone(&connections_active),
+        );
+        let certificate_expiry = Family::default();
+        registry.register_with_unit(
+            "certificate_expiry_timestamp",
+            "notAfter of each certificate served, by host and source Secret (or file)",
+            Unit::Seconds,
+            Clone::clone(&certificate_expiry),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                arch: std::env::consts::ARCH,
+                profile: if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                },
+            })
+            .set(1);
+        registry.register("build_info", "Always 1: the build that runs", build_info);
         let tcp_connections = Family::default();
         registry.register(
             "tcp_connections",
@@ -386,9 +628,13 @@ impl Metrics {
             rate_limit_capacity.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             http_requests,
             http_request_duration,
+            http_upstream_duration,
+            connections_active,
+            certificate_expiry,
+            certificates_seen: Mutex::new(Vec::new()),
             tcp_connections,
             tcp_bytes,
             tls_handshakes,
@@ -421,40 +667,53 @@ impl Metrics {
     /// [`Metrics::http_request_series`] then [`HttpRequestSeries::record`]).
     #[cfg(test)]
     fn http_request(&self, host: &str, mode: Mode, status: u16, duration: Duration) {
-        self.http_requests
-            .get_or_create(&HttpRequestLabels {
-                host: host.to_string(),
-                mode,
-                code: StatusClass::of(status),
-            })
-            .inc();
-        self.http_request_duration
-            .get_or_create(&ModeLabels { mode })
-            .observe(duration.as_secs_f64());
+        self.http_request_series(host, &RouteLabels::default(), mode, status)
+            .record(duration);
     }
 
     /// The series one HTTP request is recorded in. `host` is the virtual host's name from the
-    /// table (e.g. `HostMatch`'s display, `*` for the catch-all), never a raw `Host` header, so
-    /// the label stays bounded; the status is recorded by class. Returned as handles
-    /// that a caller keeps while it records many requests to the same series (one keep-alive
-    /// connection to one host): recording through [`HttpRequestSeries::record`] costs no label
-    /// hashing and no allocation.
+    /// table (e.g. `HostMatch`'s display, `*` for the catch-all, `-` for none), never a raw
+    /// `Host` header, and `route` comes from the table too ([`RouteId::labels`]), so the
+    /// labels stay bounded. Returned as handles that a caller keeps while it records many
+    /// requests to the same series (one keep-alive connection to one route): recording
+    /// through [`HttpRequestSeries::record_with_upstream`] costs no label hashing and no
+    /// allocation.
     pub(crate) fn http_request_series(
         &self,
         host: &str,
+        route: &RouteLabels,
         mode: Mode,
         status: u16,
     ) -> HttpRequestSeries {
+        let labels = HttpRouteLabels {
+            host: host.to_string(),
+            namespace: route.namespace.clone(),
+            ingress: route.ingress.clone(),
+            service: route.service.clone(),
+            mode,
+        };
         HttpRequestSeries {
             requests: self.http_requests.get_or_create_owned(&HttpRequestLabels {
-                host: host.to_string(),
+                host: labels.host.clone(),
+                namespace: labels.namespace.clone(),
+                ingress: labels.ingress.clone(),
+                service: labels.service.clone(),
                 mode,
-                code: StatusClass::of(status),
+                code: StatusCodeLabel(status),
             }),
-            duration: self
-                .http_request_duration
-                .get_or_create_owned(&ModeLabels { mode }),
+            duration: self.http_request_duration.get_or_create_owned(&labels),
+            upstream_duration: self.http_upstream_duration.get_or_create_owned(&labels),
         }
+    }
+
+    /// Counts a connection of `mode` in `portcullis_connections_active` while the returned
+    /// guard lives.
+    pub(crate) fn connection_opened(&self, mode: impl Into<ConnectionMode>) -> ActiveConnection {
+        let gauge = self
+            .connections_active
+            .get_or_create_owned(&ConnectionLabels { mode: mode.into() });
+        gauge.inc();
+        ActiveConnection(gauge)
     }
 
     /// One TCP (pass-through) connection ended.
@@ -563,6 +822,49 @@ impl Metrics {
         *seen = counts.into_keys().collect();
     }
 
+    /// Replaces the `portcullis_certificate_expiry_timestamp_seconds` gauges with the
+    /// certificates `table` serves: each TLS host's own (`host`, `secret` = `namespace/name`
+    /// of its Secret, or the file it came from), and the default certificate once as host
+    /// `-` when one is configured. Hosts on the default certificate and pass-through hosts (the
+    /// pod's certificate) have no series of their own.
+    pub(crate) fn certificates(&self, table: &RouteTable) {
+        let mut now: Vec<(CertificateLabels, i64)> = Vec::new();
+        for vhost in table.vhosts() {
+            if vhost.tls_mode == TlsMode::Passthrough {
+                continue;
+            }
+            if let CertificateChoice::Own(cert) = &vhost.certificate {
+                let labels = CertificateLabels {
+                    host: vhost.host.to_string(),
+                    secret: certificate_source(&cert.info.source),
+                };
+                now.extend(not_after(&cert.key).map(|t| (labels, t)));
+            }
+        }
+        if let Some(cert) = &table.default_certificate {
+            let labels = CertificateLabels {
+                host: "-".to_string(),
+                secret: certificate_source(&cert.info.source),
+            };
+            now.extend(not_after(&cert.key).map(|t| (labels, t)));
+        }
+        let mut seen = self
+            .certificates_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for old in seen.iter() {
+            if !now.iter().any(|(labels, _)| labels == old) {
+                self.certificate_expiry.remove(old);
+            }
+        }
+        for (labels, timestamp) in &now {
+            self.certificate_expiry
+                .get_or_create(labels)
+                .set(*timestamp);
+        }
+        *seen = now.into_iter().map(|(labels, _)| labels).collect();
+    }
+
     /// Sets `portcullis_objects{kind}` for one kind (e.g. `Ingress`).
     fn objects(&self, kind: &str, count: usize) {
         self.objects
@@ -585,17 +887,47 @@ impl Metrics {
 
     // === exposition ===
 
-    /// Text exposition for `/metrics` (OpenMetrics text; the admin endpoint says which
-    /// `Content-Type` it is served with).
+    /// OpenMetrics text exposition ([`Metrics::encode_as`]).
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        self.encode_as(Format::OpenMetrics)
+    }
+
+    /// Text exposition for `/metrics` in `format` (served with [`Format::content_type`]).
+    pub fn encode_as(&self, format: Format) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let written = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Format::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
+        if written.is_err() {
             // Writing to a String cannot fail; keep the endpoint answering anyway.
             out.clear();
-            let _ = writeln!(out, "# EOF");
+            if format == Format::OpenMetrics {
+                let _ = writeln!(out, "# EOF");
+            }
         }
         out
     }
+}
+
+/// The `secret` label of a certificate from its [`CertificateInfo::source`]
+/// (`Secret ns/name` → `ns/name`; a file path or `self-signed` as is).
+///
+/// [`CertificateInfo::source`]: crate::table::certificates::CertificateInfo::source
+fn certificate_source(source: &str) -> String {
+    source.strip_prefix("Secret ").unwrap_or(source).to_string()
+}
+
+/// The leaf's `notAfter` in seconds since the epoch (`None` if it does not parse, which the
+/// table's own parse already ruled out).
+fn not_after(key: &rustls::sign::CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 #[cfg(test)]
@@ -628,10 +960,10 @@ mod tests {
         m.connection_limited();
         let text = m.encode();
         for want in [
-            r#"portcullis_http_requests_total{host="a.example.com",mode="terminate",code="2xx"} 1"#,
-            r#"portcullis_http_requests_total{host="a.example.com",mode="terminate",code="5xx"} 1"#,
-            r#"portcullis_http_request_duration_seconds_count{mode="terminate"} 2"#,
-            r#"portcullis_http_request_duration_seconds_bucket{le="+Inf",mode="terminate"} 2"#,
+            r#"portcullis_http_requests_total{host="a.example.com",namespace="",ingress="",service="",mode="terminate",code="204"} 1"#,
+            r#"portcullis_http_requests_total{host="a.example.com",namespace="",ingress="",service="",mode="terminate",code="503"} 1"#,
+            r#"portcullis_http_request_duration_seconds_count{host="a.example.com",namespace="",ingress="",service="",mode="terminate"} 2"#,
+            r#"portcullis_http_request_duration_seconds_bucket{le="+Inf",host="a.example.com",namespace="",ingress="",service="",mode="terminate"} 2"#,
             r#"portcullis_tcp_connections_total{host="p.example.com"} 1"#,
             r#"portcullis_tcp_bytes_total{host="p.example.com",direction="from_client"} 10"#,
             r#"portcullis_tcp_bytes_total{host="p.example.com",direction="to_client"} 20"#,
@@ -642,6 +974,87 @@ mod tests {
             assert!(has_line(&text, want), "missing {want} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The two formats differ where the Prometheus text format 0.0.4 and OpenMetrics 1.0 do:
+    /// a counter family's name, `# UNIT`, `# EOF`.
+    #[test]
+    fn both_formats() {
+        let m = Metrics::new();
+        m.connection_limited();
+        let conn = m.connection_opened(ConnectionMode::Passthrough);
+        let om = m.encode_as(Format::OpenMetrics);
+        let text = m.encode_as(Format::Prometheus);
+        assert!(has_line(
+            &om,
+            "# TYPE portcullis_connections_limited counter"
+        ));
+        assert!(has_line(
+            &text,
+            "# TYPE portcullis_connections_limited_total counter"
+        ));
+        assert!(has_line(
+            &text,
+            "# HELP portcullis_connections_limited_total "
+        ));
+        assert!(has_line(
+            &om,
+            "# UNIT portcullis_rebuild_duration_seconds seconds"
+        ));
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+        for t in [&om, &text] {
+            assert!(has_line(t, "portcullis_connections_limited_total 1"));
+            assert!(has_line(
+                t,
+                r#"portcullis_connections_active{mode="passthrough"} 1"#
+            ));
+            assert!(has_line(t, "portcullis_build_info{version=\""));
+        }
+        if cfg!(target_os = "linux") {
+            assert!(
+                has_line(&text, "# TYPE process_cpu_seconds_total counter"),
+                "{text}"
+            );
+            assert!(has_line(&text, "process_open_fds "), "{text}");
+            assert!(has_line(&text, "process_resident_memory_bytes "), "{text}");
+            assert!(has_line(&om, "process_start_time_seconds "), "{om}");
+        }
+        drop(conn);
+        let text = m.encode_as(Format::Prometheus);
+        assert!(has_line(
+            &text,
+            r#"portcullis_connections_active{mode="passthrough"} 0"#
+        ));
+    }
+
+    #[test]
+    fn status_codes_and_routes_label_the_series() {
+        let m = Metrics::new();
+        let route = RouteLabels {
+            namespace: "shop".into(),
+            ingress: "web".into(),
+            service: "api".into(),
+        };
+        let ok = m.http_request_series("a.example.com", &route, Mode::Http, 200);
+        ok.record_with_upstream(Duration::from_millis(5), Some(Duration::from_millis(4)));
+        let bad = m.http_request_series("a.example.com", &route, Mode::Http, 502);
+        bad.record_with_upstream(Duration::from_millis(5), None);
+        m.http_request("-", Mode::Http, 1000, Duration::from_millis(1));
+        let text = m.encode_as(Format::Prometheus);
+        let labels =
+            r#"host="a.example.com",namespace="shop",ingress="web",service="api",mode="http""#;
+        for want in [
+            format!("portcullis_http_requests_total{{{labels},code=\"200\"}} 1"),
+            format!("portcullis_http_requests_total{{{labels},code=\"502\"}} 1"),
+            format!("portcullis_http_request_duration_seconds_count{{{labels}}} 2"),
+            format!("portcullis_http_upstream_duration_seconds_count{{{labels}}} 1"),
+            r#"portcullis_http_requests_total{host="-",namespace="",ingress="",service="",mode="http",code="other"} 1"#.to_string(),
+        ] {
+            assert!(has_line(&text, &want), "missing {want} in\n{text}");
+        }
     }
 
     #[test]

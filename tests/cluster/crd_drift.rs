@@ -67,7 +67,7 @@ fn field<'a>(schema: &'a Value, path: &[&str]) -> &'a Value {
     })
 }
 
-/// The string members of a JSON array (kube adds `null` to the enum of an optional field).
+/// The string members of a JSON array.
 fn strings(v: &Value) -> Vec<&str> {
     v.as_array()
         .unwrap_or_else(|| panic!("expected an array, got {v}"))
@@ -180,4 +180,153 @@ fn list_items_have_patterns() {
         let f = field(&spec, path);
         assert!(f["items"]["pattern"].is_string(), "items of {path:?}: {f}");
     }
+}
+
+// === the schema applies cleanly on every supported Kubernetes version ===
+
+/// The whole `openAPIV3Schema` of the generated CRD's only version, as JSON.
+fn root_schema() -> Value {
+    let crd = serde_json::to_value(IngressClassParams::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Every schema node under `schema` (itself included) with its path, e.g.
+/// `.properties.defaults.properties.loadBalance`.
+fn nodes(schema: &Value, path: String, out: &mut Vec<(String, Value)>) {
+    out.push((path.clone(), schema.clone()));
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, child) in properties {
+            nodes(child, format!("{path}.properties.{name}"), out);
+        }
+    }
+    for key in ["items", "additionalProperties", "not"] {
+        if schema[key].is_object() {
+            nodes(&schema[key], format!("{path}.{key}"), out);
+        }
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for (i, child) in schema[key].as_array().into_iter().flatten().enumerate() {
+            nodes(child, format!("{path}.{key}[{i}]"), out);
+        }
+    }
+}
+
+fn all_nodes() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    nodes(&root_schema(), String::new(), &mut out);
+    out
+}
+
+/// schemars puts `null` in the `enum` of an optional enum field; kubectl's client-side
+/// validation rejected that CRD (`kubectl apply -f crds/` on a 1.24 API server). `nullable`
+/// says an optional field may be null; an `enum` lists only values of the node's `type`.
+#[test]
+fn no_enum_contains_null_and_every_value_has_the_node_type() {
+    let mut enums = 0;
+    for (path, node) in all_nodes() {
+        let Some(values) = node["enum"].as_array() else {
+            continue;
+        };
+        enums += 1;
+        assert!(!values.is_empty(), "empty enum at {path}: {node}");
+        let ty = node["type"].as_str();
+        for value in values {
+            let ok = match ty {
+                Some("string") => value.is_string(),
+                Some("integer") => value.is_i64() || value.is_u64(),
+                Some("number") => value.is_number(),
+                Some("boolean") => value.is_boolean(),
+                _ => false,
+            };
+            assert!(ok, "enum value {value} at {path} is not a {ty:?}: {node}");
+        }
+    }
+    assert!(enums >= 5, "expected the schema's enums, found {enums}");
+    for copy in COPIES {
+        let text = std::fs::read_to_string(repo_path(copy)).unwrap();
+        assert!(
+            !text.lines().any(|l| l.trim() == "- null"),
+            "{copy} still lists null in an enum; regenerate it"
+        );
+    }
+}
+
+/// The rules of a structural schema ("Specifying a structural schema", Kubernetes docs on
+/// CustomResourceDefinitions), as far as they can be checked without an API server: a `type`
+/// on every node; no `$ref` or `definitions`; `properties` and `additionalProperties` not
+/// together; no `additionalProperties: false` or `uniqueItems: true`; nothing but constraints
+/// inside `allOf`/`anyOf`/`oneOf`/`not` (no `type`, `description`, `default`, `nullable`,
+/// `additionalProperties`); `metadata` (if any) only constrains `name` and `generateName`.
+#[test]
+fn the_schema_is_structural() {
+    let nodes = all_nodes();
+    for (path, node) in &nodes {
+        let object = node.as_object().unwrap_or_else(|| panic!("{path}: {node}"));
+        let in_junctor = ["allOf[", "anyOf[", "oneOf[", ".not"]
+            .iter()
+            .any(|j| path.contains(j));
+        for key in ["$ref", "definitions", "$defs"] {
+            assert!(!object.contains_key(key), "{key} at {path}: {node}");
+        }
+        assert!(
+            !(object.contains_key("properties") && object.contains_key("additionalProperties")),
+            "properties and additionalProperties together at {path}"
+        );
+        assert_ne!(node["additionalProperties"], false, "at {path}");
+        assert_ne!(node["uniqueItems"], true, "at {path}");
+        if in_junctor {
+            for key in [
+                "type",
+                "description",
+                "default",
+                "nullable",
+                "additionalProperties",
+            ] {
+                assert!(
+                    !object.contains_key(key),
+                    "{key} inside a junctor at {path}"
+                );
+            }
+            continue;
+        }
+        let exempt = node["x-kubernetes-int-or-string"] == true
+            || node["x-kubernetes-preserve-unknown-fields"] == true;
+        let ty = node["type"].as_str();
+        assert!(
+            exempt
+                || matches!(
+                    ty,
+                    Some("object" | "array" | "string" | "integer" | "number" | "boolean")
+                ),
+            "no (valid) type at {path}: {node}"
+        );
+        if ty == Some("array") && !exempt {
+            assert!(node["items"].is_object(), "array without items at {path}");
+        }
+        if let Some(required) = node["required"].as_array() {
+            for name in required {
+                let name = name.as_str().unwrap();
+                assert!(
+                    node["properties"][name].is_object(),
+                    "{path} requires {name}, which it does not specify"
+                );
+            }
+        }
+    }
+    let root = root_schema();
+    if let Some(metadata) = root["properties"]["metadata"].as_object() {
+        for name in metadata
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                ["name", "generateName"].contains(&name.0.as_str()),
+                "metadata may only constrain name and generateName: {}",
+                name.0
+            );
+        }
+    }
+    assert_eq!(root["properties"]["spec"]["type"], "object");
 }

@@ -6,11 +6,14 @@
 mod support;
 
 mod chart_rbac;
+mod chart_values;
 mod class_move_status;
 mod controller;
 mod crd_drift;
 mod event_scope;
+mod installations;
 mod lease;
+mod log_target;
 mod rbac;
 mod refused_status;
 mod rollout;

@@ -1,4 +1,5 @@
-//! Access log lines carry named fields: the JSON formatter shows each one as its own key.
+//! Access log lines carry named fields: the JSON formatter shows each one as its own key, and
+//! every declared key is there, `null` when the request has no such value.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,8 @@ async fn http_lines_have_named_fields() {
     let writer = captured.clone();
     tracing::subscriber::set_global_default(
         tracing_subscriber::fmt()
-            .json()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(portcullis::telemetry::log_format::Lines::json())
             .with_max_level(tracing::Level::INFO)
             .with_writer(move || writer.clone())
             .finish(),
@@ -68,17 +70,26 @@ async fn http_lines_have_named_fields() {
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|v: &serde_json::Value| v["target"] == "access")
         .collect();
-    let ok = &lines.iter().find(|l| l["fields"]["status"] == 200).unwrap()["fields"];
+    let ok = lines.iter().find(|l| l["status"] == 200).unwrap();
     assert_eq!(ok["host"], "a.example");
     assert_eq!(ok["method"], "GET");
     assert_eq!(ok["path"], "/logged", "the query is not logged");
     assert_eq!(ok["mode"], "http");
     assert_eq!(ok["upstream"], backend.addr.to_string());
-    assert!(ok["bytes"].as_u64().unwrap() > 0);
+    assert!(ok["bytes_out"].as_u64().unwrap() > 0);
     assert!(ok["upstream_ms"].as_f64().unwrap() >= 0.0);
-    assert_eq!(ok["error"], "-");
-    let missing = &lines.iter().find(|l| l["fields"]["status"] == 404).unwrap()["fields"];
+    assert_eq!(ok["upstream_status"], 200);
+    assert_eq!(ok["error"], serde_json::Value::Null);
+    let missing = lines.iter().find(|l| l["status"] == 404).unwrap();
     assert_eq!(missing["error"], "no_route");
-    assert_eq!(missing["upstream"], "-");
-    assert_eq!(missing["upstream_ms"], -1.0);
+    for key in [
+        "upstream",
+        "upstream_status",
+        "upstream_ms",
+        "ingress",
+        "service",
+        "sni",
+    ] {
+        assert_eq!(missing[key], serde_json::Value::Null, "{key}: {missing}");
+    }
 }

@@ -28,6 +28,7 @@ async fn readyz_follows_the_first_table_and_shutdown() {
         AdminState {
             status: status.clone(),
             metrics: Arc::new(Metrics::new()),
+            live: Default::default(),
         },
         stop_admin_rx,
     ));

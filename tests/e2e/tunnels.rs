@@ -178,7 +178,7 @@ async fn tunnel_idle_timeout_ends_only_quiet_tunnels() {
     }
     echo(&mut busy, b"still open").await;
 
-    for (kind, sni) in [("websocket", "sni=\"-\""), ("pass-through", "sni=\"pt.")] {
+    for (kind, sni) in [("websocket", " sni=- "), ("pass-through", "sni=\"pt.")] {
         assert!(
             proxy
                 .wait_for_log(STEP, |l| {

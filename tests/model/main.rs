@@ -5,6 +5,7 @@
 mod support;
 
 mod annotations_refused;
+mod installations;
 mod model;
 mod rebuild_debounce;
 mod routing;

@@ -2,7 +2,7 @@
 //! input order, one bad Ingress removes nothing else, last good versions kept.
 //!
 //! Each `tests/fixtures/model/<case>/` holds `input.yaml` (manifests, as `standalone` reads
-//! them), optionally `settings.yaml` (`ingressClass`, `defaultCertificate: ns/name`,
+//! them), optionally `settings.yaml` (`ingressClass`, `controllerClass`, `defaultCertificate: ns/name`,
 //! `watchNamespace`), and `expected.yaml` (the `check` description: table and diagnostics).
 //! Goldens are reviewed by hand. `BLESS=1 cargo test --test model` rewrites them locally; CI
 //! never sets it.
@@ -27,6 +27,7 @@ fn fixtures() -> PathBuf {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FixtureSettings {
     ingress_class: Option<String>,
+    controller_class: Option<String>,
     default_certificate: Option<String>,
     watch_namespace: Option<String>,
 }
@@ -43,6 +44,9 @@ fn load(case: &Path) -> (Snapshot, BuildSettings) {
         let s: FixtureSettings = serde_saphyr::from_str(&text).unwrap();
         if let Some(class) = s.ingress_class {
             settings.ingress_class = class;
+        }
+        if let Some(controller) = s.controller_class {
+            settings.controller_class = controller;
         }
         settings.default_certificate = s.default_certificate.map(|r| {
             let (ns, name) = r.split_once('/').unwrap();

@@ -248,6 +248,13 @@ fn sigterm(child: &Child) {
 
 /// Parses `listening http=A https=B admin=C` out of a text log line.
 pub fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+    // `--log-format json`: the same line as an object.
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line)
+        && json["message"] == "listening"
+    {
+        let field = |name: &str| json[name].as_str()?.parse().ok();
+        return Some((field("http")?, field("https")?, field("admin")?));
+    }
     let rest = &line[line.find("listening http=")? + "listening ".len()..];
     let field = |name: &str| -> Option<SocketAddr> {
         rest.split_whitespace()

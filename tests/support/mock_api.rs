@@ -627,6 +627,7 @@ pub fn loopback() -> Settings {
 pub fn controller_settings() -> ControllerSettings {
     ControllerSettings {
         ingress_class: "portcullis".into(),
+        controller_class: "portcullis.io/ingress-controller".into(),
         watch_namespace: Some("apps".into()),
         publish_service: None,
         publish_status_address: vec!["10.0.0.1".into()],

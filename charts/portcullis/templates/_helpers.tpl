@@ -84,6 +84,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not (has .Values.controller.logFormat (list "json" "text")) }}
 {{- fail (printf "controller.logFormat must be json or text, not %q" .Values.controller.logFormat) }}
 {{- end }}
+{{- if and .Values.hostNetwork .Values.hostPort.enabled (or (ne (int .Values.hostPort.http) (int .Values.containerPorts.http)) (ne (int .Values.hostPort.https) (int .Values.containerPorts.https))) }}
+{{- fail "with hostNetwork, hostPort.http/https must equal containerPorts.http/https (the listeners bind the node's ports themselves)" }}
+{{- end }}
 {{- if has "default" .Values.extraCertificateSecrets }}
 {{- fail "extraCertificateSecrets: \"default\" is the directory of defaultCertificate.secret; set defaultCertificate.secret instead" }}
 {{- end }}
@@ -126,4 +129,148 @@ but RBAC cannot restrict list/watch by selector.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["list", "watch"]
+{{- end }}
+
+{{/*
+The controller's command-line flags: an ordered list of names and a dict of their values (true:
+a flag without value), as JSON {"order": [...], "values": {...}, "rest": [...]}. Built as a dict
+so that controller.extraArgs can replace a flag the chart sets: the binary (clap) refuses a
+repeated flag. An extraArgs item `--name=value`, or `--name` followed by an item not starting
+with `-`, sets `name`; `--name` alone sets it to true; anything else goes to "rest", appended.
+An extraArgs --publish-status-address drops the chart's --publish-service, and the reverse.
+Why the chart's flags:
+- --lease-name: one Lease per release, so two installations never wait on each other's leader;
+- --http-addr/--https-addr: unprivileged container ports, the Service maps 80/443 onto them;
+- --public-http-port/--public-https-port: clients reach us on the Service's ports, which
+  redirects and X-Forwarded-Port name;
+- --admin-addr: all interfaces (the binary's default is 127.0.0.1), so kubelet can probe
+  /healthz and /readyz; /metrics is then reachable from inside the cluster;
+- --shutdown-grace: always explicit, as terminationGracePeriodSeconds is derived from it.
+*/}}
+{{- define "portcullis.flags" -}}
+{{- $v := .Values }}
+{{- $c := $v.controller }}
+{{- $fullname := include "portcullis.fullname" . }}
+{{- $order := list }}
+{{- $values := dict }}
+{{- $set := list
+  (list "ingress-class" $v.ingressClass.name)
+  (list "controller-class" $v.ingressClass.controller)
+  (list "lease-name" ($c.leaseName | default (printf "%s-leader" $fullname)))
+  (list "http-addr" (printf "%s:%v" $c.listenAddress $v.containerPorts.http))
+  (list "https-addr" (printf "%s:%v" $c.listenAddress $v.containerPorts.https))
+  (list "public-http-port" (toString $v.service.httpPort))
+  (list "public-https-port" (toString $v.service.httpsPort))
+  (list "admin-addr" (printf "%s:%v" $c.adminAddress $v.containerPorts.admin))
+  (list "log-format" $c.logFormat)
+  (list "shutdown-grace" $c.shutdownGrace)
+}}
+{{- if $c.watchNamespace }}
+{{- $set = append $set (list "watch-namespace" $c.watchNamespace) }}
+{{- end }}
+{{- if $c.publishStatusAddress }}
+{{- $set = append $set (list "publish-status-address" $c.publishStatusAddress) }}
+{{- else if and $c.publishService $v.service.enabled }}
+{{- $set = append $set (list "publish-service" (printf "%s/%s" .Release.Namespace $fullname)) }}
+{{- end }}
+{{- with $v.defaultCertificate.secret }}
+{{- $set = append $set (list "default-certificate" (printf "%s/%s" $.Release.Namespace .)) }}
+{{- end }}
+{{- if include "portcullis.certSecrets" . | fromJsonArray }}
+{{- $set = append $set (list "cert-dir" $c.certDir) }}
+{{- end }}
+{{- if $c.updateStatusOnShutdown }}
+{{- $set = append $set (list "update-status-on-shutdown" true) }}
+{{- end }}
+{{- $rest := list }}
+{{- $extra := $c.extraArgs }}
+{{- $chartSet := len $set }}
+{{- $skip := false }}
+{{- range $i, $arg := $extra }}
+{{- if $skip }}
+{{- $skip = false }}
+{{- else if hasPrefix "--" (toString $arg) }}
+{{- $parts := splitn "=" 2 (trimPrefix "--" (toString $arg)) }}
+{{- if contains "=" (toString $arg) }}
+{{- $set = append $set (list $parts._0 $parts._1) }}
+{{- else if and (lt (add1 $i) (len $extra)) (not (hasPrefix "-" (toString (index $extra (add1 $i))))) }}
+{{- $set = append $set (list $parts._0 (toString (index $extra (add1 $i)))) }}
+{{- $skip = true }}
+{{- else }}
+{{- $set = append $set (list $parts._0 true) }}
+{{- end }}
+{{- else }}
+{{- $rest = append $rest (toString $arg) }}
+{{- end }}
+{{- end }}
+{{- /* --publish-service and --publish-status-address are alternatives: one from extraArgs drops the chart's other. */}}
+{{- $alternatives := dict "publish-service" "publish-status-address" "publish-status-address" "publish-service" }}
+{{- $fromExtra := list }}
+{{- range $i, $flag := $set }}
+{{- if ge $i $chartSet }}
+{{- $fromExtra = append $fromExtra (index $flag 0) }}
+{{- end }}
+{{- end }}
+{{- range $i, $flag := $set }}
+{{- $name := index $flag 0 }}
+{{- $other := get $alternatives $name }}
+{{- if not (and (lt $i $chartSet) $other (has $other $fromExtra)) }}
+{{- if not (hasKey $values $name) }}
+{{- $order = append $order $name }}
+{{- end }}
+{{- $_ := set $values $name (index $flag 1) }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "order" $order "values" $values "rest" $rest) }}
+{{- end }}
+
+{{/* The container's args: `controller` then the flags of portcullis.flags, as a JSON list. */}}
+{{- define "portcullis.args" -}}
+{{- $flags := include "portcullis.flags" . | fromJson }}
+{{- $args := list "controller" }}
+{{- range $flags.order }}
+{{- $value := index $flags.values . }}
+{{- if eq (toString $value) "true" }}
+{{- $args = append $args (printf "--%s" .) }}
+{{- else }}
+{{- $args = append $args (printf "--%s=%s" . (toString $value)) }}
+{{- end }}
+{{- end }}
+{{- toJson (concat $args $flags.rest) }}
+{{- end }}
+
+{{/*
+Seconds of a --shutdown-grace value (the binary's syntax: digits then ms, s, m, h or nothing
+for seconds), rounded up.
+*/}}
+{{- define "portcullis.durationSeconds" -}}
+{{- $d := toString . | trim }}
+{{- if not (regexMatch "^[0-9]+(ms|s|m|h)?$" $d) }}
+{{- fail (printf "--shutdown-grace %q is not a duration like 30s, 500ms, 2m or 1h" $d) }}
+{{- end }}
+{{- $n := regexFind "^[0-9]+" $d | int64 }}
+{{- $unit := regexReplaceAll "^[0-9]+" $d "" }}
+{{- if eq $unit "ms" }}{{ div (add $n 999) 1000 }}
+{{- else if eq $unit "m" }}{{ mul $n 60 }}
+{{- else if eq $unit "h" }}{{ mul $n 3600 }}
+{{- else }}{{ $n }}
+{{- end }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the preStop sleep, then the shutdown grace (whatever sets
+--shutdown-grace, values or extraArgs), then a margin; a set value below that fails.
+*/}}
+{{- define "portcullis.terminationGracePeriodSeconds" -}}
+{{- $flags := include "portcullis.flags" . | fromJson }}
+{{- $grace := include "portcullis.durationSeconds" (index $flags.values "shutdown-grace") | int64 }}
+{{- $needed := add (int64 .Values.preStopSleepSeconds) $grace (int64 .Values.terminationGraceMarginSeconds) }}
+{{- $set := toString .Values.terminationGracePeriodSeconds }}
+{{- if eq $set "" }}
+{{- $needed }}
+{{- else if lt (int64 .Values.terminationGracePeriodSeconds) (int64 .Values.preStopSleepSeconds | add $grace) }}
+{{- fail (printf "terminationGracePeriodSeconds %s is shorter than preStopSleepSeconds + the shutdown grace (%d s): pods would be killed mid-drain; leave it empty to derive it" $set (add (int64 .Values.preStopSleepSeconds) $grace)) }}
+{{- else }}
+{{- .Values.terminationGracePeriodSeconds }}
+{{- end }}
 {{- end }}
