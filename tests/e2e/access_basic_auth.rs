@@ -9,7 +9,6 @@
 //! a missing Secret, a cross-namespace one, `digest`, or a Secret without one usable user →
 //! refused by `portcullis check`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support::backends::{self, Backend};
@@ -54,18 +53,6 @@ fn auth<'a>(name: &'a str, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str
     v
 }
 
-/// A manifest directory: the class, Service `web` → `backend`, and `files`.
-fn manifest_dir(dir: &Path, backend: &Backend, files: &[(&str, String)]) -> std::path::PathBuf {
-    let m = dir.join("manifests");
-    std::fs::create_dir(&m).unwrap();
-    manifests::write(&m, "class.yaml", &ingress_class());
-    manifests::write(&m, "svc.yaml", &service("web", &[backend.addr.port()]));
-    for (name, yaml) in files {
-        manifests::write(&m, &format!("{name}.yaml"), yaml);
-    }
-    m
-}
-
 /// The request paths `backend` saw from clients (health probes left out).
 fn proxied_paths(backend: &Backend) -> Vec<String> {
     backend
@@ -99,7 +86,7 @@ async fn htpasswd_each_hash_kind_and_401_with_the_realm() {
     let file = format!(
         "# staff\nalice:{APR1_S3CRET}\nbob:{BCRYPT_2Y_S3CRET}\ncarol:{SHA_S3CRET}\ndave:{BCRYPT_2A_PASSWORD}\nmallory:plaintext\n"
     );
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -196,7 +183,7 @@ async fn auth_map_with_the_default_realm() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
     let name = format!("{NS}/team");
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -241,7 +228,7 @@ async fn auth_map_with_the_default_realm() {
 async fn secret_rotation_and_removal() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -395,7 +382,7 @@ async fn a_canary_picked_by_header_is_behind_the_same_basic_auth() {
     let backend = backends::http("web").await;
     let canary = backends::http("canary").await;
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -454,7 +441,7 @@ async fn https_over_http2_is_checked_per_request() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = manifests::write_pem(dir.path(), "ca.pem", &ca.cert_pem);
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[

@@ -161,17 +161,6 @@ fn manifest_dir(dir: &Path, backend: &Backend, ingresses: &[TestIngress<'_>]) ->
     m
 }
 
-/// The requests `backend` saw from clients (health probes left out).
-fn proxied(backend: &Backend) -> Vec<backends::SeenRequest> {
-    backend
-        .requests()
-        .into_iter()
-        .filter(|s| {
-            s.headers.get("user-agent").map(String::as_str) != Some("portcullis-health-check")
-        })
-        .collect()
-}
-
 /// A 2xx from the auth service forwards the request, with the `auth-response-headers` of the
 /// auth answer set on it (nginx.tmpl: `auth_request_set $authHeaderN $upstream_http_<name>`
 /// and `proxy_set_header <name> $authHeaderN`); a listed header the auth answer lacks reaches
@@ -243,7 +232,7 @@ async fn auth_200_forwards_with_the_auth_headers_and_the_auth_service_sees_the_o
     );
 
     // The pod: the request as sent, with the auth service's identity, not the client's.
-    let pod = proxied(&backend);
+    let pod = backend.proxied();
     assert_eq!(pod.len(), 1, "{pod:?}");
     let pod = &pod[0];
     assert_eq!(
@@ -320,7 +309,7 @@ async fn auth_401_and_403_are_returned_and_the_pod_sees_nothing() {
     .await;
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(auth.requests().len(), 3);
-    assert!(proxied(&backend).is_empty());
+    assert!(backend.proxied().is_empty());
 }
 
 /// With `auth-signin`, a 401 becomes a 302 to the sign-in URL (nginx.tmpl: `error_page 401 =`
@@ -385,7 +374,7 @@ async fn auth_401_with_signin_redirects_with_the_original_url() {
     )
     .await;
     assert_eq!(r.status, 403, "{r:?}");
-    assert!(proxied(&backend).is_empty());
+    assert!(backend.proxied().is_empty());
 }
 
 /// Fail closed: an auth service that is down, that never answers, or that answers a status
@@ -469,7 +458,7 @@ async fn auth_down_silent_or_odd_is_500_and_the_pod_never_sees_the_request() {
         tls_auth.requests().is_empty(),
         "no request over an unverified TLS"
     );
-    assert!(proxied(&backend).is_empty());
+    assert!(backend.proxied().is_empty());
 }
 
 /// `auth-method` (the subrequest's method), `auth-request-redirect` (the
@@ -522,7 +511,7 @@ async fn auth_method_request_redirect_and_always_set_cookie() {
             .map(String::as_str),
         Some("https://app.example.com/landing")
     );
-    assert!(proxied(&backend).is_empty());
+    assert!(backend.proxied().is_empty());
 }
 
 /// `auth-cache-key` / `auth-cache-duration` (annotations.md: "this enables caching for auth
@@ -565,7 +554,7 @@ async fn cached_answers_spare_the_auth_service_per_key() {
         "the second answer came from the cache"
     );
     // The cached answer still sets the identity header on the forwarded request.
-    let pod = proxied(&backend);
+    let pod = backend.proxied();
     assert_eq!(pod.len(), 2);
     assert!(
         pod.iter()
@@ -695,7 +684,7 @@ async fn terminated_https_over_http2_and_http1() {
         let want = format!("https://login.example.com/start?rd=https://{HOST}:{port}%2Fp%3Fq%3D1");
         assert_eq!(r.header("location"), Some(want.as_str()), "{version}");
     }
-    let pod = proxied(&backend);
+    let pod = backend.proxied();
     assert_eq!(pod.len(), 2, "{pod:?}");
     assert!(
         pod.iter()
@@ -731,7 +720,7 @@ async fn an_auth_url_looping_back_through_the_proxy_is_500_not_a_storm() {
         .await;
     let r = curl("http", "localhost", proxy.http, "/", &[]).await;
     assert_eq!(r.status, 500, "{r:?}");
-    assert!(proxied(&backend).is_empty());
+    assert!(backend.proxied().is_empty());
     let r = curl("http", "localhost", proxy.http, "/", &[]).await;
     assert_eq!(r.status, 500, "{r:?}");
 }
@@ -786,7 +775,7 @@ async fn auth_url_naming_the_request_host_reaches_the_auth_ingress_of_that_host(
         seen[0].headers.get("x-original-url").map(String::as_str),
         Some(original.as_str())
     );
-    let pod = proxied(&backend);
+    let pod = backend.proxied();
     assert_eq!(pod.len(), 1, "{pod:?}");
     assert_eq!(
         pod[0]
@@ -802,5 +791,5 @@ async fn auth_url_naming_the_request_host_reaches_the_auth_ingress_of_that_host(
     let r = curl("http", "elsewhere.test", proxy.http, "/", &good).await;
     assert_eq!(r.status, 500, "{r:?}");
     assert_eq!(auth.requests().len(), 2);
-    assert_eq!(proxied(&backend).len(), 1);
+    assert_eq!(backend.proxied().len(), 1);
 }

@@ -97,29 +97,6 @@ fn client_ca_secret(name: &str, ca_pem: &str, crl_pem: Option<&str>) -> String {
     out
 }
 
-/// A manifest directory: the class, Service `web` → `backend`, and `files`.
-fn manifest_dir(dir: &Path, backend: &Backend, files: &[(&str, String)]) -> PathBuf {
-    let m = dir.join("manifests");
-    std::fs::create_dir(&m).unwrap();
-    manifests::write(&m, "class.yaml", &ingress_class());
-    manifests::write(&m, "svc.yaml", &service("web", &[backend.addr.port()]));
-    for (name, yaml) in files {
-        manifests::write(&m, &format!("{name}.yaml"), yaml);
-    }
-    m
-}
-
-/// Requests the backend saw from clients (health probes left out).
-fn proxied(backend: &Backend) -> Vec<backends::SeenRequest> {
-    backend
-        .requests()
-        .into_iter()
-        .filter(|s| {
-            s.headers.get("user-agent").map(String::as_str) != Some("portcullis-health-check")
-        })
-        .collect()
-}
-
 /// `curl https://HOST/PATH` trusting the servers' CA, with `args`.
 async fn get(pki: &Pki, proxy: &Binary, host: &str, path: &str, args: &[String]) -> Curl {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -128,7 +105,8 @@ async fn get(pki: &Pki, proxy: &Binary, host: &str, path: &str, args: &[String])
 
 /// The `ssl-client-*` headers the pod saw on the request for `path`.
 fn pod_saw(backend: &Backend, path: &str) -> std::collections::BTreeMap<String, String> {
-    proxied(backend)
+    backend
+        .proxied()
         .into_iter()
         .rev()
         .find(|r| r.uri == path)
@@ -159,7 +137,7 @@ async fn on_refuses_missing_foreign_expired_and_too_deep_certificates() {
         (secret.0.as_str(), "client-ca"),
         ("nginx.ingress.kubernetes.io/auth-tls-verify-depth", "2"),
     ];
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -207,7 +185,7 @@ async fn on_refuses_missing_foreign_expired_and_too_deep_certificates() {
             "{name}: {answer:?}"
         );
     }
-    let paths: Vec<String> = proxied(&backend).into_iter().map(|r| r.uri).collect();
+    let paths: Vec<String> = backend.proxied().into_iter().map(|r| r.uri).collect();
     assert_eq!(
         paths,
         vec!["/good".to_string()],
@@ -239,7 +217,7 @@ async fn optional_modes_pass_with_the_reason_and_forward_the_certificate() {
     let other = Ca::new("Other CA");
     let secret = "nginx.ingress.kubernetes.io/auth-tls-secret";
     let verify = "nginx.ingress.kubernetes.io/auth-tls-verify-client";
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -351,7 +329,7 @@ async fn a_revoked_certificate_is_refused() {
     let pki = Pki::new(dir.path());
     let clients = Ca::new("Access Client CA");
     let crl = clients.crl(&[66]);
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -373,7 +351,7 @@ async fn a_revoked_certificate_is_refused() {
     let kept = pki.client_files("kept", &clients.client("kept", 67), "");
     let answer = get(&pki, &proxy, MTLS, "/kept", &kept).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    let paths: Vec<String> = proxied(&backend).into_iter().map(|r| r.uri).collect();
+    let paths: Vec<String> = backend.proxied().into_iter().map(|r| r.uri).collect();
     assert_eq!(paths, vec!["/kept".to_string()]);
 }
 
@@ -386,7 +364,7 @@ async fn a_rotated_ca_is_enforced_within_two_seconds() {
     let pki = Pki::new(dir.path());
     let old = Ca::new("Old Client CA");
     let new = Ca::new("New Client CA");
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -458,7 +436,7 @@ async fn an_mtls_host_behind_another_sni_is_421_on_http1_and_http2() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let clients = Ca::new("Access Client CA");
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -488,7 +466,7 @@ async fn an_mtls_host_behind_another_sni_is_421_on_http1_and_http2() {
         assert_eq!(answer.version, expected);
     }
     assert!(
-        proxied(&backend).is_empty(),
+        backend.proxied().is_empty(),
         "a misdirected request reached the pod"
     );
 
@@ -510,7 +488,7 @@ async fn an_mtls_host_behind_another_sni_is_421_on_http1_and_http2() {
     let answer = h2.get(MTLS, "/reused").await.expect("an answer");
     assert_eq!(answer.status, 421, "{answer:?}");
     assert!(h2.closed_by_proxy().await, "no GOAWAY after the 421");
-    let paths: Vec<String> = proxied(&backend).into_iter().map(|r| r.uri).collect();
+    let paths: Vec<String> = backend.proxied().into_iter().map(|r| r.uri).collect();
     assert_eq!(paths, vec!["/plain-first".to_string()]);
 
     // The mTLS host by its own SNI, and the plain host, are served.
@@ -531,7 +509,7 @@ async fn an_mtls_host_keeps_the_class_tls_policy() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let clients = Ca::new("Access Client CA");
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[

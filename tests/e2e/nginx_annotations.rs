@@ -2,39 +2,16 @@
 //! annotation, as a client and a pod observe it through Portcullis. Each test cites the
 //! ingress-nginx documentation it follows.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::support::backends::{self, Backend};
+use crate::support::backends::{self};
 use crate::support::binary::Binary;
 use crate::support::clients::{curl, curl_https};
-use crate::support::manifests::{self, ingress, ingress_class, service};
+use crate::support::manifests::{self, ingress, ingress_class};
 use crate::support::pki::Ca;
 
 const HOST: &str = "app.nginx.e2e.test";
-
-/// A manifest directory under `dir`: Service `web` → `backend`, and `files` (file stem, YAML).
-fn manifest_dir(dir: &Path, backend: &Backend, files: &[(&str, String)]) -> PathBuf {
-    let m = dir.join("manifests");
-    std::fs::create_dir(&m).unwrap();
-    manifests::write(&m, "svc.yaml", &service("web", &[backend.addr.port()]));
-    for (name, yaml) in files {
-        manifests::write(&m, &format!("{name}.yaml"), yaml);
-    }
-    m
-}
-
-/// The requests `backend` saw from clients through the proxy (health probes left out: they
-/// come whenever the checker runs).
-fn proxied(backend: &Backend) -> Vec<backends::SeenRequest> {
-    backend
-        .requests()
-        .into_iter()
-        .filter(|s| {
-            s.headers.get("user-agent").map(String::as_str) != Some("portcullis-health-check")
-        })
-        .collect()
-}
 
 /// ingress-nginx sets `X-Real-IP: $remote_addr` and `X-Request-ID: $req_id` on every proxied
 /// request (rootfs/etc/nginx/template/nginx.tmpl, `proxy_set_header`); `$req_id` is the
@@ -52,7 +29,7 @@ async fn x_real_ip_and_x_request_id_reach_the_pod_and_the_access_log() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = manifests::write_pem(dir.path(), "ca.pem", &ca.cert_pem);
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -151,7 +128,7 @@ async fn x_real_ip_and_x_request_id_reach_the_pod_and_the_access_log() {
 async fn x_real_ip_behind_a_trusted_proxy_is_the_address_it_reports() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -205,7 +182,7 @@ async fn permanent_and_temporary_redirects_answer_instead_of_forwarding() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = manifests::write_pem(dir.path(), "ca.pem", &ca.cert_pem);
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -300,13 +277,13 @@ async fn permanent_and_temporary_redirects_answer_instead_of_forwarding() {
         r.header("location"),
         Some("https://maintenance.example.com/")
     );
-    assert!(proxied(&backend).is_empty(), "{:?}", proxied(&backend));
+    assert!(backend.proxied().is_empty(), "{:?}", backend.proxied());
 
     // An Ingress without them is forwarded as before.
     let r = curl("http", HOST, proxy.http, "/served", &[]).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("location"), None);
-    assert_eq!(proxied(&backend).len(), 1);
+    assert_eq!(backend.proxied().len(), 1);
 }
 
 /// ingress-nginx annotations.md, "Rewrite": "If the Application Root is exposed in a different
@@ -317,7 +294,7 @@ async fn permanent_and_temporary_redirects_answer_instead_of_forwarding() {
 async fn app_root_redirects_only_the_root() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -345,7 +322,7 @@ async fn app_root_redirects_only_the_root() {
     let r = curl("http", HOST, proxy.http, "/?q=1", &[]).await;
     assert_eq!(r.status, 302, "{r:?}");
     assert_eq!(r.header("location"), Some(location.as_str()));
-    assert!(proxied(&backend).is_empty(), "{:?}", proxied(&backend));
+    assert!(backend.proxied().is_empty(), "{:?}", backend.proxied());
 
     // Following it, and any other path, reaches the pod.
     let r = curl("http", HOST, proxy.http, "/", &["-L"]).await;
@@ -372,7 +349,7 @@ async fn from_to_www_redirects_the_other_name_to_the_host() {
     let www = ("nginx.ingress.kubernetes.io/from-to-www-redirect", "true");
     let bare = "shop.nginx.e2e.test";
     let with_www = "www.shop.nginx.e2e.test";
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -419,7 +396,7 @@ async fn from_to_www_redirects_the_other_name_to_the_host() {
     assert_eq!(r.status, 308, "{r:?}");
     let location = format!("http://www.blog.nginx.e2e.test:{http_port}/post");
     assert_eq!(r.header("location"), Some(location.as_str()));
-    assert!(proxied(&backend).is_empty(), "{:?}", proxied(&backend));
+    assert!(backend.proxied().is_empty(), "{:?}", backend.proxied());
 
     // The hosts themselves are served, and a www name some Ingress routes is not redirected.
     for host in [bare, "www.blog.nginx.e2e.test", "www.docs.nginx.e2e.test"] {
@@ -451,7 +428,7 @@ async fn proxy_body_size_answers_413_past_the_limit() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
     let limited = "upload.nginx.e2e.test";
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[

@@ -24,7 +24,7 @@
 
 use std::path::Path;
 
-use crate::support::backends::{self, Backend, SeenRequest};
+use crate::support::backends::{self};
 use crate::support::binary::{Binary, check};
 use crate::support::clients::curl;
 use crate::support::manifests::{self, NS, ingress_class, service};
@@ -86,17 +86,6 @@ fn write_all(dir: &Path, files: &[(&str, String)]) {
     }
 }
 
-/// The requests `backend` saw from clients through the proxy (health probes left out).
-fn proxied(backend: &Backend) -> Vec<SeenRequest> {
-    backend
-        .requests()
-        .into_iter()
-        .filter(|s| {
-            s.headers.get("user-agent").map(String::as_str) != Some("portcullis-health-check")
-        })
-        .collect()
-}
-
 /// A path that matches no rule of the host goes to the annotation's Service, as sent; the
 /// Ingress's own path still goes to its pod. A host without the annotation answers 404, and an
 /// Ingress's `spec.defaultBackend` keeps precedence over the annotation (it is the root
@@ -143,19 +132,19 @@ async fn unmatched_paths_are_served_by_the_default_backend() {
     let r = curl("http", HOST, proxy.http, "/elsewhere?q=1", &[]).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-backend"), Some("errors"), "{r:?}");
-    let seen = proxied(&errors);
+    let seen = errors.proxied();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].uri, "/elsewhere?q=1");
     assert!(!seen[0].headers.contains_key("x-code"), "{seen:?}");
 
     let r = curl("http", OTHER, proxy.http, "/elsewhere", &[]).await;
     assert_eq!(r.status, 404, "{r:?}");
-    assert_eq!(proxied(&errors).len(), 1);
+    assert_eq!(errors.proxied().len(), 1);
 
     let r = curl("http", SPEC_DEFAULT, proxy.http, "/elsewhere", &[]).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-backend"), Some("web"), "{r:?}");
-    assert_eq!(proxied(&errors).len(), 1);
+    assert_eq!(errors.proxied().len(), 1);
 }
 
 /// A route whose Service has no endpoint is served by the default backend, not answered 503;
@@ -183,7 +172,8 @@ async fn a_route_without_endpoints_is_served_by_the_default_backend() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-backend"), Some("errors"), "{r:?}");
     assert_eq!(
-        proxied(&errors)
+        errors
+            .proxied()
             .iter()
             .map(|s| s.uri.as_str())
             .collect::<Vec<_>>(),
@@ -239,7 +229,7 @@ async fn listed_error_codes_are_answered_by_the_default_backend() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-backend"), Some("errors"), "{r:?}");
     assert_eq!(r.body, "backend=errors path=/?id=3 sni=", "{r:?}");
-    let seen = proxied(&errors);
+    let seen = errors.proxied();
     assert_eq!(seen.len(), 1, "{seen:?}");
     let e = &seen[0];
     let h = |name: &str| e.headers.get(name).map(String::as_str);
@@ -256,7 +246,7 @@ async fn listed_error_codes_are_answered_by_the_default_backend() {
     assert!(h("host").is_some_and(|v| v.starts_with(HOST)), "{e:?}");
     // The pod did get the request first.
     assert!(
-        proxied(&web)
+        web.proxied()
             .iter()
             .any(|s| s.uri == "/status/404/item?id=3")
     );
@@ -271,7 +261,7 @@ async fn listed_error_codes_are_answered_by_the_default_backend() {
     )
     .await;
     assert_eq!(r.header("x-backend"), Some("errors"), "{r:?}");
-    let last = proxied(&errors).pop().expect("a second error request");
+    let last = errors.proxied().pop().expect("a second error request");
     assert_eq!(last.method, "POST");
     assert_eq!(last.headers.get("x-code").map(String::as_str), Some("503"));
     assert!(last.body.is_empty(), "{last:?}");
@@ -280,7 +270,7 @@ async fn listed_error_codes_are_answered_by_the_default_backend() {
     let r = curl("http", HOST, proxy.http, "/status/500", &[]).await;
     assert_eq!(r.status, 500, "{r:?}");
     assert_eq!(r.header("x-backend"), Some("web"), "{r:?}");
-    assert_eq!(proxied(&errors).len(), 2);
+    assert_eq!(errors.proxied().len(), 2);
 
     // A 200 is the pod's too.
     let r = curl("http", HOST, proxy.http, "/fine", &[]).await;

@@ -3,39 +3,15 @@
 //! per-Ingress upstream timeouts (`proxy-*-timeout`), as a client and a pod observe them.
 //! Each test cites the ingress-nginx documentation it follows.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::backends::{self, Backend};
+use crate::support::backends::{self};
 use crate::support::binary::{Binary, check};
 use crate::support::clients::{Curl, curl};
 use crate::support::manifests::{self, ingress, ingress_class, service};
 
 const API: &str = "api.headers.e2e.test";
 const OPEN: &str = "open.headers.e2e.test";
-
-/// A manifest directory under `dir`: the class, Service `web` → `backend`, and `files`.
-fn manifest_dir(dir: &Path, backend: &Backend, files: &[(&str, String)]) -> PathBuf {
-    let m = dir.join("manifests");
-    std::fs::create_dir(&m).unwrap();
-    manifests::write(&m, "class.yaml", &ingress_class());
-    manifests::write(&m, "svc.yaml", &service("web", &[backend.addr.port()]));
-    for (name, yaml) in files {
-        manifests::write(&m, &format!("{name}.yaml"), yaml);
-    }
-    m
-}
-
-/// Requests `backend` saw from clients (health probes left out).
-fn proxied(backend: &Backend) -> Vec<backends::SeenRequest> {
-    backend
-        .requests()
-        .into_iter()
-        .filter(|s| {
-            s.headers.get("user-agent").map(String::as_str) != Some("portcullis-health-check")
-        })
-        .collect()
-}
 
 /// `curl` to `host` on the proxy's :80 with `Origin: origin` (and `args`).
 async fn from_origin(proxy: &Binary, host: &str, path: &str, origin: &str, args: &[&str]) -> Curl {
@@ -59,7 +35,7 @@ async fn from_origin(proxy: &Binary, host: &str, path: &str, origin: &str, args:
 async fn cors_preflight_is_answered_and_allowed_origins_are_echoed() {
     let backend = backends::http("web").await;
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -143,9 +119,9 @@ async fn cors_preflight_is_answered_and_allowed_origins_are_echoed() {
         Some("X-Total, X-Page")
     );
     assert!(
-        proxied(&backend).iter().all(|s| s.method != "OPTIONS"),
+        backend.proxied().iter().all(|s| s.method != "OPTIONS"),
         "the pod saw the preflight: {:?}",
-        proxied(&backend)
+        backend.proxied()
     );
 
     // A request from an allowed origin: the pod's answer with the origin echoed.
@@ -192,7 +168,8 @@ async fn cors_preflight_is_answered_and_allowed_origins_are_echoed() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("access-control-allow-origin"), None);
     assert!(
-        proxied(&backend)
+        backend
+            .proxied()
             .iter()
             .any(|s| s.method == "OPTIONS" && s.uri == "/outsider-preflight")
     );
@@ -232,7 +209,7 @@ async fn request_headers_reach_the_pod_and_response_headers_the_client() {
   creationTimestamp:",
         1,
     );
-    let m = manifest_dir(dir.path(), &backend, &[("app", annotated)]);
+    let m = manifests::web_dir(dir.path(), &backend, &[("app", annotated)]);
     let proxy = Binary::start(&m).await;
 
     let r = curl(
@@ -246,7 +223,7 @@ async fn request_headers_reach_the_pod_and_response_headers_the_client() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
     assert_eq!(r.header("x-backend"), Some("replaced by the route"));
-    let seen = proxied(&backend);
+    let seen = backend.proxied();
     let at_pod = seen
         .iter()
         .find(|s| s.uri == "/h")
@@ -270,7 +247,7 @@ async fn request_headers_reach_the_pod_and_response_headers_the_client() {
 async fn proxy_read_timeout_applies_to_its_ingress_only() {
     let backend = backends::delayed("slow", Duration::from_secs(3)).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[
@@ -408,7 +385,7 @@ fn invalid_values_are_refused_by_check() {
 async fn proxy_read_timeout_cuts_off_a_stalled_response_body() {
     let backend = backends::stalling("stalls", true).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[(
@@ -445,7 +422,7 @@ async fn proxy_read_timeout_cuts_off_a_stalled_response_body() {
 async fn proxy_send_timeout_ends_a_body_the_pod_stopped_reading() {
     let backend = backends::stalling("stalls", false).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = manifest_dir(
+    let m = manifests::web_dir(
         dir.path(),
         &backend,
         &[(

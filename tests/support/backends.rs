@@ -65,6 +65,17 @@ impl Backend {
         self.seen.lock().expect("seen lock").clone()
     }
 
+    /// Requests seen so far from clients through the proxy: health probes left out (they come
+    /// whenever the checker runs).
+    pub fn proxied(&self) -> Vec<SeenRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|s| {
+                s.headers.get("user-agent").map(String::as_str) != Some("portcullis-health-check")
+            })
+            .collect()
+    }
+
     /// Number of requests seen so far.
     pub fn count(&self) -> usize {
         self.seen.lock().expect("seen lock").len()

@@ -154,6 +154,23 @@ stringData:
     )
 }
 
+/// The usual setup of a one-backend end-to-end test: `dir/manifests` holding our IngressClass,
+/// Service `web` → `backend`, and `files` (file stem, YAML).
+pub fn web_dir(
+    dir: &Path,
+    backend: &super::backends::Backend,
+    files: &[(&str, String)],
+) -> PathBuf {
+    let m = dir.join("manifests");
+    std::fs::create_dir(&m).expect("create the manifest directory");
+    write(&m, "class.yaml", &ingress_class());
+    write(&m, "svc.yaml", &service("web", &[backend.addr.port()]));
+    for (name, yaml) in files {
+        write(&m, &format!("{name}.yaml"), yaml);
+    }
+    m
+}
+
 /// Writes `text` to `dir/name` atomically (a hidden temporary file renamed into place, as an
 /// editor's safe save or `kubectl cp` does), so the watcher never reads half a file.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
