@@ -49,6 +49,7 @@ use super::request_id::X_REQUEST_ID;
 use super::{ConnInfo, ProxyContext};
 use crate::health::InFlight;
 use crate::table::policy::RoutePolicy;
+use crate::table::route::Route;
 use crate::table::upstream::Upstream;
 use crate::table::{RouteTable, VirtualHost};
 use crate::telemetry::access_log;
@@ -457,9 +458,9 @@ pub(crate) struct Forward<'a> {
     pub(crate) max_body: Option<u64>,
     /// The route's rewrites, headers and the rest of its per-Ingress handling.
     pub(crate) policy: &'a RoutePolicy,
-    /// The matched route's path (`/` for a default backend): the session cookie's default
-    /// `Path` (ingress-nginx: "defaults to the currently matched path").
-    pub(crate) location: &'a str,
+    /// The route routing matched (`None`: the host's default backend): its path is what
+    /// `rewrite-target` captures from and the session cookie's default `Path`.
+    pub(crate) route: Option<&'a Route>,
 }
 
 /// An upstream's answer, ready to stream back to the client.
@@ -541,7 +542,7 @@ pub(crate) async fn forward(
     // `rewrite-target`, `upstream-vhost`, `x-forwarded-prefix` (after the forwarded headers).
     let path_and_query = super::rewrite::apply(
         &f.policy.upstream_request,
-        f.vhost,
+        f.route.map(|r| &r.path),
         &mut parts.headers,
         path_and_query,
     );
@@ -712,7 +713,8 @@ pub(crate) async fn forward(
         strip_hop_by_hop(response.headers_mut());
         if let Some(session) = &session {
             let https = f.conn.tls.is_some();
-            session.set_cookie(response.headers_mut(), endpoint, f.location, https);
+            let location = super::affinity::location(f.route);
+            session.set_cookie(response.headers_mut(), endpoint, location, https);
         }
         return Ok(UpstreamResponse {
             response,

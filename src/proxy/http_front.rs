@@ -49,6 +49,7 @@ use tokio::sync::Notify;
 
 use super::basic_auth;
 use super::body::{self, BodyObserver, ProxyBody, ResponseBody, own_response};
+use super::canary;
 use super::client_auth;
 use super::cors;
 use super::error::{ClientFault, ProxyError};
@@ -61,7 +62,6 @@ use super::rate_limit;
 use super::request_id;
 use super::source_ranges;
 use super::{ConnInfo, ProxyContext};
-use super::{affinity, canary};
 use crate::health::InFlight;
 use crate::table::host::normalize_host;
 use crate::table::route::{RouteAction, TlsMode};
@@ -572,7 +572,7 @@ async fn route_and_forward(
         request_id: &record.request_id,
         max_body,
         policy,
-        location: affinity::location(route),
+        route,
     };
     let intercept = error_pages::Intercept::prepare(policy, route_upstream, &req);
     let mut answer = forward::forward(&f, req).await?;

@@ -9,16 +9,15 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 
-use crate::table::VirtualHost;
 use crate::table::rewrite::{RewriteTarget, TargetPiece, UpstreamRequest};
 use crate::table::route::PathMatch;
 
-/// Edits `headers` and returns the request target to send, as `request` asks. The route is
-/// found again on `vhost` by the request path (the first that matches, as routing chose it);
-/// a request served by the host's default backend is not rewritten.
+/// Edits `headers` and returns the request target to send, as `request` asks. `matched` is the
+/// path of the route routing chose (its regex supplies the captures); a request served by the
+/// host's default backend (`None`) is not rewritten.
 pub(crate) fn apply(
     request: &UpstreamRequest,
-    vhost: &VirtualHost,
+    matched: Option<&PathMatch>,
     headers: &mut HeaderMap,
     path_and_query: PathAndQuery,
 ) -> PathAndQuery {
@@ -39,15 +38,15 @@ pub(crate) fn apply(
     let Some(target) = &request.rewrite_target else {
         return path_and_query;
     };
-    let path = path_and_query.path();
-    let Some(route) = vhost.routes.iter().find(|r| r.path.matches(path)) else {
+    let Some(matched) = matched else {
         return path_and_query;
     };
     // ingress-nginx's `needsRewrite`: a target equal to the location's path rewrites nothing.
-    if route.path.path() == target.source {
+    if matched.path() == target.source {
         return path_and_query;
     }
-    let regex = match &route.path {
+    let path = path_and_query.path();
+    let regex = match matched {
         PathMatch::Regex(r) => Some(r.regex()),
         PathMatch::Exact(_) | PathMatch::Prefix(_) => None,
     };
