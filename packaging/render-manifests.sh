@@ -30,7 +30,10 @@ metadata:
     pod-security.kubernetes.io/enforce: restricted
     pod-security.kubernetes.io/warn: restricted
 YAML
-  "$helm" template portcullis charts/portcullis --namespace "$namespace" --include-crds
+  # Rendered for the oldest supported API server, so the pause before the drain is the
+  # controller's --shutdown-delay (works everywhere) rather than the 1.30+ preStop sleep.
+  "$helm" template portcullis charts/portcullis --namespace "$namespace" --include-crds \
+    --kube-version 1.25.0
 }
 
 case "${1:-}" in

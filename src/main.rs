@@ -193,6 +193,11 @@ struct Common {
     /// How long open connections may finish after SIGTERM, e.g. `30s`, `500ms`, `2m`.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// After SIGTERM, keep accepting new connections this long (with /readyz already 503)
+    /// before the drain starts, e.g. `5s`; for clusters without the preStop `sleep` action
+    /// (Kubernetes before 1.30). Counts toward the pod's termination grace period.
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_duration)]
+    shutdown_delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -220,6 +225,7 @@ impl Common {
             cert_dir,
             log_format: self.log_format.into(),
             shutdown_grace: self.shutdown_grace,
+            shutdown_delay: self.shutdown_delay,
             public_ports: PublicPorts {
                 http: self.public_http_port,
                 https: self.public_https_port,

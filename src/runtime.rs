@@ -8,7 +8,8 @@
 //! a manifest directory; [`run_standalone`] is what the binary's `standalone` command does:
 //! start, log the addresses, wait for SIGTERM/SIGINT, drain.
 //!
-//! Shutdown: `/readyz` turns 503 first, the listeners stop accepting, open connections get up to
+//! Shutdown: `/readyz` turns 503 first, new connections are still accepted for
+//! `--shutdown-delay` (0 by default), then the listeners stop accepting, open connections get up to
 //! `--shutdown-grace` to finish, then the admin endpoint and the watcher stop.
 
 use std::future::Future;
@@ -308,8 +309,21 @@ impl Running {
     pub async fn shutdown(mut self) -> Result<(), RunError> {
         let grace = self.settings.shutdown_grace;
         let mode = self.mode;
-        lifecycle!(mode, info, grace_s = grace.as_secs_f64(), "shutting down");
+        let delay = self.settings.shutdown_delay;
+        lifecycle!(
+            mode,
+            info,
+            delay_s = delay.as_secs_f64(),
+            grace_s = grace.as_secs_f64(),
+            "shutting down"
+        );
         self.status.set_draining();
+        if !delay.is_zero() {
+            // Not ready, but still serving: the endpoints controller and load balancers take
+            // a moment to stop sending, and a connection refused now would be a failed request.
+            tokio::time::sleep(delay).await;
+            lifecycle!(mode, info, "shutdown delay over; draining");
+        }
         let _ = self.shutdown.send(true);
         let result = match tokio::time::timeout(grace, &mut self.proxy).await {
             Ok(Ok(Ok(()))) => Ok(()),

@@ -58,6 +58,10 @@ pub struct Settings {
     pub max_delay: Duration,
     /// How long open connections may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// How long to keep accepting new connections after SIGTERM, with `/readyz` already 503,
+    /// before the drain starts: for clusters whose kubelet has no preStop `sleep` action
+    /// (Kubernetes before 1.30), so load balancers and kube-proxy stop sending first.
+    pub shutdown_delay: Duration,
     /// The ports clients connect to when a Service or NAT maps them onto our listeners (chart:
     /// 80 → 8080, 443 → 8443). Used for redirect `Location`s and `X-Forwarded-Port`; `None`
     /// means the bound listener's port.
@@ -83,6 +87,7 @@ impl Default for Settings {
             hold_off: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             public_ports: PublicPorts::default(),
         }
     }

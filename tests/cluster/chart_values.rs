@@ -230,6 +230,50 @@ fn termination_grace_follows_the_shutdown_grace() {
     assert!(err.contains("killed mid-drain"), "{err}");
 }
 
+/// The pause between "not ready" and the drain: the kubelet's preStop `sleep` action where the
+/// API server has it (1.30+), else the controller's own `--shutdown-delay` of the same length, so
+/// the chart installs on 1.25–1.29 without a preStop hook the API server would refuse.
+#[test]
+fn the_prestop_pause_fits_the_kubernetes_version() {
+    let Some(helm) = helm() else { return };
+    let lifecycle = |objects: &[Value]| pod_spec(objects)["containers"][0]["lifecycle"].clone();
+    for version in ["1.30.0", "1.31.4-eks-1234", "1.35.0"] {
+        let rendered = objects(&helm, &["--kube-version", version]);
+        assert_eq!(
+            lifecycle(&rendered)["preStop"]["sleep"]["seconds"],
+            5,
+            "{version}"
+        );
+        let args = container_args(&rendered);
+        assert!(
+            !args.iter().any(|a| a.starts_with("--shutdown-delay")),
+            "{version}: {args:?}"
+        );
+    }
+    for version in ["1.25.0", "1.29.9"] {
+        let rendered = objects(&helm, &["--kube-version", version]);
+        assert!(lifecycle(&rendered).is_null(), "{version}");
+        let args = container_args(&rendered);
+        assert!(
+            args.contains(&"--shutdown-delay=5s".to_string()),
+            "{version}: {args:?}"
+        );
+        assert_binary_accepts(&args, version);
+        assert_eq!(grace(&rendered), 5 + 30 + 10, "{version}");
+    }
+    // No pause asked for: neither.
+    let none = objects(
+        &helm,
+        &["--kube-version", "1.29.0", "--set", "preStopSleepSeconds=0"],
+    );
+    assert!(lifecycle(&none).is_null());
+    assert!(
+        !container_args(&none)
+            .iter()
+            .any(|a| a.starts_with("--shutdown-delay"))
+    );
+}
+
 #[test]
 fn schema_refuses_unknown_keys_and_wrong_types() {
     let Some(helm) = helm() else { return };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use portcullis::runtime::{self, RunError};
 
 use crate::support::binary::Binary;
-use crate::support::http::status_of;
+use crate::support::http::{get, status_of};
 use crate::support::in_process::{standalone, test_settings};
 use crate::support::wait::wait_until;
 
@@ -94,4 +94,34 @@ async fn the_binary_logs_its_addresses_and_exits_0_on_sigterm() {
     let binary = Binary::start(dir.path()).await;
     let exit = binary.stop(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
+}
+
+/// `--shutdown-delay` (what the chart passes on Kubernetes before 1.30, whose kubelet has no
+/// preStop `sleep`): after SIGTERM `/readyz` is 503 at once, but a client that connects during
+/// the delay is still served; then the drain runs and the process exits 0.
+#[tokio::test]
+async fn the_shutdown_delay_keeps_serving_new_connections_while_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = Binary::start_with(dir.path(), &["--shutdown-delay", "3s"]).await;
+    binary.terminate();
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            status_of(binary.admin, "/readyz").await == 503
+        })
+        .await,
+        "/readyz turns 503 as soon as SIGTERM arrives"
+    );
+    // A new connection, after readiness went away: answered (no route: 404), not refused.
+    let answer = get(binary.http, "new.example", "/", &[]).await;
+    assert_eq!(answer.status, 404, "{}", binary.log_text());
+    assert!(
+        binary
+            .wait_for_log(Duration::from_secs(10), |l| l
+                .contains("shutdown delay over"))
+            .await,
+        "{}",
+        binary.log_text()
+    );
+    let exit = binary.exited(Duration::from_secs(10)).await;
+    assert_eq!(exit.code(), Some(0));
 }

@@ -198,6 +198,29 @@ impl Binary {
         }
     }
 
+    /// Sends SIGTERM and returns at once (the binary keeps running while it drains).
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            sigterm(child);
+        }
+    }
+
+    /// Waits (up to `timeout`) for the exit status after a [`Binary::terminate`].
+    pub async fn exited(mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("no exit within {timeout:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits (up to `timeout`) for the exit status.
     pub async fn stop(mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");

@@ -182,6 +182,9 @@ Why the chart's flags:
 {{- if $c.updateStatusOnShutdown }}
 {{- $set = append $set (list "update-status-on-shutdown" true) }}
 {{- end }}
+{{- if and (gt (int $v.preStopSleepSeconds) 0) (not (include "portcullis.sleepAction" .)) }}
+{{- $set = append $set (list "shutdown-delay" (printf "%ds" (int $v.preStopSleepSeconds))) }}
+{{- end }}
 {{- $rest := list }}
 {{- $extra := $c.extraArgs }}
 {{- $chartSet := len $set }}
@@ -273,4 +276,13 @@ terminationGracePeriodSeconds: the preStop sleep, then the shutdown grace (whate
 {{- else }}
 {{- .Values.terminationGracePeriodSeconds }}
 {{- end }}
+{{- end }}
+
+{{/*
+"true" when the cluster's kubelet has the preStop `sleep` action (Kubernetes 1.30+, where it is
+on by default). Older clusters get the same pause from the controller itself:
+--shutdown-delay keeps serving, not ready, for preStopSleepSeconds after SIGTERM.
+*/}}
+{{- define "portcullis.sleepAction" -}}
+{{- if semverCompare ">=1.30-0" .Capabilities.KubeVersion.Version }}true{{- end }}
 {{- end }}
