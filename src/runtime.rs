@@ -313,8 +313,8 @@ impl Running {
         lifecycle!(
             mode,
             info,
-            delay_s = delay.as_secs_f64(),
             grace_s = grace.as_secs_f64(),
+            delay_s = delay.as_secs_f64(),
             "shutting down"
         );
         self.status.set_draining();
@@ -431,5 +431,6 @@ impl Observer for Metrics {
         self.diagnostics(&report.built.diagnostics);
         self.snapshot_objects(&report.snapshot);
         self.certificates(&report.built.table);
+        self.hosts(&report.built.table);
     }
 }

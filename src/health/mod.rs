@@ -39,8 +39,8 @@ mod state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -50,6 +50,7 @@ use tokio::task::JoinHandle;
 use self::probe::{Check, ProbeSpec, ProbeTls, desired_probes, probe};
 use self::state::{EndpointState, Transition, millis};
 use crate::table::{RouteTable, TableHandle};
+use crate::telemetry::endpoint_traffic::{EndpointCounters, EndpointTraffic};
 use crate::telemetry::metrics::Metrics;
 
 pub(crate) use self::probe::{MAX_PROBE_TIMEOUT, ProbeError};
@@ -100,6 +101,28 @@ impl Drop for InFlight {
     }
 }
 
+/// The endpoint's traffic counters, through the guard the proxy holds anyway: one atomic add
+/// each, no map lookup.
+impl InFlight {
+    /// The endpoint sent a response head with `status`, after being sent a request body of
+    /// `request_body` bytes (its `Content-Length`).
+    pub(crate) fn answered(&self, status: u16, request_body: u64) {
+        self.state.traffic.response(status);
+        self.state.traffic.bytes(request_body, 0);
+    }
+
+    /// The exchange failed on the endpoint's side (reset, timeout).
+    pub(crate) fn failed(&self) {
+        self.state.traffic.error();
+    }
+
+    /// Ends the request (or tunnel, or pass-through connection), having carried `to_endpoint`
+    /// bytes to the endpoint and `from_endpoint` back.
+    pub(crate) fn finish(self, to_endpoint: u64, from_endpoint: u64) {
+        self.state.traffic.bytes(to_endpoint, from_endpoint);
+    }
+}
+
 /// A consistent, lock-free view of the health map for several lookups in a row (one pick):
 /// one `ArcSwap` load instead of one per endpoint.
 pub(crate) struct HealthView<'a> {
@@ -131,10 +154,13 @@ impl Health {
 
     /// Like [`Health::new`], exporting `portcullis_upstream_healthy` through `metrics`.
     pub fn with_metrics(metrics: Arc<Metrics>) -> Arc<Health> {
-        Arc::new(Health {
-            metrics: Some(metrics),
+        let health = Arc::new(Health {
+            metrics: Some(Arc::clone(&metrics)),
             ..Health::default()
-        })
+        });
+        let weak: Weak<dyn EndpointCounters> = Arc::downgrade(&health) as Weak<Health>;
+        metrics.set_endpoint_counters(weak);
+        health
     }
 
     /// A view for several lookups with one map load (used by `balance::pick`).
@@ -154,6 +180,8 @@ impl Health {
     /// module docs for the exact rule).
     pub fn mark_failed(&self, addr: SocketAddr) {
         let state = self.state(addr);
+        // Every passive failure is a failed connect: one error of the endpoint.
+        state.traffic.error();
         if let Some(t) = state.on_passive_failure(self.now_ms()) {
             self.report(
                 addr,
@@ -167,6 +195,14 @@ impl Health {
     #[cfg(test)]
     fn in_flight(&self, addr: SocketAddr) -> usize {
         self.view().in_flight(addr)
+    }
+
+    /// Counts an exchange with `addr` that failed after its connect (TLS, timeout, reset) as
+    /// one error of the endpoint; endpoints the table does not name are not counted.
+    pub(crate) fn count_error(&self, addr: SocketAddr) {
+        if let Some(state) = self.endpoints.load().get(&addr) {
+            state.traffic.error();
+        }
     }
 
     /// Counts a request to `addr` as in flight until the guard drops.
@@ -343,6 +379,16 @@ impl Health {
         );
     }
 }
+/// The per-endpoint metrics: every endpoint of the live table (and any the proxy met before
+/// the health checker reconciled it), so series come and go with the table's endpoints.
+impl EndpointCounters for Health {
+    fn each_endpoint(&self, f: &mut dyn FnMut(SocketAddr, &EndpointTraffic)) {
+        for (addr, state) in self.endpoints.load().iter() {
+            f(*addr, &state.traffic());
+        }
+    }
+}
+
 // === probe tasks ===
 
 struct ProbeTask {
@@ -438,5 +484,47 @@ mod tests {
         assert_eq!(h.in_flight(a), 0);
         h.mark_failed(a);
         assert!(!h.is_healthy(a));
+    }
+
+    /// The per-endpoint families are read from the guards' atomics at scrape time, and only
+    /// for endpoints the checker holds.
+    #[test]
+    fn endpoint_traffic_is_exported_per_endpoint() {
+        let metrics = Arc::new(Metrics::new());
+        let h = Health::with_metrics(Arc::clone(&metrics));
+        let (a, b) = (addr(3), addr(4));
+        let first = h.begin_request(a);
+        first.answered(200, 10);
+        first.finish(0, 300);
+        let second = h.begin_request(a);
+        second.answered(503, 0);
+        h.mark_failed(b);
+        h.count_error(b);
+        let text = metrics.encode();
+        for want in [
+            r#"portcullis_upstream_requests_total{endpoint="10.0.0.1:3",class="2xx"} 1"#,
+            r#"portcullis_upstream_requests_total{endpoint="10.0.0.1:3",class="5xx"} 1"#,
+            r#"portcullis_upstream_requests_total{endpoint="10.0.0.1:4",class="2xx"} 0"#,
+            r#"portcullis_upstream_errors_total{endpoint="10.0.0.1:4"} 2"#,
+            r#"portcullis_upstream_errors_total{endpoint="10.0.0.1:3"} 0"#,
+            r#"portcullis_upstream_bytes_total{endpoint="10.0.0.1:3",direction="to_endpoint"} 10"#,
+            r#"portcullis_upstream_bytes_total{endpoint="10.0.0.1:3",direction="from_endpoint"} 300"#,
+            r#"portcullis_upstream_active{endpoint="10.0.0.1:3"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want} in\n{text}");
+        }
+        drop(second);
+        let text = metrics.encode();
+        assert!(text.contains(r#"portcullis_upstream_active{endpoint="10.0.0.1:3"} 0"#));
+        // Gone from the checker (as when it leaves the table): gone from the exposition.
+        h.endpoints.store(Arc::new(EndpointMap::new()));
+        metrics.remove_upstream(a);
+        metrics.remove_upstream(b);
+        let text = metrics.encode();
+        assert!(!text.contains("10.0.0.1:3"), "{text}");
+        assert!(
+            text.contains("# TYPE portcullis_upstream_requests counter"),
+            "{text}"
+        );
     }
 }

@@ -44,6 +44,7 @@ impl EndpointHealth for Health {
             probed: state.probed.load(Ordering::Acquire),
             in_flight: state.in_flight.load(Ordering::Relaxed),
             last_probe,
+            traffic: state.traffic(),
         })
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::telemetry::endpoint_traffic::{EndpointTraffic, class_index};
 use crate::telemetry::status_api::ProbeReport;
 
 /// Consecutive successful probes that bring an actively-failed endpoint back (`rise 2`).
@@ -50,6 +51,51 @@ pub(super) struct EndpointState {
     counters: Mutex<Counters>,
     /// The last active probe, for the status API (written by `Health::record_probe`).
     pub(super) last_probe: Mutex<Option<ProbeReport>>,
+    /// What the proxy exchanged with the endpoint (the per-endpoint metrics).
+    pub(super) traffic: Traffic,
+}
+
+/// Per-endpoint traffic counters: plain atomics, added to on the request path through the
+/// `InFlight` guard the proxy already holds (no lookup, no lock), read at scrape time.
+#[derive(Debug, Default)]
+pub(super) struct Traffic {
+    responses: [AtomicU64; 6],
+    errors: AtomicU64,
+    bytes_to: AtomicU64,
+    bytes_from: AtomicU64,
+}
+
+impl Traffic {
+    pub(super) fn response(&self, status: u16) {
+        self.responses[class_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn bytes(&self, to_endpoint: u64, from_endpoint: u64) {
+        if to_endpoint > 0 {
+            self.bytes_to.fetch_add(to_endpoint, Ordering::Relaxed);
+        }
+        if from_endpoint > 0 {
+            self.bytes_from.fetch_add(from_endpoint, Ordering::Relaxed);
+        }
+    }
+}
+
+impl EndpointState {
+    /// The endpoint's counters now.
+    pub(super) fn traffic(&self) -> EndpointTraffic {
+        let t = &self.traffic;
+        EndpointTraffic {
+            responses: std::array::from_fn(|i| t.responses[i].load(Ordering::Relaxed)),
+            errors: t.errors.load(Ordering::Relaxed),
+            bytes_to_endpoint: t.bytes_to.load(Ordering::Relaxed),
+            bytes_from_endpoint: t.bytes_from.load(Ordering::Relaxed),
+            active: self.in_flight.load(Ordering::Relaxed) as u64,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +123,7 @@ impl EndpointState {
             cooldown_ms: AtomicU64::new(millis(DEFAULT_PASSIVE_COOLDOWN)),
             counters: Mutex::new(Counters::default()),
             last_probe: Mutex::new(None),
+            traffic: Traffic::default(),
         }
     }
 

@@ -154,7 +154,9 @@ async fn serve_http(
         local,
         tls: None,
     };
-    let _active = ctx.metrics.connection_opened(ConnectionMode::Http);
+    // Host `-`: a plain connection's requests may go to any host (they are counted per host
+    // in `portcullis_http_requests_total`).
+    let _active = ctx.metrics.connection_opened(ConnectionMode::Http, "-");
     http_front::serve_connection(PrefixedIo::new(buf, stream), conn, table, live, ctx).await;
 }
 

@@ -260,6 +260,7 @@ async fn send(
             }
             Ok(Ok(mut response)) => {
                 strip_hop_by_hop(response.headers_mut());
+                in_flight.answered(response.status().as_u16(), 0);
                 return Ok(UpstreamResponse {
                     response,
                     endpoint,

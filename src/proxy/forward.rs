@@ -117,29 +117,44 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the hop-by-hop headers and every header the `Connection` header names (never
 /// `Host`). One pass over the names first: most messages carry none, and then nothing is
-/// hashed or removed.
+/// hashed or removed. Runs twice per request (request and response; most pods answer with
+/// `Connection: keep-alive`), so it allocates nothing in the usual case (one `Connection`
+/// field).
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| n != header::HOST)
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // The values are reference-counted: a clone lets the map change while they are read.
+    let mut fields = headers.get_all(header::CONNECTION).iter();
+    let (first, several) = (fields.next().cloned(), fields.next().is_some());
+    if several {
+        let all: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        for value in &all {
+            remove_named(headers, value);
+        }
+    } else if let Some(value) = first {
+        remove_named(headers, &value);
     }
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in present {
-        headers.remove(name);
+    // At most one pass per distinct hop-by-hop name (there are seven).
+    while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
+        headers.remove(&name);
+    }
+}
+
+/// Removes the headers a `Connection` value names, except `Host`. A `&str` key is parsed on
+/// the stack: no `HeaderName` is built (and allocated, for a non-standard name) per token.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(tokens) = connection.to_str() else {
+        return;
+    };
+    for token in tokens.split(',').map(str::trim) {
+        if !token.eq_ignore_ascii_case(header::HOST.as_str()) {
+            headers.remove(token);
+        }
     }
 }
 
@@ -551,6 +566,8 @@ pub(crate) async fn forward(
     // A bodyless idempotent request can be sent again when its connection closes before any
     // response head; anything else only when hyper hands the request back unsent.
     let resendable = body.is_end_stream() && method.is_idempotent();
+    // The per-endpoint `bytes_to_endpoint`: the declared body length (a chunked body counts 0).
+    let request_body_len = body.size_hint().exact().unwrap_or(0);
     let mut body = Some(client_request(body, f.max_body));
     // `proxy-send-timeout`: the pod must keep taking the request body.
     let send_watch = f.policy.timeouts.send.map(|t| (t, SendProgress::new()));
@@ -671,6 +688,7 @@ pub(crate) async fn forward(
             }
         };
         let upstream_time = sent.elapsed();
+        in_flight.answered(response.status().as_u16(), request_body_len);
 
         // 4. respond
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -754,9 +772,6 @@ fn response_timeout(f: &Forward<'_>) -> Duration {
         .unwrap_or(f.table.class.timeouts.upstream_response)
 }
 
-/// Ends least-request accounting for an endpoint (the guard's drop does it).
-fn drop_in_flight(_in_flight: InFlight) {}
-
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
 fn join_cookies(headers: &mut HeaderMap) {
     if headers.get_all(header::COOKIE).iter().count() < 2 {
@@ -806,8 +821,8 @@ async fn tunnel(
         (Err(_), _) => ("client-upgrade-failed", 0, 0),
         (_, Err(_)) => ("upstream-upgrade-failed", 0, 0),
     };
-    // Least-request accounting ends with the tunnel.
-    drop_in_flight(in_flight);
+    // Least-request accounting ends with the tunnel; its bytes count for the endpoint.
+    in_flight.finish(from_client, to_client);
     access_log::tcp(&access_log::TcpLog {
         client: client_addr,
         sni: None,
@@ -840,6 +855,40 @@ mod tests {
         assert!(h.contains_key("proxy-authorization"));
         assert!(!h.contains_key("x-secret") && !h.contains_key("keep-alive"));
         assert!(!h.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn every_connection_field_is_honoured_whatever_the_case() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.append(header::CONNECTION, HeaderValue::from_static("X-One , HOST"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-two,,bad name"),
+        );
+        for name in [
+            "x-one",
+            "x-two",
+            "x-kept",
+            "te",
+            "trailer",
+            "proxy-connection",
+        ] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host", "x-kept"]);
+
+        // One field, the usual shape of a pod's response.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-length"]);
     }
 
     #[test]

@@ -52,7 +52,7 @@ use super::body::{self, BodyObserver, ProxyBody, ResponseBody, own_response};
 use super::canary;
 use super::client_auth;
 use super::cors;
-use super::error::{ClientFault, ProxyError};
+use super::error::{ClientFault, ProxyError, UpstreamFault};
 use super::error_pages;
 use super::external_auth;
 use super::forward::{self, ConnForwarded, Forward};
@@ -316,8 +316,17 @@ async fn handle(
         Err(error) => {
             tracing::debug!(client = %state.conn.client, who = error.who().as_str(), %error, "request answered by the proxy");
             record.error = Some(error.label());
-            if let ProxyError::Upstream { endpoint, .. } = &error {
+            if let ProxyError::Upstream {
+                endpoint, fault, ..
+            } = &error
+            {
                 record.upstream = *endpoint;
+                // A failed connect was counted when the endpoint was marked failed.
+                if let Some(endpoint) = endpoint
+                    && !matches!(fault, UpstreamFault::Connect(_))
+                {
+                    state.ctx.health.count_error(*endpoint);
+                }
             }
             // A gRPC client gets a gRPC status it can act on rather than an HTTP error.
             grpc.then(|| super::grpc::error_response(&error))
@@ -856,8 +865,11 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         let total = self.started.elapsed();
-        // Least-request accounting ends with the response body.
-        self.in_flight = None;
+        // Least-request accounting ends with the response body, whose bytes came from the
+        // endpoint.
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.finish(0, self.bytes_sent);
+        }
         if access_log::http_enabled() {
             let host = self
                 .raw_host
@@ -906,6 +918,9 @@ impl BodyObserver for Record {
 
     fn failed(&mut self) {
         self.error = Some("upstream_body_reset");
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.failed();
+        }
     }
 
     fn complete(&mut self) {

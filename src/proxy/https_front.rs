@@ -81,6 +81,9 @@ pub(crate) async fn serve_connection(
         tls: None,
     };
     let vhost = hello.sni.as_deref().and_then(|sni| table.route_sni(sni));
+    // The metrics' `host`: the table's name for the SNI's virtual host, never the raw SNI,
+    // so the label values stay bounded by the table's hosts.
+    let host = vhost.map_or_else(|| "-".to_string(), |v| v.host.to_string());
     if let Some(vhost) = vhost
         && vhost.tls_mode == TlsMode::Passthrough
     {
@@ -89,7 +92,9 @@ pub(crate) async fn serve_connection(
                 let io = PrefixedIo::new(buf, stream);
                 let sni = hello.sni.as_deref();
                 let sources = vhost.default_policy.source_ranges.as_ref();
-                let _active = ctx.metrics.connection_opened(ConnectionMode::Passthrough);
+                let _active = ctx
+                    .metrics
+                    .connection_opened(ConnectionMode::Passthrough, &host);
                 passthrough::serve(io, sni, &conn, upstream, sources, &table, &ctx, started).await;
             }
             None => tracing::warn!(sni = ?hello.sni, "pass-through host without an upstream"),
@@ -108,7 +113,7 @@ pub(crate) async fn serve_connection(
         version: None,
         cipher: None,
     });
-    terminate(stream, buf, conn, mode, deadline, table, live, ctx).await;
+    terminate(stream, buf, conn, mode, &host, deadline, table, live, ctx).await;
 }
 
 /// The metric label of a ClientHello that could not be read, or `None` when the connection is
@@ -135,6 +140,7 @@ async fn terminate(
     buf: Vec<u8>,
     mut conn: ConnInfo,
     mode: Mode,
+    host: &str,
     deadline: Instant,
     table: Arc<RouteTable>,
     live: TableHandle,
@@ -154,7 +160,7 @@ async fn terminate(
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "no TLS server config; closing");
-            ctx.metrics.handshake(mode, false);
+            ctx.metrics.handshake(mode, false, host);
             return;
         }
     };
@@ -163,17 +169,17 @@ async fn terminate(
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             // rustls has queued an alert and tokio-rustls tried to send it.
-            ctx.metrics.handshake(mode, false);
+            ctx.metrics.handshake(mode, false, host);
             tracing::debug!(client = %conn.client, sni = ?sni, %error, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            ctx.metrics.handshake(mode, false);
+            ctx.metrics.handshake(mode, false, host);
             tracing::debug!(client = %conn.client, sni = ?sni, "TLS handshake timed out");
             return;
         }
     };
-    ctx.metrics.handshake(mode, true);
+    ctx.metrics.handshake(mode, true, host);
     if let Some(info) = conn.tls.as_mut() {
         info.alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let server = tls.get_ref().1;
@@ -196,6 +202,6 @@ async fn terminate(
             })
             .ok();
     }
-    let _active = ctx.metrics.connection_opened(mode);
+    let _active = ctx.metrics.connection_opened(mode, host);
     http_front::serve_connection(tls, conn, table, live, ctx).await;
 }

@@ -137,6 +137,8 @@ async fn run(
         return summary;
     };
     summary.upstream = Some(addr);
+    // Counted as active on the endpoint (and by least-request) while it is spliced.
+    let in_flight = ctx.health.begin_request(addr);
 
     let mut first = match upstream.proxy_protocol {
         Some(version) => proxy_protocol::encode(version, conn.client, conn.local),
@@ -146,6 +148,7 @@ async fn run(
     if let Err(error) = server.write_all(&first).await {
         tracing::debug!(%addr, %error, "pass-through: writing the ClientHello to the upstream");
         summary.termination = Termination::UpstreamReset;
+        in_flight.failed();
         return summary;
     }
     let spliced = splice::splice(
@@ -162,6 +165,10 @@ async fn run(
     };
     summary.bytes_from_client = hello.len() as u64 + spliced.from_client;
     summary.bytes_to_client = spliced.to_client;
+    if summary.termination == Termination::UpstreamReset {
+        in_flight.failed();
+    }
+    in_flight.finish(summary.bytes_from_client, summary.bytes_to_client);
     summary
 }
 

@@ -12,10 +12,10 @@
 //! certificates come from the table and their series are removed when they leave it (see
 //! [`Metrics::remove_upstream`], [`Metrics::certificates`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use super::endpoint_traffic::{CountersSlot, EndpointCollector, EndpointCounters};
 use super::exposition::Format;
 use super::process::ProcessCollector;
 use crate::source::Snapshot;
@@ -250,9 +251,12 @@ struct HttpRouteLabels {
     mode: Mode,
 }
 
+/// `host`: the virtual host the connection's SNI chose (the table's name for it), `-` for a
+/// plain :80 connection (its requests may go to any host) and for an unknown or missing SNI.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ConnectionLabels {
     mode: ConnectionMode,
+    host: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -283,6 +287,8 @@ struct TcpBytesLabels {
 struct HandshakeLabels {
     mode: Mode,
     result: HandshakeResult,
+    /// As [`ConnectionLabels::host`].
+    host: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -478,6 +484,11 @@ pub struct Metrics {
     rate_limit_entries: Gauge,
     /// The size of that table, set by the limiter when it is made.
     rate_limit_capacity: Gauge,
+    /// Where the per-endpoint collector reads its counters (`endpoint_traffic.rs`).
+    endpoint_counters: CountersSlot,
+    /// The hosts of the last table, whose connection and handshake series exist; a host that
+    /// leaves the table loses them ([`Metrics::hosts`]).
+    hosts_seen: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -627,6 +638,10 @@ impl Metrics {
             "The most entries the rate and connection limiter holds (a fixed table)",
             rate_limit_capacity.clone(),
         );
+        let endpoint_counters = CountersSlot::default();
+        registry.register_collector(Box::new(EndpointCollector {
+            source: Arc::clone(&endpoint_counters),
+        }));
         Metrics {
             registry: root,
             http_requests,
@@ -649,7 +664,18 @@ impl Metrics {
             objects,
             rate_limit_entries,
             rate_limit_capacity,
+            endpoint_counters,
+            hosts_seen: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Where the per-endpoint families (`portcullis_upstream_requests_total` and the rest)
+    /// are read from at scrape time: the health checker, once it exists.
+    pub(crate) fn set_endpoint_counters(&self, source: Weak<dyn EndpointCounters>) {
+        *self
+            .endpoint_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
     /// The gauges the rate limiter keeps its entry count and its capacity in (the metrics
@@ -706,12 +732,19 @@ impl Metrics {
         }
     }
 
-    /// Counts a connection of `mode` in `portcullis_connections_active` while the returned
-    /// guard lives.
-    pub(crate) fn connection_opened(&self, mode: impl Into<ConnectionMode>) -> ActiveConnection {
+    /// Counts a connection of `mode` to `host` (the table's name of the SNI's virtual host, or
+    /// `-`) in `portcullis_connections_active` while the returned guard lives.
+    pub(crate) fn connection_opened(
+        &self,
+        mode: impl Into<ConnectionMode>,
+        host: &str,
+    ) -> ActiveConnection {
         let gauge = self
             .connections_active
-            .get_or_create_owned(&ConnectionLabels { mode: mode.into() });
+            .get_or_create_owned(&ConnectionLabels {
+                mode: mode.into(),
+                host: host.to_string(),
+            });
         gauge.inc();
         ActiveConnection(gauge)
     }
@@ -736,15 +769,20 @@ impl Metrics {
         }
     }
 
-    /// A TLS handshake finished (ok or not) for a terminated/re-encrypted host.
-    pub(crate) fn handshake(&self, mode: Mode, ok: bool) {
+    /// A TLS handshake finished (ok or not) for a terminated/re-encrypted host: `host` as in
+    /// [`Metrics::connection_opened`].
+    pub(crate) fn handshake(&self, mode: Mode, ok: bool, host: &str) {
         let result = if ok {
             HandshakeResult::Ok
         } else {
             HandshakeResult::Error
         };
         self.tls_handshakes
-            .get_or_create(&HandshakeLabels { mode, result })
+            .get_or_create(&HandshakeLabels {
+                mode,
+                result,
+                host: host.to_string(),
+            })
             .inc();
     }
 
@@ -865,6 +903,45 @@ impl Metrics {
         *seen = now.into_iter().map(|(labels, _)| labels).collect();
     }
 
+    /// Drops the `portcullis_connections_active` and `portcullis_tls_handshakes_total` series
+    /// of hosts that left the table, so their label values stay bounded by the table's hosts.
+    /// A connection still open to a removed host keeps counting in a series no longer
+    /// exported.
+    pub(crate) fn hosts(&self, table: &RouteTable) {
+        let now: HashSet<String> = table
+            .vhosts()
+            .into_iter()
+            .map(|v| v.host.to_string())
+            .collect();
+        let mut seen = self
+            .hosts_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for gone in seen.difference(&now) {
+            for mode in [
+                ConnectionMode::Http,
+                ConnectionMode::Terminate,
+                ConnectionMode::Reencrypt,
+                ConnectionMode::Passthrough,
+            ] {
+                self.connections_active.remove(&ConnectionLabels {
+                    mode,
+                    host: gone.clone(),
+                });
+            }
+            for mode in [Mode::Http, Mode::Terminate, Mode::Reencrypt] {
+                for result in [HandshakeResult::Ok, HandshakeResult::Error] {
+                    self.tls_handshakes.remove(&HandshakeLabels {
+                        mode,
+                        result,
+                        host: gone.clone(),
+                    });
+                }
+            }
+        }
+        *seen = now;
+    }
+
     /// Sets `portcullis_objects{kind}` for one kind (e.g. `Ingress`).
     fn objects(&self, kind: &str, count: usize) {
         self.objects
@@ -955,7 +1032,7 @@ mod tests {
             Duration::from_millis(3),
         );
         m.tcp_connection("p.example.com", 10, 20);
-        m.handshake(Mode::Reencrypt, false);
+        m.handshake(Mode::Reencrypt, false, "r.example.com");
         m.hello_rejected(HelloRejection::TooLarge);
         m.connection_limited();
         let text = m.encode();
@@ -967,7 +1044,7 @@ mod tests {
             r#"portcullis_tcp_connections_total{host="p.example.com"} 1"#,
             r#"portcullis_tcp_bytes_total{host="p.example.com",direction="from_client"} 10"#,
             r#"portcullis_tcp_bytes_total{host="p.example.com",direction="to_client"} 20"#,
-            r#"portcullis_tls_handshakes_total{mode="reencrypt",result="error"} 1"#,
+            r#"portcullis_tls_handshakes_total{mode="reencrypt",result="error",host="r.example.com"} 1"#,
             r#"portcullis_client_hello_rejected_total{reason="too_large"} 1"#,
             "portcullis_connections_limited_total 1",
         ] {
@@ -982,7 +1059,7 @@ mod tests {
     fn both_formats() {
         let m = Metrics::new();
         m.connection_limited();
-        let conn = m.connection_opened(ConnectionMode::Passthrough);
+        let conn = m.connection_opened(ConnectionMode::Passthrough, "p.example.com");
         let om = m.encode_as(Format::OpenMetrics);
         let text = m.encode_as(Format::Prometheus);
         assert!(has_line(
@@ -1009,7 +1086,7 @@ mod tests {
             assert!(has_line(t, "portcullis_connections_limited_total 1"));
             assert!(has_line(
                 t,
-                r#"portcullis_connections_active{mode="passthrough"} 1"#
+                r#"portcullis_connections_active{mode="passthrough",host="p.example.com"} 1"#
             ));
             assert!(has_line(t, "portcullis_build_info{version=\""));
         }
@@ -1026,7 +1103,7 @@ mod tests {
         let text = m.encode_as(Format::Prometheus);
         assert!(has_line(
             &text,
-            r#"portcullis_connections_active{mode="passthrough"} 0"#
+            r#"portcullis_connections_active{mode="passthrough",host="p.example.com"} 0"#
         ));
     }
 

@@ -5,6 +5,7 @@
 
 pub(crate) mod access_log;
 pub mod admin;
+pub(crate) mod endpoint_traffic;
 pub mod exposition;
 pub mod log_format;
 pub mod metrics;

@@ -12,7 +12,9 @@
 //! - the last rebuild: a [`BuildLog`] observing the rebuild loop;
 //! - endpoint health: anything implementing [`EndpointHealth`] (the health checker does; this
 //!   module does not name it, so `telemetry` stays below `health` in the module graph);
-//! - counters: the metrics' own exposition (`status_counters.rs`).
+//! - counters: the metrics' own exposition (`status_counters.rs`); per-endpoint traffic
+//!   (responses by class, errors, bytes, active) straight from the health checker's atomics
+//!   ([`EndpointReport::traffic`], the same numbers `endpoint_traffic.rs` exports).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use crate::table::diagnostic::{Diagnostic, Severity};
 use crate::table::host::HostMatch;
 use crate::table::upstream::Upstream;
 use crate::table::{CertificateChoice, RouteTable, VirtualHost};
+use crate::telemetry::endpoint_traffic::{CLASSES, EndpointTraffic};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::status_counters::{Counters, HostCounters, ProcessCounters};
 
@@ -49,6 +52,8 @@ pub(crate) struct EndpointReport {
     pub(crate) in_flight: usize,
     /// The last active probe, once one finished.
     pub(crate) last_probe: Option<ProbeReport>,
+    /// What the proxy exchanged with it since it entered the table.
+    pub(crate) traffic: EndpointTraffic,
 }
 
 /// One finished active probe.
@@ -212,6 +217,18 @@ struct EndpointView {
     last_probe: Option<ProbeView>,
     /// Series of the metrics labelled with this endpoint, by name (without `portcullis_`).
     metrics: BTreeMap<String, f64>,
+    /// Response heads the endpoint sent, by status class (`1xx` .. `5xx`, `other`).
+    requests: BTreeMap<&'static str, u64>,
+    /// Exchanges that failed on the endpoint's side: connect refused or timed out, TLS with it
+    /// failed, no response head in time, reset (HTTP, tunnels, pass-through). A 5xx the pod
+    /// sends is counted in `requests`, not here.
+    errors: u64,
+    /// Request bodies (by `Content-Length`) and tunnel / pass-through bytes sent to it.
+    bytes_to_endpoint: u64,
+    /// Response bodies and tunnel / pass-through bytes received from it.
+    bytes_from_endpoint: u64,
+    /// HTTP requests in flight, upgraded tunnels and pass-through connections open now.
+    active: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -360,6 +377,7 @@ impl EndpointView {
         let report = health.and_then(|h| h.endpoint(addr));
         let up = report.as_ref().is_none_or(|r| r.up);
         let address = addr.to_string();
+        let traffic = report.as_ref().map(|r| r.traffic).unwrap_or_default();
         EndpointView {
             state: match (up, draining) {
                 (false, _) => "down",
@@ -380,6 +398,11 @@ impl EndpointView {
                 .cloned()
                 .unwrap_or_default(),
             address,
+            requests: CLASSES.into_iter().zip(traffic.responses).collect(),
+            errors: traffic.errors,
+            bytes_to_endpoint: traffic.bytes_to_endpoint,
+            bytes_from_endpoint: traffic.bytes_from_endpoint,
+            active: traffic.active,
         }
     }
 }
@@ -458,6 +481,7 @@ mod tests {
                         ok: false,
                         error: Some("connection refused".into()),
                     }),
+                    traffic: EndpointTraffic::default(),
                 })
             }
         }

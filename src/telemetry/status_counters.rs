@@ -12,10 +12,12 @@
 //!   (`503`); both are summed by class.
 //! - `portcullis_tcp_connections_total{host}` and `portcullis_tcp_bytes_total{host, direction}`.
 //! - any `*_bytes_total{host, direction}` other than the TCP one (HTTP body bytes, when kept).
-//! - open connections: `portcullis_connections_active{mode}` (process-wide), or per host when a
-//!   gauge of that name carries a `host` label.
+//! - open connections: `portcullis_connections_active{mode, host}`, per host and summed by
+//!   mode for the process (`host="-"`: plain :80 connections and unknown SNIs).
+//! - TLS handshakes `portcullis_tls_handshakes_total{mode, result, host}`: per host by result,
+//!   and summed for the process.
 //! - per endpoint: every series with an `endpoint` label, by metric name.
-//! - process-wide: TLS handshakes by result, ClientHellos rejected, connections limited.
+//! - process-wide: ClientHellos rejected, connections limited.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +56,8 @@ pub(crate) struct HostCounters {
     /// Connections open now, when the metrics keep a per-host gauge.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) active_connections: Option<u64>,
+    /// TLS handshakes of connections whose SNI chose this host, by result (`ok`, `error`).
+    pub(crate) tls_handshakes: BTreeMap<String, u64>,
 }
 
 /// Counters that belong to no host.
@@ -112,6 +116,10 @@ impl Counters {
                 name if is_active_connections(name) => {
                     *h.active_connections.get_or_insert(0) += n;
                 }
+                "portcullis_tls_handshakes_total" => {
+                    let result = s.label("result").unwrap_or("other");
+                    *h.tls_handshakes.entry(result.to_string()).or_default() += n;
+                }
                 _ => {}
             }
         }
@@ -137,7 +145,10 @@ impl Counters {
                     .or_default() += n;
             }
             "portcullis_connections_limited_total" => p.connections_limited += n,
-            name if is_active_connections(name) && s.label("host").is_none() => {
+            // The gauge carries a `host` label too: the process's count is the sum.
+            name if name == "portcullis_connections_active"
+                || (is_active_connections(name) && s.label("host").is_none()) =>
+            {
                 let mode = s.label("mode").unwrap_or("all");
                 *p.active_connections.entry(mode.to_string()).or_default() += n;
             }
@@ -243,8 +254,12 @@ portcullis_tcp_bytes_total{host="p.example.com",direction="to_client"} 20
 portcullis_active_connections{host="a.example.com",mode="http"} 4
 portcullis_upstream_healthy{endpoint="10.0.0.1:80"} 1
 portcullis_tls_handshakes_total{mode="terminate",result="ok"} 5
+portcullis_tls_handshakes_total{mode="terminate",result="ok",host="a.example.com"} 3
+portcullis_tls_handshakes_total{mode="terminate",result="error",host="a.example.com"} 1
 portcullis_connections_limited_total 1
 portcullis_connections_active{mode="http"} 2
+portcullis_connections_active{mode="terminate",host="a.example.com"} 6
+portcullis_connections_active{mode="terminate",host="-"} 1
 weird{host="x\"y"} 1 1700000000
 # EOF
 "#;
@@ -256,16 +271,21 @@ weird{host="x\"y"} 1 1700000000
         assert_eq!(a.requests["2xx"], 7);
         assert_eq!(a.requests["5xx"], 3);
         assert_eq!(a.errors, 3);
-        assert_eq!(a.active_connections, Some(4));
+        assert_eq!(a.active_connections, Some(4 + 6));
+        assert_eq!(a.tls_handshakes["ok"], 3);
+        assert_eq!(a.tls_handshakes["error"], 1);
+        assert_eq!(c.hosts["-"].active_connections, Some(1));
         let p = &c.hosts["p.example.com"];
         assert_eq!(
             (p.tcp_connections, p.bytes_from_client, p.bytes_to_client),
             (3, 10, 20)
         );
         assert_eq!(c.endpoints["10.0.0.1:80"]["upstream_healthy"], 1.0);
-        assert_eq!(c.process.tls_handshakes["ok"], 5);
+        assert_eq!(c.process.tls_handshakes["ok"], 5 + 3);
+        assert_eq!(c.process.tls_handshakes["error"], 1);
         assert_eq!(c.process.connections_limited, 1);
         assert_eq!(c.process.active_connections["http"], 2);
+        assert_eq!(c.process.active_connections["terminate"], 6 + 1);
         assert!(c.hosts.contains_key("x\"y"));
     }
 

@@ -216,6 +216,11 @@ async function main() {
     if (!cert.includes(`CN=${SECURE}`) || !/\b(89|90) days left/.test(cert) || !cert.includes('Secret default/secure-tls')) {
       throw new Error(`certificate shown as: ${cert}`);
     }
+    // Per-endpoint counters: the shop's one endpoint answered the five requests above.
+    const shopCounters = await page.textContent(`[data-host="${SHOP}"] [data-endpoint-counters="${shopEndpoint}"]`);
+    if (!shopCounters.includes('2xx 5') || !shopCounters.includes('errors 0')) {
+      throw new Error(`shop endpoint counters shown as: ${shopCounters}`);
+    }
     const readyText = await page.textContent('#ready');
     if (readyText !== 'ready') throw new Error(`ready badge reads ${readyText}`);
 

@@ -31,6 +31,7 @@ mod passthrough;
 mod quickstart;
 mod redirect;
 mod reencrypt;
+mod status_counters;
 mod status_page;
 mod support_selftest;
 mod terminate;

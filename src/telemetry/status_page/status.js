@@ -59,8 +59,26 @@
       title += '\nlast probe ' + ago(p.at_unix_ms, now) + ', ' + p.latency_ms.toFixed(1) + ' ms, ' + (p.ok ? 'ok' : 'failed: ' + (p.error || '?'));
     }
     const latency = p && p.ok ? ' ' + p.latency_ms.toFixed(1) + 'ms' : '';
-    return el('span', { class: 'ep', 'data-endpoint': ep.address, 'data-state': ep.state, title },
-      ep.address + ' ' + ep.state + latency);
+    return el('span', { class: 'ep-cell' },
+      el('span', { class: 'ep', 'data-endpoint': ep.address, 'data-state': ep.state, title },
+        ep.address + ' ' + ep.state + latency),
+      endpointCounters(ep));
+  }
+
+  // Responses by class (the non-zero ones), errors, bytes to / from the endpoint, active.
+  // Fields added to v1 later may be missing from an older proxy: shown as nothing.
+  function endpointCounters(ep) {
+    if (!ep.requests) return null;
+    const parts = Object.entries(ep.requests).filter(([, v]) => v > 0).map(([k, v]) => k + ' ' + v);
+    if (parts.length === 0) parts.push('no requests');
+    parts.push('errors ' + (ep.errors || 0));
+    parts.push('↑ ' + bytes(ep.bytes_to_endpoint || 0) + ' ↓ ' + bytes(ep.bytes_from_endpoint || 0));
+    parts.push('active ' + (ep.active || 0));
+    return el('span', {
+      class: 'ep-counters' + (ep.errors ? ' bad' : ''),
+      'data-endpoint-counters': ep.address,
+      title: 'responses by class · errors (connect, TLS, timeout, reset) · bytes sent to ↑ and received from ↓ the endpoint · requests and connections open now',
+    }, parts.join(' · '));
   }
 
   function endpoints(upstream, now) {
@@ -78,7 +96,9 @@
     if (c.bytes_from_client || c.bytes_to_client) {
       parts.push('in ' + bytes(c.bytes_from_client || 0) + ' / out ' + bytes(c.bytes_to_client || 0));
     }
-    if (c.active_connections !== undefined) parts.push('active ' + c.active_connections);
+    if (c.active_connections !== undefined) parts.push('connections open ' + c.active_connections);
+    const handshakes = Object.entries(c.tls_handshakes || {});
+    if (handshakes.length) parts.push('TLS handshakes ' + handshakes.map(([k, v]) => k + ' ' + v).join(', '));
     return el('div', { class: 'counters' }, parts.join(' · '));
   }
 

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Instructions per request, counted by callgrind: a repeatable number on a noisy box.
+
+wrk's requests per second move by 10 % between passes when anything else runs on the machine;
+the number of instructions the proxy executes per request does not (a few tenths of a percent
+between runs of the same binary). This script runs Portcullis in standalone mode under
+`valgrind --tool=callgrind` with the manifests of bench/bench.py (its nginx backend, its
+hosts), opens a few keep-alive connections, sends warm-up requests with instrumentation off
+(startup, TLS handshakes and first-use allocations are not counted), then counts exactly
+--requests requests per case and prints instructions per request for:
+
+    http  logs off   plain HTTP on the :80 listener, `--log-level warn` (no access log)
+    http  logs on    the same, `--log-level info` (one access line per request, to a file)
+    terminate off    TLS terminate on the :443 listener, no access log
+    terminate on     the same with the access log
+
+Each proxy process serves both modes of one logging posture: instrumentation is switched on
+with `callgrind_control -i on` after the warm-up and the counters are dumped after each mode
+(`callgrind_control -d`), so each dump holds exactly that mode's requests (plus whatever the
+runtime's timers did meanwhile, which is small next to thousands of requests).
+
+Usage:
+    python3 bench/callgrind.py --binary target/release/portcullis [--binary OTHER ...]
+        [--requests 20000] [--connections 4] [--keep DIR]
+
+With --keep, the callgrind dumps stay in DIR (`<name>.<posture>.<mode>.out`) for
+`callgrind_annotate --inclusive=yes DIR/<file>`. The ports (19180, 19543 for the backend,
+18180, 18543, 18354 for the proxy) differ from bench.py's, so both can run at once.
+"""
+
+import argparse
+import glob
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import http.client
+import urllib.request
+
+sys.dont_write_bytecode = True  # no bench/__pycache__ left in the tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (its PKI, backend and manifests)
+
+bench.BACKEND_HTTP = 19180
+bench.BACKEND_HTTPS = 19543
+HTTP_PORT, HTTPS_PORT, ADMIN_PORT = 18180, 18543, 18354
+HOST = bench.HOSTS["terminate"]
+
+
+def start_backend(d):
+    with open(f"{d}/backend.conf", "w") as f:
+        f.write(bench.backend_conf(d))
+    proc = subprocess.Popen(["nginx", "-c", f"{d}/backend.conf", "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=open(f"{d}/backend.stderr", "w"))
+    bench.wait_port(bench.BACKEND_HTTP)
+    bench.wait_port(bench.BACKEND_HTTPS)
+    return proc
+
+
+def start_proxy(d, binary, out, logs):
+    m = bench.portcullis_manifests(d)
+    err = open(f"{d}/proxy.{os.path.basename(out)}.stderr", "w")
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         f"--log-file={out}.valgrind.log",
+         binary, "standalone", "--manifests", m,
+         "--http-addr", f"127.0.0.1:{HTTP_PORT}", "--https-addr", f"127.0.0.1:{HTTPS_PORT}",
+         "--admin-addr", f"127.0.0.1:{ADMIN_PORT}", "--log-level", "info" if logs else "warn"],
+        stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"portcullis exited: {open(err.name).read()}")
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}/readyz", timeout=5).status == 200:
+                return proc, err.name
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("portcullis did not become ready under valgrind")
+
+
+def connect(mode, ca):
+    if mode == "http":
+        return http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=120)
+    ctx = ssl.create_default_context(cafile=ca)
+    # SNI and verification for the bench host, without needing it in /etc/hosts: the TCP
+    # connection goes to the loopback address whatever the name.
+    conn = http.client.HTTPSConnection(HOST, HTTPS_PORT, timeout=120, context=ctx)
+    conn._create_connection = lambda addr, timeout, src: socket.create_connection(
+        ("127.0.0.1", HTTPS_PORT), timeout)
+    return conn
+
+
+def request(conn):
+    conn.request("GET", "/", headers={"Host": HOST, "User-Agent": "callgrind-bench"})
+    resp = conn.getresponse()
+    body = resp.read()
+    if resp.status != 200 or body != b"ok\n":
+        raise RuntimeError(f"unexpected answer {resp.status} {body[:80]!r}")
+
+
+def drive(conns, n):
+    """Exactly n requests spread over the connections, one thread per connection."""
+    per = [n // len(conns) + (1 if i < n % len(conns) else 0) for i in range(len(conns))]
+    errors = []
+
+    def run(conn, k):
+        try:
+            for _ in range(k):
+                request(conn)
+        except Exception as e:  # reported below, after every thread stopped
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(c, k)) for c, k in zip(conns, per)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def total_ir(path):
+    for line in open(path):
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def dump(pid, out, seen):
+    """Dumps the counters (which also zeroes them) and returns the new dump file."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        new = sorted(set(glob.glob(f"{out}.*[0-9]")) - seen, key=os.path.getmtime)
+        if new and os.path.getsize(new[-1]) > 0 and "totals:" in open(new[-1]).read()[-4000:]:
+            seen.update(new)
+            return new[-1]
+        time.sleep(0.2)
+    raise RuntimeError("callgrind_control -d produced no dump")
+
+
+def measure(d, binary, name, logs, args, keep):
+    posture = "logs-on" if logs else "logs-off"
+    out = f"{d}/{name}.{posture}"
+    proc, stderr_path = start_proxy(d, binary, out, logs)
+    results = {}
+    try:
+        conns = {mode: [connect(mode, f"{d}/ca.crt") for _ in range(args.connections)]
+                 for mode in ("http", "terminate")}
+        for mode in conns:
+            drive(conns[mode], args.warmup * args.connections)
+        lines_before = sum(1 for _ in open(stderr_path))
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        seen = set(glob.glob(f"{out}.*[0-9]"))
+        for mode in ("http", "terminate"):
+            drive(conns[mode], args.requests)
+            path = dump(proc.pid, out, seen)
+            results[mode] = total_ir(path) / args.requests
+            if keep:
+                os.replace(path, f"{keep}/{name}.{posture}.{mode}.out")
+        lines = sum(1 for _ in open(stderr_path)) - lines_before
+        expected = 2 * args.requests if logs else 0
+        if lines < expected:
+            print(f"  warning: {lines} log lines for {expected} requests", file=sys.stderr)
+        for cs in conns.values():
+            for c in cs:
+                c.close()
+    finally:
+        bench.stop(proc)
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--binary", action="append", required=True,
+                    help="a portcullis binary; repeat to compare (name = file name)")
+    ap.add_argument("--requests", type=int, default=20000, help="counted requests per case")
+    ap.add_argument("--connections", type=int, default=4, help="keep-alive connections per mode")
+    ap.add_argument("--warmup", type=int, default=50, help="uncounted requests per connection first")
+    ap.add_argument("--postures", default="off,on", help="access log postures to measure")
+    ap.add_argument("--keep", help="directory for the callgrind dumps")
+    args = ap.parse_args()
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="portcullis-callgrind-") as d:
+        bench.make_pki(d)
+        backend = start_backend(d)
+        try:
+            for binary in args.binary:
+                name = os.path.basename(binary)
+                for posture in args.postures.split(","):
+                    logs = posture == "on"
+                    r = measure(d, os.path.abspath(binary), name, logs, args, args.keep)
+                    for mode, ir in r.items():
+                        rows.append((name, mode, posture, ir))
+                        print(f"{name:28} {mode:10} logs {posture:3}  {ir:10,.0f} instructions/request",
+                              flush=True)
+        finally:
+            bench.stop(backend)
+    print()
+    print("| binary | mode | access log | instructions per request |")
+    print("|---|---|---|---:|")
+    for name, mode, posture, ir in rows:
+        print(f"| {name} | {mode} | {posture} | {ir:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
