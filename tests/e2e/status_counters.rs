@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::Value;
 
+use crate::status_page::{host, status_doc};
 use crate::support::backends::{self, TlsOptions};
 use crate::support::binary::Binary;
-use crate::support::http::{Conn, Via, admin_get, get, send};
+use crate::support::http::{Conn, Via, get, send};
 use crate::support::manifests::{self, ingress, ingress_class, service};
 use crate::support::pki::Ca;
 
@@ -290,24 +291,6 @@ async fn passthrough_connections_count_on_their_endpoint() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// `GET /api/v1/status`, parsed.
-async fn status_doc(admin: SocketAddr) -> Value {
-    let answer = admin_get(admin, "/api/v1/status")
-        .await
-        .expect("GET /api/v1/status");
-    assert_eq!(answer.status, 200);
-    serde_json::from_slice(&answer.body).expect("JSON")
-}
-
-/// The host `name` of a status document.
-fn host(doc: &Value, name: &str) -> Value {
-    doc["hosts"]
-        .as_array()
-        .and_then(|hosts| hosts.iter().find(|h| h["host"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} not listed in {doc:#}"))
 }
 
 /// The endpoints of the first route of host `name`.

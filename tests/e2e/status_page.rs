@@ -175,8 +175,8 @@ async fn status_api_shape_csp_and_read_only() {
     }
 }
 
-/// `GET /api/v1/status`, parsed.
-async fn status_doc(admin: SocketAddr) -> Value {
+/// `GET /api/v1/status`, parsed (also used by `status_counters.rs`).
+pub(crate) async fn status_doc(admin: SocketAddr) -> Value {
     let answer = admin_get(admin, "/api/v1/status")
         .await
         .expect("GET /api/v1/status");
@@ -186,7 +186,7 @@ async fn status_doc(admin: SocketAddr) -> Value {
 }
 
 /// The host `name` of a status document.
-fn host(doc: &Value, name: &str) -> Value {
+pub(crate) fn host(doc: &Value, name: &str) -> Value {
     doc["hosts"]
         .as_array()
         .and_then(|hosts| hosts.iter().find(|h| h["host"] == name))

@@ -222,23 +222,9 @@ impl Binary {
     }
 
     /// Sends SIGTERM and waits (up to `timeout`) for the exit status.
-    pub async fn stop(mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        sigterm(&child);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "no exit within {timeout:?} of SIGTERM:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    pub async fn stop(self, timeout: Duration) -> ExitStatus {
+        self.terminate();
+        self.exited(timeout).await
     }
 }
 
