@@ -126,7 +126,15 @@ pub(crate) async fn serve_connection<IO>(
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
         let connection = builder.serve_connection(io, service);
-        drive(connection, |c| c.graceful_shutdown(), &state, timeouts.idle).await;
+        // Boxed: the HTTP/2 connection's state is larger than HTTP/1's, and this task's
+        // future is sized for the larger branch, so every HTTP/1 connection would carry it.
+        Box::pin(drive(
+            connection,
+            |c| c.graceful_shutdown(),
+            &state,
+            timeouts.idle,
+        ))
+        .await;
     } else {
         let mut builder = http1::Builder::new();
         builder
@@ -543,7 +551,10 @@ async fn route_and_forward(
             request_id: &record.request_id,
             catch_all: vhost.host == crate::table::host::HostMatch::Any,
         };
-        match external_auth::authorize(auth, &facts, &mut req).await {
+        // Boxed, like the error-page exchange below: a rare path whose future (an HTTP
+        // client's) would otherwise set the size of every request's future, and hyper keeps
+        // one slot of that size per client connection for as long as it is open.
+        match Box::pin(external_auth::authorize(auth, &facts, &mut req)).await {
             Ok(cookies) => record.auth_cookies = cookies,
             Err(answer) => {
                 record.error = Some(external_auth::label(answer.status()));
@@ -589,7 +600,7 @@ async fn route_and_forward(
     record.upstream_status = Some(answer.response.status().as_u16());
     if let Some(intercept) = intercept.filter(|i| i.wants(answer.response.status())) {
         // `custom-http-errors`: the default backend answers instead of the pod.
-        answer = intercept.replace(&f, answer).await?;
+        answer = Box::pin(intercept.replace(&f, answer)).await?;
     }
     record.upstream = Some(answer.endpoint);
     record.upstream_time = Some(answer.upstream_time);
