@@ -10,19 +10,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use portcullis::cluster::rbac::{self, Grant, RoleScope};
 use serde_json::Value;
 
-const RELEASE_NAMESPACE: &str = "portcullis";
+pub(crate) const RELEASE_NAMESPACE: &str = "portcullis";
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The helm binary, if one runs.
-fn helm() -> Option<PathBuf> {
+/// The helm binary, if one runs (tests/cluster/chart_values.rs uses it too).
+pub(crate) fn helm() -> Option<PathBuf> {
     let candidate = std::env::var_os("HELM")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
@@ -31,18 +31,26 @@ fn helm() -> Option<PathBuf> {
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success());
+    if !runs {
+        eprintln!("no helm at $HELM or on PATH: skipping");
+    }
     runs.then_some(candidate)
 }
 
-/// `helm template` of the chart with extra `--set`/`-f` arguments.
-fn helm_template(helm: &Path, args: &[&str]) -> String {
-    let out = Command::new(helm)
+/// `helm template` of the chart with extra `--set`/`-f` arguments, succeeded or not.
+pub(crate) fn render(helm: &Path, args: &[&str]) -> Output {
+    Command::new(helm)
         .current_dir(repo())
         .args(["template", "portcullis", "charts/portcullis"])
         .args(["--namespace", RELEASE_NAMESPACE])
         .args(args)
         .output()
-        .expect("helm runs");
+        .expect("helm runs")
+}
+
+/// `helm template` of the chart with extra `--set`/`-f` arguments, which must succeed.
+pub(crate) fn helm_template(helm: &Path, args: &[&str]) -> String {
+    let out = render(helm, args);
     assert!(
         out.status.success(),
         "helm template {args:?} failed: {}",
@@ -51,7 +59,7 @@ fn helm_template(helm: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn objects(yaml: &str) -> Vec<Value> {
+pub(crate) fn objects(yaml: &str) -> Vec<Value> {
     let docs: Vec<Option<Value>> = serde_saphyr::from_multiple(yaml).expect("rendered YAML parses");
     docs.into_iter()
         .flatten()

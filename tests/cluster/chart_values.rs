@@ -8,58 +8,16 @@
 //! Like tests/cluster/chart_rbac.rs, the chart is rendered with `$HELM` or `helm` on PATH; without
 //! helm these tests are skipped (.ci/packaging.sh installs one).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
-const RELEASE_NAMESPACE: &str = "portcullis";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The helm binary, if one runs.
-fn helm() -> Option<PathBuf> {
-    let candidate = std::env::var_os("HELM")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("helm"));
-    let runs = Command::new(&candidate)
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !runs {
-        eprintln!("no helm at $HELM or on PATH: skipping");
-    }
-    runs.then_some(candidate)
-}
-
-fn render(helm: &Path, args: &[&str]) -> Output {
-    Command::new(helm)
-        .current_dir(repo())
-        .args(["template", "portcullis", "charts/portcullis"])
-        .args(["--namespace", RELEASE_NAMESPACE])
-        .args(args)
-        .output()
-        .expect("helm runs")
-}
+use crate::chart_rbac::{helm, helm_template, render, repo};
 
 /// The rendered objects of `helm template` with `args`, which must succeed.
 fn objects(helm: &Path, args: &[&str]) -> Vec<Value> {
-    let out = render(helm, args);
-    assert!(
-        out.status.success(),
-        "helm template {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).expect("UTF-8 render");
-    let docs: Vec<Option<Value>> =
-        serde_saphyr::from_multiple(&yaml).expect("rendered YAML parses");
-    docs.into_iter()
-        .flatten()
-        .filter(|d| !d.is_null())
-        .collect()
+    crate::chart_rbac::objects(&helm_template(helm, args))
 }
 
 /// The error of `helm template` with `args`, which must fail.

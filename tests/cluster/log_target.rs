@@ -2,32 +2,9 @@
 //! shutting down, stopped) are logged under `portcullis::cluster`, never under
 //! `portcullis::standalone` (standalone's: tests/e2e/docs_agree.rs).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
+use crate::support::log_capture::Captured;
 use crate::support::mock_api::{MockApi, T, controller_settings, loopback};
 use crate::support::wait::wait_until;
-
-/// Log output, shared with the subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Whether a log line is the one looked for.
 type LineTest = fn(&str) -> bool;

@@ -1,27 +1,13 @@
 //! Access log lines carry named fields: the JSON formatter shows each one as its own key, and
 //! every declared key is there, `null` when the request has no such value.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::backends;
 use crate::support::http::get;
 use crate::support::in_process::Proxy;
+use crate::support::log_capture::Captured;
 use crate::support::wait::wait_until;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn http_lines_have_named_fields() {
@@ -50,7 +36,7 @@ async fn http_lines_have_named_fields() {
         404
     );
 
-    let text = || String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
+    let text = || captured.text();
     assert!(
         wait_until(Duration::from_secs(5), || {
             let t = text();

@@ -12,6 +12,7 @@ pub mod clients;
 pub mod fixture;
 pub mod http;
 pub mod in_process;
+pub mod log_capture;
 pub mod manifests;
 pub mod mock_api;
 pub mod pki;
