@@ -882,6 +882,8 @@ async fn cluster_churn() {
     feed.ca_secrets.list([]);
     feed.auth_secrets.list([]);
     feed.class_params.list([]);
+    feed.config_maps.list([]);
+    feed.without_gateway_api();
     let mut slices: Vec<EndpointSlice> = objects
         .endpoint_slices
         .iter()

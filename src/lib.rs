@@ -30,6 +30,7 @@
 
 pub mod cluster;
 pub mod crd;
+pub mod gateway_api;
 pub mod health;
 pub mod model;
 pub mod proxy;

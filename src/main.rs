@@ -289,6 +289,9 @@ fn run_async<E>(future: impl std::future::Future<Output = Result<(), E>>) -> any
 where
     E: std::error::Error + Send + Sync + 'static,
 {
+    // Both commands run here stop on SIGINT/SIGTERM: held from before the runtime's threads
+    // exist until their handlers are in place, so none is lost while they are installed.
+    portcullis::runtime::hold_stop_signals().context("holding SIGINT and SIGTERM")?;
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -368,8 +371,18 @@ fn check(args: &CheckArgs) -> ExitCode {
         ours: &built.ours,
     };
     let rendered = match args.output {
-        Output::Text => describe::render_check_text(&input),
-        Output::Json => describe::render_check_json(&input),
+        Output::Text => {
+            let mut text = describe::render_check_text(&input);
+            let gateway_api = built.gateway_api.render_text();
+            if !gateway_api.is_empty() {
+                text.push('\n');
+                text.push_str(&gateway_api);
+            }
+            text
+        }
+        Output::Json => built
+            .gateway_api
+            .add_to_json(describe::render_check_json(&input)),
     };
     print!("{rendered}");
     if !rendered.is_empty() && !rendered.ends_with('\n') {

@@ -381,15 +381,51 @@ fn local_addr(
     })
 }
 
+/// SIGINT (Ctrl-C) and SIGTERM (Kubernetes, `kill`): the signals that stop the process.
+#[cfg(unix)]
+fn stop_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set
+}
+
+/// Holds SIGINT and SIGTERM pending (blocked) on the calling thread, and so on every thread it
+/// starts from now on, until [`watch_signals`] has its handlers in place and releases them on
+/// its own thread. The binary calls it first, before the async runtime starts its threads.
+///
+/// Why: installing a handler has windows in which a signal is dropped with no effect at all.
+/// signal-hook-registry (under tokio) runs the previous disposition, `SIG_DFL`, as "nothing"
+/// between its `sigaction` and publishing its slot; tokio then broadcasts an event that lands
+/// before the listener subscribes to no one. A Ctrl-C or SIGTERM in either window was lost and
+/// the process served on: a pod deleted as it starts, or
+/// `docs_agree::quickstart_script_stops_the_backends_on_ctrl_c` (its Ctrl-C comes right at
+/// start-up) waiting in vain on a loaded machine. Blocked, the signal waits, and reaches the
+/// installed handler.
+pub fn hold_stop_signals() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{SigmaskHow, pthread_sigmask};
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_signals()), None)?;
+    }
+    Ok(())
+}
+
 /// Counts SIGTERM and SIGINT signals received. The handlers are installed before this returns,
-/// so a signal arriving right after start-up is not lost.
+/// so a signal arriving right after start-up is not lost: one that came while they were being
+/// installed was held ([`hold_stop_signals`]) and is delivered when this releases it.
 pub(crate) fn watch_signals() -> std::io::Result<watch::Receiver<u32>> {
     let (tx, rx) = watch::channel(0u32);
     #[cfg(unix)]
     {
+        use nix::sys::signal::{SigmaskHow, pthread_sigmask};
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // Listened to now: take them on this thread (the runtime's threads, started while they
+        // were held, keep them blocked; one thread that takes them is enough).
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&stop_signals()), None)?;
         tokio::spawn(async move {
             loop {
                 tokio::select! {

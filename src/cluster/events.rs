@@ -86,8 +86,11 @@ impl EventPoster {
         self.skipped.clear();
     }
 
-    /// Posts Events for `diagnostics` not posted yet. `ours` are the Ingresses of our class
-    /// (never write about another class's Ingress), `in_scope` says whether a namespace is
+    /// Posts Events for `diagnostics` not posted yet. `ours` are the Ingresses of our class and
+    /// the Gateway API objects of ours (GatewayClasses, Gateways, routes attached to one of our
+    /// Gateways): an object of a kind that another controller may own ([`owned_kind`]) gets an
+    /// Event only when it is in `ours` (never write about another class's Ingress, or about a
+    /// route that only names other controllers' Gateways). `in_scope` says whether a namespace is
     /// watched (asked of the namespace the Event would go to: RBAC grants Events only there),
     /// `uid` looks an object's uid up for the Event reference.
     pub(crate) async fn post(
@@ -103,9 +106,9 @@ impl EventPoster {
         let mut skipped = HashSet::new();
         for diagnostic in diagnostics {
             let object = &diagnostic.object;
-            // Files have no Event; an Ingress of another class is none of our business.
+            // Files have no Event; another controller's object is none of our business.
             if api_version(&object.kind).is_none()
-                || (object.kind == "Ingress" && !ours.contains(object))
+                || (owned_kind(&object.kind) && !ours.contains(object))
             {
                 continue;
             }
@@ -228,20 +231,61 @@ fn note(d: &Diagnostic) -> String {
 }
 
 /// The `apiVersion` of the kinds a diagnostic can name; `None` for files (standalone only).
+/// The Gateway API kinds at the versions the source reads them (ReferenceGrant at `v1beta1`,
+/// which every Gateway API release of the standard channel serves).
 fn api_version(kind: &str) -> Option<&'static str> {
     match kind {
         "Ingress" | "IngressClass" => Some("networking.k8s.io/v1"),
-        "Secret" | "Service" => Some("v1"),
+        "Secret" | "Service" | "ConfigMap" => Some("v1"),
         "EndpointSlice" => Some("discovery.k8s.io/v1"),
         "IngressClassParams" => Some("portcullis.io/v1alpha1"),
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute"
+        | "BackendTLSPolicy" => Some("gateway.networking.k8s.io/v1"),
+        "ReferenceGrant" => Some("gateway.networking.k8s.io/v1beta1"),
         _ => None,
     }
+}
+
+/// Kinds whose objects may belong to another controller (another IngressClass, another
+/// GatewayClass): a diagnostic about one gets an Event only if the object is ours. The others
+/// (Secrets, Services, policies, ...) are diagnosed only because one of ours refers to them.
+fn owned_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Ingress" | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute"
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::table::diagnostic::Reason;
+
+    #[test]
+    fn gateway_api_objects_are_named_at_the_versions_the_source_reads() {
+        for kind in [
+            "GatewayClass",
+            "Gateway",
+            "HTTPRoute",
+            "GRPCRoute",
+            "TLSRoute",
+            "BackendTLSPolicy",
+        ] {
+            assert_eq!(
+                api_version(kind),
+                Some("gateway.networking.k8s.io/v1"),
+                "{kind}"
+            );
+        }
+        assert_eq!(
+            api_version("ReferenceGrant"),
+            Some("gateway.networking.k8s.io/v1beta1")
+        );
+        assert_eq!(api_version("File"), None);
+        // Another controller may own these: an Event only when they are ours.
+        assert!(owned_kind("HTTPRoute") && owned_kind("Gateway") && owned_kind("Ingress"));
+        assert!(!owned_kind("Secret") && !owned_kind("BackendTLSPolicy"));
+    }
 
     #[test]
     fn long_notes_are_cut_at_a_char_boundary() {

@@ -9,6 +9,7 @@
 //! end.
 
 mod events;
+mod gateway_status;
 mod lease;
 pub mod rbac;
 pub mod status;

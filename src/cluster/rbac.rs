@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 /// it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
-    /// A cluster-scoped kind (IngressClass, IngressClassParams): only a ClusterRole can grant
-    /// it, even when the controller watches one namespace.
+    /// A cluster-scoped kind (IngressClass, IngressClassParams, GatewayClass): only a
+    /// ClusterRole can grant it, even when the controller watches one namespace.
     ClusterScoped,
     /// A namespaced kind in the namespaces the controller watches: every namespace (a
     /// ClusterRole), or with `--watch-namespace` that one (a Role there).
@@ -42,7 +42,8 @@ struct ApiAccess {
 }
 
 /// The API access the controller needs: the calls of `source::kubernetes` (list + watch per
-/// kind) and of `status` (status patch, Events, Lease). Enforced by tests, not by hand (see the
+/// kind), of `status` (Ingress status patch, Events, Lease) and of `gateway_status` (Gateway API
+/// status). Enforced by tests, not by hand (see the
 /// module docs): a call the code makes that is not listed here fails the test that made it
 /// (`tests/support/mock_api.rs`), an entry the code no longer uses fails `tests/cluster/rbac.rs`, and a chart that grants anything else fails
 /// `tests/cluster/chart_rbac.rs`.
@@ -53,6 +54,12 @@ struct ApiAccess {
 /// Events about the cluster-scoped IngressClass and IngressClassParams (they belong in `default`)
 /// would then be refused, so the Event poster skips them and those diagnostics are in the log
 /// only (the chart says so).
+///
+/// Gateway API status (`cluster::gateway_status`): GatewayClass and Gateway status are ours
+/// alone, written with a `patch` on `/status`; a route's `status.parents` is shared with other
+/// controllers, so the route's `/status` is read (`get`) first and patched with the
+/// resourceVersion it was read at. No `get` on the objects themselves (they are watched), and
+/// no `update`.
 const API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
         group: "networking.k8s.io",
@@ -95,6 +102,88 @@ const API_ACCESS: &[ApiAccess] = &[
         resource: "ingressclassparams",
         verbs: &["list", "watch"],
         scope: Scope::ClusterScoped,
+    },
+    // Gateway API: read whether or not its CRDs are installed (RBAC rules may name resources
+    // that do not exist; the source treats their 404 as "not installed").
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "gatewayclasses",
+        verbs: &["list", "watch"],
+        scope: Scope::ClusterScoped,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "gateways",
+        verbs: &["list", "watch"],
+        scope: Scope::Watched,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "httproutes",
+        verbs: &["list", "watch"],
+        scope: Scope::Watched,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "grpcroutes",
+        verbs: &["list", "watch"],
+        scope: Scope::Watched,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "tlsroutes",
+        verbs: &["list", "watch"],
+        scope: Scope::Watched,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "backendtlspolicies",
+        verbs: &["list", "watch"],
+        scope: Scope::Watched,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "referencegrants",
+        verbs: &["list", "watch"],
+        scope: Scope::Watched,
+    },
+    // Gateway API status, written by the leader (see above).
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "gatewayclasses/status",
+        verbs: &["patch"],
+        scope: Scope::ClusterScoped,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "gateways/status",
+        verbs: &["patch"],
+        scope: Scope::Watched,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "httproutes/status",
+        verbs: &["get", "patch"],
+        scope: Scope::Watched,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "grpcroutes/status",
+        verbs: &["get", "patch"],
+        scope: Scope::Watched,
+    },
+    ApiAccess {
+        group: "gateway.networking.k8s.io",
+        resource: "tlsroutes/status",
+        verbs: &["get", "patch"],
+        scope: Scope::Watched,
+    },
+    // The CA bundles (`ca.crt`) that BackendTLSPolicies name.
+    ApiAccess {
+        group: "",
+        resource: "configmaps",
+        verbs: &["list", "watch"],
+        scope: Scope::Watched,
     },
     ApiAccess {
         group: "events.k8s.io",

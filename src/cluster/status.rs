@@ -37,6 +37,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::cluster::events::EventPoster;
+use crate::cluster::gateway_status::GatewayStatusWriter;
 pub use crate::cluster::lease::{LeaderElector, Leadership, LeaseError, LeaseSettings};
 use crate::model::Built;
 use crate::source::kubernetes::KubeSource;
@@ -193,6 +194,25 @@ fn departure(
     }
 }
 
+/// The Gateway API objects of ours in `built`: every GatewayClass, Gateway and route it has a
+/// status for (a route only when one of its parents is a Gateway of ours).
+fn gateway_api_objects(built: &Built) -> Vec<ObjectRef> {
+    let status = &built.gateway_api;
+    let classes = status
+        .classes
+        .iter()
+        .map(|c| ObjectRef::cluster("GatewayClass", &c.name));
+    let gateways = status
+        .gateways
+        .iter()
+        .map(|g| ObjectRef::namespaced("Gateway", &g.namespace, &g.name));
+    let routes = status
+        .routes
+        .iter()
+        .map(|r| ObjectRef::namespaced(&r.kind, &r.namespace, &r.name));
+    classes.chain(gateways).chain(routes).collect()
+}
+
 // === impl Publisher ===
 
 /// The publisher's settings, from the command line.
@@ -214,10 +234,12 @@ pub struct PublisherSettings {
 pub struct PublishOutcome {
     /// Ingress status patches sent.
     pub status_patched: usize,
+    /// Gateway API status patches sent (GatewayClasses, Gateways, routes).
+    pub gateway_status_patched: usize,
     /// Events created.
     pub events_posted: usize,
     /// Writes that failed; retried on the next publish.
-    pub(crate) failed: usize,
+    pub failed: usize,
     /// Nothing written: this replica is not the leader.
     pub not_leader: bool,
     /// Diagnostics given no Event because RBAC cannot grant it (the Event would go outside
@@ -228,6 +250,8 @@ pub struct PublishOutcome {
 struct PublisherState {
     /// The Events poster, with its "already posted" set.
     events: EventPoster,
+    /// Gateway API status, with what it last wrote.
+    gateway_status: GatewayStatusWriter,
     /// Status patches sent but not yet seen in the store: the Ingress's resourceVersion when
     /// we patched it, and what we wrote. Avoids re-patching before the watch catches up.
     pending: HashMap<ObjectRef, (Option<String>, AddressSet)>,
@@ -260,6 +284,7 @@ impl Publisher {
         view: Arc<dyn ClusterView>,
     ) -> Self {
         let events = EventPoster::new(client.clone(), settings.identity.clone());
+        let gateway_status = GatewayStatusWriter::new(client.clone());
         Publisher {
             client,
             settings,
@@ -267,6 +292,7 @@ impl Publisher {
             view,
             state: Mutex::new(PublisherState {
                 events,
+                gateway_status,
                 pending: HashMap::new(),
                 previous_ours: Vec::new(),
                 written: HashMap::new(),
@@ -287,6 +313,7 @@ impl Publisher {
         if !self.leadership.is_leader() {
             // A later leadership starts from scratch.
             state.events.reset();
+            state.gateway_status.reset();
             state.pending.clear();
             outcome.not_leader = true;
             return outcome;
@@ -294,7 +321,16 @@ impl Publisher {
         self.publish_status(&mut state, our_ingresses, &built.refused(), &mut outcome)
             .await;
         self.clear_departed(&mut state, &mut outcome).await;
-        let ours: HashSet<&ObjectRef> = our_ingresses.iter().collect();
+        let addresses = self.desired_addresses().unwrap_or_default();
+        let written = state
+            .gateway_status
+            .publish(&built.gateway_api, &addresses)
+            .await;
+        outcome.gateway_status_patched += written.patched;
+        outcome.failed += written.failed;
+        // Events may name our Ingresses and our Gateway API objects (see `EventPoster::post`).
+        let gateway_objects = gateway_api_objects(built);
+        let ours: HashSet<&ObjectRef> = our_ingresses.iter().chain(&gateway_objects).collect();
         let events = state
             .events
             .post(

@@ -3,14 +3,16 @@
 //! rest of the Ingress still counts.
 
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::model::annotations::IngressOptions;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::table::host::HostMatch;
-use crate::table::route::PathMatch;
-use crate::table::upstream::{ServicePortRef, ServiceRef};
+use crate::table::request_match::RequestConditions;
+use crate::table::route::{PathMatch, Port, RouteAction};
+use crate::table::upstream::{BackendTls, ServicePortRef, ServiceRef};
 
 /// Where in the Ingress a plan entry came from. Spelled out only when a diagnostic needs it:
 /// formatting every field path of 10 000 Ingresses on every build cost more than planning them.
@@ -24,6 +26,12 @@ pub(super) enum Field {
     Path(usize, usize),
     /// `spec.rules[i].http.paths[j].backend.service`, or `spec.defaultBackend.service`.
     Backend(Option<(usize, usize)>),
+    /// A Gateway API route's `spec.hostnames` (or, without any, its listener's hostname).
+    RouteHostnames,
+    /// A Gateway API route's `spec.rules[i].matches[j]`.
+    RouteMatch(usize, usize),
+    /// A Gateway API route's `spec.rules[i].backendRefs[j]`.
+    RouteBackend(usize, usize),
 }
 
 impl fmt::Display for Field {
@@ -36,6 +44,9 @@ impl fmt::Display for Field {
             Field::Backend(Some((i, j))) => {
                 write!(f, "spec.rules[{i}].http.paths[{j}].backend.service")
             }
+            Field::RouteHostnames => f.write_str("spec.hostnames"),
+            Field::RouteMatch(i, j) => write!(f, "spec.rules[{i}].matches[{j}]"),
+            Field::RouteBackend(i, j) => write!(f, "spec.rules[{i}].backendRefs[{j}]"),
         }
     }
 }
@@ -47,6 +58,25 @@ pub(super) struct BackendSpec {
     pub(crate) field: Field,
 }
 
+impl BackendSpec {
+    /// The backend of a Gateway API rule that only redirects: no Service (empty name), so
+    /// the merge gives its paths an upstream without endpoints that is never contacted.
+    pub(crate) fn placeholder(namespace: &str, field: Field) -> BackendSpec {
+        BackendSpec {
+            service: ServiceRef {
+                namespace: namespace.to_string(),
+                name: String::new(),
+                port: ServicePortRef::Number(1),
+            },
+            field,
+        }
+    }
+
+    pub(crate) fn is_placeholder(&self) -> bool {
+        self.service.name.is_empty()
+    }
+}
+
 /// One path of a host.
 #[derive(Debug, Clone)]
 pub(super) struct PathSpec {
@@ -56,6 +86,14 @@ pub(super) struct PathSpec {
     pub(crate) backend: BackendSpec,
     /// `spec.rules[i].http.paths[j]`.
     pub(crate) field: Field,
+    /// Gateway API matches on method, headers and query; `None` for Ingress paths.
+    pub(crate) conditions: Option<Arc<RequestConditions>>,
+    /// Gateway API weighted `backendRefs` (`backend` is the first of them); empty: every
+    /// request goes to `backend`.
+    pub(crate) weighted: Vec<(BackendSpec, u32)>,
+    /// Gateway API: served on this port only (the route's listeners for this host are all of
+    /// one protocol); `None`: both.
+    pub(crate) port: Option<Port>,
 }
 
 /// Everything one Ingress says about one host (rules with the same host are merged).
@@ -74,6 +112,9 @@ pub(super) struct TlsSpec {
     /// `None`: every rule host of the Ingress.
     hosts: Option<Vec<HostMatch>>,
     pub(crate) secret_name: String,
+    /// The Secret's namespace when not the plan's (a Gateway's certificate, possibly granted
+    /// across namespaces by a ReferenceGrant).
+    pub(crate) namespace: Option<String>,
     /// `spec.tls[k]`.
     pub(crate) field: String,
 }
@@ -87,6 +128,60 @@ pub(super) struct Plan {
     pub(crate) hosts: Vec<HostRules>,
     pub(crate) default_backend: Option<BackendSpec>,
     tls: Vec<TlsSpec>,
+    /// What Gateway API says that annotations cannot (`None` for an Ingress).
+    pub(crate) gateway: Option<GatewayExtras>,
+}
+
+/// What a plan from a Gateway API route carries beyond an Ingress's.
+#[derive(Debug, Clone, Default)]
+pub(super) struct GatewayExtras {
+    /// A `RequestRedirect` filter: what every request of the plan gets instead of the pod.
+    pub(crate) action: Option<RouteAction>,
+    /// A BackendTLSPolicy of the backend: re-encrypt to it, verifying this name with this CA.
+    pub(crate) backend_tls: Option<BackendTls>,
+    /// The plan's hosts that a plain-HTTP listener took, and those an HTTPS one took: a host
+    /// is served only on the ports of its listeners.
+    pub(crate) plain_hosts: Vec<HostMatch>,
+    pub(crate) tls_hosts: Vec<HostMatch>,
+}
+
+impl Plan {
+    /// A plan made by the Gateway API translation (`model::gateway`): one route rule's
+    /// hosts and paths, on a listener whose certificate `tls` names.
+    pub(crate) fn from_route(
+        object: ObjectRef,
+        options: IngressOptions,
+        hosts: Vec<HostRules>,
+        tls: Option<TlsSpec>,
+        gateway: GatewayExtras,
+    ) -> Plan {
+        Plan {
+            namespace: object.namespace.clone().unwrap_or_default(),
+            object,
+            options,
+            hosts,
+            default_backend: None,
+            tls: tls.into_iter().collect(),
+            gateway: Some(gateway),
+        }
+    }
+}
+
+impl TlsSpec {
+    /// A Gateway listener's certificate for `hosts`: Secret `namespace/name`.
+    pub(crate) fn listener(
+        namespace: &str,
+        name: &str,
+        hosts: Vec<HostMatch>,
+        field: String,
+    ) -> TlsSpec {
+        TlsSpec {
+            hosts: Some(hosts),
+            secret_name: name.to_string(),
+            namespace: Some(namespace.to_string()),
+            field,
+        }
+    }
 }
 
 impl Plan {
@@ -126,6 +221,7 @@ pub(super) fn plan(
         hosts: Vec::new(),
         default_backend: None,
         tls: Vec::new(),
+        gateway: None,
     };
     let Some(spec) = ingress.spec.as_ref() else {
         return plan;
@@ -182,6 +278,9 @@ pub(super) fn plan(
                     raw: raw.to_string(),
                     backend,
                     field,
+                    conditions: None,
+                    weighted: Vec::new(),
+                    port: None,
                 }),
                 Err((field, message)) => errors.push(error(field, message)),
             }
@@ -230,6 +329,7 @@ pub(super) fn plan(
         plan.tls.push(TlsSpec {
             hosts,
             secret_name,
+            namespace: None,
             field,
         });
     }

@@ -25,6 +25,12 @@ mod canary;
 mod certs;
 mod class;
 mod client_auth;
+mod gateway;
+
+pub use self::gateway::status::{
+    ClassStatus, Condition, GatewayApiStatus, GatewayStatus, ListenerStatus, ParentStatus,
+    RouteStatus,
+};
 mod ingress;
 mod vhosts;
 
@@ -43,8 +49,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use self::annotations::AnnotationError;
 use crate::settings::BuildSettings;
 use crate::source::Snapshot;
-use crate::table::RouteTable;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason, Severity};
+use crate::table::{self, RouteTable};
 
 /// The last good version of each object that was valid once, so that a later bad edit does
 /// not take it out of service. Opaque to callers: pass the previous build's value back in.
@@ -56,6 +62,8 @@ pub struct LastGood {
     ingresses: FastMap<(String, String), Arc<Ingress>>,
     /// Secrets that parsed, by namespace/name and use; kept while something references them.
     secrets: FastMap<certs::SecretKey, certs::GoodSecret>,
+    /// Gateway API routes that were served whole, by kind/namespace/name.
+    routes: gateway::LastGoodRoutes,
 }
 
 impl LastGood {
@@ -76,6 +84,8 @@ pub struct Built {
     /// Every Ingress of our class in scope, valid or not, sorted: the objects whose status we
     /// own (and the only Ingresses a publisher may write to).
     pub ours: Vec<ObjectRef>,
+    /// The status of every Gateway API object of ours (the leader writes it).
+    pub gateway_api: GatewayApiStatus,
 }
 
 impl Built {
@@ -106,6 +116,9 @@ fn namespace_of(meta: &ObjectMeta) -> &str {
 /// Builds the routing table from a snapshot of objects. Reads the objects through their
 /// `Arc`s; what it keeps of them (last good Ingresses) shares those `Arc`s.
 pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood) -> Built {
+    // Gateway API routes answer to their Gateway, not to an IngressClass: no class defaults,
+    // pass-through allowed (the Gateway's owner opened a TLS listener for it).
+    let gateway_policy = class::ClassPolicy::default();
     let mut diagnostics = snapshot.diagnostics.clone();
     let in_scope = |namespace: Option<&str>| {
         settings
@@ -237,6 +250,83 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
         plans.push((plan, policy));
     }
 
+    // Gateway API beside Ingress: a host an Ingress serves stays the Ingress's (Ingresses are
+    // what a cluster ran first; a route takes a host over once its Ingress is gone).
+    let ingress_hosts: std::collections::HashSet<&table::host::HostMatch> = plans
+        .iter()
+        .flat_map(|(plan, _)| plan.hosts.iter().map(|rules| &rules.host))
+        .collect();
+    let mut route_plans = Vec::new();
+    let gateway_api = gateway::translate(snapshot, &in_scope, &last_good.routes, &mut diagnostics);
+    let gateway_last_good = gateway_api.last_good;
+    for mut plan in gateway_api.plans {
+        plan.hosts.retain(|rules| {
+            let taken = ingress_hosts.contains(&rules.host);
+            if taken {
+                diagnostics.push(Diagnostic::error(
+                    plan.object.clone(),
+                    "spec.hostnames",
+                    Reason::Conflict,
+                    format!(
+                        "host {} is served by an Ingress, which wins over Gateway API routes; this route is not served for it",
+                        rules.host
+                    ),
+                ));
+            }
+            !taken
+        });
+        if !plan.hosts.is_empty() {
+            route_plans.push((plan, &gateway_policy));
+        }
+    }
+    // Gateway API wildcards match one or more labels of a `Host`.
+    let deep_wildcards = route_plans
+        .iter()
+        .flat_map(|(plan, _)| &plan.hosts)
+        .filter_map(|rules| match &rules.host {
+            table::host::HostMatch::Wildcard(parent) => Some(parent.clone()),
+            _ => None,
+        })
+        .collect();
+    // A route's host is served on the ports of the listeners that took it.
+    let mut ports: FastMap<&table::host::HostMatch, (bool, bool)> = FastMap::default();
+    for (plan, _) in &route_plans {
+        let Some(extras) = &plan.gateway else {
+            continue;
+        };
+        for host in &extras.plain_hosts {
+            ports.entry(host).or_default().0 = true;
+        }
+        for host in &extras.tls_hosts {
+            ports.entry(host).or_default().1 = true;
+        }
+    }
+    let single_port: Vec<(table::host::HostMatch, table::route::Port)> = ports
+        .into_iter()
+        .filter_map(|(host, both)| match both {
+            (true, false) => Some((host.clone(), table::route::Port::Plain)),
+            (false, true) => Some((host.clone(), table::route::Port::Tls)),
+            _ => None,
+        })
+        .collect();
+    // An HTTPS listener without a hostname whose route has none either serves every name:
+    // its certificate is the one a client with any other SNI gets, unless a default
+    // certificate is configured.
+    let listener_default = route_plans.iter().find_map(|(plan, _)| {
+        let any = table::host::HostMatch::Any;
+        plan.hosts
+            .iter()
+            .any(|rules| rules.host == any)
+            .then_some(())?;
+        let tls = plan.tls_for(&any)?;
+        let namespace = tls
+            .namespace
+            .clone()
+            .unwrap_or_else(|| plan.namespace.clone());
+        Some((namespace, tls.secret_name.clone()))
+    });
+    plans.extend(route_plans);
+
     let vhosts = vhosts::Merge {
         backends: &mut backends,
         secrets: &mut secrets,
@@ -250,17 +340,22 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
         .default_certificate
         .clone()
         .or_else(|| primary.default_certificate.clone())
+        .or(listener_default)
         .and_then(|(namespace, name)| {
             let secret = ObjectRef::namespaced("Secret", &namespace, &name);
             secrets.certificate(&namespace, &name, &secret, "data", &mut diagnostics)
         });
 
-    let table = RouteTable::new(
+    let mut table = RouteTable::new(
         vhosts,
         default_certificate,
         cert_dir,
         primary.settings.clone(),
     );
+    table.set_deep_wildcards(deep_wildcards);
+    for (host, port) in single_port {
+        table.restrict_to(host, port);
+    }
     diagnostics.sort();
     diagnostics.dedup();
     // Kept as long as the build is current: without the growth headroom.
@@ -271,8 +366,10 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
         last_good: LastGood {
             ingresses: next_ingresses,
             secrets: secrets.next,
+            routes: gateway_last_good,
         },
         ours: our_refs,
+        gateway_api: gateway_api.status,
     }
 }
 

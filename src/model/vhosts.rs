@@ -15,7 +15,9 @@ use crate::table::client_auth::ClientAuth;
 use crate::table::diagnostic::{Diagnostic, Reason};
 use crate::table::host::HostMatch;
 use crate::table::policy::RoutePolicy;
-use crate::table::route::{PathMatch, PathRegex, Route, RouteAction, TlsMode};
+use crate::table::request_match::RequestConditions;
+use crate::table::route::{PathMatch, PathRegex, Port, Route, RouteAction, TlsMode};
+use crate::table::split::WeightedSplit;
 use crate::table::upstream::{
     BackendTls, HealthCheck, HealthProbe, ServicePortRef, ServiceRef, Upstream, UpstreamProtocol,
 };
@@ -29,7 +31,7 @@ struct Draft<'p> {
     mode: TlsMode,
     routes: Vec<Route>,
     /// Which plan claimed each path, for conflict messages.
-    claimed: FastMap<&'p PathMatch, usize>,
+    claimed: FastMap<(&'p PathMatch, Option<&'p RequestConditions>, Option<Port>), usize>,
     default_backend: Option<Arc<Upstream>>,
     /// The redirect annotations of the Ingress whose default backend it is.
     default_action: RouteAction,
@@ -474,7 +476,8 @@ impl Merge<'_, '_> {
         plans: &[(Plan, &ClassPolicy)],
         context: &PlanContext,
     ) {
-        if let Some(&winner) = draft.claimed.get(&path.path) {
+        let key = (&path.path, path.conditions.as_deref(), path.port);
+        if let Some(&winner) = draft.claimed.get(&key) {
             let winner = &plans[winner].0.object;
             let message = if plans[index].0.object == *winner {
                 format!(
@@ -521,16 +524,31 @@ impl Merge<'_, '_> {
         } else {
             path.path.clone()
         };
-        if let Some(upstream) = self.upstream(plan, host, &path.backend, context) {
-            draft.claimed.insert(&path.path, index);
+        // Weighted backends: each resolved (a missing one is reported and gets no share).
+        let mut shares = Vec::with_capacity(path.weighted.len());
+        for (backend, weight) in &path.weighted {
+            if let Some(upstream) = self.upstream(plan, host, backend, context) {
+                shares.push((upstream, *weight));
+            }
+        }
+        let main = match shares.first() {
+            Some((upstream, _)) => Some(Arc::clone(upstream)),
+            None if path.weighted.is_empty() => self.upstream(plan, host, &path.backend, context),
+            None => None,
+        };
+        if let Some(upstream) = main {
+            draft.claimed.insert(key, index);
             draft.routes.push(Route {
                 path: route_path,
                 upstream,
-                action: route_action(&plan.options),
+                action: plan_action(plan),
                 max_body: plan.options.max_body,
                 policy: Arc::clone(&context.policy),
                 source: plan.object.clone(),
                 canary: None,
+                conditions: path.conditions.clone(),
+                split: WeightedSplit::new(shares).map(Arc::new),
+                port: path.port,
             });
         }
     }
@@ -629,6 +647,21 @@ impl Merge<'_, '_> {
         context: &PlanContext,
     ) -> Option<Arc<Upstream>> {
         let policy = upstream_policy(plan, host, &backend.service, context);
+        if backend.is_placeholder() {
+            return Some(Arc::new(Upstream {
+                service: backend.service.clone(),
+                endpoints: Vec::new(),
+                terminating: Vec::new(),
+                protocol: policy.protocol,
+                balance: policy.balance,
+                health: HealthCheck {
+                    probe: HealthProbe::None,
+                    interval: policy.health.interval,
+                },
+                proxy_protocol: None,
+                cursor: Default::default(),
+            }));
+        }
         self.backends.upstream(
             &backend.service,
             &policy,
@@ -643,10 +676,11 @@ impl Merge<'_, '_> {
         if draft.mode == TlsMode::Passthrough && draft.passthrough.is_none() {
             return None; // reported when its backend was rejected
         }
+        // Stable: among routes of equal precedence the older plan's stays first (Gateway API:
+        // the oldest route, then the first rule of a route).
         draft.routes.sort_by(|a, b| {
-            b.path
-                .precedence()
-                .cmp(&a.path.precedence())
+            b.precedence()
+                .cmp(&a.precedence())
                 .then_with(|| a.path.path().cmp(b.path.path()))
         });
         let certificate = self.certificate(&draft, plans);
@@ -692,7 +726,7 @@ impl Merge<'_, '_> {
                 continue;
             };
             let found = self.secrets.certificate(
-                &plan.namespace,
+                tls.namespace.as_deref().unwrap_or(&plan.namespace),
                 &tls.secret_name,
                 &plan.object,
                 &format!("{}.secretName", tls.field),
@@ -758,6 +792,14 @@ fn regex_hosts<'p>(plans: &'p [(Plan, &ClassPolicy)]) -> FastMap<&'p HostMatch, 
 }
 
 /// What requests to the paths (and default backend) of an Ingress with `options` get.
+/// A plan's action: a Gateway API redirect filter, or what its annotations say.
+fn plan_action(plan: &Plan) -> RouteAction {
+    match plan.gateway.as_ref().and_then(|g| g.action.as_ref()) {
+        Some(action) => action.clone(),
+        None => route_action(&plan.options),
+    }
+}
+
 fn route_action(options: &IngressOptions) -> RouteAction {
     match (&options.redirect, &options.app_root) {
         (Some(redirect), app_root) => RouteAction::Redirect {
@@ -788,11 +830,15 @@ fn upstream_policy(
     // Only re-encryption and HTTP/TLS probes need it: not built for every terminated path.
     let host_name = || upstream_host_name(host, service);
     let http2 = options.backend_protocol.http2();
-    let protocol = match options.tls_mode {
-        TlsMode::Terminate if http2 => UpstreamProtocol::H2c,
-        TlsMode::Terminate => UpstreamProtocol::Http,
-        TlsMode::Passthrough => UpstreamProtocol::Tcp,
-        TlsMode::Reencrypt => {
+    // A BackendTLSPolicy re-encrypts a Gateway API route's backend, whatever the host's mode.
+    let policy_tls = plan.gateway.as_ref().and_then(|g| g.backend_tls.clone());
+    let protocol = match (options.tls_mode, policy_tls) {
+        (TlsMode::Terminate | TlsMode::Reencrypt, Some(tls)) if http2 => UpstreamProtocol::H2(tls),
+        (TlsMode::Terminate | TlsMode::Reencrypt, Some(tls)) => UpstreamProtocol::Https(tls),
+        (TlsMode::Terminate, None) if http2 => UpstreamProtocol::H2c,
+        (TlsMode::Terminate, None) => UpstreamProtocol::Http,
+        (TlsMode::Passthrough, _) => UpstreamProtocol::Tcp,
+        (TlsMode::Reencrypt, None) => {
             let tls = BackendTls {
                 sni: options.backend_sni.clone().unwrap_or_else(host_name),
                 verify: options.verify_backend(),

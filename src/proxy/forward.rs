@@ -549,6 +549,9 @@ pub(crate) async fn forward(
         .insert(HeaderName::from_static(X_REQUEST_ID), f.request_id.clone());
     // The route's `request-headers` last: they replace whatever came before (never `Host`).
     f.policy.request_headers.apply(&mut parts.headers);
+    if let Some(edits) = &f.policy.header_edits {
+        edits.apply_to_request(&mut parts.headers);
+    }
     let path_and_query = parts
         .uri
         .path_and_query()

@@ -52,6 +52,7 @@ use super::body::{self, BodyObserver, ProxyBody, ResponseBody, own_response};
 use super::canary;
 use super::client_auth;
 use super::cors;
+use super::discard::Pending;
 use super::error::{ClientFault, ProxyError, UpstreamFault};
 use super::error_pages;
 use super::external_auth;
@@ -319,7 +320,8 @@ async fn handle(
     let mut record = Record::new(&state, &req);
     let h1 = req.version() <= http::Version::HTTP_11;
     let grpc = super::grpc::is_grpc(req.headers());
-    let mut response = match route_and_forward(&state, req, index, &mut record).await {
+    let pending = Pending::new(req);
+    let mut response = match route_and_forward(&state, pending, index, &mut record).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(client = %state.conn.client, who = error.who().as_str(), %error, "request answered by the proxy");
@@ -350,6 +352,9 @@ async fn handle(
     if let Some(extra) = record.extra_headers.take() {
         cors::apply(extra, response.headers_mut());
     }
+    if let Some(edits) = record.header_edits.take() {
+        edits.apply_to_response(response.headers_mut());
+    }
     if let Some(cookies) = record.auth_cookies.take() {
         cookies.apply(response.status(), response.headers_mut());
     }
@@ -357,9 +362,11 @@ async fn handle(
     response.map(|inner| ProxyBody::new(inner, record))
 }
 
+/// Routes `req` and forwards it, or answers it here; a request answered here has the rest of
+/// its body read and discarded when `req` drops ([`Pending`]).
 async fn route_and_forward(
     state: &ClientConnection,
-    mut req: Request<Incoming>,
+    mut req: Pending,
     index: u64,
     record: &mut Record,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -393,7 +400,10 @@ async fn route_and_forward(
         state.retire();
         return Err(ClientFault::Misdirected(host.as_deref().unwrap_or("-").to_string()).into());
     }
-    let vhost = table.vhost_for(host.as_deref());
+    // A Gateway API host is served only on the ports of the listeners that took it.
+    let vhost = table
+        .vhost_for(host.as_deref())
+        .filter(|v| table.serves_on(v, tls));
     if let Some(vhost) = vhost {
         record.vhost = Some(Arc::clone(vhost));
         record.mode = mode(tls, vhost, None);
@@ -442,27 +452,39 @@ async fn route_and_forward(
             return Ok(www_redirect(to, tls, port, &req));
         }
     }
-    let (vhost, upstream, action, max_body, policy, route) =
-        match table.route_http(host.as_deref(), path) {
-            HttpRoute::Upstream {
-                vhost,
-                upstream,
-                action,
-                max_body,
-                policy,
-                route,
-            } => (vhost, upstream, action, max_body, policy, route),
-            HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
-                return Err(ClientFault::NoRoute {
-                    host: host.map(Cow::into_owned),
-                    path: path.to_string(),
-                }
-                .into());
+    let (vhost, upstream, action, max_body, policy, route) = match table.route_request(
+        host.as_deref(),
+        path,
+        &crate::table::request_match::RequestView {
+            tls,
+            method: req.method(),
+            headers: req.headers(),
+            query: req.uri().query(),
+        },
+    ) {
+        HttpRoute::Upstream {
+            vhost,
+            upstream,
+            action,
+            max_body,
+            policy,
+            route,
+        } if table.serves_on(vhost, tls) => (vhost, upstream, action, max_body, policy, route),
+        HttpRoute::Upstream { .. } | HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
+            return Err(ClientFault::NoRoute {
+                host: host.map(Cow::into_owned),
+                path: path.to_string(),
             }
-        };
+            .into());
+        }
+    };
     // Access control is the main Ingress's, whichever upstream serves: a canary Ingress's own
     // policy carries none (nginx: one location), and a client picks the canary by header.
     let access_policy = policy;
+    // Gateway API weights: the route's share of upstreams.
+    let upstream = route
+        .and_then(|r| r.split.as_deref())
+        .map_or(upstream, |split| split.pick());
     // canary: the route's alternative upstream when its rules pick it (`proxy::canary`).
     let (upstream, policy) = match route.and_then(|r| r.canary.as_deref()) {
         Some(c) if canary::wants(c, upstream, policy, req.headers()) => (&c.upstream, &c.policy),
@@ -487,7 +509,7 @@ async fn route_and_forward(
     // redirect, by the route: ingress-nginx answers `app-root` for `/` first, then the
     // location's redirect; one `match` on the usual `Forward`.
     let app_root = match action {
-        RouteAction::Forward => None,
+        RouteAction::Forward | RouteAction::RedirectFrom(_) | RouteAction::Answer(_) => None,
         RouteAction::AppRoot(root) => Some(root),
         RouteAction::Redirect { app_root, .. } => app_root.as_ref(),
     };
@@ -504,10 +526,35 @@ async fn route_and_forward(
         let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
         return Ok(redirect_response(status, &redirect.location));
     }
+    if let RouteAction::Answer(status) = action {
+        let mut response = Response::new(own_response(Bytes::new()));
+        *response.status_mut() =
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        return Ok(response);
+    }
+    if let RouteAction::RedirectFrom(template) = action {
+        let host = host.as_deref().ok_or(ClientFault::MissingHost)?;
+        let (scheme, port) = if tls { ("https", 443) } else { ("http", 80) };
+        let location = template.location(
+            scheme,
+            port,
+            host,
+            path,
+            req.uri().query(),
+            route.map(|r| &r.path),
+        );
+        // The model accepts only redirect codes (301, 302, 303, 307, 308).
+        let status = StatusCode::from_u16(template.status).unwrap_or(StatusCode::FOUND);
+        return Ok(redirect_response(status, &location));
+    }
 
     // CORS: a preflight is answered here; CORS and `response-headers` go on whatever answer
     // the request gets from now on (the pod's, or the proxy's 502/504).
     record.extra_headers = cors::extra_headers(policy, req.headers());
+    record.header_edits.clone_from(&policy.header_edits);
     if let Some(answer) = cors::preflight(policy, req.method(), req.headers()) {
         return Ok(answer);
     }
@@ -572,8 +619,9 @@ async fn route_and_forward(
         return Err(ClientFault::BodyTooLarge { limit }.into());
     }
 
+    // Forwarded from here on: the body is the pod's to read, no longer discarded (`discard`).
     // The pod learns what the client certificate check found (`ssl-client-*`).
-    let mut req = req;
+    let mut req = req.into_inner();
     if let Some((auth, verification)) = client_cert {
         client_auth::set_headers(auth, verification, req.headers_mut());
     }
@@ -811,6 +859,8 @@ struct Record {
     hsts: Option<HeaderValue>,
     /// The route's CORS and `response-headers` for this request (`proxy::cors`).
     extra_headers: Option<cors::ExtraHeaders>,
+    /// The route's Gateway API response header `add` and `remove`.
+    header_edits: Option<Arc<crate::table::headers::HeaderEdits>>,
     /// `X-Request-ID`: the client's, or generated when the request arrived, so the access
     /// line of a request the proxy answers itself carries one too (as ingress-nginx logs
     /// `$req_id` for every request).
@@ -859,6 +909,7 @@ impl Record {
             error: None,
             hsts: None,
             extra_headers: None,
+            header_edits: None,
             request_id: request_id::of(req.headers()),
             version: req.version(),
             head_bytes: 0,

@@ -149,6 +149,7 @@ mod body_timeouts;
 mod canary;
 mod client_auth;
 mod cors;
+mod discard;
 mod error;
 mod error_pages;
 mod external_auth;

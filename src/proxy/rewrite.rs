@@ -35,6 +35,15 @@ pub(crate) fn apply(
     {
         headers.insert(HeaderName::from_static("x-forwarded-prefix"), value);
     }
+    if let Some(replace) = &request.path_replace {
+        let prefix = matched.and_then(PathMatch::prefix_text);
+        let mut target = replace.apply(prefix, path_and_query.path());
+        if let Some(query) = path_and_query.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        return PathAndQuery::try_from(target).unwrap_or(path_and_query);
+    }
     let Some(target) = &request.rewrite_target else {
         return path_and_query;
     };

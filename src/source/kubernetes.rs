@@ -4,7 +4,10 @@
 //! - **Kinds**: Ingress, IngressClass (cluster-scoped), Service, EndpointSlice,
 //!   IngressClassParams (cluster-scoped, our CRD), Secret, plus the one `--publish-service`
 //!   Service (for Ingress status; not part of the snapshot) and, when `--watch-namespace`
-//!   excludes its namespace, the one `--default-certificate` Secret.
+//!   excludes its namespace, the one `--default-certificate` Secret. Gateway API
+//!   ([`crate::gateway_api`]): GatewayClass (cluster-scoped), Gateway, HTTPRoute, GRPCRoute,
+//!   TLSRoute, BackendTLSPolicy, ReferenceGrant, and ConfigMaps (a BackendTLSPolicy's CA bundle; only
+//!   their `ca.crt` key is kept).
 //! - **Scope**: with `--watch-namespace` every namespaced kind is watched through a namespaced
 //!   `Api`, so objects elsewhere are never even sent to us.
 //! - **Secrets, least memory**: three watchers, `type=kubernetes.io/tls` (field selector),
@@ -24,9 +27,11 @@
 //!   doubling to 30 s, jittered); a 410 Gone re-lists; 403, 5xx and broken streams are logged
 //!   and retried while the stores keep serving the last objects they had.
 //! - **Ready gate**: [`KubeSource::wait_ready`] resolves once every store has completed its
-//!   first list. IngressClassParams is the exception when the CRD is not installed (404): the
-//!   kind counts as empty and ready, and the watcher keeps retrying with back-off, so
-//!   installing the CRD later is picked up without a restart.
+//!   first list. The kinds whose CRD is optional are the exception when it is not installed
+//!   (404): IngressClassParams and the seven Gateway API kinds. Such a kind counts as empty and
+//!   ready, and its watcher keeps retrying with back-off, so installing the CRD later is
+//!   picked up without a restart. A cluster without the Gateway API CRDs is logged once, in
+//!   one line for the seven kinds, not at every retry.
 //! - **Change signal**: a [`watch`] channel of [`Change`], bumped on every event applied to a
 //!   store (an add, update or delete, or a completed (re-)list).
 //! - **No copies per event**: [`KubeSource::snapshot`] takes the stores' `Arc`s as they are;
@@ -40,7 +45,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::Api;
@@ -55,6 +60,9 @@ use tokio::time::Instant;
 
 use super::{Snapshot, SnapshotSource, Source};
 use crate::crd::IngressClassParams;
+use crate::gateway_api::{
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute,
+};
 use crate::table::diagnostic::ObjectRef;
 
 /// Field selector of the TLS Secrets watcher.
@@ -71,6 +79,10 @@ const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-config
 /// The Secret keys the model reads; everything else is dropped before storing. `ca.crl`: the
 /// revocation lists of an `auth-tls-secret` (dropping it would accept revoked certificates).
 const SECRET_KEYS: &[&str] = &["tls.crt", "tls.key", "ca.crt", "ca.crl"];
+/// The ConfigMap keys the model reads: the CA bundle a BackendTLSPolicy's `caCertificateRefs`
+/// names (the Gateway API spec puts it under `ca.crt`). Every ConfigMap in scope is watched
+/// (a reference names it, no label marks it), so the rest of each is dropped before storing.
+const CONFIG_MAP_KEYS: &[&str] = &["ca.crt"];
 
 /// Why the source cannot produce a snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +106,14 @@ pub enum Kind {
     BasicAuthSecret,
     DefaultCertificate,
     PublishService,
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    GrpcRoute,
+    TlsRoute,
+    BackendTlsPolicy,
+    ReferenceGrant,
+    ConfigMap,
 }
 
 impl Kind {
@@ -110,6 +130,139 @@ impl Kind {
             Kind::BasicAuthSecret => "Secret(portcullis.io/basic-auth)",
             Kind::DefaultCertificate => "Secret(--default-certificate)",
             Kind::PublishService => "Service(--publish-service)",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::BackendTlsPolicy => "BackendTLSPolicy",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::ConfigMap => "ConfigMap",
+        }
+    }
+
+    /// The Gateway API kinds, whose CRDs the cluster's operator may not have installed.
+    pub const GATEWAY_API: [Kind; 7] = [
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::TlsRoute,
+        Kind::BackendTlsPolicy,
+        Kind::ReferenceGrant,
+    ];
+
+    /// This kind's bit in [`Optional`] when its CRD may be missing (a 404 then means "not
+    /// installed", not an error); 0 for the kinds every cluster serves.
+    fn optional_bit(self) -> u8 {
+        match self {
+            Kind::IngressClassParams => 1,
+            Kind::GatewayClass => 1 << 1,
+            Kind::Gateway => 1 << 2,
+            Kind::HttpRoute => 1 << 3,
+            Kind::TlsRoute => 1 << 4,
+            Kind::BackendTlsPolicy => 1 << 5,
+            Kind::ReferenceGrant => 1 << 6,
+            Kind::GrpcRoute => 1 << 7,
+            _ => 0,
+        }
+    }
+}
+
+/// The bits of [`Kind::GATEWAY_API`] in [`Optional`].
+const GATEWAY_API_BITS: u8 = 0b1111_1110;
+
+/// What the kinds whose CRD may be missing last answered, one bit per kind
+/// ([`Kind::optional_bit`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Optional {
+    /// The list or watch answered 404: the CRD is not installed (the store is empty).
+    absent: u8,
+    /// Listed since the last 404: the CRD is installed.
+    listed: u8,
+    /// The Gateway API kinds found absent as last logged, so that the cluster's state is
+    /// logged once per change, not once per kind or per retry.
+    logged: u8,
+}
+
+/// What to log about the Gateway API CRDs, from [`Optional::gateway_api_change`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GatewayApiCrds {
+    /// None of the seven is served.
+    Missing,
+    /// Some are, the named ones are not; `fewer`: fewer are missing than were logged before
+    /// (CRDs being installed: each kind's watcher finds its CRD at its next retry).
+    Partial { missing: Vec<Kind>, fewer: bool },
+    /// Every one is served (after some were not).
+    Installed,
+}
+
+impl Optional {
+    /// `kind` completed a list: its CRD is installed. Whether anything changed.
+    fn listed(&mut self, kind: Kind) -> bool {
+        let before = *self;
+        self.absent &= !kind.optional_bit();
+        self.listed |= kind.optional_bit();
+        before != *self
+    }
+
+    /// `kind` answered 404: its CRD is not installed. Whether anything changed.
+    fn missing(&mut self, kind: Kind) -> bool {
+        let before = *self;
+        self.absent |= kind.optional_bit();
+        self.listed &= !kind.optional_bit();
+        before != *self
+    }
+
+    /// What to log now about the Gateway API CRDs, if anything: once every Gateway API kind
+    /// has answered (listed or 404, so a start-up where the kinds answer one after another is
+    /// one line, not seven) and the set of missing kinds differs from the one last logged.
+    /// Nothing while every kind is served and nothing was missing before.
+    fn gateway_api_change(&mut self) -> Option<GatewayApiCrds> {
+        let answered = (self.absent | self.listed) & GATEWAY_API_BITS;
+        let missing = self.absent & GATEWAY_API_BITS;
+        if answered != GATEWAY_API_BITS || missing == self.logged {
+            return None;
+        }
+        let fewer = missing & !self.logged == 0;
+        self.logged = missing;
+        Some(match missing {
+            GATEWAY_API_BITS => GatewayApiCrds::Missing,
+            0 => GatewayApiCrds::Installed,
+            _ => GatewayApiCrds::Partial {
+                missing: Kind::GATEWAY_API
+                    .into_iter()
+                    .filter(|k| missing & k.optional_bit() != 0)
+                    .collect(),
+                fewer,
+            },
+        })
+    }
+}
+
+/// Logs what [`Optional::gateway_api_change`] found.
+fn log_gateway_api(change: GatewayApiCrds) {
+    match change {
+        GatewayApiCrds::Missing => {
+            tracing::warn!("the Gateway API CRDs are not installed; serving Ingress only")
+        }
+        GatewayApiCrds::Partial { missing, fewer } => {
+            let missing = missing
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if fewer {
+                tracing::info!(%missing, "more Gateway API CRDs are installed; still missing some");
+            } else {
+                tracing::warn!(
+                    %missing,
+                    "some Gateway API CRDs are not installed; serving Gateway API without those kinds"
+                );
+            }
+        }
+        GatewayApiCrds::Installed => {
+            tracing::info!("the Gateway API CRDs are installed; serving Gateway API too")
         }
     }
 }
@@ -171,6 +324,15 @@ pub fn strip_auth_secret(secret: &mut Secret) {
     secret.string_data = None;
 }
 
+/// [`strip_metadata`], and keep only the ConfigMap keys in [`CONFIG_MAP_KEYS`].
+pub fn strip_config_map(config_map: &mut ConfigMap) {
+    strip_metadata(config_map);
+    config_map.binary_data = None;
+    if let Some(data) = config_map.data.as_mut() {
+        data.retain(|key, _| CONFIG_MAP_KEYS.contains(&key.as_str()));
+    }
+}
+
 // === impl KubeSource ===
 
 /// The stores, one per kind, that [`KubeSource::snapshot`] reads.
@@ -186,6 +348,14 @@ struct Stores {
     auth_secrets: Store<Secret>,
     default_certificate: Option<Store<Secret>>,
     publish_service: Option<Store<Service>>,
+    gateway_classes: Store<GatewayClass>,
+    gateways: Store<Gateway>,
+    http_routes: Store<HTTPRoute>,
+    grpc_routes: Store<GRPCRoute>,
+    tls_routes: Store<TLSRoute>,
+    backend_tls_policies: Store<BackendTLSPolicy>,
+    reference_grants: Store<ReferenceGrant>,
+    config_maps: Store<ConfigMap>,
 }
 
 /// The cluster source: reflectors running in the background, read as [`Snapshot`]s.
@@ -193,8 +363,8 @@ struct Stores {
 pub struct KubeSource {
     stores: Stores,
     changes: Arc<watch::Sender<Change>>,
-    /// True while the IngressClassParams CRD answered 404 (not installed).
-    params_absent: watch::Receiver<bool>,
+    /// Which optional CRDs (IngressClassParams, Gateway API) answered 404 (not installed).
+    optional: watch::Receiver<Optional>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -204,13 +374,12 @@ impl KubeSource {
     pub fn start(client: Client, settings: &SourceSettings) -> KubeSource {
         let (changes, _) = watch::channel(Change::default());
         let changes = Arc::new(changes);
-        let (absent_tx, params_absent) = watch::channel(false);
-        let absent_tx = Arc::new(absent_tx);
+        let (optional_tx, optional) = watch::channel(Optional::default());
         let ns = settings.watch_namespace.as_deref();
         let mut tasks = Vec::new();
         let signal = Signal {
             changes: changes.clone(),
-            absent: absent_tx,
+            optional: Arc::new(optional_tx),
         };
 
         let cfg = watcher::Config::default;
@@ -304,6 +473,72 @@ impl KubeSource {
                 )
             });
 
+        // Gateway API: GatewayClass is cluster-scoped, the rest follow --watch-namespace.
+        let gateway_classes = spawn(
+            &mut tasks,
+            Api::all(client.clone()),
+            cfg(),
+            Kind::GatewayClass,
+            &signal,
+            strip_metadata,
+        );
+        let gateways = spawn(
+            &mut tasks,
+            namespaced(&client, ns),
+            cfg(),
+            Kind::Gateway,
+            &signal,
+            strip_metadata,
+        );
+        let http_routes = spawn(
+            &mut tasks,
+            namespaced(&client, ns),
+            cfg(),
+            Kind::HttpRoute,
+            &signal,
+            strip_metadata,
+        );
+        let grpc_routes = spawn(
+            &mut tasks,
+            namespaced(&client, ns),
+            cfg(),
+            Kind::GrpcRoute,
+            &signal,
+            strip_metadata,
+        );
+        let tls_routes = spawn(
+            &mut tasks,
+            namespaced(&client, ns),
+            cfg(),
+            Kind::TlsRoute,
+            &signal,
+            strip_metadata,
+        );
+        let backend_tls_policies = spawn(
+            &mut tasks,
+            namespaced(&client, ns),
+            cfg(),
+            Kind::BackendTlsPolicy,
+            &signal,
+            strip_metadata,
+        );
+        let reference_grants = spawn(
+            &mut tasks,
+            namespaced(&client, ns),
+            cfg(),
+            Kind::ReferenceGrant,
+            &signal,
+            strip_metadata,
+        );
+        let config_maps = spawn(
+            &mut tasks,
+            namespaced(&client, ns),
+            cfg(),
+            Kind::ConfigMap,
+            &signal,
+            strip_config_map,
+        );
+
         KubeSource {
             stores: Stores {
                 ingresses,
@@ -316,17 +551,25 @@ impl KubeSource {
                 auth_secrets,
                 default_certificate,
                 publish_service,
+                gateway_classes,
+                gateways,
+                http_routes,
+                grpc_routes,
+                tls_routes,
+                backend_tls_policies,
+                reference_grants,
+                config_maps,
             },
             changes,
-            params_absent,
+            optional,
             tasks,
         }
     }
 
-    /// Resolves once every store has completed its first list (IngressClassParams: or its
-    /// CRD is known not to be installed). Waits as long as that takes: a store that cannot
-    /// list (403, API server down) keeps the controller not ready, which is what `/readyz`
-    /// should say. Snapshots taken before this are incomplete.
+    /// Resolves once every store has completed its first list (IngressClassParams and the
+    /// Gateway API kinds: or their CRD is known not to be installed). Waits as long as that
+    /// takes: a store that cannot list (403, API server down) keeps the controller not ready,
+    /// which is what `/readyz` should say. Snapshots taken before this are incomplete.
     pub async fn wait_ready(&self) -> Result<(), SourceError> {
         let s = &self.stores;
         ready(&s.ingresses, Kind::Ingress).await?;
@@ -342,14 +585,16 @@ impl KubeSource {
         if let Some(store) = &s.publish_service {
             ready(store, Kind::PublishService).await?;
         }
-        let mut absent = self.params_absent.clone();
-        tokio::select! {
-            result = ready(&s.class_params, Kind::IngressClassParams) => result,
-            // The sender lives in the reflector task; it only closes if that task is gone.
-            result = absent.wait_for(|absent| *absent) => result.map(|_| ()).map_err(|_| {
-                SourceError::ReflectorStopped { kind: Kind::IngressClassParams }
-            }),
-        }
+        ready(&s.config_maps, Kind::ConfigMap).await?;
+        let optional = &self.optional;
+        optional_ready(&s.class_params, Kind::IngressClassParams, optional).await?;
+        optional_ready(&s.gateway_classes, Kind::GatewayClass, optional).await?;
+        optional_ready(&s.gateways, Kind::Gateway, optional).await?;
+        optional_ready(&s.http_routes, Kind::HttpRoute, optional).await?;
+        optional_ready(&s.grpc_routes, Kind::GrpcRoute, optional).await?;
+        optional_ready(&s.tls_routes, Kind::TlsRoute, optional).await?;
+        optional_ready(&s.backend_tls_policies, Kind::BackendTlsPolicy, optional).await?;
+        optional_ready(&s.reference_grants, Kind::ReferenceGrant, optional).await
     }
 
     /// Whether [`KubeSource::wait_ready`] would resolve now (for `/readyz`).
@@ -359,7 +604,17 @@ impl KubeSource {
 
     /// Whether the IngressClassParams CRD answered 404 on the last attempt.
     pub fn class_params_crd_missing(&self) -> bool {
-        *self.params_absent.borrow()
+        self.optional.borrow().absent & Kind::IngressClassParams.optional_bit() != 0
+    }
+
+    /// The Gateway API kinds whose CRD answered 404 on the last attempt (in
+    /// [`Kind::GATEWAY_API`] order): all seven on a cluster without the Gateway API.
+    pub fn gateway_api_crds_missing(&self) -> Vec<Kind> {
+        let absent = self.optional.borrow().absent;
+        Kind::GATEWAY_API
+            .into_iter()
+            .filter(|k| absent & k.optional_bit() != 0)
+            .collect()
     }
 
     /// The change signal. `changed().await` wakes on every applied event; the value carries
@@ -407,6 +662,14 @@ impl KubeSource {
             endpoint_slices: s.endpoint_slices.state(),
             class_params: s.class_params.state(),
             cert_files: Vec::new(),
+            gateway_classes: s.gateway_classes.state(),
+            gateways: s.gateways.state(),
+            http_routes: s.http_routes.state(),
+            grpc_routes: s.grpc_routes.state(),
+            tls_routes: s.tls_routes.state(),
+            backend_tls_policies: s.backend_tls_policies.state(),
+            reference_grants: s.reference_grants.state(),
+            config_maps: s.config_maps.state(),
             diagnostics: Vec::new(),
         }
     }
@@ -441,6 +704,14 @@ impl KubeSource {
                     let store = s.default_certificate.as_ref()?;
                     uid_in(store, ns, &object.name)
                 }),
+            "GatewayClass" => uid_in(&s.gateway_classes, None, &object.name),
+            "Gateway" => uid_in(&s.gateways, ns, &object.name),
+            "HTTPRoute" => uid_in(&s.http_routes, ns, &object.name),
+            "GRPCRoute" => uid_in(&s.grpc_routes, ns, &object.name),
+            "TLSRoute" => uid_in(&s.tls_routes, ns, &object.name),
+            "BackendTLSPolicy" => uid_in(&s.backend_tls_policies, ns, &object.name),
+            "ReferenceGrant" => uid_in(&s.reference_grants, ns, &object.name),
+            "ConfigMap" => uid_in(&s.config_maps, ns, &object.name),
             _ => None,
         }
     }
@@ -469,6 +740,28 @@ pub struct StoreFeed {
     pub tls_secrets: FedStore<Secret>,
     pub ca_secrets: FedStore<Secret>,
     pub auth_secrets: FedStore<Secret>,
+    pub gateway_classes: FedStore<GatewayClass>,
+    pub gateways: FedStore<Gateway>,
+    pub http_routes: FedStore<HTTPRoute>,
+    pub grpc_routes: FedStore<GRPCRoute>,
+    pub tls_routes: FedStore<TLSRoute>,
+    pub backend_tls_policies: FedStore<BackendTLSPolicy>,
+    pub reference_grants: FedStore<ReferenceGrant>,
+    pub config_maps: FedStore<ConfigMap>,
+}
+
+impl StoreFeed {
+    /// Every Gateway API kind answers 404, as on a cluster without the Gateway API CRDs: the
+    /// seven stores count as listed and empty for the ready gate.
+    pub fn without_gateway_api(&mut self) {
+        self.gateway_classes.crd_missing();
+        self.gateways.crd_missing();
+        self.http_routes.crd_missing();
+        self.grpc_routes.crd_missing();
+        self.tls_routes.crd_missing();
+        self.backend_tls_policies.crd_missing();
+        self.reference_grants.crd_missing();
+    }
 }
 
 /// One store of a [`StoreFeed`].
@@ -500,6 +793,12 @@ where
         }
         self.apply(&watcher::Event::InitDone);
     }
+
+    /// The list answered 404, as the reflector task reports it: for a kind whose CRD is
+    /// optional (IngressClassParams, Gateway API), the CRD is not installed.
+    pub fn crd_missing(&mut self) {
+        crd_missing(self.kind, &self.signal.optional);
+    }
 }
 
 impl KubeSource {
@@ -509,10 +808,10 @@ impl KubeSource {
     /// `--default-certificate` store.
     pub fn fed() -> (KubeSource, StoreFeed) {
         let (changes, _) = watch::channel(Change::default());
-        let (absent, params_absent) = watch::channel(false);
+        let (optional_tx, optional) = watch::channel(Optional::default());
         let signal = Signal {
             changes: Arc::new(changes),
-            absent: Arc::new(absent),
+            optional: Arc::new(optional_tx),
         };
         fn store<K>(kind: Kind, signal: &Signal) -> (Store<K>, FedStore<K>)
         where
@@ -534,6 +833,14 @@ impl KubeSource {
         let (tls_secrets, fed_tls) = store(Kind::TlsSecret, &signal);
         let (ca_secrets, fed_ca) = store(Kind::BackendCaSecret, &signal);
         let (auth_secrets, fed_auth) = store(Kind::BasicAuthSecret, &signal);
+        let (gateway_classes, fed_gateway_classes) = store(Kind::GatewayClass, &signal);
+        let (gateways, fed_gateways) = store(Kind::Gateway, &signal);
+        let (http_routes, fed_http_routes) = store(Kind::HttpRoute, &signal);
+        let (grpc_routes, fed_grpc_routes) = store(Kind::GrpcRoute, &signal);
+        let (tls_routes, fed_tls_routes) = store(Kind::TlsRoute, &signal);
+        let (backend_tls_policies, fed_policies) = store(Kind::BackendTlsPolicy, &signal);
+        let (reference_grants, fed_grants) = store(Kind::ReferenceGrant, &signal);
+        let (config_maps, fed_config_maps) = store(Kind::ConfigMap, &signal);
         let source = KubeSource {
             stores: Stores {
                 ingresses,
@@ -546,9 +853,17 @@ impl KubeSource {
                 auth_secrets,
                 default_certificate: None,
                 publish_service: None,
+                gateway_classes,
+                gateways,
+                http_routes,
+                grpc_routes,
+                tls_routes,
+                backend_tls_policies,
+                reference_grants,
+                config_maps,
             },
             changes: signal.changes.clone(),
-            params_absent,
+            optional,
             tasks: Vec::new(),
         };
         let feed = StoreFeed {
@@ -560,6 +875,14 @@ impl KubeSource {
             tls_secrets: fed_tls,
             ca_secrets: fed_ca,
             auth_secrets: fed_auth,
+            gateway_classes: fed_gateway_classes,
+            gateways: fed_gateways,
+            http_routes: fed_http_routes,
+            grpc_routes: fed_grpc_routes,
+            tls_routes: fed_tls_routes,
+            backend_tls_policies: fed_policies,
+            reference_grants: fed_grants,
+            config_maps: fed_config_maps,
         };
         (source, feed)
     }
@@ -702,6 +1025,26 @@ where
         .map(move |r| r.map_err(|_| SourceError::ReflectorStopped { kind }))
 }
 
+/// [`ready`] for a kind whose CRD may be missing: also resolves while its last answer was 404.
+async fn optional_ready<K>(
+    store: &Store<K>,
+    kind: Kind,
+    optional: &watch::Receiver<Optional>,
+) -> Result<(), SourceError>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let bit = kind.optional_bit();
+    let mut optional = optional.clone();
+    tokio::select! {
+        result = ready(store, kind) => result,
+        // The sender lives in the reflector tasks; it only closes if they are gone.
+        result = optional.wait_for(|o| o.absent & bit != 0) => result
+            .map(|_| ())
+            .map_err(|_| SourceError::ReflectorStopped { kind }),
+    }
+}
+
 fn bump(changes: &watch::Sender<Change>) {
     changes.send_modify(|c| {
         c.generation += 1;
@@ -715,7 +1058,7 @@ fn bump(changes: &watch::Sender<Change>) {
 #[derive(Clone)]
 struct Signal {
     changes: Arc<watch::Sender<Change>>,
-    absent: Arc<watch::Sender<bool>>,
+    optional: Arc<watch::Sender<Optional>>,
 }
 
 /// After `event` was applied to `kind`'s store: signal the change (an add, update or delete,
@@ -725,10 +1068,14 @@ fn applied<K>(kind: Kind, event: &watcher::Event<K>, signal: &Signal) {
         watcher::Event::Apply(_) | watcher::Event::Delete(_) => bump(&signal.changes),
         watcher::Event::InitDone => {
             tracing::debug!(%kind, "listed");
-            if kind == Kind::IngressClassParams {
-                signal
-                    .absent
-                    .send_if_modified(|a| std::mem::replace(a, false));
+            if kind.optional_bit() != 0 {
+                signal.optional.send_if_modified(|o| {
+                    let changed = o.listed(kind);
+                    if let Some(change) = o.gateway_api_change() {
+                        log_gateway_api(change);
+                    }
+                    changed
+                });
             }
             bump(&signal.changes);
         }
@@ -760,7 +1107,7 @@ where
         while let Some(event) = stream.next().await {
             match event {
                 Ok(event) => applied(kind, &event, &signal),
-                Err(error) => report(kind, &error, &signal.absent),
+                Err(error) => report(kind, &error, &signal.optional),
             }
         }
         // The watcher stream is infinite and DefaultBackoff never gives up.
@@ -769,8 +1116,26 @@ where
     store
 }
 
+/// A kind whose CRD may be missing answered 404: record it, and log what changed.
+fn crd_missing(kind: Kind, optional: &watch::Sender<Optional>) {
+    optional.send_if_modified(|o| {
+        let changed = o.missing(kind);
+        if kind == Kind::IngressClassParams && changed {
+            tracing::warn!(
+                %kind,
+                "the IngressClassParams CRD is not installed; serving without class \
+                 parameters and retrying with back-off"
+            );
+        }
+        if let Some(change) = o.gateway_api_change() {
+            log_gateway_api(change);
+        }
+        changed
+    });
+}
+
 /// Logs a watcher error; the back-off and the retry are the stream's.
-fn report(kind: Kind, error: &watcher::Error, absent: &watch::Sender<bool>) {
+fn report(kind: Kind, error: &watcher::Error, optional: &watch::Sender<Optional>) {
     let code = match error {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
@@ -779,15 +1144,7 @@ fn report(kind: Kind, error: &watcher::Error, absent: &watch::Sender<bool>) {
         _ => None,
     };
     match code {
-        Some(404) if kind == Kind::IngressClassParams => {
-            if !absent.send_replace(true) {
-                tracing::warn!(
-                    %kind,
-                    "the IngressClassParams CRD is not installed; serving without class \
-                     parameters and retrying with back-off"
-                );
-            }
-        }
+        Some(404) if kind.optional_bit() != 0 => crd_missing(kind, optional),
         Some(410) => {
             tracing::info!(%kind, "watch resource version expired (410 Gone); re-listing")
         }
@@ -856,7 +1213,9 @@ mod tests {
         feed.tls_secrets.list([secret("both"), secret("tls")]);
         feed.ca_secrets.list([secret("both"), secret("ca")]);
         feed.auth_secrets.list([]);
-        // Every store but IngressClassParams has listed: still not ready.
+        feed.config_maps.list([]);
+        feed.without_gateway_api();
+        // Every store but IngressClassParams has listed (or is known absent): still not ready.
         assert!(
             tokio::time::timeout(
                 Duration::from_millis(200),
@@ -917,5 +1276,104 @@ mod tests {
             .expect("cert-dir change signalled")
             .expect("source alive");
         assert_eq!(source.snapshot().cert_files.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn gateway_api_kinds_gate_readiness_until_listed_or_missing() {
+        let (kube, mut feed) = KubeSource::fed();
+        feed.ingresses.list([]);
+        feed.classes.list([]);
+        feed.services.list([]);
+        feed.endpoint_slices.list([]);
+        feed.tls_secrets.list([]);
+        feed.ca_secrets.list([]);
+        feed.auth_secrets.list([]);
+        feed.class_params.list([]);
+        feed.config_maps.list([]);
+        // Six Gateway API kinds listed, one neither listed nor missing: not ready.
+        feed.gateway_classes.list([]);
+        feed.gateways.list([]);
+        feed.http_routes.list([]);
+        feed.grpc_routes.list([]);
+        feed.backend_tls_policies.list([]);
+        feed.reference_grants.list([]);
+        assert!(!kube.is_ready(), "ready before TLSRoute answered");
+        // Its CRD is missing: ready without it, and said so.
+        feed.tls_routes.crd_missing();
+        assert!(kube.is_ready());
+        assert_eq!(kube.gateway_api_crds_missing(), [Kind::TlsRoute]);
+        // Installed later: listed, no longer missing, and its objects are in the snapshot.
+        let mut route = TLSRoute::new("db", Default::default());
+        route.metadata.namespace = Some("apps".to_string());
+        feed.tls_routes.list([route]);
+        assert!(kube.gateway_api_crds_missing().is_empty());
+        assert_eq!(kube.snapshot().tls_routes.len(), 1);
+    }
+
+    #[test]
+    fn the_gateway_api_state_is_logged_once_per_change_not_per_kind_or_retry() {
+        let mut o = Optional::default();
+        // Start-up without the CRDs: nothing until all seven answered, then one line.
+        for kind in &Kind::GATEWAY_API[..6] {
+            assert!(o.missing(*kind));
+            assert_eq!(o.gateway_api_change(), None, "{kind}");
+        }
+        // IngressClassParams is not a Gateway API kind.
+        o.missing(Kind::IngressClassParams);
+        assert_eq!(o.gateway_api_change(), None);
+        o.missing(Kind::ReferenceGrant);
+        assert_eq!(o.gateway_api_change(), Some(GatewayApiCrds::Missing));
+        // Every retry answers 404 again: nothing changes, nothing is logged.
+        for kind in Kind::GATEWAY_API {
+            assert!(!o.missing(kind));
+            assert_eq!(o.gateway_api_change(), None);
+        }
+        // Installed: each kind found at its next retry; fewer missing, then none.
+        o.listed(Kind::Gateway);
+        assert!(matches!(
+            o.gateway_api_change(),
+            Some(GatewayApiCrds::Partial { fewer: true, .. })
+        ));
+        for kind in Kind::GATEWAY_API {
+            o.listed(kind);
+        }
+        assert_eq!(o.gateway_api_change(), Some(GatewayApiCrds::Installed));
+        assert_eq!(o.gateway_api_change(), None);
+
+        // A cluster with every Gateway API CRD: nothing to say at start-up.
+        let mut o = Optional::default();
+        for kind in Kind::GATEWAY_API {
+            o.listed(kind);
+        }
+        assert_eq!(o.gateway_api_change(), None);
+        // Without one: that one named, as a warning (more missing than before).
+        o.missing(Kind::TlsRoute);
+        assert_eq!(
+            o.gateway_api_change(),
+            Some(GatewayApiCrds::Partial {
+                missing: vec![Kind::TlsRoute],
+                fewer: false
+            })
+        );
+    }
+
+    #[test]
+    fn config_maps_keep_only_the_ca_bundle() {
+        let mut config_map = ConfigMap {
+            metadata: meta("ca"),
+            data: Some(
+                [
+                    ("ca.crt".to_string(), "PEM".to_string()),
+                    ("app.properties".to_string(), "x".repeat(4096)),
+                ]
+                .into(),
+            ),
+            binary_data: Some(Default::default()),
+            ..ConfigMap::default()
+        };
+        strip_config_map(&mut config_map);
+        let keys: Vec<_> = config_map.data.as_ref().unwrap().keys().collect();
+        assert_eq!(keys, ["ca.crt"]);
+        assert_eq!(config_map.binary_data, None);
     }
 }

@@ -13,12 +13,15 @@ pub mod yaml;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use tokio::sync::watch as signal;
 
 use crate::crd::IngressClassParams;
+use crate::gateway_api::{
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute,
+};
 use crate::table::diagnostic::Diagnostic;
 
 /// A file from `--cert-dir`: a PEM bundle (chain + key), or a `tls.crt`/`tls.key` pair joined.
@@ -41,6 +44,16 @@ pub struct Snapshot {
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub class_params: Vec<Arc<IngressClassParams>>,
     pub cert_files: Vec<Arc<CertFile>>,
+    /// Gateway API (`docs/gateway-api.md`).
+    pub gateway_classes: Vec<Arc<GatewayClass>>,
+    pub gateways: Vec<Arc<Gateway>>,
+    pub http_routes: Vec<Arc<HTTPRoute>>,
+    pub grpc_routes: Vec<Arc<GRPCRoute>>,
+    pub tls_routes: Vec<Arc<TLSRoute>>,
+    pub backend_tls_policies: Vec<Arc<BackendTLSPolicy>>,
+    pub reference_grants: Vec<Arc<ReferenceGrant>>,
+    /// ConfigMaps holding a BackendTLSPolicy's `ca.crt`.
+    pub config_maps: Vec<Arc<ConfigMap>>,
     /// Problems the source itself found (a manifest that does not parse, an unreadable file);
     /// passed through to the build's diagnostics.
     pub diagnostics: Vec<Diagnostic>,

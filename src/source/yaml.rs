@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Deserialize;
@@ -24,6 +24,9 @@ use serde::de::DeserializeOwned;
 
 use super::Snapshot;
 use crate::crd::IngressClassParams;
+use crate::gateway_api::{
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute,
+};
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 
 /// One object the model reads, from any source. Shared: a parsed file keeps its objects, and
@@ -36,6 +39,14 @@ pub enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     IngressClassParams(Arc<IngressClassParams>),
+    ConfigMap(Arc<ConfigMap>),
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HTTPRoute(Arc<HTTPRoute>),
+    GRPCRoute(Arc<GRPCRoute>),
+    TLSRoute(Arc<TLSRoute>),
+    BackendTLSPolicy(Arc<BackendTLSPolicy>),
+    ReferenceGrant(Arc<ReferenceGrant>),
     /// An object Portcullis recognises but cannot read (an Ingress of a removed API version),
     /// kept as its error diagnostic: the file's other objects still count, and the problem
     /// is reported with them instead of the object vanishing.
@@ -98,6 +109,15 @@ impl Input<'_> {
 
 /// API versions of Ingress and IngressClass that Kubernetes 1.22 removed.
 const REMOVED_NETWORKING_APIS: [&str; 2] = ["extensions/v1beta1", "networking.k8s.io/v1beta1"];
+
+/// The Gateway API versions read: v1 (standard channel), and the beta and alpha versions a
+/// manifest written for an older release still carries (same fields for what we read).
+const GATEWAY_API_VERSIONS: [&str; 4] = [
+    "gateway.networking.k8s.io/v1",
+    "gateway.networking.k8s.io/v1beta1",
+    "gateway.networking.k8s.io/v1alpha3",
+    "gateway.networking.k8s.io/v1alpha2",
+];
 
 /// Parses one manifest file (possibly several `---` documents, and lists). Kinds Portcullis
 /// does not read (Deployments, ConfigMaps...) are skipped. Any document (or list item) that
@@ -193,6 +213,17 @@ fn read_object(
             Object::Secret(Arc::new(secret))
         }
         ("v1", "Service") => Object::Service(Arc::new(input.decode()?)),
+        ("v1", "ConfigMap") => Object::ConfigMap(Arc::new(input.decode()?)),
+        (version, kind) if GATEWAY_API_VERSIONS.contains(&version) => match kind {
+            "GatewayClass" => Object::GatewayClass(Arc::new(input.decode()?)),
+            "Gateway" => Object::Gateway(Arc::new(input.decode()?)),
+            "HTTPRoute" => Object::HTTPRoute(Arc::new(input.decode()?)),
+            "GRPCRoute" => Object::GRPCRoute(Arc::new(input.decode()?)),
+            "TLSRoute" => Object::TLSRoute(Arc::new(input.decode()?)),
+            "BackendTLSPolicy" => Object::BackendTLSPolicy(Arc::new(input.decode()?)),
+            "ReferenceGrant" => Object::ReferenceGrant(Arc::new(input.decode()?)),
+            _ => return Ok(None),
+        },
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             Object::EndpointSlice(Arc::new(input.decode()?))
         }
@@ -289,6 +320,14 @@ impl Snapshot {
             Object::Service(o) => self.services.push(o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(o),
             Object::IngressClassParams(o) => self.class_params.push(o),
+            Object::ConfigMap(o) => self.config_maps.push(o),
+            Object::GatewayClass(o) => self.gateway_classes.push(o),
+            Object::Gateway(o) => self.gateways.push(o),
+            Object::HTTPRoute(o) => self.http_routes.push(o),
+            Object::GRPCRoute(o) => self.grpc_routes.push(o),
+            Object::TLSRoute(o) => self.tls_routes.push(o),
+            Object::BackendTLSPolicy(o) => self.backend_tls_policies.push(o),
+            Object::ReferenceGrant(o) => self.reference_grants.push(o),
             Object::Unreadable(diagnostic) => self.diagnostics.push((*diagnostic).clone()),
         }
     }

@@ -431,25 +431,29 @@ impl HostDescription {
             ssl_redirect: vhost.ssl_redirect,
             hsts: vhost.hsts.clone(),
             forwarded_headers: vhost.forwarded_headers,
-            owner: format!(
-                "{}/{}",
-                owner.namespace.as_deref().unwrap_or_default(),
-                owner.name
-            ),
+            owner: source_label(owner),
             routes: vhost
                 .routes
                 .iter()
                 .map(|r| RouteDescription {
                     path: r.path.path().to_string(),
                     path_type: r.path.kind().to_string(),
-                    source: format!(
-                        "{}/{}",
-                        r.source.namespace.as_deref().unwrap_or_default(),
-                        r.source.name
-                    ),
+                    source: source_label(&r.source),
                     action: r.action.describe(),
                     max_body: r.max_body,
-                    policy: r.policy.describe(),
+                    // A Gateway API route's matches beyond the path and its weighted
+                    // backends first, then the policy.
+                    policy: r
+                        .conditions
+                        .iter()
+                        .map(|c| format!("when {}", c.describe()))
+                        .chain(
+                            r.split
+                                .iter()
+                                .map(|s| format!("split {}", s.describe().join(", "))),
+                        )
+                        .chain(r.policy.describe())
+                        .collect(),
                     upstream: UpstreamDescription::of(&r.upstream),
                     canary: r.canary.as_deref().map(|c| CanaryDescription {
                         rules: c.rules.describe(),
@@ -631,6 +635,20 @@ fn duration_text(d: Duration) -> String {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
+    }
+}
+
+/// An Ingress as `namespace/name`; any other kind (a Gateway API route) with its kind first.
+fn source_label(object: &ObjectRef) -> String {
+    let name = format!(
+        "{}/{}",
+        object.namespace.as_deref().unwrap_or_default(),
+        object.name
+    );
+    if object.kind == "Ingress" {
+        name
+    } else {
+        format!("{} {name}", object.kind)
     }
 }
 

@@ -91,6 +91,25 @@ pub enum Reason {
     /// An object of an API version Kubernetes removed (an `extensions/v1beta1` or
     /// `networking.k8s.io/v1beta1` Ingress in a manifest): not read, so not served.
     UnsupportedApiVersion,
+    // Gateway API: the reasons of the spec's conditions, so that a diagnostic reads like the
+    // status a cluster shows.
+    /// A cross-namespace reference no ReferenceGrant permits.
+    RefNotPermitted,
+    /// No listener of the parent Gateway lets this route in (kind or namespace).
+    NotAllowedByListeners,
+    /// The route's hostnames and its listeners' have nothing in common.
+    NoMatchingListenerHostname,
+    /// A `parentRef` names no listener (section name or port) of a Gateway of ours.
+    NoMatchingParent,
+    /// A listener's certificate reference is not a usable Secret.
+    InvalidCertificateRef,
+    /// A reference to a kind Portcullis does not route to (a backend that is not a Service,
+    /// a listener's route kind that is not HTTPRoute or TLSRoute).
+    InvalidKind,
+    /// A listener protocol or TLS mode Portcullis does not serve.
+    UnsupportedProtocol,
+    /// A field value Portcullis does not implement (a filter type, a match type).
+    UnsupportedValue,
 }
 
 impl Reason {
@@ -112,6 +131,14 @@ impl Reason {
             Reason::UnsupportedAnnotation => "UnsupportedAnnotation",
             Reason::UnknownAnnotation => "UnknownAnnotation",
             Reason::UnsupportedApiVersion => "UnsupportedApiVersion",
+            Reason::RefNotPermitted => "RefNotPermitted",
+            Reason::NotAllowedByListeners => "NotAllowedByListeners",
+            Reason::NoMatchingListenerHostname => "NoMatchingListenerHostname",
+            Reason::NoMatchingParent => "NoMatchingParent",
+            Reason::InvalidCertificateRef => "InvalidCertificateRef",
+            Reason::InvalidKind => "InvalidKind",
+            Reason::UnsupportedProtocol => "UnsupportedProtocol",
+            Reason::UnsupportedValue => "UnsupportedValue",
         }
     }
 }

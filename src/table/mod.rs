@@ -18,9 +18,11 @@ pub mod host;
 pub mod policy;
 pub mod proxy_timeouts;
 pub mod rate_limit;
+pub mod request_match;
 pub mod rewrite;
 pub mod route;
 pub mod source_ranges;
+pub mod split;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -36,7 +38,7 @@ use crate::table::certificates::Certificate;
 use crate::table::diagnostic::ObjectRef;
 use crate::table::host::{HostMatch, wildcard_parent};
 use crate::table::policy::RoutePolicy;
-use crate::table::route::{Route, RouteAction, TlsMode};
+use crate::table::route::{Port, Route, RouteAction, TlsMode};
 use crate::table::upstream::Upstream;
 
 /// The table the proxy serves from. One `Arc` per connection; swapping never touches open ones.
@@ -197,6 +199,13 @@ pub struct RouteTable {
     wildcard: HashMap<String, Arc<VirtualHost>>,
     /// Rules without a host, and the default backend for hosts nobody claims.
     catch_all: Option<Arc<VirtualHost>>,
+    /// Parents of wildcard hosts that match one or more labels in an HTTP `Host` (Gateway
+    /// API's wildcards; an Ingress's match exactly one). SNI still matches one label, as
+    /// RFC 2818 says of certificates.
+    deep_wildcards: std::collections::HashSet<String>,
+    /// Hosts served on one port only (Gateway API: the protocols of the listeners that took
+    /// their routes): on the other, requests get 404 as if the host were unknown.
+    single_port: HashMap<HostMatch, Port>,
     /// `--default-certificate` or IngressClassParams `defaultCertificate`; when `None` the proxy
     /// uses its own self-signed certificate.
     pub(crate) default_certificate: Option<Certificate>,
@@ -245,18 +254,83 @@ impl RouteTable {
             .or_else(|| wildcard_parent(sni).and_then(|parent| self.wildcard.get(parent)))
     }
 
-    /// The virtual host for an HTTP request's host (normalized): exact, wildcard, catch-all.
+    /// The virtual host for an HTTP request's host (normalized): exact, wildcard, a Gateway
+    /// API wildcard further up (most specific first), catch-all.
     pub(crate) fn vhost_for(&self, host: Option<&str>) -> Option<&Arc<VirtualHost>> {
-        host.and_then(|h| self.route_sni(h))
+        host.and_then(|h| self.route_sni(h).or_else(|| self.deep_wildcard(h)))
             .or(self.catch_all.as_ref())
     }
 
+    /// Serves `host` only on `port`.
+    pub(crate) fn restrict_to(&mut self, host: HostMatch, port: Port) {
+        self.single_port.insert(host, port);
+    }
+
+    /// Is `vhost` served on this port (`tls`: the TLS one)?
+    pub(crate) fn serves_on(&self, vhost: &VirtualHost, tls: bool) -> bool {
+        if self.single_port.is_empty() {
+            return true;
+        }
+        match self.single_port.get(&vhost.host) {
+            None => true,
+            Some(Port::Plain) => !tls,
+            Some(Port::Tls) => tls,
+        }
+    }
+
+    /// Makes the wildcard hosts with these parent domains match one or more labels in an
+    /// HTTP `Host` (Gateway API), not exactly one (Ingress).
+    pub(crate) fn set_deep_wildcards(&mut self, parents: std::collections::HashSet<String>) {
+        self.deep_wildcards = parents;
+    }
+
+    fn deep_wildcard(&self, host: &str) -> Option<&Arc<VirtualHost>> {
+        if self.deep_wildcards.is_empty() {
+            return None;
+        }
+        // The one-label parent was tried by `route_sni`: walk on from the next one.
+        let mut rest = wildcard_parent(host)?;
+        while let Some(parent) = wildcard_parent(rest) {
+            if self.deep_wildcards.contains(parent) {
+                return self.wildcard.get(parent);
+            }
+            rest = parent;
+        }
+        None
+    }
+
     /// Routes an HTTP request by host (normalized, without port) and path (without query).
+    /// Routes with method, header or query conditions (Gateway API) never match here: see
+    /// [`RouteTable::route_request`].
     pub fn route_http(&self, host: Option<&str>, path: &str) -> HttpRoute<'_> {
+        self.route(host, path, None)
+    }
+
+    /// Routes an HTTP request by host, path and, for routes that have them, its method,
+    /// headers and query.
+    pub fn route_request(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        request: &request_match::RequestView<'_>,
+    ) -> HttpRoute<'_> {
+        self.route(host, path, Some(request))
+    }
+
+    fn route(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        request: Option<&request_match::RequestView<'_>>,
+    ) -> HttpRoute<'_> {
         let Some(vhost) = self.vhost_for(host) else {
             return HttpRoute::NoHost;
         };
-        match vhost.routes.iter().find(|r| r.path.matches(path)) {
+        match vhost
+            .routes
+            .iter()
+            .find(|r| r.path.matches(path) && r.takes(request))
+        {
             Some(route) => HttpRoute::Upstream {
                 vhost,
                 upstream: &route.upstream,
@@ -310,11 +384,18 @@ impl RouteTable {
                 .routes
                 .iter()
                 .filter_map(|r| r.canary.as_ref().map(|c| &c.upstream));
+            // And every upstream of a weighted split.
+            let splits = vhost
+                .routes
+                .iter()
+                .filter_map(|r| r.split.as_deref())
+                .flat_map(|s| s.upstreams());
             let all = vhost
                 .routes
                 .iter()
                 .map(|r| &r.upstream)
                 .chain(canaries)
+                .chain(splits)
                 .chain(vhost.default_backend.iter())
                 .chain(vhost.passthrough.iter())
                 .chain(error_backends);

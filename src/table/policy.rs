@@ -17,6 +17,10 @@ pub struct RoutePolicy {
     pub(crate) request_headers: crate::table::headers::HeaderSet,
     /// `response-headers`: set on the response sent to the client.
     pub(crate) response_headers: crate::table::headers::HeaderSet,
+    /// Gateway API header modifiers' `add` and `remove` (their `set` is in `request_headers`
+    /// and `response_headers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) header_edits: Option<std::sync::Arc<crate::table::headers::HeaderEdits>>,
     /// `proxy-connect-timeout`, `proxy-read-timeout`, `proxy-send-timeout`.
     pub(crate) timeouts: crate::table::proxy_timeouts::ProxyTimeouts,
     /// `default-backend` and `custom-http-errors` (see `proxy::error_pages`).
@@ -54,6 +58,9 @@ impl RoutePolicy {
                     .into_iter()
                     .map(|l| format!("{what} header: {l}")),
             );
+        }
+        if let Some(edits) = &self.header_edits {
+            lines.extend(edits.lines().into_iter().map(|l| format!("header {l}")));
         }
         lines.extend(self.timeouts.describe());
         lines.extend(

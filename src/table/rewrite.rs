@@ -99,8 +99,54 @@ pub struct UpstreamRequest {
     pub rewrite_target: Option<RewriteTarget>,
     /// `x-forwarded-prefix`: sent to the pod as `X-Forwarded-Prefix`.
     pub x_forwarded_prefix: Option<String>,
-    /// `upstream-vhost`: the `Host` header sent to the pod.
+    /// `upstream-vhost`: the `Host` header sent to the pod (Gateway API `URLRewrite`'s
+    /// `hostname` too).
     pub upstream_vhost: Option<String>,
+    /// Gateway API `URLRewrite`'s `path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_replace: Option<PathReplace>,
+}
+
+/// Gateway API's path modifier (`ReplaceFullPath`, `ReplacePrefixMatch`), for `URLRewrite` and
+/// `RequestRedirect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum PathReplace {
+    Full(String),
+    /// The matched `PathPrefix` is replaced by this.
+    Prefix(String),
+}
+
+impl PathReplace {
+    /// The new path for request path `path` (without query), whose route matched it by the
+    /// prefix `matched_prefix` (stored without a trailing slash; `None` when the route did
+    /// not match by prefix, and then a prefix replacement leaves the path as it is).
+    ///
+    /// The spec's table: `/foo/bar` matched by `/foo` becomes `/xyz/bar` with `/xyz` or
+    /// `/xyz/`, `/bar` with `` or `/`; `/foo` becomes `/xyz` or `/`; `/foo/` becomes `/xyz/`.
+    pub(crate) fn apply(&self, matched_prefix: Option<&str>, path: &str) -> String {
+        match self {
+            PathReplace::Full(full) => full.clone(),
+            PathReplace::Prefix(replacement) => {
+                let Some(prefix) = matched_prefix else {
+                    return path.to_string();
+                };
+                let rest = path.get(prefix.len()..).unwrap_or("");
+                let joined = format!("{}{rest}", replacement.trim_end_matches('/'));
+                if joined.is_empty() {
+                    "/".to_string()
+                } else {
+                    joined
+                }
+            }
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            PathReplace::Full(full) => format!("replace full path with {full}"),
+            PathReplace::Prefix(prefix) => format!("replace prefix with {prefix}"),
+        }
+    }
 }
 
 impl UpstreamRequest {
@@ -116,6 +162,9 @@ impl UpstreamRequest {
         if let Some(vhost) = &self.upstream_vhost {
             lines.push(format!("upstream-vhost {vhost}"));
         }
+        if let Some(replace) = &self.path_replace {
+            lines.push(replace.describe());
+        }
         lines
     }
 }
@@ -123,6 +172,30 @@ impl UpstreamRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gateway API's `HTTPPathModifier` table for `ReplacePrefixMatch` (httproute_types.go).
+    #[test]
+    fn prefix_replacement_follows_the_spec_table() {
+        for (path, prefix, replacement, want) in [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "", "/bar"),
+            ("/foo/", "/foo", "", "/"),
+            ("/foo", "/foo", "", "/"),
+            ("/foo/", "/foo", "/", "/"),
+            ("/foo", "/foo", "/", "/"),
+        ] {
+            let matched = prefix.trim_end_matches('/');
+            let got = PathReplace::Prefix(replacement.into()).apply(Some(matched), path);
+            assert_eq!(got, want, "{path} by {prefix} to {replacement:?}");
+        }
+        let full = PathReplace::Full("/one".into());
+        assert_eq!(full.apply(None, "/any/thing"), "/one");
+    }
 
     #[test]
     fn targets_split_into_literals_and_captures() {

@@ -32,6 +32,16 @@ impl TlsMode {
     }
 }
 
+/// One of the proxy's two ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Port {
+    /// :80.
+    Plain,
+    /// :443.
+    Tls,
+}
+
 /// How a path rule matches, per the Ingress spec. `ImplementationSpecific` is read as `Prefix`.
 ///
 /// Paths are case-sensitive. A `Prefix` path matches element-wise on `/`-separated elements and
@@ -141,6 +151,14 @@ impl PathMatch {
         }
     }
 
+    /// A `Prefix` path's prefix (without trailing slash); `None` for the other kinds.
+    pub(crate) fn prefix_text(&self) -> Option<&str> {
+        match self {
+            PathMatch::Prefix(p) => Some(p),
+            PathMatch::Exact(_) | PathMatch::Regex(_) => None,
+        }
+    }
+
     /// The spec's `pathType` name (`Regex` for a path read as a regular expression).
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -177,6 +195,45 @@ pub struct Route {
     pub source: ObjectRef,
     /// A canary Ingress on the same host and path: its upstream and when requests go there.
     pub canary: Option<Arc<super::canary::Canary>>,
+    /// Gateway API matches on method, headers and query parameters; `None` for Ingress paths.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Arc<super::request_match::RequestConditions>>,
+    /// Gateway API weighted `backendRefs`: requests shared among these upstreams (`upstream`
+    /// is one of them); `None`: every request goes to `upstream`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<Arc<super::split::WeightedSplit>>,
+    /// Served on this port only (a Gateway API route attached to the listeners of one
+    /// protocol: an HTTP listener's redirect and an HTTPS listener's backend on one host);
+    /// `None`: both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+}
+
+impl Route {
+    /// Does this route take the request (its path already matched)?
+    pub(crate) fn takes(&self, request: Option<&super::request_match::RequestView<'_>>) -> bool {
+        if let (Some(port), Some(request)) = (self.port, request)
+            && (port == Port::Tls) != request.tls
+        {
+            return false;
+        }
+        match (&self.conditions, request) {
+            (None, _) => true,
+            (Some(conditions), Some(request)) => conditions.matches(request),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The order routes are tried in: the path's precedence, then Gateway API's method,
+    /// header count and query count. Larger first.
+    pub(crate) fn precedence(&self) -> ((usize, bool), (bool, usize, usize)) {
+        (
+            self.path.precedence(),
+            self.conditions
+                .as_ref()
+                .map_or((false, 0, 0), |c| c.precedence()),
+        )
+    }
 }
 
 /// What the proxy does with a request a route (or a host's default backend) matched.
@@ -203,6 +260,73 @@ pub enum RouteAction {
         redirect: Redirect,
         app_root: Option<String>,
     },
+    /// Gateway API `RequestRedirect`: the `Location` is the request's URL with the parts the
+    /// filter names replaced.
+    RedirectFrom(Arc<RedirectTemplate>),
+    /// Answer with this status and no body, never forwarding: a Gateway API rule whose
+    /// backend cannot be used gets `500` (the spec's rule for invalid `backendRefs`).
+    Answer(u16),
+}
+
+/// A Gateway API `RequestRedirect` filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RedirectTemplate {
+    /// 302 (the spec default), 301, 303, 307 or 308.
+    pub status: u16,
+    /// `http` or `https`; `None`: the request's.
+    pub scheme: Option<String>,
+    /// `None`: the request's host name.
+    pub hostname: Option<String>,
+    /// `None`: the scheme's well-known port when the filter sets a scheme, else the port the
+    /// request came in on as the Gateway listener states it (80 or 443 are left out of the
+    /// `Location`, as the spec asks).
+    pub port: Option<u16>,
+    /// `None`: the request's path.
+    pub path: Option<super::rewrite::PathReplace>,
+}
+
+impl RedirectTemplate {
+    /// The `Location` for a request to `host` (without port) and `path` (with `query`) that
+    /// came in over `request_scheme` on listener port `listener_port`, routed by `matched`.
+    pub(crate) fn location(
+        &self,
+        request_scheme: &str,
+        listener_port: u16,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        matched: Option<&PathMatch>,
+    ) -> String {
+        let scheme = self.scheme.as_deref().unwrap_or(request_scheme);
+        let port = match (self.port, &self.scheme) {
+            (Some(port), _) => port,
+            (None, Some(scheme)) => well_known_port(scheme),
+            (None, None) => listener_port,
+        };
+        let host = self.hostname.as_deref().unwrap_or(host);
+        let path = match &self.path {
+            Some(replace) => replace.apply(matched.and_then(PathMatch::prefix_text), path),
+            None => path.to_string(),
+        };
+        let mut location = format!("{scheme}://{host}");
+        if port != well_known_port(scheme) {
+            location.push_str(&format!(":{port}"));
+        }
+        location.push_str(&path);
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            location.push('?');
+            location.push_str(query);
+        }
+        location
+    }
+}
+
+fn well_known_port(scheme: &str) -> u16 {
+    if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    }
 }
 
 /// A fixed redirect: the status and the `Location`.
@@ -221,6 +345,20 @@ impl RouteAction {
         match self {
             RouteAction::Forward => None,
             RouteAction::AppRoot(root) => Some(format!("app-root {root} (302 for /)")),
+            RouteAction::Answer(status) => Some(format!("answer {status}")),
+            RouteAction::RedirectFrom(template) => {
+                let mut parts = Vec::new();
+                parts.extend(template.scheme.as_ref().map(|s| format!("scheme {s}")));
+                parts.extend(template.hostname.as_ref().map(|h| format!("host {h}")));
+                parts.extend(template.port.map(|p| format!("port {p}")));
+                parts.extend(
+                    template
+                        .path
+                        .as_ref()
+                        .map(|p| format!("path {}", p.describe())),
+                );
+                Some(format!("redirect {} {}", template.status, parts.join(", ")))
+            }
             RouteAction::Redirect { redirect, app_root } => {
                 let to = format!("redirect {} {}", redirect.status, redirect.location);
                 Some(match app_root {

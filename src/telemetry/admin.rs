@@ -6,7 +6,7 @@
 //! | `/readyz` | 200 once the first table is live and until shutdown begins, else 503 |
 //! | `/metrics` | OpenMetrics text when `Accept` asks for it, else the Prometheus text format 0.0.4 ([`Format`]) |
 //! | `/`, `/status.js`, `/status.css`, `/api/v1/status` | the live status page and its JSON API (`status_page.rs`) |
-//! | `/table` | `check --output json` of the live build: hosts, routes, endpoints, certificate metadata and diagnostics; never keys |
+//! | `/table` | `check --output json` of the live build: hosts, routes, endpoints, certificate metadata and diagnostics (and `gateway_api`: the Gateway API objects' conditions); never keys |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -114,7 +114,9 @@ fn respond(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
             Some(built) => body(
                 StatusCode::OK,
                 "application/json",
-                describe::render_json(&built.table, &built.diagnostics),
+                built
+                    .gateway_api
+                    .add_to_json(describe::render_json(&built.table, &built.diagnostics)),
             ),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n"),
         },

@@ -960,6 +960,14 @@ impl Metrics {
         self.objects("EndpointSlice", snapshot.endpoint_slices.len());
         self.objects("IngressClassParams", snapshot.class_params.len());
         self.objects("CertFile", snapshot.cert_files.len());
+        self.objects("GatewayClass", snapshot.gateway_classes.len());
+        self.objects("Gateway", snapshot.gateways.len());
+        self.objects("HTTPRoute", snapshot.http_routes.len());
+        self.objects("GRPCRoute", snapshot.grpc_routes.len());
+        self.objects("TLSRoute", snapshot.tls_routes.len());
+        self.objects("BackendTLSPolicy", snapshot.backend_tls_policies.len());
+        self.objects("ReferenceGrant", snapshot.reference_grants.len());
+        self.objects("ConfigMap", snapshot.config_maps.len());
     }
 
     // === exposition ===
@@ -1188,6 +1196,9 @@ mod tests {
             r#"portcullis_diagnostics{reason="DefaultCertificate",severity="warning"} 1"#,
             r#"portcullis_objects{kind="Ingress"} 3"#,
             r#"portcullis_objects{kind="EndpointSlice"} 0"#,
+            r#"portcullis_objects{kind="HTTPRoute"} 0"#,
+            r#"portcullis_objects{kind="GRPCRoute"} 0"#,
+            r#"portcullis_objects{kind="ConfigMap"} 0"#,
         ] {
             assert!(has_line(&text, want), "missing {want} in\n{text}");
         }

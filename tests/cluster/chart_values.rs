@@ -290,3 +290,37 @@ fn bare_metal_and_monitoring_values_render() {
         "{kinds:?}"
     );
 }
+
+/// The GatewayClass is off by default (it needs the Gateway API CRDs, which the chart does not
+/// install); enabled, it names the controller the binary implements, under the chosen name.
+#[test]
+fn the_gateway_class_is_optional_and_names_our_controller() {
+    let Some(helm) = helm() else { return };
+    let gateway_classes = |objects: &[Value]| -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "GatewayClass")
+            .cloned()
+            .collect()
+    };
+    assert!(gateway_classes(&objects(&helm, &[])).is_empty());
+    let enabled = objects(
+        &helm,
+        &[
+            "--set",
+            "gatewayClass.enabled=true",
+            "--set",
+            "gatewayClass.name=edge",
+        ],
+    );
+    let classes = gateway_classes(&enabled);
+    assert_eq!(classes.len(), 1, "{classes:?}");
+    assert_eq!(classes[0]["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(classes[0]["metadata"]["name"], "edge");
+    assert_eq!(
+        classes[0]["spec"]["controllerName"],
+        portcullis::gateway_api::CONTROLLER_NAME
+    );
+    let err = refusal(&helm, &["--set", "gatewayClass.name=Edge_1"]);
+    assert!(err.contains("does not match pattern"), "{err}");
+}

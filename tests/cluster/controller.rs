@@ -23,10 +23,11 @@ async fn cluster_becomes_leader_pokes_a_rebuild_and_releases_the_lease_on_shutdo
         .unwrap();
     assert!(cluster.is_ready());
     assert!(wait_until(T, || async { cluster.leadership().is_leader() }).await);
-    // Eight stores listed once each (8 changes); becoming leader bumps the signal once more,
-    // so the rebuild loop publishes at once.
+    // Sixteen stores listed once each (16 changes: eight for Ingress, seven for the Gateway
+    // API, one for ConfigMaps); becoming leader bumps the signal once more, so the rebuild loop
+    // publishes at once.
     let changes = cluster.changes();
-    assert!(wait_until(T, || async { changes.borrow().generation == 9 }).await);
+    assert!(wait_until(T, || async { changes.borrow().generation == 17 }).await);
 
     cluster.shutdown(&[]).await;
     let release = mock

@@ -11,6 +11,7 @@ mod class_move_status;
 mod controller;
 mod crd_drift;
 mod event_scope;
+mod gateway_status;
 mod installations;
 mod lease;
 mod log_target;

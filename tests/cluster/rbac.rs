@@ -5,7 +5,7 @@
 use crate::support::backends;
 use crate::support::mock_api::{
     INGRESSES, LEASE, LEASES, Lists, MockApi, OWN_NAMESPACE, RbacCheck, Seen, T,
-    controller_settings, default_grants, loopback, tls_secret, web_ingress, web_lists,
+    controller_settings, default_grants, loopback, object_path, tls_secret, web_ingress, web_lists,
 };
 use crate::support::pki;
 use crate::support::wait::wait_until;
@@ -16,14 +16,50 @@ use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use portcullis::cluster::ControllerSettings;
 use portcullis::cluster::rbac;
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// Our GatewayClass, Gateway `apps/edge` (an HTTP and a TLS pass-through listener), and one
+/// route of each kind attached to it: what makes the leader write every kind of Gateway API
+/// status.
+fn gateway_api_objects() -> Vec<Value> {
+    const V1: &str = "gateway.networking.k8s.io/v1";
+    let route = |kind: &str, name: &str, section: &str, host: &str| {
+        json!({
+            "apiVersion": V1, "kind": kind,
+            "metadata": {"name": name, "namespace": "apps", "generation": 1, "resourceVersion": "21"},
+            "spec": {"parentRefs": [{"name": "edge", "sectionName": section}],
+                     "hostnames": [host],
+                     "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]},
+        })
+    };
+    vec![
+        json!({
+            "apiVersion": V1, "kind": "GatewayClass",
+            "metadata": {"name": "portcullis", "generation": 1, "resourceVersion": "21"},
+            "spec": {"controllerName": "portcullis.io/gateway-controller"},
+        }),
+        json!({
+            "apiVersion": V1, "kind": "Gateway",
+            "metadata": {"name": "edge", "namespace": "apps", "generation": 1, "resourceVersion": "21"},
+            "spec": {"gatewayClassName": "portcullis", "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP"},
+                {"name": "tls", "port": 443, "protocol": "TLS", "hostname": "*.example.com",
+                 "tls": {"mode": "Passthrough"}},
+            ]},
+        }),
+        route("HTTPRoute", "web", "http", "gw.example.com"),
+        route("GRPCRoute", "rpc", "http", "rpc.example.com"),
+        route("TLSRoute", "db", "tls", "db.example.com"),
+    ]
+}
 
 /// Runs the controller through its whole life against the mock, deployed in [`OWN_NAMESPACE`]
 /// and watching `watch_namespace`, with every flag that makes API calls of its own
 /// (`--publish-service`, `--default-certificate`): every kind listed and watched (the CRD
 /// too), our Ingress's status patched from the publish Service, an Event posted for an
-/// Ingress with a bad annotation, the Lease created, renewed and released. Returns every
-/// request the API server saw.
+/// Ingress with a bad annotation, the Lease created, renewed and released; and the Gateway API
+/// status of a GatewayClass, a Gateway and one route of each kind written (the routes' read
+/// first). Returns every request the API server saw.
 async fn whole_life(watch_namespace: Option<&str>) -> Vec<Seen> {
     let backend = backends::http("web").await;
     let own = OWN_NAMESPACE;
@@ -41,6 +77,14 @@ async fn whole_life(watch_namespace: Option<&str>) -> Vec<Seen> {
         &pki::Ca::new("rbac test ca").leaf(&["default.example.com"]),
     );
     // The default certificate by name in our namespace, or among every namespace's TLS Secrets.
+    let gateway_api = gateway_api_objects();
+    let of_kind = |kind: &str| -> Vec<Value> {
+        gateway_api
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .cloned()
+            .collect()
+    };
     let lists: Lists = web_lists(&backend, vec![web_ingress("web"), bad])
         .of(
             &format!("/api/v1/namespaces/{own}/services"),
@@ -55,8 +99,16 @@ async fn whole_life(watch_namespace: Option<&str>) -> Vec<Seen> {
             "/api/v1/secrets",
             "type=kubernetes.io/tls",
             vec![default_certificate],
-        );
-    let mock = MockApi::new(lists).with_leases().start();
+        )
+        .of("gatewayclasses", of_kind("GatewayClass"))
+        .of("gateways", of_kind("Gateway"))
+        .of("httproutes", of_kind("HTTPRoute"))
+        .of("grpcroutes", of_kind("GRPCRoute"))
+        .of("tlsroutes", of_kind("TLSRoute"));
+    let mock = MockApi::new(lists)
+        .with_leases()
+        .with_objects(gateway_api.clone())
+        .start();
     let controller_settings = ControllerSettings {
         watch_namespace: watch_namespace.map(str::to_string),
         publish_service: Some((own.into(), "portcullis".into())),
@@ -78,6 +130,17 @@ async fn whole_life(watch_namespace: Option<&str>) -> Vec<Seen> {
             && r.body["regarding"]["name"] == "bad"
     })
     .await;
+    // Gateway API status: every object's written, each route's read first.
+    for object in &gateway_api {
+        let status = format!("{}/status", object_path(object));
+        mock.wait_count(1, |r| r.is(Method::PATCH, &status)).await;
+        if object["kind"].as_str().unwrap().ends_with("Route") {
+            assert!(
+                mock.count(|r| r.is(Method::GET, &status)) >= 1,
+                "{status} read before its write"
+            );
+        }
+    }
     // Acquired (GET, then create), renewed once (one renew period, 5 s), then released.
     mock.wait_count(1, |r| r.is(Method::POST, LEASES)).await;
     mock.wait_count(1, |r| r.is(Method::PUT, LEASE)).await;
@@ -131,13 +194,17 @@ async fn watching_every_namespace_the_controller_calls_exactly_what_src_rbac_dec
     let (refused, unused) = rbac_report(&requests, &rbac::grants(OWN_NAMESPACE, None));
     assert!(refused.is_empty(), "refused: {refused:#?}");
     assert!(unused.is_empty(), "declared, but never called: {unused:#?}");
-    // Cluster-wide, nothing is read by namespace except what lives in ours.
+    // Cluster-wide, nothing is listed or watched by namespace except what lives in ours; the
+    // one read by name is a route's status, just before it is written (its `parents` are
+    // shared with other controllers).
     for r in &requests {
-        let namespace = r.rbac().unwrap().namespace;
+        let rbac = r.rbac().unwrap();
+        let route_status_read = rbac.verb == "get" && rbac.resource.ends_with("routes/status");
         assert!(
-            namespace.is_none()
-                || namespace.as_deref() == Some(OWN_NAMESPACE)
-                || r.method != Method::GET,
+            rbac.namespace.is_none()
+                || rbac.namespace.as_deref() == Some(OWN_NAMESPACE)
+                || r.method != Method::GET
+                || route_status_read,
             "a namespaced read while watching every namespace: {r:?}"
         );
     }
@@ -166,6 +233,44 @@ fn the_rbac_check_refuses_what_src_rbac_does_not_declare() {
         Seen::new(Method::GET, lease),
         Seen::new(Method::PUT, lease),
         Seen::new(Method::POST, LEASES),
+        Seen::new(
+            Method::GET,
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses?limit=500",
+        ),
+        Seen::new(
+            Method::GET,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/httproutes?watch=true",
+        ),
+        Seen::new(
+            Method::GET,
+            "/apis/gateway.networking.k8s.io/v1beta1/referencegrants?limit=500",
+        ),
+        Seen::new(Method::GET, "/api/v1/namespaces/apps/configmaps?watch=true"),
+        Seen::new(
+            Method::GET,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/grpcroutes?watch=true",
+        ),
+        // Gateway API status: patched; a route's read first.
+        Seen::new(
+            Method::PATCH,
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses/portcullis/status",
+        ),
+        Seen::new(
+            Method::PATCH,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/gateways/edge/status",
+        ),
+        Seen::new(
+            Method::GET,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/httproutes/web/status",
+        ),
+        Seen::new(
+            Method::PATCH,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/grpcroutes/rpc/status",
+        ),
+        Seen::new(
+            Method::GET,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/tlsroutes/db/status",
+        ),
     ];
     for r in &declared {
         assert_eq!(r.refused_by(&everywhere), None, "{r:?}");
@@ -204,6 +309,38 @@ fn the_rbac_check_refuses_what_src_rbac_does_not_declare() {
             "deletecollection",
         ),
         (Method::GET, "/api/v1/namespaces/apps", "\"namespaces\""),
+        // Gateway API: status patched, never the objects; no reads by name but a route's
+        // status; no status update (PUT).
+        (
+            Method::PATCH,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/gateways/edge",
+            "\"gateways\"",
+        ),
+        (
+            Method::GET,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/gateways/edge/status",
+            "\"gateways/status\"",
+        ),
+        (
+            Method::GET,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/httproutes/web",
+            "\"get\"",
+        ),
+        (
+            Method::PUT,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/httproutes/web/status",
+            "\"update\"",
+        ),
+        (
+            Method::PATCH,
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/backendtlspolicies/p/status",
+            "\"backendtlspolicies/status\"",
+        ),
+        (
+            Method::GET,
+            "/api/v1/namespaces/apps/configmaps/web-ca",
+            "\"get\"",
+        ),
         (Method::GET, "/version", "non-resource"),
         (Method::GET, "/apis", "non-resource"),
     ];
@@ -223,14 +360,30 @@ fn the_rbac_check_refuses_what_src_rbac_does_not_declare() {
     for path in [
         "/apis/networking.k8s.io/v1/ingresses",
         "/apis/events.k8s.io/v1/namespaces/default/events",
+        "/apis/gateway.networking.k8s.io/v1/gateways",
+        "/api/v1/namespaces/ingress/configmaps",
+        "/apis/gateway.networking.k8s.io/v1/namespaces/ingress/gateways/edge/status",
     ] {
         let method = if path.ends_with("/events") {
             Method::POST
+        } else if path.ends_with("/status") {
+            Method::PATCH
         } else {
             Method::GET
         };
         assert!(Seen::new(method, path).refused_by(&one).is_some(), "{path}");
     }
+    // GatewayClasses are cluster-scoped: read cluster-wide even then.
+    let classes = Seen::new(
+        Method::GET,
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses?watch=true",
+    );
+    assert_eq!(classes.refused_by(&one), None);
+    let class_status = Seen::new(
+        Method::PATCH,
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses/portcullis/status",
+    );
+    assert_eq!(class_status.refused_by(&one), None);
 }
 
 /// The mock's own check sees what the client sends: an undeclared call is recorded, and the

@@ -1,9 +1,12 @@
 //! The cluster source against the mocked API server: what it lists and watches (scoping,
 //! selectors, pagination), that its snapshot builds like the same objects given directly, and
-//! how it rides out 410 Gone, 403, 500, broken streams and a missing CRD.
+//! how it rides out 410 Gone, 403, 500, broken streams and a missing CRD (ours, or the Gateway
+//! API's).
 
+use crate::support::log_capture::Captured;
 use crate::support::mock_api::{
-    INGRESSES, Lists, MockApi, Reply, Seen, T, failure, fixture_lists, fixtures, ingress,
+    GATEWAY_API, INGRESSES, Lists, MockApi, Reply, Seen, T, failure, fixture_lists, fixtures,
+    ingress,
 };
 use crate::support::wait::wait_until;
 
@@ -12,14 +15,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use http::Method;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use portcullis::crd::IngressClassParams;
+use portcullis::gateway_api::{
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute,
+};
 use portcullis::model::{self, LastGood};
 use portcullis::settings::BuildSettings;
 use portcullis::source::Snapshot;
-use portcullis::source::kubernetes::{KubeSource, strip_metadata, strip_secret};
+use portcullis::source::kubernetes::{
+    Kind, KubeSource, strip_config_map, strip_metadata, strip_secret,
+};
 use serde_json::{Value, json};
 
 /// The names of the Ingresses in the source's store, sorted.
@@ -40,7 +48,8 @@ fn ingress_names(source: &KubeSource) -> Vec<String> {
 async fn watch_namespace_scopes_every_namespaced_kind_and_secrets_are_selected() {
     let mock = MockApi::default().start();
     let _source = mock.source(Some("apps")).await;
-    mock.wait_count(9, Seen::is_watch).await;
+    // Every watcher: 10 for Ingress, 7 for the Gateway API, 1 for ConfigMaps.
+    mock.wait_count(18, Seen::is_watch).await;
 
     let requests = mock.seen();
     let lists: BTreeSet<(String, Option<String>, Option<String>)> = requests
@@ -101,10 +110,53 @@ async fn watch_namespace_scopes_every_namespaced_kind_and_secrets_are_selected()
             s("metadata.name=portcullis"),
             None,
         ),
+        // GatewayClass is cluster-scoped; ReferenceGrant at v1beta1, which the Gateway API
+        // CRDs of both v1.4 and v1.5 serve.
+        (
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses".into(),
+            None,
+            None,
+        ),
+        (
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/gateways".into(),
+            None,
+            None,
+        ),
+        (
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/httproutes".into(),
+            None,
+            None,
+        ),
+        (
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/grpcroutes".into(),
+            None,
+            None,
+        ),
+        (
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/tlsroutes".into(),
+            None,
+            None,
+        ),
+        (
+            "/apis/gateway.networking.k8s.io/v1/namespaces/apps/backendtlspolicies".into(),
+            None,
+            None,
+        ),
+        (
+            "/apis/gateway.networking.k8s.io/v1beta1/namespaces/apps/referencegrants".into(),
+            None,
+            None,
+        ),
+        ("/api/v1/namespaces/apps/configmaps".into(), None, None),
     ]
     .into_iter()
     .collect();
     assert_eq!(lists, expected);
+    assert_eq!(
+        requests.iter().filter(|r| r.is_watch()).count(),
+        expected.len(),
+        "one watch per watcher"
+    );
 
     for watch in requests.iter().filter(|r| r.is_watch()) {
         assert_eq!(
@@ -154,6 +206,20 @@ async fn without_watch_namespace_namespaced_kinds_are_watched_cluster_wide() {
             "/api/v1/namespaces/ingress/services",
             Some("metadata.name=portcullis"),
         ),
+        ("/apis/gateway.networking.k8s.io/v1/gatewayclasses", None),
+        ("/apis/gateway.networking.k8s.io/v1/gateways", None),
+        ("/apis/gateway.networking.k8s.io/v1/httproutes", None),
+        ("/apis/gateway.networking.k8s.io/v1/grpcroutes", None),
+        ("/apis/gateway.networking.k8s.io/v1/tlsroutes", None),
+        (
+            "/apis/gateway.networking.k8s.io/v1/backendtlspolicies",
+            None,
+        ),
+        (
+            "/apis/gateway.networking.k8s.io/v1beta1/referencegrants",
+            None,
+        ),
+        ("/api/v1/configmaps", None),
     ]
     .into_iter()
     .map(|(p, f)| (p.to_string(), f.map(str::to_string)))
@@ -180,6 +246,14 @@ async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
     from_cluster.services = sorted(from_cluster.services);
     from_cluster.endpoint_slices = sorted(from_cluster.endpoint_slices);
     from_cluster.class_params = sorted(from_cluster.class_params);
+    from_cluster.gateway_classes = sorted(from_cluster.gateway_classes);
+    from_cluster.gateways = sorted(from_cluster.gateways);
+    from_cluster.http_routes = sorted(from_cluster.http_routes);
+    from_cluster.grpc_routes = sorted(from_cluster.grpc_routes);
+    from_cluster.tls_routes = sorted(from_cluster.tls_routes);
+    from_cluster.backend_tls_policies = sorted(from_cluster.backend_tls_policies);
+    from_cluster.reference_grants = sorted(from_cluster.reference_grants);
+    from_cluster.config_maps = sorted(from_cluster.config_maps);
 
     let f = fixtures();
     fn objects<K: serde::de::DeserializeOwned>(values: &[Value], strip: fn(&mut K)) -> Vec<Arc<K>> {
@@ -202,6 +276,14 @@ async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
         services: objects::<Service>(&f["services"], strip_metadata),
         endpoint_slices: objects::<EndpointSlice>(&f["endpointslices"], strip_metadata),
         class_params: objects::<IngressClassParams>(&f["ingressclassparams"], strip_metadata),
+        gateway_classes: objects::<GatewayClass>(&f["gatewayclasses"], strip_metadata),
+        gateways: objects::<Gateway>(&f["gateways"], strip_metadata),
+        http_routes: objects::<HTTPRoute>(&f["httproutes"], strip_metadata),
+        grpc_routes: objects::<GRPCRoute>(&f["grpcroutes"], strip_metadata),
+        tls_routes: objects::<TLSRoute>(&f["tlsroutes"], strip_metadata),
+        backend_tls_policies: objects::<BackendTLSPolicy>(&f["backendtlspolicies"], strip_metadata),
+        reference_grants: objects::<ReferenceGrant>(&f["referencegrants"], strip_metadata),
+        config_maps: objects::<ConfigMap>(&f["configmaps"], strip_config_map),
         ..Snapshot::default()
     };
 
@@ -210,8 +292,72 @@ async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
     assert_eq!(from_cluster.secrets, direct.secrets);
     assert_eq!(from_cluster.services, direct.services);
     assert_eq!(from_cluster.endpoint_slices, direct.endpoint_slices);
-    let json = |v: &[Arc<IngressClassParams>]| serde_json::to_value(v).unwrap();
+    fn json<K: serde::Serialize>(v: &[Arc<K>]) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
     assert_eq!(json(&from_cluster.class_params), json(&direct.class_params));
+    // The Gateway API kinds, one of each, as given.
+    for (kind, cluster, direct) in [
+        (
+            "GatewayClass",
+            json(&from_cluster.gateway_classes),
+            json(&direct.gateway_classes),
+        ),
+        (
+            "Gateway",
+            json(&from_cluster.gateways),
+            json(&direct.gateways),
+        ),
+        (
+            "HTTPRoute",
+            json(&from_cluster.http_routes),
+            json(&direct.http_routes),
+        ),
+        (
+            "GRPCRoute",
+            json(&from_cluster.grpc_routes),
+            json(&direct.grpc_routes),
+        ),
+        (
+            "TLSRoute",
+            json(&from_cluster.tls_routes),
+            json(&direct.tls_routes),
+        ),
+        (
+            "BackendTLSPolicy",
+            json(&from_cluster.backend_tls_policies),
+            json(&direct.backend_tls_policies),
+        ),
+        (
+            "ReferenceGrant",
+            json(&from_cluster.reference_grants),
+            json(&direct.reference_grants),
+        ),
+    ] {
+        assert_eq!(cluster.as_array().map(Vec::len), Some(1), "{kind}");
+        assert_eq!(cluster, direct, "{kind}");
+    }
+    assert_eq!(from_cluster.config_maps, direct.config_maps);
+    // Stripped like the others; a ConfigMap keeps only its CA bundle.
+    assert_eq!(
+        from_cluster.gateway_classes[0].metadata.managed_fields,
+        None
+    );
+    assert_eq!(from_cluster.gateways[0].metadata.annotations, None);
+    assert_eq!(from_cluster.grpc_routes[0].metadata.managed_fields, None);
+    assert_eq!(
+        from_cluster.gateways[0].spec.listeners[1]
+            .hostname
+            .as_deref(),
+        Some("*.example.com")
+    );
+    let ca = &from_cluster.config_maps[0];
+    assert_eq!(ca.metadata.managed_fields, None);
+    assert_eq!(
+        ca.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+        ["ca.crt"]
+    );
+    assert_eq!(ca.binary_data, None);
 
     // What the stores keep: no managedFields, no last-applied copy, only the Secret keys read.
     let a = &from_cluster.ingresses[0];
@@ -367,4 +513,119 @@ async fn a_missing_crd_does_not_block_readiness_and_is_picked_up_later() {
         "CRD installed later is picked up"
     );
     assert!(!source.class_params_crd_missing());
+}
+
+/// A cluster without the Gateway API CRDs: every one of its seven kinds answers 404. The source
+/// is ready and serves Ingresses, says so in one log line (not one per kind, not one per
+/// retry), keeps retrying, and picks the CRDs up once they are installed.
+#[tokio::test]
+async fn without_the_gateway_api_crds_the_source_serves_ingresses_and_picks_them_up_later() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // A current-thread runtime: the reflector tasks log to this thread's subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    const NOT_INSTALLED: &str = "the Gateway API CRDs are not installed; serving Ingress only";
+
+    let installed = Arc::new(AtomicBool::new(false));
+    let flag = installed.clone();
+    let mock = MockApi::new(fixture_lists()).serve(move |r| {
+        (r.is_list() && r.path.starts_with(GATEWAY_API) && !flag.load(Ordering::SeqCst))
+            .then(|| Reply::error(404, "NotFound"))
+    });
+    let source = mock.source(Some("apps")).await;
+    assert!(source.is_ready());
+    assert_eq!(source.gateway_api_crds_missing(), Kind::GATEWAY_API);
+    assert!(!source.class_params_crd_missing());
+    let snapshot = source.snapshot();
+    assert_eq!(ingress_names(&source), ["a", "b"]);
+    assert!(
+        snapshot.gateway_classes.is_empty()
+            && snapshot.http_routes.is_empty()
+            && snapshot.grpc_routes.is_empty()
+    );
+    assert_eq!(
+        snapshot.config_maps.len(),
+        1,
+        "ConfigMaps are core, always read"
+    );
+
+    // Every Gateway API kind retried (listed twice): still one line.
+    let gateway_lists = |mock: &crate::support::mock_api::Mock| {
+        let lists = mock.seen_where(|r| r.is_list() && r.path.starts_with(GATEWAY_API));
+        let paths: BTreeSet<String> = lists.iter().map(|r| r.path.clone()).collect();
+        paths
+            .into_iter()
+            .map(|p| lists.iter().filter(|r| r.path == p).count())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(T, || async {
+            let counts = gateway_lists(&mock);
+            counts.len() == 7 && counts.iter().all(|n| *n >= 2)
+        })
+        .await,
+        "each Gateway API kind retried: {:?}",
+        gateway_lists(&mock)
+    );
+    let text = captured.text();
+    assert_eq!(text.matches(NOT_INSTALLED).count(), 1, "{text}");
+    assert!(source.is_ready());
+
+    installed.store(true, Ordering::SeqCst);
+    assert!(
+        wait_until(T, || async {
+            let s = source.snapshot();
+            s.gateway_classes.len() == 1
+                && s.gateways.len() == 1
+                && s.http_routes.len() == 1
+                && s.grpc_routes.len() == 1
+                && s.tls_routes.len() == 1
+                && s.backend_tls_policies.len() == 1
+                && s.reference_grants.len() == 1
+        })
+        .await,
+        "CRDs installed later are picked up"
+    );
+    assert!(source.gateway_api_crds_missing().is_empty());
+    let text = captured.text();
+    assert_eq!(text.matches(NOT_INSTALLED).count(), 1, "{text}");
+    assert!(
+        text.contains("the Gateway API CRDs are installed; serving Gateway API too"),
+        "{text}"
+    );
+}
+
+/// Some Gateway API CRDs but not all (e.g. a release whose standard channel lacks one kind):
+/// ready without the missing kind, which is named in a warning; the others are served.
+#[tokio::test]
+async fn a_missing_gateway_api_kind_is_named_and_the_others_are_served() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    const TLS_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/apps/tlsroutes";
+    let mock = MockApi::new(fixture_lists())
+        .serve(|r| (r.is_list() && r.path == TLS_ROUTES).then(|| Reply::error(404, "NotFound")));
+    let source = mock.source(Some("apps")).await;
+    assert_eq!(source.gateway_api_crds_missing(), [Kind::TlsRoute]);
+    let snapshot = source.snapshot();
+    assert!(snapshot.tls_routes.is_empty());
+    assert_eq!(snapshot.gateways.len(), 1);
+    assert_eq!(snapshot.http_routes.len(), 1);
+    let text = captured.text();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("some Gateway API CRDs are not installed"))
+        .unwrap_or_else(|| panic!("no warning naming the missing kind:\n{text}"));
+    assert!(warning.contains("missing=TLSRoute"), "{warning}");
+    assert!(!text.contains("serving Ingress only"), "{text}");
 }

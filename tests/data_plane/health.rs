@@ -110,6 +110,9 @@ fn table(specs: Vec<Spec>) -> Arc<RouteTable> {
                 policy: Default::default(),
                 source: owner.clone(),
                 canary: None,
+                conditions: None,
+                split: None,
+                port: None,
             });
             vhost.owner = owner;
             vhost

@@ -413,3 +413,71 @@ fn controller_mode_validates_flags_and_names_a_missing_cluster() {
         "{stderr}"
     );
 }
+
+/// `check` describes Gateway API objects as it does Ingresses: the routes in the table (with
+/// their kind), the diagnostics, and each object's conditions with the spec's reasons, in
+/// text and under `gateway_api` in JSON; an error condition makes the exit code 1.
+#[test]
+fn check_describes_gateway_api_objects_and_their_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portcullis}
+spec: {controllerName: portcullis.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: portcullis
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: default}
+spec: {ports: [{name: web, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /cart}, method: POST}]
+    backendRefs: [{name: app, port: 80}, {name: ghost, port: 80}]
+",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["check", file.to_str().unwrap()]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a backend that does not exist is an error: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("shop.test  (terminate, owner HTTPRoute default/shop)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("when POST"), "{stdout}");
+    assert!(
+        stdout.contains("Gateway default/gw: Accepted, Programmed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("listener http (1 attached)"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "HTTPRoute default/shop on Gateway gw: Accepted, ResolvedRefs false (BackendNotFound"
+        ),
+        "{stdout}"
+    );
+    let (_, json, _) = run(&["check", "--output", "json", file.to_str().unwrap()]);
+    let value: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let parent = &value["gateway_api"]["routes"][0]["parents"][0];
+    assert_eq!(parent["parent_ref"]["name"], "gw");
+    assert_eq!(parent["conditions"][1]["type"], "ResolvedRefs");
+    assert_eq!(parent["conditions"][1]["reason"], "BackendNotFound");
+}

@@ -97,14 +97,14 @@ async fn http_only_ingress_gets_no_default_certificate_warning() {
 /// demo_backends` becomes a long sleep that records its pid (it stands for the backends, and
 /// like them it is put in the background), and `run -- standalone ...` runs the built binary
 /// on `$QUICKSTART_MANIFESTS` with every listener on port 0 (the script's fixed ports may be
-/// taken on a test machine).
+/// taken on a test machine), its output in `$PORTCULLIS_LOG` for a failure to show.
 const FAKE_CARGO: &str = r#"#!/usr/bin/env bash
 case " $* " in
   *" build "*) exit 0 ;;
   *" demo_backends "*) echo $$ >"$BACKENDS_PID"; exec sleep 300 ;;
   *" standalone "*) exec "$PORTCULLIS" standalone --manifests "$QUICKSTART_MANIFESTS" \
       --http-addr 127.0.0.1:0 --https-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
-      --shutdown-grace 1s ;;
+      --shutdown-grace 1s >>"$PORTCULLIS_LOG" 2>&1 ;;
 esac
 echo "fake cargo: unexpected $*" >&2
 exit 3
@@ -137,6 +137,54 @@ fn in_group(group: u32, comm: &str) -> bool {
     })
 }
 
+/// The processes of group `group` as `ps -o pid,stat,wchan,cmd -g GROUP` shows them, with the
+/// signals each blocks, ignores and catches (`/proc/PID/status`), and `log`'s text: what a
+/// failure needs to explain itself (who is still running, waiting on what, deaf to what).
+fn group_report(group: u32, log: &Path) -> String {
+    let mut out = String::from("process group:\n  PID STAT WCHAN CMD | SigBlk SigIgn SigCgt\n");
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    for pid in pids {
+        let id = pid.to_string();
+        let Some(fields) = stat_fields(&id) else {
+            continue;
+        };
+        if fields.get(2) != Some(&group.to_string()) {
+            continue;
+        }
+        let read = |name: &str| std::fs::read_to_string(format!("/proc/{id}/{name}"));
+        let cmd = read("cmdline")
+            .map(|c| c.replace('\0', " ").trim().to_string())
+            .unwrap_or_default();
+        let wchan = read("wchan").unwrap_or_default();
+        let masks: Vec<String> = read("status")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                ["SigBlk:", "SigIgn:", "SigCgt:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+            .collect();
+        let state = fields.first().map_or("?", String::as_str);
+        out.push_str(&format!(
+            "  {pid} {state} {wchan} {cmd} | {}\n",
+            masks.join(" ")
+        ));
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_else(|e| format!("({e})"));
+    out.push_str(&format!("portcullis output:\n{log}"));
+    out
+}
+
 #[test]
 fn quickstart_script_stops_the_backends_on_ctrl_c() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -150,6 +198,7 @@ fn quickstart_script_stops_the_backends_on_ctrl_c() {
     let manifests = tempfile::tempdir().unwrap();
     write(manifests.path(), "class.yaml", &ingress_class());
     let pid_file = tools.path().join("backends.pid");
+    let log = tools.path().join("portcullis.log");
     let path = format!(
         "{}:{}",
         tools.path().display(),
@@ -165,6 +214,7 @@ fn quickstart_script_stops_the_backends_on_ctrl_c() {
             .env("PORTCULLIS", env!("CARGO_BIN_EXE_portcullis"))
             .env("QUICKSTART_MANIFESTS", manifests.path())
             .env("BACKENDS_PID", &pid_file)
+            .env("PORTCULLIS_LOG", &log)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -186,8 +236,11 @@ fn quickstart_script_stops_the_backends_on_ctrl_c() {
     assert!(alive(&backends));
     assert!(
         wait_until_blocking(T, || in_group(group, "portcullis")),
-        "portcullis never started"
+        "portcullis never started\n{}",
+        group_report(group, &log)
     );
+    // At once, with no wait for Portcullis to be ready: a Ctrl-C in its first milliseconds
+    // (while its handlers are being installed) must stop it too.
 
     let sent = Command::new("bash")
         .arg("-c")
@@ -195,12 +248,19 @@ fn quickstart_script_stops_the_backends_on_ctrl_c() {
         .status()
         .unwrap();
     assert!(sent.success());
-    assert!(
-        wait_until_blocking(T, || script.try_wait().unwrap().is_some()),
-        "run.sh did not exit on SIGINT"
-    );
+    if !wait_until_blocking(T, || script.try_wait().unwrap().is_some()) {
+        let report = group_report(group, &log);
+        // Leave nothing behind for the next test: the whole group, at once.
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(format!("kill -KILL -- -{group}"))
+            .status();
+        let _ = script.wait();
+        panic!("run.sh did not exit on SIGINT\n{report}");
+    }
     assert!(
         wait_until_blocking(T, || !alive(&backends)),
-        "the demo backends (pid {backends}) outlived run.sh"
+        "the demo backends (pid {backends}) outlived run.sh\n{}",
+        group_report(group, &log)
     );
 }

@@ -503,3 +503,98 @@ fn unsupported_backend_protocols_are_refused() {
     );
     assert!(text.contains("portcullis.io/backend-protocol"), "{text}");
 }
+
+/// Gateway API GRPCRouteExactMethodMatching / GRPCRouteHeaderMatching: a GRPCRoute on an
+/// HTTPS listener sends calls by service and method (and header) to gRPC pods over HTTP/2;
+/// a method no rule names is not routed (a gRPC UNIMPLEMENTED).
+#[tokio::test]
+async fn a_grpc_route_routes_calls_by_service_method_and_header() {
+    let front = Ca::new("e2e grpcroute front ca");
+    let one = Pod::start("one", None).await;
+    let two = Pod::start("two", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("manifests");
+    std::fs::create_dir(&m).unwrap();
+    let leaf = front.leaf(&[GRPC_HOST]);
+    manifests::write(&m, "tls.yaml", &leaf.secret_yaml(manifests::NS, "grpc-tls"));
+    for (name, pod) in [("one", &one), ("two", &two)] {
+        manifests::write(
+            &m,
+            &format!("svc-{name}.yaml"),
+            &service(name, &[pod.addr.port()]),
+        );
+    }
+    manifests::write(
+        &m,
+        "gateway.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: portcullis}}
+spec: {{controllerName: portcullis.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    tls: {{certificateRefs: [{{name: grpc-tls}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: echo, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{GRPC_HOST}]
+  rules:
+  - matches:
+    - method: {{service: e2e.Echo, method: Say}}
+      headers: [{{name: x-pick, value: two}}]
+    backendRefs: [{{name: two, port: 80}}]
+  - matches:
+    - method: {{service: e2e.Echo, method: Say}}
+    backendRefs: [{{name: one, port: 80}}]
+"
+        ),
+    );
+    let proxy = Binary::start(&m).await;
+
+    let mut c = client(proxy.https, GRPC_HOST, &front).await;
+    assert_eq!(
+        say(&mut c, "hi")
+            .await
+            .map_err(|s| format!("{s:?}\n{}", proxy.log_text())),
+        Ok("one: hi".to_string())
+    );
+    // The header match outranks the method-only rule.
+    c.ready().await.unwrap();
+    let mut request = tonic::Request::new(Ask {
+        text: "hey".into(),
+        times: 0,
+    });
+    request
+        .metadata_mut()
+        .insert("x-pick", "two".parse().unwrap());
+    let picked = c
+        .unary(
+            request,
+            PathAndQuery::from_static(SAY),
+            ProstCodec::<Ask, Reply>::default(),
+        )
+        .await
+        .map(|r| r.into_inner().text);
+    assert_eq!(
+        picked.map_err(|s| format!("{s:?}")),
+        Ok("two: hey".to_string())
+    );
+    // Count is no rule's method: not routed.
+    let status = count(&mut c, 1).await.expect_err("no route for Count");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(one.calls(COUNT).is_empty() && two.calls(COUNT).is_empty());
+    assert_eq!(one.calls(SAY).len(), 1);
+    assert_eq!(two.calls(SAY).len(), 1);
+}

@@ -5,6 +5,7 @@
 mod support;
 
 mod annotations_refused;
+mod gateway_status;
 mod installations;
 mod model;
 mod rebuild_debounce;

@@ -92,6 +92,9 @@ impl Tables {
                 policy: Default::default(),
                 source: ObjectRef::namespaced("Ingress", "default", "test"),
                 canary: None,
+                conditions: None,
+                split: None,
+                port: None,
             })
         })
     }

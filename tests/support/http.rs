@@ -127,7 +127,7 @@ pub async fn status_of(addr: SocketAddr, path: &str) -> u16 {
 }
 
 /// An HTTP/1.1-style request (origin-form target, `Host` header).
-fn request(
+pub fn request(
     method: Method,
     host: &str,
     path: &str,

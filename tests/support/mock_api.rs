@@ -12,7 +12,8 @@
 //! ```
 //!
 //! A request is answered by the first of: the test's handler ([`MockApi::serve`]), the Lease
-//! server ([`MockApi::with_leases`]), the [`Lists`], and the defaults (an empty list at
+//! server ([`MockApi::with_leases`]), the objects served by name with their `status`
+//! subresource ([`MockApi::with_objects`]), the [`Lists`], and the defaults (an empty list at
 //! resourceVersion 1, a watch held open, a write echoed).
 //!
 //! Every request is also checked against the RBAC that src/cluster/rbac.rs declares: the
@@ -402,6 +403,87 @@ impl LeaseServer {
     }
 }
 
+/// The path of `object` (with `apiVersion`, `kind`, `metadata.name` and, if namespaced,
+/// `metadata.namespace`) on the API server: `/apis/GROUP/VERSION[/namespaces/NS]/PLURAL/NAME`
+/// (`/api/v1/...` for core). The plural is the kind in lower case plus `s` (`es` after an `s`),
+/// which is right for every kind the controller reads.
+pub fn object_path(object: &Value) -> String {
+    let api_version = object["apiVersion"].as_str().expect("apiVersion");
+    let kind = object["kind"].as_str().expect("kind").to_lowercase();
+    let plural = if kind.ends_with('s') {
+        format!("{kind}es")
+    } else {
+        format!("{kind}s")
+    };
+    let root = if api_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    let name = object["metadata"]["name"].as_str().expect("metadata.name");
+    match object["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{root}/namespaces/{ns}/{plural}/{name}"),
+        None => format!("{root}/{plural}/{name}"),
+    }
+}
+
+/// `patch` applied to `target` as a JSON merge patch (RFC 7386): objects merged key by key,
+/// `null` removes, anything else (arrays included) replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().unwrap();
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// Objects served by name, as the API server does with a `status` subresource: GET of
+/// `PATH` or `PATH/status` returns the object; a PATCH of `PATH/status` (JSON merge patch) is
+/// refused with 409 when it carries a `metadata.resourceVersion` other than the object's (the
+/// optimistic concurrency of a write), else merges its `status` into the object and bumps the
+/// resourceVersion. Anything else about other paths is not answered here.
+#[derive(Default)]
+struct ObjectServer {
+    objects: HashMap<String, Value>,
+}
+
+impl ObjectServer {
+    fn reply(&mut self, r: &Seen) -> Option<Reply> {
+        let path = r.path.strip_suffix("/status").unwrap_or(&r.path);
+        let object = self.objects.get_mut(path)?;
+        match r.method {
+            Method::GET => Some(Reply::ok(object.clone())),
+            Method::PATCH if r.path.ends_with("/status") => {
+                let current = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .to_string();
+                let asked = &r.body["metadata"]["resourceVersion"];
+                if !asked.is_null() && *asked != json!(current) {
+                    return Some(Reply::error(409, "Conflict"));
+                }
+                if let Some(status) = r.body.get("status") {
+                    merge_patch(&mut object["status"], status);
+                }
+                let next = current.parse::<u64>().unwrap_or(0) + 1;
+                object["metadata"]["resourceVersion"] = json!(next.to_string());
+                Some(Reply::ok(object.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
 // === the server ===
 
 /// What the mock API server answers, before it runs ([`MockApi::serve`]).
@@ -409,6 +491,7 @@ impl LeaseServer {
 pub struct MockApi {
     lists: Lists,
     leases: Option<LeaseServer>,
+    objects: ObjectServer,
 }
 
 impl MockApi {
@@ -416,7 +499,17 @@ impl MockApi {
         MockApi {
             lists,
             leases: None,
+            objects: ObjectServer::default(),
         }
+    }
+
+    /// Also serves `objects` by name, with their `status` subresource (see [`ObjectServer`]),
+    /// each at its [`object_path`]; [`Mock::object`] reads them back.
+    pub fn with_objects(mut self, objects: impl IntoIterator<Item = Value>) -> MockApi {
+        for object in objects {
+            self.objects.objects.insert(object_path(&object), object);
+        }
+        self
     }
 
     /// Also serves the Lease [`LEASE`] (see [`LeaseServer`]).
@@ -433,15 +526,21 @@ impl MockApi {
     /// Starts the server; `handler` answers what it wants first, then the Lease server, the
     /// lists and the defaults answer the rest.
     pub fn serve(self, mut handler: impl FnMut(&Seen) -> Option<Reply> + Send + 'static) -> Mock {
-        let MockApi { lists, mut leases } = self;
+        let MockApi {
+            lists,
+            mut leases,
+            objects,
+        } = self;
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<ResBody>>();
         let mock = Mock {
             client: Client::new(service, "default"),
             seen: Arc::default(),
             watches: Arc::default(),
             rbac: Arc::new(RbacCheck::new(Vec::new())),
+            objects: Arc::new(Mutex::new(objects)),
         };
         let (seen, watches) = (mock.seen.clone(), mock.watches.clone());
+        let objects = mock.objects.clone();
         let (refused, grants) = (mock.rbac.refused.clone(), default_grants());
         tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
@@ -451,6 +550,7 @@ impl MockApi {
                 }
                 let reply = handler(&request)
                     .or_else(|| leases.as_mut().and_then(|l| l.reply(&request)))
+                    .or_else(|| objects.lock().unwrap().reply(&request))
                     .or_else(|| lists.reply(&request))
                     .unwrap_or_else(|| Reply::default_for(&request));
                 seen.lock().unwrap().push(request.clone());
@@ -520,12 +620,20 @@ pub struct Mock {
     /// Every request [`default_grants`] refuse, as it arrived; checked when the last clone of
     /// the mock is dropped.
     rbac: Arc<RbacCheck>,
+    /// The objects served by name ([`MockApi::with_objects`]), as written so far.
+    objects: Arc<Mutex<ObjectServer>>,
 }
 
 impl Mock {
     /// A kube client of this server.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The object served at `path` ([`MockApi::with_objects`]) as it is now, status writes
+    /// included.
+    pub fn object(&self, path: &str) -> Option<Value> {
+        self.objects.lock().unwrap().objects.get(path).cloned()
     }
 
     /// Every request so far, in order.
@@ -764,8 +872,13 @@ pub fn tls_secret(namespace: &str, name: &str, leaf: &Leaf) -> Value {
     serde_json::to_value(secret).unwrap()
 }
 
+/// The Gateway API's path prefix on the API server.
+pub const GATEWAY_API: &str = "/apis/gateway.networking.k8s.io/";
+
 /// One object of every kind the source watches, in `apps`, by kind; the Secrets as the two
-/// selected lists give them (`secrets-tls`, `secrets-ca`: `both` is in each).
+/// selected lists give them (`secrets-tls`, `secrets-ca`: `both` is in each). The Gateway API
+/// kinds and the ConfigMap carry what the source strips (`managedFields`, the last-applied
+/// copy, ConfigMap keys other than `ca.crt`).
 pub fn fixtures() -> HashMap<&'static str, Vec<Value>> {
     let tls_secret = json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
@@ -823,6 +936,90 @@ pub fn fixtures() -> HashMap<&'static str, Vec<Value>> {
         ),
         ("secrets-tls", vec![tls_secret, both.clone()]),
         ("secrets-ca", vec![both, ca]),
+        (
+            "gatewayclasses",
+            vec![json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                "metadata": {"name": "portcullis", "resourceVersion": "12", "uid": "uid-gc",
+                             "managedFields": [{"manager": "helm"}]},
+                "spec": {"controllerName": "portcullis.io/gateway-controller"},
+            })],
+        ),
+        (
+            "gateways",
+            vec![json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": "edge", "namespace": "apps", "resourceVersion": "13",
+                             "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+                "spec": {"gatewayClassName": "portcullis", "listeners": [
+                    {"name": "http", "port": 80, "protocol": "HTTP"},
+                    {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.example.com",
+                     "tls": {"mode": "Terminate", "certificateRefs": [{"name": "tls"}]}},
+                ]},
+            })],
+        ),
+        (
+            "httproutes",
+            vec![json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "web", "namespace": "apps", "resourceVersion": "14",
+                             "managedFields": [{"manager": "kubectl"}]},
+                "spec": {"parentRefs": [{"name": "edge"}], "hostnames": ["web.example.com"],
+                         "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                    "backendRefs": [{"name": "web", "port": 443}]}]},
+            })],
+        ),
+        (
+            "grpcroutes",
+            vec![json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+                "metadata": {"name": "rpc", "namespace": "apps", "resourceVersion": "19",
+                             "managedFields": [{"manager": "kubectl"}]},
+                "spec": {"parentRefs": [{"name": "edge", "sectionName": "https"}],
+                         "hostnames": ["rpc.example.com"],
+                         "rules": [{"matches": [{"method": {"service": "shop.Cart", "method": "Get"}}],
+                                    "backendRefs": [{"name": "web", "port": 443}]}]},
+            })],
+        ),
+        (
+            "tlsroutes",
+            vec![json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "TLSRoute",
+                "metadata": {"name": "db", "namespace": "apps", "resourceVersion": "15"},
+                "spec": {"parentRefs": [{"name": "edge", "sectionName": "tls"}],
+                         "hostnames": ["db.example.com"],
+                         "rules": [{"backendRefs": [{"name": "db", "port": 5432}]}]},
+            })],
+        ),
+        (
+            "backendtlspolicies",
+            vec![json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+                "metadata": {"name": "web-tls", "namespace": "apps", "resourceVersion": "16"},
+                "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                         "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "web-ca"}],
+                                        "hostname": "web.apps.svc"}},
+            })],
+        ),
+        (
+            "referencegrants",
+            vec![json!({
+                "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+                "metadata": {"name": "from-edge", "namespace": "apps", "resourceVersion": "17"},
+                "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "shop"}],
+                         "to": [{"group": "", "kind": "Service"}]},
+            })],
+        ),
+        (
+            "configmaps",
+            vec![json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "web-ca", "namespace": "apps", "resourceVersion": "18",
+                             "managedFields": [{"manager": "kubectl"}]},
+                "data": {"ca.crt": "-----BEGIN CERTIFICATE-----", "app.properties": "unrelated"},
+                "binaryData": {"blob": "AAEC"},
+            })],
+        ),
     ])
 }
 
@@ -842,6 +1039,14 @@ pub fn fixture_lists() -> Lists {
             "portcullis.io/backend-ca=true",
             take("secrets-ca"),
         )
+        .of("gatewayclasses", take("gatewayclasses"))
+        .of("gateways", take("gateways"))
+        .of("httproutes", take("httproutes"))
+        .of("grpcroutes", take("grpcroutes"))
+        .of("tlsroutes", take("tlsroutes"))
+        .of("backendtlspolicies", take("backendtlspolicies"))
+        .of("referencegrants", take("referencegrants"))
+        .of("configmaps", take("configmaps"))
 }
 
 // === the publisher's inputs, for tests that drive `Publisher` directly ===
@@ -904,5 +1109,6 @@ pub fn built(diagnostics: Vec<Diagnostic>) -> Built {
         diagnostics,
         last_good: LastGood::default(),
         ours: Vec::new(),
+        gateway_api: Default::default(),
     }
 }

@@ -105,12 +105,29 @@ ClusterRole, or, with watchNamespace, by a Role in the watched namespace.
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses/status"]
   verbs: ["patch"]
-# Diagnostics are published as Events on the Ingress they concern.
+# Diagnostics are published as Events on the object they concern (Ingress, Gateway, route, ...).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+# Gateway API (the CRDs may be missing, see the GatewayClasses rule).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways", "httproutes", "grpcroutes", "tlsroutes", "backendtlspolicies", "referencegrants"]
+  verbs: ["list", "watch"]
+# Gateway status: ours alone, written whole.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways/status"]
+  verbs: ["patch"]
+# Route status: status.parents is shared with other controllers, so it is read first and
+# patched with the resourceVersion it was read at (our entries replaced, theirs kept).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes/status", "grpcroutes/status", "tlsroutes/status"]
+  verbs: ["get", "patch"]
+# The CA bundles (ca.crt) that BackendTLSPolicies name.
+- apiGroups: [""]
+  resources: ["configmaps"]
   verbs: ["list", "watch"]
 {{ include "portcullis.serviceSecretRules" . }}
 {{- end }}

@@ -82,6 +82,7 @@ impl Reader<'_> {
                 rewrite_target,
                 x_forwarded_prefix,
                 upstream_vhost,
+                path_replace: None,
             },
         )
     }

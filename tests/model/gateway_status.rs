@@ -1,0 +1,312 @@
+//! Gateway API status as the model computes it (pure: manifests in, conditions out), with the
+//! types and reasons the spec's conformance suite checks: GatewayClassObservedGenerationBump,
+//! GatewayInvalidTLSConfiguration, GatewayInvalidRouteKind, GatewayWithAttachedRoutes,
+//! HTTPRouteInvalidCrossNamespaceParentRef, HTTPRouteHostnameIntersection,
+//! HTTPRouteInvalidCrossNamespaceBackendRef, HTTPRouteInvalidNonExistentBackendRef,
+//! TLSRouteInvalidReferenceGrant (kubernetes-sigs/gateway-api `conformance/tests`).
+
+use portcullis::model::{self, Condition, GatewayApiStatus, LastGood};
+use portcullis::settings::BuildSettings;
+use portcullis::source::Snapshot;
+use portcullis::source::yaml::parse_manifest;
+
+const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portcullis, generation: 3}
+spec: {controllerName: portcullis.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: someone-else}
+spec: {controllerName: example.com/other}
+";
+
+const SECRET: &str = "---
+apiVersion: v1
+kind: Secret
+metadata: {name: gw-tls, namespace: infra}
+type: kubernetes.io/tls
+data: {tls.crt: '', tls.key: ''}
+";
+
+fn status(yaml: &str) -> GatewayApiStatus {
+    let mut snapshot = Snapshot::default();
+    for object in parse_manifest("gateway.yaml", yaml).expect("valid YAML") {
+        snapshot.push(object);
+    }
+    model::build(&snapshot, &BuildSettings::default(), &LastGood::default()).gateway_api
+}
+
+fn condition<'a>(conditions: &'a [Condition], kind: &str) -> &'a Condition {
+    conditions
+        .iter()
+        .find(|c| c.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {conditions:#?}"))
+}
+
+/// `(status, reason)` of condition `kind`.
+fn said(conditions: &[Condition], kind: &str) -> (bool, String) {
+    let c = condition(conditions, kind);
+    (c.status, c.reason.clone())
+}
+
+fn yes(reason: &str) -> (bool, String) {
+    (true, reason.to_string())
+}
+
+fn no(reason: &str) -> (bool, String) {
+    (false, reason.to_string())
+}
+
+fn gateway(listeners: &str) -> String {
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra, generation: 7}}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+{listeners}"
+    )
+}
+
+fn route(namespace: &str, name: &str, section: &str, hostnames: &str, backend: &str) -> String {
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: {namespace}, generation: 2}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra, sectionName: {section}}}]
+  hostnames: [{hostnames}]
+  rules:
+  - backendRefs: [{backend}]
+"
+    )
+}
+
+const SERVICE: &str = "---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: infra}
+spec: {ports: [{name: web, port: 80}]}
+";
+
+#[test]
+fn only_our_classes_are_accepted_with_their_generation() {
+    let status = status(CLASS);
+    assert_eq!(status.classes.len(), 1, "{status:#?}");
+    let class = &status.classes[0];
+    assert_eq!(class.name, "portcullis");
+    assert_eq!(class.generation, Some(3));
+    assert_eq!(said(&class.conditions, "Accepted"), yes("Accepted"));
+}
+
+#[test]
+fn listeners_report_accepted_resolved_refs_conflicted_programmed_and_attached_routes() {
+    let yaml = [
+        CLASS,
+        SECRET,
+        SERVICE,
+        &gateway(
+            "  - {name: http, port: 80, protocol: HTTP}
+  - {name: https, port: 443, protocol: HTTPS, hostname: '*.ok.test', tls: {certificateRefs: [{name: gw-tls}]}}
+  - {name: missing-cert, port: 443, protocol: HTTPS, hostname: 'x.test', tls: {certificateRefs: [{name: nope}]}}
+  - {name: udp, port: 53, protocol: UDP}
+  - {name: bad-kind, port: 8080, protocol: HTTP, allowedRoutes: {kinds: [{kind: FooRoute}]}}
+  - {name: a, port: 9000, protocol: HTTP, hostname: same.test}
+  - {name: b, port: 9000, protocol: HTTP, hostname: same.test}
+",
+        ),
+        &route("infra", "one", "http", "one.test", "{name: app, port: 80}"),
+        &route("infra", "two", "https", "two.ok.test", "{name: app, port: 80}"),
+    ]
+    .concat();
+    let status = status(&yaml);
+    let gw = &status.gateways[0];
+    assert_eq!(
+        (gw.namespace.as_str(), gw.name.as_str(), gw.generation),
+        ("infra", "gw", Some(7))
+    );
+    assert_eq!(said(&gw.conditions, "Accepted"), yes("ListenersNotValid"));
+    assert_eq!(said(&gw.conditions, "Programmed"), yes("Programmed"));
+    let listener = |name: &str| {
+        gw.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("no listener {name}"))
+    };
+    let http = listener("http");
+    assert_eq!(http.attached_routes, 1);
+    assert_eq!(http.supported_kinds, ["HTTPRoute", "GRPCRoute"]);
+    for kind in ["Accepted", "ResolvedRefs", "Programmed"] {
+        assert!(said(&http.conditions, kind).0, "{kind}");
+    }
+    assert_eq!(said(&http.conditions, "Conflicted"), no("NoConflicts"));
+    assert_eq!(listener("https").attached_routes, 1);
+
+    let missing = listener("missing-cert");
+    assert_eq!(
+        said(&missing.conditions, "ResolvedRefs"),
+        no("InvalidCertificateRef")
+    );
+    assert_eq!(said(&missing.conditions, "Programmed"), no("Invalid"));
+    assert_eq!(
+        said(&listener("udp").conditions, "Accepted"),
+        no("UnsupportedProtocol")
+    );
+    let bad_kind = listener("bad-kind");
+    assert_eq!(
+        said(&bad_kind.conditions, "ResolvedRefs"),
+        no("InvalidRouteKinds")
+    );
+    assert!(bad_kind.supported_kinds.is_empty());
+    for name in ["a", "b"] {
+        assert_eq!(
+            said(&listener(name).conditions, "Conflicted"),
+            yes("HostnameConflict")
+        );
+    }
+}
+
+#[test]
+fn routes_report_why_they_are_not_accepted_or_not_resolved() {
+    let yaml = [
+        CLASS,
+        SECRET,
+        SERVICE,
+        &gateway(
+            "  - {name: http, port: 80, protocol: HTTP, hostname: '*.ok.test'}
+",
+        ),
+        // From another namespace, on a listener that admits its own only.
+        &route(
+            "tenant",
+            "foreign",
+            "http",
+            "a.ok.test",
+            "{name: app, namespace: infra, port: 80}",
+        ),
+        // No hostname in common with the listener's.
+        &route(
+            "infra",
+            "elsewhere",
+            "http",
+            "a.other.test",
+            "{name: app, port: 80}",
+        ),
+        // No such listener.
+        &route(
+            "infra",
+            "no-section",
+            "nope",
+            "a.ok.test",
+            "{name: app, port: 80}",
+        ),
+        // Attached, but its backend does not exist / is in another namespace ungranted.
+        &route(
+            "infra",
+            "missing",
+            "http",
+            "m.ok.test",
+            "{name: ghost, port: 80}",
+        ),
+        // Another controller's Gateway: no status of ours at all.
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: not-ours, namespace: infra}
+spec:
+  parentRefs: [{name: their-gw}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+",
+    ]
+    .concat();
+    let status = status(&yaml);
+    let route = |name: &str| {
+        status
+            .routes
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no status for {name}: {:#?}", status.routes))
+    };
+    let parent = |name: &str| route(name).parents[0].conditions.clone();
+    assert_eq!(
+        said(&parent("foreign"), "Accepted"),
+        no("NotAllowedByListeners")
+    );
+    assert_eq!(
+        said(&parent("elsewhere"), "Accepted"),
+        no("NoMatchingListenerHostname")
+    );
+    assert_eq!(
+        said(&parent("no-section"), "Accepted"),
+        no("NoMatchingParent")
+    );
+    assert_eq!(said(&parent("missing"), "Accepted"), yes("Accepted"));
+    assert_eq!(
+        said(&parent("missing"), "ResolvedRefs"),
+        no("BackendNotFound")
+    );
+    assert_eq!(route("missing").generation, Some(2));
+    assert_eq!(
+        route("missing").parents[0]
+            .parent_ref
+            .section_name
+            .as_deref(),
+        Some("http")
+    );
+    assert!(status.routes.iter().all(|r| r.name != "not-ours"));
+    // Only the accepted route counts as attached.
+    assert_eq!(status.gateways[0].listeners[0].attached_routes, 1);
+}
+
+#[test]
+fn a_cross_namespace_backend_resolves_only_with_a_reference_grant() {
+    let base = [
+        CLASS,
+        SERVICE,
+        &gateway(
+            "  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+",
+        ),
+        &route(
+            "tenant",
+            "cross",
+            "http",
+            "c.test",
+            "{name: app, namespace: infra, port: 80}",
+        ),
+    ]
+    .concat();
+    let without = status(&base);
+    assert_eq!(
+        said(&without.routes[0].parents[0].conditions, "Accepted"),
+        yes("Accepted")
+    );
+    assert_eq!(
+        said(&without.routes[0].parents[0].conditions, "ResolvedRefs"),
+        no("RefNotPermitted")
+    );
+    let grant = "---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: let-tenant-in, namespace: infra}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: tenant}]
+  to: [{group: '', kind: Service, name: app}]
+";
+    let with = status(&format!("{base}{grant}"));
+    assert_eq!(
+        said(&with.routes[0].parents[0].conditions, "ResolvedRefs"),
+        yes("ResolvedRefs")
+    );
+    // A grant for TLSRoutes does not let HTTPRoutes in.
+    let tls_grant = grant.replace("kind: HTTPRoute", "kind: TLSRoute");
+    let wrong = status(&format!("{base}{tls_grant}"));
+    assert_eq!(
+        said(&wrong.routes[0].parents[0].conditions, "ResolvedRefs"),
+        no("RefNotPermitted")
+    );
+}
