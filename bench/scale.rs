@@ -883,6 +883,7 @@ async fn cluster_churn() {
     feed.auth_secrets.list([]);
     feed.class_params.list([]);
     feed.config_maps.list([]);
+    feed.namespaces.list([]);
     feed.without_gateway_api();
     let mut slices: Vec<EndpointSlice> = objects
         .endpoint_slices

@@ -55,6 +55,14 @@ pub struct GatewaySpec {
     pub gateway_class_name: String,
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// Gateway-wide TLS (v1.5: client certificate validation under `frontend`). Read only to
+    /// refuse it: serving without the validation it asks for would let in clients it keeps
+    /// out.
+    #[serde(default)]
+    pub tls: Option<serde_json::Value>,
+    /// Requested addresses. Read only to refuse them: we cannot choose our address.
+    #[serde(default)]
+    pub addresses: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -482,6 +490,10 @@ pub struct BackendTlsValidation {
     pub well_known_ca_certificates: Option<String>,
     /// Sent as SNI and verified against the pod's certificate.
     pub hostname: String,
+    /// Names the pod's certificate must carry instead of `hostname`. Read only to refuse a
+    /// policy that sets them: verifying `hostname` instead would accept other certificates.
+    #[serde(default)]
+    pub subject_alt_names: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -65,7 +65,8 @@ impl GatewayStatusWriter {
         addresses: &[IngressLoadBalancerIngress],
     ) -> Written {
         let mut done = Written::default();
-        let now = Timestamp::now().to_string();
+        // Whole seconds, as `metav1.Time` keeps them.
+        let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         for class in &status.classes {
             let key = (
                 "GatewayClass".to_string(),

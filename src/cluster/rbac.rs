@@ -21,6 +21,11 @@ enum Scope {
     /// A cluster-scoped kind (IngressClass, IngressClassParams, GatewayClass): only a
     /// ClusterRole can grant it, even when the controller watches one namespace.
     ClusterScoped,
+    /// A cluster-scoped kind read only while the controller watches every namespace (a
+    /// ClusterRole then), and not at all with `--watch-namespace`: Namespaces, whose labels a
+    /// Gateway listener's namespace selector reads, are then not watched (see
+    /// `source::kubernetes`), so a one-namespace installation is granted nothing for them.
+    EveryNamespaceOnly,
     /// A namespaced kind in the namespaces the controller watches: every namespace (a
     /// ClusterRole), or with `--watch-namespace` that one (a Role there).
     Watched,
@@ -178,6 +183,14 @@ const API_ACCESS: &[ApiAccess] = &[
         verbs: &["get", "patch"],
         scope: Scope::Watched,
     },
+    // Namespaces' labels, for a Gateway listener's `allowedRoutes.namespaces.selector`; not read
+    // with --watch-namespace.
+    ApiAccess {
+        group: "",
+        resource: "namespaces",
+        verbs: &["list", "watch"],
+        scope: Scope::EveryNamespaceOnly,
+    },
     // The CA bundles (`ca.crt`) that BackendTLSPolicies name.
     ApiAccess {
         group: "",
@@ -252,6 +265,8 @@ pub fn grants(own_namespace: &str, watch_namespace: Option<&str>) -> BTreeSet<Gr
     for access in API_ACCESS {
         let scopes = match access.scope {
             Scope::ClusterScoped => vec![RoleScope::Cluster],
+            Scope::EveryNamespaceOnly if watch_namespace.is_none() => vec![RoleScope::Cluster],
+            Scope::EveryNamespaceOnly => Vec::new(),
             Scope::Watched => vec![watched()],
             // Every namespace covers the own one; a watched namespace may be it (deduplicated).
             Scope::WatchedAndOwn if watch_namespace.is_none() => vec![RoleScope::Cluster],
@@ -342,6 +357,13 @@ mod tests {
         assert!(
             permitted(&one, &classes),
             "cluster-scoped kinds stay cluster-wide"
+        );
+        // Namespaces: read cluster-wide, but only when every namespace is watched.
+        let namespaces = request("watch", "", "namespaces", None);
+        assert!(permitted(&everywhere, &namespaces));
+        assert!(
+            !permitted(&one, &namespaces),
+            "no Namespaces with --watch-namespace"
         );
         // The verb, the subresource and the group all count.
         let get_secret = request("get", "", "secrets", Some("apps"));

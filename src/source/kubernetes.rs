@@ -7,7 +7,9 @@
 //!   excludes its namespace, the one `--default-certificate` Secret. Gateway API
 //!   ([`crate::gateway_api`]): GatewayClass (cluster-scoped), Gateway, HTTPRoute, GRPCRoute,
 //!   TLSRoute, BackendTLSPolicy, ReferenceGrant, and ConfigMaps (a BackendTLSPolicy's CA bundle; only
-//!   their `ca.crt` key is kept).
+//!   their `ca.crt` key is kept). Namespaces (cluster-scoped; only their name and labels are
+//!   kept), for a listener's `allowedRoutes.namespaces.selector`, unless `--watch-namespace`
+//!   is set (see [`KubeSource::start`]).
 //! - **Scope**: with `--watch-namespace` every namespaced kind is watched through a namespaced
 //!   `Api`, so objects elsewhere are never even sent to us.
 //! - **Secrets, least memory**: three watchers, `type=kubernetes.io/tls` (field selector),
@@ -45,7 +47,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::Api;
@@ -114,6 +116,7 @@ pub enum Kind {
     BackendTlsPolicy,
     ReferenceGrant,
     ConfigMap,
+    Namespace,
 }
 
 impl Kind {
@@ -138,6 +141,7 @@ impl Kind {
             Kind::BackendTlsPolicy => "BackendTLSPolicy",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Namespace => "Namespace",
         }
     }
 
@@ -333,6 +337,21 @@ pub fn strip_config_map(config_map: &mut ConfigMap) {
     }
 }
 
+/// Keep a Namespace's name and labels, nothing else: the labels are all the model reads (a
+/// listener's `allowedRoutes.namespaces.selector`), and every Namespace of the cluster is
+/// stored, so its spec, status, annotations and the rest of its metadata are dropped.
+pub fn strip_namespace(namespace: &mut Namespace) {
+    let meta = std::mem::take(&mut namespace.metadata);
+    *namespace = Namespace {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: meta.name,
+            labels: meta.labels,
+            ..Default::default()
+        },
+        ..Namespace::default()
+    };
+}
+
 // === impl KubeSource ===
 
 /// The stores, one per kind, that [`KubeSource::snapshot`] reads.
@@ -356,6 +375,9 @@ struct Stores {
     backend_tls_policies: Store<BackendTLSPolicy>,
     reference_grants: Store<ReferenceGrant>,
     config_maps: Store<ConfigMap>,
+    /// `None` with `--watch-namespace`: Namespaces are not watched then (see
+    /// [`KubeSource::start`]).
+    namespaces: Option<Store<Namespace>>,
 }
 
 /// The cluster source: reflectors running in the background, read as [`Snapshot`]s.
@@ -538,6 +560,23 @@ impl KubeSource {
             &signal,
             strip_config_map,
         );
+        // Namespaces, cluster-scoped, only when every namespace is watched. With
+        // --watch-namespace they are not watched at all: reading them needs a ClusterRole (a Role
+        // cannot grant a cluster-scoped kind), which a one-namespace installation does not
+        // otherwise need for its namespaced kinds, and only that namespace's routes are read, so
+        // a selector could only ever be asked about it. The snapshot then holds no Namespace, and
+        // a listener's `allowedRoutes.namespaces.selector` sees each namespace's
+        // `kubernetes.io/metadata.name` label only (the model always adds it).
+        let namespaces = ns.is_none().then(|| {
+            spawn(
+                &mut tasks,
+                Api::all(client.clone()),
+                cfg(),
+                Kind::Namespace,
+                &signal,
+                strip_namespace,
+            )
+        });
 
         KubeSource {
             stores: Stores {
@@ -559,6 +598,7 @@ impl KubeSource {
                 backend_tls_policies,
                 reference_grants,
                 config_maps,
+                namespaces,
             },
             changes,
             optional,
@@ -586,6 +626,11 @@ impl KubeSource {
             ready(store, Kind::PublishService).await?;
         }
         ready(&s.config_maps, Kind::ConfigMap).await?;
+        // Every API server serves Namespaces: required, like the core kinds (not watched, so
+        // nothing to wait for, with --watch-namespace).
+        if let Some(store) = &s.namespaces {
+            ready(store, Kind::Namespace).await?;
+        }
         let optional = &self.optional;
         optional_ready(&s.class_params, Kind::IngressClassParams, optional).await?;
         optional_ready(&s.gateway_classes, Kind::GatewayClass, optional).await?;
@@ -665,6 +710,8 @@ impl KubeSource {
             gateway_classes: s.gateway_classes.state(),
             gateways: s.gateways.state(),
             http_routes: s.http_routes.state(),
+            // Not watched with --watch-namespace: none (see `KubeSource::start`).
+            namespaces: s.namespaces.as_ref().map(Store::state).unwrap_or_default(),
             grpc_routes: s.grpc_routes.state(),
             tls_routes: s.tls_routes.state(),
             backend_tls_policies: s.backend_tls_policies.state(),
@@ -748,6 +795,7 @@ pub struct StoreFeed {
     pub backend_tls_policies: FedStore<BackendTLSPolicy>,
     pub reference_grants: FedStore<ReferenceGrant>,
     pub config_maps: FedStore<ConfigMap>,
+    pub namespaces: FedStore<Namespace>,
 }
 
 impl StoreFeed {
@@ -841,6 +889,7 @@ impl KubeSource {
         let (backend_tls_policies, fed_policies) = store(Kind::BackendTlsPolicy, &signal);
         let (reference_grants, fed_grants) = store(Kind::ReferenceGrant, &signal);
         let (config_maps, fed_config_maps) = store(Kind::ConfigMap, &signal);
+        let (namespaces, fed_namespaces) = store(Kind::Namespace, &signal);
         let source = KubeSource {
             stores: Stores {
                 ingresses,
@@ -861,6 +910,7 @@ impl KubeSource {
                 backend_tls_policies,
                 reference_grants,
                 config_maps,
+                namespaces: Some(namespaces),
             },
             changes: signal.changes.clone(),
             optional,
@@ -883,6 +933,7 @@ impl KubeSource {
             backend_tls_policies: fed_policies,
             reference_grants: fed_grants,
             config_maps: fed_config_maps,
+            namespaces: fed_namespaces,
         };
         (source, feed)
     }
@@ -1214,6 +1265,7 @@ mod tests {
         feed.ca_secrets.list([secret("both"), secret("ca")]);
         feed.auth_secrets.list([]);
         feed.config_maps.list([]);
+        feed.namespaces.list([]);
         feed.without_gateway_api();
         // Every store but IngressClassParams has listed (or is known absent): still not ready.
         assert!(
@@ -1290,6 +1342,7 @@ mod tests {
         feed.auth_secrets.list([]);
         feed.class_params.list([]);
         feed.config_maps.list([]);
+        feed.namespaces.list([]);
         // Six Gateway API kinds listed, one neither listed nor missing: not ready.
         feed.gateway_classes.list([]);
         feed.gateways.list([]);
@@ -1355,6 +1408,68 @@ mod tests {
                 fewer: false
             })
         );
+    }
+
+    #[test]
+    fn namespaces_keep_only_their_name_and_labels() {
+        let mut namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some("apps".to_string()),
+                labels: Some([("team".to_string(), "a".to_string())].into()),
+                annotations: Some([(LAST_APPLIED_ANNOTATION.to_string(), "{}".to_string())].into()),
+                uid: Some("uid-apps".to_string()),
+                resource_version: Some("7".to_string()),
+                finalizers: Some(vec!["kubernetes".to_string()]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(Default::default()),
+            status: Some(k8s_openapi::api::core::v1::NamespaceStatus {
+                phase: Some("Active".to_string()),
+                ..Default::default()
+            }),
+        };
+        strip_namespace(&mut namespace);
+        assert_eq!(
+            namespace,
+            Namespace {
+                metadata: ObjectMeta {
+                    name: Some("apps".to_string()),
+                    labels: Some([("team".to_string(), "a".to_string())].into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn namespaces_gate_readiness_and_reach_the_snapshot() {
+        let (kube, mut feed) = KubeSource::fed();
+        feed.ingresses.list([]);
+        feed.classes.list([]);
+        feed.services.list([]);
+        feed.endpoint_slices.list([]);
+        feed.tls_secrets.list([]);
+        feed.ca_secrets.list([]);
+        feed.auth_secrets.list([]);
+        feed.class_params.list([]);
+        feed.config_maps.list([]);
+        feed.without_gateway_api();
+        assert!(!kube.is_ready(), "ready before the Namespaces listed");
+        let mut apps = Namespace {
+            metadata: ObjectMeta {
+                name: Some("apps".to_string()),
+                labels: Some([("team".to_string(), "a".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        strip_namespace(&mut apps);
+        feed.namespaces.list([apps.clone()]);
+        assert!(kube.is_ready());
+        let snapshot = kube.snapshot();
+        assert_eq!(snapshot.namespaces.len(), 1);
+        assert_eq!(*snapshot.namespaces[0], apps);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod yaml;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use tokio::sync::watch as signal;
@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub reference_grants: Vec<Arc<ReferenceGrant>>,
     /// ConfigMaps holding a BackendTLSPolicy's `ca.crt`.
     pub config_maps: Vec<Arc<ConfigMap>>,
+    /// Namespaces (their labels: a listener's `allowedRoutes.namespaces.selector`).
+    pub namespaces: Vec<Arc<Namespace>>,
     /// Problems the source itself found (a manifest that does not parse, an unreadable file);
     /// passed through to the build's diagnostics.
     pub diagnostics: Vec<Diagnostic>,

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Deserialize;
@@ -40,6 +40,7 @@ pub enum Object {
     EndpointSlice(Arc<EndpointSlice>),
     IngressClassParams(Arc<IngressClassParams>),
     ConfigMap(Arc<ConfigMap>),
+    Namespace(Arc<Namespace>),
     GatewayClass(Arc<GatewayClass>),
     Gateway(Arc<Gateway>),
     HTTPRoute(Arc<HTTPRoute>),
@@ -214,6 +215,7 @@ fn read_object(
         }
         ("v1", "Service") => Object::Service(Arc::new(input.decode()?)),
         ("v1", "ConfigMap") => Object::ConfigMap(Arc::new(input.decode()?)),
+        ("v1", "Namespace") => Object::Namespace(Arc::new(input.decode()?)),
         (version, kind) if GATEWAY_API_VERSIONS.contains(&version) => match kind {
             "GatewayClass" => Object::GatewayClass(Arc::new(input.decode()?)),
             "Gateway" => Object::Gateway(Arc::new(input.decode()?)),
@@ -321,6 +323,7 @@ impl Snapshot {
             Object::EndpointSlice(o) => self.endpoint_slices.push(o),
             Object::IngressClassParams(o) => self.class_params.push(o),
             Object::ConfigMap(o) => self.config_maps.push(o),
+            Object::Namespace(o) => self.namespaces.push(o),
             Object::GatewayClass(o) => self.gateway_classes.push(o),
             Object::Gateway(o) => self.gateways.push(o),
             Object::HTTPRoute(o) => self.http_routes.push(o),

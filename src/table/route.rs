@@ -84,6 +84,16 @@ impl PathRegex {
         })
     }
 
+    /// A Gateway API `RegularExpression` path: the whole request path must match
+    /// (`^(?:<path>)$`), case-sensitively, as Envoy-based implementations read it.
+    pub fn whole(path: &str) -> Result<PathRegex, regex::Error> {
+        let regex = regex::Regex::new(&format!("^(?:{path})$"))?;
+        Ok(PathRegex {
+            source: path.to_string(),
+            regex,
+        })
+    }
+
     /// The path as written in the Ingress (without the added `^`).
     pub fn source(&self) -> &str {
         &self.source

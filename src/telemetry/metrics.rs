@@ -968,6 +968,7 @@ impl Metrics {
         self.objects("BackendTLSPolicy", snapshot.backend_tls_policies.len());
         self.objects("ReferenceGrant", snapshot.reference_grants.len());
         self.objects("ConfigMap", snapshot.config_maps.len());
+        self.objects("Namespace", snapshot.namespaces.len());
     }
 
     // === exposition ===
@@ -1199,6 +1200,7 @@ mod tests {
             r#"portcullis_objects{kind="HTTPRoute"} 0"#,
             r#"portcullis_objects{kind="GRPCRoute"} 0"#,
             r#"portcullis_objects{kind="ConfigMap"} 0"#,
+            r#"portcullis_objects{kind="Namespace"} 0"#,
         ] {
             assert!(has_line(&text, want), "missing {want} in\n{text}");
         }

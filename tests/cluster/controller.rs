@@ -9,7 +9,7 @@ use crate::support::mock_api::{
 use crate::support::wait::wait_until;
 
 use http::Method;
-use portcullis::cluster::Cluster;
+use portcullis::cluster::{Cluster, ControllerSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -24,8 +24,8 @@ async fn cluster_becomes_leader_pokes_a_rebuild_and_releases_the_lease_on_shutdo
     assert!(cluster.is_ready());
     assert!(wait_until(T, || async { cluster.leadership().is_leader() }).await);
     // Sixteen stores listed once each (16 changes: eight for Ingress, seven for the Gateway
-    // API, one for ConfigMaps); becoming leader bumps the signal once more, so the rebuild loop
-    // publishes at once.
+    // API, one for ConfigMaps; no Namespaces store, one namespace being watched); becoming
+    // leader bumps the signal once more, so the rebuild loop publishes at once.
     let changes = cluster.changes();
     assert!(wait_until(T, || async { changes.borrow().generation == 17 }).await);
 
@@ -37,6 +37,34 @@ async fn cluster_becomes_leader_pokes_a_rebuild_and_releases_the_lease_on_shutdo
         .expect("the lease is released");
     assert_eq!(release.body["spec"].get("holderIdentity"), None);
     assert_eq!(release.body["spec"]["leaseDurationSeconds"], 1);
+}
+
+/// Watching every namespace adds one store, the Namespaces': seventeen lists, then the leader's
+/// bump.
+#[tokio::test]
+async fn cluster_wide_the_namespaces_store_is_listed_too() {
+    let mock = MockApi::default().with_leases().start();
+    let settings = ControllerSettings {
+        watch_namespace: None,
+        ..controller_settings()
+    };
+    let cluster = Cluster::start(mock.client(), &settings).unwrap();
+    tokio::time::timeout(T, cluster.wait_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(wait_until(T, || async { cluster.leadership().is_leader() }).await);
+    let changes = cluster.changes();
+    assert!(
+        wait_until(T, || async { changes.borrow().generation == 18 }).await,
+        "generation {}",
+        changes.borrow().generation
+    );
+    assert_eq!(
+        mock.count(|r| r.is_list() && r.path == "/api/v1/namespaces"),
+        1
+    );
+    cluster.shutdown(&[]).await;
 }
 
 /// Cluster mode end to end: what the API server lists is served by the proxy, our Ingress's

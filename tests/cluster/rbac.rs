@@ -246,6 +246,8 @@ fn the_rbac_check_refuses_what_src_rbac_does_not_declare() {
             "/apis/gateway.networking.k8s.io/v1beta1/referencegrants?limit=500",
         ),
         Seen::new(Method::GET, "/api/v1/namespaces/apps/configmaps?watch=true"),
+        Seen::new(Method::GET, "/api/v1/namespaces?limit=500"),
+        Seen::new(Method::GET, "/api/v1/namespaces?watch=true"),
         Seen::new(
             Method::GET,
             "/apis/gateway.networking.k8s.io/v1/namespaces/apps/grpcroutes?watch=true",
@@ -354,11 +356,13 @@ fn the_rbac_check_refuses_what_src_rbac_does_not_declare() {
             "{r:?} should be refused for {why}: {refused:?}"
         );
     }
-    // Watching one namespace, Roles: no list of every namespace, and no Events about
-    // cluster-scoped objects (they go to `default`; the chart says those are log-only).
+    // Watching one namespace, Roles: no list of every namespace, no Namespaces (not read then),
+    // and no Events about cluster-scoped objects (they go to `default`; the chart says those are
+    // log-only).
     let one = rbac::grants(OWN_NAMESPACE, Some("apps"));
     for path in [
         "/apis/networking.k8s.io/v1/ingresses",
+        "/api/v1/namespaces",
         "/apis/events.k8s.io/v1/namespaces/default/events",
         "/apis/gateway.networking.k8s.io/v1/gateways",
         "/api/v1/namespaces/ingress/configmaps",

@@ -10,7 +10,7 @@ use crate::support::mock_api::{
 };
 use crate::support::wait::wait_until;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -48,7 +48,8 @@ fn ingress_names(source: &KubeSource) -> Vec<String> {
 async fn watch_namespace_scopes_every_namespaced_kind_and_secrets_are_selected() {
     let mock = MockApi::default().start();
     let _source = mock.source(Some("apps")).await;
-    // Every watcher: 10 for Ingress, 7 for the Gateway API, 1 for ConfigMaps.
+    // Every watcher: 10 for Ingress, 7 for the Gateway API, 1 for ConfigMaps; none for
+    // Namespaces (cluster-scoped, not read when one namespace is watched).
     mock.wait_count(18, Seen::is_watch).await;
 
     let requests = mock.seen();
@@ -220,11 +221,115 @@ async fn without_watch_namespace_namespaced_kinds_are_watched_cluster_wide() {
             None,
         ),
         ("/api/v1/configmaps", None),
+        // Every namespace watched: their labels, for Gateway listeners' namespace selectors.
+        ("/api/v1/namespaces", None),
     ]
     .into_iter()
     .map(|(p, f)| (p.to_string(), f.map(str::to_string)))
     .collect();
     assert_eq!(paths, expected);
+}
+
+// === Namespaces ===
+
+const NAMESPACES: &str = "/api/v1/namespaces";
+
+/// The snapshot's Namespaces as (name, labels), sorted by name.
+fn namespace_labels(source: &KubeSource) -> Vec<(String, Option<BTreeMap<String, String>>)> {
+    let mut namespaces: Vec<_> = source
+        .snapshot()
+        .namespaces
+        .iter()
+        .map(|n| (n.metadata.name.clone().unwrap(), n.metadata.labels.clone()))
+        .collect();
+    namespaces.sort();
+    namespaces
+}
+
+/// Watching every namespace, the Namespaces are listed and watched cluster-wide, and the
+/// snapshot holds each with its name and labels only; a label change is picked up.
+#[tokio::test]
+async fn namespaces_are_watched_with_their_name_and_labels_only() {
+    let mock = MockApi::new(fixture_lists()).start();
+    let source = mock.source(None).await;
+    let labels = |pairs: &[(&str, &str)]| {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    };
+    assert_eq!(
+        namespace_labels(&source),
+        [
+            (
+                "apps".to_string(),
+                labels(&[("kubernetes.io/metadata.name", "apps"), ("team", "a")])
+            ),
+            (
+                "shop".to_string(),
+                labels(&[("kubernetes.io/metadata.name", "shop")])
+            ),
+        ]
+    );
+    // Nothing but the name and the labels: no uid, resourceVersion, annotations,
+    // managedFields, spec or status.
+    let snapshot = source.snapshot();
+    let apps = snapshot
+        .namespaces
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some("apps"))
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(apps.as_ref()).unwrap(),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": "apps",
+            "labels": {"kubernetes.io/metadata.name": "apps", "team": "a"},
+        }})
+    );
+
+    // Watched: a relabelled namespace lands in the next snapshot.
+    mock.wait_count(1, |r| r.is_watch() && r.path == NAMESPACES)
+        .await;
+    assert_eq!(mock.count(|r| r.is_list() && r.path == NAMESPACES), 1);
+    mock.push(
+        NAMESPACES,
+        json!({"type": "MODIFIED", "object": {
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "shop", "resourceVersion": "30",
+                         "labels": {"kubernetes.io/metadata.name": "shop", "team": "b"}},
+        }}),
+    );
+    assert!(
+        wait_until(T, || async {
+            namespace_labels(&source)[1].1
+                == labels(&[("kubernetes.io/metadata.name", "shop"), ("team", "b")])
+        })
+        .await,
+        "relabelled namespace picked up: {:?}",
+        namespace_labels(&source)
+    );
+}
+
+/// Watching one namespace, no Namespace is ever requested (a Role could not grant it): the
+/// source is ready without them and its snapshot holds none.
+#[tokio::test]
+async fn with_watch_namespace_no_namespace_is_requested() {
+    let mock = MockApi::new(fixture_lists()).start();
+    let source = mock.source(Some("apps")).await;
+    assert!(source.is_ready());
+    // A Namespace watcher would have listed before the source was ready (it gates readiness);
+    // every watch has started by now.
+    mock.wait_count(18, Seen::is_watch).await;
+    let namespace_requests = mock.seen_where(|r| {
+        r.rbac()
+            .is_ok_and(|a| a.group.is_empty() && a.resource == "namespaces")
+    });
+    assert!(namespace_requests.is_empty(), "{namespace_requests:#?}");
+    assert!(source.snapshot().namespaces.is_empty());
+    // Its Ingresses are there: the source serves without the Namespaces.
+    assert_eq!(ingress_names(&source), ["a", "b"]);
 }
 
 // === one pipeline, two sources ===

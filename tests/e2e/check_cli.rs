@@ -3,6 +3,8 @@
 
 use std::process::{Command, Stdio};
 
+use crate::support::manifests;
+
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
@@ -423,18 +425,8 @@ fn check_describes_gateway_api_objects_and_their_conditions() {
     let file = dir.path().join("gw.yaml");
     std::fs::write(
         &file,
-        "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: portcullis}
-spec: {controllerName: portcullis.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: portcullis
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
+        manifests::gateway_with("  - {name: http, port: 80, protocol: HTTP}\n")
+            + "---
 apiVersion: v1
 kind: Service
 metadata: {name: app, namespace: default}

@@ -18,22 +18,8 @@ const T: Duration = Duration::from_secs(20);
 /// from every namespace), an HTTPS listener terminating with Secret `gw-tls` for
 /// `*.gw.test`, and a TLS pass-through listener for `*.pass.test`.
 fn gateway() -> String {
-    "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: portcullis
-spec:
-  controllerName: portcullis.io/gateway-controller
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: gw
-  namespace: default
-spec:
-  gatewayClassName: portcullis
-  listeners:
-  - name: http
+    manifests::gateway_with(
+        "  - name: http
     port: 80
     protocol: HTTP
     allowedRoutes:
@@ -53,8 +39,8 @@ spec:
     hostname: \"*.pass.test\"
     tls:
       mode: Passthrough
-"
-    .to_string()
+",
+    )
 }
 
 /// A Service `name` in `namespace` whose one endpoint is 127.0.0.1:`port` (port 80 → `web`).
@@ -145,7 +131,8 @@ async fn wait_diagnostic(proxy: &Binary, needle: &[&str]) -> Vec<String> {
 }
 
 /// HTTPRouteSimpleSameNamespace, HTTPRouteExactPathMatching, HTTPRouteMatching,
-/// HTTPRouteHeaderMatching, HTTPRouteQueryParamMatching, HTTPRouteMethodMatching: an HTTP
+/// HTTPRouteHeaderMatching, HTTPRouteQueryParamMatching, HTTPRouteMethodMatching,
+/// HTTPRouteRegularExpressionPathMatch (whole path, case-sensitive): an HTTP
 /// listener routes by path (Exact before the longest PathPrefix, element-wise), then by
 /// method, header and query parameter, the more specific match first; an unmatched path is
 /// 404.
@@ -181,6 +168,10 @@ async fn http_route_matches_path_method_headers_and_query() {
         rule(
             "matches:\n    - path: {type: PathPrefix, value: /api}\n      queryParams:\n      - {name: animal, value: whale}\n    ",
             "query",
+        ),
+        rule(
+            "matches:\n    - path: {type: RegularExpression, value: \"/v[0-9]+/items\"}\n    ",
+            "exact",
         ),
     ]
     .concat();
@@ -249,6 +240,19 @@ async fn http_route_matches_path_method_headers_and_query() {
         Some("post"),
         "method match ranks above header match"
     );
+    // A regular expression matches the whole path, case-sensitively.
+    assert_eq!(
+        served_by(&get(proxy.http, host, "/v2/items", &[]).await).as_deref(),
+        Some("exact")
+    );
+    assert_eq!(
+        served_by(&get(proxy.http, host, "/v2/items/x", &[]).await).as_deref(),
+        Some("root")
+    );
+    assert_eq!(
+        served_by(&get(proxy.http, host, "/V2/items", &[]).await).as_deref(),
+        Some("root")
+    );
     // A host no route names: 404.
     assert_eq!(get(proxy.http, "other.test", "/", &[]).await.status, 404);
 }
@@ -314,38 +318,21 @@ async fn the_most_specific_listener_takes_the_request_and_wildcards_span_labels(
         backends::http("narrow").await,
         backends::http("exact").await,
     );
-    let mut gw = String::from(
-        "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: portcullis
-spec:
-  controllerName: portcullis.io/gateway-controller
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: gw
-  namespace: default
-spec:
-  gatewayClassName: portcullis
-  listeners:
-",
-    );
+    let mut listeners = String::new();
     for (name, host) in [
         ("empty", None),
         ("wide", Some("*.example.com")),
         ("narrow", Some("*.foo.example.com")),
         ("exact", Some("abc.foo.example.com")),
     ] {
-        gw.push_str(&format!(
+        listeners.push_str(&format!(
             "  - name: {name}\n    port: 80\n    protocol: HTTP\n"
         ));
         if let Some(host) = host {
-            gw.push_str(&format!("    hostname: \"{host}\"\n"));
+            listeners.push_str(&format!("    hostname: \"{host}\"\n"));
         }
     }
-    write(&m, "gw.yaml", &gw);
+    write(&m, "gw.yaml", &manifests::gateway_with(&listeners));
     for (b, listener, path) in [
         (&any, "empty", "/any"),
         (&wide, "wide", "/wide"),
@@ -1296,19 +1283,9 @@ async fn an_https_listener_without_hostname_presents_its_certificate_for_any_nam
     write(
         &m,
         "gw.yaml",
-        "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: portcullis}
-spec: {controllerName: portcullis.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: portcullis
-  listeners:
-  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: any-tls}]}}
-",
+        &manifests::gateway_with(
+            "  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: any-tls}]}}\n",
+        ),
     );
     write(
         &m,
@@ -1329,4 +1306,40 @@ spec:
     let proxy = Binary::start(&m).await;
     let r = curl_https("whatever.example", proxy.https, "/", &ca_file, &[]).await;
     assert_eq!((r.exit_code, r.status), (0, 200), "{r:?}");
+}
+
+/// HTTPRouteRequestTimeout / HTTPRouteBackendRequestTimeout: a pod slower than the rule's
+/// `timeouts` gets the client a 504; a rule whose timeout is `0s` waits for it.
+#[tokio::test]
+async fn rule_timeouts_answer_504_when_the_pod_is_slower() {
+    let (_d, m) = manifest_dir();
+    let slow = backends::delayed("slow", Duration::from_secs(3)).await;
+    write(&m, "gw.yaml", &gateway());
+    write(
+        &m,
+        "svc.yaml",
+        &service_in("default", "slow", slow.addr.port()),
+    );
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /quick}}]
+    timeouts: {request: 300ms}
+    backendRefs: [{name: slow, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /patient}}]
+    timeouts: {request: 0s, backendRequest: 10s}
+    backendRefs: [{name: slow, port: 80}]
+";
+    write(
+        &m,
+        "route.yaml",
+        &http_route("timeouts", Some("http"), &["t.gw.test"], rules),
+    );
+    let proxy = Binary::start(&m).await;
+    let started = std::time::Instant::now();
+    let quick = get(proxy.http, "t.gw.test", "/quick", &[]).await;
+    assert_eq!(quick.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered before the pod did"
+    );
+    let patient = get(proxy.http, "t.gw.test", "/patient", &[]).await;
+    assert_eq!(patient.status, 200);
 }

@@ -528,22 +528,7 @@ async fn a_grpc_route_routes_calls_by_service_method_and_header() {
         &m,
         "gateway.yaml",
         &format!(
-            "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: portcullis}}
-spec: {{controllerName: portcullis.io/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: portcullis
-  listeners:
-  - name: https
-    port: 443
-    protocol: HTTPS
-    tls: {{certificateRefs: [{{name: grpc-tls}}]}}
----
+            "{}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {{name: echo, namespace: default}}
@@ -558,7 +543,10 @@ spec:
   - matches:
     - method: {{service: e2e.Echo, method: Say}}
     backendRefs: [{{name: one, port: 80}}]
-"
+",
+            manifests::gateway_with(
+                "  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: grpc-tls}]}}\n"
+            )
         ),
     );
     let proxy = Binary::start(&m).await;

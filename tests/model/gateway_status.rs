@@ -310,3 +310,142 @@ spec:
         no("RefNotPermitted")
     );
 }
+
+/// GatewayWithAttachedRoutes (`allowedRoutes.namespaces.from: Selector`): a listener lets in
+/// routes from namespaces whose labels its selector matches (matchLabels and
+/// matchExpressions); every namespace has `kubernetes.io/metadata.name`, even one the
+/// manifests do not list.
+#[test]
+fn a_listener_selector_admits_routes_by_their_namespace_labels() {
+    let namespaces = "---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a, labels: {team: a, env: prod}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b, labels: {team: b}}
+";
+    let gateway = gateway(
+        "  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels: {team: a}
+          matchExpressions: [{key: env, operator: In, values: [prod, staging]}]
+  - name: by-name
+    port: 8080
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {kubernetes.io/metadata.name: unlisted}}
+",
+    );
+    let routes = [
+        route(
+            "team-a",
+            "a",
+            "http",
+            "a.test",
+            "{name: app, namespace: infra, port: 80}",
+        ),
+        route(
+            "team-b",
+            "b",
+            "http",
+            "b.test",
+            "{name: app, namespace: infra, port: 80}",
+        ),
+        route(
+            "unlisted",
+            "u",
+            "by-name",
+            "u.test",
+            "{name: app, namespace: infra, port: 80}",
+        ),
+    ]
+    .concat();
+    let status = status(&[CLASS, SERVICE, namespaces, &gateway, &routes].concat());
+    let accepted = |name: &str| {
+        let route = status.routes.iter().find(|r| r.name == name).unwrap();
+        said(&route.parents[0].conditions, "Accepted")
+    };
+    assert_eq!(accepted("a"), yes("Accepted"));
+    assert_eq!(accepted("b"), no("NotAllowedByListeners"));
+    assert_eq!(accepted("u"), yes("Accepted"));
+}
+
+/// What we cannot honour is refused, not served without it: a Gateway asking for client
+/// certificate validation (`spec.tls.frontend`, standard in v1.5) or for addresses of its
+/// own; a BackendTLSPolicy naming `subjectAltNames` (we verify the hostname only).
+#[test]
+fn security_settings_we_do_not_implement_refuse_the_object() {
+    let frontend = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: portcullis
+  tls:
+    frontend:
+      default:
+        validation:
+          caCertificateRefs: [{kind: ConfigMap, name: client-ca}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+";
+    let status1 = status(
+        &[
+            CLASS,
+            SERVICE,
+            frontend,
+            &route("infra", "r", "http", "r.test", "{name: app, port: 80}"),
+        ]
+        .concat(),
+    );
+    let gw = &status1.gateways[0];
+    assert!(!said(&gw.conditions, "Accepted").0);
+    assert_eq!(
+        said(&gw.listeners[0].conditions, "Programmed"),
+        no("Invalid")
+    );
+    assert_eq!(
+        said(&status1.routes[0].parents[0].conditions, "Accepted"),
+        no("NoMatchingParent")
+    );
+    let addresses = frontend.replace(
+        "  tls:\n    frontend:\n      default:\n        validation:\n          caCertificateRefs: [{kind: ConfigMap, name: client-ca}]\n",
+        "  addresses: [{type: IPAddress, value: 10.0.0.1}]\n",
+    );
+    let status2 = status(&[CLASS, &addresses].concat());
+    assert_eq!(
+        said(&status2.gateways[0].conditions, "Accepted"),
+        no("UnsupportedAddress")
+    );
+
+    let policy = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: app-tls, namespace: infra}
+spec:
+  targetRefs: [{group: '', kind: Service, name: app}]
+  validation:
+    wellKnownCACertificates: System
+    hostname: app.internal
+    subjectAltNames: [{type: Hostname, hostname: other.internal}]
+";
+    let status3 = status(
+        &[
+            CLASS,
+            SERVICE,
+            policy,
+            &gateway("  - {name: http, port: 80, protocol: HTTP}\n"),
+            &route("infra", "r", "http", "r.test", "{name: app, port: 80}"),
+        ]
+        .concat(),
+    );
+    assert!(!said(&status3.routes[0].parents[0].conditions, "ResolvedRefs").0);
+}

@@ -134,6 +134,26 @@ metadata:
     out
 }
 
+/// Our GatewayClass (`portcullis`, controller `portcullis.io/gateway-controller`) and a
+/// Gateway `gw` of it in `default` with `listeners`: YAML list items indented by two spaces,
+/// e.g. `  - {name: http, port: 80, protocol: HTTP}\n`.
+pub fn gateway_with(listeners: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: portcullis}}
+spec: {{controllerName: portcullis.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: {NS}}}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+{listeners}"
+    )
+}
+
 /// An Opaque Secret `name` holding `ca.crt` (for `portcullis.io/backend-ca`), labelled as a
 /// cluster install needs.
 pub fn ca_secret(name: &str, ca_pem: &str) -> String {

@@ -878,7 +878,9 @@ pub const GATEWAY_API: &str = "/apis/gateway.networking.k8s.io/";
 /// One object of every kind the source watches, in `apps`, by kind; the Secrets as the two
 /// selected lists give them (`secrets-tls`, `secrets-ca`: `both` is in each). The Gateway API
 /// kinds and the ConfigMap carry what the source strips (`managedFields`, the last-applied
-/// copy, ConfigMap keys other than `ca.crt`).
+/// copy, ConfigMap keys other than `ca.crt`). Two Namespaces (cluster-scoped): `apps`, labelled
+/// `team: a` and carrying everything but its name and labels that the source drops, and
+/// `shop`, with only the label the API server sets.
 pub fn fixtures() -> HashMap<&'static str, Vec<Value>> {
     let tls_secret = json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
@@ -1011,6 +1013,28 @@ pub fn fixtures() -> HashMap<&'static str, Vec<Value>> {
             })],
         ),
         (
+            "namespaces",
+            vec![
+                json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "apps", "uid": "uid-ns-apps", "resourceVersion": "22",
+                                 "creationTimestamp": "2026-01-01T00:00:00Z",
+                                 "labels": {"kubernetes.io/metadata.name": "apps", "team": "a"},
+                                 "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}",
+                                                 "owner": "team-a@example.com"},
+                                 "managedFields": [{"manager": "kubectl"}]},
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                }),
+                json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "shop", "uid": "uid-ns-shop", "resourceVersion": "23",
+                                 "labels": {"kubernetes.io/metadata.name": "shop"}},
+                    "status": {"phase": "Active"},
+                }),
+            ],
+        ),
+        (
             "configmaps",
             vec![json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
@@ -1047,6 +1071,7 @@ pub fn fixture_lists() -> Lists {
         .of("backendtlspolicies", take("backendtlspolicies"))
         .of("referencegrants", take("referencegrants"))
         .of("configmaps", take("configmaps"))
+        .of("namespaces", take("namespaces"))
 }
 
 // === the publisher's inputs, for tests that drive `Publisher` directly ===

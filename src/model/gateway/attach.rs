@@ -117,13 +117,15 @@ fn attach_one(
     let mut refusals = Vec::new();
     let admitting: Vec<&Rc<Listener>> = named
         .into_iter()
-        .filter(|l| match l.admits(kind, route_namespace) {
-            Ok(()) => true,
-            Err(why) => {
-                refusals.push(why);
-                false
-            }
-        })
+        .filter(
+            |l| match l.admits(kind, route_namespace, listeners.namespace_labels()) {
+                Ok(()) => true,
+                Err(why) => {
+                    refusals.push(why);
+                    false
+                }
+            },
+        )
         .collect();
     if admitting.is_empty() {
         return Err((Reason::NotAllowedByListeners, refusals.join("; ")));

@@ -73,7 +73,7 @@ fn method_path(m: &GrpcMethodMatch) -> Result<HttpPathMatch, String> {
         ("Exact", Some(s), None) => Ok(path("PathPrefix", format!("/{s}"))),
         ("Exact", None, Some(m)) => Ok(path(
             "RegularExpression",
-            format!("/[^/]+/{}$", regex::escape(m)),
+            format!("/[^/]+/{}", regex::escape(m)),
         )),
         ("RegularExpression", s, m) => Ok(path(
             "RegularExpression",
@@ -113,7 +113,7 @@ mod tests {
         );
         assert_eq!(
             path_of("Exact", None, Some("Say")),
-            ("RegularExpression".into(), "/[^/]+/Say$".into())
+            ("RegularExpression".into(), "/[^/]+/Say".into())
         );
         assert!(method_path(&GrpcMethodMatch::default()).is_err());
     }

@@ -107,6 +107,9 @@ pub(super) fn plans(
             (!rule_plan.edits.is_empty()).then(|| Arc::new(rule_plan.edits));
         options.policy.upstream_request.upstream_vhost = rule_plan.rewrite_host;
         options.policy.upstream_request.path_replace = rule_plan.rewrite_path;
+        if let Some(timeout) = rule_plan.read_timeout {
+            options.policy.timeouts.read = Some(timeout);
+        }
         // A host the route has on listeners of one protocol only is routed on that port
         // only: an HTTP listener's redirect and an HTTPS listener's backend share a host.
         let host_rules = hosts
@@ -154,6 +157,8 @@ struct RulePlan {
     rewrite_path: Option<PathReplace>,
     action: Option<RouteAction>,
     backend_tls: Option<crate::table::upstream::BackendTls>,
+    /// `timeouts`: the longest the pod may take to answer.
+    read_timeout: Option<std::time::Duration>,
 }
 
 /// Rule `i` → its plan, or `None` (with diagnostics) when it cannot be served as written. A
@@ -177,6 +182,7 @@ fn rule_plan(
         rewrite_path: None,
         action: None,
         backend_tls: None,
+        read_timeout: None,
     };
 
     // Filters: every one of them is applied, or the rule is not served (ignoring one would
@@ -196,13 +202,33 @@ fn rule_plan(
         }
     }
 
-    if rule.timeouts.is_some() {
-        diagnostics.push(Diagnostic::warning(
-            object.clone(),
-            format!("spec.rules[{i}].timeouts"),
-            Reason::UnsupportedValue,
-            "timeouts are not supported yet (the class-wide and proxy-*-timeout ones apply); ignored",
-        ));
+    // Timeouts (GEP-1742): the pod must answer (its response head) within the shorter of
+    // `request` and `backendRequest`, else the client gets 504; `0s` turns one off.
+    if let Some(timeouts) = &rule.timeouts {
+        let mut shortest: Option<std::time::Duration> = None;
+        for (name, value) in [
+            ("request", &timeouts.request),
+            ("backendRequest", &timeouts.backend_request),
+        ] {
+            let Some(value) = value else { continue };
+            match gateway_duration(value) {
+                Ok(d) if d.is_zero() => {}
+                Ok(d) => shortest = Some(shortest.map_or(d, |s| s.min(d))),
+                Err(message) => {
+                    diagnostics.push(Diagnostic::error(
+                        object.clone(),
+                        format!("spec.rules[{i}].timeouts.{name}"),
+                        Reason::InvalidSpec,
+                        format!("{message}; rule not served"),
+                    ));
+                    outcome
+                        .refused
+                        .get_or_insert((Reason::UnsupportedValue, message));
+                    return None;
+                }
+            }
+        }
+        plan.read_timeout = shortest;
     }
 
     // Backends: the usable ones with their weights.
@@ -471,7 +497,7 @@ fn path_spec(
     let path = match kind {
         "Exact" => PathMatch::Exact(value.to_string()),
         "PathPrefix" => PathMatch::prefix(value),
-        "RegularExpression" => PathMatch::Regex(PathRegex::new(value).map_err(|e| {
+        "RegularExpression" => PathMatch::Regex(PathRegex::whole(value).map_err(|e| {
             (
                 ".path.value".to_string(),
                 format!("regular expression {value:?}: {e}"),
@@ -529,5 +555,64 @@ fn value_match(kind: Option<&str>, value: &str) -> Result<ValueMatch, String> {
             ValueMatch::regex(value).map_err(|e| format!("regular expression {value:?}: {e}"))
         }
         other => Err(format!("match type {other:?} is not supported")),
+    }
+}
+
+/// A Gateway API duration (GEP-2257): one to four `<1-5 digits><h|m|s|ms>` parts, e.g. `10s`,
+/// `1h30m`, `500ms`.
+fn gateway_duration(value: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{value:?} is not a Gateway API duration (like 10s, 1m30s, 500ms)");
+    let mut rest = value;
+    let mut total = std::time::Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, per) = if let Some(r) = rest.strip_prefix("ms") {
+            (r, std::time::Duration::from_millis(1))
+        } else if let Some(r) = rest.strip_prefix('h') {
+            (r, std::time::Duration::from_secs(3600))
+        } else if let Some(r) = rest.strip_prefix('m') {
+            (r, std::time::Duration::from_secs(60))
+        } else if let Some(r) = rest.strip_prefix('s') {
+            (r, std::time::Duration::from_secs(1))
+        } else {
+            return Err(bad());
+        };
+        rest = unit;
+        total += per * u32::try_from(n).map_err(|_| bad())?;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// GEP-2257's examples.
+    #[test]
+    fn gateway_durations_parse_as_gep_2257_says() {
+        assert_eq!(gateway_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(gateway_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(gateway_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(gateway_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(
+            gateway_duration("1h1m1s1ms"),
+            Ok(Duration::from_millis(3_661_001))
+        );
+        for bad in ["", "10", "1.5s", "-1s", "1d", "123456s", "1h1m1s1ms1s", "s"] {
+            assert!(gateway_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use super::namespace;
 use super::references::Grants;
 use super::status::{Condition, GatewayStatus, ListenerStatus};
-use crate::gateway_api::{self, Gateway, Listener as ListenerSpec};
+use crate::gateway_api::{self, Gateway, LabelSelector, Listener as ListenerSpec};
 use crate::model::ingress::TlsSpec;
 use crate::source::Snapshot;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
@@ -27,10 +27,12 @@ pub(super) enum Protocol {
 }
 
 /// Which namespaces' routes a listener lets in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum From {
     Same,
     All,
+    /// Namespaces whose labels match (`allowedRoutes.namespaces.selector`).
+    Selector(LabelSelector),
 }
 
 /// One usable listener of one of our Gateways.
@@ -55,7 +57,12 @@ pub(super) struct Listener {
 
 impl Listener {
     /// Does this listener let in a `kind` route from `route_namespace`?
-    pub(super) fn admits(&self, kind: &str, route_namespace: &str) -> Result<(), String> {
+    pub(super) fn admits(
+        &self,
+        kind: &str,
+        route_namespace: &str,
+        labels: &NamespaceLabels,
+    ) -> Result<(), String> {
         if !self.kinds.iter().any(|k| k == kind) {
             return Err(format!(
                 "listener {} of {} does not allow {kind} (allowedRoutes.kinds: {})",
@@ -64,13 +71,17 @@ impl Listener {
                 self.kinds.join(", ")
             ));
         }
-        if self.from == From::Same && route_namespace != self.gateway_namespace {
-            return Err(format!(
+        match &self.from {
+            From::Same if route_namespace != self.gateway_namespace => Err(format!(
                 "listener {} of {} allows routes from its own namespace {} only (allowedRoutes.namespaces.from: Same)",
                 self.name, self.gateway, self.gateway_namespace
-            ));
+            )),
+            From::Selector(selector) if !labels.selects(selector, route_namespace) => Err(format!(
+                "listener {} of {} allows routes from namespaces its selector matches, and namespace {route_namespace}'s labels do not (allowedRoutes.namespaces.selector)",
+                self.name, self.gateway
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The listener's certificate as a TLS entry for `hosts` of a plan.
@@ -84,6 +95,7 @@ impl Listener {
 pub(super) struct Listeners {
     all: Vec<Rc<Listener>>,
     gateways: Vec<GatewayStatus>,
+    namespace_labels: NamespaceLabels,
 }
 
 impl Listeners {
@@ -114,10 +126,31 @@ impl Listeners {
             let name = gateway.metadata.name.as_deref().unwrap_or_default();
             let object = ObjectRef::namespaced("Gateway", namespace(&gateway.metadata), name);
             let conflicts = conflicts(&gateway.spec.listeners);
+            // What the whole Gateway asks and we cannot do: none of its listeners is served.
+            let unsupported = gateway_refusal(gateway);
+            if let Some((field, reason, message)) = &unsupported {
+                diagnostics.push(Diagnostic::error(
+                    object.clone(),
+                    *field,
+                    *reason,
+                    format!("{message}; the Gateway is not served"),
+                ));
+            }
             let mut statuses = Vec::with_capacity(gateway.spec.listeners.len());
             for (index, spec) in gateway.spec.listeners.iter().enumerate() {
                 let field = format!("spec.listeners[{index}]");
                 let slot = (gateways.len(), index);
+                if let Some((_, _, message)) = &unsupported {
+                    let refusal = Refusal {
+                        reason: Reason::UnsupportedValue,
+                        field,
+                        message: message.clone(),
+                        condition: ("Accepted", "UnsupportedValue"),
+                        kinds: Vec::new(),
+                    };
+                    statuses.push(listener_status(spec, &Err(refusal)));
+                    continue;
+                }
                 let mut result = listener(gateway, &object, spec, &field, snapshot, grants, slot);
                 if let (Ok(_), Some((reason, message))) = (&result, &conflicts[index]) {
                     result = Err(Refusal {
@@ -143,6 +176,17 @@ impl Listeners {
             let served = statuses.iter().filter(|s| programmed(s)).count();
             let total = statuses.len();
             let (accepted, programmed) = match (served, total) {
+                _ if let Some((_, reason, message)) = &unsupported => {
+                    let why = if *reason == Reason::UnsupportedValue {
+                        "Invalid"
+                    } else {
+                        "UnsupportedAddress"
+                    };
+                    (
+                        Condition::no("Accepted", why, message.clone()),
+                        Condition::no("Programmed", "Invalid", message.clone()),
+                    )
+                }
                 (n, t) if n == t => (
                     Condition::yes("Accepted", "Accepted", "every listener is valid"),
                     Condition::yes("Programmed", "Programmed", "served by Portcullis"),
@@ -168,7 +212,15 @@ impl Listeners {
                 listeners: statuses,
             });
         }
-        Listeners { all, gateways }
+        Listeners {
+            all,
+            gateways,
+            namespace_labels: NamespaceLabels::new(snapshot),
+        }
+    }
+
+    pub(super) fn namespace_labels(&self) -> &NamespaceLabels {
+        &self.namespace_labels
     }
 
     /// Is Gateway `namespace/name` one of ours (whether or not any listener is served)?
@@ -202,6 +254,38 @@ impl Listeners {
             .iter()
             .filter(move |l| l.gateway_namespace == namespace && l.gateway_name == name)
     }
+}
+
+/// What a Gateway asks as a whole that Portcullis cannot do (field, reason, message):
+/// requested addresses (it has the address its Service gives it), or client certificate
+/// validation (`spec.tls`: serving without it would let in clients it keeps out).
+fn gateway_refusal(gateway: &Gateway) -> Option<(&'static str, Reason, String)> {
+    if gateway
+        .spec
+        .addresses
+        .as_ref()
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Some((
+            "spec.addresses",
+            Reason::NotAllowed,
+            "requested addresses are not supported (the Gateway has the addresses of Portcullis's Service)".to_string(),
+        ));
+    }
+    if gateway
+        .spec
+        .tls
+        .as_ref()
+        .is_some_and(|tls| !tls.is_null() && tls.as_object().is_none_or(|o| !o.is_empty()))
+    {
+        return Some((
+            "spec.tls",
+            Reason::UnsupportedValue,
+            "Gateway-wide TLS settings (client certificate validation) are not supported"
+                .to_string(),
+        ));
+    }
+    None
 }
 
 /// Why a listener is not served: the diagnostic's reason, field and message, and the
@@ -360,13 +444,35 @@ fn listener(
     {
         None | Some("Same") => From::Same,
         Some("All") => From::All,
+        Some("Selector") => {
+            let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
+            match namespaces.and_then(|n| n.selector.clone()) {
+                Some(selector) => match check_selector(&selector) {
+                    Ok(()) => From::Selector(selector),
+                    Err(message) => {
+                        return Err(refuse(
+                            Reason::InvalidSpec,
+                            ".allowedRoutes.namespaces.selector",
+                            message,
+                            ("Accepted", "UnsupportedValue"),
+                        ));
+                    }
+                },
+                None => {
+                    return Err(refuse(
+                        Reason::InvalidSpec,
+                        ".allowedRoutes.namespaces.selector",
+                        "from: Selector needs a selector".into(),
+                        ("Accepted", "UnsupportedValue"),
+                    ));
+                }
+            }
+        }
         Some(other) => {
             return Err(refuse(
                 Reason::UnsupportedValue,
                 ".allowedRoutes.namespaces.from",
-                format!(
-                    "{other:?} is not supported (Same and All are; Selector needs Namespace labels Portcullis does not read)"
-                ),
+                format!("{other:?} is not Same, All or Selector"),
                 ("Accepted", "UnsupportedValue"),
             ));
         }
@@ -504,4 +610,76 @@ fn certificate(
         ));
     }
     Ok((secret_namespace.to_string(), reference.name.clone(), at))
+}
+
+/// The labels of every namespace the snapshot holds, for `allowedRoutes.namespaces.selector`.
+/// Every namespace also has `kubernetes.io/metadata.name: <name>`, as the API server sets it
+/// (so a namespace the snapshot lacks, as a manifest directory may, still has that one).
+pub(super) struct NamespaceLabels {
+    labels: std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+impl NamespaceLabels {
+    pub(super) fn new(snapshot: &Snapshot) -> NamespaceLabels {
+        NamespaceLabels {
+            labels: snapshot
+                .namespaces
+                .iter()
+                .filter_map(|n| {
+                    Some((
+                        n.metadata.name.clone()?,
+                        n.metadata.labels.clone().unwrap_or_default(),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// Does `selector` match namespace `namespace`'s labels (metav1.LabelSelector: every
+    /// `matchLabels` pair and every `matchExpressions` requirement)?
+    fn selects(&self, selector: &LabelSelector, namespace: &str) -> bool {
+        let own = self.labels.get(namespace);
+        let label = |key: &str| -> Option<&str> {
+            if key == NAME_LABEL {
+                return Some(namespace);
+            }
+            own.and_then(|l| l.get(key)).map(String::as_str)
+        };
+        let labels_hold = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| label(k) == Some(v.as_str()));
+        labels_hold
+            && selector.match_expressions.iter().flatten().all(|r| {
+                let values = r.values.as_deref().unwrap_or_default();
+                match r.operator.as_str() {
+                    "In" => label(&r.key).is_some_and(|v| values.iter().any(|x| x == v)),
+                    "NotIn" => label(&r.key).is_none_or(|v| !values.iter().any(|x| x == v)),
+                    "Exists" => label(&r.key).is_some(),
+                    "DoesNotExist" => label(&r.key).is_none(),
+                    _ => false,
+                }
+            })
+    }
+}
+
+/// A selector the API server would accept: known operators, values only where they belong.
+fn check_selector(selector: &LabelSelector) -> Result<(), String> {
+    for (e, r) in selector.match_expressions.iter().flatten().enumerate() {
+        let has_values = r.values.as_ref().is_some_and(|v| !v.is_empty());
+        match (r.operator.as_str(), has_values) {
+            ("In" | "NotIn", true) | ("Exists" | "DoesNotExist", false) => {}
+            (op @ ("In" | "NotIn"), false) => {
+                return Err(format!("matchExpressions[{e}]: {op} needs values"));
+            }
+            (op @ ("Exists" | "DoesNotExist"), true) => {
+                return Err(format!("matchExpressions[{e}]: {op} takes no values"));
+            }
+            (op, _) => return Err(format!("matchExpressions[{e}]: unknown operator {op:?}")),
+        }
+    }
+    Ok(())
 }

@@ -112,13 +112,51 @@ pub(super) fn translate(
     }
 }
 
-/// A route of any kind, as one translation handles it.
-trait Route: Sized {
+/// What every route kind has, the same way: its metadata, parents and hostnames, and how its
+/// last good version is kept (`route_kind!` below).
+trait RouteKind: Sized {
     const KIND: &'static str;
     fn meta(&self) -> &ObjectMeta;
     fn parent_refs(&self) -> &[ParentReference];
     fn hostnames(&self) -> &[String];
-    /// Its plans on the listeners that took it.
+    fn keep(route: &Arc<Self>) -> KeptRoute;
+    fn kept(kept: &KeptRoute) -> Option<&Arc<Self>>;
+}
+
+/// Implements [`RouteKind`] for a route type whose spec has `parent_refs` and `hostnames`.
+macro_rules! route_kind {
+    ($route:ty, $kind:literal, $kept:ident) => {
+        impl RouteKind for $route {
+            const KIND: &'static str = $kind;
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn parent_refs(&self) -> &[ParentReference] {
+                &self.spec.parent_refs
+            }
+            fn hostnames(&self) -> &[String] {
+                &self.spec.hostnames
+            }
+            fn keep(route: &Arc<Self>) -> KeptRoute {
+                KeptRoute::$kept(Arc::clone(route))
+            }
+            fn kept(kept: &KeptRoute) -> Option<&Arc<Self>> {
+                match kept {
+                    KeptRoute::$kept(route) => Some(route),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+route_kind!(HTTPRoute, "HTTPRoute", Http);
+route_kind!(GRPCRoute, "GRPCRoute", Grpc);
+route_kind!(TLSRoute, "TLSRoute", Tls);
+
+/// A route of any kind, as one translation handles it: its plans on the listeners that took
+/// it.
+trait Route: RouteKind {
     fn translate(
         &self,
         object: &ObjectRef,
@@ -126,21 +164,9 @@ trait Route: Sized {
         refs: &references::References<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> RouteOutcome;
-    fn keep(route: &Arc<Self>) -> KeptRoute;
-    fn kept(kept: &KeptRoute) -> Option<&Arc<Self>>;
 }
 
 impl Route for HTTPRoute {
-    const KIND: &'static str = "HTTPRoute";
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn parent_refs(&self) -> &[ParentReference] {
-        &self.spec.parent_refs
-    }
-    fn hostnames(&self) -> &[String] {
-        &self.spec.hostnames
-    }
     fn translate(
         &self,
         object: &ObjectRef,
@@ -148,36 +174,12 @@ impl Route for HTTPRoute {
         refs: &references::References<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> RouteOutcome {
-        http_route::plans(
-            &http_route::HttpLike::http(self),
-            object,
-            attached,
-            refs,
-            diagnostics,
-        )
-    }
-    fn keep(route: &Arc<Self>) -> KeptRoute {
-        KeptRoute::Http(Arc::clone(route))
-    }
-    fn kept(kept: &KeptRoute) -> Option<&Arc<Self>> {
-        match kept {
-            KeptRoute::Http(route) => Some(route),
-            _ => None,
-        }
+        let like = http_route::HttpLike::http(self);
+        http_route::plans(&like, object, attached, refs, diagnostics)
     }
 }
 
 impl Route for GRPCRoute {
-    const KIND: &'static str = "GRPCRoute";
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn parent_refs(&self) -> &[ParentReference] {
-        &self.spec.parent_refs
-    }
-    fn hostnames(&self) -> &[String] {
-        &self.spec.hostnames
-    }
     fn translate(
         &self,
         object: &ObjectRef,
@@ -201,28 +203,9 @@ impl Route for GRPCRoute {
             }
         }
     }
-    fn keep(route: &Arc<Self>) -> KeptRoute {
-        KeptRoute::Grpc(Arc::clone(route))
-    }
-    fn kept(kept: &KeptRoute) -> Option<&Arc<Self>> {
-        match kept {
-            KeptRoute::Grpc(route) => Some(route),
-            _ => None,
-        }
-    }
 }
 
 impl Route for TLSRoute {
-    const KIND: &'static str = "TLSRoute";
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn parent_refs(&self) -> &[ParentReference] {
-        &self.spec.parent_refs
-    }
-    fn hostnames(&self) -> &[String] {
-        &self.spec.hostnames
-    }
     fn translate(
         &self,
         object: &ObjectRef,
@@ -231,15 +214,6 @@ impl Route for TLSRoute {
         diagnostics: &mut Vec<Diagnostic>,
     ) -> RouteOutcome {
         tls_route::plans(self, object, attached, refs, diagnostics)
-    }
-    fn keep(route: &Arc<Self>) -> KeptRoute {
-        KeptRoute::Tls(Arc::clone(route))
-    }
-    fn kept(kept: &KeptRoute) -> Option<&Arc<Self>> {
-        match kept {
-            KeptRoute::Tls(route) => Some(route),
-            _ => None,
-        }
     }
 }
 

@@ -236,6 +236,17 @@ impl<'a> BackendTlsPolicies<'a> {
             message,
         };
         let validation = &policy.spec.validation;
+        if validation
+            .subject_alt_names
+            .as_ref()
+            .is_some_and(|names| !names.is_empty())
+        {
+            return Err(fail(
+                "spec.validation.subjectAltNames",
+                "subjectAltNames is not supported (the pod is verified against the hostname only)"
+                    .into(),
+            ));
+        }
         if crate::table::host::HostMatch::parse(&validation.hostname)
             .ok()
             .is_none_or(|h| !matches!(h, crate::table::host::HostMatch::Exact(_)))
