@@ -9,6 +9,9 @@
 //!   carries the resourceVersion it was read at, so a concurrent writer makes the API server
 //!   refuse it (409) rather than lose their entry; it is retried after the next build.
 //!
+//! A route that stops naming a Gateway of ours has our entries taken off its `status.parents`
+//! (read, filtered, patched the same way).
+//!
 //! `observedGeneration` is the object's `metadata.generation` the build saw, and a condition's
 //! `lastTransitionTime` changes only when its status does. What was written is remembered so
 //! that an unchanged status is not written again; a new leader starts afresh and writes
@@ -132,7 +135,76 @@ impl GatewayStatusWriter {
         for route in &status.routes {
             self.publish_route(route, &now, &mut done).await;
         }
+        // Routes we wrote that no longer name a Gateway of ours: our entries come off their
+        // `status.parents`, the spec's rule for a parent the route left.
+        let current: std::collections::HashSet<Key> = status
+            .routes
+            .iter()
+            .map(|r| (r.kind.clone(), r.namespace.clone(), r.name.clone()))
+            .collect();
+        let departed: Vec<Key> = self
+            .written
+            .keys()
+            .filter(|key| key.0.ends_with("Route") && !current.contains(*key))
+            .cloned()
+            .collect();
+        for key in departed {
+            self.clear_route(key, &mut done).await;
+        }
         done
+    }
+
+    /// Takes our entries off route `key`'s `status.parents` (read first, patched at the
+    /// resourceVersion read, other controllers' entries kept). A route that is gone is
+    /// forgotten.
+    async fn clear_route(&mut self, key: Key, done: &mut Written) {
+        let (kind, namespace, name) = &key;
+        let api = route_api(&self.client, kind, namespace);
+        let current = match api.get_status(name).await {
+            Ok(current) => current,
+            Err(kube::Error::Api(response)) if response.code == 404 => {
+                self.written.remove(&key);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%kind, %namespace, %name, %error, "reading route status failed; retrying after the next build");
+                done.failed += 1;
+                return;
+            }
+        };
+        let parents: Vec<Value> = current
+            .data
+            .get("status")
+            .and_then(|s| s.get("parents"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let kept: Vec<Value> = parents
+            .iter()
+            .filter(|p| p["controllerName"] != gateway_api::CONTROLLER_NAME)
+            .cloned()
+            .collect();
+        if kept.len() == parents.len() {
+            self.written.remove(&key);
+            return;
+        }
+        let patch = json!({
+            "metadata": { "resourceVersion": current.metadata.resource_version },
+            "status": { "parents": kept },
+        });
+        match api
+            .patch_status(name, &params(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {
+                done.patched += 1;
+                self.written.remove(&key);
+            }
+            Err(error) => {
+                done.failed += 1;
+                tracing::warn!(%kind, %namespace, %name, %error, "clearing our route status failed; retrying after the next build");
+            }
+        }
     }
 
     async fn publish_route(&mut self, route: &RouteStatus, now: &str, done: &mut Written) {
@@ -163,13 +235,7 @@ impl GatewayStatusWriter {
         if self.unchanged(&key, &desired) {
             return;
         }
-        let resource = match route.kind.as_str() {
-            "HTTPRoute" => ApiResource::erase::<HTTPRoute>(&()),
-            "GRPCRoute" => ApiResource::erase::<GRPCRoute>(&()),
-            _ => ApiResource::erase::<TLSRoute>(&()),
-        };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &route.namespace, &resource);
+        let api = route_api(&self.client, &route.kind, &route.namespace);
         // Read, keep the other controllers' entries, replace ours.
         let current = match api.get_status(&route.name).await {
             Ok(current) => current,
@@ -228,6 +294,17 @@ impl GatewayStatusWriter {
             }
         }
     }
+}
+
+/// The API of `kind` routes in `namespace`, read and written as raw objects (our types do
+/// not hold `status`).
+fn route_api(client: &Client, kind: &str, namespace: &str) -> Api<DynamicObject> {
+    let resource = match kind {
+        "HTTPRoute" => ApiResource::erase::<HTTPRoute>(&()),
+        "GRPCRoute" => ApiResource::erase::<GRPCRoute>(&()),
+        _ => ApiResource::erase::<TLSRoute>(&()),
+    };
+    Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
 fn params() -> PatchParams {

@@ -475,3 +475,45 @@ fn object_paths_follow_the_api_server_s_layout() {
         ]
     );
 }
+
+/// Gateway API's rule for a parent the route left: when `stranger` stops naming our Gateway,
+/// our entry comes off its `status.parents` (read first, patched at the resourceVersion read),
+/// the other controller's stays, and nothing more is written after that.
+#[tokio::test]
+async fn a_route_that_leaves_our_gateway_loses_our_status_entry_only() {
+    let mut objects = gateway_api(4);
+    objects.extend(supporting());
+    let built = build(&objects);
+    let mock = mock(|_| None);
+    let (_elector, publisher) = leader(&mock).await;
+    let first = publisher.publish(&built, &built.ours).await;
+    assert_eq!(first.failed, 0, "{first:?}");
+
+    // The stranger now names only the other controller's Gateway.
+    let mut left = gateway_api(5);
+    for object in &mut left {
+        if object["metadata"]["name"] == "stranger" {
+            object["spec"]["parentRefs"] = json!([{"name": "mesh", "namespace": "shop"}]);
+        }
+    }
+    left.extend(supporting());
+    let after = build(&left);
+    let outcome = publisher.publish(&after, &after.ours).await;
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
+    let status = format!("{STRANGER}/status");
+    let patches = mock.seen_where(|r| r.is(Method::PATCH, &status));
+    assert_eq!(patches.len(), 2, "{:#?}", mock.seen());
+    let last = &patches[1].body;
+    assert_eq!(last["metadata"]["resourceVersion"], "41");
+    assert_eq!(last["status"]["parents"], json!([their_entry()]));
+    assert_eq!(
+        mock.object(STRANGER).unwrap()["status"]["parents"],
+        json!([their_entry()])
+    );
+
+    // Settled: the next publish neither reads nor writes the stranger.
+    let before = mock.count(|r| r.path == status);
+    let again = publisher.publish(&after, &after.ours).await;
+    assert_eq!(again.failed, 0);
+    assert_eq!(mock.count(|r| r.path == status), before);
+}

@@ -586,3 +586,41 @@ spec:
     assert_eq!(one.calls(SAY).len(), 1);
     assert_eq!(two.calls(SAY).len(), 1);
 }
+
+/// Gateway API HTTPRouteBackendProtocolH2C: a Service port with `appProtocol:
+/// kubernetes.io/h2c` is spoken to in HTTP/2 without TLS, whatever the client spoke; the pod
+/// here serves HTTP/2 only, so an HTTP/1.1 request reaching it proves the protocol.
+#[tokio::test]
+async fn an_http_route_to_an_h2c_service_port_speaks_http2_to_the_pod() {
+    let pod = Pod::start("h2c", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("manifests");
+    std::fs::create_dir(&m).unwrap();
+    let svc = service("h2c", &[pod.addr.port()]).replace(
+        "    targetPort: web\n",
+        "    targetPort: web\n    appProtocol: kubernetes.io/h2c\n",
+    );
+    assert!(svc.contains("appProtocol"));
+    manifests::write(&m, "svc.yaml", &svc);
+    manifests::write(
+        &m,
+        "gateway.yaml",
+        &format!(
+            "{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: h2c, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [h2c.e2e.test]
+  rules: [{{backendRefs: [{{name: h2c, port: 80}}]}}]
+",
+            manifests::gateway_with("  - {name: http, port: 80, protocol: HTTP}\n")
+        ),
+    );
+    let proxy = Binary::start(&m).await;
+    let answer = crate::support::http::get(proxy.http, "h2c.e2e.test", "/over/h2c", &[]).await;
+    assert_eq!(answer.status, 200, "{}", proxy.log_text());
+    let seen = pod.calls("/over/h2c");
+    assert_eq!(seen.len(), 1, "the pod got the request over HTTP/2");
+}

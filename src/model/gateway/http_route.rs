@@ -9,6 +9,8 @@ use super::attach::Attachment;
 use super::listeners::Protocol;
 use super::references::References;
 use super::{RouteOutcome, route_options};
+use crate::crd::HealthCheckKind;
+use crate::model::annotations::{BackendProtocol, PREFIX};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::gateway_api::{
@@ -110,6 +112,19 @@ pub(super) fn plans(
         if let Some(timeout) = rule_plan.read_timeout {
             options.policy.timeouts.read = Some(timeout);
         }
+        if rule_plan.h2c && !options.backend_protocol.http2() {
+            // HTTP/2 without TLS to the pod; an HTTP/1 probe would fail against it, so unless
+            // the route chose a probe, a TCP connect.
+            options.backend_protocol = BackendProtocol::Grpc;
+            let chose = route
+                .meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(&format!("{PREFIX}health-check")));
+            if !chose && options.health_check == HealthCheckKind::Http {
+                options.health_check = HealthCheckKind::Tcp;
+            }
+        }
         // A host the route has on listeners of one protocol only is routed on that port
         // only: an HTTP listener's redirect and an HTTPS listener's backend share a host.
         let host_rules = hosts
@@ -159,6 +174,8 @@ struct RulePlan {
     backend_tls: Option<crate::table::upstream::BackendTls>,
     /// `timeouts`: the longest the pod may take to answer.
     read_timeout: Option<std::time::Duration>,
+    /// The backend's Service port says `appProtocol: kubernetes.io/h2c`.
+    h2c: bool,
 }
 
 /// Rule `i` → its plan, or `None` (with diagnostics) when it cannot be served as written. A
@@ -183,6 +200,7 @@ fn rule_plan(
         action: None,
         backend_tls: None,
         read_timeout: None,
+        h2c: false,
     };
 
     // Filters: every one of them is applied, or the rule is not served (ignoring one would
@@ -311,7 +329,12 @@ fn rule_plan(
         )
     };
     let backend = match weighted.first() {
-        Some((spec, _)) => spec.clone(),
+        Some((spec, _)) => {
+            if let crate::table::upstream::ServicePortRef::Number(port) = spec.service.port {
+                plan.h2c = refs.speaks_h2c(&spec.service.namespace, &spec.service.name, port);
+            }
+            spec.clone()
+        }
         // A redirecting rule needs no backend: its paths get an upstream that is never
         // contacted (the redirect answers first).
         None if plan.action.is_some() => placeholder(),

@@ -23,8 +23,8 @@ pub(super) struct References<'a> {
     services: HashMap<(&'a str, &'a str), Vec<ServicePort<'a>>>,
 }
 
-/// A Service port's number and name.
-type ServicePort<'a> = (i32, Option<&'a str>);
+/// A Service port's number, name and `appProtocol`.
+type ServicePort<'a> = (i32, Option<&'a str>, Option<&'a str>);
 
 impl<'a> References<'a> {
     /// The name of port `port` of Service `namespace/name`, if it has one: what a
@@ -33,8 +33,18 @@ impl<'a> References<'a> {
         self.services
             .get(&(namespace, name))?
             .iter()
-            .find(|(number, _)| *number == port)
-            .and_then(|(_, name)| *name)
+            .find(|(number, _, _)| *number == port)
+            .and_then(|(_, name, _)| *name)
+    }
+
+    /// Does port `port` of Service `namespace/name` speak HTTP/2 in cleartext
+    /// (`appProtocol: kubernetes.io/h2c`, Gateway API's backend protocol selection)?
+    pub(super) fn speaks_h2c(&self, namespace: &str, name: &str, port: i32) -> bool {
+        self.services.get(&(namespace, name)).is_some_and(|ports| {
+            ports
+                .iter()
+                .any(|(number, _, app)| *number == port && *app == Some("kubernetes.io/h2c"))
+        })
     }
 
     pub(super) fn new(snapshot: &'a Snapshot) -> References<'a> {
@@ -49,7 +59,7 @@ impl<'a> References<'a> {
                         .spec
                         .iter()
                         .flat_map(|spec| spec.ports.iter().flatten())
-                        .map(|p| (p.port, p.name.as_deref()))
+                        .map(|p| (p.port, p.name.as_deref(), p.app_protocol.as_deref()))
                         .collect();
                     Some(((namespace(&s.metadata), s.metadata.name.as_deref()?), ports))
                 })

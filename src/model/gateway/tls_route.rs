@@ -1,4 +1,4 @@
-//! TLSRoute → one pass-through plan per rule: its host names (intersected with the TLS
+//! TLSRoute → one pass-through plan: its host names (intersected with the TLS
 //! listeners') routed by SNI to its backend, the bytes still encrypted.
 //!
 //! PROXY protocol, health checks and balancing come from the route's own `portcullis.io/`
