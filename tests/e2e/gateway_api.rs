@@ -561,11 +561,13 @@ async fn http_route_filters_edit_rewrite_and_redirect() {
         hostname: elsewhere.gw.test
         statusCode: 301
 ";
-    write(
-        &m,
-        "route.yaml",
-        &http_route("filters", Some("http"), &["f.gw.test"], rules),
+    // The route's own annotations apply too (the filters' `set` after them).
+    let route = http_route("filters", Some("http"), &["f.gw.test"], rules).replace(
+        "  namespace: default\nspec:",
+        "  namespace: default\n  annotations: {portcullis.io/request-headers: \"x-from-annotation: yes\"}\nspec:",
     );
+    assert!(route.contains("x-from-annotation"));
+    write(&m, "route.yaml", &route);
     let proxy = Binary::start(&m).await;
     let host = "f.gw.test";
 
@@ -589,6 +591,10 @@ async fn http_route_filters_edit_rewrite_and_redirect() {
         Some("mine,added")
     );
     assert!(!last.headers.contains_key("x-remove"), "{:?}", last.headers);
+    assert_eq!(
+        last.headers.get("x-from-annotation").map(String::as_str),
+        Some("yes")
+    );
 
     let rewritten = get(proxy.http, host, "/old/page?q=1", &[]).await;
     assert_eq!(rewritten.status, 200);

@@ -4,18 +4,17 @@
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::attach::Attachment;
 use super::listeners::Protocol;
 use super::references::References;
 use super::{RouteOutcome, route_options};
 use crate::crd::HealthCheckKind;
-use crate::model::annotations::{BackendProtocol, PREFIX};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
 use crate::gateway_api::{
     HTTPRoute, HeaderModifier, HttpRouteFilter, HttpRouteMatch, HttpRouteRule, PathModifier,
 };
+use crate::model::annotations::{BackendProtocol, PREFIX};
 use crate::model::ingress::{BackendSpec, Field, GatewayExtras, HostRules, PathSpec, Plan};
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::table::headers::{HeaderEdits, HeaderSet};
@@ -103,12 +102,17 @@ pub(super) fn plans(
             continue;
         };
         let mut options = options.clone();
-        options.policy.request_headers = rule_plan.request_set;
-        options.policy.response_headers = rule_plan.response_set;
-        options.policy.header_edits =
-            (!rule_plan.edits.is_empty()).then(|| Arc::new(rule_plan.edits));
-        options.policy.upstream_request.upstream_vhost = rule_plan.rewrite_host;
-        options.policy.upstream_request.path_replace = rule_plan.rewrite_path;
+        // The rule's filters after the route's own `request-headers` / `response-headers`
+        // annotations (a filter's `set` wins for its names), like its rewrites over
+        // `upstream-vhost`.
+        let policy = &mut options.policy;
+        policy.request_headers.0.extend(rule_plan.request_set.0);
+        policy.response_headers.0.extend(rule_plan.response_set.0);
+        policy.header_edits = (!rule_plan.edits.is_empty()).then(|| Arc::new(rule_plan.edits));
+        if rule_plan.rewrite_host.is_some() {
+            policy.upstream_request.upstream_vhost = rule_plan.rewrite_host;
+        }
+        policy.upstream_request.path_replace = rule_plan.rewrite_path;
         if let Some(timeout) = rule_plan.read_timeout {
             options.policy.timeouts.read = Some(timeout);
         }
