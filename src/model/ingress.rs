@@ -139,10 +139,6 @@ pub(super) struct GatewayExtras {
     pub(crate) action: Option<RouteAction>,
     /// A BackendTLSPolicy of the backend: re-encrypt to it, verifying this name with this CA.
     pub(crate) backend_tls: Option<BackendTls>,
-    /// The plan's hosts that a plain-HTTP listener took, and those an HTTPS one took: a host
-    /// is served only on the ports of its listeners.
-    pub(crate) plain_hosts: Vec<HostMatch>,
-    pub(crate) tls_hosts: Vec<HostMatch>,
 }
 
 impl Plan {

@@ -288,27 +288,6 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
             _ => None,
         })
         .collect();
-    // A route's host is served on the ports of the listeners that took it.
-    let mut ports: FastMap<&table::host::HostMatch, (bool, bool)> = FastMap::default();
-    for (plan, _) in &route_plans {
-        let Some(extras) = &plan.gateway else {
-            continue;
-        };
-        for host in &extras.plain_hosts {
-            ports.entry(host).or_default().0 = true;
-        }
-        for host in &extras.tls_hosts {
-            ports.entry(host).or_default().1 = true;
-        }
-    }
-    let single_port: Vec<(table::host::HostMatch, table::route::Port)> = ports
-        .into_iter()
-        .filter_map(|(host, both)| match both {
-            (true, false) => Some((host.clone(), table::route::Port::Plain)),
-            (false, true) => Some((host.clone(), table::route::Port::Tls)),
-            _ => None,
-        })
-        .collect();
     // An HTTPS listener without a hostname whose route has none either serves every name:
     // its certificate is the one a client with any other SNI gets, unless a default
     // certificate is configured.
@@ -353,9 +332,6 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
         primary.settings.clone(),
     );
     table.set_deep_wildcards(deep_wildcards);
-    for (host, port) in single_port {
-        table.restrict_to(host, port);
-    }
     diagnostics.sort();
     diagnostics.dedup();
     // Kept as long as the build is current: without the growth headroom.

@@ -400,10 +400,7 @@ async fn route_and_forward(
         state.retire();
         return Err(ClientFault::Misdirected(host.as_deref().unwrap_or("-").to_string()).into());
     }
-    // A Gateway API host is served only on the ports of the listeners that took it.
-    let vhost = table
-        .vhost_for(host.as_deref())
-        .filter(|v| table.serves_on(v, tls));
+    let vhost = table.vhost_for(host.as_deref());
     if let Some(vhost) = vhost {
         record.vhost = Some(Arc::clone(vhost));
         record.mode = mode(tls, vhost, None);
@@ -469,8 +466,8 @@ async fn route_and_forward(
             max_body,
             policy,
             route,
-        } if table.serves_on(vhost, tls) => (vhost, upstream, action, max_body, policy, route),
-        HttpRoute::Upstream { .. } | HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
+        } => (vhost, upstream, action, max_body, policy, route),
+        HttpRoute::NoPath { .. } | HttpRoute::NoHost => {
             return Err(ClientFault::NoRoute {
                 host: host.map(Cow::into_owned),
                 path: path.to_string(),
@@ -537,10 +534,9 @@ async fn route_and_forward(
     }
     if let RouteAction::RedirectFrom(template) = action {
         let host = host.as_deref().ok_or(ClientFault::MissingHost)?;
-        let (scheme, port) = if tls { ("https", 443) } else { ("http", 80) };
+        let scheme = if tls { "https" } else { "http" };
         let location = template.location(
             scheme,
-            port,
             host,
             path,
             req.uri().query(),

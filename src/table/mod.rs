@@ -38,7 +38,7 @@ use crate::table::certificates::Certificate;
 use crate::table::diagnostic::ObjectRef;
 use crate::table::host::{HostMatch, wildcard_parent};
 use crate::table::policy::RoutePolicy;
-use crate::table::route::{Port, Route, RouteAction, TlsMode};
+use crate::table::route::{Route, RouteAction, TlsMode};
 use crate::table::upstream::Upstream;
 
 /// The table the proxy serves from. One `Arc` per connection; swapping never touches open ones.
@@ -203,9 +203,6 @@ pub struct RouteTable {
     /// API's wildcards; an Ingress's match exactly one). SNI still matches one label, as
     /// RFC 2818 says of certificates.
     deep_wildcards: std::collections::HashSet<String>,
-    /// Hosts served on one port only (Gateway API: the protocols of the listeners that took
-    /// their routes): on the other, requests get 404 as if the host were unknown.
-    single_port: HashMap<HostMatch, Port>,
     /// `--default-certificate` or IngressClassParams `defaultCertificate`; when `None` the proxy
     /// uses its own self-signed certificate.
     pub(crate) default_certificate: Option<Certificate>,
@@ -259,23 +256,6 @@ impl RouteTable {
     pub(crate) fn vhost_for(&self, host: Option<&str>) -> Option<&Arc<VirtualHost>> {
         host.and_then(|h| self.route_sni(h).or_else(|| self.deep_wildcard(h)))
             .or(self.catch_all.as_ref())
-    }
-
-    /// Serves `host` only on `port`.
-    pub(crate) fn restrict_to(&mut self, host: HostMatch, port: Port) {
-        self.single_port.insert(host, port);
-    }
-
-    /// Is `vhost` served on this port (`tls`: the TLS one)?
-    pub(crate) fn serves_on(&self, vhost: &VirtualHost, tls: bool) -> bool {
-        if self.single_port.is_empty() {
-            return true;
-        }
-        match self.single_port.get(&vhost.host) {
-            None => true,
-            Some(Port::Plain) => !tls,
-            Some(Port::Tls) => tls,
-        }
     }
 
     /// Makes the wildcard hosts with these parent domains match one or more labels in an

@@ -287,9 +287,9 @@ pub struct RedirectTemplate {
     pub scheme: Option<String>,
     /// `None`: the request's host name.
     pub hostname: Option<String>,
-    /// `None`: the scheme's well-known port when the filter sets a scheme, else the port the
-    /// request came in on as the Gateway listener states it (80 or 443 are left out of the
-    /// `Location`, as the spec asks).
+    /// `None`: the well-known port of the redirect's scheme (80 or 443, left out of the
+    /// `Location` as the spec asks). Without a scheme of its own that is the request's, whose
+    /// listener is on our port for it.
     pub port: Option<u16>,
     /// `None`: the request's path.
     pub path: Option<super::rewrite::PathReplace>,
@@ -297,22 +297,17 @@ pub struct RedirectTemplate {
 
 impl RedirectTemplate {
     /// The `Location` for a request to `host` (without port) and `path` (with `query`) that
-    /// came in over `request_scheme` on listener port `listener_port`, routed by `matched`.
+    /// came in over `request_scheme`, routed by `matched`.
     pub(crate) fn location(
         &self,
         request_scheme: &str,
-        listener_port: u16,
         host: &str,
         path: &str,
         query: Option<&str>,
         matched: Option<&PathMatch>,
     ) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(request_scheme);
-        let port = match (self.port, &self.scheme) {
-            (Some(port), _) => port,
-            (None, Some(scheme)) => well_known_port(scheme),
-            (None, None) => listener_port,
-        };
+        let port = self.port.unwrap_or_else(|| well_known_port(scheme));
         let host = self.hostname.as_deref().unwrap_or(host);
         let path = match &self.path {
             Some(replace) => replace.apply(matched.and_then(PathMatch::prefix_text), path),

@@ -58,18 +58,15 @@ pub(super) fn plans(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> RouteOutcome {
     let mut outcome = RouteOutcome::default();
-    let Some(options) = route_options(
+    let options = match route_options(
         route.meta,
         object,
         TlsMode::Terminate,
         route.grpc,
         diagnostics,
-    ) else {
-        outcome.refused = Some((
-            Reason::UnsupportedValue,
-            "a portcullis.io annotation has a bad value".to_string(),
-        ));
-        return outcome;
+    ) {
+        Ok(options) => options,
+        Err(refused) => return refused,
     };
     // Every host of every listener that took the route; the first HTTPS listener's
     // certificate for the hosts of every HTTPS listener (the table has one per host).
@@ -158,8 +155,6 @@ pub(super) fn plans(
             GatewayExtras {
                 action: rule_plan.action,
                 backend_tls: rule_plan.backend_tls,
-                plain_hosts: plain_hosts.clone(),
-                tls_hosts: tls_hosts.clone(),
             },
         ));
     }

@@ -39,8 +39,6 @@ enum From {
 #[derive(Debug)]
 pub(super) struct Listener {
     pub(super) gateway: ObjectRef,
-    pub(super) gateway_namespace: String,
-    pub(super) gateway_name: String,
     pub(super) name: String,
     pub(super) port: i32,
     pub(super) protocol: Protocol,
@@ -72,10 +70,12 @@ impl Listener {
             ));
         }
         match &self.from {
-            From::Same if route_namespace != self.gateway_namespace => Err(format!(
-                "listener {} of {} allows routes from its own namespace {} only (allowedRoutes.namespaces.from: Same)",
-                self.name, self.gateway, self.gateway_namespace
-            )),
+            From::Same if self.gateway.namespace.as_deref() != Some(route_namespace) => {
+                Err(format!(
+                    "listener {} of {} allows routes from its own namespace only (allowedRoutes.namespaces.from: Same)",
+                    self.name, self.gateway
+                ))
+            }
             From::Selector(selector) if !labels.selects(selector, route_namespace) => Err(format!(
                 "listener {} of {} allows routes from namespaces its selector matches, and namespace {route_namespace}'s labels do not (allowedRoutes.namespaces.selector)",
                 self.name, self.gateway
@@ -250,9 +250,9 @@ impl Listeners {
         namespace: &'s str,
         name: &'s str,
     ) -> impl Iterator<Item = &'s Rc<Listener>> + 's {
-        self.all
-            .iter()
-            .filter(move |l| l.gateway_namespace == namespace && l.gateway_name == name)
+        self.all.iter().filter(move |l| {
+            l.gateway.namespace.as_deref() == Some(namespace) && l.gateway.name == name
+        })
     }
 }
 
@@ -385,7 +385,6 @@ fn listener(
     grants: &Grants<'_>,
     slot: (usize, usize),
 ) -> Result<Listener, Refusal> {
-    let gateway_namespace = namespace(&gateway.metadata).to_string();
     let refuse = |reason, at: &str, message: String, condition| Refusal {
         reason,
         field: format!("{field}{at}"),
@@ -525,8 +524,6 @@ fn listener(
     };
     Ok(Listener {
         gateway: object.clone(),
-        gateway_namespace,
-        gateway_name: gateway.metadata.name.clone().unwrap_or_default(),
         name: spec.name.clone(),
         port: spec.port,
         protocol,

@@ -401,14 +401,15 @@ fn age_key(meta: &ObjectMeta) -> impl Ord + '_ {
 /// protocol the route's kind implies (the `tls-mode` and `backend-protocol` annotations have
 /// no say: the listener, the route kind and BackendTLSPolicy do).
 /// Annotations of other prefixes are not ours on a Gateway API object and are not read.
-/// `None`, with diagnostics, when a value is bad: the route is not served.
+/// A bad value is reported, and the route is refused (the outcome to return: no plans,
+/// `Accepted: False`).
 fn route_options(
     meta: &ObjectMeta,
     object: &ObjectRef,
     mode: TlsMode,
     grpc: bool,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<IngressOptions> {
+) -> Result<IngressOptions, RouteOutcome> {
     // What the route's kind decides is not the annotations' to change.
     let decided = [
         format!("{PREFIX}tls-mode"),
@@ -434,7 +435,7 @@ fn route_options(
                     Reason::InvalidAnnotation,
                 ));
             }
-            Some(parsed.options)
+            Ok(parsed.options)
         }
         Err(errors) => {
             for error in &errors {
@@ -444,7 +445,13 @@ fn route_options(
                     Reason::InvalidAnnotation,
                 ));
             }
-            None
+            Err(RouteOutcome {
+                refused: Some((
+                    Reason::UnsupportedValue,
+                    "a portcullis.io annotation has a bad value".to_string(),
+                )),
+                ..RouteOutcome::default()
+            })
         }
     }
 }

@@ -24,18 +24,15 @@ pub(super) fn plans(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> RouteOutcome {
     let mut outcome = RouteOutcome::default();
-    let Some(options) = route_options(
+    let options = match route_options(
         &route.metadata,
         object,
         TlsMode::Passthrough,
         false,
         diagnostics,
-    ) else {
-        outcome.refused = Some((
-            Reason::UnsupportedValue,
-            "a portcullis.io annotation has a bad value".to_string(),
-        ));
-        return outcome;
+    ) {
+        Ok(options) => options,
+        Err(refused) => return refused,
     };
     let mut hosts: Vec<HostMatch> = Vec::new();
     for host in attached.iter().flat_map(|a| &a.hosts) {
@@ -101,7 +98,6 @@ pub(super) fn plans(
         weighted: Vec::new(),
         port: None,
     };
-    let hosts_for_status = hosts.clone();
     let host_rules = hosts
         .into_iter()
         .map(|host| HostRules {
@@ -115,10 +111,7 @@ pub(super) fn plans(
         options,
         host_rules,
         None,
-        GatewayExtras {
-            tls_hosts: hosts_for_status,
-            ..GatewayExtras::default()
-        },
+        GatewayExtras::default(),
     ));
     outcome
 }
