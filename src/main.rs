@@ -24,7 +24,8 @@ use portcullis::model::{self, LastGood};
 use portcullis::settings::{BuildSettings, LogFormat, PublicPorts, Settings};
 use portcullis::source::directory::{WatchError, load_input};
 use portcullis::table::describe;
-use portcullis::telemetry::log_format;
+use portcullis::telemetry::log_format::AccessFormat;
+use portcullis::telemetry::log_sink;
 
 /// mimalloc (v2 line, no transparent huge pages: with THP its arenas doubled idle RSS here):
 /// fewer instructions per allocation than glibc's malloc, and far fewer than musl's (the static
@@ -237,12 +238,16 @@ impl Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let code = match cli.command {
         Command::Controller(args) => controller(&args),
         Command::Standalone(args) => standalone(&args),
         Command::Check(args) => check(&args),
         Command::Crd => crd(),
-    }
+    };
+    // Log lines are written by a thread of their own (`telemetry::log_sink`): the last ones
+    // out before the process ends.
+    log_sink::flush();
+    code
 }
 
 fn controller(args: &ControllerArgs) -> ExitCode {
@@ -418,7 +423,8 @@ fn crd_yaml() -> anyhow::Result<String> {
     })
 }
 
-/// Logs go to stderr (stdout is `check`'s and `crd`'s output). The filter is `--log-level`,
+/// Logs go to stderr (stdout is `check`'s and `crd`'s output), in batches from a thread of their
+/// own (`telemetry::log_sink`). The filter is `--log-level`,
 /// else `RUST_LOG`, else `default`.
 fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
     let filter = match level {
@@ -428,18 +434,19 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
         }),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
     };
+    let access_format = match format {
+        LogFormat::Text => AccessFormat::Text,
+        LogFormat::Json => AccessFormat::Json,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(log_sink::install(access_format))
         .with_ansi(std::io::stderr().is_terminal());
-    // Access lines carry every field, `-`/`null` when missing (`telemetry::log_format`).
+    // Access lines do not pass through here (`telemetry::log_format`); they follow the same
+    // spelling.
     match format {
-        LogFormat::Text => builder.event_format(log_format::Lines::text()).init(),
-        LogFormat::Json => builder
-            .with_ansi(false)
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(log_format::Lines::json())
-            .init(),
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.with_ansi(false).json().flatten_event(true).init(),
     }
 }
 

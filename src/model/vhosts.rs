@@ -376,7 +376,7 @@ impl Merge<'_, '_> {
                         .map_or(CertificateChoice::Default, CertificateChoice::Own),
                 };
                 let https_expected = matches!(target.certificate, CertificateChoice::Own(_))
-                    || expects_https(target.ssl_redirect, target.hsts.as_deref());
+                    || expects_https(target.ssl_redirect, target.hsts.is_some());
                 if certificate == CertificateChoice::Default && https_expected {
                     self.diagnostics.push(Diagnostic::warning(
                         plan.object.clone(),
@@ -701,7 +701,12 @@ impl Merge<'_, '_> {
             tls_mode: draft.mode,
             certificate,
             ssl_redirect: owner.options.ssl_redirect,
-            hsts: owner.options.hsts.clone(),
+            // The annotation's value has no control characters (`annotations::hsts`).
+            hsts: owner
+                .options
+                .hsts
+                .as_deref()
+                .and_then(|v| http::HeaderValue::from_str(v).ok()),
             forwarded_headers: owner.options.forwarded_headers,
             routes: draft.routes,
             default_backend: draft.default_backend,
@@ -746,7 +751,7 @@ impl Merge<'_, '_> {
             return CertificateChoice::Own(cert.clone());
         }
         let owner = &plans[draft.owner].0;
-        if expects_https(owner.options.ssl_redirect, owner.options.hsts.as_deref()) {
+        if expects_https(owner.options.ssl_redirect, owner.options.hsts.is_some()) {
             self.diagnostics.push(Diagnostic::warning(
                 owner.object.clone(),
                 "spec.tls",
@@ -766,8 +771,8 @@ impl Merge<'_, '_> {
 /// (no `spec.tls`, neither annotation) needs no certificate, and warning about it on every
 /// such Ingress (an Event each, in a cluster) was noise. A `spec.tls` entry for the host whose
 /// Secret is unusable is reported by the Secret lookup instead.
-fn expects_https(ssl_redirect: bool, hsts: Option<&str>) -> bool {
-    ssl_redirect || hsts.is_some()
+fn expects_https(ssl_redirect: bool, hsts: bool) -> bool {
+    ssl_redirect || hsts
 }
 
 /// The hosts whose paths are all regexes, as ingress-nginx's "Ingress Path Matching" says:

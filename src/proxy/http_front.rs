@@ -405,10 +405,7 @@ async fn route_and_forward(
         record.vhost = Some(Arc::clone(vhost));
         record.mode = mode(tls, vhost, None);
         if tls {
-            record.hsts = vhost
-                .hsts
-                .as_deref()
-                .and_then(|v| HeaderValue::from_str(v).ok());
+            record.hsts = vhost.hsts.clone();
         }
     }
 
@@ -928,7 +925,7 @@ impl Drop for Record {
         if let Some(in_flight) = self.in_flight.take() {
             in_flight.finish(0, self.bytes_sent);
         }
-        if access_log::http_enabled() {
+        if access_log::enabled() {
             let host = self
                 .raw_host
                 .as_ref()

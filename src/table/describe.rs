@@ -429,7 +429,10 @@ impl HostDescription {
                 CertificateChoice::Default => None,
             },
             ssl_redirect: vhost.ssl_redirect,
-            hsts: vhost.hsts.clone(),
+            hsts: vhost
+                .hsts
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             forwarded_headers: vhost.forwarded_headers,
             owner: source_label(owner),
             routes: vhost

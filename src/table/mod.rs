@@ -61,8 +61,9 @@ pub struct VirtualHost {
     pub certificate: CertificateChoice,
     /// :80 answers 308 to https (`ssl-redirect`).
     pub ssl_redirect: bool,
-    /// `Strict-Transport-Security` value added to HTTPS responses.
-    pub hsts: Option<String>,
+    /// `Strict-Transport-Security` value added to HTTPS responses: the header value itself,
+    /// made once per build (a clone per request is a reference-count increment).
+    pub hsts: Option<http::HeaderValue>,
     /// Add `X-Forwarded-*` and `Forwarded` (default on).
     pub forwarded_headers: bool,
     /// Sorted by precedence: the first that matches wins (longest path; Exact before Prefix).

@@ -2,20 +2,21 @@
 //! `log-format-upstream` carries) and one per TCP connection (tcplog), as named fields so
 //! text and JSON output carry the same data.
 //!
-//! Lines go to tracing target `access` at INFO; select them with `RUST_LOG=access=info`.
-//! Every line has every field of its kind, in a fixed order: a value that does not exist for
-//! this request (no upstream for a 404, no TLS on :80) is `null` in JSON and `-` in text
-//! ([`super::log_format`] writes them; here a missing value is simply not recorded). Timers
-//! are milliseconds.
+//! Lines are logged when tracing target `access` is enabled at INFO (select them with
+//! `RUST_LOG=access=info`), and written through [`super::log_sink`] (off the request path,
+//! never blocking it). Every line has every field of its kind, in a fixed order: a value that
+//! does not exist for this request (no upstream for a 404, no TLS on :80) is `null` in JSON
+//! and `-` in text ([`super::log_format`] spells them). Timers are milliseconds.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+use super::log_format::{AccessFormat, AccessLine, Digits, key};
+use super::log_sink;
 use crate::table::diagnostic::ObjectRef;
-use crate::table::upstream::ServiceRef;
+use crate::table::upstream::{ServicePortRef, ServiceRef};
 
 /// The tracing target of access lines.
 pub(crate) const TARGET: &str = "access";
@@ -101,7 +102,7 @@ pub(crate) struct RequestHead {
 impl RequestHead {
     /// `None` when the access log is off.
     pub(crate) fn of(headers: &HeaderMap) -> Option<RequestHead> {
-        http_enabled().then(|| RequestHead {
+        enabled().then(|| RequestHead {
             user_agent: headers.get(header::USER_AGENT).cloned(),
             referer: headers.get(header::REFERER).cloned(),
             body_length: headers
@@ -137,73 +138,93 @@ pub(crate) fn protocol_name(version: http::Version) -> &'static str {
     }
 }
 
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1_000_000.0).round() / 1_000.0
-}
-
-/// `namespace/name` of an object, written without a copy.
-struct NamespacedName<'a>(&'a ObjectRef);
-
-impl fmt::Display for NamespacedName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0.namespace {
-            Some(ns) => write!(f, "{ns}/{}", self.0.name),
-            None => f.write_str(&self.0.name),
-        }
-    }
-}
-
-/// Whether HTTP access lines are logged at all (target `access` at INFO enabled), so callers can
-/// skip gathering the fields when they are not.
-pub(crate) fn http_enabled() -> bool {
+/// Whether access lines are logged at all (target `access` at INFO enabled: `--log-level`,
+/// `RUST_LOG`), so callers can skip gathering the fields when they are not. The lines
+/// themselves do not go through tracing ([`super::log_format`] says why).
+pub(crate) fn enabled() -> bool {
     tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 /// Logs one HTTP request at target `access`.
 pub(crate) fn http(line: &HttpLog<'_>) {
+    log_sink::access_line(|out, format| write_http(out, format, line));
+}
+
+/// Formats one HTTP request's line.
+fn write_http(out: &mut String, format: AccessFormat, line: &HttpLog<'_>) {
     let tls = line.tls.as_ref();
-    tracing::info!(
-        target: TARGET,
-        kind = "http",
-        client = %line.client,
-        host = line.host,
-        method = line.method,
-        path = line.path,
-        protocol = line.protocol,
-        status = line.status,
-        bytes_in = line.bytes_in,
-        bytes_out = line.bytes_out,
-        mode = line.mode,
-        sni = tls.and_then(|t| t.sni),
-        tls_version = tls.and_then(|t| t.version),
-        tls_cipher = tls.and_then(|t| t.cipher),
-        ingress = line.ingress.map(|i| tracing::field::display(NamespacedName(i))),
-        service = line.service.map(tracing::field::display),
-        upstream = line.upstream.map(tracing::field::display),
-        upstream_status = line.upstream_status,
-        upstream_ms = line.upstream_time.map(millis),
-        total_ms = millis(line.total_time),
-        error = line.error,
-        request_id = line.request_id,
-        user_agent = line.user_agent,
-        referer = line.referer,
+    let mut l = AccessLine::start(out, format, TARGET);
+    l.str(key!("kind"), Some("http"));
+    l.addr(key!("client"), Some(line.client));
+    l.str(key!("host"), line.host);
+    l.str(key!("method"), Some(line.method));
+    l.str(key!("path"), Some(line.path));
+    l.str(key!("protocol"), Some(line.protocol));
+    l.u64(key!("status"), Some(u64::from(line.status)));
+    l.u64(key!("bytes_in"), Some(line.bytes_in));
+    l.u64(key!("bytes_out"), Some(line.bytes_out));
+    l.str(key!("mode"), Some(line.mode));
+    l.str(key!("sni"), tls.and_then(|t| t.sni));
+    l.str(key!("tls_version"), tls.and_then(|t| t.version));
+    l.str(key!("tls_cipher"), tls.and_then(|t| t.cipher));
+    match line.ingress {
+        Some(ObjectRef {
+            namespace: Some(namespace),
+            name,
+            ..
+        }) => l.name(key!("ingress"), Some(&[namespace, "/", name])),
+        Some(ingress) => l.name(key!("ingress"), Some(&[&ingress.name])),
+        None => l.name(key!("ingress"), None),
+    }
+    service(&mut l, line.service);
+    l.addr(key!("upstream"), line.upstream);
+    l.u64(key!("upstream_status"), line.upstream_status.map(u64::from));
+    l.millis(key!("upstream_ms"), line.upstream_time);
+    l.millis(key!("total_ms"), Some(line.total_time));
+    l.str(key!("error"), line.error);
+    l.str(key!("request_id"), line.request_id);
+    l.str(key!("user_agent"), line.user_agent);
+    l.str(key!("referer"), line.referer);
+    l.end();
+}
+
+/// The `service` field: `namespace/name:port`, as [`ServiceRef`]'s `Display` writes it.
+fn service(l: &mut AccessLine<'_>, service: Option<&ServiceRef>) {
+    let Some(service) = service else {
+        return l.name(key!("service"), None);
+    };
+    let mut digits = Digits::default();
+    let (sign, port) = match &service.port {
+        ServicePortRef::Number(n) => (
+            if *n < 0 { "-" } else { "" },
+            digits.of(u64::from(n.unsigned_abs())),
+        ),
+        ServicePortRef::Name(name) => ("", name.as_str()),
+    };
+    l.name(
+        key!("service"),
+        Some(&[&service.namespace, "/", &service.name, ":", sign, port]),
     );
 }
 
 /// Logs one TCP connection at target `access`.
 pub(crate) fn tcp(line: &TcpLog<'_>) {
-    tracing::info!(
-        target: TARGET,
-        kind = "tcp",
-        client = %line.client,
-        sni = line.sni,
-        service = line.service.map(tracing::field::display),
-        upstream = line.upstream.map(tracing::field::display),
-        bytes_in = line.bytes_in,
-        bytes_out = line.bytes_out,
-        duration_ms = millis(line.duration),
-        termination = line.termination,
-    );
+    if !enabled() {
+        return;
+    }
+    log_sink::access_line(|out, format| {
+        let mut l = AccessLine::start(out, format, TARGET);
+        l.str(key!("kind"), Some("tcp"));
+        l.addr(key!("client"), Some(line.client));
+        l.str(key!("sni"), line.sni);
+        service(&mut l, line.service);
+        l.addr(key!("upstream"), line.upstream);
+        l.u64(key!("bytes_in"), Some(line.bytes_in));
+        l.u64(key!("bytes_out"), Some(line.bytes_out));
+        l.millis(key!("duration_ms"), Some(line.duration));
+        l.str(key!("termination"), Some(line.termination));
+        l.end();
+    });
 }
 
 /// nginx's `$ssl_protocol` spelling of a TLS version.
@@ -246,9 +267,92 @@ mod tests {
         );
     }
 
+    /// The line after its timestamp.
+    fn spelled(format: AccessFormat, write: impl FnOnce(&mut String, AccessFormat)) -> String {
+        let mut line = String::new();
+        write(&mut line, format);
+        let at = line.find(if format == AccessFormat::Json {
+            "\"level\""
+        } else {
+            "  INFO"
+        });
+        line[at.expect("a timestamp, then the level")..].to_string()
+    }
+
     #[test]
-    fn namespaced_names() {
+    fn every_field_is_spelled_as_tracing_spells_it() {
         let ingress = ObjectRef::namespaced("Ingress", "shop", "web");
-        assert_eq!(NamespacedName(&ingress).to_string(), "shop/web");
+        let service = ServiceRef {
+            namespace: "shop".into(),
+            name: "web".into(),
+            port: ServicePortRef::Name("http".into()),
+        };
+        let line = HttpLog {
+            client: "[2001:db8::1]:40000".parse().unwrap(),
+            host: Some("shop.example"),
+            method: "GET",
+            path: "/a\"b",
+            status: 200,
+            bytes_in: 77,
+            bytes_out: 0,
+            mode: "terminate",
+            protocol: "HTTP/1.1",
+            tls: Some(TlsFields {
+                sni: Some("shop.example"),
+                version: Some("TLSv1.3"),
+                cipher: None,
+            }),
+            ingress: Some(&ingress),
+            service: Some(&service),
+            upstream: Some("10.0.0.7:8080".parse().unwrap()),
+            upstream_status: Some(200),
+            upstream_time: Some(Duration::from_nanos(1_234_500)),
+            total_time: Duration::from_millis(2),
+            error: None,
+            request_id: Some("r1"),
+            user_agent: Some("curl/8"),
+            referer: None,
+        };
+        assert_eq!(
+            spelled(AccessFormat::Text, |out, f| write_http(out, f, &line)),
+            "  INFO access: kind=\"http\" client=[2001:db8::1]:40000 host=\"shop.example\" \
+             method=\"GET\" path=\"/a\\\"b\" protocol=\"HTTP/1.1\" status=200 bytes_in=77 \
+             bytes_out=0 mode=\"terminate\" sni=\"shop.example\" tls_version=\"TLSv1.3\" \
+             tls_cipher=- ingress=shop/web service=shop/web:http upstream=10.0.0.7:8080 \
+             upstream_status=200 upstream_ms=1.235 total_ms=2.0 error=- request_id=\"r1\" \
+             user_agent=\"curl/8\" referer=-\n"
+        );
+        let json = spelled(AccessFormat::Json, |out, f| write_http(out, f, &line));
+        let value: serde_json::Value =
+            serde_json::from_str(&format!("{{{}", &json[..])).expect("JSON");
+        assert_eq!(value["client"], "[2001:db8::1]:40000");
+        assert_eq!(value["path"], "/a\"b");
+        assert_eq!(value["ingress"], "shop/web");
+        assert_eq!(value["service"], "shop/web:http");
+        assert_eq!(value["upstream"], "10.0.0.7:8080");
+        assert_eq!(value["upstream_ms"], 1.235);
+        assert_eq!(value["total_ms"], 2.0);
+        assert_eq!(value["tls_cipher"], serde_json::Value::Null);
+
+        let cluster_wide = ObjectRef::cluster("GatewayClass", "public");
+        let numbered = ServiceRef {
+            port: ServicePortRef::Number(8443),
+            ..service.clone()
+        };
+        let line = HttpLog {
+            ingress: Some(&cluster_wide),
+            service: Some(&numbered),
+            tls: None,
+            upstream: None,
+            ..line
+        };
+        let text = spelled(AccessFormat::Text, |out, f| write_http(out, f, &line));
+        assert!(
+            text.contains(
+                " sni=- tls_version=- tls_cipher=- ingress=public service=shop/web:8443 upstream=- "
+            ),
+            "{text}"
+        );
+        assert_eq!(numbered.to_string(), "shop/web:8443");
     }
 }

@@ -588,6 +588,11 @@ impl Metrics {
             "Connections refused because the connection limit was reached",
             connections_limited.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr did not take them fast enough, by kind (access, other)",
+            super::log_sink::dropped_lines(),
+        );
         let upstream_healthy = Family::default();
         registry.register(
             "upstream_healthy",

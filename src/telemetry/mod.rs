@@ -8,6 +8,7 @@ pub mod admin;
 pub(crate) mod endpoint_traffic;
 pub mod exposition;
 pub mod log_format;
+pub mod log_sink;
 pub mod metrics;
 pub(crate) mod process;
 pub mod status_api;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use portcullis::telemetry::log_format::AccessFormat;
+
 use crate::support::backends;
 use crate::support::http::get;
 use crate::support::in_process::Proxy;
@@ -13,12 +15,12 @@ use crate::support::wait::wait_until;
 async fn http_lines_have_named_fields() {
     let captured = Captured::default();
     let writer = captured.clone();
+    // What the binary does: access lines through the sink, enabled by the subscriber's filter.
+    portcullis::telemetry::log_sink::install_to(Box::new(writer), AccessFormat::Json);
     tracing::subscriber::set_global_default(
         tracing_subscriber::fmt()
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(portcullis::telemetry::log_format::Lines::json())
             .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
+            .with_writer(std::io::sink)
             .finish(),
     )
     .unwrap();

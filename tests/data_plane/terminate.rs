@@ -22,7 +22,7 @@ async fn app(upstream: SocketAddr, change: impl FnOnce(Tables) -> Tables) -> (Ca
     let table = Tables::new()
         .terminate("app.example", &leaf)
         .to(&[upstream])
-        .edit(|vhost| vhost.hsts = Some(HSTS.to_string()));
+        .edit(|vhost| vhost.hsts = Some(http::HeaderValue::from_static(HSTS)));
     (ca, Proxy::start(change(table).build()).await)
 }
 

@@ -6,6 +6,7 @@ mod support;
 
 mod access_basic_auth;
 mod access_external_auth;
+mod access_log_backpressure;
 mod access_log_fields;
 mod access_mtls;
 mod access_rate_limit;

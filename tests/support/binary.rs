@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::http::{admin_get, status_of};
@@ -26,6 +26,19 @@ pub struct Binary {
     pub admin: SocketAddr,
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
+    /// While `true`, the stderr reader reads nothing more (see [`Binary::pause_log_reader`]).
+    reader_paused: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// Holds the binary's stderr unread until dropped ([`Binary::pause_log_reader`]).
+pub struct LogReaderPause(Arc<(Mutex<bool>, Condvar)>);
+
+impl Drop for LogReaderPause {
+    fn drop(&mut self) {
+        let (paused, wake) = &*self.0;
+        *paused.lock().expect("pause lock") = false;
+        wake.notify_all();
+    }
 }
 
 impl Binary {
@@ -65,9 +78,18 @@ impl Binary {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (listening_tx, listening_rx) = mpsc::channel();
         let lines = log.clone();
+        let reader_paused = Arc::new((Mutex::new(false), Condvar::new()));
+        let pause = reader_paused.clone();
         std::thread::spawn(move || {
             let mut listening_tx = Some(listening_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let (paused, wake) = &*pause;
+                    let mut paused = paused.lock().expect("pause lock");
+                    while *paused {
+                        paused = wake.wait(paused).expect("pause lock");
+                    }
+                }
                 if let Some(addrs) = parse_listening(&line)
                     && let Some(tx) = listening_tx.take()
                 {
@@ -83,6 +105,7 @@ impl Binary {
             admin: ([127, 0, 0, 1], 0).into(),
             child: Some(child),
             log,
+            reader_paused,
         };
         // Polled rather than a blocking recv, so the test's runtime keeps running.
         let deadline = Instant::now() + START_DEADLINE;
@@ -112,6 +135,14 @@ impl Binary {
         .await;
         assert!(ready, "/readyz never answered 200:\n{}", binary.log_text());
         binary
+    }
+
+    /// Stops reading the binary's stderr until the returned value is dropped: once the pipe's
+    /// buffer is full, the binary's writes to stderr block, as they do behind a stalled log
+    /// shipper or a suspended terminal.
+    pub fn pause_log_reader(&self) -> LogReaderPause {
+        *self.reader_paused.0.lock().expect("pause lock") = true;
+        LogReaderPause(self.reader_paused.clone())
     }
 
     /// Every stderr line so far.
@@ -207,6 +238,11 @@ impl Binary {
 
     /// Waits (up to `timeout`) for the exit status after a [`Binary::terminate`].
     pub async fn exited(mut self, timeout: Duration) -> ExitStatus {
+        self.wait_exited(timeout).await
+    }
+
+    /// Like [`Binary::exited`], keeping the binary's stderr lines readable afterwards.
+    pub async fn wait_exited(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + timeout;
         loop {
