@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::health::Health;
 use crate::proxy::pool::Clients;
 use crate::proxy::{self, Listeners, ProxyContext};
-use crate::rebuild::{BuildReport, LogDiagnostics, Observer, Rebuilder, Status};
+use crate::rebuild::{BuildReport, LogDiagnostics, Observer, Rebuilder, Status, Update};
 use crate::settings::Settings;
 use crate::source;
 use crate::source::directory::{self as manifest_watch, DirectoryLoader, WatchError, WatchHandle};
@@ -462,11 +462,17 @@ impl Observer for PoolPruner {
 impl Observer for Metrics {
     fn built(&self, report: &BuildReport) {
         self.config_generation(report.generation);
-        self.rebuild(report.build_duration);
         self.change_to_live(report.change_to_live);
-        self.diagnostics(&report.built.diagnostics);
         self.snapshot_objects(&report.snapshot);
-        self.certificates(&report.built.table);
-        self.hosts(&report.built.table);
+        match report.kind {
+            Update::Build => {
+                self.rebuild(report.build_duration);
+                self.diagnostics(&report.built.diagnostics);
+                self.certificates(&report.built.table);
+                self.hosts(&report.built.table);
+            }
+            // Same hosts, certificates and diagnostics: not walked again at every pod change.
+            Update::Endpoints { .. } => self.endpoint_update(),
+        }
     }
 }

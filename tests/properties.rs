@@ -8,7 +8,8 @@
 //!   panic.
 //! - Annotations: arbitrary maps never panic; a bad value is an error naming its key.
 //! - Manifests: `parse_manifest` never panics on arbitrary or mangled text.
-//! - The model: `model::build` is insensitive to the order of a generated snapshot.
+//! - The model: `model::build` is insensitive to the order of a generated snapshot, and an
+//!   endpoint update between builds gives what a full build gives.
 //! - The framing guard: on every request head `httparse` (hyper's parser) accepts, it rejects
 //!   exactly the ones with conflicting framing, wherever the reads split the stream, and keeps
 //!   following the connection to the next head.
@@ -23,6 +24,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -652,6 +654,9 @@ struct GenIngress {
     mode: &'static str,
     tls: bool,
     default_backend: Option<usize>,
+    /// `nginx.ingress.kubernetes.io/default-backend`: the Service a host falls back to, chosen
+    /// at build by whether it has endpoints.
+    annotated_default: Option<usize>,
     rules: Vec<(Option<&'static str>, &'static str, &'static str, usize)>,
 }
 
@@ -673,15 +678,17 @@ fn gen_ingress() -> impl Strategy<Value = GenIngress> {
         prop::sample::select(vec!["terminate", "passthrough", "reencrypt", "bogus"]),
         any::<bool>(),
         prop::option::of(0usize..3),
+        prop::option::weighted(0.3, 0usize..3),
         proptest::collection::vec((host, path, path_type, 0usize..3), 1..4),
     )
         .prop_map(
-            |(namespace, day, mode, tls, default_backend, rules)| GenIngress {
+            |(namespace, day, mode, tls, default_backend, annotated_default, rules)| GenIngress {
                 namespace,
                 day,
                 mode,
                 tls,
                 default_backend,
+                annotated_default,
                 rules,
             },
         )
@@ -726,10 +733,18 @@ fn snapshot_yaml(ingresses: &[GenIngress], endpoints: &[Vec<u8>]) -> String {
                     )
                 })
                 .collect();
-            docs.push(format!(
-                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc{s}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: svc{s}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{}",
-                if list.is_empty() { "  []\n".to_string() } else { list.concat() }
-            ));
+            // The first address in slice 1, the others in slice 2 (a Service's endpoints are
+            // often spread over several slices).
+            let (first, rest) = list.split_at(list.len().min(1));
+            for (part, list) in [(1, first), (2, rest)] {
+                if part == 2 && list.is_empty() {
+                    continue;
+                }
+                docs.push(format!(
+                    "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc{s}-{part}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: svc{s}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{}",
+                    if list.is_empty() { "  []\n".to_string() } else { list.concat() }
+                ));
+            }
         }
     }
     for (i, ing) in ingresses.iter().enumerate() {
@@ -761,8 +776,12 @@ fn snapshot_yaml(ingresses: &[GenIngress], endpoints: &[Vec<u8>]) -> String {
                 format!("  defaultBackend: {{service: {{name: svc{s}, port: {{number: 80}}}}}}\n")
             })
             .unwrap_or_default();
+        let annotated_default = ing
+            .annotated_default
+            .map(|s| format!(", nginx.ingress.kubernetes.io/default-backend: svc{s}"))
+            .unwrap_or_default();
         docs.push(format!(
-            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ing{i}\n  namespace: {}\n  creationTimestamp: \"2024-01-0{}T00:00:00Z\"\n  annotations: {{portcullis.io/tls-mode: {}}}\nspec:\n{tls}{default_backend}  rules:\n{rules}",
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ing{i}\n  namespace: {}\n  creationTimestamp: \"2024-01-0{}T00:00:00Z\"\n  annotations: {{portcullis.io/tls-mode: {}{annotated_default}}}\nspec:\n{tls}{default_backend}  rules:\n{rules}",
             ing.namespace, ing.day, ing.mode
         ));
     }
@@ -802,6 +821,130 @@ proptest! {
             prop_assert_eq!(portcullis::table::describe::render_json(&again.table, &again.diagnostics), reference_json.clone());
         }
     }
+}
+
+// === the model: endpoint updates between builds ===
+
+/// How one Service's EndpointSlices (in every namespace) change between two snapshots.
+#[derive(Debug, Clone)]
+enum SliceChange {
+    Keep,
+    /// Read again with these addresses (last octets; as generated, `a % 5 == 0` is not ready).
+    Readdress(Vec<u8>),
+    Remove,
+}
+
+fn gen_slice_change() -> impl Strategy<Value = SliceChange> {
+    prop_oneof![
+        3 => Just(SliceChange::Keep),
+        6 => proptest::collection::vec(1u8..20, 0..4).prop_map(SliceChange::Readdress),
+        1 => Just(SliceChange::Remove),
+    ]
+}
+
+fn snapshot_of(yaml: &str) -> Snapshot {
+    let objects = parse_manifest("gen.yaml", yaml).unwrap_or_else(|d| panic!("{d}\n{yaml}"));
+    let mut snapshot = Snapshot::default();
+    for object in objects {
+        snapshot.push(object);
+    }
+    snapshot
+}
+
+/// The index `s` of a generated slice `svc{s}-{part}`.
+fn service_index(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> usize {
+    let name = slice.metadata.name.as_deref().unwrap_or_default();
+    name.trim_start_matches("svc")
+        .split('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("generated slice name {name:?}"))
+}
+
+/// `EndpointIndex::update` (what the rebuild loop applies between builds when only
+/// EndpointSlices changed) takes a live table to exactly the table, diagnostics and
+/// description a full build of the new objects gives: the model stays the one source of
+/// truth. Each case is a sequence of changes applied to the same live table, as a rollout
+/// makes them. Slices are changed as a source hands them over: unchanged ones keep their
+/// `Arc`, changed ones are freshly read objects, removed ones are gone (and may come back);
+/// sometimes a Service is also read again unchanged (a new `Arc`, an equal value). An update
+/// may refuse (a Service going from no endpoints to some or back, which a build decides on;
+/// the loop then builds, and so does this test), but must apply in most steps.
+#[test]
+fn endpoint_updates_equal_a_full_build() {
+    const CASES: u32 = 48;
+    let strategy = (
+        proptest::collection::vec(gen_ingress(), 1..6),
+        proptest::collection::vec(proptest::collection::vec(1u8..20, 0..4), 1..4),
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(gen_slice_change(), 3),
+                any::<bool>(),
+            ),
+            1..4,
+        ),
+    );
+    let (steps, applied) = (AtomicU32::new(0), AtomicU32::new(0));
+    let mut runner = proptest::test_runner::TestRunner::new(config(CASES));
+    let outcome = runner.run(&strategy, |(ingresses, mut endpoints, changes)| {
+        let settings = BuildSettings::default();
+        let mut current = snapshot_of(&snapshot_yaml(&ingresses, &endpoints));
+        let (mut live, mut index) = model::build_indexed(&current, &settings, &LastGood::default());
+        for (step, reread_service) in changes {
+            for (addresses, change) in endpoints.iter_mut().zip(&step) {
+                if let SliceChange::Readdress(new) = change {
+                    addresses.clone_from(new);
+                }
+            }
+            let reread = snapshot_of(&snapshot_yaml(&ingresses, &endpoints));
+            let mut next = current.clone();
+            next.endpoint_slices = reread
+                .endpoint_slices
+                .iter()
+                .filter_map(|slice| match &step[service_index(slice)] {
+                    SliceChange::Keep => current
+                        .endpoint_slices
+                        .iter()
+                        .find(|c| c.metadata == slice.metadata)
+                        .cloned(),
+                    SliceChange::Remove => None,
+                    SliceChange::Readdress(_) => Some(slice.clone()),
+                })
+                .collect();
+            if reread_service {
+                next.services[0] = Arc::new(k8s_openapi::api::core::v1::Service::clone(
+                    &next.services[0],
+                ));
+            }
+
+            steps.fetch_add(1, Ordering::Relaxed);
+            let full = model::build(&next, &settings, &live.last_good);
+            match index.update(&current, &next, &settings) {
+                Some(update) => {
+                    update.apply();
+                    live.table.endpoints_updated();
+                    prop_assert_eq!(&*live.table, &*full.table);
+                    prop_assert_eq!(&live.diagnostics, &full.diagnostics);
+                    prop_assert_eq!(
+                        portcullis::table::describe::render_json(&live.table, &live.diagnostics),
+                        portcullis::table::describe::render_json(&full.table, &full.diagnostics)
+                    );
+                    applied.fetch_add(1, Ordering::Relaxed);
+                }
+                None => (live, index) = model::build_indexed(&next, &settings, &live.last_good),
+            }
+            current = next;
+        }
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+    let (steps, applied) = (steps.into_inner(), applied.into_inner());
+    assert!(
+        applied >= steps / 2,
+        "only {applied} of {steps} slice-only changes were applied as endpoint updates"
+    );
 }
 
 // === the HTTP/1.1 framing guard ===

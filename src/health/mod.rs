@@ -27,8 +27,9 @@
 //!
 //! # Watching the table
 //! [`Health::run`] polls the `TableHandle` every [`WATCH_INTERVAL`] and compares the loaded
-//! `Arc` with the last one reconciled (`Arc::ptr_eq`): a pointer compare, no lock, no coupling to
-//! the rebuild loop. On a new table it reconciles: state kept for endpoints that stay, created
+//! `Arc` and its endpoint revision (bumped by an endpoint update applied in place) with the
+//! last ones reconciled: a pointer and a number compared, no lock, no coupling to the rebuild
+//! loop. On a new table it reconciles: state kept for endpoints that stay, created
 //! for new ones, dropped for removed ones; probe tasks started, restarted (when the check
 //! changed) or stopped. An endpoint named by several upstreams gets one check (the
 //! shared-endpoint rule in `probe.rs`).
@@ -220,15 +221,21 @@ impl Health {
             tracing::error!(error = %e, "TLS client for health checks unavailable; TLS probes will fail");
         }
         let mut tasks = ProbeTasks::default();
-        let mut current: Option<Arc<RouteTable>> = None;
+        // The table reconciled last, and how many endpoint updates it had then.
+        let mut current: Option<(Arc<RouteTable>, u64)> = None;
         loop {
             if *shutdown.borrow_and_update() {
                 break;
             }
             let latest = table.load_full();
-            if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &latest)) {
+            // Read before reconciling: an update stored meanwhile is seen on the next round.
+            let revision = latest.endpoint_revision();
+            if !current
+                .as_ref()
+                .is_some_and(|(c, r)| Arc::ptr_eq(c, &latest) && *r == revision)
+            {
                 self.reconcile(&latest, &mut tasks, &tls);
-                current = Some(latest);
+                current = Some((latest, revision));
             }
             self.expire_cooldowns();
             tokio::select! {

@@ -114,7 +114,7 @@ pub(super) fn desired_probes(table: &RouteTable) -> BTreeMap<SocketAddr, ProbeSp
         };
         // Terminating endpoints are probed too: they are the fallback when no ready one is
         // healthy, and a dead fallback must not be picked.
-        for addr in upstream.endpoints.iter().chain(&upstream.terminating) {
+        for addr in upstream.endpoints.load().all() {
             match chosen.get(addr) {
                 Some((service, current)) if (*service, current) <= (&upstream.service, &spec) => {}
                 _ => {
@@ -298,7 +298,7 @@ mod tests {
     use crate::table::host::HostMatch;
     use crate::table::route::{PathMatch, Route, TlsMode};
     use crate::table::upstream::{
-        Cursor, HealthCheck, LoadBalance, ServicePortRef, Upstream, UpstreamProtocol,
+        Cursor, Endpoints, HealthCheck, LoadBalance, ServicePortRef, Upstream, UpstreamProtocol,
     };
     use crate::table::{CertificateChoice, ClassSettings, VirtualHost};
 
@@ -313,8 +313,7 @@ mod tests {
                 name: name.into(),
                 port: ServicePortRef::Number(80),
             },
-            endpoints: endpoints.to_vec(),
-            terminating: Vec::new(),
+            endpoints: Endpoints::ready(endpoints.to_vec()).into(),
             protocol: UpstreamProtocol::Http,
             balance: LoadBalance::RoundRobin,
             health: HealthCheck {
@@ -395,7 +394,11 @@ mod tests {
     fn terminating_endpoints_are_probed() {
         let (ready, draining) = (addr(90), addr(91));
         let mut u = Upstream::clone(&upstream("web", &[ready], HealthProbe::Tcp));
-        u.terminating = vec![draining];
+        u.endpoints = Endpoints {
+            ready: vec![ready],
+            terminating: vec![draining],
+        }
+        .into();
         let t = table_of(vec![("a.example.com", Arc::new(u))]);
         let probes = desired_probes(&t);
         assert_eq!(probes[&ready].check, Check::Tcp);

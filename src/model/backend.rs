@@ -12,15 +12,16 @@ use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
 use super::FastMap;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::table::upstream::{
-    HealthCheck, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef, Upstream, UpstreamProtocol,
+    Endpoints, HealthCheck, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef, Upstream,
+    UpstreamProtocol,
 };
 
 /// Label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(super) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Why a Service port yields no endpoints list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unresolved {
+pub(super) enum Unresolved {
     /// No such Service: served with no endpoints (503) until it appears.
     MissingService,
     /// No such port on the Service: served with no endpoints, like a missing Service.
@@ -40,20 +41,11 @@ pub(super) struct UpstreamPolicy {
 
 /// Services and EndpointSlices indexed by namespace and name, plus the upstreams built so far.
 pub(super) struct Backends<'a> {
-    services: FastMap<(&'a str, &'a str), &'a Service>,
+    services: FastMap<(&'a str, &'a str), &'a Arc<Service>>,
     /// By namespace and the `kubernetes.io/service-name` label.
-    slices: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slices: FastMap<(&'a str, &'a str), Vec<&'a Arc<EndpointSlice>>>,
     /// Each Service port met so far: its endpoints and the upstreams built on it.
     resolved: FastMap<ServiceRef, Resolved>,
-}
-
-/// The addresses of one Service port, split by what their conditions allow.
-#[derive(Debug, Default)]
-struct Addresses {
-    /// Ready: they get traffic.
-    ready: Vec<SocketAddr>,
-    /// Not ready but serving and terminating: traffic only when no ready one is eligible.
-    terminating: Vec<SocketAddr>,
 }
 
 /// What an endpoint's conditions allow.
@@ -65,9 +57,20 @@ enum Eligibility {
     Never,
 }
 
+/// A Service port some upstream of a build names, with what resolved it.
+pub(super) struct ServiceUse {
+    pub(super) port: ServiceRef,
+    /// The Service, if it exists.
+    pub(super) object: Option<Arc<Service>>,
+    /// Its slices (label `kubernetes.io/service-name`, same namespace).
+    pub(super) slices: Vec<Arc<EndpointSlice>>,
+    /// The upstreams built on the port.
+    pub(super) upstreams: Vec<Arc<Upstream>>,
+}
+
 /// One Service port: resolved once per build, shared by every path that names it.
 struct Resolved {
-    endpoints: Result<Addresses, Unresolved>,
+    endpoints: Result<Endpoints, Unresolved>,
     /// One per distinct policy (usually one): paths with equal options share an upstream.
     upstreams: Vec<(UpstreamPolicy, Arc<Upstream>)>,
 }
@@ -79,35 +82,48 @@ impl<'a> Backends<'a> {
         slices: &'a [Arc<EndpointSlice>],
         in_scope: impl Fn(Option<&str>) -> bool,
     ) -> Self {
-        let mut service_index =
-            FastMap::with_capacity_and_hasher(services.len(), Default::default());
+        Self::of_services(services, slices, services.len(), |namespace, _| {
+            in_scope(Some(namespace))
+        })
+    }
+
+    /// Indexes the Services (and their slices) whose namespace and name pass `wanted`, about
+    /// `expected` of them.
+    pub(super) fn of_services(
+        services: &'a [Arc<Service>],
+        slices: &'a [Arc<EndpointSlice>],
+        expected: usize,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> Self {
+        let mut service_index = FastMap::with_capacity_and_hasher(expected, Default::default());
         for service in services {
             let meta = &service.metadata;
             if let (Some(ns), Some(name)) = (Some(super::namespace_of(meta)), meta.name.as_deref())
-                && in_scope(Some(ns))
+                && wanted(ns, name)
             {
-                service_index.insert((ns, name), &**service);
+                service_index.insert((ns, name), service);
             }
         }
-        let mut slice_index: FastMap<_, Vec<&EndpointSlice>> =
-            FastMap::with_capacity_and_hasher(slices.len(), Default::default());
+        // About one slice per Service.
+        let mut slice_index: FastMap<_, Vec<&Arc<EndpointSlice>>> =
+            FastMap::with_capacity_and_hasher(expected, Default::default());
         for slice in slices {
             let meta = &slice.metadata;
             let service = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
             if let (Some(ns), Some(service)) = (Some(super::namespace_of(meta)), service)
-                && in_scope(Some(ns))
+                && wanted(ns, service)
             {
                 slice_index
                     .entry((ns, service.as_str()))
                     .or_default()
-                    .push(&**slice);
+                    .push(slice);
             }
         }
         Backends {
             services: service_index,
             slices: slice_index,
             // About one entry per Service: sized up front, not grown by rehashing.
-            resolved: FastMap::with_capacity_and_hasher(services.len(), Default::default()),
+            resolved: FastMap::with_capacity_and_hasher(expected, Default::default()),
         }
     }
 
@@ -135,8 +151,8 @@ impl<'a> Backends<'a> {
             endpoints,
             upstreams,
         } = self.resolved.get_mut(service)?;
-        let none = Addresses::default();
-        let endpoints: &Addresses = match endpoints {
+        let none = Endpoints::default();
+        let endpoints: &Endpoints = match endpoints {
             Ok(endpoints) => endpoints,
             Err(Unresolved::ExternalName) => {
                 diagnostics.push(Diagnostic::error(
@@ -182,8 +198,7 @@ impl<'a> Backends<'a> {
         }
         let upstream = Arc::new(Upstream {
             service: service.clone(),
-            endpoints: endpoints.ready.clone(),
-            terminating: endpoints.terminating.clone(),
+            endpoints: endpoints.clone().into(),
             protocol: policy.protocol.clone(),
             balance: policy.balance,
             health: policy.health.clone(),
@@ -195,7 +210,36 @@ impl<'a> Backends<'a> {
     }
 }
 
-impl Backends<'_> {
+impl<'a> Backends<'a> {
+    /// The addresses of `service`, resolved anew (an endpoint update between builds).
+    pub(super) fn endpoints(&self, service: &ServiceRef) -> Result<Endpoints, Unresolved> {
+        resolve(&self.services, &self.slices, service)
+    }
+
+    /// Every Service port some upstream was built on, for endpoint updates between builds.
+    pub(super) fn into_services(self) -> impl Iterator<Item = ServiceUse> + 'a {
+        let Backends {
+            services,
+            slices,
+            resolved,
+        } = self;
+        resolved.into_iter().map(move |(service, resolved)| {
+            let key = (service.namespace.as_str(), service.name.as_str());
+            let object = services.get(&key).map(|s| Arc::clone(s));
+            let its_slices = slices
+                .get(&key)
+                .map(|list| list.iter().map(|s| Arc::clone(s)).collect())
+                .unwrap_or_default();
+            let upstreams = resolved.upstreams.into_iter().map(|(_, u)| u).collect();
+            ServiceUse {
+                port: service,
+                object,
+                slices: its_slices,
+                upstreams,
+            }
+        })
+    }
+
     /// The number of the first port of Service `namespace/name`: the port ingress-nginx uses
     /// for a `default-backend` annotation (`DefaultBackend.Spec.Ports[0]`). The error says why
     /// there is none, for a diagnostic.
@@ -217,10 +261,10 @@ impl Backends<'_> {
 /// A Service port's endpoint addresses by eligibility, each list sorted and de-duplicated; an
 /// address ready in any slice is only ready.
 fn resolve(
-    services: &FastMap<(&str, &str), &Service>,
-    slices: &FastMap<(&str, &str), Vec<&EndpointSlice>>,
+    services: &FastMap<(&str, &str), &Arc<Service>>,
+    slices: &FastMap<(&str, &str), Vec<&Arc<EndpointSlice>>>,
     service: &ServiceRef,
-) -> Result<Addresses, Unresolved> {
+) -> Result<Endpoints, Unresolved> {
     let key = (service.namespace.as_str(), service.name.as_str());
     let svc = services.get(&key).ok_or(Unresolved::MissingService)?;
     let spec = svc.spec.as_ref();
@@ -236,7 +280,7 @@ fn resolve(
         })
         .ok_or(Unresolved::MissingPort)?;
     let port_name = port.name.as_deref().unwrap_or_default();
-    let mut addresses = Addresses::default();
+    let mut addresses = Endpoints::default();
     for slice in slices.get(&key).into_iter().flatten() {
         if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
             continue; // FQDN slices name hosts, not pods.
@@ -265,7 +309,7 @@ fn resolve(
             }
         }
     }
-    let Addresses { ready, terminating } = &mut addresses;
+    let Endpoints { ready, terminating } = &mut addresses;
     ready.sort();
     ready.dedup();
     terminating.sort();

@@ -15,6 +15,11 @@
 //! 3. [`ingress`]: each Ingress validated into a plan (hosts, paths, backends, TLS entries);
 //! 4. [`vhosts`]: plans merged oldest first into virtual hosts (conflicts, pass-through),
 //!    with [`backend`] resolving Services to endpoints and [`certs`] Secrets to certificates.
+//!
+//! Between builds, a change of EndpointSlices alone is applied by [`EndpointIndex::update`]
+//! (module `endpoints`; [`build_indexed`] gives the index): the changed Services' endpoints
+//! resolved by the same [`backend`] code and stored into the live table's upstreams, with the
+//! same result as a build.
 
 pub mod annotations;
 
@@ -25,7 +30,10 @@ mod canary;
 mod certs;
 mod class;
 mod client_auth;
+mod endpoints;
 mod gateway;
+
+pub use endpoints::{EndpointIndex, EndpointUpdate};
 
 pub use self::gateway::status::{
     ClassStatus, Condition, GatewayApiStatus, GatewayStatus, ListenerStatus, ParentStatus,
@@ -116,6 +124,16 @@ fn namespace_of(meta: &ObjectMeta) -> &str {
 /// Builds the routing table from a snapshot of objects. Reads the objects through their
 /// `Arc`s; what it keeps of them (last good Ingresses) shares those `Arc`s.
 pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood) -> Built {
+    build_indexed(snapshot, settings, last_good).0
+}
+
+/// [`build`], with the [`EndpointIndex`] that applies later EndpointSlice changes to the
+/// built table without building again (the rebuild loop's way).
+pub fn build_indexed(
+    snapshot: &Snapshot,
+    settings: &BuildSettings,
+    last_good: &LastGood,
+) -> (Built, EndpointIndex) {
     // Gateway API routes answer to their Gateway, not to an IngressClass: no class defaults,
     // pass-through allowed (the Gateway's owner opened a TLS listener for it).
     let gateway_policy = class::ClassPolicy::default();
@@ -336,7 +354,7 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
     diagnostics.dedup();
     // Kept as long as the build is current: without the growth headroom.
     diagnostics.shrink_to_fit();
-    Built {
+    let built = Built {
         table: Arc::new(table),
         diagnostics,
         last_good: LastGood {
@@ -346,7 +364,8 @@ pub fn build(snapshot: &Snapshot, settings: &BuildSettings, last_good: &LastGood
         },
         ours: our_refs,
         gateway_api: gateway_api.status,
-    }
+    };
+    (built, EndpointIndex::new(backends))
 }
 
 /// Precedence among Ingresses: the oldest wins; a missing timestamp counts as newest.

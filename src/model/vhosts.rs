@@ -650,8 +650,7 @@ impl Merge<'_, '_> {
         if backend.is_placeholder() {
             return Some(Arc::new(Upstream {
                 service: backend.service.clone(),
-                endpoints: Vec::new(),
-                terminating: Vec::new(),
+                endpoints: Default::default(),
                 protocol: policy.protocol,
                 balance: policy.balance,
                 health: HealthCheck {

@@ -174,6 +174,8 @@ impl<'a> Session<'a> {
                     if self.target.is_none() {
                         self.target = upstream
                             .endpoints
+                            .load()
+                            .ready
                             .iter()
                             .copied()
                             .find(|a| token(*a) == *token_value);
@@ -364,7 +366,7 @@ mod tests {
 
     fn upstream(n: u8) -> Upstream {
         use crate::table::upstream::{
-            Cursor, HealthCheck, HealthProbe, LoadBalance, ServicePortRef, ServiceRef,
+            Cursor, Endpoints, HealthCheck, HealthProbe, LoadBalance, ServicePortRef, ServiceRef,
             UpstreamProtocol,
         };
         Upstream {
@@ -373,10 +375,12 @@ mod tests {
                 name: "web".into(),
                 port: ServicePortRef::Number(80),
             },
-            endpoints: (1..=n)
-                .map(|i| SocketAddr::from(([10, 0, 0, i], 8080)))
-                .collect(),
-            terminating: Vec::new(),
+            endpoints: Endpoints::ready(
+                (1..=n)
+                    .map(|i| SocketAddr::from(([10, 0, 0, i], 8080)))
+                    .collect(),
+            )
+            .into(),
             protocol: UpstreamProtocol::Http,
             balance: LoadBalance::RoundRobin,
             health: HealthCheck {
@@ -457,7 +461,7 @@ mod tests {
             let mut scaled = Session::read(&a, &with_cookie(&cookie), &four);
             let now = scaled.pick(&four, &health, &[]).unwrap();
             if now != e {
-                assert_eq!(now, four.endpoints[3]);
+                assert_eq!(now, four.endpoints.load().ready[3]);
                 moved += 1;
             }
         }

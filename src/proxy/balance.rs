@@ -30,8 +30,9 @@ pub(crate) fn pick(
 ) -> Option<SocketAddr> {
     let view = health.view();
     let eligible = |a: SocketAddr| !tried.contains(&a) && view.is_healthy(a);
-    pick_among(upstream, &upstream.endpoints, &view, eligible)
-        .or_else(|| pick_among(upstream, &upstream.terminating, &view, eligible))
+    let endpoints = upstream.endpoints.load();
+    pick_among(upstream, &endpoints.ready, &view, eligible)
+        .or_else(|| pick_among(upstream, &endpoints.terminating, &view, eligible))
 }
 
 /// Session affinity's hook (`proxy::affinity`): the endpoint the session cookie names
@@ -47,6 +48,8 @@ pub(crate) fn pick_if(
     let view = health.view();
     upstream
         .endpoints
+        .load()
+        .ready
         .iter()
         .copied()
         .find(|a| wanted(*a) && !tried.contains(a) && view.is_healthy(*a))
@@ -68,7 +71,8 @@ pub(crate) fn pick_highest(
             .filter(eligible)
             .max_by_key(|a| (score(*a), *a))
     };
-    best(&upstream.endpoints).or_else(|| best(&upstream.terminating))
+    let endpoints = upstream.endpoints.load();
+    best(&endpoints.ready).or_else(|| best(&endpoints.terminating))
 }
 
 /// The upstream's policy over one tier of its endpoints.
@@ -149,7 +153,7 @@ mod tests {
 
     use super::*;
     use crate::table::upstream::{
-        Cursor, HealthCheck, HealthProbe, ServicePortRef, ServiceRef, UpstreamProtocol,
+        Cursor, Endpoints, HealthCheck, HealthProbe, ServicePortRef, ServiceRef, UpstreamProtocol,
     };
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
@@ -165,8 +169,7 @@ mod tests {
                 name: "web".into(),
                 port: ServicePortRef::Number(80),
             },
-            endpoints,
-            terminating: Vec::new(),
+            endpoints: Endpoints::ready(endpoints).into(),
             protocol: UpstreamProtocol::Http,
             balance,
             health: HealthCheck {
@@ -286,8 +289,8 @@ mod tests {
         balance: LoadBalance,
     ) -> Upstream {
         Upstream {
-            terminating,
-            ..upstream(ready, balance)
+            endpoints: Endpoints { ready, terminating }.into(),
+            ..upstream(Vec::new(), balance)
         }
     }
 

@@ -524,10 +524,15 @@ impl UpstreamDescription {
             HealthProbe::Tcp => "tcp".to_string(),
             HealthProbe::None => "none".to_string(),
         };
+        let endpoints = upstream.endpoints.load();
         UpstreamDescription {
             service: upstream.service.to_string(),
-            endpoints: upstream.endpoints.iter().map(|e| e.to_string()).collect(),
-            terminating: upstream.terminating.iter().map(|e| e.to_string()).collect(),
+            endpoints: endpoints.ready.iter().map(|e| e.to_string()).collect(),
+            terminating: endpoints
+                .terminating
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
             protocol: protocol.to_string(),
             backend_tls,
             balance: match upstream.balance {

@@ -64,5 +64,5 @@ impl ErrorPages {
 
 /// Whether `upstream` has an endpoint that may be picked (ready, or serving while terminating).
 pub(crate) fn has_endpoints(upstream: &Upstream) -> bool {
-    !upstream.endpoints.is_empty() || !upstream.terminating.is_empty()
+    !upstream.endpoints.load().is_empty()
 }

@@ -28,6 +28,7 @@ pub mod upstream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -210,6 +211,25 @@ pub struct RouteTable {
     /// Certificates from `--cert-dir`, chosen by SAN for hosts without their own.
     pub cert_dir: Vec<Certificate>,
     pub(crate) class: ClassSettings,
+    /// Counts the endpoint updates applied to this table in place, so that what watches the
+    /// table (health checks) notices them without a new table.
+    endpoint_revision: Revision,
+}
+
+/// A count of in-place changes. Not part of a table's identity: compares equal, clones fresh.
+#[derive(Debug, Default)]
+struct Revision(AtomicU64);
+
+impl Clone for Revision {
+    fn clone(&self) -> Self {
+        Revision::default()
+    }
+}
+
+impl PartialEq for Revision {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl RouteTable {
@@ -347,6 +367,11 @@ impl RouteTable {
         all
     }
 
+    /// How many virtual hosts the table has (without listing them).
+    pub fn host_count(&self) -> usize {
+        self.exact.len() + self.wildcard.len() + usize::from(self.catch_all.is_some())
+    }
+
     /// Every upstream referenced by the table, de-duplicated by identity of the `Arc`.
     pub fn upstreams(&self) -> Vec<&Arc<Upstream>> {
         let mut seen = std::collections::HashSet::new();
@@ -389,6 +414,17 @@ impl RouteTable {
         out
     }
 
+    /// How many endpoint updates were applied to this table in place (see
+    /// `model::EndpointIndex::update`).
+    pub fn endpoint_revision(&self) -> u64 {
+        self.endpoint_revision.0.load(Ordering::Acquire)
+    }
+
+    /// Says that an endpoint update was applied (after its stores).
+    pub fn endpoints_updated(&self) {
+        self.endpoint_revision.0.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Every endpoint address in the table (for health checking), sorted and de-duplicated.
     /// Terminating ones too: they may be picked when no ready one is left, so their health
     /// must already be known by then.
@@ -396,7 +432,7 @@ impl RouteTable {
         let mut all: Vec<SocketAddr> = self
             .upstreams()
             .iter()
-            .flat_map(|u| u.endpoints.iter().chain(&u.terminating).copied())
+            .flat_map(|u| u.endpoints.load().all().copied().collect::<Vec<_>>())
             .collect();
         all.sort();
         all.dedup();

@@ -475,6 +475,7 @@ pub struct Metrics {
     upstream_healthy: Family<EndpointLabels, Gauge>,
     config_generation: Gauge,
     rebuild_duration: Histogram,
+    endpoint_updates: Counter,
     change_to_live: Histogram,
     diagnostics: Family<DiagnosticLabels, Gauge>,
     /// Diagnostic series set by the previous build, so the next one can drop stale series.
@@ -602,7 +603,7 @@ impl Metrics {
         let config_generation = Gauge::default();
         registry.register(
             "config_generation",
-            "Number of routing tables built and swapped in since start",
+            "Number of routing table changes since start: tables built and swapped in, and endpoint updates applied in place",
             config_generation.clone(),
         );
         let rebuild_duration = control_plane_buckets();
@@ -611,6 +612,12 @@ impl Metrics {
             "Time to build a routing table from a snapshot",
             Unit::Seconds,
             rebuild_duration.clone(),
+        );
+        let endpoint_updates = Counter::default();
+        registry.register(
+            "endpoint_updates",
+            "EndpointSlice changes applied to the live table without a build",
+            endpoint_updates.clone(),
         );
         let change_to_live = control_plane_buckets();
         registry.register_with_unit(
@@ -663,6 +670,7 @@ impl Metrics {
             upstream_healthy,
             config_generation,
             rebuild_duration,
+            endpoint_updates,
             change_to_live,
             diagnostics,
             diagnostics_seen: Mutex::new(Vec::new()),
@@ -830,6 +838,11 @@ impl Metrics {
     /// One build of the routing table took `duration` (model build only, not the hold-off).
     pub(crate) fn rebuild(&self, duration: Duration) {
         self.rebuild_duration.observe(duration.as_secs_f64());
+    }
+
+    /// An endpoint update was applied to the live table in place (no build).
+    pub(crate) fn endpoint_update(&self) {
+        self.endpoint_updates.inc();
     }
 
     /// The newest object change reached the live table after `latency` (hold-off + build +

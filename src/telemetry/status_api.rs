@@ -355,8 +355,9 @@ impl UpstreamView {
         counters: &Counters,
         health: Option<&dyn EndpointHealth>,
     ) -> UpstreamView {
-        let ready = upstream.endpoints.iter().map(|a| (*a, false));
-        let terminating = upstream.terminating.iter().map(|a| (*a, true));
+        let endpoints = upstream.endpoints.load();
+        let ready = endpoints.ready.iter().map(|a| (*a, false));
+        let terminating = endpoints.terminating.iter().map(|a| (*a, true));
         UpstreamView {
             service: upstream.service.to_string(),
             endpoints: ready

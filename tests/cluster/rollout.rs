@@ -177,7 +177,10 @@ fn live_roll_endpoints(controller: &Controller) -> Option<(Vec<SocketAddr>, Vec<
         .upstreams()
         .into_iter()
         .filter(|u| u.service.namespace == "apps" && u.service.name == "roll")
-        .map(|u| (u.endpoints.clone(), u.terminating.clone()))
+        .map(|u| {
+            let endpoints = u.endpoints.load_full();
+            (endpoints.ready.clone(), endpoints.terminating.clone())
+        })
         .collect();
     let first = all.first()?.clone();
     all.iter().all(|u| *u == first).then_some(first)

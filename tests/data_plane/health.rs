@@ -15,8 +15,8 @@ use portcullis::health::Health;
 use portcullis::table::diagnostic::ObjectRef;
 use portcullis::table::route::{PathMatch, Route};
 use portcullis::table::upstream::{
-    BackendTls, Cursor, HealthCheck, HealthProbe, LoadBalance, ProxyProtocol, ServicePortRef,
-    ServiceRef, Upstream, UpstreamProtocol,
+    BackendTls, Cursor, Endpoints, HealthCheck, HealthProbe, LoadBalance, ProxyProtocol,
+    ServicePortRef, ServiceRef, Upstream, UpstreamProtocol,
 };
 use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, TableHandle};
 use portcullis::telemetry::metrics::Metrics;
@@ -87,8 +87,7 @@ fn table(specs: Vec<Spec>) -> Arc<RouteTable> {
                     name: s.name.into(),
                     port: ServicePortRef::Number(80),
                 },
-                endpoints,
-                terminating: Vec::new(),
+                endpoints: Endpoints::ready(endpoints).into(),
                 protocol: s.protocol,
                 balance: LoadBalance::RoundRobin,
                 health: HealthCheck {

@@ -18,6 +18,7 @@ mod cert_rotation;
 mod check_cli;
 mod docs_agree;
 mod endpoint_conditions;
+mod endpoint_updates;
 mod gateway_api;
 mod grpc;
 mod hot_swap;

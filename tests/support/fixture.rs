@@ -19,8 +19,8 @@ use portcullis::table::diagnostic::ObjectRef;
 use portcullis::table::host::HostMatch;
 use portcullis::table::route::{PathMatch, Route, TlsMode};
 use portcullis::table::upstream::{
-    Cursor, HealthCheck, HealthProbe, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef,
-    Upstream, UpstreamProtocol,
+    Cursor, Endpoints, HealthCheck, HealthProbe, LoadBalance, ProxyProtocol, ServicePortRef,
+    ServiceRef, Upstream, UpstreamProtocol,
 };
 use portcullis::table::{CertificateChoice, ClassSettings, RouteTable, VirtualHost};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -191,8 +191,7 @@ fn upstream_of(
             name: name.into(),
             port: ServicePortRef::Number(port),
         },
-        endpoints: endpoints.to_vec(),
-        terminating: Vec::new(),
+        endpoints: Endpoints::ready(endpoints.to_vec()).into(),
         protocol,
         balance: LoadBalance::RoundRobin,
         health: HealthCheck {
