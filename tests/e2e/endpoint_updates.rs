@@ -10,6 +10,7 @@
 //! - an endpoint an update adds is health-checked like one a build adds: a dead one is reported
 //!   down in `/metrics` and never gets a request.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::backends;
@@ -31,11 +32,25 @@ async fn counts(proxy: &Binary) -> (f64, f64) {
     (get(BUILDS), get(UPDATES))
 }
 
-fn web_ingress(extra: &[(&str, &str)]) -> String {
-    let mut annotations = vec![("portcullis.io/health-check", "none")];
-    annotations.extend_from_slice(extra);
-    ingress("web", HOST, "web", &annotations, None)
+/// Writes Ingress `web` (`HOST` → Service `web`) with these annotations.
+fn web_ingress(m: &Path, annotations: &[(&str, &str)]) {
+    manifests::write(
+        m,
+        "web.yaml",
+        &ingress("web", HOST, "web", annotations, None),
+    );
 }
+
+/// Starts the binary on Ingress `web` and Service `web` with endpoints on these ports.
+async fn serve_web(m: &Path, ports: &[u16], annotations: &[(&str, &str)]) -> Binary {
+    manifests::write(m, "class.yaml", &ingress_class());
+    manifests::write(m, "svc.yaml", &service("web", ports));
+    web_ingress(m, annotations);
+    Binary::start(m).await
+}
+
+/// No health checks in the first test: what it checks must hold on routing alone.
+const UNCHECKED: &[(&str, &str)] = &[("portcullis.io/health-check", "none")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_change_is_applied_without_a_build() {
@@ -43,10 +58,7 @@ async fn an_endpoint_change_is_applied_without_a_build() {
     let b = backends::http("B").await;
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path();
-    manifests::write(m, "class.yaml", &ingress_class());
-    manifests::write(m, "svc.yaml", &service("web", &[a.addr.port()]));
-    manifests::write(m, "web.yaml", &web_ingress(&[]));
-    let proxy = Binary::start(m).await;
+    let proxy = serve_web(m, &[a.addr.port()], UNCHECKED).await;
     let ca = Ca::new("unused");
     let mut conn = Conn::open(proxy.http, proxy.https, &ca, Via::Plain, HOST).await;
     let answer = conn.get(HOST, "/").await.expect("to A");
@@ -91,10 +103,12 @@ async fn an_endpoint_change_is_applied_without_a_build() {
     assert!(seen.contains(&Some("A".into())) && seen.contains(&Some("B".into())));
 
     // Anything else is a build.
-    manifests::write(
+    web_ingress(
         m,
-        "web.yaml",
-        &web_ingress(&[("portcullis.io/load-balance", "least-request")]),
+        &[
+            UNCHECKED[0],
+            ("portcullis.io/load-balance", "least-request"),
+        ],
     );
     let generation = proxy.wait_generation_above(generation, WAIT).await;
     assert_eq!(counts(&proxy).await, (2.0, 2.0), "{}", proxy.log_text());
@@ -125,20 +139,8 @@ async fn an_endpoint_added_by_an_update_is_health_checked() {
     };
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path();
-    manifests::write(m, "class.yaml", &ingress_class());
-    manifests::write(m, "svc.yaml", &service("web", &[a.addr.port()]));
-    manifests::write(
-        m,
-        "web.yaml",
-        &ingress(
-            "web",
-            HOST,
-            "web",
-            &[("portcullis.io/health-check-interval", "100ms")],
-            None,
-        ),
-    );
-    let proxy = Binary::start(m).await;
+    let checked = [("portcullis.io/health-check-interval", "100ms")];
+    let proxy = serve_web(m, &[a.addr.port()], &checked).await;
     let healthy =
         |addr: std::net::SocketAddr| format!("portcullis_upstream_healthy{{endpoint=\"{addr}\"}}");
     assert!(
