@@ -45,6 +45,17 @@ pub(super) fn inherit_from_main(options: &mut IngressOptions) {
     options.max_body = None;
 }
 
+/// The `canary-*` settings, our key and ingress-nginx's (made at compile time: every Ingress
+/// that is not a canary is checked for all of them).
+const KEYS: [[&str; 2]; 6] = [
+    both!("canary-by-header"),
+    both!("canary-by-header-value"),
+    both!("canary-by-header-pattern"),
+    both!("canary-by-cookie"),
+    both!("canary-weight"),
+    both!("canary-weight-total"),
+];
+
 impl Reader<'_> {
     /// The canary rules of an Ingress marked `canary: "true"`; `None` otherwise (its
     /// `canary-*` keys are then warned about: they do nothing). Also warns about every other
@@ -52,18 +63,10 @@ impl Reader<'_> {
     pub(super) fn canary(&mut self, tls_mode: TlsMode) -> Option<CanaryRules> {
         let key = self.own_or(own!("canary"), nginx!("canary"));
         let enabled = self.boolean(key).unwrap_or(false);
-        let names = [
-            "canary-by-header",
-            "canary-by-header-value",
-            "canary-by-header-pattern",
-            "canary-by-cookie",
-            "canary-weight",
-            "canary-weight-total",
-        ];
         if !enabled {
-            for name in names {
+            for name in KEYS {
                 let k = self.either(name);
-                self.ignore(&k, "it applies only to an Ingress marked canary: \"true\"");
+                self.ignore(k, "it applies only to an Ingress marked canary: \"true\"");
             }
             return None;
         }
@@ -77,19 +80,19 @@ impl Reader<'_> {
         }
         let mut rules = CanaryRules::default();
 
-        let header = self.either("canary-by-header");
-        let header = self.value_where(&header, "a header name", is_token);
-        let value_key = self.either("canary-by-header-value");
+        let header = self.either(both!("canary-by-header"));
+        let header = self.value_where(header, "a header name", is_token);
+        let value_key = self.either(both!("canary-by-header-value"));
         let value = self.value_where(
-            &value_key,
+            value_key,
             "a header value without control characters",
             |v| !v.chars().any(char::is_control),
         );
-        let pattern_key = self.either("canary-by-header-pattern");
-        let pattern = match self.get(&pattern_key) {
+        let pattern_key = self.either(both!("canary-by-header-pattern"));
+        let pattern = match self.get(pattern_key) {
             Some(_) if value.is_some() => {
                 self.ignore(
-                    &pattern_key,
+                    pattern_key,
                     "canary-by-header-value is set, and wins (as in ingress-nginx)",
                 );
                 None
@@ -97,7 +100,7 @@ impl Reader<'_> {
             Some(p) => match regex::Regex::new(p) {
                 Ok(re) => Some(HeaderPattern(re)),
                 Err(_) => {
-                    self.invalid(&pattern_key, p, "a regular expression (RE2 syntax)");
+                    self.invalid(pattern_key, p, "a regular expression (RE2 syntax)");
                     None
                 }
             },
@@ -117,25 +120,25 @@ impl Reader<'_> {
             }
             None => {
                 for k in [value_key, pattern_key] {
-                    self.ignore(&k, "it has no effect without canary-by-header");
+                    self.ignore(k, "it has no effect without canary-by-header");
                 }
             }
         }
-        let cookie = self.either("canary-by-cookie");
-        rules.cookie = self.value_where(&cookie, "a cookie name", is_token);
+        let cookie = self.either(both!("canary-by-cookie"));
+        rules.cookie = self.value_where(cookie, "a cookie name", is_token);
 
-        let total_key = self.either("canary-weight-total");
+        let total_key = self.either(both!("canary-weight-total"));
         rules.weight_total = self
-            .value_where(&total_key, "a whole number from 1 to 1000000", |v| {
+            .value_where(total_key, "a whole number from 1 to 1000000", |v| {
                 v.parse::<u32>().is_ok_and(|n| (1..=1_000_000).contains(&n))
             })
             .and_then(|v| v.parse().ok())
             .unwrap_or(100);
-        let weight_key = self.either("canary-weight");
+        let weight_key = self.either(both!("canary-weight"));
         let total = rules.weight_total;
         rules.weight = self
             .value_where(
-                &weight_key,
+                weight_key,
                 &format!("a whole number from 0 to {total} (canary-weight-total)"),
                 |v| v.parse::<u32>().is_ok_and(|n| n <= total),
             )
@@ -161,14 +164,9 @@ impl Reader<'_> {
         Some(rules)
     }
 
-    /// Our key `name` when the Ingress has it, else ingress-nginx's.
-    fn either(&self, name: &str) -> String {
-        let own = format!("{PREFIX}{name}");
-        if self.has_own(&own) {
-            own
-        } else {
-            format!("{NGINX}{name}")
-        }
+    /// Our key when the Ingress has it, else ingress-nginx's.
+    fn either(&self, [own, nginx]: [&'static str; 2]) -> &'static str {
+        self.own_or(own, nginx)
     }
 }
 

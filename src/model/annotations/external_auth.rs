@@ -27,16 +27,17 @@ const PARAM: &str = "a URL parameter name (letters, digits, - and _)";
 const DURATIONS: &str = "comma-separated `[code ...|any] time` entries, like `200 202 401 5m` \
                          or `200 10m, 401 30s`";
 
-/// The settings read only with `auth-url`, without prefix.
-const SETTINGS: [&str; 8] = [
-    "auth-method",
-    "auth-signin",
-    "auth-signin-redirect-param",
-    "auth-response-headers",
-    "auth-request-redirect",
-    "auth-cache-key",
-    "auth-cache-duration",
-    "auth-always-set-cookie",
+/// The settings read only with `auth-url`: our key and ingress-nginx's (made at compile time:
+/// every Ingress without `auth-url` is checked for all of them).
+const SETTINGS: [[&str; 2]; 8] = [
+    both!("auth-method"),
+    both!("auth-signin"),
+    both!("auth-signin-redirect-param"),
+    both!("auth-response-headers"),
+    both!("auth-request-redirect"),
+    both!("auth-cache-key"),
+    both!("auth-cache-duration"),
+    both!("auth-always-set-cookie"),
 ];
 
 impl Reader<'_> {
@@ -46,13 +47,8 @@ impl Reader<'_> {
     pub(super) fn external_auth(&mut self, tls_mode: TlsMode) -> Option<Arc<ExternalAuth>> {
         let url_key = self.own_or(own!("auth-url"), nginx!("auth-url"));
         let Some(url_text) = self.get(url_key) else {
-            for name in SETTINGS {
-                for key in [
-                    format!("portcullis.io/{name}"),
-                    format!("nginx.ingress.kubernetes.io/{name}"),
-                ] {
-                    self.ignore(&key, "read only with auth-url");
-                }
+            for key in SETTINGS.iter().flatten() {
+                self.ignore(key, "read only with auth-url");
             }
             return None;
         };

@@ -30,6 +30,13 @@ macro_rules! nginx {
     };
 }
 
+/// Our key `$name` and its ingress-nginx alias, as `[&'static str; 2]`.
+macro_rules! both {
+    ($name:literal) => {
+        [own!($name), nginx!($name)]
+    };
+}
+
 /// The HAProxy Ingress alias `$name`.
 macro_rules! haproxy {
     ($name:literal) => {

@@ -14,14 +14,15 @@ const COUNT: &str = "a whole number (0: no limit)";
 const MULTIPLIER: &str = "a whole number of at least 1";
 const CIDRS: &str = "a comma-separated list of IPv4/IPv6 addresses or CIDRs, like 10.0.0.0/8, ::1";
 
-/// Every key of the family, without prefix (for warnings when they do not apply).
-const KEYS: [&str; 6] = [
-    "limit-rps",
-    "limit-rpm",
-    "limit-connections",
-    "limit-burst-multiplier",
-    "limit-allowlist",
-    "limit-whitelist",
+/// Every key of the family, ours and ingress-nginx's (for warnings when they do not apply;
+/// made at compile time: every Ingress without limits is checked for all of them).
+const KEYS: [[&str; 2]; 6] = [
+    both!("limit-rps"),
+    both!("limit-rpm"),
+    both!("limit-connections"),
+    both!("limit-burst-multiplier"),
+    both!("limit-allowlist"),
+    both!("limit-whitelist"),
 ];
 
 impl Reader<'_> {
@@ -74,15 +75,10 @@ impl Reader<'_> {
             None
         };
         if let Some(why) = why {
-            for name in KEYS {
-                for key in [
-                    format!("portcullis.io/{name}"),
-                    format!("nginx.ingress.kubernetes.io/{name}"),
-                ] {
-                    // A `0` limit is ingress-nginx's "off", said explicitly: no warning.
-                    if self.get(&key) != Some("0") {
-                        self.ignore(&key, why);
-                    }
+            for key in KEYS.iter().flatten() {
+                // A `0` limit is ingress-nginx's "off", said explicitly: no warning.
+                if self.get(key) != Some("0") {
+                    self.ignore(key, why);
                 }
             }
             return None;
