@@ -359,7 +359,7 @@ impl Rebuilder {
         published: &BTreeSet<Diagnostic>,
     ) -> Option<EndpointIndex> {
         let built = self.status.current()?;
-        // On this thread, unlike a build: it compares pointers (tens of microseconds at
+        // On this thread, unlike a build: it compares pointers (under 0.1 ms at
         // 10 000 Ingresses, less than handing it to a blocking thread costs) and resolves only
         // the changed Services.
         let start = std::time::Instant::now();
