@@ -849,6 +849,17 @@ impl Builds {
     }
 }
 
+/// The durations, in ms and sorted, of the reported builds (`builds`) or endpoint updates.
+fn durations_ms(reports: &[Reported], builds: bool) -> Vec<f64> {
+    let mut ms: Vec<f64> = reports
+        .iter()
+        .filter(|r| (r.0 == Update::Build) == builds)
+        .map(|r| r.1.as_secs_f64() * 1e3)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
 /// Whether `table` sends `host` to `endpoint`.
 fn serves(table: &RouteTable, host: &str, endpoint: SocketAddr) -> bool {
     match table.route_http(Some(host), "/") {
@@ -973,17 +984,8 @@ async fn cluster_churn() {
     let pulls = pulls.load(Ordering::Relaxed) - pulls0;
     let reports = builds.0.lock().map(|b| b.0.clone()).unwrap_or_default();
     let ms = |d: &Duration| d.as_secs_f64() * 1e3;
-    let mut build_ms: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.0 == Update::Build)
-        .map(|r| ms(&r.1))
-        .collect();
-    let mut update_ms: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.0 != Update::Build)
-        .map(|r| ms(&r.1))
-        .collect();
-    update_ms.sort_by(f64::total_cmp);
+    let mut build_ms = durations_ms(&reports, true);
+    let update_ms = durations_ms(&reports, false);
 
     // Isolated changes (the loop rested, as between the steps of most rollouts): from the
     // store's update to the live table sending the host to the new address.
@@ -1025,13 +1027,8 @@ async fn cluster_churn() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let isolated = builds.0.lock().map(|b| b.0.clone()).unwrap_or_default();
-    let isolated_updates = isolated.iter().filter(|r| r.0 != Update::Build).count();
-    let mut isolated_update_ms: Vec<f64> = isolated
-        .iter()
-        .filter(|r| r.0 != Update::Build)
-        .map(|r| ms(&r.1))
-        .collect();
-    isolated_update_ms.sort_by(f64::total_cmp);
+    let isolated_update_ms = durations_ms(&isolated, false);
+    let isolated_updates = isolated_update_ms.len();
     stop.send_replace(true);
     let _ = rebuild.await;
 
