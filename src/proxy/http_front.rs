@@ -34,6 +34,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -62,6 +63,7 @@ use super::pool::UpstreamConn;
 use super::rate_limit;
 use super::request_id;
 use super::source_ranges;
+use super::wake_gate::WakeGate;
 use super::{ConnInfo, ProxyContext};
 use crate::health::InFlight;
 use crate::table::host::normalize_host;
@@ -161,29 +163,34 @@ async fn drive<C, E>(
 {
     tokio::pin!(connection);
     let mut shutdown = state.ctx.shutdown.clone();
-    let mut draining = false;
-    loop {
+    // What ends the connection gracefully. Polled behind a gate: only when one of them woke,
+    // not on every wake of the connection (`wake_gate`).
+    let stop = async {
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(client = %state.conn.client, %error, "client connection ended with an error");
-                }
-                break;
-            }
-            _ = shutdown_requested(&mut shutdown), if !draining => {
-                draining = true;
-                graceful_shutdown(connection.as_mut());
-            }
-            _ = state.idle.expired(idle), if !draining => {
-                draining = true;
-                graceful_shutdown(connection.as_mut());
-            }
-            () = state.retire.notified(), if !draining => {
-                draining = true;
-                graceful_shutdown(connection.as_mut());
-            }
+            _ = shutdown_requested(&mut shutdown) => {}
+            _ = state.idle.expired(idle) => {}
+            () = state.retire.notified() => {}
         }
-    }
+    };
+    let mut stop = std::pin::pin!(stop);
+    let gate = WakeGate::new();
+    let mut draining = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            if let Err(error) = result {
+                tracing::debug!(client = %state.conn.client, %error, "client connection ended with an error");
+            }
+            return Poll::Ready(());
+        }
+        if !draining && gate.poll(stop.as_mut(), cx).is_ready() {
+            draining = true;
+            graceful_shutdown(connection.as_mut());
+            // The connection acts on it when polled.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await;
 }
 
 /// Resolves when shutdown is requested; never if the sender is gone without asking.

@@ -165,5 +165,6 @@ mod request_id;
 mod rewrite;
 mod source_ranges;
 mod splice;
+mod wake_gate;
 
 pub use accept::serve;
