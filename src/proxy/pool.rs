@@ -114,15 +114,20 @@ struct Shared {
     reaper_started: AtomicBool,
 }
 
+/// A map looked up on every request (checkout, release): foldhash, not SipHash. The keys are
+/// the table's endpoint addresses, not anything a client sends, so a keyed hash buys nothing.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// The idle connections, and the endpoints they may be to.
 #[derive(Default)]
 struct Idle {
-    conns: HashMap<PoolKey, Vec<IdleConn>>,
+    conns: FastMap<PoolKey, Vec<IdleConn>>,
     /// The shared HTTP/2 connection of each HTTP/2 endpoint and configuration.
-    h2: HashMap<PoolKey, Shared2>,
+    h2: FastMap<PoolKey, Shared2>,
     /// The live table's endpoints; `None` until the first [`Clients::retain_endpoints`] (a
     /// pool driven without a rebuild loop, as in tests, keeps everything).
-    live: Option<HashSet<SocketAddr>>,
+    live: Option<FastSet<SocketAddr>>,
 }
 
 impl Idle {
@@ -263,7 +268,7 @@ impl Clients {
     /// idle connections to any other endpoint are closed now, and ones released later are not
     /// kept. Called after every table swap.
     pub(crate) fn retain_endpoints(&self, endpoints: impl IntoIterator<Item = SocketAddr>) {
-        let live: HashSet<SocketAddr> = endpoints.into_iter().collect();
+        let live: FastSet<SocketAddr> = endpoints.into_iter().collect();
         let closed: Vec<IdleConn> = {
             let mut idle = self
                 .inner

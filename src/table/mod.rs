@@ -196,9 +196,11 @@ impl Default for ClassSettings {
 /// The immutable routing table.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RouteTable {
-    exact: HashMap<String, Arc<VirtualHost>>,
+    /// Hashed with foldhash, not SipHash: looked up on every request, and its keys come from
+    /// the cluster's objects, so a client's `Host` cannot make them collide.
+    exact: HostMap,
     /// Keyed by the wildcard's parent domain: `*.example.com` → `example.com`.
-    wildcard: HashMap<String, Arc<VirtualHost>>,
+    wildcard: HostMap,
     /// Rules without a host, and the default backend for hosts nobody claims.
     catch_all: Option<Arc<VirtualHost>>,
     /// Parents of wildcard hosts that match one or more labels in an HTTP `Host` (Gateway
@@ -215,6 +217,9 @@ pub struct RouteTable {
     /// table (health checks) notices them without a new table.
     endpoint_revision: Revision,
 }
+
+/// Virtual hosts by name (see [`RouteTable`]'s fields).
+type HostMap = HashMap<String, Arc<VirtualHost>, foldhash::fast::RandomState>;
 
 /// A count of in-place changes. Not part of a table's identity: compares equal, clones fresh.
 #[derive(Debug, Default)]
