@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 
 use self::probe::{Check, ProbeSpec, ProbeTls, desired_probes, probe};
 use self::state::{EndpointState, Transition, millis};
-use crate::table::{RouteTable, TableHandle};
+use crate::table::{FastMap, RouteTable, TableHandle};
 use crate::telemetry::endpoint_traffic::{EndpointCounters, EndpointTraffic};
 use crate::telemetry::metrics::Metrics;
 
@@ -62,10 +62,8 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 // === impl Health ===
 
-/// Looked up several times per request (pick, begin): hashed with foldhash, not SipHash. The
-/// keys are the table's endpoint addresses, not anything a client sends, so a keyed hash
-/// buys nothing here.
-type EndpointMap = HashMap<SocketAddr, Arc<EndpointState>, foldhash::fast::RandomState>;
+/// Looked up several times per request (pick, begin), keyed by the table's endpoints.
+type EndpointMap = FastMap<SocketAddr, Arc<EndpointState>>;
 
 /// Health state of every endpoint the current table references.
 pub struct Health {

@@ -15,17 +15,16 @@
 //! - a changed Service turned `ExternalName` (it cannot have: the Service is unchanged, but
 //!   the rule is kept where it is decided).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::FastMap;
 use super::backend::{Backends, SERVICE_NAME_LABEL, Unresolved};
 use crate::settings::BuildSettings;
 use crate::source::Snapshot;
 use crate::table::upstream::{Endpoints, Upstream};
+use crate::table::{FastMap, FastSet};
 
 /// What an endpoint update needs of the Services a table's upstreams are built on, kept by
 /// the rebuild loop from one build to the next and moved along by each update: the Service
@@ -249,8 +248,7 @@ fn changed_slices<'s>(
     }
     // Added or removed slices shift the rest: the difference of the two sets.
     let not_in = |these: &'s [Arc<EndpointSlice>], those: &'s [Arc<EndpointSlice>]| {
-        let known: HashSet<*const EndpointSlice, foldhash::fast::RandomState> =
-            those.iter().map(Arc::as_ptr).collect();
+        let known: FastSet<*const EndpointSlice> = those.iter().map(Arc::as_ptr).collect();
         these
             .iter()
             .filter(|slice| !known.contains(&Arc::as_ptr(slice)))

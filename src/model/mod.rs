@@ -42,14 +42,8 @@ pub use self::gateway::status::{
 mod ingress;
 mod vhosts;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// The map behind the model's indexes (Services, Secrets, upstreams, hosts by name). They are
-/// rebuilt on every build from 10 000s of short string keys, where SipHash was a tenth of the
-/// build; the keys come from objects the cluster's users write, never from requests, and the
-/// seed is still random per process.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -58,7 +52,8 @@ use self::annotations::AnnotationError;
 use crate::settings::BuildSettings;
 use crate::source::Snapshot;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason, Severity};
-use crate::table::{self, RouteTable};
+// The map behind the model's indexes (Services, Secrets, upstreams, hosts by name).
+use crate::table::{self, FastMap, RouteTable};
 
 /// The last good version of each object that was valid once, so that a later bad edit does
 /// not take it out of service. Opaque to callers: pass the previous build's value back in.

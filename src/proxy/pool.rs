@@ -25,7 +25,7 @@
 //! that left the table gets no new request on an old connection, even if its address comes
 //! back later for another pod.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -43,6 +43,7 @@ use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
 use crate::table::upstream::{BackendTls, UpstreamProtocol};
+use crate::table::{FastMap, FastSet};
 
 /// How long an idle upstream connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -114,12 +115,8 @@ struct Shared {
     reaper_started: AtomicBool,
 }
 
-/// A map looked up on every request (checkout, release): foldhash, not SipHash. The keys are
-/// the table's endpoint addresses, not anything a client sends, so a keyed hash buys nothing.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
-
-/// The idle connections, and the endpoints they may be to.
+/// The idle connections, and the endpoints they may be to (looked up at every checkout and
+/// release, keyed by the table's endpoints: [`FastMap`]).
 #[derive(Default)]
 struct Idle {
     conns: FastMap<PoolKey, Vec<IdleConn>>,

@@ -25,7 +25,7 @@ pub mod source_ranges;
 pub mod split;
 pub mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,11 +196,10 @@ impl Default for ClassSettings {
 /// The immutable routing table.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RouteTable {
-    /// Hashed with foldhash, not SipHash: looked up on every request, and its keys come from
-    /// the cluster's objects, so a client's `Host` cannot make them collide.
-    exact: HostMap,
+    /// Looked up on every request ([`FastMap`]: a client's `Host` is only looked up).
+    exact: FastMap<String, Arc<VirtualHost>>,
     /// Keyed by the wildcard's parent domain: `*.example.com` → `example.com`.
-    wildcard: HostMap,
+    wildcard: FastMap<String, Arc<VirtualHost>>,
     /// Rules without a host, and the default backend for hosts nobody claims.
     catch_all: Option<Arc<VirtualHost>>,
     /// Parents of wildcard hosts that match one or more labels in an HTTP `Host` (Gateway
@@ -218,8 +217,17 @@ pub struct RouteTable {
     endpoint_revision: Revision,
 }
 
-/// Virtual hosts by name (see [`RouteTable`]'s fields).
-type HostMap = HashMap<String, Arc<VirtualHost>, foldhash::fast::RandomState>;
+/// A map keyed by what the cluster's objects say (host names, endpoint addresses, object
+/// names), hashed with foldhash instead of SipHash. A keyed hash defends a map against keys an
+/// attacker picks; these keys come from objects the cluster's users write, never from a
+/// request (a client's `Host` is only looked up, in a map whose keys it cannot choose), and the
+/// seed is still random per process. The model's indexes are rebuilt from 10 000s of short
+/// keys per build (SipHash was a tenth of a build), and the table's host maps, the health map
+/// and the upstream pool are read on every request. Anything keyed by a client's values (the
+/// rate limiter's table) keeps a keyed hash.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// The set kind of [`FastMap`].
+pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// A count of in-place changes. Not part of a table's identity: compares equal, clones fresh.
 #[derive(Debug, Default)]
