@@ -92,6 +92,16 @@ impl<IO> FramingGuard<IO> {
         }
     }
 
+    /// The number of request heads read, when everything read so far ends exactly where a
+    /// message ends (no partial head, no body bytes still to come); `None` otherwise, and
+    /// always once the guard stopped watching.
+    pub(super) fn heads_at_boundary(&self) -> Option<u64> {
+        match &self.scan {
+            Scan::Head(partial) if partial.is_empty() => Some(self.heads),
+            _ => None,
+        }
+    }
+
     fn scan(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let state = std::mem::replace(&mut self.scan, Scan::Off);
@@ -333,6 +343,32 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
             assert_eq!(heads, 3, "split at {split}");
             assert!(!v.rejected(2));
         }
+    }
+
+    #[test]
+    fn knows_when_what_was_read_ends_at_a_message_boundary() {
+        let verdict = Arc::new(FramingVerdict::default());
+        let mut guard = FramingGuard::new((), true, 8192, verdict);
+        assert_eq!(guard.heads_at_boundary(), Some(0), "nothing read yet");
+        let steps: [(&[u8], Option<u64>); 8] = [
+            (b"\r\n", Some(0)),
+            (b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n", None),
+            (b"\r\nab", None),
+            (b"c", Some(1)),
+            (
+                b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n",
+                None,
+            ),
+            (b"0\r\n\r\n", Some(2)),
+            (b"GET /c HTTP/1.1\r\n\r\nGET /d", None),
+            (b" HTTP/1.1\r\n\r\n", Some(4)),
+        ];
+        for (bytes, expected) in steps {
+            guard.scan(bytes);
+            assert_eq!(guard.heads_at_boundary(), expected, "after {bytes:?}");
+        }
+        guard.scan(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(guard.heads_at_boundary(), None, "no longer watching");
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //!   keep-alive idle time is `min(idle, header_read)`;
 //! - idle timeout (`timeouts.idle`): no request in flight for that long → graceful close
 //!   (HTTP/1.1 and HTTP/2);
+//! - an HTTP/1.1 connection without a request for [`RELEASE_AFTER`] gives hyper's state
+//!   (buffers, the service's future slot) back and waits for its next request holding only its
+//!   socket and TLS session ([`super::idle_release`]); the timeouts above still apply;
 //! - `limits.max_header_bytes`: hyper's h1 read buffer is capped (431 from hyper) and every
 //!   request head is measured here (431 from us, both protocols);
 //! - request smuggling: see [`super::framing_guard`] (400, connection closed);
@@ -32,7 +35,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -45,7 +48,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::basic_auth;
@@ -59,6 +62,7 @@ use super::error_pages;
 use super::external_auth;
 use super::forward::{self, ConnForwarded, Forward};
 use super::framing_guard::{FramingGuard, FramingVerdict};
+use super::idle_release::{Idle, RELEASE_AFTER, ReleasableIo};
 use super::pool::UpstreamConn;
 use super::rate_limit;
 use super::request_id;
@@ -69,7 +73,7 @@ use crate::health::InFlight;
 use crate::table::host::normalize_host;
 use crate::table::route::{RouteAction, TlsMode};
 use crate::table::upstream::UpstreamProtocol;
-use crate::table::{HttpRoute, RouteTable, TableHandle, VirtualHost};
+use crate::table::{HttpRoute, RouteTable, TableHandle, TimeoutSettings, VirtualHost};
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::{HttpRequestSeries, Mode, RouteId};
 
@@ -99,6 +103,7 @@ pub(crate) async fn serve_connection<IO>(
     let verdict = Arc::new(FramingVerdict::default());
     let h1_buffer = max_header_bytes.max(MIN_H1_BUFFER);
     let io = FramingGuard::new(io, !h2, h1_buffer + 1024, verdict.clone());
+    let idle = Arc::new(Idle::new());
     let state = Arc::new(ClientConnection {
         terms_checked: Mutex::new(Arc::downgrade(&table)),
         conn,
@@ -107,7 +112,7 @@ pub(crate) async fn serve_connection<IO>(
         ctx: ctx.clone(),
         verdict,
         requests: AtomicU64::new(0),
-        idle: Idle::new(),
+        idle: idle.clone(),
         series: Mutex::new(None),
         forwarded: OnceLock::new(),
     });
@@ -122,21 +127,22 @@ pub(crate) async fn serve_connection<IO>(
     // hyper's own h1 and h2 connections, not hyper-util's `auto` one: ALPN already decided
     // the protocol, so there is nothing to sniff, and the version-detecting wrapper around the
     // I/O is a cost on every read.
-    let io = TokioIo::new(io);
     if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
-        let connection = builder.serve_connection(io, service);
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         // Boxed: the HTTP/2 connection's state is larger than HTTP/1's, and this task's
         // future is sized for the larger branch, so every HTTP/1 connection would carry it.
-        Box::pin(drive(
-            connection,
+        let mut connection = Box::pin(connection);
+        drive(
+            connection.as_mut(),
             |c| c.graceful_shutdown(),
             &state,
             timeouts.idle,
-        ))
+            false,
+        )
         .await;
     } else {
         let mut builder = http1::Builder::new();
@@ -145,53 +151,165 @@ pub(crate) async fn serve_connection<IO>(
             .header_read_timeout(timeouts.header_read)
             .max_buf_size(h1_buffer)
             .keep_alive(true);
-        let connection = builder.serve_connection(io, service).with_upgrades();
-        drive(connection, |c| c.graceful_shutdown(), &state, timeouts.idle).await;
+        let mut io = ReleasableIo::new(io, idle);
+        let mut service = service;
+        loop {
+            // Boxed, so that while the connection is parked its task holds none of it.
+            let mut connection = Box::new(
+                builder
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            let released = drive(
+                Pin::new(&mut *connection),
+                |c| c.graceful_shutdown(),
+                &state,
+                timeouts.idle,
+                true,
+            )
+            .await;
+            // Not released, or upgraded (the tunnel has the I/O): the connection is over.
+            if !released {
+                return;
+            }
+            let Some(http1::Parts {
+                io: released_io,
+                read_buf,
+                service: released_service,
+                ..
+            }) = connection.into_parts()
+            else {
+                return;
+            };
+            (io, service) = (released_io.into_inner(), released_service);
+            if !park(&mut io, read_buf, &state, timeouts).await {
+                return;
+            }
+        }
     }
 }
 
-/// Runs a client connection to its end, closing it gracefully (the request in flight finishes)
-/// on shutdown or after `idle` without a request.
+/// Runs a client connection until it ends, closing it gracefully (the request in flight
+/// finishes) on shutdown or after `idle` without a request. With `releasable` (HTTP/1.1), a
+/// connection without a request for [`RELEASE_AFTER`] is ended by a release instead
+/// ([`idle_release`](super::idle_release)): returns whether it was.
 async fn drive<C, E>(
-    connection: C,
+    mut connection: Pin<&mut C>,
     graceful_shutdown: impl Fn(Pin<&mut C>),
     state: &ClientConnection,
     idle: Duration,
-) where
+    releasable: bool,
+) -> bool
+where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    tokio::pin!(connection);
-    let mut shutdown = state.ctx.shutdown.clone();
-    // What ends the connection gracefully. Polled behind a gate: only when one of them woke,
-    // not on every wake of the connection (`wake_gate`).
-    let stop = async {
+    // What ends the connection (gracefully, or by a release). Polled behind a gate: only when
+    // one of them woke, not on every wake of the connection (`wake_gate`).
+    let side = |not_before: Option<tokio::time::Instant>| async move {
+        let mut shutdown = state.ctx.shutdown.clone();
+        let release = async {
+            if let Some(at) = not_before {
+                tokio::time::sleep_until(at).await;
+            }
+            state.idle.expired(RELEASE_AFTER).await;
+        };
         tokio::select! {
-            _ = shutdown_requested(&mut shutdown) => {}
-            _ = state.idle.expired(idle) => {}
-            () = state.retire.notified() => {}
+            _ = shutdown_requested(&mut shutdown) => Side::Stop,
+            _ = state.idle.expired(idle) => Side::Stop,
+            () = state.retire.notified() => Side::Stop,
+            () = release, if releasable => Side::Release,
         }
     };
-    let mut stop = std::pin::pin!(stop);
-    let gate = WakeGate::new();
+    let mut stop = std::pin::pin!(side(None));
+    let mut gate = WakeGate::new();
     let mut draining = false;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
             if let Err(error) = result {
                 tracing::debug!(client = %state.conn.client, %error, "client connection ended with an error");
             }
-            return Poll::Ready(());
+            return Poll::Ready(state.idle.released());
         }
-        if !draining && gate.poll(stop.as_mut(), cx).is_ready() {
-            draining = true;
-            graceful_shutdown(connection.as_mut());
-            // The connection acts on it when polled.
-            cx.waker().wake_by_ref();
+        if draining {
+            return Poll::Pending;
+        }
+        match gate.poll(stop.as_mut(), cx) {
+            Poll::Pending => {}
+            Poll::Ready(Side::Stop) => {
+                draining = true;
+                graceful_shutdown(connection.as_mut());
+                // The connection acts on it when polled.
+                cx.waker().wake_by_ref();
+            }
+            Poll::Ready(Side::Release) => {
+                // hyper reads during this poll if it is waiting for a head; the I/O answers
+                // end-of-stream if releasing is safe.
+                state.idle.request_release();
+                let polled = connection.as_mut().poll(cx);
+                state.idle.withdraw_release();
+                if let Poll::Ready(result) = polled {
+                    if let Err(error) = result {
+                        tracing::debug!(client = %state.conn.client, %error, "client connection ended with an error");
+                    }
+                    return Poll::Ready(state.idle.released());
+                }
+                if !state.idle.released() {
+                    // Not now (a request, a partial head or a write under way): try again
+                    // after another quiet period.
+                    stop.set(side(Some(tokio::time::Instant::now() + RELEASE_AFTER)));
+                    gate = WakeGate::new();
+                }
+                // Registers the new side future, or lets hyper finish the released connection.
+                cx.waker().wake_by_ref();
+            }
         }
         Poll::Pending
     })
-    .await;
+    .await
 }
+
+/// What the side of [`drive`] asks for.
+enum Side {
+    /// Close gracefully.
+    Stop,
+    /// Release the connection's HTTP state (`idle_release`).
+    Release,
+}
+
+/// Holds a released connection until its client sends the next request (`true`: serve it) or
+/// it is over (`false`): the client closed, the keep-alive timeout passed, or shutdown began.
+/// The keep-alive timeout counts from the last request's end, as hyper's header-read timer
+/// does, so it is `min(idle, header_read)` as for a connection that was not released.
+async fn park<IO>(
+    io: &mut ReleasableIo<IO>,
+    unread: Bytes,
+    state: &ClientConnection,
+    timeouts: TimeoutSettings,
+) -> bool
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let _parked = state.ctx.metrics.connection_parked();
+    let deadline = state.idle.last_done() + timeouts.idle.min(timeouts.header_read);
+    let mut shutdown = state.ctx.shutdown.clone();
+    tokio::select! {
+        next = io.wait_for_request(unread) => match next {
+            Ok(true) => return true,
+            // The client closed or the connection broke: nothing to say goodbye to.
+            Ok(false) | Err(_) => return false,
+        },
+        () = tokio::time::sleep_until(deadline) => {}
+        () = shutdown_requested(&mut shutdown) => {}
+    }
+    // An idle connection closed by us, as hyper closes one: TLS close_notify, then FIN.
+    let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+    false
+}
+
+/// How long closing a parked connection may take (its send buffer is empty: no time at all,
+/// unless the client's receive window is shut).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Resolves when shutdown is requested; never if the sender is gone without asking.
 async fn shutdown_requested(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
@@ -216,7 +334,8 @@ struct ClientConnection {
     verdict: Arc<FramingVerdict>,
     /// Requests seen so far (the next request's index).
     requests: AtomicU64,
-    idle: Idle,
+    /// Requests in flight and since when none (keep-alive timeout, release).
+    idle: Arc<Idle>,
     /// The metric series of the connection's latest request: a keep-alive connection usually
     /// sends every request to one host, so this saves a label lookup per request.
     series: Mutex<Option<(SeriesKey, HttpRequestSeries)>>,
@@ -988,63 +1107,6 @@ impl BodyObserver for Record {
     fn complete(&mut self) {
         if let Some(conn) = self.conn.take() {
             conn.release();
-        }
-    }
-}
-
-// === impl Idle ===
-
-/// Tracks whether a connection has requests in flight, and since when it has had none. Lock-
-/// and notification-free on the request path (two atomic adds and a store); the timer in
-/// [`Idle::expired`] re-reads the state when it wakes instead of being woken per request.
-struct Idle {
-    active: AtomicUsize,
-    /// When the last request ended, in ms since `base`.
-    last_done_ms: AtomicU64,
-    base: tokio::time::Instant,
-}
-
-impl Idle {
-    fn new() -> Self {
-        Idle {
-            active: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(0),
-            base: tokio::time::Instant::now(),
-        }
-    }
-
-    /// A request began.
-    fn begin(&self) {
-        self.active.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// A request ended (its response body was sent or abandoned).
-    fn end(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_done_ms.fetch_max(ms, Ordering::AcqRel);
-        self.active.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    fn last_done(&self) -> tokio::time::Instant {
-        self.base + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
-    }
-
-    /// Resolves once no request has been in flight for `idle`: sleeps until the last request's
-    /// end plus `idle`, and on waking checks; while a request is in flight it checks again
-    /// `idle` later (that request's end moves the deadline past that point anyway).
-    async fn expired(&self, idle: Duration) {
-        loop {
-            let now = tokio::time::Instant::now();
-            let deadline = if self.active.load(Ordering::Acquire) == 0 {
-                let deadline = self.last_done() + idle;
-                if deadline <= now {
-                    return;
-                }
-                deadline
-            } else {
-                now + idle
-            };
-            tokio::time::sleep_until(deadline).await;
         }
     }
 }

@@ -165,8 +165,13 @@ async fn terminate(
         }
     };
     let io = PrefixedIo::new(buf, stream);
-    let tls = match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(io)).await {
-        Ok(Ok(tls)) => tls,
+    // Both boxed: the handshake's state and the TLS stream (~1.3 KiB each, rustls's
+    // connection inline) would otherwise be sized into this connection's task for its whole
+    // life, and a moved-from local keeps its room there. Boxed, an idle connection's task is
+    // small (`idle_release`).
+    let accept = Box::pin(TlsAcceptor::from(config).accept(io));
+    let tls = match tokio::time::timeout_at(deadline, accept).await {
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(error)) => {
             // rustls has queued an alert and tokio-rustls tried to send it.
             ctx.metrics.handshake(mode, false, host);

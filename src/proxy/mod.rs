@@ -158,6 +158,7 @@ pub mod framing_guard;
 mod grpc;
 pub mod http_front;
 mod https_front;
+mod idle_release;
 mod passthrough;
 pub(crate) mod pool;
 pub(crate) mod rate_limit;

@@ -447,7 +447,8 @@ pub(crate) struct RouteLabels {
     pub(crate) service: String,
 }
 
-/// Counts one connection in `portcullis_connections_active` until dropped.
+/// Counts one connection in a connection gauge (`portcullis_connections_active`,
+/// `portcullis_connections_parked`) until dropped.
 #[derive(Debug)]
 pub(crate) struct ActiveConnection(Gauge);
 
@@ -464,6 +465,8 @@ pub struct Metrics {
     http_request_duration: HistogramFamily<HttpRouteLabels>,
     http_upstream_duration: HistogramFamily<HttpRouteLabels>,
     connections_active: Family<ConnectionLabels, Gauge>,
+    connections_parked: Gauge,
+    connections_released: Counter,
     /// `notAfter` of each served certificate, and the series the last build set.
     certificate_expiry: Family<CertificateLabels, Gauge>,
     certificates_seen: Mutex<Vec<CertificateLabels>>,
@@ -538,6 +541,18 @@ impl Metrics {
             "connections_active",
             "Client connections open, by mode (counted once the mode is known)",
             Clone::clone(&connections_active),
+        );
+        let connections_parked = Gauge::default();
+        registry.register(
+            "connections_parked",
+            "HTTP/1.1 client connections idle between requests with their HTTP buffers released",
+            connections_parked.clone(),
+        );
+        let connections_released = Counter::default();
+        registry.register(
+            "connections_released",
+            "Times an idle HTTP/1.1 client connection released its HTTP buffers (and was parked)",
+            connections_released.clone(),
         );
         let certificate_expiry = Family::default();
         registry.register_with_unit(
@@ -660,6 +675,8 @@ impl Metrics {
             http_request_duration,
             http_upstream_duration,
             connections_active,
+            connections_parked,
+            connections_released,
             certificate_expiry,
             certificates_seen: Mutex::new(Vec::new()),
             tcp_connections,
@@ -760,6 +777,15 @@ impl Metrics {
             });
         gauge.inc();
         ActiveConnection(gauge)
+    }
+
+    /// Counts a release of an idle HTTP/1.1 connection's HTTP state
+    /// (`portcullis_connections_released_total`), and the connection in
+    /// `portcullis_connections_parked` while the returned guard lives.
+    pub(crate) fn connection_parked(&self) -> ActiveConnection {
+        self.connections_released.inc();
+        self.connections_parked.inc();
+        ActiveConnection(self.connections_parked.clone())
     }
 
     /// One TCP (pass-through) connection ended.

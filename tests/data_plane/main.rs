@@ -11,6 +11,7 @@ mod front_door;
 mod health;
 mod http_connection;
 mod http_errors;
+mod idle_release;
 mod passthrough;
 mod redirect;
 mod reencrypt;

@@ -34,6 +34,8 @@ pub struct Proxy {
     pub https: SocketAddr,
     pub table: TableHandle,
     pub ctx: Arc<ProxyContext>,
+    /// The metrics the proxy records into.
+    pub metrics: Arc<Metrics>,
     pub fallback: Certificate,
     shutdown: watch::Sender<bool>,
     pub task: JoinHandle<std::io::Result<()>>,
@@ -71,9 +73,10 @@ impl Proxy {
         let (http, https) = listeners.local_addrs().expect("addrs");
         let (shutdown, rx) = watch::channel(false);
         let fallback = self_signed_fallback();
+        let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(ProxyContext::new(
             Health::new(),
-            Arc::new(Metrics::new()),
+            metrics.clone(),
             fallback.clone(),
             https_port.unwrap_or(https.port()),
             rx.clone(),
@@ -85,6 +88,7 @@ impl Proxy {
             https,
             table: handle,
             ctx,
+            metrics,
             fallback,
             shutdown,
             task,
