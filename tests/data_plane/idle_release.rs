@@ -112,6 +112,29 @@ async fn a_request_split_across_the_pause_is_served() {
 }
 
 #[tokio::test]
+async fn a_body_split_across_the_pause_is_served() {
+    let backend = backends::http("a").await;
+    let proxy = Proxy::start_one("a.example", &[backend.addr]).await;
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a.example\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello")
+        .await
+        .unwrap();
+    // The upload stalls mid-body for several release periods (the client's pause).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    stream.write_all(b"world").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(backend.requests()[0].body, b"helloworld");
+    assert_eq!(releases(&proxy), 0.0, "released in the middle of a body");
+}
+
+#[tokio::test]
 async fn a_released_connection_still_meets_the_keep_alive_timeout() {
     let backend = backends::http("a").await;
     let table = Tables::one("a.example", &[backend.addr])
