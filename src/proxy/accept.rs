@@ -109,11 +109,22 @@ async fn accept_loop(
         let ctx = ctx.clone();
         let live = live.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             match kind {
-                Listener::Http => serve_http(stream, peer, local, table, live, ctx).await,
+                Listener::Http => {
+                    let _slot = slot;
+                    serve_http(stream, peer, local, table, live, ctx).await;
+                }
                 Listener::Https => {
-                    https_front::serve_connection(stream, peer, local, table, live, ctx).await;
+                    let http =
+                        https_front::serve_connection(stream, peer, local, table, live, ctx).await;
+                    if let Some(http) = http {
+                        // A task of its own, holding the slot: this one ends with the
+                        // handshake (`https_front::HttpPhase`).
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            http.await;
+                        });
+                    }
                 }
             }
         });

@@ -15,7 +15,9 @@
 //!
 //! A malformed, truncated, oversized or late ClientHello closes the connection and is counted.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
@@ -32,8 +34,16 @@ use crate::wire::client_hello::{self, HelloError};
 use crate::wire::prefixed_io::PrefixedIo;
 use crate::wire::proxy_protocol;
 
+/// What is left of a terminated connection once its TLS handshake is done: HTTP until the
+/// connection ends. Run as a task of its own ([`super::accept`]), so that the task that read
+/// the ClientHello and made the handshake, whose future is sized for every state before HTTP
+/// (the pass-through path included), ends with them: a connection waiting between requests
+/// holds only this (`idle_release`).
+pub(crate) type HttpPhase = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serves one accepted :443 connection from `peer` to our address `local`: routed by SNI on
-/// `table` (loaded at accept), then every HTTP request on the live table in `live`.
+/// `table` (loaded at accept); pass-through here, a terminated connection's HTTP (every request
+/// on the live table in `live`) returned as its [`HttpPhase`].
 pub(crate) async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -41,7 +51,7 @@ pub(crate) async fn serve_connection(
     table: Arc<RouteTable>,
     live: TableHandle,
     ctx: Arc<ProxyContext>,
-) {
+) -> Option<HttpPhase> {
     let started = Instant::now();
     let deadline = started + table.class.timeouts.client_hello;
     let max = usize::try_from(table.class.limits.max_client_hello_bytes).unwrap_or(usize::MAX);
@@ -60,7 +70,7 @@ pub(crate) async fn serve_connection(
         Ok(client) => client,
         Err(error) => {
             tracing::debug!(%peer, %error, "closing :443 connection from a trusted proxy");
-            return;
+            return None;
         }
     };
 
@@ -71,7 +81,7 @@ pub(crate) async fn serve_connection(
                 ctx.metrics.hello_rejected(why);
             }
             tracing::debug!(%client, %error, "closing :443 connection before routing");
-            return;
+            return None;
         }
     };
 
@@ -99,7 +109,7 @@ pub(crate) async fn serve_connection(
             }
             None => tracing::warn!(sni = ?hello.sni, "pass-through host without an upstream"),
         }
-        return;
+        return None;
     }
     let mode = match vhost.map(|v| v.tls_mode) {
         Some(TlsMode::Reencrypt) => Mode::Reencrypt,
@@ -113,7 +123,7 @@ pub(crate) async fn serve_connection(
         version: None,
         cipher: None,
     });
-    terminate(stream, buf, conn, mode, &host, deadline, table, live, ctx).await;
+    terminate(stream, buf, conn, mode, &host, deadline, table, live, ctx).await
 }
 
 /// The metric label of a ClientHello that could not be read, or `None` when the connection is
@@ -132,8 +142,9 @@ fn rejection(error: &HelloError) -> Option<HelloRejection> {
     }
 }
 
-/// Continues the handshake in rustls (replaying the buffered ClientHello), then serves HTTP.
-/// `conn.tls` holds the SNI; the negotiated ALPN and certificate are filled in here.
+/// Continues the handshake in rustls (replaying the buffered ClientHello) and returns the
+/// connection's HTTP phase. `conn.tls` holds the SNI; the negotiated ALPN and certificate are
+/// filled in here.
 #[allow(clippy::too_many_arguments)]
 async fn terminate(
     stream: TcpStream,
@@ -145,7 +156,7 @@ async fn terminate(
     table: Arc<RouteTable>,
     live: TableHandle,
     ctx: Arc<ProxyContext>,
-) {
+) -> Option<HttpPhase> {
     let sni = conn.tls.as_ref().and_then(|t| t.sni.clone());
     // A host with client certificates (`auth-tls-*`) has a config of its own; no SNI or an
     // unknown one is the catch-all's.
@@ -161,27 +172,26 @@ async fn terminate(
         Err(error) => {
             tracing::error!(%error, "no TLS server config; closing");
             ctx.metrics.handshake(mode, false, host);
-            return;
+            return None;
         }
     };
     let io = PrefixedIo::new(buf, stream);
-    // Both boxed: the handshake's state and the TLS stream (~1.3 KiB each, rustls's
-    // connection inline) would otherwise be sized into this connection's task for its whole
-    // life, and a moved-from local keeps its room there. Boxed, an idle connection's task is
-    // small (`idle_release`).
-    let accept = Box::pin(TlsAcceptor::from(config).accept(io));
+    // The TLS stream boxed (~1.3 KiB, rustls's connection inline): in the HTTP phase's
+    // future, a moved-from argument keeps its room at every `async fn` level, so unboxed it
+    // would sit there two or three times for the connection's whole life (`idle_release`).
+    let accept = TlsAcceptor::from(config).accept(io);
     let tls = match tokio::time::timeout_at(deadline, accept).await {
         Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(error)) => {
             // rustls has queued an alert and tokio-rustls tried to send it.
             ctx.metrics.handshake(mode, false, host);
             tracing::debug!(client = %conn.client, sni = ?sni, %error, "TLS handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             ctx.metrics.handshake(mode, false, host);
             tracing::debug!(client = %conn.client, sni = ?sni, "TLS handshake timed out");
-            return;
+            return None;
         }
     };
     ctx.metrics.handshake(mode, true, host);
@@ -207,6 +217,9 @@ async fn terminate(
             })
             .ok();
     }
-    let _active = ctx.metrics.connection_opened(mode, host);
-    http_front::serve_connection(tls, conn, table, live, ctx).await;
+    let active = ctx.metrics.connection_opened(mode, host);
+    Some(Box::pin(async move {
+        let _active = active;
+        http_front::serve_connection(tls, conn, table, live, ctx).await;
+    }))
 }

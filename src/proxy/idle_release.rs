@@ -31,10 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing_guard::FramingGuard;
+use crate::wire::prefixed_io::replay;
 
 /// How long a connection waits for its next request before its buffers are released: long
 /// next to a busy client's gap between requests (milliseconds), so a connection in steady use
@@ -198,15 +199,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ReleasableIo<IO> {
         if this.released {
             return Poll::Ready(Ok(()));
         }
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            if let Some(chunk) = this.prefix.get(..n) {
-                buf.put_slice(chunk);
-            }
-            this.prefix.advance(n);
-            if this.prefix.is_empty() {
-                this.prefix = Bytes::new();
-            }
+        if replay(&mut this.prefix, buf) {
             return Poll::Ready(Ok(()));
         }
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);

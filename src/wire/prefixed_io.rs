@@ -44,21 +44,29 @@ impl<IO: AsyncRead + Unpin> AsyncRead for PrefixedIo<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            if let Some(chunk) = this.prefix.get(..n) {
-                buf.put_slice(chunk);
-            }
-            this.prefix.advance(n);
-            if this.prefix.is_empty() {
-                // Free the read buffer the prefix came from (the ClientHello buffer's capacity)
-                // now rather than when the connection ends: idle connections hold no buffer.
-                this.prefix = Bytes::new();
-            }
+        if replay(&mut this.prefix, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
     }
+}
+
+/// Moves as much of `prefix` as fits into `buf`; `false` when there was nothing to replay.
+/// An emptied prefix lets go of the buffer it came from (the ClientHello buffer's capacity)
+/// now rather than when the connection ends: idle connections hold no buffer.
+pub(crate) fn replay(prefix: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
+    if prefix.is_empty() {
+        return false;
+    }
+    let n = prefix.len().min(buf.remaining());
+    if let Some(chunk) = prefix.get(..n) {
+        buf.put_slice(chunk);
+    }
+    prefix.advance(n);
+    if prefix.is_empty() {
+        *prefix = Bytes::new();
+    }
+    true
 }
 
 // Reads replay the prefix first; writes go straight through.

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::support::backends;
 use crate::support::binary::metric_value;
 use crate::support::fixture::Tables;
-use crate::support::http::{Conn, Via, request, tls_connect, upgrade};
+use crate::support::http::{Conn, Via, echo, request, tls_connect, upgrade};
 use crate::support::in_process::Proxy;
 use crate::support::pki::Ca;
 use crate::support::wait::wait_until;
@@ -189,18 +189,12 @@ async fn a_released_connection_upgrades_to_a_websocket() {
     let answer = upgrade(&mut io, "ws.example", "/chat").await;
     assert_eq!(answer.status, 101);
     for message in [&b"ping"[..], b"after a release", &[0u8, 1, 2, 255]] {
-        io.write_all(message).await.unwrap();
-        let mut back = vec![0u8; message.len()];
-        io.read_exact(&mut back).await.unwrap();
-        assert_eq!(back, message);
+        echo(&mut io, message).await;
     }
     // A tunnel is not an idle HTTP connection: quiet for several release periods (the
     // client's pause), it is not parked and still carries bytes.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    io.write_all(b"still there").await.unwrap();
-    let mut back = [0u8; 11];
-    io.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"still there");
+    echo(&mut io, b"still there").await;
     assert_eq!(parked(&proxy), 0.0);
     assert_eq!(releases(&proxy), 1.0);
 }
