@@ -3,7 +3,9 @@
 //! One loop per listener. Per accepted connection: `TCP_NODELAY`, the connection limit
 //! (`limits.max_connections`, counted across both listeners), one `load_full` of the table for
 //! what is decided per connection (limits, PROXY header trust, the :443 route by SNI), then a
-//! task: :80 → (trusted PROXY header) → `http_front`, :443 → `https_front`. HTTP requests are
+//! task: :80 → (trusted PROXY header) → `http_front`, :443 → `https_front`, whose terminated
+//! connections go on in a second task for their HTTP phase (`https_front::HttpPhase`, holding
+//! the connection's slot) once the handshake is done. HTTP requests are
 //! routed on the live table, loaded per request. Accept errors (EMFILE...) are logged and the loop backs off briefly; they never
 //! end it. On shutdown the loops stop accepting and `serve` returns once every connection task
 //! has finished.
