@@ -226,10 +226,7 @@ where
     let mut draining = false;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-            if let Err(error) = result {
-                tracing::debug!(client = %state.conn.client, %error, "client connection ended with an error");
-            }
-            return Poll::Ready(state.idle.released());
+            return Poll::Ready(state.ended(result));
         }
         if draining {
             return Poll::Pending;
@@ -249,10 +246,7 @@ where
                 let polled = connection.as_mut().poll(cx);
                 state.idle.withdraw_release();
                 if let Poll::Ready(result) = polled {
-                    if let Err(error) = result {
-                        tracing::debug!(client = %state.conn.client, %error, "client connection ended with an error");
-                    }
-                    return Poll::Ready(state.idle.released());
+                    return Poll::Ready(state.ended(result));
                 }
                 if !state.idle.released() {
                     // Not now (a request, a partial head or a write under way): try again
@@ -390,6 +384,15 @@ impl ClientConnection {
             *checked = Arc::downgrade(table);
         }
         same
+    }
+
+    /// The hyper connection ended with `result`: whether by a release (`idle_release`) rather
+    /// than for good.
+    fn ended<E: std::fmt::Display>(&self, result: Result<(), E>) -> bool {
+        if let Err(error) = result {
+            tracing::debug!(client = %self.conn.client, %error, "client connection ended with an error");
+        }
+        self.idle.released()
     }
 
     /// Closes the connection once its in-flight requests are answered.

@@ -62,7 +62,8 @@ pub(super) struct Idle {
     base: tokio::time::Instant,
     /// A release is wanted: answer hyper's next idle read with end-of-stream if it is safe.
     release_requested: AtomicBool,
-    /// End-of-stream was answered: the connection's end is a release, not a close.
+    /// End-of-stream was answered: the connection's end is a release, not a close; until the
+    /// next hyper connection, reads keep answering it and shutdown is not passed on.
     released: AtomicBool,
 }
 
@@ -147,8 +148,6 @@ pub(super) struct ReleasableIo<IO> {
     idle: Arc<Idle>,
     /// Bytes were written since the last completed flush.
     unflushed: bool,
-    /// End-of-stream was answered; reads keep answering it and shutdown is not passed on.
-    released: bool,
 }
 
 impl<IO> ReleasableIo<IO> {
@@ -158,7 +157,6 @@ impl<IO> ReleasableIo<IO> {
             prefix: Bytes::new(),
             idle,
             unflushed: false,
-            released: false,
         }
     }
 }
@@ -168,7 +166,6 @@ impl<IO: AsyncRead + Unpin> ReleasableIo<IO> {
     /// connection and waits for the client's next bytes. `Ok(true)` when there is a request to
     /// serve, `Ok(false)` when the client closed.
     pub(super) async fn wait_for_request(&mut self, unread: Bytes) -> io::Result<bool> {
-        self.released = false;
         self.idle.released.store(false, Ordering::Relaxed);
         if !unread.is_empty() {
             self.prefix = unread;
@@ -196,7 +193,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ReleasableIo<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.released {
+        if this.idle.released() {
+            // Until the next hyper connection: every read of this one is end-of-stream.
             return Poll::Ready(Ok(()));
         }
         if replay(&mut this.prefix, buf) {
@@ -210,7 +208,6 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ReleasableIo<IO> {
                 && let Some(heads) = this.io.heads_at_boundary()
                 && this.idle.all_answered(heads)
             {
-                this.released = true;
                 this.idle.released.store(true, Ordering::Relaxed);
                 return Poll::Ready(Ok(()));
             }
@@ -255,7 +252,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ReleasableIo<IO> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.released {
+        if this.idle.released() {
             // hyper ends the connection it was told had ended; the client's has not.
             return Poll::Ready(Ok(()));
         }

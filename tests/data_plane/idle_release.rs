@@ -17,6 +17,7 @@ use crate::support::http::{Conn, Via, echo, request, tls_connect, upgrade};
 use crate::support::in_process::Proxy;
 use crate::support::pki::Ca;
 use crate::support::wait::wait_until;
+use crate::websocket::terminated_websocket;
 
 /// Connections waiting with their buffers released, as the metrics say.
 fn parked(proxy: &Proxy) -> f64 {
@@ -174,13 +175,7 @@ async fn shutdown_closes_released_connections() {
 #[tokio::test]
 async fn a_released_connection_upgrades_to_a_websocket() {
     let ca = Ca::new("release ws ca");
-    let leaf = ca.leaf(&["ws.example"]);
-    let backend = backends::upgrade_echo("ws", None).await;
-    let table = Tables::new()
-        .terminate("ws.example", &leaf)
-        .to(&[backend.addr])
-        .build();
-    let proxy = Proxy::start(table).await;
+    let (_backend, proxy) = terminated_websocket(&ca).await;
     let mut io = tls_connect(proxy.https, ca.client_config(&[b"http/1.1"]), "ws.example")
         .await
         .unwrap();

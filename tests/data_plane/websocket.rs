@@ -1,7 +1,7 @@
 //! Websocket upgrades through terminate and re-encrypt: the upgrade request is forwarded,
 //! the upstream's 101 comes back, then bytes flow both ways through the joined connections.
 
-use crate::support::backends;
+use crate::support::backends::{self, Backend};
 use crate::support::fixture::{Tables, upstream};
 use crate::support::http::{get, tls_connect, upgrade};
 use crate::support::in_process::Proxy;
@@ -27,16 +27,22 @@ async fn upgrade_and_echo(front: &Proxy, ca: &Ca) {
     }
 }
 
-#[tokio::test]
-async fn websocket_through_terminate() {
-    let ca = Ca::new("front ca");
+/// A proxy terminating TLS for `ws.example` (its certificate from `ca`) in front of a plain
+/// websocket echo backend.
+pub(crate) async fn terminated_websocket(ca: &Ca) -> (Backend, Proxy) {
     let leaf = ca.leaf(&["ws.example"]);
     let backend = backends::upgrade_echo("ws", None).await;
     let table = Tables::new()
         .terminate("ws.example", &leaf)
         .to(&[backend.addr])
         .build();
-    let front = Proxy::start(table).await;
+    (backend, Proxy::start(table).await)
+}
+
+#[tokio::test]
+async fn websocket_through_terminate() {
+    let ca = Ca::new("front ca");
+    let (backend, front) = terminated_websocket(&ca).await;
     upgrade_and_echo(&front, &ca).await;
     let seen = &backend.requests()[0];
     assert_eq!(seen.uri, "/chat");
