@@ -669,7 +669,7 @@ def main():
                   + " | ".join(f"{conn_mem[p][0][1]:,} → {conn_mem[p][0][2]:,}" if conn_mem[p] else "n/a"
                                for p in proxies) + " |", ""]
     if args.scale_binary:
-        for what in ["scale", "change-internal", "change-file", "swap-load", "cluster-churn"]:
+        for what in ["scale", "scale-heap", "change-internal", "change-file", "swap-load", "cluster-churn"]:
             print(f"bench_scale {what} ...", flush=True)
             out = sh(["taskset", "-c", f"{PROXY_CPU},{LOAD_CPU}", os.path.abspath(args.scale_binary), what]).stdout
             lines += [out]

@@ -5,6 +5,9 @@
 //!   EndpointSlices, 2 000 TLS Secrets) generated in memory: `model::build` time (cold: every
 //!   Secret parsed; warm: with the previous build's `LastGood`, as every rebuild after the
 //!   first), RSS, and route lookup time at 100 vs 10 000 hosts.
+//! - `scale-heap`: where `scale`'s memory goes, in heap bytes asked for (counted by the
+//!   allocator wrapper below): the snapshot, a table with its LastGood, and the peak of a
+//!   warm build while the previous table is live.
 //! - `change-internal`: a running proxy fed by the real rebuild loop; 200 times, publish a
 //!   snapshot with one Ingress changed (a new host) and time until the first request for the
 //!   new host is answered by the proxy on a fresh connection. With the default 100 ms hold-off,
@@ -29,7 +32,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -64,6 +67,13 @@ static GLOBAL: Counting = Counting;
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// Heap bytes live (requested, not what mimalloc rounds them to) and the most live since
+/// [`heap_reset_peak`]; kept only by `scale-heap` (a fetch_max per allocation would show in
+/// the timed builds of `scale`).
+static TRACK_HEAP: AtomicBool = AtomicBool::new(false);
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static PEAK_BYTES: AtomicI64 = AtomicI64::new(0);
+
 /// mimalloc, counting.
 struct Counting;
 
@@ -72,27 +82,49 @@ fn count(bytes: usize) {
     ALLOCATED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
+fn track(delta: i64) {
+    if TRACK_HEAP.load(Ordering::Relaxed) {
+        let live = LIVE_BYTES.fetch_add(delta, Ordering::Relaxed) + delta;
+        PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+    }
+}
+
+/// Live heap bytes now, in MB.
+fn heap_live_mb() -> f64 {
+    LIVE_BYTES.load(Ordering::Relaxed) as f64 / 1e6
+}
+
+/// The most heap bytes live since the last call, in MB; starts the next interval.
+fn heap_reset_peak() -> f64 {
+    let live = LIVE_BYTES.load(Ordering::Relaxed);
+    PEAK_BYTES.swap(live, Ordering::Relaxed) as f64 / 1e6
+}
+
 // SAFETY: every call is passed on to mimalloc unchanged; counting touches no memory it returns.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
+        track(layout.size() as i64);
         // SAFETY: the caller's contract is mimalloc's.
         unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
+        track(layout.size() as i64);
         // SAFETY: as above.
         unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        track(-(layout.size() as i64));
         // SAFETY: as above.
         unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size);
+        track(new_size as i64 - layout.size() as i64);
         // SAFETY: as above.
         unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
@@ -140,13 +172,14 @@ fn main() {
         .expect("runtime");
     match what.as_str() {
         "scale" => scale(),
+        "scale-heap" => scale_heap(),
         "change-internal" => runtime.block_on(change_internal()),
         "change-file" => runtime.block_on(change_file()),
         "swap-load" => runtime.block_on(swap_load()),
         "cluster-churn" => runtime.block_on(cluster_churn()),
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: scale, change-internal, change-file, swap-load, cluster-churn"
+                "unknown benchmark {other:?}: scale, scale-heap, change-internal, change-file, swap-load, cluster-churn"
             );
             std::process::exit(2);
         }
@@ -351,6 +384,37 @@ fn scale() {
     println!(
         "| route lookup (`route_http`, host + path), 10 000 hosts | {lookup_big:.0} ns | independent of the count |"
     );
+    println!();
+}
+
+/// Where `scale`'s memory goes, in heap bytes the program asked for (RSS adds what the
+/// allocator keeps): the snapshot, a table with its LastGood, and the peak of a warm build
+/// while the previous table is still live (as it is in the proxy until the swap).
+fn scale_heap() {
+    TRACK_HEAP.store(true, Ordering::Relaxed);
+    let settings = BuildSettings::default();
+    let snap = snapshot(10_000, 2_000);
+    let snapshot_mb = heap_live_mb();
+    heap_reset_peak();
+    let built = model::build(&snap, &settings, &LastGood::default());
+    let cold_peak = heap_reset_peak();
+    let after_cold = heap_live_mb();
+    let warm = model::build(&snap, &settings, &built.last_good);
+    let warm_peak = heap_reset_peak();
+    let after_warm = heap_live_mb();
+    drop(built);
+    let one_table = heap_live_mb();
+    drop(warm);
+    let none = heap_live_mb();
+    println!("### Scale: heap\n");
+    println!("| heap live (bytes requested) | MB |\n|---|---|");
+    println!("| snapshot | {snapshot_mb:.1} |");
+    println!("| + table + LastGood (after the cold build) | {after_cold:.1} |");
+    println!("| peak during the cold build | {cold_peak:.1} |");
+    println!("| peak during a warm build, previous table live | {warm_peak:.1} |");
+    println!("| both tables live | {after_warm:.1} |");
+    println!("| one table (the previous dropped) | {one_table:.1} |");
+    println!("| no table | {none:.1} |");
     println!();
 }
 

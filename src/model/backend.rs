@@ -39,6 +39,17 @@ pub(super) struct UpstreamPolicy {
     pub(crate) proxy_protocol: Option<ProxyProtocol>,
 }
 
+impl UpstreamPolicy {
+    /// Whether `upstream` was built with this policy: its copy of the policy is the key, so
+    /// that a build does not keep a second copy per upstream to find it by.
+    fn made(&self, upstream: &Upstream) -> bool {
+        self.protocol == upstream.protocol
+            && self.balance == upstream.balance
+            && self.health == upstream.health
+            && self.proxy_protocol == upstream.proxy_protocol
+    }
+}
+
 /// Services and EndpointSlices indexed by namespace and name, plus the upstreams built so far.
 pub(super) struct Backends<'a> {
     services: FastMap<(&'a str, &'a str), &'a Arc<Service>>,
@@ -72,7 +83,7 @@ pub(super) struct ServiceUse {
 struct Resolved {
     endpoints: Result<Endpoints, Unresolved>,
     /// One per distinct policy (usually one): paths with equal options share an upstream.
-    upstreams: Vec<(UpstreamPolicy, Arc<Upstream>)>,
+    upstreams: Vec<Arc<Upstream>>,
 }
 
 impl<'a> Backends<'a> {
@@ -193,7 +204,7 @@ impl<'a> Backends<'a> {
                 &none
             }
         };
-        if let Some((_, shared)) = upstreams.iter().find(|(p, _)| p == policy) {
+        if let Some(shared) = upstreams.iter().find(|u| policy.made(u)) {
             return Some(shared.clone());
         }
         let upstream = Arc::new(Upstream {
@@ -205,7 +216,7 @@ impl<'a> Backends<'a> {
             proxy_protocol: policy.proxy_protocol,
             cursor: Default::default(),
         });
-        upstreams.push((policy.clone(), upstream.clone()));
+        upstreams.push(upstream.clone());
         Some(upstream)
     }
 }
@@ -230,12 +241,11 @@ impl<'a> Backends<'a> {
                 .get(&key)
                 .map(|list| list.iter().map(|s| Arc::clone(s)).collect())
                 .unwrap_or_default();
-            let upstreams = resolved.upstreams.into_iter().map(|(_, u)| u).collect();
             ServiceUse {
                 port: service,
                 object,
                 slices: its_slices,
-                upstreams,
+                upstreams: resolved.upstreams,
             }
         })
     }

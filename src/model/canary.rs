@@ -126,7 +126,7 @@ impl Merge<'_, '_> {
             // Its own affinity, unless `affinity-canary-behavior: legacy` says canaries
             // ignore it.
             let affinity = plan.options.policy.affinity.clone();
-            let policy = Arc::new(RoutePolicy {
+            let policy = RoutePolicy::shared(RoutePolicy {
                 affinity: affinity.filter(|a| a.canary_sticky),
                 ..(*route.policy).clone()
             });

@@ -96,15 +96,9 @@ impl Merge<'_, '_> {
                 ));
                 continue;
             }
-            let mut context = self.plan_context(plan);
-            // Basic auth's users come from a Secret: none usable → not served (never open).
-            if !self.basic_auth_users(plan, Arc::make_mut(&mut context.policy)) {
+            let Some(context) = self.plan_context(plan) else {
                 continue;
-            }
-            // Client certificates' CA from a Secret: none → not served (never open).
-            if !self.client_ca(plan, Arc::make_mut(&mut context.policy)) {
-                continue;
-            }
+            };
             for rules in &plan.hosts {
                 if plan.options.tls_mode == TlsMode::Passthrough && rules.host == HostMatch::Any {
                     self.diagnostics.push(Diagnostic::error(
@@ -127,7 +121,7 @@ impl Merge<'_, '_> {
                         default_backend: None,
                         default_action: RouteAction::Forward,
                         default_max_body: None,
-                        default_policy: Default::default(),
+                        default_policy: RoutePolicy::none(),
                         annotated_default: None,
                         passthrough: None,
                         cert_plans: Vec::new(),
@@ -298,7 +292,7 @@ impl Merge<'_, '_> {
                 default_backend: None,
                 default_action: RouteAction::Forward,
                 default_max_body: None,
-                default_policy: Default::default(),
+                default_policy: RoutePolicy::none(),
                 www_redirect: Some(name.clone()),
                 passthrough: None,
                 owner: target.owner.clone(),
@@ -397,7 +391,9 @@ impl Merge<'_, '_> {
         added
     }
 
-    fn plan_context(&mut self, plan: &Plan) -> PlanContext {
+    /// `None` when the plan is not served: its basic auth users or client CA (from Secrets)
+    /// are unusable, and an Ingress asking for authentication is never served open.
+    fn plan_context(&mut self, plan: &Plan) -> Option<PlanContext> {
         let ca = match (&plan.options.backend_ca, plan.options.tls_mode) {
             (Some(name), TlsMode::Reencrypt) => self.secrets.ca_bundle(
                 &plan.namespace,
@@ -408,7 +404,7 @@ impl Merge<'_, '_> {
             ),
             _ => None,
         };
-        let mut policy = plan.options.policy.clone();
+        let mut policy = RoutePolicy::clone(&plan.options.policy);
         if let Some(pages) = policy.error_pages.as_mut() {
             pages.namespace = plan.namespace.clone();
             pages.ingress = plan.object.name.clone();
@@ -421,10 +417,13 @@ impl Merge<'_, '_> {
             // The auth cache outlives table rebuilds (`ExternalAuth::bind`).
             Arc::make_mut(auth).bind(&plan.namespace, &plan.object.name);
         }
-        PlanContext {
-            ca,
-            policy: Arc::new(policy),
+        if !self.basic_auth_users(plan, &mut policy) || !self.client_ca(plan, &mut policy) {
+            return None;
         }
+        Some(PlanContext {
+            ca,
+            policy: RoutePolicy::shared(policy),
+        })
     }
 
     /// The upstream of a `default-backend` annotation: Service `service` of the plan's
@@ -458,7 +457,7 @@ impl Merge<'_, '_> {
         };
         let context = PlanContext {
             ca,
-            policy: Default::default(),
+            policy: RoutePolicy::none(),
         };
         let policy = upstream_policy(plan, &HostMatch::Any, &service, &context);
         self.backends
@@ -633,7 +632,7 @@ impl Merge<'_, '_> {
         }
         draft.passthrough = self.upstream(plan, &rules.host, backend, context);
         // What gates its connections (the rest of a policy is about HTTP requests).
-        draft.default_policy = Arc::new(RoutePolicy {
+        draft.default_policy = RoutePolicy::shared(RoutePolicy {
             source_ranges: context.policy.source_ranges.clone(),
             ..Default::default()
         });

@@ -134,7 +134,7 @@ mod tests {
             ("nginx.ingress.kubernetes.io/auth-secret", "ns/users"),
         ])
         .unwrap();
-        let auth = p.options.policy.basic_auth.unwrap();
+        let auth = p.options.policy.basic_auth.clone().unwrap();
         assert_eq!(auth.secret, "users");
         assert_eq!(auth.realm, "");
         assert_eq!(auth.secret_type, SecretType::AuthFile);
@@ -146,7 +146,7 @@ mod tests {
             ("nginx.ingress.kubernetes.io/auth-realm", "not read"),
         ])
         .unwrap();
-        let auth = p.options.policy.basic_auth.unwrap();
+        let auth = p.options.policy.basic_auth.clone().unwrap();
         assert_eq!(auth.realm, "Staff only");
         assert_eq!(auth.secret_type, SecretType::AuthMap);
         assert_eq!(auth.secret_annotation, "portcullis.io/auth-secret");

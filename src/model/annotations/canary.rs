@@ -34,10 +34,10 @@ pub(super) fn inherit_from_main(options: &mut IngressOptions) {
     if options.canary.is_none() {
         return;
     }
-    options.policy = RoutePolicy {
-        affinity: options.policy.affinity.take(),
+    options.policy = RoutePolicy::shared(RoutePolicy {
+        affinity: options.policy.affinity.clone(),
         ..RoutePolicy::default()
-    };
+    });
     options.paths = Default::default();
     options.redirect = None;
     options.app_root = None;

@@ -139,11 +139,20 @@ mod tests {
             .collect()
     }
 
+    fn client_auth(map: &BTreeMap<String, String>) -> std::sync::Arc<ClientAuth> {
+        let parsed = parse(Some(map), "ns", &OptionDefaults::default()).expect("parsed");
+        parsed
+            .options
+            .policy
+            .client_auth
+            .clone()
+            .expect("client auth")
+    }
+
     #[test]
     fn reads_the_nginx_keys_with_their_defaults() {
         let map = annotations(&[("auth-tls-secret", "ns/ca")]);
-        let parsed = parse(Some(&map), "ns", &OptionDefaults::default()).expect("parsed");
-        let auth = parsed.options.policy.client_auth.expect("client auth");
+        let auth = client_auth(&map);
         assert_eq!(auth.verify, VerifyClient::On);
         assert_eq!(auth.depth, 1);
         assert_eq!(auth.secret, "ns/ca");
@@ -156,8 +165,7 @@ mod tests {
             ("auth-tls-pass-certificate-to-upstream", "true"),
             ("auth-tls-error-page", "https://example.com/cert-error"),
         ]);
-        let parsed = parse(Some(&map), "ns", &OptionDefaults::default()).expect("parsed");
-        let auth = parsed.options.policy.client_auth.expect("client auth");
+        let auth = client_auth(&map);
         assert_eq!(auth.verify, VerifyClient::OptionalNoCa);
         assert_eq!(auth.depth, 3);
         assert!(auth.pass_certificate);

@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(p.options.policy.cors, None);
         assert_eq!(p.warnings.len(), 1);
         let on = parsed(&[("portcullis.io/enable-cors", "TRUE")]).unwrap();
-        let cors = on.options.policy.cors.expect("cors on");
+        let cors = on.options.policy.cors.clone().expect("cors on");
         assert_eq!(cors.origins, AllowedOrigins::Any);
         assert_eq!(cors.max_age, cors::DEFAULT_MAX_AGE);
         assert!(cors.allow_credentials);
@@ -375,7 +375,7 @@ mod tests {
             ("nginx.ingress.kubernetes.io/proxy-read-timeout", "3"),
         ])
         .unwrap();
-        assert_eq!(p.options.policy, RoutePolicy::default());
+        assert_eq!(*p.options.policy, RoutePolicy::default());
         assert_eq!(p.warnings.len(), 3, "{:?}", p.warnings);
     }
 

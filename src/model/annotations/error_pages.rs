@@ -105,7 +105,7 @@ mod tests {
             ("nginx.ingress.kubernetes.io/custom-http-errors", "503,404"),
         ])
         .unwrap();
-        let pages = p.options.policy.error_pages.expect("error pages");
+        let pages = p.options.policy.error_pages.clone().expect("error pages");
         assert_eq!(pages.service, "errors");
         assert_eq!(pages.codes, vec![404, 503]);
         let ours = parse_pairs(&[
@@ -113,7 +113,12 @@ mod tests {
             ("nginx.ingress.kubernetes.io/default-backend", "theirs"),
         ])
         .unwrap();
-        let pages = ours.options.policy.error_pages.expect("error pages");
+        let pages = ours
+            .options
+            .policy
+            .error_pages
+            .clone()
+            .expect("error pages");
         assert_eq!(pages.service, "mine");
         assert_eq!(pages.key, "portcullis.io/default-backend");
     }

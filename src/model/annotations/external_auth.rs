@@ -252,7 +252,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let auth = p.options.policy.external_auth.unwrap();
+        let auth = p.options.policy.external_auth.clone().unwrap();
         assert_eq!(auth.method, http::Method::POST);
         assert_eq!(auth.url.port, 4180);
         assert_eq!(auth.response_headers.len(), 2);

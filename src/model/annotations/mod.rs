@@ -179,7 +179,7 @@ pub(crate) struct IngressOptions {
     /// `use-regex` and `server-alias` (see [`PathOptions`]).
     pub(crate) paths: PathOptions,
     /// Everything else a route does to requests and responses (see [`RoutePolicy`]).
-    pub(crate) policy: RoutePolicy,
+    pub(crate) policy: std::sync::Arc<RoutePolicy>,
     /// `canary: "true"`: this Ingress is an alternative upstream of the main Ingress's routes
     /// on the same hosts and paths, chosen by these rules.
     pub(crate) canary: Option<crate::table::canary::CanaryRules>,
@@ -322,7 +322,7 @@ pub fn parse(
         from_to_www,
         max_body,
         paths,
-        policy,
+        policy: RoutePolicy::shared(policy),
         canary,
     };
     canary::inherit_from_main(&mut options);

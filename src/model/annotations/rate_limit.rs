@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn nginx_defaults_and_own_keys() {
         let p = parsed(&[("nginx.ingress.kubernetes.io/limit-rps", "10")]).unwrap();
-        let limit = p.options.policy.rate_limit.expect("limited");
+        let limit = p.options.policy.rate_limit.clone().expect("limited");
         assert_eq!(limit.rps, Some(10));
         assert_eq!(limit.burst_multiplier, DEFAULT_BURST_MULTIPLIER);
         assert!(limit.exempt.is_empty());
@@ -168,7 +168,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let limit = own.options.policy.rate_limit.expect("limited");
+        let limit = own.options.policy.rate_limit.clone().expect("limited");
         assert_eq!(limit.connections, Some(2));
         assert_eq!(limit.exempt.len(), 2);
     }

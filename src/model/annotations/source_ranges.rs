@@ -73,7 +73,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        parse(Some(&map), "ns", defaults).map(|p| p.options.policy.source_ranges)
+        parse(Some(&map), "ns", defaults).map(|p| p.options.policy.source_ranges.clone())
     }
 
     fn texts(r: &SourceRanges) -> (Vec<String>, Vec<String>) {

@@ -194,7 +194,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         parse(Some(&map), "ns", &OptionDefaults::default())
-            .map(|p| p.options.policy.affinity)
+            .map(|p| p.options.policy.affinity.clone())
             .map_err(|e| e.iter().map(|e| e.key().to_string()).collect())
     }
 

@@ -102,7 +102,7 @@ pub(super) fn plans(
         // The rule's filters after the route's own `request-headers` / `response-headers`
         // annotations (a filter's `set` wins for its names), like its rewrites over
         // `upstream-vhost`.
-        let policy = &mut options.policy;
+        let policy = Arc::make_mut(&mut options.policy);
         policy.request_headers.0.extend(rule_plan.request_set.0);
         policy.response_headers.0.extend(rule_plan.response_set.0);
         policy.header_edits = (!rule_plan.edits.is_empty()).then(|| Arc::new(rule_plan.edits));
@@ -111,7 +111,7 @@ pub(super) fn plans(
         }
         policy.upstream_request.path_replace = rule_plan.rewrite_path;
         if let Some(timeout) = rule_plan.read_timeout {
-            options.policy.timeouts.read = Some(timeout);
+            policy.timeouts.read = Some(timeout);
         }
         if rule_plan.h2c && !options.backend_protocol.http2() {
             // HTTP/2 without TLS to the pod; an HTTP/1 probe would fail against it, so unless
