@@ -182,18 +182,22 @@ fn write_batches() {
         std::thread::park();
     };
     loop {
-        // A wake-up without a pending line or flush (spurious, or a token left from the
-        // last batch) parks again.
-        std::thread::park();
+        // Looked at before parking, never only after: wake-ups collapse into one token, so
+        // the one that set `pending` may already have been spent (on the wait for the sink
+        // above, when the first line came right after `install`), and a line that finds
+        // `pending` set wakes nobody. Parking first lost every line after such a start.
         let flush_asked = *lock(&sink.drains) > *lock(&sink.drains_done);
-        if flush_asked || sink.pending.load(Ordering::Acquire) {
-            std::thread::sleep(BATCH_DELAY);
-            // Every flush asked before this drain starts is answered by it.
-            let asked = *lock(&sink.drains);
-            sink.drain();
-            *lock(&sink.drains_done) = asked;
-            sink.drained.notify_all();
+        if !flush_asked && !sink.pending.load(Ordering::Acquire) {
+            // A line or flush that comes after this check leaves a token: park returns.
+            std::thread::park();
+            continue;
         }
+        std::thread::sleep(BATCH_DELAY);
+        // Every flush asked before this drain starts is answered by it.
+        let asked = *lock(&sink.drains);
+        sink.drain();
+        *lock(&sink.drains_done) = asked;
+        sink.drained.notify_all();
     }
 }
 
