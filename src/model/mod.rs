@@ -327,7 +327,8 @@ pub fn build_indexed(
     }
     .run(&plans);
     // The largest of a build's transient memory (~1.7 KB per Ingress): gone before the
-    // table's maps and the endpoint index are made, which is when a build peaks.
+    // table's maps and the endpoint index are made. A build peaks inside the merge, so
+    // this lowers the peak little (~1 MB at 10 000 Ingresses) but costs nothing.
     drop(plans);
 
     let primary = classes.primary();
