@@ -523,15 +523,19 @@ impl Merge<'_, '_> {
         } else {
             path.path.clone()
         };
-        // Weighted backends: each resolved (a missing one is reported and gets no share).
+        // Weighted backends: each resolved. An invalid one (a placeholder from the route, or
+        // one that does not resolve here, which is reported) keeps its share, answered 500.
         let mut shares = Vec::with_capacity(path.weighted.len());
         for (backend, weight) in &path.weighted {
-            if let Some(upstream) = self.upstream(plan, host, backend, context) {
-                shares.push((upstream, *weight));
-            }
+            let upstream = if backend.is_placeholder() {
+                None
+            } else {
+                self.upstream(plan, host, backend, context)
+            };
+            shares.push((upstream, *weight));
         }
-        let main = match shares.first() {
-            Some((upstream, _)) => Some(Arc::clone(upstream)),
+        let main = match shares.iter().find_map(|(upstream, _)| upstream.as_ref()) {
+            Some(upstream) => Some(Arc::clone(upstream)),
             None if path.weighted.is_empty() => self.upstream(plan, host, &path.backend, context),
             None => None,
         };

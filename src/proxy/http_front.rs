@@ -604,10 +604,13 @@ async fn route_and_forward(
     // Access control is the main Ingress's, whichever upstream serves: a canary Ingress's own
     // policy carries none (nginx: one location), and a client picks the canary by header.
     let access_policy = policy;
-    // Gateway API weights: the route's share of upstreams.
-    let upstream = route
-        .and_then(|r| r.split.as_deref())
-        .map_or(upstream, |split| split.pick());
+    // Gateway API weights: the route's share of upstreams; an invalid backendRef's share is
+    // answered 500 below, once the route's own answers (redirects) had their turn.
+    let (upstream, invalid_share) = match route.and_then(|r| r.split.as_deref()).map(|s| s.pick()) {
+        Some(Some(picked)) => (picked, false),
+        Some(None) => (upstream, true),
+        None => (upstream, false),
+    };
     // canary: the route's alternative upstream when its rules pick it (`proxy::canary`).
     let (upstream, policy) = match route.and_then(|r| r.canary.as_deref()) {
         Some(c) if canary::wants(c, upstream, policy, req.headers()) => (&c.upstream, &c.policy),
@@ -649,10 +652,18 @@ async fn route_and_forward(
         let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
         return Ok(redirect_response(status, &redirect.location));
     }
-    if let RouteAction::Answer(status) = action {
+    let answer = match action {
+        RouteAction::Answer(status) => Some(*status),
+        RouteAction::Forward if invalid_share => {
+            record.error = Some("invalid_backend");
+            Some(500)
+        }
+        _ => None,
+    };
+    if let Some(status) = answer {
         let mut response = Response::new(own_response(Bytes::new()));
         *response.status_mut() =
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));

@@ -1,5 +1,8 @@
 //! Gateway API weighted `backendRefs`: a route's requests shared among several upstreams in
-//! proportion to their weights.
+//! proportion to their weights. An invalid backendRef keeps its share, answered 500: "If
+//! multiple backends are specified, and some are invalid, the proportion of requests that
+//! would otherwise have been routed to an invalid backend MUST receive a 500 status code"
+//! (Gateway API, `HTTPRouteRule.backendRefs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,11 +11,11 @@ use serde::{Serialize, Serializer};
 
 use super::upstream::Upstream;
 
-/// The upstreams of one route and their weights (each > 0). The route's own `upstream` is
-/// one of them.
+/// The upstreams of one route and their weights (each > 0); `None` is an invalid backendRef's
+/// share. The route's own `upstream` is one of them.
 #[derive(Debug)]
 pub struct WeightedSplit {
-    entries: Vec<(Arc<Upstream>, u32)>,
+    entries: Vec<(Option<Arc<Upstream>>, u32)>,
     total: u64,
     /// Requests routed so far: request `n` goes to the entry whose cumulative weight range
     /// holds `n mod total`, spread out (see [`WeightedSplit::pick`]) so that weights 1:1 give
@@ -21,10 +24,10 @@ pub struct WeightedSplit {
 }
 
 impl WeightedSplit {
-    /// `None` when fewer than two entries have a weight: no split to make.
-    pub(crate) fn new(entries: Vec<(Arc<Upstream>, u32)>) -> Option<WeightedSplit> {
+    /// `None` when fewer than two entries have a weight, or none is valid: no split to make.
+    pub(crate) fn new(entries: Vec<(Option<Arc<Upstream>>, u32)>) -> Option<WeightedSplit> {
         let entries: Vec<_> = entries.into_iter().filter(|(_, w)| *w > 0).collect();
-        if entries.len() < 2 {
+        if entries.len() < 2 || entries.iter().all(|(u, _)| u.is_none()) {
             return None;
         }
         let total = entries.iter().map(|(_, w)| u64::from(*w)).sum();
@@ -35,9 +38,10 @@ impl WeightedSplit {
         })
     }
 
-    /// The upstream for the next request. Deterministic: over any `total` consecutive
-    /// requests each upstream gets exactly its weight.
-    pub(crate) fn pick(&self) -> &Arc<Upstream> {
+    /// The upstream for the next request, `None` for an invalid backendRef's share (answered
+    /// 500). Deterministic: over any `total` consecutive requests each entry gets exactly its
+    /// weight.
+    pub(crate) fn pick(&self) -> Option<&Arc<Upstream>> {
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.total;
         // Bit-reversal-free spreading: walk the slots in a stride coprime with `total` so that
         // one upstream's share is not served as one run.
@@ -46,21 +50,25 @@ impl WeightedSplit {
         for (upstream, weight) in &self.entries {
             acc += u64::from(*weight);
             if slot < acc {
-                return upstream;
+                return upstream.as_ref();
             }
         }
-        &self.entries[0].0
+        self.entries[0].0.as_ref()
     }
 
     pub(crate) fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.entries.iter().map(|(u, _)| u)
+        self.entries.iter().filter_map(|(u, _)| u.as_ref())
     }
 
-    /// `namespace/service:port weight` entries, for `check` and the admin API.
+    /// `namespace/service:port weight` entries (`invalid backendRef weight n`, answered 500),
+    /// for `check` and the admin API.
     pub(crate) fn describe(&self) -> Vec<String> {
         self.entries
             .iter()
-            .map(|(u, w)| format!("{} weight {w}", u.service))
+            .map(|(u, w)| match u {
+                Some(u) => format!("{} weight {w}", u.service),
+                None => format!("invalid backendRef weight {w} (answered 500)"),
+            })
             .collect()
     }
 }

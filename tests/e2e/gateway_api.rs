@@ -873,7 +873,9 @@ async fn ingress_wins_a_shared_host_and_route_edits_are_live_on_open_connections
 /// HTTPRouteWeight, HTTPRouteInvalidNonExistentBackendRef, HTTPRouteInvalidBackendRefUnknownKind:
 /// weighted backendRefs share the requests in proportion (exactly, over a cycle of the total
 /// weight: the split is deterministic); a rule whose backend does not exist or is not a
-/// Service answers 500.
+/// Service answers 500; and when only some are invalid, "the proportion of requests that
+/// would otherwise have been routed to an invalid backend MUST receive a 500 status code"
+/// (`HTTPRouteRule.backendRefs`): with equal weights, half.
 #[tokio::test]
 async fn weighted_backends_share_requests_and_unusable_ones_answer_500() {
     let (_d, m) = manifest_dir();
@@ -900,6 +902,11 @@ async fn weighted_backends_share_requests_and_unusable_ones_answer_500() {
     - path: {type: PathPrefix, value: /unknown-kind}
     backendRefs:
     - {group: example.com, kind: Bucket, name: b, port: 80}
+  - matches:
+    - path: {type: PathPrefix, value: /partial}
+    backendRefs:
+    - {name: gone, port: 80, weight: 1}
+    - {name: a, port: 80, weight: 1}
 ";
     write(
         &m,
@@ -918,6 +925,20 @@ async fn weighted_backends_share_requests_and_unusable_ones_answer_500() {
     }
     assert_eq!(counts.get("a"), Some(&30), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+    let mut statuses = std::collections::BTreeMap::new();
+    for n in 0..20 {
+        let answer = conn
+            .get("w.gw.test", &format!("/partial/{n}"))
+            .await
+            .unwrap();
+        let from = answer.backend().unwrap_or("-").to_string();
+        *statuses.entry((answer.status.as_u16(), from)).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses,
+        [((200, "a".to_string()), 10), ((500, "-".to_string()), 10)].into(),
+        "half of /partial answered 500, half served by a"
+    );
     assert_eq!(
         get(proxy.http, "w.gw.test", "/missing", &[]).await.status,
         500
@@ -947,6 +968,17 @@ async fn weighted_backends_share_requests_and_unusable_ones_answer_500() {
                 "HTTPRoute default/weights",
                 "spec.rules[2].backendRefs[0]",
                 "InvalidKind"
+            ]
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        has_diagnostic(
+            &lines,
+            &[
+                "HTTPRoute default/weights",
+                "spec.rules[3].backendRefs[0]",
+                "MissingService"
             ]
         ),
         "{lines:#?}"

@@ -248,7 +248,9 @@ fn rule_plan(
         plan.read_timeout = shortest;
     }
 
-    // Backends: the usable ones with their weights.
+    // Backends with their weights; an invalid one keeps its share as a placeholder, answered
+    // 500 ("the proportion of requests that would otherwise have been routed to an invalid
+    // backend MUST receive a 500 status code", `HTTPRouteRule.backendRefs`).
     let mut weighted: Vec<(BackendSpec, u32)> = Vec::new();
     let references = rule.backend_refs.as_deref().unwrap_or_default();
     for (k, reference) in references.iter().enumerate() {
@@ -276,8 +278,17 @@ fn rule_plan(
                     .unresolved
                     .get_or_insert((diagnostic.reason, diagnostic.message.clone()));
                 diagnostics.push(*diagnostic);
+                let namespace = object.namespace.as_deref().unwrap_or("default");
+                weighted.push((
+                    BackendSpec::placeholder(namespace, Field::RouteBackend(i, k)),
+                    weight,
+                ));
             }
         }
+    }
+    // Every backend invalid: the rule answers 500 as a whole (below).
+    if weighted.iter().all(|(b, _)| b.is_placeholder()) {
+        weighted.clear();
     }
     // One BackendTLSPolicy per rule: the first backend's (a rule mixing re-encrypted and
     // plain backends keeps the first's, with a warning).
@@ -290,11 +301,18 @@ fn rule_plan(
         refs.backend_tls
             .for_service(&b.service.namespace, &b.service.name, port_name)
     };
-    if let Some((first, _)) = weighted.first() {
-        match policy_of(first) {
+    let first_valid = |weighted: &[(BackendSpec, u32)]| {
+        weighted
+            .iter()
+            .position(|(b, _)| !b.is_placeholder())
+            .map(|at| weighted[at].0.clone())
+    };
+    if let Some(first) = first_valid(&weighted) {
+        match policy_of(&first) {
             Ok(tls) => {
                 let others_differ = weighted
                     .iter()
+                    .filter(|(b, _)| !b.is_placeholder())
                     .skip(1)
                     .any(|(b, _)| policy_of(b).ok().flatten() != tls);
                 if others_differ {
@@ -327,12 +345,12 @@ fn rule_plan(
             Field::RouteBackend(i, 0),
         )
     };
-    let backend = match weighted.first() {
-        Some((spec, _)) => {
+    let backend = match first_valid(&weighted) {
+        Some(spec) => {
             if let crate::table::upstream::ServicePortRef::Number(port) = spec.service.port {
                 plan.h2c = refs.speaks_h2c(&spec.service.namespace, &spec.service.name, port);
             }
-            spec.clone()
+            spec
         }
         // A redirecting rule needs no backend: its paths get an upstream that is never
         // contacted (the redirect answers first).
