@@ -355,6 +355,7 @@ mod tests {
                     default_policy: Default::default(),
                     www_redirect: None,
                     passthrough: None,
+                    passthrough_split: None,
                     owner,
                     client_auth: None,
                 }

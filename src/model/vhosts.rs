@@ -43,6 +43,7 @@ struct Draft<'p> {
     /// policy): the default backend when no Ingress gives `spec.defaultBackend`.
     annotated_default: Option<(usize, Arc<RoutePolicy>)>,
     passthrough: Option<Arc<Upstream>>,
+    passthrough_split: Option<Arc<WeightedSplit>>,
     /// Plans (oldest first) with a `spec.tls` entry for this host.
     cert_plans: Vec<usize>,
     /// Every path is a regex (`use-regex` or `rewrite-target` on some Ingress of the host).
@@ -124,6 +125,7 @@ impl Merge<'_, '_> {
                         default_policy: RoutePolicy::none(),
                         annotated_default: None,
                         passthrough: None,
+                        passthrough_split: None,
                         cert_plans: Vec::new(),
                         regex: regex_hosts.contains_key(&rules.host),
                         client_auth: context.policy.client_auth.clone(),
@@ -295,6 +297,7 @@ impl Merge<'_, '_> {
                 default_policy: RoutePolicy::none(),
                 www_redirect: Some(name.clone()),
                 passthrough: None,
+                passthrough_split: None,
                 owner: target.owner.clone(),
                 // It only redirects, to the host that asks for the certificate.
                 client_auth: None,
@@ -523,17 +526,7 @@ impl Merge<'_, '_> {
         } else {
             path.path.clone()
         };
-        // Weighted backends: each resolved. An invalid one (a placeholder from the route, or
-        // one that does not resolve here, which is reported) keeps its share, answered 500.
-        let mut shares = Vec::with_capacity(path.weighted.len());
-        for (backend, weight) in &path.weighted {
-            let upstream = if backend.is_placeholder() {
-                None
-            } else {
-                self.upstream(plan, host, backend, context)
-            };
-            shares.push((upstream, *weight));
-        }
+        let shares = self.shares(plan, host, path, context);
         let main = match shares.iter().find_map(|(upstream, _)| upstream.as_ref()) {
             Some(upstream) => Some(Arc::clone(upstream)),
             None if path.weighted.is_empty() => self.upstream(plan, host, &path.backend, context),
@@ -634,12 +627,41 @@ impl Merge<'_, '_> {
             ));
             return;
         }
-        draft.passthrough = self.upstream(plan, &rules.host, backend, context);
+        match chosen.filter(|path| !path.weighted.is_empty()) {
+            Some(path) => {
+                let shares = self.shares(plan, &rules.host, path, context);
+                draft.passthrough = shares.iter().find_map(|(u, _)| u.clone());
+                draft.passthrough_split = WeightedSplit::new(shares).map(Arc::new);
+            }
+            None => draft.passthrough = self.upstream(plan, &rules.host, backend, context),
+        }
         // What gates its connections (the rest of a policy is about HTTP requests).
         draft.default_policy = RoutePolicy::shared(RoutePolicy {
             source_ranges: context.policy.source_ranges.clone(),
             ..Default::default()
         });
+    }
+
+    /// Gateway API weighted backends, each resolved. An invalid one (a placeholder from the
+    /// route, or one that does not resolve here, which is reported) keeps its share as `None`:
+    /// answered 500, or its connections refused.
+    fn shares(
+        &mut self,
+        plan: &Plan,
+        host: &HostMatch,
+        path: &PathSpec,
+        context: &PlanContext,
+    ) -> Vec<(Option<Arc<Upstream>>, u32)> {
+        let mut shares = Vec::with_capacity(path.weighted.len());
+        for (backend, weight) in &path.weighted {
+            let upstream = if backend.is_placeholder() {
+                None
+            } else {
+                self.upstream(plan, host, backend, context)
+            };
+            shares.push((upstream, *weight));
+        }
+        shares
     }
 
     fn upstream(
@@ -717,6 +739,7 @@ impl Merge<'_, '_> {
             default_policy: draft.default_policy,
             www_redirect: None,
             passthrough: draft.passthrough,
+            passthrough_split: draft.passthrough_split,
             owner: owner.object.clone(),
             client_auth: draft.client_auth,
         })

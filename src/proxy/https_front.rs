@@ -97,7 +97,13 @@ pub(crate) async fn serve_connection(
     if let Some(vhost) = vhost
         && vhost.tls_mode == TlsMode::Passthrough
     {
-        match &vhost.passthrough {
+        // A TLSRoute's weighted backends: this connection's share; an invalid backendRef's
+        // share is refused ("Request rejections must respect weight", `TLSRouteRule`).
+        let upstream = match vhost.passthrough_split.as_deref() {
+            Some(split) => split.pick(),
+            None => vhost.passthrough.as_ref(),
+        };
+        match upstream {
             Some(upstream) => {
                 let io = PrefixedIo::new(buf, stream);
                 let sni = hello.sni.as_deref();
@@ -106,6 +112,9 @@ pub(crate) async fn serve_connection(
                     .metrics
                     .connection_opened(ConnectionMode::Passthrough, &host);
                 passthrough::serve(io, sni, &conn, upstream, sources, &table, &ctx, started).await;
+            }
+            None if vhost.passthrough_split.is_some() => {
+                tracing::debug!(sni = ?hello.sni, "connection refused: its share goes to an invalid backendRef");
             }
             None => tracing::warn!(sni = ?hello.sni, "pass-through host without an upstream"),
         }

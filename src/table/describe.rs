@@ -484,10 +484,15 @@ impl HostDescription {
                 .as_ref()
                 .and_then(|_| vhost.default_action.describe()),
             default_max_body: vhost.default_backend.as_ref().and(vhost.default_max_body),
-            // A pass-through host's: its allow/deny lists.
+            // A pass-through host's: its weighted backends and allow/deny lists.
             default_policy: match (&vhost.default_backend, &vhost.passthrough) {
                 (None, None) => Vec::new(),
-                _ => vhost.default_policy.describe(),
+                _ => vhost
+                    .passthrough_split
+                    .iter()
+                    .map(|s| format!("split {}", s.describe().join(", ")))
+                    .chain(vhost.default_policy.describe())
+                    .collect(),
             },
             www_redirect: vhost.www_redirect.clone(),
             passthrough: vhost.passthrough.as_deref().map(UpstreamDescription::of),

@@ -85,6 +85,9 @@ pub struct VirtualHost {
     pub www_redirect: Option<String>,
     /// Pass-through hosts: where the encrypted bytes go.
     pub passthrough: Option<Arc<Upstream>>,
+    /// A TLSRoute's weighted backendRefs: each connection's upstream (`passthrough` is one of
+    /// them), or its refusal for an invalid backendRef's share.
+    pub passthrough_split: Option<Arc<split::WeightedSplit>>,
     /// The Ingress that owns the host's TLS mode (the oldest).
     pub owner: ObjectRef,
     /// `auth-tls-*` of the owner: client certificates asked for in the handshake and judged
@@ -408,6 +411,7 @@ impl RouteTable {
                 .routes
                 .iter()
                 .filter_map(|r| r.split.as_deref())
+                .chain(vhost.passthrough_split.as_deref())
                 .flat_map(|s| s.upstreams());
             let all = vhost
                 .routes

@@ -441,6 +441,7 @@ mod tests {
             default_policy: Default::default(),
             www_redirect: None,
             passthrough: None,
+            passthrough_split: None,
             owner: ObjectRef::namespaced("Ingress", "ns", "ing"),
             client_auth: None,
         }

@@ -439,6 +439,84 @@ spec:
     );
 }
 
+/// TLSRoute weights: connections are shared among the backendRefs by weight (exactly, over a
+/// cycle of the total weight), and an invalid backendRef's share is refused: "Request
+/// rejections must respect weight; if an invalid backend is requested to have 80% of
+/// requests, then 80% of requests must be rejected instead" (`TLSRouteRule.backendRefs`).
+#[tokio::test]
+async fn tls_route_shares_connections_by_weight_and_refuses_an_invalid_share() {
+    let (_d, m) = manifest_dir();
+    let ca = Ca::new("gateway weighted passthrough ca");
+    let leaf = ca.leaf(&["w.pass.test"]);
+    let one = backends::tls("one", &leaf, TlsOptions::default()).await;
+    let two = backends::tls("two", &leaf, TlsOptions::default()).await;
+    write(&m, "gw.yaml", &gateway());
+    for pod in [&one, &two] {
+        write(
+            &m,
+            &format!("svc-{}.yaml", pod.name),
+            &service_in("default", &pod.name, pod.addr.port()),
+        );
+    }
+    write(
+        &m,
+        "route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata:
+  name: shared
+  namespace: default
+spec:
+  parentRefs:
+  - name: gw
+    sectionName: pass
+  hostnames: [w.pass.test]
+  rules:
+  - backendRefs:
+    - {name: one, port: 80, weight: 1}
+    - {name: gone, port: 80, weight: 2}
+    - {name: two, port: 80, weight: 1}
+",
+    );
+    let proxy = Binary::start(&m).await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for n in 0..16 {
+        let outcome = match Conn::try_connect(proxy.https, &ca, Via::Tls, "w.pass.test").await {
+            Ok(mut conn) => {
+                let answer = conn.get("w.pass.test", &format!("/c/{n}")).await;
+                answer.map_or_else(
+                    |e| format!("request failed: {e}"),
+                    |a| a.backend().unwrap_or("-").to_string(),
+                )
+            }
+            Err(_) => "refused".to_string(),
+        };
+        *outcomes.entry(outcome).or_insert(0) += 1;
+    }
+    assert_eq!(
+        outcomes,
+        [
+            ("one".to_string(), 4),
+            ("refused".to_string(), 8),
+            ("two".to_string(), 4)
+        ]
+        .into(),
+        "weights 1:2:1, the 2 invalid"
+    );
+    let lines = diagnostic_lines(&proxy).await;
+    assert!(
+        has_diagnostic(
+            &lines,
+            &[
+                "TLSRoute default/shared",
+                "spec.rules[0].backendRefs[1]",
+                "MissingService"
+            ]
+        ),
+        "{lines:#?}"
+    );
+}
+
 /// BackendTLSPolicySanMultipleNames / BackendTLSPolicy (core): a route on the HTTPS listener
 /// whose Service has a BackendTLSPolicy is re-encrypted to the pod, with the policy's
 /// hostname as SNI, verified against the CA in the policy's ConfigMap.

@@ -66,6 +66,7 @@ impl Tables {
         self.host(VirtualHost {
             tls_mode: TlsMode::Passthrough,
             passthrough: Some(upstream),
+            passthrough_split: None,
             ..terminate_vhost(host, CertificateChoice::Default)
         })
     }
@@ -156,6 +157,7 @@ pub fn terminate_vhost(host: &str, certificate: CertificateChoice) -> VirtualHos
         default_policy: Default::default(),
         www_redirect: None,
         passthrough: None,
+        passthrough_split: None,
         owner: ObjectRef::namespaced("Ingress", "default", "test"),
         client_auth: None,
     }

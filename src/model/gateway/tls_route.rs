@@ -1,5 +1,6 @@
 //! TLSRoute → one pass-through plan: its host names (intersected with the TLS
-//! listeners') routed by SNI to its backend, the bytes still encrypted.
+//! listeners') routed by SNI to its backends (shared by weight, connection by connection),
+//! the bytes still encrypted.
 //!
 //! PROXY protocol, health checks and balancing come from the route's own `portcullis.io/`
 //! annotations (`proxy-protocol: v1|v2`), as on a pass-through Ingress.
@@ -8,7 +9,7 @@ use super::attach::Attachment;
 use super::references::References;
 use super::{RouteOutcome, route_options};
 use crate::gateway_api::TLSRoute;
-use crate::model::ingress::{Field, GatewayExtras, HostRules, PathSpec, Plan};
+use crate::model::ingress::{BackendSpec, Field, GatewayExtras, HostRules, PathSpec, Plan};
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::table::host::HostMatch;
 use crate::table::route::{PathMatch, TlsMode};
@@ -51,34 +52,37 @@ pub(super) fn plans(
             hosts.push(host.clone());
         }
     }
-    // One SNI host has one backend: the first usable weighted backendRef.
-    let mut chosen = None;
+    // The weighted backendRefs of every rule. An invalid one keeps its share, refused:
+    // "Request rejections must respect weight; if an invalid backend is requested to have 80%
+    // of requests, then 80% of requests must be rejected instead" (`TLSRouteRule`).
+    let mut weighted: Vec<(BackendSpec, u32)> = Vec::new();
     for (i, rule) in route.spec.rules.iter().enumerate() {
         for (k, reference) in rule.backend_refs.iter().enumerate() {
-            if reference.weight.unwrap_or(1) <= 0 {
-                continue;
-            }
-            if chosen.is_some() {
-                diagnostics.push(Diagnostic::warning(
-                    object.clone(),
-                    Field::RouteBackend(i, k).to_string(),
-                    Reason::UnsupportedValue,
-                    "a pass-through host sends every connection to one backend (the first); this one is not used",
-                ));
+            let weight = u32::try_from(reference.weight.unwrap_or(1)).unwrap_or(0);
+            if weight == 0 {
                 continue;
             }
             match refs.backend(object, KIND, (i, k), reference) {
-                Ok(spec) => chosen = Some(spec),
+                Ok(spec) => weighted.push((spec, weight)),
                 Err(diagnostic) => {
                     outcome
                         .unresolved
                         .get_or_insert((diagnostic.reason, diagnostic.message.clone()));
                     diagnostics.push(*diagnostic);
+                    let namespace = object.namespace.as_deref().unwrap_or("default");
+                    weighted.push((
+                        BackendSpec::placeholder(namespace, Field::RouteBackend(i, k)),
+                        weight,
+                    ));
                 }
             }
         }
     }
-    let Some(backend) = chosen else {
+    let Some(backend) = weighted
+        .iter()
+        .find(|(b, _)| !b.is_placeholder())
+        .map(|(b, _)| b.clone())
+    else {
         // Nothing to splice to: the connection is refused (no TLS answer of ours would do).
         diagnostics.push(Diagnostic::error(
             object.clone(),
@@ -88,6 +92,9 @@ pub(super) fn plans(
         ));
         return outcome;
     };
+    if weighted.len() < 2 {
+        weighted.clear();
+    }
     let field = backend.field;
     let path = PathSpec {
         path: PathMatch::prefix("/"),
@@ -95,7 +102,7 @@ pub(super) fn plans(
         backend,
         field,
         conditions: None,
-        weighted: Vec::new(),
+        weighted,
         port: None,
     };
     let host_rules = hosts
