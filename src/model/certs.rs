@@ -287,6 +287,28 @@ impl<'a> Secrets<'a> {
     }
 }
 
+/// Why Secret `namespace/name` cannot serve as a certificate (`tls.crt`/`tls.key` missing or not
+/// parsing), or `None` when it can — or when a last good version of it is kept, which the merge
+/// then serves (and reports).
+pub(super) fn tls_secret_problem(
+    secret: &Secret,
+    namespace: &str,
+    name: &str,
+    previous: &FastMap<SecretKey, GoodSecret>,
+) -> Option<String> {
+    if previous.contains_key(&(namespace.to_string(), name.to_string(), SecretUse::Tls)) {
+        return None;
+    }
+    let bytes = match secret_bytes(secret, SecretUse::Tls) {
+        Ok(bytes) => bytes,
+        Err(message) => return Some(message),
+    };
+    let source = format!("Secret {namespace}/{name}");
+    Certificate::from_pem(bytes[0], bytes[1], &source)
+        .err()
+        .map(|e| format!("tls.crt/tls.key: {e}"))
+}
+
 /// The bytes of the keys `usage` needs (`tls.crt`, `tls.key` / `ca.crt`). `stringData` is merged
 /// over `data`, as the API server does.
 fn secret_bytes(secret: &Secret, usage: SecretUse) -> Result<Vec<&[u8]>, String> {

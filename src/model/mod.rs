@@ -270,7 +270,13 @@ pub fn build_indexed(
         .flat_map(|(plan, _)| plan.hosts.iter().map(|rules| &rules.host))
         .collect();
     let mut route_plans = Vec::new();
-    let gateway_api = gateway::translate(snapshot, &in_scope, &last_good.routes, &mut diagnostics);
+    let gateway_api = gateway::translate(
+        snapshot,
+        &in_scope,
+        &last_good.routes,
+        &last_good.secrets,
+        &mut diagnostics,
+    );
     let gateway_last_good = gateway_api.last_good;
     for mut plan in gateway_api.plans {
         plan.hosts.retain(|rules| {

@@ -21,13 +21,21 @@ metadata: {name: someone-else}
 spec: {controllerName: example.com/other}
 ";
 
-const SECRET: &str = "---
+/// `infra/gw-tls`, a real certificate and key; and `infra/malformed`, a `kubernetes.io/tls`
+/// Secret whose values are not PEM (GatewayInvalidTLSConfiguration's "Hello world").
+fn secrets() -> String {
+    let ca = crate::support::pki::Ca::new("gateway status ca");
+    format!(
+        "---\n{}---
 apiVersion: v1
 kind: Secret
-metadata: {name: gw-tls, namespace: infra}
+metadata: {{name: malformed, namespace: infra}}
 type: kubernetes.io/tls
-data: {tls.crt: '', tls.key: ''}
-";
+data: {{tls.crt: SGVsbG8gd29ybGQ=, tls.key: SGVsbG8gd29ybGQ=}}
+",
+        ca.leaf(&["*.ok.test"]).secret_yaml("infra", "gw-tls")
+    )
+}
 
 fn status(yaml: &str) -> GatewayApiStatus {
     let mut snapshot = Snapshot::default();
@@ -107,12 +115,13 @@ fn only_our_classes_are_accepted_with_their_generation() {
 fn listeners_report_accepted_resolved_refs_conflicted_programmed_and_attached_routes() {
     let yaml = [
         CLASS,
-        SECRET,
+        &secrets(),
         SERVICE,
         &gateway(
             "  - {name: http, port: 80, protocol: HTTP}
   - {name: https, port: 443, protocol: HTTPS, hostname: '*.ok.test', tls: {certificateRefs: [{name: gw-tls}]}}
   - {name: missing-cert, port: 443, protocol: HTTPS, hostname: 'x.test', tls: {certificateRefs: [{name: nope}]}}
+  - {name: malformed-cert, port: 443, protocol: HTTPS, hostname: 'm.test', tls: {certificateRefs: [{name: malformed}]}}
   - {name: udp, port: 53, protocol: UDP}
   - {name: bad-kind, port: 8080, protocol: HTTP, allowedRoutes: {kinds: [{kind: FooRoute}]}}
   - {name: a, port: 9000, protocol: HTTP, hostname: same.test}
@@ -152,6 +161,14 @@ fn listeners_report_accepted_resolved_refs_conflicted_programmed_and_attached_ro
         no("InvalidCertificateRef")
     );
     assert_eq!(said(&missing.conditions, "Programmed"), no("Invalid"));
+    // GatewayInvalidTLSConfiguration, "Malformed secret": the Secret exists but holds no
+    // certificate.
+    let malformed = listener("malformed-cert");
+    assert_eq!(
+        said(&malformed.conditions, "ResolvedRefs"),
+        no("InvalidCertificateRef")
+    );
+    assert_eq!(said(&malformed.conditions, "Programmed"), no("Invalid"));
     assert_eq!(
         said(&listener("udp").conditions, "Accepted"),
         no("UnsupportedProtocol")
@@ -170,11 +187,62 @@ fn listeners_report_accepted_resolved_refs_conflicted_programmed_and_attached_ro
     }
 }
 
+/// A listener's Secret broken by an update keeps serving its last good certificate (as an
+/// Ingress's does): the listener stays resolved, and the build says it kept the old one.
+#[test]
+fn a_listener_keeps_its_secret_last_good_version() {
+    let listeners = "  - {name: https, port: 443, protocol: HTTPS, hostname: '*.ok.test', tls: {certificateRefs: [{name: gw-tls}]}}
+";
+    let good = [
+        CLASS,
+        &secrets(),
+        SERVICE,
+        &gateway(listeners),
+        &route(
+            "infra",
+            "two",
+            "https",
+            "two.ok.test",
+            "{name: app, port: 80}",
+        ),
+    ]
+    .concat();
+    let broken = good.replace("CERTIFICATE-----", "GARBAGE-----");
+    assert_ne!(good, broken);
+    let snapshot = |yaml: &str| {
+        let mut snapshot = Snapshot::default();
+        for object in parse_manifest("gateway.yaml", yaml).expect("valid YAML") {
+            snapshot.push(object);
+        }
+        snapshot
+    };
+    let settings = BuildSettings::default();
+    let first = model::build(&snapshot(&good), &settings, &LastGood::default());
+    let later = model::build(&snapshot(&broken), &settings, &first.last_good);
+    let https = &later.gateway_api.gateways[0].listeners[0];
+    assert_eq!(said(&https.conditions, "ResolvedRefs"), yes("ResolvedRefs"));
+    assert!(
+        later
+            .diagnostics
+            .iter()
+            .any(|d| d.to_string().contains("serving the last good certificate")),
+        "{:#?}",
+        later.diagnostics
+    );
+    // Without a last good version, the same Secret is refused.
+    let fresh = model::build(&snapshot(&broken), &settings, &LastGood::default());
+    let https = &fresh.gateway_api.gateways[0].listeners[0];
+    assert_eq!(
+        said(&https.conditions, "ResolvedRefs"),
+        no("InvalidCertificateRef")
+    );
+}
+
 #[test]
 fn routes_report_why_they_are_not_accepted_or_not_resolved() {
     let yaml = [
         CLASS,
-        SECRET,
+        &secrets(),
         SERVICE,
         &gateway(
             "  - {name: http, port: 80, protocol: HTTP, hostname: '*.ok.test'}

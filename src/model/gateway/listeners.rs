@@ -11,6 +11,8 @@ use super::namespace;
 use super::references::Grants;
 use super::status::{Condition, GatewayStatus, ListenerStatus};
 use crate::gateway_api::{self, Gateway, LabelSelector, Listener as ListenerSpec};
+use crate::model::FastMap;
+use crate::model::certs::{self, GoodSecret, SecretKey};
 use crate::model::ingress::TlsSpec;
 use crate::source::Snapshot;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
@@ -103,6 +105,7 @@ impl Listeners {
         snapshot: &Snapshot,
         in_scope: &dyn Fn(Option<&str>) -> bool,
         grants: &Grants<'_>,
+        previous_secrets: &FastMap<SecretKey, GoodSecret>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Listeners {
         let classes: Vec<&str> = snapshot
@@ -151,7 +154,14 @@ impl Listeners {
                     statuses.push(listener_status(spec, &Err(refusal)));
                     continue;
                 }
-                let mut result = listener(gateway, &object, spec, &field, snapshot, grants, slot);
+                let mut result = listener(
+                    gateway,
+                    &object,
+                    spec,
+                    &field,
+                    (snapshot, grants, previous_secrets),
+                    slot,
+                );
                 if let (Ok(_), Some((reason, message))) = (&result, &conflicts[index]) {
                     result = Err(Refusal {
                         reason: Reason::Conflict,
@@ -381,8 +391,7 @@ fn listener(
     object: &ObjectRef,
     spec: &ListenerSpec,
     field: &str,
-    snapshot: &Snapshot,
-    grants: &Grants<'_>,
+    objects: Objects<'_>,
     slot: (usize, usize),
 ) -> Result<Listener, Refusal> {
     let refuse = |reason, at: &str, message: String, condition| Refusal {
@@ -512,7 +521,7 @@ fn listener(
         }
     };
     let certificate = if protocol == Protocol::Https {
-        match certificate(gateway, spec, field, snapshot, grants) {
+        match certificate(gateway, spec, field, objects) {
             Ok(found) => Some(found),
             Err(mut refusal) => {
                 refusal.kinds = kinds;
@@ -535,14 +544,22 @@ fn listener(
     })
 }
 
+/// What a listener is checked against: the objects, the ReferenceGrants, and the Secrets that
+/// were good in the last build.
+type Objects<'a> = (
+    &'a Snapshot,
+    &'a Grants<'a>,
+    &'a FastMap<SecretKey, GoodSecret>,
+);
+
 /// An HTTPS listener's first `certificateRefs` entry: a Secret in the Gateway's namespace, or
-/// in another one that grants it.
+/// in another one that grants it, holding a certificate and key that parse (or whose last good
+/// version is still served: a Secret broken by an update does not take a listener down).
 fn certificate(
     gateway: &Gateway,
     spec: &ListenerSpec,
     field: &str,
-    snapshot: &Snapshot,
-    grants: &Grants<'_>,
+    (snapshot, grants, previous_secrets): Objects<'_>,
 ) -> Result<(String, String, String), Refusal> {
     let gateway_namespace = namespace(&gateway.metadata);
     let at = format!("{field}.tls.certificateRefs[0]");
@@ -591,11 +608,11 @@ fn certificate(
             ("ResolvedRefs", "RefNotPermitted"),
         ));
     }
-    let exists = snapshot.secrets.iter().any(|s| {
+    let secret = snapshot.secrets.iter().find(|s| {
         namespace(&s.metadata) == secret_namespace
             && s.metadata.name.as_deref() == Some(reference.name.as_str())
     });
-    if !exists {
+    let Some(secret) = secret else {
         return Err(refuse(
             Reason::InvalidCertificateRef,
             at,
@@ -603,6 +620,17 @@ fn certificate(
                 "Secret {secret_namespace}/{} does not exist",
                 reference.name
             ),
+            ("ResolvedRefs", "InvalidCertificateRef"),
+        ));
+    };
+    // GatewayInvalidTLSConfiguration: a malformed Secret is an InvalidCertificateRef.
+    if let Some(problem) =
+        certs::tls_secret_problem(secret, secret_namespace, &reference.name, previous_secrets)
+    {
+        return Err(refuse(
+            Reason::InvalidCertificateRef,
+            at,
+            format!("Secret {secret_namespace}/{}: {problem}", reference.name),
             ("ResolvedRefs", "InvalidCertificateRef"),
         ));
     }
