@@ -134,8 +134,8 @@ async fn wait_diagnostic(proxy: &Binary, needle: &[&str]) -> Vec<String> {
 /// HTTPRouteHeaderMatching, HTTPRouteQueryParamMatching, HTTPRouteMethodMatching,
 /// HTTPRouteRegularExpressionPathMatch (whole path, case-sensitive): an HTTP
 /// listener routes by path (Exact before the longest PathPrefix, element-wise), then by
-/// method, header and query parameter, the more specific match first; an unmatched path is
-/// 404.
+/// method, header and query parameter, the more specific match first (of several entries
+/// with one name, the first); an unmatched path is 404.
 #[tokio::test]
 async fn http_route_matches_path_method_headers_and_query() {
     let (_d, m) = manifest_dir();
@@ -172,6 +172,12 @@ async fn http_route_matches_path_method_headers_and_query() {
         rule(
             "matches:\n    - path: {type: RegularExpression, value: \"/v[0-9]+/items\"}\n    ",
             "exact",
+        ),
+        // Repeated names: "only the first entry with an equivalent name MUST be considered for
+        // a match" (`HTTPHeaderMatch`, case-insensitive; `HTTPQueryParamMatch`).
+        rule(
+            "matches:\n    - path: {type: PathPrefix, value: /dup}\n      headers:\n      - {name: version, value: two}\n      - {name: VERSION, value: three}\n      queryParams:\n      - {name: animal, value: whale}\n      - {name: animal, value: dolphin}\n    ",
+            "v2",
         ),
     ]
     .concat();
@@ -218,6 +224,26 @@ async fn http_route_matches_path_method_headers_and_query() {
     assert_eq!(
         served_by(&get(proxy.http, host, "/api/v?animal=whale", &[]).await).as_deref(),
         Some("query")
+    );
+    assert_eq!(
+        served_by(&get(proxy.http, host, "/dup?animal=whale", &[("version", "two")]).await)
+            .as_deref(),
+        Some("v2"),
+        "the first header and query entries of a name are the ones matched"
+    );
+    assert_eq!(
+        served_by(
+            &get(
+                proxy.http,
+                host,
+                "/dup?animal=dolphin",
+                &[("version", "three")]
+            )
+            .await
+        )
+        .as_deref(),
+        Some("root"),
+        "later entries of the same name are ignored"
     );
     let posted =
         crate::support::http::send(proxy.http, http::Method::POST, host, "/api/x", b"body").await;

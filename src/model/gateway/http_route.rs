@@ -564,6 +564,12 @@ fn path_spec(
                 format!("{:?} is not a header name", header.name),
             )
         })?;
+        // "If multiple entries specify equivalent header names, only the first entry with an
+        // equivalent name MUST be considered for a match" (`HTTPHeaderMatch`; names compare
+        // case-insensitively, as `HeaderName` holds them lower-case).
+        if conditions.headers.iter().any(|(seen, _)| *seen == name) {
+            continue;
+        }
         conditions.headers.push((
             name,
             value_match(header.kind.as_deref(), &header.value)
@@ -571,6 +577,11 @@ fn path_spec(
         ));
     }
     for (q, query) in m.query_params.iter().flatten().enumerate() {
+        // The same for query parameters, whose names compare exactly
+        // (`HTTPQueryParamMatch`).
+        if conditions.query.iter().any(|(seen, _)| *seen == query.name) {
+            continue;
+        }
         conditions.query.push((
             query.name.clone(),
             value_match(query.kind.as_deref(), &query.value)
