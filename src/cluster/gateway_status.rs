@@ -26,7 +26,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::gateway_api::{self, GRPCRoute, Gateway, GatewayClass, HTTPRoute, TLSRoute};
-use crate::model::{Condition, GatewayApiStatus, RouteStatus};
+use crate::model::{Condition, GatewayApiStatus, RouteStatus, SUPPORTED_FEATURES};
 
 /// Field manager of our status patches.
 const FIELD_MANAGER: &str = "portcullis";
@@ -78,18 +78,30 @@ impl GatewayStatusWriter {
             );
             let desired = json!({
                 "conditions": conditions(&class.conditions, class.generation, self.written.get(&key), &now),
+                "supportedFeatures": SUPPORTED_FEATURES
+                    .iter()
+                    .map(|name| json!({ "name": name }))
+                    .collect::<Vec<_>>(),
             });
             if self.unchanged(&key, &desired) {
                 continue;
             }
             let api: Api<GatewayClass> = Api::all(self.client.clone());
-            let result = api
-                .patch_status(
-                    &class.name,
-                    &params(),
-                    &Patch::Merge(json!({ "status": desired })),
-                )
+            let patch = |status: &Value| Patch::Merge(json!({ "status": status }));
+            let mut result = api
+                .patch_status(&class.name, &params(), &patch(&desired))
                 .await;
+            if result.is_err() {
+                // CRDs older than v1.2 have no `supportedFeatures` of this shape (or none):
+                // the conditions alone, rather than no status at all.
+                let mut bare = desired.clone();
+                if let Some(fields) = bare.as_object_mut() {
+                    fields.remove("supportedFeatures");
+                }
+                result = api
+                    .patch_status(&class.name, &params(), &patch(&bare))
+                    .await;
+            }
             self.settle(key, desired, result.map(drop), &mut done);
         }
         for gateway in &status.gateways {

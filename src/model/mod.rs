@@ -37,7 +37,7 @@ pub use endpoints::{EndpointIndex, EndpointUpdate};
 
 pub use self::gateway::status::{
     ClassStatus, Condition, GatewayApiStatus, GatewayStatus, ListenerStatus, ParentStatus,
-    RouteStatus,
+    RouteStatus, SUPPORTED_FEATURES,
 };
 mod ingress;
 mod vhosts;

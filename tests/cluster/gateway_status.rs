@@ -229,6 +229,19 @@ async fn the_model_s_conditions_are_patched_onto_classes_gateways_and_routes() {
         condition(&class["status"]["conditions"], "Accepted"),
         said("True", "Accepted", 2)
     );
+    // The features the conformance suite reads when it is given none: sorted by name, the
+    // core ones there, the ones not met absent.
+    let features: Vec<&str> = class["status"]["supportedFeatures"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(features.is_sorted(), "{features:?}");
+    for core in ["Gateway", "HTTPRoute", "ReferenceGrant"] {
+        assert!(features.contains(&core), "{core} in {features:?}");
+    }
+    for unmet in ["GRPCRoute", "HTTPRouteBackendProtocolH2C", "BackendTLSPolicy"] {
+        assert!(!features.contains(&unmet), "{unmet} in {features:?}");
+    }
 
     let gateway = patch_of(&mock, GATEWAY_STATUS);
     let conditions = &gateway["status"]["conditions"];
