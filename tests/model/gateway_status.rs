@@ -238,6 +238,74 @@ fn a_listener_keeps_its_secret_last_good_version() {
     );
 }
 
+/// RouteConditionPartiallyInvalid: a route with a refused rule and a served one drops the
+/// refused rule ("Dropped Rule" approach): `Accepted: True` and `PartiallyInvalid: True,
+/// UnsupportedValue`, its message starting "Dropped Rule" and naming the rule. A route whose
+/// only rule is refused is not accepted, and has no `PartiallyInvalid`.
+#[test]
+fn a_route_with_a_refused_rule_is_accepted_and_partially_invalid() {
+    let mirror = "{type: RequestMirror, requestMirror: {backendRef: {name: app, port: 80}}}";
+    let routes = format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: partly, namespace: infra}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra, sectionName: http}}]
+  hostnames: [partly.test]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /mirrored}}}}]
+    filters: [{mirror}]
+    backendRefs: [{{name: app, port: 80}}]
+  - backendRefs: [{{name: app, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: wholly, namespace: infra}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra, sectionName: http}}]
+  hostnames: [wholly.test]
+  rules:
+  - filters: [{mirror}]
+    backendRefs: [{{name: app, port: 80}}]
+"
+    );
+    let yaml = [
+        CLASS,
+        SERVICE,
+        &gateway("  - {name: http, port: 80, protocol: HTTP}\n"),
+        &routes,
+    ]
+    .concat();
+    let status = status(&yaml);
+    let conditions = |name: &str| {
+        status
+            .routes
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no route {name}: {status:#?}"))
+            .parents[0]
+            .conditions
+            .clone()
+    };
+    let partly = conditions("partly");
+    assert_eq!(said(&partly, "Accepted"), yes("Accepted"));
+    assert_eq!(said(&partly, "PartiallyInvalid"), yes("UnsupportedValue"));
+    let message = &condition(&partly, "PartiallyInvalid").message;
+    assert!(
+        message.starts_with("Dropped Rule") && message.contains("spec.rules[0]"),
+        "{message}"
+    );
+    let wholly = conditions("wholly");
+    assert_eq!(said(&wholly, "Accepted"), no("UnsupportedValue"));
+    assert!(
+        wholly.iter().all(|c| c.kind != "PartiallyInvalid"),
+        "{wholly:#?}"
+    );
+    // The listener counts the partly served route, not the refused one.
+    assert_eq!(status.gateways[0].listeners[0].attached_routes, 1);
+}
+
 #[test]
 fn routes_report_why_they_are_not_accepted_or_not_resolved() {
     let yaml = [

@@ -212,9 +212,10 @@ fn rule_plan(
                 Reason::UnsupportedValue,
                 format!("{message}; rule not served"),
             ));
-            outcome
-                .refused
-                .get_or_insert((Reason::UnsupportedValue, message));
+            outcome.refused.get_or_insert((
+                Reason::UnsupportedValue,
+                format!("spec.rules[{i}].filters[{f}]: {message}"),
+            ));
             return None;
         }
     }
@@ -238,9 +239,10 @@ fn rule_plan(
                         Reason::InvalidSpec,
                         format!("{message}; rule not served"),
                     ));
-                    outcome
-                        .refused
-                        .get_or_insert((Reason::UnsupportedValue, message));
+                    outcome.refused.get_or_insert((
+                        Reason::UnsupportedValue,
+                        format!("spec.rules[{i}].timeouts.{name}: {message}"),
+                    ));
                     return None;
                 }
             }
@@ -266,9 +268,10 @@ fn rule_plan(
                 Reason::UnsupportedValue,
                 message,
             ));
-            outcome
-                .refused
-                .get_or_insert((Reason::UnsupportedValue, message.into()));
+            outcome.refused.get_or_insert((
+                Reason::UnsupportedValue,
+                format!("spec.rules[{i}].backendRefs[{k}].filters: {message}"),
+            ));
             return None;
         }
         match refs.backend(object, kind, (i, k), reference) {

@@ -291,11 +291,13 @@ impl Run<'_, '_> {
                 route.parent_refs(),
                 &outcomes,
                 &RouteOutcome::default(),
+                false,
             );
             return;
         }
         let outcome = route.translate(&object, &attached, self.refs, self.diagnostics);
         let kept = self.previous.get(&object).and_then(R::kept);
+        let mut fell_back = false;
         let outcome = match (&outcome.refused, kept) {
             (None, _) => {
                 self.next.insert(object.clone(), R::keep(route));
@@ -316,6 +318,7 @@ impl Run<'_, '_> {
                         "serving the last good version of this route until it is fixed",
                     ));
                     self.next.insert(object.clone(), R::keep(previous));
+                    fell_back = true;
                     RouteOutcome {
                         refused: outcome.refused,
                         ..again
@@ -332,6 +335,7 @@ impl Run<'_, '_> {
             route.parent_refs(),
             &outcomes,
             &outcome,
+            fell_back,
         );
         self.plans.extend(outcome.plans);
     }
@@ -346,7 +350,10 @@ fn route_object(kind: &str, meta: &ObjectMeta) -> ObjectRef {
 }
 
 /// A route's status: per parent of ours, `Accepted` (attached, or why not) and `ResolvedRefs`;
-/// and each listener that took it counts it in `attachedRoutes`.
+/// and each listener that took it counts it in `attachedRoutes`. A route whose refused rules
+/// were dropped while its others are served (`fell_back`: its last good version is served
+/// instead) is `Accepted` and `PartiallyInvalid`, as the spec's "Drop Rule(s)" approach says.
+#[allow(clippy::too_many_arguments)]
 fn record(
     status: &mut GatewayApiStatus,
     attached_slots: &mut Vec<(usize, usize)>,
@@ -355,10 +362,30 @@ fn record(
     parent_refs: &[ParentReference],
     outcomes: &[attach::ParentOutcome],
     outcome: &RouteOutcome,
+    fell_back: bool,
 ) {
+    // Some rules refused, the others served from this version.
+    let dropped = match &outcome.refused {
+        Some((_, message)) if !fell_back && !outcome.plans.is_empty() => Some(message),
+        _ => None,
+    };
     let mut parents = Vec::with_capacity(outcomes.len());
     for parent in outcomes {
+        let mut partially = None;
         let accepted = match (&parent.result, &outcome.refused) {
+            (Ok(attachments), Some(_)) if dropped.is_some() => {
+                attached_slots.extend(attachments.iter().map(|a| a.listener.slot));
+                partially = dropped.map(|message| {
+                    // "The message for this condition MUST start with the prefix
+                    // 'Dropped Rule'" (`RouteConditionPartiallyInvalid`).
+                    Condition::yes(
+                        "PartiallyInvalid",
+                        "UnsupportedValue",
+                        format!("Dropped Rule: {message}"),
+                    )
+                });
+                Condition::yes("Accepted", "Accepted", "attached; some rules dropped")
+            }
             (Err((reason, message)), _) | (Ok(_), Some((reason, message))) => {
                 Condition::no("Accepted", status::route_reason(*reason), message.clone())
             }
@@ -377,7 +404,7 @@ fn record(
         };
         parents.push(ParentStatus {
             parent_ref: parent_refs[parent.index].clone(),
-            conditions: vec![accepted, resolved],
+            conditions: [accepted, resolved].into_iter().chain(partially).collect(),
         });
     }
     status.routes.push(RouteStatus {
