@@ -130,6 +130,15 @@ fn listeners_report_accepted_resolved_refs_conflicted_programmed_and_attached_ro
         ),
         &route("infra", "one", "http", "one.test", "{name: app, port: 80}"),
         &route("infra", "two", "https", "two.ok.test", "{name: app, port: 80}"),
+        // GatewayWithAttachedRoutes, "unresolved refs": on the listener whose certificate is
+        // missing, with a backend that does not exist either.
+        &route(
+            "infra",
+            "four",
+            "missing-cert",
+            "x.test",
+            "{name: does-not-exist, port: 8080}",
+        ),
     ]
     .concat();
     let status = status(&yaml);
@@ -161,6 +170,20 @@ fn listeners_report_accepted_resolved_refs_conflicted_programmed_and_attached_ro
         no("InvalidCertificateRef")
     );
     assert_eq!(said(&missing.conditions, "Programmed"), no("Invalid"));
+    assert_eq!(
+        missing.attached_routes, 1,
+        "counted though nothing is served"
+    );
+    assert_eq!(missing.supported_kinds, ["HTTPRoute", "GRPCRoute"]);
+    let four = status
+        .routes
+        .iter()
+        .find(|r| r.name == "four")
+        .expect("four");
+    assert_eq!(
+        said(&four.parents[0].conditions, "ResolvedRefs"),
+        no("BackendNotFound")
+    );
     // GatewayInvalidTLSConfiguration, "Malformed secret": the Secret exists but holds no
     // certificate.
     let malformed = listener("malformed-cert");

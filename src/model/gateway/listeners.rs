@@ -53,6 +53,10 @@ pub(super) struct Listener {
     kinds: Vec<String>,
     /// Where its status lives: (Gateway, listener) index in [`Listeners`].
     pub(super) slot: (usize, usize),
+    /// `false`: its certificate cannot be used, so it serves nothing; routes still attach
+    /// to it and are counted in its `attachedRoutes`, as GatewayWithAttachedRoutes expects
+    /// of a listener with unresolved references.
+    pub(super) serves: bool,
 }
 
 impl Listener {
@@ -154,14 +158,8 @@ impl Listeners {
                     statuses.push(listener_status(spec, &Err(refusal)));
                     continue;
                 }
-                let mut result = listener(
-                    gateway,
-                    &object,
-                    spec,
-                    &field,
-                    (snapshot, grants, previous_secrets),
-                    slot,
-                );
+                let objects = (snapshot, grants, previous_secrets);
+                let mut result = listener(gateway, &object, spec, &field, objects, slot, true);
                 if let (Ok(_), Some((reason, message))) = (&result, &conflicts[index]) {
                     result = Err(Refusal {
                         reason: Reason::Conflict,
@@ -175,12 +173,27 @@ impl Listeners {
                 statuses.push(status);
                 match result {
                     Ok(listener) => all.push(Rc::new(listener)),
-                    Err(refusal) => diagnostics.push(Diagnostic::error(
-                        object.clone(),
-                        refusal.field,
-                        refusal.reason,
-                        format!("{}; listener {} not served", refusal.message, spec.name),
-                    )),
+                    Err(refusal) => {
+                        // Only its certificate is wrong: routes attach (counted), nothing
+                        // is served.
+                        let unresolved_certificate = refusal.condition.0 == "ResolvedRefs"
+                            && matches!(
+                                refusal.condition.1,
+                                "InvalidCertificateRef" | "RefNotPermitted"
+                            );
+                        if unresolved_certificate
+                            && let Ok(listener) =
+                                listener(gateway, &object, spec, &field, objects, slot, false)
+                        {
+                            all.push(Rc::new(listener));
+                        }
+                        diagnostics.push(Diagnostic::error(
+                            object.clone(),
+                            refusal.field,
+                            refusal.reason,
+                            format!("{}; listener {} not served", refusal.message, spec.name),
+                        ));
+                    }
                 }
             }
             let served = statuses.iter().filter(|s| programmed(s)).count();
@@ -393,6 +406,7 @@ fn listener(
     field: &str,
     objects: Objects<'_>,
     slot: (usize, usize),
+    with_certificate: bool,
 ) -> Result<Listener, Refusal> {
     let refuse = |reason, at: &str, message: String, condition| Refusal {
         reason,
@@ -520,7 +534,7 @@ fn listener(
             kinds
         }
     };
-    let certificate = if protocol == Protocol::Https {
+    let certificate = if protocol == Protocol::Https && with_certificate {
         match certificate(gateway, spec, field, objects) {
             Ok(found) => Some(found),
             Err(mut refusal) => {
@@ -541,6 +555,7 @@ fn listener(
         from,
         kinds,
         slot,
+        serves: protocol != Protocol::Https || with_certificate,
     })
 }
 

@@ -295,6 +295,29 @@ impl Run<'_, '_> {
             );
             return;
         }
+        let serving: Vec<&attach::Attachment> = attached
+            .iter()
+            .copied()
+            .filter(|a| a.listener.serves)
+            .collect();
+        if serving.is_empty() {
+            // Attached only to listeners that serve nothing (an unusable certificate): counted
+            // there, its references checked for its status, nothing served.
+            let mut outcome = route.translate(&object, &attached, self.refs, self.diagnostics);
+            outcome.plans.clear();
+            record(
+                self.status,
+                &mut self.attached_slots,
+                &object,
+                route.meta(),
+                route.parent_refs(),
+                &outcomes,
+                &outcome,
+                false,
+            );
+            return;
+        }
+        let attached = serving;
         let outcome = route.translate(&object, &attached, self.refs, self.diagnostics);
         let kept = self.previous.get(&object).and_then(R::kept);
         let mut fell_back = false;
