@@ -135,7 +135,8 @@ async fn accept_loop(
 }
 
 /// A :80 connection: the PROXY header from a trusted source (within `timeouts.header_read`),
-/// then HTTP.
+/// then HTTP: HTTP/2 when the client opens with its connection preface (h2c "with prior
+/// knowledge", RFC 9113 §3.3, as gRPC clients without TLS do), HTTP/1.1 otherwise.
 async fn serve_http(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -162,6 +163,13 @@ async fn serve_http(
             return;
         }
     };
+    let h2c = match h2_preface(&mut stream, &mut buf, deadline).await {
+        Ok(h2c) => h2c,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "closing :80 connection before its first request");
+            return;
+        }
+    };
     let conn = ConnInfo {
         client,
         local,
@@ -170,7 +178,44 @@ async fn serve_http(
     // Host `-`: a plain connection's requests may go to any host (they are counted per host
     // in `portcullis_http_requests_total`).
     let _active = ctx.metrics.connection_opened(ConnectionMode::Http, "-");
-    http_front::serve_connection(PrefixedIo::new(buf, stream), conn, table, live, ctx).await;
+    let io = PrefixedIo::new(buf, stream);
+    http_front::serve_connection(io, conn, h2c, table, live, ctx).await;
+}
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Does the client open with the HTTP/2 preface? Reads into `buf` (replayed to the HTTP
+/// server after) only until the answer is known: an HTTP/1.1 request differs from it within
+/// its first two bytes, so this is usually the one read hyper would have made. End of stream
+/// is `false` (hyper sees it); no answer by `deadline` is an error.
+async fn h2_preface(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let known = buf.len().min(H2_PREFACE.len());
+        if buf[..known] != H2_PREFACE[..known] {
+            return Ok(false);
+        }
+        if known == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(0)) => return Ok(false),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within timeouts.header_read",
+                ));
+            }
+        }
+    }
 }
 
 /// Errors that concern one connection that died in the queue, not the listener.

@@ -1,7 +1,8 @@
 //! HTTP after the transport: :80 connections and terminated TLS connections.
 //!
-//! One client connection is served by hyper-util's `auto` builder: HTTP/2 when TLS negotiated
-//! `h2` by ALPN, HTTP/1.1 otherwise (no cleartext h2c), with upgrades enabled. Protections:
+//! One client connection is served by hyper's HTTP/2 server when TLS negotiated `h2` by ALPN
+//! or a :80 client opened with the HTTP/2 preface (h2c with prior knowledge; the `Upgrade: h2c`
+//! dance is not offered), by its HTTP/1.1 server otherwise, with upgrades enabled. Protections:
 //! - header read timeout (`timeouts.header_read`, slowloris) by hyper's h1 timer; hyper also
 //!   runs it while a keep-alive connection waits for its next request, so the effective h1
 //!   keep-alive idle time is `min(idle, header_read)`;
@@ -80,12 +81,14 @@ use crate::telemetry::metrics::{HttpRequestSeries, Mode, RouteId};
 /// hyper's smallest allowed h1 read buffer.
 const MIN_H1_BUFFER: usize = 8192;
 
-/// Serves HTTP/1.1 (and h2 when `conn.tls` negotiated it) on one client connection, routing
-/// every request on the live table in `live`. `table` is the table the connection was accepted
-/// with: its class settings fix the connection-level limits and timeouts hyper runs with.
+/// Serves HTTP/1.1 (and h2 when `conn.tls` negotiated it, or `h2c`: a cleartext client opened
+/// with the HTTP/2 preface) on one client connection, routing every request on the live table
+/// in `live`. `table` is the table the connection was accepted with: its class settings fix
+/// the connection-level limits and timeouts hyper runs with.
 pub(crate) async fn serve_connection<IO>(
     io: IO,
     conn: ConnInfo,
+    h2c: bool,
     table: Arc<RouteTable>,
     live: TableHandle,
     ctx: Arc<ProxyContext>,
@@ -98,7 +101,8 @@ pub(crate) async fn serve_connection<IO>(
         .tls
         .as_ref()
         .and_then(|t| t.alpn.as_deref())
-        .is_some_and(|alpn| alpn == b"h2");
+        .is_some_and(|alpn| alpn == b"h2")
+        || h2c;
 
     let verdict = Arc::new(FramingVerdict::default());
     let h1_buffer = max_header_bytes.max(MIN_H1_BUFFER);

@@ -229,6 +229,6 @@ async fn terminate(
     let active = ctx.metrics.connection_opened(mode, host);
     Some(Box::pin(async move {
         let _active = active;
-        http_front::serve_connection(tls, conn, table, live, ctx).await;
+        http_front::serve_connection(tls, conn, false, table, live, ctx).await;
     }))
 }

@@ -239,11 +239,7 @@ async fn the_model_s_conditions_are_patched_onto_classes_gateways_and_routes() {
     for core in ["Gateway", "HTTPRoute", "ReferenceGrant"] {
         assert!(features.contains(&core), "{core} in {features:?}");
     }
-    for unmet in [
-        "GRPCRoute",
-        "HTTPRouteBackendProtocolH2C",
-        "BackendTLSPolicy",
-    ] {
+    for unmet in ["GRPCRoute", "BackendTLSPolicy"] {
         assert!(!features.contains(&unmet), "{unmet} in {features:?}");
     }
 

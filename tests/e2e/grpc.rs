@@ -242,6 +242,18 @@ async fn client(proxy: SocketAddr, host: &'static str, ca: &Ca) -> tonic::client
     tonic::client::Grpc::with_origin(H2(sender), origin)
 }
 
+/// A gRPC client for `host` on the proxy's plain port: HTTP/2 without TLS, "with prior
+/// knowledge" (RFC 9113 §3.3), as gRPC clients with insecure credentials speak.
+async fn client_h2c(proxy: SocketAddr, host: &'static str) -> tonic::client::Grpc<H2> {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (sender, connection) = client_h2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("h2c to the proxy");
+    tokio::spawn(connection);
+    let origin: http::Uri = format!("http://{host}").parse().unwrap();
+    tonic::client::Grpc::with_origin(H2(sender), origin)
+}
+
 async fn say(client: &mut tonic::client::Grpc<H2>, text: &str) -> Result<String, Status> {
     client
         .ready()
@@ -623,4 +635,70 @@ spec:
     assert_eq!(answer.status, 200, "{}", proxy.log_text());
     let seen = pod.calls("/over/h2c");
     assert_eq!(seen.len(), 1, "the pod got the request over HTTP/2");
+
+    // As the conformance test sends it: HTTP/2 with prior knowledge to the plain port too.
+    let tcp = TcpStream::connect(proxy.http).await.unwrap();
+    let (mut sender, connection) = client_h2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("h2c to the proxy's plain port");
+    tokio::spawn(connection);
+    let request = http::Request::get("http://h2c.e2e.test/both/h2c")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.expect("an h2c answer");
+    assert_eq!(response.status(), 200, "{}", proxy.log_text());
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(pod.calls("/both/h2c").len(), 1);
+}
+
+/// GATEWAY-GRPC on an HTTP listener: a gRPC client with insecure credentials speaks HTTP/2
+/// without TLS to the plain port (prior knowledge, RFC 9113 §3.3); its calls are routed by the
+/// GRPCRoute like those over TLS. An HTTP/1.1 client on the same port is still served.
+#[tokio::test]
+async fn grpc_without_tls_reaches_a_grpc_route_on_an_http_listener() {
+    let one = Pod::start("one", None).await;
+    let web = crate::support::backends::http("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("manifests");
+    std::fs::create_dir(&m).unwrap();
+    manifests::write(&m, "svc-one.yaml", &service("one", &[one.addr.port()]));
+    manifests::write(&m, "svc-web.yaml", &service("web", &[web.addr.port()]));
+    manifests::write(
+        &m,
+        "gateway.yaml",
+        &format!(
+            "{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: echo, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{GRPC_HOST}]
+  rules:
+  - matches: [{{method: {{service: e2e.Echo}}}}]
+    backendRefs: [{{name: one, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [web.e2e.test]
+  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+",
+            manifests::gateway_with("  - {name: http, port: 80, protocol: HTTP}\n")
+        ),
+    );
+    let proxy = Binary::start(&m).await;
+    let mut c = client_h2c(proxy.http, GRPC_HOST).await;
+    assert_eq!(
+        say(&mut c, "plain")
+            .await
+            .map_err(|s| format!("{s:?}\n{}", proxy.log_text())),
+        Ok("one: plain".to_string())
+    );
+    assert_eq!(one.calls(SAY).len(), 1);
+    let answer = crate::support::http::get(proxy.http, "web.e2e.test", "/", &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.backend(), Some("web"));
 }

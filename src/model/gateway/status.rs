@@ -12,15 +12,16 @@ use crate::table::diagnostic::Reason;
 /// lists them ("sorted in ascending alphabetical order"): the conformance suite reads them to
 /// pick its tests when none are given. Only what is built and tested: the core of Gateway,
 /// HTTPRoute and ReferenceGrant, the HTTPRoute extended features of docs/gateway-api.md, and
-/// TLSRoute pass-through. Not claimed, because not met: GRPCRoute and
-/// HTTPRouteBackendProtocolH2C (no cleartext HTTP/2 from clients), BackendTLSPolicy (its own
-/// status is not written), mirrors, CORS, retries, listener ports other than 80 and 443.
+/// TLSRoute pass-through. Not claimed: GRPCRoute (served, over TLS and h2c, but not every one
+/// of its conformance tests was checked), BackendTLSPolicy (its own status is not written),
+/// mirrors, CORS, retries, listener ports other than 80 and 443.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
     "HTTPRouteBackendTimeout",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
