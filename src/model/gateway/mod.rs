@@ -282,17 +282,20 @@ impl Run<'_, '_> {
             .filter_map(|o| o.result.as_ref().ok())
             .flatten()
             .collect();
-        if attached.is_empty() {
+        let record = |run: &mut Self, outcome: &RouteOutcome, fell_back: bool| {
             record(
-                self.status,
-                &mut self.attached_slots,
+                run.status,
+                &mut run.attached_slots,
                 &object,
                 route.meta(),
                 route.parent_refs(),
                 &outcomes,
-                &RouteOutcome::default(),
-                false,
+                outcome,
+                fell_back,
             );
+        };
+        if attached.is_empty() {
+            record(self, &RouteOutcome::default(), false);
             return;
         }
         let serving: Vec<&attach::Attachment> = attached
@@ -305,16 +308,7 @@ impl Run<'_, '_> {
             // there, its references checked for its status, nothing served.
             let mut outcome = route.translate(&object, &attached, self.refs, self.diagnostics);
             outcome.plans.clear();
-            record(
-                self.status,
-                &mut self.attached_slots,
-                &object,
-                route.meta(),
-                route.parent_refs(),
-                &outcomes,
-                &outcome,
-                false,
-            );
+            record(self, &outcome, false);
             return;
         }
         let attached = serving;
@@ -350,16 +344,7 @@ impl Run<'_, '_> {
             }
             (Some(_), _) => outcome,
         };
-        record(
-            self.status,
-            &mut self.attached_slots,
-            &object,
-            route.meta(),
-            route.parent_refs(),
-            &outcomes,
-            &outcome,
-            fell_back,
-        );
+        record(self, &outcome, fell_back);
         self.plans.extend(outcome.plans);
     }
 }
