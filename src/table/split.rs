@@ -60,14 +60,14 @@ impl WeightedSplit {
         self.entries.iter().filter_map(|(u, _)| u.as_ref())
     }
 
-    /// `namespace/service:port weight` entries (`invalid backendRef weight n`, answered 500),
-    /// for `check` and the admin API.
+    /// `namespace/service:port weight` entries (`invalid backendRef weight n`: answered 500,
+    /// or a pass-through connection refused), for `check` and the admin API.
     pub(crate) fn describe(&self) -> Vec<String> {
         self.entries
             .iter()
             .map(|(u, w)| match u {
                 Some(u) => format!("{} weight {w}", u.service),
-                None => format!("invalid backendRef weight {w} (answered 500)"),
+                None => format!("invalid backendRef weight {w}"),
             })
             .collect()
     }
