@@ -159,16 +159,7 @@ impl<'a> Secrets<'a> {
         field: &str,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<Parsed> {
-        let key: SecretKey = (namespace.to_string(), name.to_string(), usage);
-        let outcome = match self.outcomes.get(&key) {
-            Some(outcome) => outcome.clone(),
-            None => {
-                let outcome = self.parse(&key);
-                self.outcomes.insert(key.clone(), outcome.clone());
-                outcome
-            }
-        };
-        match outcome {
+        match self.outcome(namespace, name, usage) {
             Outcome::Good(parsed) => Some(parsed),
             Outcome::Bad(reason, message, kept) => {
                 let what = match usage {
@@ -206,6 +197,27 @@ impl<'a> Secrets<'a> {
                 kept
             }
         }
+    }
+
+    /// Why Secret `namespace/name` cannot serve as a certificate (missing, `tls.crt`/`tls.key`
+    /// absent or not parsing), or `None` when it can — or when its last good version is kept,
+    /// which [`Self::certificate`] serves and reports. Parsed once per build, as there.
+    pub(crate) fn certificate_problem(&mut self, namespace: &str, name: &str) -> Option<String> {
+        match self.outcome(namespace, name, SecretUse::Tls) {
+            Outcome::Bad(_, message, None) => Some(message),
+            Outcome::Good(_) | Outcome::Bad(_, _, Some(_)) => None,
+        }
+    }
+
+    /// Reading Secret `namespace/name` as `usage`, parsed at its first use in the build.
+    fn outcome(&mut self, namespace: &str, name: &str, usage: SecretUse) -> Outcome {
+        let key: SecretKey = (namespace.to_string(), name.to_string(), usage);
+        if let Some(outcome) = self.outcomes.get(&key) {
+            return outcome.clone();
+        }
+        let outcome = self.parse(&key);
+        self.outcomes.insert(key, outcome.clone());
+        outcome
     }
 
     fn parse(&mut self, key: &SecretKey) -> Outcome {
@@ -285,28 +297,6 @@ impl<'a> Secrets<'a> {
             }
         }
     }
-}
-
-/// Why Secret `namespace/name` cannot serve as a certificate (`tls.crt`/`tls.key` missing or not
-/// parsing), or `None` when it can — or when a last good version of it is kept, which the merge
-/// then serves (and reports).
-pub(super) fn tls_secret_problem(
-    secret: &Secret,
-    namespace: &str,
-    name: &str,
-    previous: &FastMap<SecretKey, GoodSecret>,
-) -> Option<String> {
-    if previous.contains_key(&(namespace.to_string(), name.to_string(), SecretUse::Tls)) {
-        return None;
-    }
-    let bytes = match secret_bytes(secret, SecretUse::Tls) {
-        Ok(bytes) => bytes,
-        Err(message) => return Some(message),
-    };
-    let source = format!("Secret {namespace}/{name}");
-    Certificate::from_pem(bytes[0], bytes[1], &source)
-        .err()
-        .map(|e| format!("tls.crt/tls.key: {e}"))
 }
 
 /// The bytes of the keys `usage` needs (`tls.crt`, `tls.key` / `ca.crt`). `stringData` is merged

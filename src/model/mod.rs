@@ -274,7 +274,7 @@ pub fn build_indexed(
         snapshot,
         &in_scope,
         &last_good.routes,
-        &last_good.secrets,
+        &mut secrets,
         &mut diagnostics,
     );
     let gateway_last_good = gateway_api.last_good;

@@ -37,12 +37,21 @@ data: {{tls.crt: SGVsbG8gd29ybGQ=, tls.key: SGVsbG8gd29ybGQ=}}
     )
 }
 
-fn status(yaml: &str) -> GatewayApiStatus {
+fn snapshot(yaml: &str) -> Snapshot {
     let mut snapshot = Snapshot::default();
     for object in parse_manifest("gateway.yaml", yaml).expect("valid YAML") {
         snapshot.push(object);
     }
-    model::build(&snapshot, &BuildSettings::default(), &LastGood::default()).gateway_api
+    snapshot
+}
+
+fn status(yaml: &str) -> GatewayApiStatus {
+    model::build(
+        &snapshot(yaml),
+        &BuildSettings::default(),
+        &LastGood::default(),
+    )
+    .gateway_api
 }
 
 fn condition<'a>(conditions: &'a [Condition], kind: &str) -> &'a Condition {
@@ -232,13 +241,6 @@ fn a_listener_keeps_its_secret_last_good_version() {
     .concat();
     let broken = good.replace("CERTIFICATE-----", "GARBAGE-----");
     assert_ne!(good, broken);
-    let snapshot = |yaml: &str| {
-        let mut snapshot = Snapshot::default();
-        for object in parse_manifest("gateway.yaml", yaml).expect("valid YAML") {
-            snapshot.push(object);
-        }
-        snapshot
-    };
     let settings = BuildSettings::default();
     let first = model::build(&snapshot(&good), &settings, &LastGood::default());
     let later = model::build(&snapshot(&broken), &settings, &first.last_good);

@@ -274,20 +274,9 @@ fn rule_plan(
             ));
             return None;
         }
-        match refs.backend(object, kind, (i, k), reference) {
-            Ok(spec) => weighted.push((spec, weight)),
-            Err(diagnostic) => {
-                outcome
-                    .unresolved
-                    .get_or_insert((diagnostic.reason, diagnostic.message.clone()));
-                diagnostics.push(*diagnostic);
-                let namespace = object.namespace.as_deref().unwrap_or("default");
-                weighted.push((
-                    BackendSpec::placeholder(namespace, Field::RouteBackend(i, k)),
-                    weight,
-                ));
-            }
-        }
+        let unresolved = &mut outcome.unresolved;
+        let share = refs.share(object, kind, (i, k), reference, unresolved, diagnostics);
+        weighted.push((share, weight));
     }
     // Every backend invalid: the rule answers 500 as a whole (below).
     if weighted.iter().all(|(b, _)| b.is_placeholder()) {
@@ -307,8 +296,8 @@ fn rule_plan(
     let first_valid = |weighted: &[(BackendSpec, u32)]| {
         weighted
             .iter()
-            .position(|(b, _)| !b.is_placeholder())
-            .map(|at| weighted[at].0.clone())
+            .find(|(b, _)| !b.is_placeholder())
+            .map(|(b, _)| b.clone())
     };
     if let Some(first) = first_valid(&weighted) {
         match policy_of(&first) {

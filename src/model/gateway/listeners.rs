@@ -11,8 +11,7 @@ use super::namespace;
 use super::references::Grants;
 use super::status::{Condition, GatewayStatus, ListenerStatus};
 use crate::gateway_api::{self, Gateway, LabelSelector, Listener as ListenerSpec};
-use crate::model::FastMap;
-use crate::model::certs::{self, GoodSecret, SecretKey};
+use crate::model::certs::Secrets;
 use crate::model::ingress::TlsSpec;
 use crate::source::Snapshot;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
@@ -109,7 +108,7 @@ impl Listeners {
         snapshot: &Snapshot,
         in_scope: &dyn Fn(Option<&str>) -> bool,
         grants: &Grants<'_>,
-        previous_secrets: &FastMap<SecretKey, GoodSecret>,
+        secrets: &mut Secrets<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Listeners {
         let classes: Vec<&str> = snapshot
@@ -155,45 +154,36 @@ impl Listeners {
                         condition: ("Accepted", "UnsupportedValue"),
                         kinds: Vec::new(),
                     };
-                    statuses.push(listener_status(spec, &Err(refusal)));
+                    statuses.push(listener_status(spec, None, Some(&refusal)));
                     continue;
                 }
-                let objects = (snapshot, grants, previous_secrets);
-                let mut result = listener(gateway, &object, spec, &field, objects, slot, true);
-                if let (Ok(_), Some((reason, message))) = (&result, &conflicts[index]) {
-                    result = Err(Refusal {
-                        reason: Reason::Conflict,
-                        field: field.clone(),
-                        message: message.clone(),
-                        condition: *reason,
-                        kinds: Vec::new(),
-                    });
-                }
-                let status = listener_status(spec, &result);
-                statuses.push(status);
-                match result {
-                    Ok(listener) => all.push(Rc::new(listener)),
-                    Err(refusal) => {
-                        // Only its certificate is wrong: routes attach (counted), nothing
-                        // is served.
-                        let unresolved_certificate = refusal.condition.0 == "ResolvedRefs"
-                            && matches!(
-                                refusal.condition.1,
-                                "InvalidCertificateRef" | "RefNotPermitted"
-                            );
-                        if unresolved_certificate
-                            && let Ok(listener) =
-                                listener(gateway, &object, spec, &field, objects, slot, false)
-                        {
-                            all.push(Rc::new(listener));
-                        }
-                        diagnostics.push(Diagnostic::error(
-                            object.clone(),
-                            refusal.field,
-                            refusal.reason,
-                            format!("{}; listener {} not served", refusal.message, spec.name),
-                        ));
+                let checked = listener(gateway, &object, spec, &field, grants, secrets, slot);
+                let (attachable, refusal) = match (checked, &conflicts[index]) {
+                    (Err(refusal), _) => (None, Some(refusal)),
+                    (Ok((listener, Some(certificate))), _) => (Some(listener), Some(certificate)),
+                    (Ok((_, None)), Some((condition, message))) => {
+                        let conflict = Refusal {
+                            reason: Reason::Conflict,
+                            field: field.clone(),
+                            message: message.clone(),
+                            condition: *condition,
+                            kinds: Vec::new(),
+                        };
+                        (None, Some(conflict))
                     }
+                    (Ok((listener, None)), None) => (Some(listener), None),
+                };
+                statuses.push(listener_status(spec, attachable.as_ref(), refusal.as_ref()));
+                if let Some(listener) = attachable {
+                    all.push(Rc::new(listener));
+                }
+                if let Some(refusal) = refusal {
+                    diagnostics.push(Diagnostic::error(
+                        object.clone(),
+                        refusal.field,
+                        refusal.reason,
+                        format!("{}; listener {} not served", refusal.message, spec.name),
+                    ));
                 }
             }
             let served = statuses.iter().filter(|s| programmed(s)).count();
@@ -330,11 +320,19 @@ fn programmed(status: &ListenerStatus) -> bool {
 }
 
 /// A listener's conditions: all good, or the one its refusal names set to fail.
-fn listener_status(spec: &ListenerSpec, result: &Result<Listener, Refusal>) -> ListenerStatus {
-    let (kinds, failed) = match result {
-        Ok(listener) => (listener.kinds.clone(), None),
-        Err(refusal) => (refusal.kinds.clone(), Some(refusal)),
+/// The status of a listener that routes can attach to (`attachable`), refused (`refusal`), or
+/// both: one whose only fault is its certificate.
+fn listener_status(
+    spec: &ListenerSpec,
+    attachable: Option<&Listener>,
+    refusal: Option<&Refusal>,
+) -> ListenerStatus {
+    let kinds = match (refusal, attachable) {
+        (Some(refusal), _) => refusal.kinds.clone(),
+        (None, Some(listener)) => listener.kinds.clone(),
+        (None, None) => Vec::new(),
     };
+    let failed = refusal;
     let mut accepted = Condition::yes("Accepted", "Accepted", "listener is valid");
     let mut resolved = Condition::yes("ResolvedRefs", "ResolvedRefs", "every reference resolves");
     let mut conflicted = Condition::no("Conflicted", "NoConflicts", "no conflict");
@@ -398,16 +396,19 @@ fn conflicts(listeners: &[ListenerSpec]) -> Vec<Option<((&'static str, &'static 
         .collect()
 }
 
+/// A listener checked: refused (`Err`), usable, or — when only its certificate is unusable —
+/// a listener that routes attach to (and are counted by) but that serves nothing, with the
+/// certificate's refusal beside it.
 #[allow(clippy::too_many_arguments)]
 fn listener(
     gateway: &Gateway,
     object: &ObjectRef,
     spec: &ListenerSpec,
     field: &str,
-    objects: Objects<'_>,
+    grants: &Grants<'_>,
+    secrets: &mut Secrets<'_>,
     slot: (usize, usize),
-    with_certificate: bool,
-) -> Result<Listener, Refusal> {
+) -> Result<(Listener, Option<Refusal>), Refusal> {
     let refuse = |reason, at: &str, message: String, condition| Refusal {
         reason,
         field: format!("{field}{at}"),
@@ -534,18 +535,17 @@ fn listener(
             kinds
         }
     };
-    let certificate = if protocol == Protocol::Https && with_certificate {
-        match certificate(gateway, spec, field, objects) {
-            Ok(found) => Some(found),
+    let (certificate, unusable) = match protocol {
+        Protocol::Https => match certificate(gateway, spec, field, grants, secrets) {
+            Ok(found) => (Some(found), None),
             Err(mut refusal) => {
-                refusal.kinds = kinds;
-                return Err(refusal);
+                refusal.kinds = kinds.clone();
+                (None, Some(refusal))
             }
-        }
-    } else {
-        None
+        },
+        Protocol::Http | Protocol::TlsPassthrough => (None, None),
     };
-    Ok(Listener {
+    let listener = Listener {
         gateway: object.clone(),
         name: spec.name.clone(),
         port: spec.port,
@@ -555,17 +555,10 @@ fn listener(
         from,
         kinds,
         slot,
-        serves: protocol != Protocol::Https || with_certificate,
-    })
+        serves: unusable.is_none(),
+    };
+    Ok((listener, unusable))
 }
-
-/// What a listener is checked against: the objects, the ReferenceGrants, and the Secrets that
-/// were good in the last build.
-type Objects<'a> = (
-    &'a Snapshot,
-    &'a Grants<'a>,
-    &'a FastMap<SecretKey, GoodSecret>,
-);
 
 /// An HTTPS listener's first `certificateRefs` entry: a Secret in the Gateway's namespace, or
 /// in another one that grants it, holding a certificate and key that parse (or whose last good
@@ -574,7 +567,8 @@ fn certificate(
     gateway: &Gateway,
     spec: &ListenerSpec,
     field: &str,
-    (snapshot, grants, previous_secrets): Objects<'_>,
+    grants: &Grants<'_>,
+    secrets: &mut Secrets<'_>,
 ) -> Result<(String, String, String), Refusal> {
     let gateway_namespace = namespace(&gateway.metadata);
     let at = format!("{field}.tls.certificateRefs[0]");
@@ -623,11 +617,7 @@ fn certificate(
             ("ResolvedRefs", "RefNotPermitted"),
         ));
     }
-    let secret = snapshot.secrets.iter().find(|s| {
-        namespace(&s.metadata) == secret_namespace
-            && s.metadata.name.as_deref() == Some(reference.name.as_str())
-    });
-    let Some(secret) = secret else {
+    if secrets.raw(secret_namespace, &reference.name).is_none() {
         return Err(refuse(
             Reason::InvalidCertificateRef,
             at,
@@ -637,11 +627,9 @@ fn certificate(
             ),
             ("ResolvedRefs", "InvalidCertificateRef"),
         ));
-    };
+    }
     // GatewayInvalidTLSConfiguration: a malformed Secret is an InvalidCertificateRef.
-    if let Some(problem) =
-        certs::tls_secret_problem(secret, secret_namespace, &reference.name, previous_secrets)
-    {
+    if let Some(problem) = secrets.certificate_problem(secret_namespace, &reference.name) {
         return Err(refuse(
             Reason::InvalidCertificateRef,
             at,

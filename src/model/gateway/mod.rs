@@ -29,10 +29,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use self::status::{ClassStatus, Condition, GatewayApiStatus, ParentStatus, RouteStatus};
 use super::annotations::{self, IngressOptions, OptionDefaults, PREFIX};
-use super::certs::{GoodSecret, SecretKey};
+use super::certs::Secrets;
 use super::ingress::Plan;
 use crate::gateway_api::{self, GRPCRoute, HTTPRoute, ParentReference, TLSRoute};
-use crate::model::FastMap;
 use crate::source::Snapshot;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::table::route::TlsMode;
@@ -61,7 +60,7 @@ pub(super) fn translate(
     snapshot: &Snapshot,
     in_scope: &dyn Fn(Option<&str>) -> bool,
     previous: &LastGoodRoutes,
-    previous_secrets: &FastMap<SecretKey, GoodSecret>,
+    secrets: &mut Secrets<'_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Translated {
     let mut status = GatewayApiStatus {
@@ -92,13 +91,8 @@ pub(super) fn translate(
         };
     }
     let refs = references::References::new(snapshot);
-    let listeners = listeners::Listeners::new(
-        snapshot,
-        in_scope,
-        &refs.grants,
-        previous_secrets,
-        diagnostics,
-    );
+    let listeners =
+        listeners::Listeners::new(snapshot, in_scope, &refs.grants, secrets, diagnostics);
     let mut run = Run {
         listeners: &listeners,
         refs: &refs,

@@ -67,11 +67,35 @@ impl<'a> References<'a> {
         }
     }
 
+    /// A route's weighted share for `backendRefs[k]` of rule `i`: [`Self::backend`], or when
+    /// that does not resolve a placeholder that keeps the share (an HTTPRoute answers it 500,
+    /// a TLSRoute refuses it: the spec's rules for invalid backends both respect weight). The
+    /// problem goes to `diagnostics`, the first one also to `unresolved` (`ResolvedRefs`).
+    pub(super) fn share(
+        &self,
+        object: &ObjectRef,
+        kind: &str,
+        at: (usize, usize),
+        reference: &BackendRef,
+        unresolved: &mut Option<(Reason, String)>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> BackendSpec {
+        match self.backend(object, kind, at, reference) {
+            Ok(spec) => spec,
+            Err(diagnostic) => {
+                unresolved.get_or_insert((diagnostic.reason, diagnostic.message.clone()));
+                diagnostics.push(*diagnostic);
+                let namespace = object.namespace.as_deref().unwrap_or("default");
+                BackendSpec::placeholder(namespace, Field::RouteBackend(at.0, at.1))
+            }
+        }
+    }
+
     /// A route's `backendRefs[k]` of rule `i` → the Service port it names, checked: a
     /// Service (core group) that exists, with a port, in the route's namespace or in one
     /// whose ReferenceGrant lets `kind` routes of the route's namespace in. The error is the
     /// diagnostic, its reason the spec's `ResolvedRefs` reason.
-    pub(super) fn backend(
+    fn backend(
         &self,
         object: &ObjectRef,
         kind: &str,

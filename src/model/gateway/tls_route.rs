@@ -62,20 +62,9 @@ pub(super) fn plans(
             if weight == 0 {
                 continue;
             }
-            match refs.backend(object, KIND, (i, k), reference) {
-                Ok(spec) => weighted.push((spec, weight)),
-                Err(diagnostic) => {
-                    outcome
-                        .unresolved
-                        .get_or_insert((diagnostic.reason, diagnostic.message.clone()));
-                    diagnostics.push(*diagnostic);
-                    let namespace = object.namespace.as_deref().unwrap_or("default");
-                    weighted.push((
-                        BackendSpec::placeholder(namespace, Field::RouteBackend(i, k)),
-                        weight,
-                    ));
-                }
-            }
+            let unresolved = &mut outcome.unresolved;
+            let share = refs.share(object, KIND, (i, k), reference, unresolved, diagnostics);
+            weighted.push((share, weight));
         }
     }
     let Some(backend) = weighted
