@@ -493,6 +493,9 @@ pub struct Metrics {
     /// The hosts of the last table, whose connection and handshake series exist; a host that
     /// leaves the table loses them ([`Metrics::hosts`]).
     hosts_seen: Mutex<HashSet<String>>,
+    /// The request series made so far, by host: a host that leaves the table loses them too.
+    /// Their labels (Ingress, Service, status) cannot be listed from the families themselves.
+    request_series: Mutex<HashMap<String, HashSet<HttpRequestLabels>>>,
 }
 
 impl Default for Metrics {
@@ -696,6 +699,7 @@ impl Metrics {
             rate_limit_capacity,
             endpoint_counters,
             hosts_seen: Mutex::new(HashSet::new()),
+            request_series: Mutex::new(HashMap::new()),
         }
     }
 
@@ -748,18 +752,26 @@ impl Metrics {
             service: route.service.clone(),
             mode,
         };
-        HttpRequestSeries {
-            requests: self.http_requests.get_or_create_owned(&HttpRequestLabels {
-                host: labels.host.clone(),
-                namespace: labels.namespace.clone(),
-                ingress: labels.ingress.clone(),
-                service: labels.service.clone(),
-                mode,
-                code: StatusCodeLabel(status),
-            }),
+        let request = HttpRequestLabels {
+            host: labels.host.clone(),
+            namespace: labels.namespace.clone(),
+            ingress: labels.ingress.clone(),
+            service: labels.service.clone(),
+            mode,
+            code: StatusCodeLabel(status),
+        };
+        let series = HttpRequestSeries {
+            requests: self.http_requests.get_or_create_owned(&request),
             duration: self.http_request_duration.get_or_create_owned(&labels),
             upstream_duration: self.http_upstream_duration.get_or_create_owned(&labels),
-        }
+        };
+        // Once per keep-alive connection and series (callers keep the handles), not per request.
+        let mut made = self
+            .request_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        made.entry(labels.host).or_default().insert(request);
+        series
     }
 
     /// Counts a connection of `mode` to `host` (the table's name of the SNI's virtual host, or
@@ -947,10 +959,10 @@ impl Metrics {
         *seen = now.into_iter().map(|(labels, _)| labels).collect();
     }
 
-    /// Drops the `portcullis_connections_active` and `portcullis_tls_handshakes_total` series
-    /// of hosts that left the table, so their label values stay bounded by the table's hosts.
-    /// A connection still open to a removed host keeps counting in a series no longer
-    /// exported.
+    /// Drops every series labelled with a host that left the table (active connections, TLS
+    /// handshakes, HTTP requests and their latencies, pass-through connections and bytes), so
+    /// their label values stay bounded by the table's hosts, as Ingresses come and go. A
+    /// connection still open to a removed host keeps counting in a series no longer exported.
     pub(crate) fn hosts(&self, table: &RouteTable) {
         let now: HashSet<String> = table
             .vhosts()
@@ -982,8 +994,38 @@ impl Metrics {
                     });
                 }
             }
+            self.tcp_connections
+                .remove(&HostLabels { host: gone.clone() });
+            for direction in [Direction::FromClient, Direction::ToClient] {
+                self.tcp_bytes.remove(&TcpBytesLabels {
+                    host: gone.clone(),
+                    direction,
+                });
+            }
+            self.forget_request_series(gone);
         }
         *seen = now;
+    }
+
+    /// Drops the HTTP request series of `host` ([`Metrics::hosts`]).
+    fn forget_request_series(&self, host: &str) {
+        let made = self
+            .request_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(host);
+        for request in made.into_iter().flatten() {
+            self.http_requests.remove(&request);
+            let route = HttpRouteLabels {
+                host: request.host,
+                namespace: request.namespace,
+                ingress: request.ingress,
+                service: request.service,
+                mode: request.mode,
+            };
+            self.http_request_duration.remove(&route);
+            self.http_upstream_duration.remove(&route);
+        }
     }
 
     /// Sets `portcullis_objects{kind}` for one kind (e.g. `Ingress`).

@@ -221,22 +221,34 @@ async fn tls_host_handshakes_and_active_connections() {
     assert_eq!(doc["process"]["tls_handshakes"]["ok"], 1, "{doc:#}");
     assert_eq!(doc["process"]["active_connections"]["terminate"], 0);
 
-    // The host leaves the manifests: its connection and handshake series leave with it.
+    // The host leaves the manifests: every series labelled with it leaves too (connections,
+    // handshakes, requests and their latencies), so label values stay bounded as Ingresses
+    // come and go.
+    let labelled = format!("host=\"{SECURE}\"");
+    let metrics = proxy.metrics().await;
+    let of_host = |metrics: &str, family: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(family) && l.contains(&labelled))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let requests = of_host(&metrics, "portcullis_http_requests_total");
+    assert!(
+        requests.iter().any(|l| l.contains("code=\"200\"")),
+        "{metrics}"
+    );
+    assert!(
+        !of_host(&metrics, "portcullis_http_request_duration").is_empty(),
+        "{metrics}"
+    );
     let before = proxy.generation().await;
     std::fs::remove_file(m.join("secure.yaml")).unwrap();
     proxy
         .wait_generation_above(before, Duration::from_secs(10))
         .await;
     let metrics = proxy.metrics().await;
-    let labelled = format!("host=\"{SECURE}\"");
-    let left: Vec<&str> = metrics
-        .lines()
-        .filter(|l| {
-            (l.starts_with("portcullis_connections_active")
-                || l.starts_with("portcullis_tls_handshakes_total"))
-                && l.contains(&labelled)
-        })
-        .collect();
+    let left = of_host(&metrics, "portcullis_");
     assert!(left.is_empty(), "{left:#?}");
 }
 
@@ -291,6 +303,25 @@ async fn passthrough_connections_count_on_their_endpoint() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // The host leaves: its pass-through series (connections, bytes) leave with it.
+    let labelled = format!("host=\"{PASS}\"");
+    let of_host = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("portcullis_tcp_") && l.contains(&labelled))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let metrics = proxy.metrics().await;
+    assert_eq!(of_host(&metrics).len(), 3, "{metrics}");
+    let before = proxy.generation().await;
+    std::fs::remove_file(m.join("pass.yaml")).unwrap();
+    proxy
+        .wait_generation_above(before, Duration::from_secs(10))
+        .await;
+    let left = of_host(&proxy.metrics().await);
+    assert!(left.is_empty(), "{left:#?}");
 }
 
 /// The endpoints of the first route of host `name`.
