@@ -30,7 +30,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -39,6 +39,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+// tokio's clock, as the reaper's: a test that pauses it sees connections expire.
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
@@ -506,7 +508,7 @@ impl Connector {
     /// Opens a connection to `addr` (TCP, then TLS for re-encrypt, both within `after`) and
     /// starts hyper's HTTP/1.1 client on it.
     async fn connect(&self, addr: SocketAddr, after: Duration) -> Result<Sender, ConnectError> {
-        let deadline = tokio::time::Instant::now() + after;
+        let deadline = Instant::now() + after;
         let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Err(_) => return Err(ConnectError::TcpTimeout { addr, after }),
             Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),

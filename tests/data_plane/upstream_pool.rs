@@ -20,6 +20,8 @@ struct Counts {
     connections: AtomicUsize,
     requests: AtomicUsize,
     closed: AtomicUsize,
+    /// Connections the proxy ended (end of stream before a request).
+    ended: AtomicUsize,
 }
 
 /// Reads one request head; `None` at EOF.
@@ -59,6 +61,7 @@ async fn raw_backend(body_len: usize, close_after: Option<Duration>) -> (SocketA
                         return;
                     }
                 }
+                c.ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
@@ -158,4 +161,46 @@ async fn a_pooled_connection_the_backend_closed_is_not_used() {
     }
     assert_eq!(counts.requests.load(Ordering::SeqCst), 5);
     assert_eq!(counts.connections.load(Ordering::SeqCst), 5);
+}
+
+/// An idle upstream connection is closed once it has been idle for the pool's idle timeout
+/// (90 s, README "Data plane"), by the reaper that runs every 15 s — not only when a request
+/// next looks for one — so a proxy whose traffic stopped holds no connections open on its
+/// backends. Tokio's clock is paused after the request and moved past both periods.
+#[tokio::test]
+async fn the_reaper_closes_connections_idle_past_the_timeout() {
+    let (backend, counts) = raw_backend(2, None).await;
+    let front = Proxy::start_one("a.example", &[backend]).await;
+    let answer = get(front.http, "a.example", "/", &[]).await;
+    assert_eq!(answer.status, 200);
+    let pooled = wait_until(Duration::from_secs(5), || {
+        let idle = front.ctx.clients.idle_count();
+        async move { idle == 1 }
+    })
+    .await;
+    assert!(pooled, "the connection never went back to the pool");
+
+    tokio::time::pause();
+    // Not yet: idle for less than the timeout, through several reaper rounds.
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(15)).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(front.ctx.clients.idle_count(), 1);
+    assert_eq!(counts.ended.load(Ordering::SeqCst), 0);
+    // Past 90 s and the next round: dropped from the pool, and closed on the backend.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let reaped = wait_until(Duration::from_secs(5), || {
+        let idle = front.ctx.clients.idle_count();
+        let ended = counts.ended.load(Ordering::SeqCst);
+        async move { idle == 0 && ended == 1 }
+    })
+    .await;
+    assert!(
+        reaped,
+        "idle {} connections, {} ended on the backend",
+        front.ctx.clients.idle_count(),
+        counts.ended.load(Ordering::SeqCst)
+    );
+    assert_eq!(counts.connections.load(Ordering::SeqCst), 1);
 }
