@@ -14,10 +14,13 @@ hosts), opens a few keep-alive connections, sends warm-up requests with instrume
     terminate off    TLS terminate on the :443 listener, no access log
     terminate on     the same with the access log
 
-Each proxy process serves both modes of one logging posture: instrumentation is switched on
-with `callgrind_control -i on` after the warm-up and the counters are dumped after each mode
-(`callgrind_control -d`), so each dump holds exactly that mode's requests (plus whatever the
-runtime's timers did meanwhile, which is small next to thousands of requests).
+Each proxy process serves both modes of one logging posture, one after the other. Start-up
+runs with instrumentation off; it is switched on (`callgrind_control -i on`) before the first
+mode. Each mode's connections are opened and warmed up, the counters are dumped and the dump
+thrown away (a dump zeroes them: handshakes and first-use allocations are not counted), the
+counted requests are sent and the counters dumped again (`callgrind_control -d`), so that dump
+holds exactly that mode's requests (plus whatever the runtime's timers did meanwhile, which is
+small next to thousands of requests).
 
 Usage:
     python3 bench/callgrind.py --binary target/release/portcullis [--binary OTHER ...]
@@ -150,26 +153,28 @@ def measure(d, binary, name, logs, args, keep):
     proc, stderr_path = start_proxy(d, binary, out, logs)
     results = {}
     try:
-        conns = {mode: [connect(mode, f"{d}/ca.crt") for _ in range(args.connections)]
-                 for mode in ("http", "terminate")}
-        for mode in conns:
-            drive(conns[mode], args.warmup * args.connections)
         lines_before = sum(1 for _ in open(stderr_path))
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
         seen = set(glob.glob(f"{out}.*[0-9]"))
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        # One mode after the other, each on connections opened and warmed up just before it:
+        # under valgrind one mode's counted requests take longer than the keep-alive timeout
+        # (30 s), which would close the other mode's connections while they wait. A dump zeroes
+        # the counters, so the one after the warm-up discards it (handshakes included).
         for mode in ("http", "terminate"):
-            drive(conns[mode], args.requests)
+            conns = [connect(mode, f"{d}/ca.crt") for _ in range(args.connections)]
+            drive(conns, args.warmup * args.connections)
+            os.remove(dump(proc.pid, out, seen))
+            drive(conns, args.requests)
             path = dump(proc.pid, out, seen)
             results[mode] = total_ir(path) / args.requests
             if keep:
                 os.replace(path, f"{keep}/{name}.{posture}.{mode}.out")
+            for c in conns:
+                c.close()
         lines = sum(1 for _ in open(stderr_path)) - lines_before
         expected = 2 * args.requests if logs else 0
         if lines < expected:
             print(f"  warning: {lines} log lines for {expected} requests", file=sys.stderr)
-        for cs in conns.values():
-            for c in cs:
-                c.close()
     finally:
         bench.stop(proc)
     return results

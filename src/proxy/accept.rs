@@ -177,9 +177,9 @@ async fn serve_http(
     };
     // Host `-`: a plain connection's requests may go to any host (they are counted per host
     // in `portcullis_http_requests_total`).
-    let _active = ctx.metrics.connection_opened(ConnectionMode::Http, "-");
+    let active = ctx.metrics.connection_opened(ConnectionMode::Http, "-");
     let io = PrefixedIo::new(buf, stream);
-    http_front::serve_connection(io, conn, h2c, table, live, ctx).await;
+    http_front::serve_connection(io, conn, h2c, table, live, ctx, active).await;
 }
 
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).

@@ -76,7 +76,7 @@ use crate::table::route::{RouteAction, TlsMode};
 use crate::table::upstream::UpstreamProtocol;
 use crate::table::{HttpRoute, RouteTable, TableHandle, TimeoutSettings, VirtualHost};
 use crate::telemetry::access_log;
-use crate::telemetry::metrics::{HttpRequestSeries, Mode, RouteId};
+use crate::telemetry::metrics::{ActiveConnection, HttpRequestSeries, Mode, RouteId};
 
 /// hyper's smallest allowed h1 read buffer.
 const MIN_H1_BUFFER: usize = 8192;
@@ -84,15 +84,23 @@ const MIN_H1_BUFFER: usize = 8192;
 /// Serves HTTP/1.1 (and h2 when `conn.tls` negotiated it, or `h2c`: a cleartext client opened
 /// with the HTTP/2 preface) on one client connection, routing every request on the live table
 /// in `live`. `table` is the table the connection was accepted with: its class settings fix
-/// the connection-level limits and timeouts hyper runs with.
-pub(crate) async fn serve_connection<IO>(
+/// the connection-level limits and timeouts hyper runs with. `active` counts the connection
+/// (`portcullis_connections_active`) until the future ends.
+///
+/// The set-up runs before the returned future exists, so that future keeps only what it uses:
+/// an `async fn` would keep every argument for the connection's whole life, moved-from or not
+/// (the connection facts moved into its state among them), and a parked connection's task is
+/// this future.
+pub(crate) fn serve_connection<IO>(
     io: IO,
     conn: ConnInfo,
     h2c: bool,
     table: Arc<RouteTable>,
     live: TableHandle,
     ctx: Arc<ProxyContext>,
-) where
+    active: ActiveConnection,
+) -> impl Future<Output = ()>
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeouts = table.class.timeouts;
@@ -128,66 +136,71 @@ pub(crate) async fn serve_connection<IO>(
             async move { Ok::<_, Infallible>(handle(state, req).await) }
         })
     };
-    // hyper's own h1 and h2 connections, not hyper-util's `auto` one: ALPN already decided
-    // the protocol, so there is nothing to sniff, and the version-detecting wrapper around the
-    // I/O is a cost on every read.
-    if h2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
-        let connection = builder.serve_connection(TokioIo::new(io), service);
-        // Boxed: the HTTP/2 connection's state is larger than HTTP/1's, and this task's
-        // future is sized for the larger branch, so every HTTP/1 connection would carry it.
-        let mut connection = Box::pin(connection);
-        drive(
-            connection.as_mut(),
-            |c| c.graceful_shutdown(),
-            &state,
-            timeouts.idle,
-            false,
-        )
-        .await;
-    } else {
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeouts.header_read)
-            .max_buf_size(h1_buffer)
-            .keep_alive(true);
-        let mut io = ReleasableIo::new(io, idle);
-        let mut service = service;
-        loop {
-            // Boxed, so that while the connection is parked its task holds none of it.
-            let mut connection = Box::new(
-                builder
-                    .serve_connection(TokioIo::new(io), service)
-                    .with_upgrades(),
-            );
-            let released = drive(
-                Pin::new(&mut *connection),
+    async move {
+        let _active = active;
+        // hyper's own h1 and h2 connections, not hyper-util's `auto` one: ALPN already
+        // decided the protocol, so there is nothing to sniff, and the version-detecting
+        // wrapper around the I/O is a cost on every read.
+        if h2 {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            // Boxed: the HTTP/2 connection's state is larger than HTTP/1's, and this task's
+            // future is sized for the larger branch, so every HTTP/1 connection would carry it.
+            let mut connection = Box::pin(connection);
+            Box::pin(drive(
+                connection.as_mut(),
                 |c| c.graceful_shutdown(),
                 &state,
                 timeouts.idle,
-                true,
-            )
+                false,
+            ))
             .await;
-            // Not released, or upgraded (the tunnel has the I/O): the connection is over.
-            if !released {
-                return;
-            }
-            let Some(http1::Parts {
-                io: released_io,
-                read_buf,
-                service: released_service,
-                ..
-            }) = connection.into_parts()
-            else {
-                return;
-            };
-            (io, service) = (released_io.into_inner(), released_service);
-            if !park(&mut io, read_buf, &state, timeouts).await {
-                return;
+        } else {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeouts.header_read)
+                .max_buf_size(h1_buffer)
+                .keep_alive(true);
+            let mut io = ReleasableIo::new(io, idle);
+            let mut service = service;
+            loop {
+                // Boxed, so that while the connection is parked its task holds none of it.
+                let mut connection = Box::new(
+                    builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades(),
+                );
+                // Boxed as well: its timers and select are larger than the parked state, and
+                // a future is as large as its largest state for its whole life.
+                let released = Box::pin(drive(
+                    Pin::new(&mut *connection),
+                    |c| c.graceful_shutdown(),
+                    &state,
+                    timeouts.idle,
+                    true,
+                ))
+                .await;
+                // Not released, or upgraded (the tunnel has the I/O): the connection is over.
+                if !released {
+                    return;
+                }
+                let Some(http1::Parts {
+                    io: released_io,
+                    read_buf,
+                    service: released_service,
+                    ..
+                }) = connection.into_parts()
+                else {
+                    return;
+                };
+                (io, service) = (released_io.into_inner(), released_service);
+                if !park(&mut io, read_buf, &state, timeouts).await {
+                    return;
+                }
             }
         }
     }

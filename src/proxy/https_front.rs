@@ -227,8 +227,9 @@ async fn terminate(
             .ok();
     }
     let active = ctx.metrics.connection_opened(mode, host);
-    Some(Box::pin(async move {
-        let _active = active;
-        http_front::serve_connection(tls, conn, false, table, live, ctx).await;
-    }))
+    // The future itself, not wrapped in an `async` block: a block would keep the future twice
+    // (the captured one, and the one it awaits) for the connection's whole life.
+    Some(Box::pin(http_front::serve_connection(
+        tls, conn, false, table, live, ctx, active,
+    )))
 }
