@@ -224,15 +224,8 @@ async fn tls_host_handshakes_and_active_connections() {
     // The host leaves the manifests: every series labelled with it leaves too (connections,
     // handshakes, requests and their latencies), so label values stay bounded as Ingresses
     // come and go.
-    let labelled = format!("host=\"{SECURE}\"");
     let metrics = proxy.metrics().await;
-    let of_host = |metrics: &str, family: &str| {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(family) && l.contains(&labelled))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let of_host = |metrics: &str, family: &str| series_of_host(metrics, family, SECURE);
     let requests = of_host(&metrics, "portcullis_http_requests_total");
     assert!(
         requests.iter().any(|l| l.contains("code=\"200\"")),
@@ -305,14 +298,7 @@ async fn passthrough_connections_count_on_their_endpoint() {
     }
 
     // The host leaves: its pass-through series (connections, bytes) leave with it.
-    let labelled = format!("host=\"{PASS}\"");
-    let of_host = |metrics: &str| {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("portcullis_tcp_") && l.contains(&labelled))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let of_host = |metrics: &str| series_of_host(metrics, "portcullis_tcp_", PASS);
     let metrics = proxy.metrics().await;
     assert_eq!(of_host(&metrics).len(), 3, "{metrics}");
     let before = proxy.generation().await;
@@ -322,6 +308,16 @@ async fn passthrough_connections_count_on_their_endpoint() {
         .await;
     let left = of_host(&proxy.metrics().await);
     assert!(left.is_empty(), "{left:#?}");
+}
+
+/// The lines of the metrics page in `family` (a name prefix) labelled with `host`.
+fn series_of_host(metrics: &str, family: &str, host: &str) -> Vec<String> {
+    let labelled = format!("host=\"{host}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(family) && l.contains(&labelled))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The endpoints of the first route of host `name`.

@@ -319,9 +319,9 @@ fn programmed(status: &ListenerStatus) -> bool {
         .any(|c| c.kind == "Programmed" && c.status)
 }
 
-/// A listener's conditions: all good, or the one its refusal names set to fail.
 /// The status of a listener that routes can attach to (`attachable`), refused (`refusal`), or
-/// both: one whose only fault is its certificate.
+/// both (one whose only fault is its certificate): every condition good, or the one the
+/// refusal names set to fail.
 fn listener_status(
     spec: &ListenerSpec,
     attachable: Option<&Listener>,
@@ -332,12 +332,11 @@ fn listener_status(
         (None, Some(listener)) => listener.kinds.clone(),
         (None, None) => Vec::new(),
     };
-    let failed = refusal;
     let mut accepted = Condition::yes("Accepted", "Accepted", "listener is valid");
     let mut resolved = Condition::yes("ResolvedRefs", "ResolvedRefs", "every reference resolves");
     let mut conflicted = Condition::no("Conflicted", "NoConflicts", "no conflict");
     let mut programmed = Condition::yes("Programmed", "Programmed", "served by Portcullis");
-    if let Some(refusal) = failed {
+    if let Some(refusal) = refusal {
         let (kind, reason) = refusal.condition;
         let message = refusal.message.clone();
         match kind {
