@@ -5,8 +5,9 @@
 //! 2. **ClientHello** read into a bounded buffer (`limits.max_client_hello_bytes`);
 //! 3. **route by SNI** (`RouteTable::route_sni`): a pass-through host goes to
 //!    [`passthrough::serve`] with the buffered bytes replayed; everything else (terminate,
-//!    re-encrypt, unknown SNI, no SNI) continues the handshake in rustls on the same socket,
-//!    replaying the buffer through [`PrefixedIo`]: no second hop, no loopback port;
+//!    re-encrypt, unknown SNI, no SNI) continues the handshake in rustls on the same socket
+//!    ([`ServerTls`], the buffered ClientHello its first input): no second hop, no loopback
+//!    port;
 //! 4. **HTTP** over the TLS stream: `http_front::serve_connection`, which routes every request
 //!    on the live table.
 //!
@@ -22,7 +23,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 
 use super::client_auth::ClientCertificate;
 use super::{ConnInfo, Negotiated, ProxyContext, TlsInfo, http_front, passthrough};
@@ -33,6 +33,7 @@ use crate::telemetry::metrics::{ConnectionMode, HelloRejection, Mode};
 use crate::wire::client_hello::{self, HelloError};
 use crate::wire::prefixed_io::PrefixedIo;
 use crate::wire::proxy_protocol;
+use crate::wire::tls_server::ServerTls;
 
 /// What is left of a terminated connection once its TLS handshake is done: HTTP until the
 /// connection ends. Run as a task of its own ([`super::accept`]), so that the task that read
@@ -184,15 +185,15 @@ async fn terminate(
             return None;
         }
     };
-    let io = PrefixedIo::new(buf, stream);
     // The TLS stream boxed (~1.3 KiB, rustls's connection inline): in the HTTP phase's
     // future, a moved-from argument keeps its room at every `async fn` level, so unboxed it
     // would sit there two or three times for the connection's whole life (`idle_release`).
-    let accept = TlsAcceptor::from(config).accept(io);
+    // The ClientHello read to route by SNI is the stream's first input.
+    let accept = ServerTls::accept(config, buf, stream);
     let tls = match tokio::time::timeout_at(deadline, accept).await {
         Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(error)) => {
-            // rustls has queued an alert and tokio-rustls tried to send it.
+            // The stream has sent rustls's alert if the socket took it.
             ctx.metrics.handshake(mode, false, host);
             tracing::debug!(client = %conn.client, sni = ?sni, %error, "TLS handshake failed");
             return None;
@@ -205,8 +206,8 @@ async fn terminate(
     };
     ctx.metrics.handshake(mode, true, host);
     if let Some(info) = conn.tls.as_mut() {
-        info.alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        let server = tls.get_ref().1;
+        info.alpn = tls.connection().alpn_protocol().map(<[u8]>::to_vec);
+        let server = tls.connection();
         info.version = server
             .protocol_version()
             .and_then(access_log::tls_version_name);
@@ -214,7 +215,7 @@ async fn terminate(
             .negotiated_cipher_suite()
             .and_then(|s| access_log::cipher_name(s.suite()));
         info.client_cert = client_auth.as_ref().map(|auth| {
-            let chain = tls.get_ref().1.peer_certificates();
+            let chain = tls.connection().peer_certificates();
             Arc::new(ClientCertificate::verify(auth, chain))
         });
         // The same cached config (of `table`) answered the handshake, so this is the

@@ -1,5 +1,6 @@
 //! Byte-level codecs of the :443 front door and the PROXY protocol: the ClientHello reader, PROXY
-//! v1/v2 parsing and encoding, and the I/O wrapper that replays bytes read ahead. A leaf: nothing
+//! v1/v2 parsing and encoding, the I/O wrapper that replays bytes read ahead, and the server
+//! side of a terminated TLS connection (rustls's unbuffered API). A leaf: nothing
 //! here imports anything else from the crate, so the parsers can be fuzzed and reasoned about
 //! alone.
 
@@ -52,3 +53,4 @@ pub mod client_hello;
 pub(crate) mod host_name;
 pub(crate) mod prefixed_io;
 pub mod proxy_protocol;
+pub(crate) mod tls_server;

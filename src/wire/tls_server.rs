@@ -1,0 +1,675 @@
+//! The server side of a terminated TLS connection, on rustls's unbuffered API: the connection
+//! owns its record buffers, so it can give them back while it waits.
+//!
+//! rustls's buffered connection (what tokio-rustls drives) keeps a 4 KiB record buffer for the
+//! next read for its whole life and has no call to release it: at HAProxy's ~9.5 KiB per idle
+//! keep-alive TLS connection, that buffer alone is 40 % of the budget. Here the TLS bytes read
+//! and not yet decrypted (`incoming`) and the ones encrypted and not yet sent (`outgoing`) are
+//! our own vectors: when the socket has nothing to read and nothing is pending, both are freed,
+//! and a read allocates only once the socket is readable. An idle connection then holds rustls's
+//! state (keys, handshake results) and no buffer; nginx (`ngx_http_set_keepalive` with its
+//! `c->buffer` freed) and HAProxy do the same with OpenSSL.
+//!
+//! The stream behaves as tokio-rustls's did for everything above it: the plaintext in order,
+//! end-of-stream after the client's `close_notify`, an `UnexpectedEof` error when the TCP
+//! connection ends without one, `close_notify` sent on shutdown, and a fatal alert sent (when
+//! the socket takes it) when the handshake fails.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use rustls::ServerConfig;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Room asked for a read when no record is partly buffered (rustls's own read size).
+const READ_SIZE: usize = 4096;
+
+/// The most TLS bytes buffered before they form a message: a handshake message may reach
+/// 64 KiB (rustls's limit), plus one record's worth behind it.
+const MAX_INCOMING: usize = 0x1_0000 + 0x4805;
+
+/// The most plaintext taken from one `poll_write`, so one call's records stay bounded.
+const MAX_WRITE: usize = 64 * 1024;
+
+/// Record overhead allowed per 16 KiB of plaintext on the first try (header, tag, content
+/// type, TLS 1.2's explicit nonce); rustls says how much it needs when that is not enough.
+const RECORD_OVERHEAD: usize = 64;
+
+/// A server-side TLS stream over a TCP socket (see the module documentation).
+pub(crate) struct ServerTls {
+    conn: UnbufferedServerConnection,
+    socket: TcpStream,
+    /// TLS bytes read and not yet consumed by rustls; no allocation while empty and idle.
+    incoming: Vec<u8>,
+    /// TLS bytes to send; `outgoing[sent..]` is still unsent.
+    outgoing: Vec<u8>,
+    sent: usize,
+    /// Decrypted bytes the reader has not taken yet: `plaintext[taken..]`.
+    plaintext: Vec<u8>,
+    taken: usize,
+    /// The client sent `close_notify`: reads return end-of-stream once `plaintext` is taken.
+    peer_closed: bool,
+    /// The TCP connection was closed by the client.
+    eof: bool,
+    /// We queued our `close_notify`.
+    close_sent: bool,
+}
+
+/// What one call into rustls is asked to do once the connection can carry application data.
+enum Action<'a> {
+    Nothing,
+    Write(&'a [u8]),
+    Close,
+}
+
+/// Where one call into rustls left the connection.
+enum Step {
+    /// Something was done (records decrypted, handshake bytes queued): call again.
+    Progress,
+    /// The handshake needs more bytes from the client.
+    NeedRead,
+    /// The handshake is done and nothing is pending: more bytes are needed to read anything.
+    Open,
+    /// The action's plaintext (this many bytes) or `close_notify` was encrypted into `outgoing`.
+    Wrote(usize),
+    /// Both sides sent `close_notify`: nothing more can be read or written.
+    Closed,
+}
+
+impl ServerTls {
+    /// Makes the server side of a TLS handshake on `socket` with `config`, the client's first
+    /// bytes (its ClientHello, already read to route by SNI) in `prefix`. Returns once the
+    /// connection can carry application data.
+    pub(crate) async fn accept(
+        config: Arc<ServerConfig>,
+        prefix: Vec<u8>,
+        socket: TcpStream,
+    ) -> io::Result<ServerTls> {
+        let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+        let mut tls = ServerTls {
+            conn,
+            socket,
+            incoming: prefix,
+            outgoing: Vec::new(),
+            sent: 0,
+            plaintext: Vec::new(),
+            taken: 0,
+            peer_closed: false,
+            eof: false,
+            close_sent: false,
+        };
+        poll_fn(|cx| tls.poll_handshake(cx)).await?;
+        Ok(tls)
+    }
+
+    /// The negotiated connection: ALPN, version, cipher suite, the client's certificates.
+    pub(crate) fn connection(&self) -> &UnbufferedServerConnection {
+        &self.conn
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let step = match self.step(&Action::Nothing, None) {
+                Ok(step) => step,
+                Err(error) => {
+                    self.send_alert(cx);
+                    return Poll::Ready(Err(error));
+                }
+            };
+            match step {
+                Step::Progress => {}
+                Step::Open => return self.poll_send(cx),
+                Step::NeedRead => {
+                    ready!(self.poll_send(cx))?;
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "client closed the connection during the TLS handshake",
+                        )));
+                    }
+                }
+                Step::Wrote(_) | Step::Closed => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "TLS connection closed during the handshake",
+                    )));
+                }
+            }
+        }
+    }
+
+    /// rustls queues a fatal alert when it fails a connection; sends it if the socket takes it
+    /// now (the connection is closed next either way).
+    fn send_alert(&mut self, cx: &mut Context<'_>) {
+        // One queued message per call (the alert can follow handshake messages queued before
+        // the failure); a few calls empty the queue.
+        for _ in 0..8 {
+            if !matches!(self.step(&Action::Nothing, None), Ok(Step::Progress)) {
+                break;
+            }
+        }
+        let _ = self.poll_send(cx);
+    }
+
+    /// One call into rustls with the buffered TLS bytes; decrypted records go to `read` first
+    /// and to `plaintext` for what does not fit.
+    fn step(
+        &mut self,
+        action: &Action<'_>,
+        mut read: Option<&mut ReadBuf<'_>>,
+    ) -> io::Result<Step> {
+        let ServerTls {
+            conn,
+            incoming,
+            outgoing,
+            plaintext,
+            peer_closed,
+            ..
+        } = self;
+        let status = conn.process_tls_records(incoming);
+        let mut discard = status.discard;
+        let step = match status.state.map_err(tls_error)? {
+            ConnectionState::ReadTraffic(mut traffic) => {
+                while let Some(record) = traffic.next_record() {
+                    let record = record.map_err(tls_error)?;
+                    discard += record.discard;
+                    deliver(record.payload, read.as_deref_mut(), plaintext);
+                }
+                Step::Progress
+            }
+            ConnectionState::ReadEarlyData(mut early) => {
+                // Not offered (no `max_early_data_size`); delivered in order if ever enabled.
+                while let Some(record) = early.next_record() {
+                    let record = record.map_err(tls_error)?;
+                    discard += record.discard;
+                    deliver(record.payload, read.as_deref_mut(), plaintext);
+                }
+                Step::Progress
+            }
+            ConnectionState::EncodeTlsData(mut encode) => {
+                append(outgoing, 512, |out| match encode.encode(out) {
+                    Ok(n) => Ok(Ok(n)),
+                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                        Ok(Err(required_size))
+                    }
+                    Err(error) => Err(io::Error::other(error.to_string())),
+                })?;
+                Step::Progress
+            }
+            // `outgoing` is sent in order before anything encrypted later, so the records
+            // count as transmitted once they are queued there.
+            ConnectionState::TransmitTlsData(transmit) => {
+                transmit.done();
+                Step::Progress
+            }
+            ConnectionState::BlockedHandshake => Step::NeedRead,
+            ConnectionState::PeerClosed => {
+                *peer_closed = true;
+                Step::Progress
+            }
+            ConnectionState::Closed => {
+                *peer_closed = true;
+                Step::Closed
+            }
+            ConnectionState::WriteTraffic(mut traffic) => match action {
+                Action::Nothing => Step::Open,
+                Action::Write(data) => {
+                    let room = data.len() + RECORD_OVERHEAD * (data.len() / 16_384 + 1);
+                    append(outgoing, room, |out| match traffic.encrypt(data, out) {
+                        Ok(n) => Ok(Ok(n)),
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => Ok(Err(required_size)),
+                        Err(error) => Err(io::Error::other(error.to_string())),
+                    })?;
+                    Step::Wrote(data.len())
+                }
+                Action::Close => {
+                    append(outgoing, 64, |out| match traffic.queue_close_notify(out) {
+                        Ok(n) => Ok(Ok(n)),
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => Ok(Err(required_size)),
+                        Err(error) => Err(io::Error::other(error.to_string())),
+                    })?;
+                    Step::Wrote(0)
+                }
+            },
+            other => {
+                return Err(io::Error::other(format!(
+                    "unexpected TLS connection state {other:?}"
+                )));
+            }
+        };
+        incoming.drain(..discard.min(incoming.len()));
+        Ok(step)
+    }
+
+    /// Reads what the socket has into `incoming`, allocating room only once the socket is
+    /// readable. `Ready(Ok(0))` is the end of the TCP stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.socket.poll_read_ready(cx))?;
+            if self.incoming.len() >= MAX_INCOMING {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS message larger than the connection's buffer",
+                )));
+            }
+            let want = record_remaining(&self.incoming).max(READ_SIZE);
+            self.incoming.reserve(want);
+            match self.socket.try_read_buf(&mut self.incoming) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+
+    /// Writes `outgoing` to the socket; `Ready(Ok(()))` once all of it is sent.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.outgoing.len() {
+            let n = ready!(Pin::new(&mut self.socket).poll_write(cx, &self.outgoing[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.outgoing.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// The connection waits for the client: the buffers that hold nothing go back to the
+    /// allocator (the point of this type).
+    fn release_idle_buffers(&mut self) {
+        if self.incoming.is_empty() {
+            self.incoming = Vec::new();
+        }
+        if self.outgoing.is_empty() {
+            self.outgoing = Vec::new();
+        }
+        if self.taken >= self.plaintext.len() {
+            self.plaintext = Vec::new();
+            self.taken = 0;
+        }
+    }
+
+    /// Buffer capacities (incoming, outgoing, plaintext), for tests.
+    #[cfg(test)]
+    fn capacities(&self) -> (usize, usize, usize) {
+        (
+            self.incoming.capacity(),
+            self.outgoing.capacity(),
+            self.plaintext.capacity(),
+        )
+    }
+}
+
+/// Copies `payload` into `read` as far as it has room, the rest into `pending`.
+fn deliver(payload: &[u8], read: Option<&mut ReadBuf<'_>>, pending: &mut Vec<u8>) {
+    let direct = match read {
+        Some(read) if pending.is_empty() => {
+            let n = payload.len().min(read.remaining());
+            read.put_slice(&payload[..n]);
+            n
+        }
+        _ => 0,
+    };
+    pending.extend_from_slice(&payload[direct..]);
+}
+
+/// Appends what `write` puts into a buffer to `out`: it is first offered `room` bytes, and
+/// again the size it asks for (`Ok(Err(required))`) when that was too little.
+fn append(
+    out: &mut Vec<u8>,
+    room: usize,
+    mut write: impl FnMut(&mut [u8]) -> io::Result<Result<usize, usize>>,
+) -> io::Result<()> {
+    let start = out.len();
+    let mut room = room;
+    loop {
+        out.resize(start + room, 0);
+        match write(&mut out[start..]) {
+            Ok(Ok(n)) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Ok(Err(required)) if required > room => room = required,
+            Ok(Err(_)) => {
+                out.truncate(start);
+                return Err(io::Error::other("rustls asked for less room than it had"));
+            }
+            Err(error) => {
+                out.truncate(start);
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// How many more bytes the record at the head of `incoming` needs (0 when none is partial).
+fn record_remaining(incoming: &[u8]) -> usize {
+    match incoming {
+        [_, _, _, hi, lo, ..] => {
+            let record = 5 + usize::from(u16::from_be_bytes([*hi, *lo]));
+            record.saturating_sub(incoming.len())
+        }
+        _ => 0,
+    }
+}
+
+fn tls_error(error: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+impl AsyncRead for ServerTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let start = buf.filled().len();
+        loop {
+            if this.taken < this.plaintext.len() {
+                let n = (this.plaintext.len() - this.taken).min(buf.remaining());
+                buf.put_slice(&this.plaintext[this.taken..this.taken + n]);
+                this.taken += n;
+                if this.taken == this.plaintext.len() {
+                    this.plaintext.clear();
+                    this.taken = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed connection without sending TLS close_notify",
+                )));
+            }
+            match this.step(&Action::Nothing, Some(buf))? {
+                Step::Progress if buf.filled().len() > start => return Poll::Ready(Ok(())),
+                Step::Progress | Step::Closed => {}
+                Step::NeedRead | Step::Open | Step::Wrote(_) => {
+                    // Records rustls queued while reading (a key update's answer) go out with
+                    // the next write or flush if the socket cannot take them now.
+                    if let Poll::Ready(Err(error)) = this.poll_send(cx) {
+                        return Poll::Ready(Err(error));
+                    }
+                    match this.poll_fill(cx) {
+                        Poll::Ready(Ok(0)) => this.eof = true,
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                        Poll::Pending => {
+                            this.release_idle_buffers();
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ServerTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        // What an earlier write encrypted goes out first: at most one write's records wait.
+        ready!(this.poll_send(cx))?;
+        let data = &data[..data.len().min(MAX_WRITE)];
+        loop {
+            match this.step(&Action::Write(data), None)? {
+                Step::Wrote(n) => {
+                    if let Poll::Ready(Err(error)) = this.poll_send(cx) {
+                        return Poll::Ready(Err(error));
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Step::Progress => {}
+                Step::NeedRead | Step::Open | Step::Closed => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "TLS connection cannot carry application data",
+                    )));
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        while !this.close_sent {
+            match this.step(&Action::Close, None)? {
+                Step::Wrote(_) | Step::Closed => this.close_sent = true,
+                Step::Progress => {}
+                Step::NeedRead | Step::Open => this.close_sent = true,
+            }
+        }
+        ready!(this.poll_send(cx))?;
+        match ready!(Pin::new(&mut this.socket).poll_shutdown(cx)) {
+            Err(error) if error.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(error)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{ClientConfig, RootCertStore, ServerConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::TlsConnector;
+
+    use super::*;
+
+    /// A server config for `tls.test` (ALPN `alpn`) and a client config that trusts it.
+    fn configs(alpn: &[&[u8]]) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["tls.test".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let der = CertificateDer::from(cert.der().to_vec());
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .expect("server config");
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let mut roots = RootCertStore::empty();
+        roots.add(der).expect("root");
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut client = client;
+        client.alpn_protocols = server.alpn_protocols.clone();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// A connected pair: the server's socket with the first `prefix` bytes of the client's
+    /// ClientHello already read from it (as the front door reads them), and the client's
+    /// handshake future.
+    async fn pair(
+        client: Arc<ClientConfig>,
+        prefix: usize,
+    ) -> (
+        TcpStream,
+        Vec<u8>,
+        tokio::task::JoinHandle<io::Result<tokio_rustls::client::TlsStream<TcpStream>>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connecting = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("tls.test").expect("name");
+            TlsConnector::from(client).connect(name, tcp).await
+        });
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut read_ahead = vec![0; prefix];
+        socket.read_exact(&mut read_ahead).await.expect("prefix");
+        (socket, read_ahead, connecting)
+    }
+
+    /// Polls one read: `None` while it would wait.
+    async fn read_now(tls: &mut ServerTls, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        poll_fn(|cx| {
+            let mut read = ReadBuf::new(buf);
+            match Pin::new(&mut *tls).poll_read(cx, &mut read) {
+                Poll::Ready(result) => Poll::Ready(Some(result.map(|()| read.filled().len()))),
+                Poll::Pending => Poll::Ready(None),
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn serves_in_both_directions_and_holds_no_buffer_while_it_waits() {
+        let (server_config, client_config) = configs(&[b"http/1.1"]);
+        let (socket, prefix, connecting) = pair(client_config, 11).await;
+        let mut tls = ServerTls::accept(server_config, prefix, socket)
+            .await
+            .expect("handshake");
+        let mut client = connecting.await.expect("join").expect("client handshake");
+        assert_eq!(tls.connection().alpn_protocol(), Some(&b"http/1.1"[..]));
+
+        // Large in both directions: many records, partial ones, writes beyond MAX_WRITE.
+        let upload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = upload.clone();
+        let sender = tokio::spawn(async move {
+            client.write_all(&upload).await.expect("upload");
+            client.flush().await.expect("flush");
+            client
+        });
+        let mut got = vec![0; expected.len()];
+        tls.read_exact(&mut got)
+            .await
+            .expect("server reads the upload");
+        assert!(got == expected, "the upload arrives intact");
+        let mut client = sender.await.expect("join");
+        let download: Vec<u8> = expected.iter().rev().copied().collect();
+        let writer = async {
+            tls.write_all(&download).await.expect("download");
+            tls.flush().await.expect("flush");
+        };
+        let mut back = vec![0; download.len()];
+        let (_, read) = tokio::join!(writer, client.read_exact(&mut back));
+        read.expect("client reads the download");
+        assert!(back == download, "the download arrives intact");
+
+        // A request and its answer, then the connection waits: nothing buffered is kept.
+        for round in 0..3u8 {
+            client
+                .write_all(&[b'a' + round; 100])
+                .await
+                .expect("request");
+            let mut request = [0; 100];
+            tls.read_exact(&mut request).await.expect("read request");
+            tls.write_all(&request.to_ascii_uppercase())
+                .await
+                .expect("answer");
+            tls.flush().await.expect("flush");
+            let mut answer = [0; 100];
+            client.read_exact(&mut answer).await.expect("read answer");
+            assert_eq!(answer, [b'A' + round; 100]);
+            assert!(
+                read_now(&mut tls, &mut request).await.is_none(),
+                "nothing to read"
+            );
+            assert_eq!(
+                tls.capacities(),
+                (0, 0, 0),
+                "buffers while waiting, round {round}"
+            );
+        }
+
+        // The client's close_notify is end-of-stream; ours reaches the client as one.
+        client.shutdown().await.expect("client close_notify");
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest)
+            .await
+            .expect("clean end-of-stream");
+        assert!(rest.is_empty());
+        tls.shutdown().await.expect("server close_notify");
+        let mut rest = Vec::new();
+        client
+            .read_to_end(&mut rest)
+            .await
+            .expect("the client sees a clean close");
+    }
+
+    #[tokio::test]
+    async fn a_connection_ended_without_close_notify_is_an_unexpected_eof() {
+        let (server_config, client_config) = configs(&[]);
+        let (socket, prefix, connecting) = pair(client_config, 0).await;
+        let mut tls = ServerTls::accept(server_config, prefix, socket)
+            .await
+            .expect("handshake");
+        let client = connecting.await.expect("join").expect("client handshake");
+        // TCP's end (FIN) with no close_notify before it.
+        let (mut tcp, _) = client.into_inner();
+        tcp.shutdown().await.expect("FIN");
+        let mut buf = [0; 16];
+        let error = tls
+            .read(&mut buf)
+            .await
+            .expect_err("truncation is an error");
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        drop(tcp);
+    }
+
+    #[tokio::test]
+    async fn a_failed_handshake_sends_rustls_alert() {
+        // The server speaks only h2; a client that offers only http/1.1 gets
+        // `no_application_protocol` (RFC 7301, section 3.2), not a bare close.
+        let (server_config, client_config) = configs(&[b"h2"]);
+        let mut client_config = Arc::unwrap_or_clone(client_config);
+        client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let (socket, prefix, connecting) = pair(Arc::new(client_config), 5).await;
+        let error = match ServerTls::accept(server_config, prefix, socket).await {
+            Ok(_) => panic!("the handshake must fail"),
+            Err(error) => error,
+        };
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        let client_error = connecting
+            .await
+            .expect("join")
+            .expect_err("client fails too");
+        assert!(
+            client_error.to_string().contains("NoApplicationProtocol"),
+            "the client saw the alert: {client_error}"
+        );
+    }
+}
