@@ -23,7 +23,7 @@ use std::task::{Context, Poll, ready};
 
 use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -183,20 +183,15 @@ impl ServerTls {
                 }
                 Step::Progress
             }
-            ConnectionState::ReadEarlyData(mut early) => {
-                // Not offered (no `max_early_data_size`); delivered in order if ever enabled.
-                while let Some(record) = early.next_record() {
-                    let record = record.map_err(tls_error)?;
-                    discard += record.discard;
-                    deliver(record.payload, read.as_deref_mut(), plaintext);
-                }
-                Step::Progress
+            // Never reached: the server config offers no 0-RTT (`max_early_data_size` is 0).
+            ConnectionState::ReadEarlyData(_) => {
+                return Err(io::Error::other("TLS early data is not offered"));
             }
             ConnectionState::EncodeTlsData(mut encode) => {
                 append(outgoing, 512, |out| match encode.encode(out) {
                     Ok(n) => Ok(Ok(n)),
-                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                        Ok(Err(required_size))
+                    Err(EncodeError::InsufficientSize(too_small)) => {
+                        Ok(Err(too_small.required_size))
                     }
                     Err(error) => Err(io::Error::other(error.to_string())),
                 })?;
@@ -221,22 +216,12 @@ impl ServerTls {
                 Action::Nothing => Step::Open,
                 Action::Write(data) => {
                     let room = data.len() + RECORD_OVERHEAD * (data.len() / 16_384 + 1);
-                    append(outgoing, room, |out| match traffic.encrypt(data, out) {
-                        Ok(n) => Ok(Ok(n)),
-                        Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => Ok(Err(required_size)),
-                        Err(error) => Err(io::Error::other(error.to_string())),
-                    })?;
+                    append(outgoing, room, |out| encrypted(traffic.encrypt(data, out)))?;
                     Step::Wrote(data.len())
                 }
                 Action::Close => {
-                    append(outgoing, 64, |out| match traffic.queue_close_notify(out) {
-                        Ok(n) => Ok(Ok(n)),
-                        Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => Ok(Err(required_size)),
-                        Err(error) => Err(io::Error::other(error.to_string())),
+                    append(outgoing, 64, |out| {
+                        encrypted(traffic.queue_close_notify(out))
                     })?;
                     Step::Wrote(0)
                 }
@@ -351,6 +336,15 @@ fn append(
                 return Err(error);
             }
         }
+    }
+}
+
+/// An encryption's result as [`append`] takes it: the bytes written, or the room it needs.
+fn encrypted(result: Result<usize, EncryptError>) -> io::Result<Result<usize, usize>> {
+    match result {
+        Ok(n) => Ok(Ok(n)),
+        Err(EncryptError::InsufficientSize(too_small)) => Ok(Err(too_small.required_size)),
+        Err(error) => Err(io::Error::other(error.to_string())),
     }
 }
 
