@@ -537,6 +537,20 @@ mod tests {
         (socket, read_ahead, connecting)
     }
 
+    /// A handshake made: the server's stream and the client's, ALPN `alpn` offered by both.
+    async fn connected(
+        alpn: &[&[u8]],
+        prefix: usize,
+    ) -> (ServerTls, tokio_rustls::client::TlsStream<TcpStream>) {
+        let (server_config, client_config) = configs(alpn);
+        let (socket, prefix, connecting) = pair(client_config, prefix).await;
+        let tls = ServerTls::accept(server_config, prefix, socket)
+            .await
+            .expect("handshake");
+        let client = connecting.await.expect("join").expect("client handshake");
+        (tls, client)
+    }
+
     /// Polls one read: `None` while it would wait.
     async fn read_now(tls: &mut ServerTls, buf: &mut [u8]) -> Option<io::Result<usize>> {
         poll_fn(|cx| {
@@ -551,12 +565,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_in_both_directions_and_holds_no_buffer_while_it_waits() {
-        let (server_config, client_config) = configs(&[b"http/1.1"]);
-        let (socket, prefix, connecting) = pair(client_config, 11).await;
-        let mut tls = ServerTls::accept(server_config, prefix, socket)
-            .await
-            .expect("handshake");
-        let mut client = connecting.await.expect("join").expect("client handshake");
+        let (mut tls, mut client) = connected(&[b"http/1.1"], 11).await;
         assert_eq!(tls.connection().alpn_protocol(), Some(&b"http/1.1"[..]));
 
         // Large in both directions: many records, partial ones, writes beyond MAX_WRITE.
@@ -626,12 +635,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_ended_without_close_notify_is_an_unexpected_eof() {
-        let (server_config, client_config) = configs(&[]);
-        let (socket, prefix, connecting) = pair(client_config, 0).await;
-        let mut tls = ServerTls::accept(server_config, prefix, socket)
-            .await
-            .expect("handshake");
-        let client = connecting.await.expect("join").expect("client handshake");
+        let (mut tls, client) = connected(&[], 0).await;
         // TCP's end (FIN) with no close_notify before it.
         let (mut tcp, _) = client.into_inner();
         tcp.shutdown().await.expect("FIN");
@@ -665,5 +669,39 @@ mod tests {
             client_error.to_string().contains("NoApplicationProtocol"),
             "the client saw the alert: {client_error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_key_update_is_answered_and_traffic_goes_on() {
+        // TLS 1.3 KeyUpdate with update_requested (RFC 8446, section 4.6.3): the server must
+        // send its own before anything it encrypts with its new keys. rustls queues it while
+        // reading; the stream has to get it onto the wire in order.
+        let (mut tls, mut client) = connected(&[], 0).await;
+        for round in 0..3u8 {
+            client
+                .get_mut()
+                .1
+                .refresh_traffic_keys()
+                .expect("TLS 1.3 key update");
+            client
+                .write_all(&[b'a' + round; 10])
+                .await
+                .expect("request");
+            client.flush().await.expect("flush");
+            let mut request = [0; 10];
+            tls.read_exact(&mut request)
+                .await
+                .expect("read after key update");
+            tls.write_all(&request.to_ascii_uppercase())
+                .await
+                .expect("answer");
+            tls.flush().await.expect("flush");
+            let mut answer = [0; 10];
+            client
+                .read_exact(&mut answer)
+                .await
+                .expect("the client decrypts the answer under the server's new keys");
+            assert_eq!(answer, [b'A' + round; 10]);
+        }
     }
 }
