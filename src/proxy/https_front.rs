@@ -206,18 +206,17 @@ async fn terminate(
     };
     ctx.metrics.handshake(mode, true, host);
     if let Some(info) = conn.tls.as_mut() {
-        info.alpn = tls.connection().alpn_protocol().map(<[u8]>::to_vec);
         let server = tls.connection();
+        info.alpn = server.alpn_protocol().map(<[u8]>::to_vec);
         info.version = server
             .protocol_version()
             .and_then(access_log::tls_version_name);
         info.cipher = server
             .negotiated_cipher_suite()
             .and_then(|s| access_log::cipher_name(s.suite()));
-        info.client_cert = client_auth.as_ref().map(|auth| {
-            let chain = tls.connection().peer_certificates();
-            Arc::new(ClientCertificate::verify(auth, chain))
-        });
+        info.client_cert = client_auth
+            .as_ref()
+            .map(|auth| Arc::new(ClientCertificate::verify(auth, server.peer_certificates())));
         // The same cached config (of `table`) answered the handshake, so this is the
         // certificate the client was shown.
         info.certificate = ctx

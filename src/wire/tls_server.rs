@@ -12,8 +12,8 @@
 //!
 //! The stream behaves as tokio-rustls's did for everything above it: the plaintext in order,
 //! end-of-stream after the client's `close_notify`, an `UnexpectedEof` error when the TCP
-//! connection ends without one, `close_notify` sent on shutdown, and a fatal alert sent (when
-//! the socket takes it) when the handshake fails.
+//! connection ends without one, `close_notify` sent on shutdown, and rustls's fatal alert sent
+//! (when the socket takes it) whenever it fails the connection, in the handshake or after it.
 
 use std::future::poll_fn;
 use std::io;
@@ -115,14 +115,7 @@ impl ServerTls {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let step = match self.step(&Action::Nothing, None) {
-                Ok(step) => step,
-                Err(error) => {
-                    self.send_alert(cx);
-                    return Poll::Ready(Err(error));
-                }
-            };
-            match step {
+            match self.step_or_alert(cx, &Action::Nothing, None)? {
                 Step::Progress => {}
                 Step::Open => return self.poll_send(cx),
                 Step::NeedRead => {
@@ -157,6 +150,17 @@ impl ServerTls {
         let _ = self.poll_send(cx);
     }
 
+    /// [`Self::step`], sending rustls's fatal alert when it fails the connection (a bad
+    /// record, an unexpected message), so the client learns why rather than seeing a bare close.
+    fn step_or_alert(
+        &mut self,
+        cx: &mut Context<'_>,
+        action: &Action<'_>,
+        read: Option<&mut ReadBuf<'_>>,
+    ) -> io::Result<Step> {
+        self.step(action, read).inspect_err(|_| self.send_alert(cx))
+    }
+
     /// One call into rustls with the buffered TLS bytes; decrypted records go to `read` first
     /// and to `plaintext` for what does not fit.
     fn step(
@@ -174,7 +178,16 @@ impl ServerTls {
         } = self;
         let status = conn.process_tls_records(incoming);
         let mut discard = status.discard;
-        let step = match status.state.map_err(tls_error)? {
+        let state = match status.state {
+            Ok(state) => state,
+            Err(error) => {
+                // The connection is dead; rustls does not always mark the failing record as
+                // consumed, and the calls that send the alert it queued must not read it again.
+                incoming.clear();
+                return Err(tls_error(error));
+            }
+        };
+        let step = match state {
             ConnectionState::ReadTraffic(mut traffic) => {
                 while let Some(record) = traffic.next_record() {
                     let record = record.map_err(tls_error)?;
@@ -391,7 +404,7 @@ impl AsyncRead for ServerTls {
                     "peer closed connection without sending TLS close_notify",
                 )));
             }
-            match this.step(&Action::Nothing, Some(buf))? {
+            match this.step_or_alert(cx, &Action::Nothing, Some(buf))? {
                 Step::Progress if buf.filled().len() > start => return Poll::Ready(Ok(())),
                 Step::Progress | Step::Closed => {}
                 Step::NeedRead | Step::Open | Step::Wrote(_) => {
@@ -429,7 +442,7 @@ impl AsyncWrite for ServerTls {
         ready!(this.poll_send(cx))?;
         let data = &data[..data.len().min(MAX_WRITE)];
         loop {
-            match this.step(&Action::Write(data), None)? {
+            match this.step_or_alert(cx, &Action::Write(data), None)? {
                 Step::Wrote(n) => {
                     if let Poll::Ready(Err(error)) = this.poll_send(cx) {
                         return Poll::Ready(Err(error));
@@ -456,10 +469,9 @@ impl AsyncWrite for ServerTls {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         while !this.close_sent {
-            match this.step(&Action::Close, None)? {
-                Step::Wrote(_) | Step::Closed => this.close_sent = true,
-                Step::Progress => {}
-                Step::NeedRead | Step::Open => this.close_sent = true,
+            // Anything but progress means close_notify is queued or can no longer be.
+            if !matches!(this.step(&Action::Close, None)?, Step::Progress) {
+                this.close_sent = true;
             }
         }
         ready!(this.poll_send(cx))?;
@@ -667,6 +679,33 @@ mod tests {
             .expect_err("client fails too");
         assert!(
             client_error.to_string().contains("NoApplicationProtocol"),
+            "the client saw the alert: {client_error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_that_fails_to_decrypt_gets_rustls_alert() {
+        // A record the server cannot authenticate after the handshake: the server must send
+        // `bad_record_mac` (RFC 8446, section 5.2) before it closes, so the client learns why.
+        let (mut tls, mut client) = connected(&[], 0).await;
+        let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        forged.extend_from_slice(&[0x5a; 0x20]);
+        client
+            .get_mut()
+            .0
+            .write_all(&forged)
+            .await
+            .expect("forged record");
+        let mut buf = [0; 16];
+        let error = tls.read(&mut buf).await.expect_err("the record is refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        drop(tls);
+        let client_error = client
+            .read(&mut buf)
+            .await
+            .expect_err("the client sees the alert, not a clean close");
+        assert!(
+            client_error.to_string().contains("BadRecordMac"),
             "the client saw the alert: {client_error}"
         );
     }
