@@ -200,7 +200,6 @@ struct ForwardedFacts<'a> {
 /// otherwise; the others are always replaced (they describe our hop). `X-Real-IP` is the
 /// client's address, or behind trusted proxies the one they report ([`real_client_ip`]).
 fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
-    let xff_name = HeaderName::from_static("x-forwarded-for");
     // Read before X-Forwarded-For is rewritten: the trusted proxies' own list.
     let real_ip = if facts.trusted {
         real_client_ip(headers, facts.client, facts.trusted_proxies)
@@ -209,7 +208,12 @@ fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
     };
     let real_ip =
         HeaderValue::from_str(&real_ip.to_string()).expect("an IP address is a valid header value");
-    let xff = append_list(headers, &xff_name, facts.trusted, &facts.client.to_string());
+    let xff = append_list(
+        headers,
+        &X_FORWARDED_FOR,
+        facts.trusted,
+        &facts.client.to_string(),
+    );
 
     let element = forwarded_element(facts.client, facts.proto, facts.host);
     let fwd = append_list(headers, &header::FORWARDED, facts.trusted, &element);
@@ -234,7 +238,7 @@ fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
 fn real_client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
     let mut real = peer;
     let entries = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .rev()
         .map_while(|v| v.to_str().ok())
@@ -271,6 +275,18 @@ pub(super) fn request_client_ip(
     }
 }
 
+// Built at compile time: `HeaderName::from_static` outside a const context validates the
+// name again on every call, and these are written on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The fields a forwarded request gains: the six forwarded headers and `X-Request-ID`.
+const ADDED_FIELDS: usize = 7;
+const REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID);
+
 /// Writes the final forwarded values (the ones describing our hop replace whatever the
 /// client sent; no `X-Forwarded-Host` when there is no usable host).
 fn insert_forwarded(
@@ -282,21 +298,17 @@ fn insert_forwarded(
     host: Option<HeaderValue>,
     real_ip: HeaderValue,
 ) {
-    headers.insert(HeaderName::from_static("x-forwarded-for"), xff);
-    headers.insert(HeaderName::from_static("x-real-ip"), real_ip);
+    headers.insert(X_FORWARDED_FOR, xff);
+    headers.insert(X_REAL_IP, real_ip);
     headers.insert(header::FORWARDED, forwarded);
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
-    headers.insert(HeaderName::from_static("x-forwarded-port"), port);
-    let xfh = HeaderName::from_static("x-forwarded-host");
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PORT, port);
     match host {
         Some(v) => {
-            headers.insert(xfh, v);
+            headers.insert(X_FORWARDED_HOST, v);
         }
         None => {
-            headers.remove(xfh);
+            headers.remove(X_FORWARDED_HOST);
         }
     }
 }
@@ -512,6 +524,10 @@ pub(crate) async fn forward(
     };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    // Room for the fields added below, made once: the map hyper parsed is sized for the
+    // client's fields and would otherwise grow (and rehash) as they are inserted. A map at
+    // its size limit is left as it is; the inserts then grow it as far as they can.
+    let _ = parts.headers.try_reserve(ADDED_FIELDS);
     let from_h2 = parts.version == Version::HTTP_2;
     // gRPC needs `TE: trailers` at an HTTP/2 upstream: noted before the hop-by-hop strip.
     let te_trailers = super::grpc::wants_trailers(&parts.headers);
@@ -544,9 +560,7 @@ pub(crate) async fn forward(
             .apply(&mut parts.headers, f.raw_host, trusted, proxies);
     }
     // After the hop-by-hop strip: a client's `Connection: x-request-id` cannot remove it.
-    parts
-        .headers
-        .insert(HeaderName::from_static(X_REQUEST_ID), f.request_id.clone());
+    parts.headers.insert(REQUEST_ID, f.request_id.clone());
     // The route's `request-headers` last: they replace whatever came before (never `Host`).
     f.policy.request_headers.apply(&mut parts.headers);
     if let Some(edits) = &f.policy.header_edits {

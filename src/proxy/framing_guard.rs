@@ -214,9 +214,7 @@ impl<IO> FramingGuard<IO> {
     fn analyze(&mut self, head: &[u8]) -> Scan {
         let index = self.heads;
         self.heads += 1;
-        let mut lines = head
-            .split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let mut lines = lines(head);
         let request_line = lines.next().unwrap_or_default();
         let method = request_line
             .split(|b| *b == b' ')
@@ -224,7 +222,15 @@ impl<IO> FramingGuard<IO> {
             .unwrap_or_default();
         let (mut lengths, mut codings, mut upgrade) = (Vec::new(), Vec::new(), false);
         for line in lines {
-            let Some(colon) = line.iter().position(|b| *b == b':') else {
+            // Only three names matter here; every other field is passed over on its first
+            // byte, without looking for its colon.
+            if !matches!(
+                line.first().map(u8::to_ascii_lowercase),
+                Some(b'c' | b't' | b'u')
+            ) {
+                continue;
+            }
+            let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
             };
             let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
@@ -269,19 +275,28 @@ impl<IO> FramingGuard<IO> {
     }
 }
 
+/// The lines of a head (which ends with a line end), without their `\r\n` or `\n`.
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', head).map(move |nl| {
+        let line = &head[start..nl];
+        start = nl + 1;
+        line.strip_suffix(b"\r").unwrap_or(line)
+    })
+}
+
 /// The end (exclusive) of a head in `buf`, searching from `from`: just after the first empty
 /// line (`\n\n` or `\n\r\n`, as httparse accepts bare `\n` line ends).
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(p) = buf.get(i..)?.iter().position(|b| *b == b'\n') {
-        let nl = i + p;
+    let rest = buf.get(from..)?;
+    memchr::memchr_iter(b'\n', rest).find_map(|p| {
+        let nl = from + p;
         match buf.get(nl + 1) {
-            Some(b'\n') => return Some(nl + 2),
-            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
-            _ => i = nl + 1,
+            Some(b'\n') => Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => Some(nl + 3),
+            _ => None,
         }
-    }
-    None
+    })
 }
 
 /// The size of a chunk-size line (`1a;ext=1`), `None` if malformed.
