@@ -103,25 +103,38 @@ fn closed_before_response(err: &(dyn std::error::Error + 'static)) -> bool {
 
 // === headers ===
 
-/// Whether a header is hop-by-hop (RFC 9110 §7.6.1), counting `Proxy-Connection`.
-/// `Proxy-Authorization` is end-to-end for us (a pod may use it) and is kept.
+/// The hop-by-hop fields (RFC 9110 §7.6.1), counting `Proxy-Connection`. `Proxy-Authorization`
+/// is end-to-end for us (a pod may use it) and is kept.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+];
+
+/// Whether a header is hop-by-hop: one look at its (lowercase) name.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// Removes the hop-by-hop headers and every header the `Connection` header names (never
-/// `Host`). One pass over the names first: most messages carry none, and then nothing is
-/// hashed or removed. Runs twice per request (request and response; most pods answer with
-/// `Connection: keep-alive`), so it allocates nothing in the usual case (one `Connection`
-/// field).
+/// `Host`). One pass over the names finds the hop-by-hop ones: most requests carry none, and
+/// then nothing is hashed or removed. Runs twice per request (request and response; most pods
+/// answer with `Connection: keep-alive`), so it allocates nothing in the usual case (one
+/// `Connection` field).
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    // `keys` yields each name once, so at most the seven are found.
+    let mut found: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
+    for (slot, name) in found
+        .iter_mut()
+        .zip(headers.keys().filter(|n| is_hop_by_hop(n)))
+    {
+        *slot = Some(name.clone());
+    }
+    if found[0].is_none() {
         return;
     }
     // The values are reference-counted: a clone lets the map change while they are read.
@@ -139,20 +152,22 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     } else if let Some(value) = first {
         remove_named(headers, &value);
     }
-    // At most one pass per distinct hop-by-hop name (there are seven).
-    while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
-        headers.remove(&name);
+    for name in found.iter().flatten() {
+        headers.remove(name);
     }
 }
 
 /// Removes the headers a `Connection` value names, except `Host`. A `&str` key is parsed on
 /// the stack: no `HeaderName` is built (and allocated, for a non-standard name) per token.
+/// A hop-by-hop name (`keep-alive`, the usual token) is passed over: the caller removes
+/// those anyway, without parsing and hashing the token.
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     let Ok(tokens) = connection.to_str() else {
         return;
     };
     for token in tokens.split(',').map(str::trim) {
-        if !token.eq_ignore_ascii_case(header::HOST.as_str()) {
+        let hop_by_hop = HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(token));
+        if !hop_by_hop && !token.eq_ignore_ascii_case(header::HOST.as_str()) {
             headers.remove(token);
         }
     }
@@ -878,7 +893,10 @@ mod tests {
     fn every_connection_field_is_honoured_whatever_the_case() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("a"));
-        h.append(header::CONNECTION, HeaderValue::from_static("X-One , HOST"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("X-One , HOST, Keep-Alive"),
+        );
         h.append(
             header::CONNECTION,
             HeaderValue::from_static("x-two,,bad name"),
@@ -889,6 +907,8 @@ mod tests {
             "x-kept",
             "te",
             "trailer",
+            "transfer-encoding",
+            "keep-alive",
             "proxy-connection",
         ] {
             h.insert(name, HeaderValue::from_static("1"));
