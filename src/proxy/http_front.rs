@@ -112,6 +112,9 @@ where
         .is_some_and(|alpn| alpn == b"h2")
         || h2c;
 
+    // Over TLS, hyper flattens a response head and body into its own buffer (one record, no
+    // allocation); the TLS stream's vectored write would gather them into a new one.
+    let writev = conn.tls.is_none();
     let verdict = Arc::new(FramingVerdict::default());
     let h1_buffer = max_header_bytes.max(MIN_H1_BUFFER);
     let io = FramingGuard::new(io, !h2, h1_buffer + 1024, verdict.clone());
@@ -164,6 +167,7 @@ where
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeouts.header_read)
                 .max_buf_size(h1_buffer)
+                .writev(writev)
                 .keep_alive(true);
             let mut io = ReleasableIo::new(io, idle);
             let mut service = service;
