@@ -595,6 +595,15 @@ mod tests {
         (tls, client)
     }
 
+    /// The client's error is the server's fatal alert `alert` (as rustls names it), not a
+    /// bare close.
+    fn assert_alert(client_error: &io::Error, alert: &str) {
+        assert!(
+            client_error.to_string().contains(alert),
+            "the client should have seen {alert}: {client_error}"
+        );
+    }
+
     /// Polls one read: `None` while it would wait.
     async fn read_now(tls: &mut ServerTls, buf: &mut [u8]) -> Option<io::Result<usize>> {
         poll_fn(|cx| {
@@ -709,10 +718,7 @@ mod tests {
             .await
             .expect("join")
             .expect_err("client fails too");
-        assert!(
-            client_error.to_string().contains("NoApplicationProtocol"),
-            "the client saw the alert: {client_error}"
-        );
+        assert_alert(&client_error, "NoApplicationProtocol");
     }
 
     #[tokio::test]
@@ -736,10 +742,7 @@ mod tests {
             .read(&mut buf)
             .await
             .expect_err("the client sees the alert, not a clean close");
-        assert!(
-            client_error.to_string().contains("BadRecordMac"),
-            "the client saw the alert: {client_error}"
-        );
+        assert_alert(&client_error, "BadRecordMac");
     }
 
     #[tokio::test]
