@@ -172,7 +172,7 @@ impl<'a> Intercept<'a> {
             Some(accept) => headers.insert(HeaderName::from_static("x-format"), accept),
             None => headers.remove("x-format"),
         };
-        headers.insert(HeaderName::from_static(X_REQUEST_ID), f.request_id.clone());
+        headers.insert(X_REQUEST_ID, f.request_id.clone());
         headers
     }
 }

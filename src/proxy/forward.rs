@@ -300,7 +300,6 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// The fields a forwarded request gains: the six forwarded headers and `X-Request-ID`.
 const ADDED_FIELDS: usize = 7;
-const REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 
 /// Writes the final forwarded values (the ones describing our hop replace whatever the
 /// client sent; no `X-Forwarded-Host` when there is no usable host).
@@ -575,7 +574,7 @@ pub(crate) async fn forward(
             .apply(&mut parts.headers, f.raw_host, trusted, proxies);
     }
     // After the hop-by-hop strip: a client's `Connection: x-request-id` cannot remove it.
-    parts.headers.insert(REQUEST_ID, f.request_id.clone());
+    parts.headers.insert(X_REQUEST_ID, f.request_id.clone());
     // The route's `request-headers` last: they replace whatever came before (never `Host`).
     f.policy.request_headers.apply(&mut parts.headers);
     if let Some(edits) = &f.policy.header_edits {

@@ -6,11 +6,11 @@
 //! as sent; otherwise a new one is made, 32 hexadecimal digits of 128 random bits (what
 //! nginx's `$request_id` looks like).
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// The header's name (a `&str`, as the other non-standard names of the proxy are spelled:
-/// a `HeaderName` constant would hold interior mutability).
-pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+/// The header's name, built at compile time: read on every request and written on every
+/// forwarded one, it is never parsed or validated again.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request ID of a request with `headers`: the client's first `X-Request-ID` when it is
 /// not empty (a clone of the received value: no copy), else [`generate`]d.
