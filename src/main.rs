@@ -8,6 +8,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -199,6 +200,10 @@ struct Common {
     /// (Kubernetes before 1.30). Counts toward the pod's termination grace period.
     #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_duration)]
     shutdown_delay: Duration,
+    /// Threads serving client connections, each with its own event loop; a connection stays
+    /// on the thread that accepted it (default: one per CPU this process may run on).
+    #[arg(long, value_name = "N")]
+    proxy_workers: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -227,6 +232,7 @@ impl Common {
             log_format: self.log_format.into(),
             shutdown_grace: self.shutdown_grace,
             shutdown_delay: self.shutdown_delay,
+            proxy_workers: self.proxy_workers.unwrap_or_else(available_cpus),
             public_ports: PublicPorts {
                 http: self.public_http_port,
                 https: self.public_https_port,
@@ -289,7 +295,9 @@ fn controller(args: &ControllerArgs) -> ExitCode {
 /// `available_parallelism` honours the CPU affinity mask (taskset, cpuset cgroups) and CFS
 /// quotas, so a pod limited to one CPU gets one worker instead of one per host core. With one
 /// CPU, the single-threaded scheduler: the same work without work-stealing bookkeeping
-/// (blocking work still goes to its pool).
+/// (blocking work still goes to its pool). This runtime runs the control plane, and the proxy
+/// when it has one worker; several proxy workers run on threads of their own
+/// (`proxy::serve_on_workers`).
 fn run_async<E>(future: impl std::future::Future<Output = Result<(), E>>) -> anyhow::Result<()>
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -297,7 +305,7 @@ where
     // Both commands run here stop on SIGINT/SIGTERM: held from before the runtime's threads
     // exist until their handlers are in place, so none is lost while they are installed.
     portcullis::runtime::hold_stop_signals().context("holding SIGINT and SIGTERM")?;
-    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = available_cpus().get();
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -312,6 +320,12 @@ where
         .context("starting the async runtime")?;
     runtime.block_on(future)?;
     Ok(())
+}
+
+/// The CPUs this process may run on: `available_parallelism` honours the CPU affinity mask
+/// (taskset, cpuset cgroups) and CFS quotas.
+fn available_cpus() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
 fn standalone(args: &StandaloneArgs) -> ExitCode {

@@ -205,7 +205,8 @@ pub(crate) async fn start(settings: Settings, feed: Feed) -> Result<Running, Run
     ctx.public_ports = settings.public_ports;
     ctx.clients = clients;
     let ctx = Arc::new(ctx);
-    let proxy = tokio::spawn(proxy::serve(
+    let proxy = tokio::spawn(proxy::serve_on_workers(
+        settings.proxy_workers,
         Listeners { http, https },
         table.clone(),
         ctx,

@@ -2,6 +2,7 @@
 //! and what the runtime needs ([`Settings`]).
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +67,9 @@ pub struct Settings {
     /// 80 → 8080, 443 → 8443). Used for redirect `Location`s and `X-Forwarded-Port`; `None`
     /// means the bound listener's port.
     pub public_ports: PublicPorts,
+    /// Threads that accept and serve client connections, each with its own single-threaded
+    /// runtime (`proxy::serve_on_workers`); 1 serves on the caller's runtime.
+    pub proxy_workers: NonZeroUsize,
 }
 
 /// Client-facing ports, when they differ from the ports we listen on.
@@ -89,6 +93,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             public_ports: PublicPorts::default(),
+            proxy_workers: NonZeroUsize::MIN,
         }
     }
 }

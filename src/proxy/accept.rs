@@ -9,18 +9,23 @@
 //! routed on the live table, loaded per request. Accept errors (EMFILE...) are logged and the loop backs off briefly; they never
 //! end it. On shutdown the loops stop accepting and `serve` returns once every connection task
 //! has finished.
+//!
+//! With several proxy workers (`serve_on_workers`, `--proxy-workers`), each worker thread runs
+//! both loops on the same listening sockets in a single-threaded runtime of its own, and a
+//! connection lives on the worker that accepted it.
 
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 
-use super::{ConnInfo, Listeners, ProxyContext, http_front, https_front};
+use super::{ConnInfo, Listeners, ProxyContext, http_front, https_front, pool};
 use crate::table::{RouteTable, TableHandle};
 use crate::telemetry::metrics::ConnectionMode;
 use crate::wire::prefixed_io::PrefixedIo;
@@ -39,7 +44,7 @@ enum Listener {
 
 /// Serves both listeners until `shutdown` turns true (or its sender is dropped), then stops
 /// accepting and returns once open connections have finished (the caller bounds that wait with
-/// its grace period).
+/// its grace period). Runs on the caller's runtime: one proxy worker.
 pub async fn serve(
     listeners: Listeners,
     table: TableHandle,
@@ -47,6 +52,103 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let tracker = Arc::new(Tracker::default());
+    accept_both(listeners, table, ctx, tracker, shutdown).await;
+    Ok(())
+}
+
+/// [`serve`] on `workers` threads, each with its own single-threaded runtime that accepts on
+/// both listeners (the same sockets: the kernel wakes the workers and one of them gets each
+/// connection) and runs the connections it accepted, with their upstream connections (see
+/// `pool::enter_worker`), to the end. Nothing a request touches moves between threads, so a
+/// request wakes no other thread, unlike with one work-stealing runtime; what the workers
+/// share (the table, TLS session state, limits, metrics) is behind atomics or uncontended locks.
+/// With one worker, [`serve`] itself. Dropping the returned future (the grace period is over)
+/// stops the workers and closes their connections.
+pub async fn serve_on_workers(
+    workers: NonZeroUsize,
+    listeners: Listeners,
+    table: TableHandle,
+    ctx: Arc<ProxyContext>,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    if workers.get() == 1 {
+        return serve(listeners, table, ctx, shutdown).await;
+    }
+    let tracker = Arc::new(Tracker::default());
+    let http = listeners.http.into_std()?;
+    let https = listeners.https.into_std()?;
+    let mut running = Vec::with_capacity(workers.get());
+    for index in 0..workers.get() {
+        let listeners = (http.try_clone()?, https.try_clone()?);
+        let (table, ctx, tracker, shutdown) = (
+            table.clone(),
+            ctx.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
+        // Dropped with this future: the worker then stops at once.
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (done, finished) = oneshot::channel::<io::Result<()>>();
+        let index = u16::try_from(index).unwrap_or(u16::MAX);
+        std::thread::Builder::new()
+            .name(format!("portcullis-proxy-{index}"))
+            .spawn(move || {
+                let result = run_worker(index, listeners, table, ctx, tracker, shutdown, stopped);
+                let _ = done.send(result);
+            })?;
+        running.push((stop, finished));
+    }
+    drop((http, https));
+    let mut result = Ok(());
+    for (stop, finished) in running {
+        // A worker that ended without a word (it panicked) failed.
+        let outcome = finished
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("a proxy worker stopped unexpectedly")));
+        result = result.and(outcome);
+        drop(stop);
+    }
+    result
+}
+
+/// One proxy worker: its runtime, serving until every connection has finished after shutdown,
+/// or until `stopped` (the caller gave up waiting).
+fn run_worker(
+    index: u16,
+    (http, https): (std::net::TcpListener, std::net::TcpListener),
+    table: TableHandle,
+    ctx: Arc<ProxyContext>,
+    tracker: Arc<Tracker>,
+    shutdown: watch::Receiver<bool>,
+    stopped: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    pool::enter_worker(index);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listeners = Listeners {
+            http: TcpListener::from_std(http)?,
+            https: TcpListener::from_std(https)?,
+        };
+        tokio::select! {
+            () = accept_both(listeners, table, ctx, tracker, shutdown) => {}
+            _ = stopped => {}
+        }
+        Ok(())
+    })
+    // Dropping the runtime drops what is left of its connections.
+}
+
+/// Accepts on both listeners until shutdown, then waits until `tracker` counts no open
+/// connection (over every worker: each keeps running its own until all are done).
+async fn accept_both(
+    listeners: Listeners,
+    table: TableHandle,
+    ctx: Arc<ProxyContext>,
+    tracker: Arc<Tracker>,
+    shutdown: watch::Receiver<bool>,
+) {
     tokio::join!(
         accept_loop(
             Listener::Http,
@@ -66,7 +168,6 @@ pub async fn serve(
         ),
     );
     tracker.wait_idle().await;
-    Ok(())
 }
 
 async fn accept_loop(

@@ -168,4 +168,4 @@ mod source_ranges;
 mod splice;
 mod wake_gate;
 
-pub use accept::serve;
+pub use accept::{serve, serve_on_workers};

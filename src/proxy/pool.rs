@@ -24,6 +24,12 @@
 //! request was in flight during the swap) or met at checkout is closed instead of kept. A pod
 //! that left the table gets no new request on an old connection, even if its address comes
 //! back later for another pod.
+//!
+//! With several proxy workers (`proxy::serve_on_workers`, one single-threaded runtime per
+//! thread), each worker reuses only the connections it opened: a connection's task runs on the
+//! runtime that opened it, and a request from another worker would wake that thread twice per
+//! request (request out, response in). The worker is part of the [`PoolKey`]; the limits are
+//! per worker.
 
 use std::collections::HashMap;
 use std::io;
@@ -81,11 +87,23 @@ impl Sender {
     }
 }
 
-/// Which connections are interchangeable: same endpoint, same TLS configuration.
+/// Which connections are interchangeable: same endpoint, same TLS configuration, opened on
+/// the same proxy worker.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 struct PoolKey {
     endpoint: SocketAddr,
     config: ConfigId,
+    worker: u16,
+}
+
+thread_local! {
+    /// The proxy worker this thread runs (0 outside the workers: one worker, tests).
+    static WORKER: std::cell::Cell<u16> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as proxy worker `index`: the connections it opens are pooled for it alone.
+pub(crate) fn enter_worker(index: u16) {
+    WORKER.with(|worker| worker.set(index));
 }
 
 /// Names a [`Connector`]: 0 is plain HTTP/1.1, 1 plain HTTP/2, every distinct [`BackendTls`]
@@ -224,6 +242,7 @@ impl Clients {
         let key = PoolKey {
             endpoint,
             config: connector.config,
+            worker: WORKER.with(std::cell::Cell::get),
         };
         let idle = if connector.http2 {
             self.take_shared(key, fresh).map(Sender::Http2)

@@ -13,6 +13,7 @@ mod http_connection;
 mod http_errors;
 mod idle_release;
 mod passthrough;
+mod proxy_workers;
 mod redirect;
 mod reencrypt;
 mod security;

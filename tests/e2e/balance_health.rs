@@ -174,7 +174,9 @@ async fn a_reused_connection_closed_by_the_backend_is_resent() {
             None,
         ),
     );
-    let proxy = Binary::start(m).await;
+    // One proxy worker: the POST below comes on a connection of its own and must meet the
+    // connection pooled by the GETs (each worker pools the upstream connections it opened).
+    let proxy = Binary::start_with(m, &["--proxy-workers", "1"]).await;
     let client = http_client();
     for i in 0..5 {
         let answer = get_backend(&client, proxy.http, HOST, &format!("/seq/{i}")).await;

@@ -5,6 +5,7 @@
 //!   with [`test_settings`].
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,13 +52,19 @@ impl Proxy {
     /// Starts `proxy::serve` on two fresh 127.0.0.1:0 listeners, serving `table`; redirects
     /// name the bound HTTPS port.
     pub async fn start(table: RouteTable) -> Proxy {
-        Proxy::start_inner(table, None).await
+        Proxy::start_inner(table, None, 1).await
+    }
+
+    /// Like [`Proxy::start`], on `workers` threads of its own (`proxy::serve_on_workers`, what
+    /// the binary runs with one worker per CPU).
+    pub async fn start_on_workers(table: RouteTable, workers: usize) -> Proxy {
+        Proxy::start_inner(table, None, workers).await
     }
 
     /// Like [`Proxy::start`], with redirects naming `https_port` (the public HTTPS port, as
     /// behind a Service that maps it onto our listener).
     pub async fn start_redirecting_to(table: RouteTable, https_port: u16) -> Proxy {
-        Proxy::start_inner(table, Some(https_port)).await
+        Proxy::start_inner(table, Some(https_port), 1).await
     }
 
     /// Serves one host, `/` routed to plain HTTP `endpoints` (default class settings): the
@@ -66,7 +73,7 @@ impl Proxy {
         Proxy::start(Tables::one(host, endpoints).build()).await
     }
 
-    async fn start_inner(table: RouteTable, https_port: Option<u16>) -> Proxy {
+    async fn start_inner(table: RouteTable, https_port: Option<u16>, workers: usize) -> Proxy {
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let https = TcpListener::bind("127.0.0.1:0").await.expect("bind https");
         let listeners = Listeners { http, https };
@@ -82,7 +89,15 @@ impl Proxy {
             rx.clone(),
         ));
         let handle: TableHandle = Arc::new(ArcSwap::from_pointee(table));
-        let task = tokio::spawn(proxy::serve(listeners, handle.clone(), ctx.clone(), rx));
+        // One worker is `proxy::serve` on this runtime.
+        let workers = NonZeroUsize::new(workers).unwrap_or(NonZeroUsize::MIN);
+        let task = tokio::spawn(proxy::serve_on_workers(
+            workers,
+            listeners,
+            handle.clone(),
+            ctx.clone(),
+            rx,
+        ));
         Proxy {
             http,
             https,
