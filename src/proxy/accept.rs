@@ -11,8 +11,9 @@
 //! has finished.
 //!
 //! With several proxy workers (`serve_on_workers`, `--proxy-workers`), each worker thread runs
-//! both loops on the same listening sockets in a single-threaded runtime of its own, and a
-//! connection lives on the worker that accepted it.
+//! both loops on the same listening sockets in a single-threaded runtime of its own; a
+//! connection lives on the worker that accepted it, or on the least loaded one, which it was
+//! handed to when the accepting worker ran more than one connection more (`Balance`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,8 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{ConnInfo, Listeners, ProxyContext, http_front, https_front, pool};
@@ -51,19 +53,26 @@ pub async fn serve(
     ctx: Arc<ProxyContext>,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let tracker = Arc::new(Tracker::default());
-    accept_both(listeners, table, ctx, tracker, shutdown).await;
+    let serving = Serving {
+        live: table,
+        ctx,
+        tracker: Arc::new(Tracker::default()),
+        seat: None,
+    };
+    serving.accept_both(listeners, shutdown).await;
     Ok(())
 }
 
 /// [`serve`] on `workers` threads, each with its own single-threaded runtime that accepts on
 /// both listeners (the same sockets: the kernel wakes the workers and one of them gets each
-/// connection) and runs the connections it accepted, with their upstream connections (see
+/// connection) and runs its connections, with their upstream connections (see
 /// `pool::enter_worker`), to the end. Nothing a request touches moves between threads, so a
 /// request wakes no other thread, unlike with one work-stealing runtime; what the workers
 /// share (the table, TLS session state, limits, metrics) is behind atomics or uncontended locks.
-/// With one worker, [`serve`] itself. Dropping the returned future (the grace period is over)
-/// stops the workers and closes their connections.
+/// A worker that runs more connections than another by more than one hands a connection it
+/// accepts to the least loaded one ([`Balance`]). With one worker, [`serve`] itself. Dropping
+/// the returned future (the grace period is over) stops the workers and closes their
+/// connections.
 pub async fn serve_on_workers(
     workers: NonZeroUsize,
     listeners: Listeners,
@@ -77,28 +86,40 @@ pub async fn serve_on_workers(
     let tracker = Arc::new(Tracker::default());
     let http = listeners.http.into_std()?;
     let https = listeners.https.into_std()?;
-    let mut running = Vec::with_capacity(workers.get());
-    for index in 0..workers.get() {
+    let count = u16::try_from(workers.get()).unwrap_or(u16::MAX);
+    let (inboxes, receivers): (Vec<_>, Vec<_>) =
+        (0..count).map(|_| mpsc::unbounded_channel()).unzip();
+    let balance = Arc::new(Balance {
+        load: (0..count)
+            .map(|worker| ctx.metrics.worker_connections(worker))
+            .collect(),
+        inboxes: inboxes.into(),
+    });
+    let mut running = Vec::with_capacity(receivers.len());
+    for (index, inbox) in (0..count).zip(receivers) {
         let listeners = (http.try_clone()?, https.try_clone()?);
-        let (table, ctx, tracker, shutdown) = (
-            table.clone(),
-            ctx.clone(),
-            tracker.clone(),
-            shutdown.clone(),
-        );
+        let serving = Serving {
+            live: table.clone(),
+            ctx: ctx.clone(),
+            tracker: tracker.clone(),
+            seat: Some(Seat {
+                balance: balance.clone(),
+                index,
+            }),
+        };
+        let shutdown = shutdown.clone();
         // Dropped with this future: the worker then stops at once.
         let (stop, stopped) = oneshot::channel::<()>();
         let (done, finished) = oneshot::channel::<io::Result<()>>();
-        let index = u16::try_from(index).unwrap_or(u16::MAX);
         std::thread::Builder::new()
             .name(format!("portcullis-proxy-{index}"))
             .spawn(move || {
-                let result = run_worker(index, listeners, table, ctx, tracker, shutdown, stopped);
+                let result = serving.run_worker(listeners, inbox, shutdown, stopped);
                 let _ = done.send(result);
             })?;
         running.push((stop, finished));
     }
-    drop((http, https));
+    drop((http, https, balance));
     let mut result = Ok(());
     for (stop, finished) in running {
         // A worker that ended without a word (it panicked) failed.
@@ -111,106 +132,227 @@ pub async fn serve_on_workers(
     result
 }
 
-/// One proxy worker: its runtime, serving until every connection has finished after shutdown,
-/// or until `stopped` (the caller gave up waiting).
-fn run_worker(
-    index: u16,
-    (http, https): (std::net::TcpListener, std::net::TcpListener),
-    table: TableHandle,
-    ctx: Arc<ProxyContext>,
-    tracker: Arc<Tracker>,
-    shutdown: watch::Receiver<bool>,
-    stopped: oneshot::Receiver<()>,
-) -> io::Result<()> {
-    pool::enter_worker(index);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listeners = Listeners {
-            http: TcpListener::from_std(http)?,
-            https: TcpListener::from_std(https)?,
-        };
-        tokio::select! {
-            () = accept_both(listeners, table, ctx, tracker, shutdown) => {}
-            _ = stopped => {}
-        }
-        Ok(())
-    })
-    // Dropping the runtime drops what is left of its connections.
-}
-
-/// Accepts on both listeners until shutdown, then waits until `tracker` counts no open
-/// connection (over every worker: each keeps running its own until all are done).
-async fn accept_both(
-    listeners: Listeners,
-    table: TableHandle,
-    ctx: Arc<ProxyContext>,
-    tracker: Arc<Tracker>,
-    shutdown: watch::Receiver<bool>,
-) {
-    tokio::join!(
-        accept_loop(
-            Listener::Http,
-            listeners.http,
-            table.clone(),
-            ctx.clone(),
-            tracker.clone(),
-            shutdown.clone(),
-        ),
-        accept_loop(
-            Listener::Https,
-            listeners.https,
-            table,
-            ctx,
-            tracker.clone(),
-            shutdown,
-        ),
-    );
-    tracker.wait_idle().await;
-}
-
-async fn accept_loop(
-    kind: Listener,
-    listener: TcpListener,
+/// What every accept loop of one worker shares.
+#[derive(Clone)]
+struct Serving {
     live: TableHandle,
     ctx: Arc<ProxyContext>,
     tracker: Arc<Tracker>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) if is_connection_error(&error) => {
-                tracing::debug!(%error, listener = ?kind, "accept: connection failed before accept");
-                continue;
+    /// `None` with one worker.
+    seat: Option<Seat>,
+}
+
+/// One of several proxy workers.
+#[derive(Clone)]
+struct Seat {
+    balance: Arc<Balance>,
+    index: u16,
+}
+
+/// How the workers share connections: how many each runs, and an inbox per worker for the
+/// connections another one accepted and handed over.
+struct Balance {
+    /// `portcullis_worker_connections`, per worker.
+    load: Box<[Gauge]>,
+    inboxes: Box<[mpsc::UnboundedSender<Handoff>]>,
+}
+
+impl Balance {
+    /// Where worker `from` should run a connection it accepted: itself, unless another worker
+    /// runs fewer connections by more than one. The counts are read without a lock: two
+    /// workers deciding at once may both pick the same one, which the next decisions correct.
+    fn worker_for(&self, from: u16) -> u16 {
+        let mine = self.load.get(usize::from(from)).map_or(0, Gauge::get);
+        let least = (0..)
+            .zip(self.load.iter().map(Gauge::get))
+            .min_by_key(|&(_, load)| load);
+        match least {
+            Some((worker, load)) if load + 1 < mine => worker,
+            _ => from,
+        }
+    }
+}
+
+/// A connection accepted and counted, to be served on a worker. `S` is tokio's `TcpStream`,
+/// or the std one while it moves between workers (out of the accepting worker's reactor, to
+/// be registered with the other's).
+struct Accepted<S> {
+    kind: Listener,
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    table: Arc<RouteTable>,
+    slot: Slot,
+}
+
+impl<S> Accepted<S> {
+    /// The same connection, its stream converted by `convert`.
+    fn convert<T>(self, convert: impl FnOnce(S) -> io::Result<T>) -> io::Result<Accepted<T>> {
+        Ok(Accepted {
+            kind: self.kind,
+            stream: convert(self.stream)?,
+            peer: self.peer,
+            local: self.local,
+            table: self.table,
+            slot: self.slot,
+        })
+    }
+}
+
+/// What a worker's inbox carries.
+type Handoff = Accepted<std::net::TcpStream>;
+
+impl Serving {
+    /// One proxy worker: its runtime, serving until every connection has finished after
+    /// shutdown, or until `stopped` (the caller gave up waiting).
+    fn run_worker(
+        self,
+        (http, https): (std::net::TcpListener, std::net::TcpListener),
+        inbox: mpsc::UnboundedReceiver<Handoff>,
+        shutdown: watch::Receiver<bool>,
+        stopped: oneshot::Receiver<()>,
+    ) -> io::Result<()> {
+        if let Some(seat) = &self.seat {
+            pool::enter_worker(seat.index);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let listeners = Listeners {
+                http: TcpListener::from_std(http)?,
+                https: TcpListener::from_std(https)?,
+            };
+            // Runs as long as the runtime: a connection handed over during the drain holds a
+            // slot, so every worker still waits for it.
+            tokio::spawn(self.clone().take_handoffs(inbox));
+            tokio::select! {
+                () = self.accept_both(listeners, shutdown) => {}
+                _ = stopped => {}
             }
+            Ok(())
+        })
+        // Dropping the runtime drops what is left of its connections.
+    }
+
+    /// Accepts on both listeners until shutdown, then waits until the tracker counts no open
+    /// connection (over every worker: each keeps running its own until all are done).
+    async fn accept_both(&self, listeners: Listeners, shutdown: watch::Receiver<bool>) {
+        tokio::join!(
+            self.accept_loop(Listener::Http, listeners.http, shutdown.clone()),
+            self.accept_loop(Listener::Https, listeners.https, shutdown),
+        );
+        self.tracker.wait_idle().await;
+    }
+
+    async fn accept_loop(
+        &self,
+        kind: Listener,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_connection_error(&error) => {
+                    tracing::debug!(%error, listener = ?kind, "accept: connection failed before accept");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, listener = ?kind, "accept failed; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let table = self.live.load_full();
+            let max = usize::try_from(table.class.limits.max_connections).unwrap_or(usize::MAX);
+            let Some(slot) = self.tracker.try_acquire(max) else {
+                self.ctx.metrics.connection_limited();
+                tracing::debug!(%peer, max, "connection limit reached; closing");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let local = stream
+                .local_addr()
+                .or_else(|_| listener.local_addr())
+                .unwrap_or(peer);
+            let mut accepted = Accepted {
+                kind,
+                stream,
+                peer,
+                local,
+                table,
+                slot,
+            };
+            if let Some(seat) = &self.seat {
+                let worker = seat.balance.worker_for(seat.index);
+                accepted.slot.runs_on(&seat.balance, worker);
+                if worker != seat.index {
+                    self.hand_over(seat, worker, accepted);
+                    continue;
+                }
+            }
+            self.start(accepted);
+        }
+        tracing::debug!(listener = ?kind, "stopped accepting");
+    }
+
+    /// Sends a connection to `worker`'s inbox; it is served here if that worker is gone.
+    fn hand_over(&self, seat: &Seat, worker: u16, accepted: Accepted<TcpStream>) {
+        let peer = accepted.peer;
+        let handoff = match accepted.convert(TcpStream::into_std) {
+            Ok(handoff) => handoff,
             Err(error) => {
-                tracing::warn!(%error, listener = ?kind, "accept failed; backing off");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
+                tracing::debug!(%peer, %error, "closing a connection that could not be handed over");
+                return;
             }
         };
-        let table = live.load_full();
-        let max = usize::try_from(table.class.limits.max_connections).unwrap_or(usize::MAX);
-        let Some(slot) = tracker.try_acquire(max) else {
-            ctx.metrics.connection_limited();
-            tracing::debug!(%peer, max, "connection limit reached; closing");
-            drop(stream);
-            continue;
+        let sent = match seat.balance.inboxes.get(usize::from(worker)) {
+            Some(inbox) => inbox.send(handoff).map_err(|back| back.0),
+            None => Err(handoff),
         };
-        let _ = stream.set_nodelay(true);
-        let local = stream
-            .local_addr()
-            .or_else(|_| listener.local_addr())
-            .unwrap_or(peer);
-        let ctx = ctx.clone();
-        let live = live.clone();
+        if let Err(mut back) = sent {
+            back.slot.runs_on(&seat.balance, seat.index);
+            self.take(back);
+        }
+    }
+
+    /// Serves the connections other workers hand to this one.
+    async fn take_handoffs(self, mut inbox: mpsc::UnboundedReceiver<Handoff>) {
+        while let Some(handoff) = inbox.recv().await {
+            self.take(handoff);
+        }
+    }
+
+    /// Registers a handed-over connection with this worker's reactor and serves it.
+    fn take(&self, handoff: Handoff) {
+        let peer = handoff.peer;
+        match handoff.convert(TcpStream::from_std) {
+            Ok(accepted) => self.start(accepted),
+            Err(error) => {
+                tracing::debug!(%peer, %error, "closing a connection handed over by another worker");
+            }
+        }
+    }
+
+    /// Spawns the connection's task on this worker's runtime.
+    fn start(&self, accepted: Accepted<TcpStream>) {
+        let Accepted {
+            kind,
+            stream,
+            peer,
+            local,
+            table,
+            slot,
+        } = accepted;
+        let ctx = self.ctx.clone();
+        let live = self.live.clone();
         tokio::spawn(async move {
             match kind {
                 Listener::Http => {
@@ -232,7 +374,6 @@ async fn accept_loop(
             }
         });
     }
-    tracing::debug!(listener = ?kind, "stopped accepting");
 }
 
 /// A :80 connection: the PROXY header from a trusted source (within `timeouts.header_read`),
@@ -339,8 +480,25 @@ struct Tracker {
     idle: Notify,
 }
 
-/// One open connection; dropping it (even while unwinding from a panic) frees the slot.
-struct Slot(Arc<Tracker>);
+/// One open connection; dropping it (even while unwinding from a panic) frees the slot, and
+/// its place in its worker's count.
+struct Slot {
+    tracker: Arc<Tracker>,
+    worker: Option<Gauge>,
+}
+
+impl Slot {
+    /// Counts the connection as run by `worker`.
+    fn runs_on(&mut self, balance: &Balance, worker: u16) {
+        let gauge = balance.load.get(usize::from(worker)).cloned();
+        if let Some(gauge) = &gauge {
+            gauge.inc();
+        }
+        if let Some(previous) = std::mem::replace(&mut self.worker, gauge) {
+            previous.dec();
+        }
+    }
+}
 
 impl Tracker {
     fn try_acquire(self: &Arc<Self>, max: usize) -> Option<Slot> {
@@ -349,7 +507,10 @@ impl Tracker {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(Arc::clone(self)))
+            .map(|_| Slot {
+                tracker: Arc::clone(self),
+                worker: None,
+            })
     }
 
     async fn wait_idle(&self) {
@@ -367,8 +528,11 @@ impl Tracker {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        if let Some(worker) = &self.worker {
+            worker.dec();
+        }
+        if self.tracker.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.tracker.idle.notify_waiters();
         }
     }
 }

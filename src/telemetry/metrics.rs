@@ -259,6 +259,12 @@ struct ConnectionLabels {
     host: String,
 }
 
+/// `worker`: the proxy worker's index (`--proxy-workers`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: u16,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CertificateLabels {
     host: String,
@@ -467,6 +473,7 @@ pub struct Metrics {
     connections_active: Family<ConnectionLabels, Gauge>,
     connections_parked: Gauge,
     connections_released: Counter,
+    worker_connections: Family<WorkerLabels, Gauge>,
     /// `notAfter` of each served certificate, and the series the last build set.
     certificate_expiry: Family<CertificateLabels, Gauge>,
     certificates_seen: Mutex<Vec<CertificateLabels>>,
@@ -556,6 +563,12 @@ impl Metrics {
             "connections_released",
             "Times an idle HTTP/1.1 client connection released its HTTP buffers (and was parked)",
             connections_released.clone(),
+        );
+        let worker_connections = Family::default();
+        registry.register(
+            "worker_connections",
+            "Client connections each proxy worker runs (with more than one worker)",
+            Clone::clone(&worker_connections),
         );
         let certificate_expiry = Family::default();
         registry.register_with_unit(
@@ -679,6 +692,7 @@ impl Metrics {
             http_upstream_duration,
             connections_active,
             connections_parked,
+            worker_connections,
             connections_released,
             certificate_expiry,
             certificates_seen: Mutex::new(Vec::new()),
@@ -714,6 +728,13 @@ impl Metrics {
 
     /// The gauges the rate limiter keeps its entry count and its capacity in (the metrics
     /// do not know the limiter: the proxy sets them).
+    /// The `portcullis_worker_connections` gauge of proxy worker `worker` (the accept loops
+    /// balance connections on it).
+    pub(crate) fn worker_connections(&self, worker: u16) -> Gauge {
+        self.worker_connections
+            .get_or_create_owned(&WorkerLabels { worker })
+    }
+
     pub(crate) fn rate_limit_gauges(&self) -> (Gauge, Gauge) {
         (
             self.rate_limit_entries.clone(),

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::support::backends;
+use crate::support::binary::metric_value;
 use crate::support::fixture::Tables;
 use crate::support::http::{Conn, Via};
 use crate::support::in_process::Proxy;
@@ -158,5 +159,55 @@ async fn giving_up_on_the_drain_stops_the_workers_and_frees_the_ports() {
         })
         .await,
         "the listening ports are still held after the workers were stopped"
+    );
+}
+
+/// `portcullis_worker_connections{worker="i"}` for each worker.
+fn per_worker(proxy: &Proxy) -> Vec<f64> {
+    let metrics = proxy.metrics.encode();
+    (0..WORKERS)
+        .map(|i| {
+            let series = format!("portcullis_worker_connections{{worker=\"{i}\"}}");
+            metric_value(&metrics, &series).unwrap_or(-1.0)
+        })
+        .collect()
+}
+
+/// Which worker's `accept` wins is a race the kernel and the scheduler decide; a worker that
+/// runs more connections than another by more than one hands the next one it accepts to the
+/// least loaded (HAProxy's threads share connections out the same way). The counts are what
+/// operators see in `portcullis_worker_connections`.
+#[tokio::test]
+async fn connections_are_shared_out_evenly_between_workers() {
+    let backend = backends::http("a").await;
+    let proxy =
+        Proxy::start_on_workers(Tables::one("a.example", &[backend.addr]).build(), WORKERS).await;
+    let mut open = Vec::new();
+    for _ in 0..60 {
+        let mut conn = Conn::plain(proxy.http).await;
+        // Answered: the connection is being served by its worker.
+        assert_eq!(conn.get("a.example", "/").await.unwrap().status, 200);
+        open.push(conn);
+    }
+    let counts = per_worker(&proxy);
+    assert_eq!(counts.iter().sum::<f64>(), 60.0, "{counts:?}");
+    let (least, most) = counts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &n| (lo.min(n), hi.max(n)));
+    assert!(most - least <= 2.0, "uneven: {counts:?}");
+
+    // Requests keep working on every connection, whichever worker took it over.
+    for conn in &mut open {
+        assert_eq!(conn.get("a.example", "/").await.unwrap().status, 200);
+    }
+    drop(open);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let counts = per_worker(&proxy);
+            async move { counts.iter().all(|&n| n == 0.0) }
+        })
+        .await,
+        "closed connections still counted: {:?}",
+        per_worker(&proxy)
     );
 }
