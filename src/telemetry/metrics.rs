@@ -726,8 +726,6 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
-    /// The gauges the rate limiter keeps its entry count and its capacity in (the metrics
-    /// do not know the limiter: the proxy sets them).
     /// The `portcullis_worker_connections` gauge of proxy worker `worker` (the accept loops
     /// balance connections on it).
     pub(crate) fn worker_connections(&self, worker: u16) -> Gauge {
@@ -735,6 +733,8 @@ impl Metrics {
             .get_or_create_owned(&WorkerLabels { worker })
     }
 
+    /// The gauges the rate limiter keeps its entry count and its capacity in (the metrics
+    /// do not know the limiter: the proxy sets them).
     pub(crate) fn rate_limit_gauges(&self) -> (Gauge, Gauge) {
         (
             self.rate_limit_entries.clone(),
