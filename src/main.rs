@@ -201,7 +201,8 @@ struct Common {
     #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_duration)]
     shutdown_delay: Duration,
     /// Threads serving client connections, each with its own event loop; a connection stays
-    /// on the thread that accepted it (default: one per CPU this process may run on).
+    /// on one thread, the least loaded when it arrives (default: one per CPU this process may
+    /// run on).
     #[arg(long, value_name = "N")]
     proxy_workers: Option<NonZeroUsize>,
 }

@@ -88,10 +88,10 @@ async fn every_connection_is_served_whichever_worker_accepts_it() {
 #[tokio::test]
 async fn shutdown_waits_for_connections_on_every_worker() {
     let backend = backends::delayed("slow", Duration::from_secs(2)).await;
-    let proxy =
+    let mut proxy =
         Proxy::start_on_workers(Tables::one("a.example", &[backend.addr]).build(), WORKERS).await;
-    // Requests in flight on several connections (so, most likely, several workers) when the
-    // drain starts: each gets its answer.
+    // Requests in flight on six connections, two per worker (they are shared out evenly), when
+    // the drain starts: each gets its answer.
     let mut in_flight = Vec::new();
     for _ in 0..6 {
         let mut conn = Conn::plain(proxy.http).await;
@@ -113,7 +113,6 @@ async fn shutdown_waits_for_connections_on_every_worker() {
     for request in in_flight {
         assert_eq!(request.await.expect("client task"), Ok(200));
     }
-    let mut proxy = proxy;
     let served = tokio::time::timeout(Duration::from_secs(5), &mut proxy.task)
         .await
         .expect("serve returns once the connections are done")
