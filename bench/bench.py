@@ -29,6 +29,8 @@ import urllib.request
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
+# Extra command-line arguments for Portcullis (--portcullis-args).
+PORTCULLIS_ARGS = []
 
 BACKEND_HTTP = 19080
 BACKEND_HTTPS = 19443
@@ -87,6 +89,7 @@ def backend_conf(d):
                 listen 127.0.0.1:{BACKEND_HTTPS} ssl;
                 ssl_certificate {d}/backend.crt; ssl_certificate_key {d}/backend.key;
                 location / {{ return 200 "ok\\n"; }}
+                location /bulk/ {{ root {d}/www; }}
             }}
         }}
     """)
@@ -373,7 +376,8 @@ def start_proxy(name, d, binary):
         proc = subprocess.Popen(pin + [binary, "standalone", "--manifests", m,
                                        "--http-addr", f"127.0.0.1:{p['http']}",
                                        "--https-addr", f"127.0.0.1:{p['terminate']}",
-                                       "--admin-addr", "127.0.0.1:18254", "--log-level", level],
+                                       "--admin-addr", "127.0.0.1:18254", "--log-level", level]
+                                + PORTCULLIS_ARGS,
                                 stdout=subprocess.DEVNULL, stderr=open(f"{d}/{name}.err", "w"))
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -464,10 +468,11 @@ def run_handshakes(url, pids, clients):
             "hs_per_core": done / cpu if cpu > 0 else float("nan"), "failed": clients - done}
 
 
-def idle_tls_memory(proxy, pids, ca, n):
-    """Memory per idle keep-alive TLS connection: open `n` TLS connections to the terminate
-    host, one request each (so each has done a full handshake and served HTTP), keep them
-    all open, and compare the proxy's RSS before and after. Returns KiB per connection."""
+def idle_tls_memory(proxy, pids, ca, n, mode="terminate"):
+    """Memory per idle keep-alive TLS connection: open `n` TLS connections to the `mode` host
+    (terminate or passthrough), one request each (so each has done a full handshake and served
+    HTTP), keep them all open, and compare the proxy's RSS before and after. Returns KiB per
+    connection."""
     import resource
     import socket
     import ssl
@@ -475,7 +480,7 @@ def idle_tls_memory(proxy, pids, ca, n):
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctx = ssl.create_default_context(cafile=ca)
     ctx.set_alpn_protocols(["http/1.1"])
-    host, port = HOSTS["terminate"], PORTS[proxy]["terminate"]
+    host, port = HOSTS[mode], PORTS[proxy][mode]
     req = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     before = rss_kib(pids)
     conns = []
@@ -502,11 +507,22 @@ def idle_tls_memory(proxy, pids, ca, n):
     return (after - before) / n, before, after
 
 
+# Jobs beyond the four keep-alive ones: (the mode whose host and port they use, the path). The
+# bulk job downloads a 1 MiB file through pass-through: it measures the byte path (copies or
+# splice(2)) rather than the per-message one; its "requests" are MiB.
+EXTRA_JOBS = {"passthrough-1m": ("passthrough", "/bulk/1m")}
+
+# Modes of the idle-connection memory test. A pass-through connection is the client's TLS
+# connection too, only the pod holds its TLS state.
+IDLE_MODES = ["terminate", "passthrough"]
+
+
 def url_for(proxy, job):
-    port = PORTS[proxy][job]
-    if job == "http":
-        return f"http://{HOSTS['terminate']}:{port}/"
-    return f"https://{HOSTS[job]}:{port}/"
+    mode, path = EXTRA_JOBS.get(job, (job, "/"))
+    port = PORTS[proxy][mode]
+    if mode == "http":
+        return f"http://{HOSTS['terminate']}:{port}{path}"
+    return f"https://{HOSTS[mode]}:{port}{path}"
 
 
 def median_spread(values):
@@ -533,7 +549,7 @@ def versions(binary):
 
 
 def main():
-    global PROXY_CPU, LOAD_CPU
+    global PROXY_CPU, LOAD_CPU, PORTCULLIS_ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--runs", type=int, default=3)
@@ -547,14 +563,18 @@ def main():
     ap.add_argument("--scale-binary", help="the bench_scale example (config-change and scale benchmarks)")
     ap.add_argument("--output", default="bench/RESULTS.md")
     ap.add_argument("--jobs", default="http,terminate,passthrough,reencrypt",
-                    help="subset of jobs to run (a quick look; RESULTS.md wants all four)")
+                    help="subset of jobs to run (a quick look; RESULTS.md wants all four); "
+                         "also passthrough-1m (1 MiB downloads through pass-through)")
     ap.add_argument("--handshakes", type=int, default=1, help="0 skips the full-handshake job")
     ap.add_argument("--proxy-cpus", default=PROXY_CPU,
                     help="CPUs the proxy may run on (taskset list); Portcullis runs one worker per CPU. "
                          "Two-core scaling: --proxy-cpus 0,1 --load-cpus 0,1 (the per-core figures "
                          "then say what a second worker costs; the load shares the cores)")
     ap.add_argument("--load-cpus", default=LOAD_CPU, help="CPUs of the backend and the load generators")
+    ap.add_argument("--portcullis-args", default="",
+                    help="extra arguments for Portcullis, e.g. --passthrough-splice")
     args = ap.parse_args()
+    PORTCULLIS_ARGS = args.portcullis_args.split()
     PROXY_CPU, LOAD_CPU = args.proxy_cpus, args.load_cpus
     binary = os.path.abspath(args.binary)
     proxies = args.proxies.split(",")
@@ -562,13 +582,20 @@ def main():
 
     d = tempfile.mkdtemp(prefix="portcullis-bench-")
     make_pki(d)
+    os.makedirs(f"{d}/www/bulk")
+    with open(f"{d}/www/bulk/1m", "wb") as f:
+        f.write(os.urandom(1 << 20))
+    # nginx's workers drop root: they read the bulk file as another user.
+    for path in [d, f"{d}/www", f"{d}/www/bulk"]:
+        os.chmod(path, 0o755)
+    os.chmod(f"{d}/www/bulk/1m", 0o644)
     with open(f"{d}/backend.conf", "w") as f:
         f.write(backend_conf(d))
     backend = subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-c", f"{d}/backend.conf", "-g", "daemon off;"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {p: {j: [] for j in jobs + ["handshake"]} for p in proxies}
     idle_rss = {p: [] for p in proxies}
-    conn_mem = {p: [] for p in proxies}
+    conn_mem = {p: {} for p in proxies}
     try:
         wait_port(BACKEND_HTTP)
         wait_port(BACKEND_HTTPS)
@@ -594,10 +621,18 @@ def main():
                           f"{h['hs_per_core']:>10,.0f} /core-s failed {h['failed']}", flush=True)
                     # Idle connections log nothing: measured once, with the access log off.
                     if args.idle_connections and run == 0 and proxy != "portcullis-log":
-                        per, before, after = idle_tls_memory(proxy, pids, f"{d}/ca.crt", args.idle_connections)
-                        conn_mem[proxy].append((per, before, after))
-                        print(f"run {run + 1} {proxy:10} idle TLS   {per:>10.1f} KiB/conn "
-                              f"(RSS {before:,} -> {after:,} KiB, {args.idle_connections} conns)", flush=True)
+                        for i, mode in enumerate(IDLE_MODES):
+                            if i > 0:
+                                # A fresh process: memory the last test's connections freed
+                                # would otherwise be reused and hide this test's.
+                                stop(proc)
+                                proc = start_proxy(proxy, d, binary)
+                                pids = pids_of(proc)
+                            per, before, after = idle_tls_memory(proxy, pids, f"{d}/ca.crt",
+                                                                 args.idle_connections, mode)
+                            conn_mem[proxy][mode] = (per, before, after)
+                            print(f"run {run + 1} {proxy:10} idle {mode:11} {per:>7.1f} KiB/conn "
+                                  f"(RSS {before:,} -> {after:,} KiB, {args.idle_connections} conns)", flush=True)
                 finally:
                     stop(proc)
     finally:
@@ -662,12 +697,15 @@ def main():
     if args.idle_connections:
         lines += [f"| memory per idle keep-alive TLS connection ({args.idle_connections} open, one request each) | "
                   + " | ".join(proxies) + " |",
-                  "|---|" + "---|" * len(proxies),
-                  "| KiB per connection (RSS after − before) ÷ connections | "
-                  + " | ".join(f"{conn_mem[p][0][0]:.1f}" if conn_mem[p] else "n/a" for p in proxies) + " |",
-                  "| RSS before → after (KiB) | "
-                  + " | ".join(f"{conn_mem[p][0][1]:,} → {conn_mem[p][0][2]:,}" if conn_mem[p] else "n/a"
-                               for p in proxies) + " |", ""]
+                  "|---|" + "---|" * len(proxies)]
+        for mode in IDLE_MODES:
+            lines += [f"| {mode}: KiB per connection (RSS after − before) ÷ connections | "
+                      + " | ".join(f"{conn_mem[p][mode][0]:.1f}" if mode in conn_mem[p] else "n/a"
+                                   for p in proxies) + " |",
+                      f"| {mode}: RSS before → after (KiB) | "
+                      + " | ".join(f"{conn_mem[p][mode][1]:,} → {conn_mem[p][mode][2]:,}"
+                                   if mode in conn_mem[p] else "n/a" for p in proxies) + " |"]
+        lines += [""]
     if args.scale_binary:
         for what in ["scale", "scale-heap", "change-internal", "change-file", "swap-load", "cluster-churn"]:
             print(f"bench_scale {what} ...", flush=True)

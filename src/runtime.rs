@@ -203,6 +203,7 @@ pub(crate) async fn start(settings: Settings, feed: Feed) -> Result<Running, Run
         shutdown_rx.clone(),
     );
     ctx.public_ports = settings.public_ports;
+    ctx.passthrough_splice = settings.passthrough_splice;
     ctx.clients = clients;
     let ctx = Arc::new(ctx);
     let proxy = tokio::spawn(proxy::serve_on_workers(

@@ -70,6 +70,9 @@ pub struct Settings {
     /// Threads that accept and serve client connections, each with its own single-threaded
     /// runtime (`proxy::serve_on_workers`); 1 serves on the caller's runtime.
     pub proxy_workers: NonZeroUsize,
+    /// Pass-through bulk transfers move with `splice(2)` (`proxy::tcp_tunnel`) instead of
+    /// being copied through the process.
+    pub passthrough_splice: bool,
 }
 
 /// Client-facing ports, when they differ from the ports we listen on.
@@ -94,6 +97,7 @@ impl Default for Settings {
             shutdown_delay: Duration::ZERO,
             public_ports: PublicPorts::default(),
             proxy_workers: NonZeroUsize::MIN,
+            passthrough_splice: false,
         }
     }
 }

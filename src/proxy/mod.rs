@@ -87,6 +87,8 @@ pub struct ProxyContext {
     pub(crate) public_ports: PublicPorts,
     /// Rate and connection limiter state, carried across table swaps (`rate_limit`).
     rate_limits: Arc<rate_limit::Limiter>,
+    /// Pass-through bulk transfers go through `splice(2)` (`--passthrough-splice`).
+    pub(crate) passthrough_splice: bool,
 }
 
 impl ProxyContext {
@@ -112,6 +114,7 @@ impl ProxyContext {
             shutdown,
             tls: TlsServerState::new(),
             public_ports: PublicPorts::default(),
+            passthrough_splice: false,
         }
     }
 
@@ -166,6 +169,7 @@ mod request_id;
 mod rewrite;
 mod source_ranges;
 mod splice;
+mod tcp_tunnel;
 mod wake_gate;
 
 pub use accept::{serve, serve_on_workers};

@@ -6,23 +6,26 @@
 //! 1. **pick and connect**: `balance::pick` an endpoint, connect within `timeouts.connect`; a
 //!    failed connect marks the endpoint failed and tries another (nothing was sent yet);
 //! 2. **replay**: the optional PROXY header, then the ClientHello bytes already read;
-//! 3. **splice** (`proxy::splice`, shared with websocket tunnels): copy both directions until
-//!    both are done, with half-close; an error on either side, or `timeouts.tunnel_idle` without
-//!    a byte either way, ends both;
+//! 3. **tunnel** (`proxy::tcp_tunnel`, by the rules of websocket tunnels): move both directions
+//!    until both are done, with half-close; an error on either side, or `timeouts.tunnel_idle`
+//!    without a byte either way, ends both. No buffer is held while the connection is idle;
+//!    with `--passthrough-splice`, bulk transfers go through `splice(2)`;
 //! 4. **log**: one `access_log::tcp` line and `metrics.tcp_connection` per connection.
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::splice::{self, End};
-use super::{ConnInfo, ProxyContext, balance, source_ranges};
+use super::splice::End;
+use super::{ConnInfo, ProxyContext, balance, source_ranges, tcp_tunnel};
 use crate::table::RouteTable;
 use crate::table::source_ranges::SourceRanges;
 use crate::table::upstream::Upstream;
 use crate::telemetry::access_log::{self, TcpLog};
+use crate::telemetry::metrics::TcpBytes;
 use crate::wire::prefixed_io::PrefixedIo;
 use crate::wire::proxy_protocol;
 
@@ -71,6 +74,8 @@ pub(crate) struct Summary {
     /// Bytes from the client, the replayed ClientHello included (the PROXY header is ours).
     bytes_from_client: u64,
     bytes_to_client: u64,
+    /// Of both, bytes moved with `splice(2)`.
+    zero_copy: u64,
     termination: Termination,
 }
 
@@ -90,7 +95,7 @@ pub(crate) async fn serve(
 ) -> Summary {
     let (hello, client) = client.into_parts();
     let summary = if source_ranges::admits_connection(sources, conn.client.ip()) {
-        run(client, &hello, conn, upstream, table, ctx).await
+        run(client, hello, conn, upstream, table, ctx).await
     } else {
         // Closed at once; the ClientHello goes nowhere.
         drop(client);
@@ -98,6 +103,7 @@ pub(crate) async fn serve(
             upstream: None,
             bytes_from_client: 0,
             bytes_to_client: 0,
+            zero_copy: 0,
             termination: Termination::Denied,
         }
     };
@@ -113,15 +119,18 @@ pub(crate) async fn serve(
     });
     ctx.metrics.tcp_connection(
         sni.unwrap_or_default(),
-        summary.bytes_from_client,
-        summary.bytes_to_client,
+        TcpBytes {
+            from_client: summary.bytes_from_client,
+            to_client: summary.bytes_to_client,
+            zero_copy: summary.zero_copy,
+        },
     );
     summary
 }
 
 async fn run(
     mut client: TcpStream,
-    hello: &[u8],
+    hello: Bytes,
     conn: &ConnInfo,
     upstream: &Upstream,
     table: &RouteTable,
@@ -131,6 +140,7 @@ async fn run(
         upstream: None,
         bytes_from_client: 0,
         bytes_to_client: 0,
+        zero_copy: 0,
         termination: Termination::NoEndpoint,
     };
     let Some((addr, mut server)) = connect(upstream, table, ctx, &mut summary).await else {
@@ -144,17 +154,23 @@ async fn run(
         Some(version) => proxy_protocol::encode(version, conn.client, conn.local),
         None => Vec::new(),
     };
-    first.extend_from_slice(hello);
-    if let Err(error) = server.write_all(&first).await {
+    first.extend_from_slice(&hello);
+    let replayed = hello.len() as u64;
+    // Neither is needed again: a connection that then idles for hours holds no copy of them.
+    drop(hello);
+    let written = server.write_all(&first).await;
+    drop(first);
+    if let Err(error) = written {
         tracing::debug!(%addr, %error, "pass-through: writing the ClientHello to the upstream");
         summary.termination = Termination::UpstreamReset;
         in_flight.failed();
         return summary;
     }
-    let spliced = splice::splice(
-        client.split(),
-        server.split(),
+    let spliced = tcp_tunnel::run(
+        &mut client,
+        &mut server,
         table.class.timeouts.tunnel_idle,
+        ctx.passthrough_splice,
     )
     .await;
     summary.termination = match spliced.end {
@@ -163,8 +179,9 @@ async fn run(
         End::UpstreamReset => Termination::UpstreamReset,
         End::IdleTimeout => Termination::IdleTimeout,
     };
-    summary.bytes_from_client = hello.len() as u64 + spliced.from_client;
+    summary.bytes_from_client = replayed + spliced.from_client;
     summary.bytes_to_client = spliced.to_client;
+    summary.zero_copy = spliced.zero_copy;
     if summary.termination == Termination::UpstreamReset {
         in_flight.failed();
     }

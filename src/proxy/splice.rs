@@ -1,5 +1,6 @@
-//! The byte tunnel shared by pass-through streams and upgraded (websocket) connections: once
-//! either is set up, the proxy only moves bytes, so both end by the same rules.
+//! The byte tunnel of upgraded (websocket) connections: once one is set up, the proxy only
+//! moves bytes. Pass-through's tunnel between two TCP sockets (`proxy::tcp_tunnel`) ends by the
+//! same rules, and shares `End`, `Spliced` and `Activity` with it.
 //!
 //! Both directions are copied until both are done. When one side ends its stream we shut down
 //! writing towards the other and keep the other direction open (half-close); an error on
@@ -35,13 +36,27 @@ pub(crate) struct Spliced {
     pub(crate) end: End,
     pub(crate) from_client: u64,
     pub(crate) to_client: u64,
+    /// Of those, bytes moved with `splice(2)`, never copied into the process (pass-through
+    /// only: `proxy::tcp_tunnel`).
+    pub(crate) zero_copy: u64,
 }
 
 /// Which side of a spliced pair failed.
 #[derive(Debug, Clone, Copy)]
-enum Fault {
+pub(super) enum Fault {
     Client,
     Upstream,
+}
+
+impl Fault {
+    /// How a tunnel ended, from what its two directions did: both done, or one side failed.
+    pub(super) fn end_of<T>(directions: Result<T, Fault>) -> End {
+        match directions {
+            Ok(_) => End::Closed,
+            Err(Fault::Client) => End::ClientReset,
+            Err(Fault::Upstream) => End::UpstreamReset,
+        }
+    }
 }
 
 /// Copies both directions until both streams ended, one side failed, or nothing moved for
@@ -79,17 +94,14 @@ where
         &activity,
     );
     let end = tokio::select! {
-        done = async { tokio::try_join!(upstream_bound, downstream) } => match done {
-            Ok(_) => End::Closed,
-            Err(Fault::Client) => End::ClientReset,
-            Err(Fault::Upstream) => End::UpstreamReset,
-        },
+        done = async { tokio::try_join!(upstream_bound, downstream) } => Fault::end_of(done),
         () = activity.idle_for(idle) => End::IdleTimeout,
     };
     Spliced {
         end,
         from_client: from_client.load(Ordering::Relaxed),
         to_client: to_client.load(Ordering::Relaxed),
+        zero_copy: 0,
     }
 }
 
@@ -127,26 +139,26 @@ where
 // === impl Activity ===
 
 /// When a byte last moved, in milliseconds since the splice started.
-struct Activity {
+pub(super) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Resolves once nothing has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
+    pub(super) async fn idle_for(&self, idle: Duration) {
         loop {
             let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let deadline = last + idle;
@@ -189,7 +201,8 @@ mod tests {
             Spliced {
                 end: End::Closed,
                 from_client: 5,
-                to_client: 6
+                to_client: 6,
+                zero_copy: 0,
             }
         );
     }

@@ -198,6 +198,15 @@ impl HandshakeResult {
     }
 }
 
+/// What one pass-through connection moved (`Metrics::tcp_connection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TcpBytes {
+    pub(crate) from_client: u64,
+    pub(crate) to_client: u64,
+    /// Of both, the bytes moved with `splice(2)`.
+    pub(crate) zero_copy: u64,
+}
+
 /// Severity as a label (the model's enum, encoded lower-case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct SeverityLabel(Severity);
@@ -479,6 +488,7 @@ pub struct Metrics {
     certificates_seen: Mutex<Vec<CertificateLabels>>,
     tcp_connections: Family<HostLabels, Counter>,
     tcp_bytes: Family<TcpBytesLabels, Counter>,
+    tcp_zero_copy_bytes: Counter,
     tls_handshakes: Family<HandshakeLabels, Counter>,
     client_hello_rejected: Family<RejectionLabels, Counter>,
     connections_limited: Counter,
@@ -602,6 +612,13 @@ impl Metrics {
             "Bytes spliced on pass-through connections, by virtual host and direction",
             Clone::clone(&tcp_bytes),
         );
+        let tcp_zero_copy_bytes = Counter::default();
+        registry.register(
+            "tcp_zero_copy_bytes",
+            "Of the pass-through bytes, those moved with splice(2) through a kernel pipe, never \
+             copied into the process (bulk transfers; both directions)",
+            Clone::clone(&tcp_zero_copy_bytes),
+        );
         let tls_handshakes = Family::default();
         registry.register(
             "tls_handshakes",
@@ -698,6 +715,7 @@ impl Metrics {
             certificates_seen: Mutex::new(Vec::new()),
             tcp_connections,
             tcp_bytes,
+            tcp_zero_copy_bytes,
             tls_handshakes,
             client_hello_rejected,
             connections_limited,
@@ -822,12 +840,13 @@ impl Metrics {
     }
 
     /// One TCP (pass-through) connection ended.
-    pub(crate) fn tcp_connection(&self, host: &str, bytes_from_client: u64, bytes_to_client: u64) {
-        self.tcp_connections
-            .get_or_create(&HostLabels {
-                host: host.to_string(),
-            })
-            .inc();
+    pub(crate) fn tcp_connection(&self, host: &str, bytes: TcpBytes) {
+        let TcpBytes {
+            from_client: bytes_from_client,
+            to_client: bytes_to_client,
+            zero_copy,
+        } = bytes;
+        self.tcp_zero_copy_bytes.inc_by(zero_copy);
         for (direction, bytes) in [
             (Direction::FromClient, bytes_from_client),
             (Direction::ToClient, bytes_to_client),
@@ -839,6 +858,13 @@ impl Metrics {
                 })
                 .inc_by(bytes);
         }
+        // Counted last: whoever reads the connection as ended (a scrape, the status page)
+        // also reads its bytes.
+        self.tcp_connections
+            .get_or_create(&HostLabels {
+                host: host.to_string(),
+            })
+            .inc();
     }
 
     /// A TLS handshake finished (ok or not) for a terminated/re-encrypted host: `host` as in
@@ -1147,7 +1173,14 @@ mod tests {
             503,
             Duration::from_millis(3),
         );
-        m.tcp_connection("p.example.com", 10, 20);
+        m.tcp_connection(
+            "p.example.com",
+            TcpBytes {
+                from_client: 10,
+                to_client: 20,
+                zero_copy: 16,
+            },
+        );
         m.handshake(Mode::Reencrypt, false, "r.example.com");
         m.hello_rejected(HelloRejection::TooLarge);
         m.connection_limited();
@@ -1160,6 +1193,7 @@ mod tests {
             r#"portcullis_tcp_connections_total{host="p.example.com"} 1"#,
             r#"portcullis_tcp_bytes_total{host="p.example.com",direction="from_client"} 10"#,
             r#"portcullis_tcp_bytes_total{host="p.example.com",direction="to_client"} 20"#,
+            "portcullis_tcp_zero_copy_bytes_total 16",
             r#"portcullis_tls_handshakes_total{mode="reencrypt",result="error",host="r.example.com"} 1"#,
             r#"portcullis_client_hello_rejected_total{reason="too_large"} 1"#,
             "portcullis_connections_limited_total 1",

@@ -143,6 +143,107 @@ async fn passthrough_splices_to_the_backend_tls() {
     );
 }
 
+const BULK: &str = "bulk.e2e.test";
+
+/// Bulk transfers either way arrive byte for byte, copied by default and through `splice(2)`
+/// (zero copy) with `--passthrough-splice` (README "Data plane",
+/// `portcullis_tcp_zero_copy_bytes_total`), where small messages stay copies.
+#[tokio::test]
+async fn bulk_transfers_arrive_intact_copied_or_spliced() {
+    let backend_ca = Ca::new("e2e backend ca");
+    let backend = backends::tls("bulk", &backend_ca.leaf(&[BULK]), TlsOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = manifests::write_pem(dir.path(), "backend-ca.pem", &backend_ca.cert_pem);
+    let m = dir.path().join("manifests");
+    std::fs::create_dir(&m).unwrap();
+    manifests::write(&m, "class.yaml", &ingress_class());
+    manifests::write(&m, "svc.yaml", &service("bulk", &[backend.addr.port()]));
+    manifests::write(
+        &m,
+        "bulk.yaml",
+        &ingress(
+            "bulk",
+            BULK,
+            "bulk",
+            &[("portcullis.io/tls-mode", "passthrough")],
+            None,
+        ),
+    );
+    let spliced = "portcullis_tcp_zero_copy_bytes_total";
+
+    let copying = Binary::start(&m).await;
+    bulk_up_and_down(&copying, &backend, &ca_file).await;
+    assert_eq!(copying.metric(spliced).await, Some(0.0));
+    drop(copying);
+
+    let splicing = Binary::start_with(&m, &["--passthrough-splice"]).await;
+    bulk_up_and_down(&splicing, &backend, &ca_file).await;
+    // Most of the 6 MiB went through the pipe.
+    let moved = splicing.metric(spliced).await.unwrap_or_default();
+    assert!(
+        moved > f64::from(4u32 << 20),
+        "{spliced} = {moved} after 6 MiB of bulk transfers"
+    );
+}
+
+/// One small exchange (which splices nothing), then 3 MiB up and 3 MiB down through `proxy`'s
+/// pass-through host [`BULK`], each on its own connection; waits until the proxy has counted
+/// all three connections (their bytes are counted when they end).
+async fn bulk_up_and_down(proxy: &Binary, backend: &Backend, ca_file: &std::path::Path) {
+    let spliced = "portcullis_tcp_zero_copy_bytes_total";
+    let r = curl_https(BULK, proxy.https, "/small", ca_file, &["--http1.1"]).await;
+    assert_eq!((r.exit_code, r.status), (0, 200), "{r:?}");
+    assert!(
+        counted_connections(proxy, 1).await,
+        "the first connection was not counted:\n{}",
+        proxy.metrics().await
+    );
+    assert_eq!(proxy.metric(spliced).await, Some(0.0));
+
+    let upload = backends::bulk_body(3 << 20);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &upload).unwrap();
+    let data = format!("@{}", file.path().display());
+    let r = curl_https(
+        BULK,
+        proxy.https,
+        "/upload",
+        ca_file,
+        &["--http1.1", "--data-binary", &data],
+    )
+    .await;
+    assert_eq!((r.exit_code, r.status), (0, 200), "{}", r.stderr);
+    let seen = last_request(backend, "/upload");
+    assert!(
+        seen.body == upload.as_bytes(),
+        "the upload changed on its way: {} of {} bytes",
+        seen.body.len(),
+        upload.len()
+    );
+
+    let r = curl_https(BULK, proxy.https, "/bytes/3145728", ca_file, &["--http1.1"]).await;
+    assert_eq!((r.exit_code, r.status), (0, 200), "{}", r.stderr);
+    assert!(
+        r.body == backends::bulk_body(3 << 20),
+        "the download changed on its way: {} bytes",
+        r.body.len()
+    );
+    assert!(
+        counted_connections(proxy, 3).await,
+        "the bulk connections were not counted:\n{}",
+        proxy.metrics().await
+    );
+}
+
+/// Waits until `proxy` has counted `n` ended pass-through connections to [`BULK`].
+async fn counted_connections(proxy: &Binary, n: u32) -> bool {
+    let series = format!(r#"portcullis_tcp_connections_total{{host="{BULK}"}}"#);
+    crate::support::wait::wait_until(Duration::from_secs(5), || async {
+        proxy.metric(&series).await == Some(f64::from(n))
+    })
+    .await
+}
+
 fn last_request(backend: &Backend, uri: &str) -> backends::SeenRequest {
     backend
         .requests()

@@ -210,7 +210,10 @@ async fn serve_http<IO>(
                 sni: sni.clone(),
                 proxy,
             });
-            let text = format!("backend={name} path={uri} sni={}", sni.unwrap_or_default());
+            let text = match requested_bytes(&uri) {
+                Some(len) => bulk_body(len),
+                None => format!("backend={name} path={uri} sni={}", sni.unwrap_or_default()),
+            };
             let resp = Response::builder()
                 .status(chosen_status(&uri))
                 .header("x-backend", name)
@@ -223,6 +226,22 @@ async fn serve_http<IO>(
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
         .await;
+}
+
+/// `N` for a path `/bytes/N`: the echo backend then answers [`bulk_body`]`(N)` (up to 64 MiB),
+/// so a test can move a large body through the proxy.
+fn requested_bytes(uri: &str) -> Option<usize> {
+    uri.strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n <= 64 << 20)
+}
+
+/// `len` printable bytes that are not all the same, so a lost, repeated or reordered chunk
+/// shows in a comparison.
+pub fn bulk_body(len: usize) -> String {
+    (0..len)
+        .map(|i| char::from(b'a' + ((i / 7 + i / 4099) % 26) as u8))
+        .collect()
 }
 
 /// The status an echo backend answers for `uri`: `NNN` for a path `/status/NNN[/...]` (a code
