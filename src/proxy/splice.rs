@@ -1,6 +1,7 @@
 //! The byte tunnel of upgraded (websocket) connections: once one is set up, the proxy only
 //! moves bytes. Pass-through's tunnel between two TCP sockets (`proxy::tcp_tunnel`) ends by the
-//! same rules, and shares `End`, `Spliced` and `Activity` with it.
+//! same rules, and shares `End`, `Spliced`, `Activity` and the per-thread scratch buffer with
+//! it: neither holds a buffer while its connection waits.
 //!
 //! Both directions are copied until both are done. When one side ends its stream we shut down
 //! writing towards the other and keep the other direction open (half-close); an error on
@@ -8,14 +9,17 @@
 //! halves so a `TcpStream` can be split without a lock (`TcpStream::split`) while any other
 //! stream goes through `tokio::io::split`.
 
+use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-/// Copy buffer per direction.
-const BUFFER: usize = 16 * 1024;
+/// The scratch buffer's size: one read's worth.
+pub(super) const SCRATCH: usize = 16 * 1024;
 
 /// How a splice ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +110,10 @@ where
 }
 
 /// Copies `reader` to `writer` until end of stream, then shuts `writer` down (half-close).
-/// `sides` names who is at fault when reading or writing fails.
+/// `sides` names who is at fault when reading or writing fails. Holds no buffer while it waits
+/// for bytes: a read goes into the thread's scratch buffer and is written on in the same poll;
+/// only what the writer will not take yet is copied out, until it does (a websocket may idle
+/// for hours).
 async fn copy_half<R, W>(
     reader: &mut R,
     writer: &mut W,
@@ -119,21 +126,87 @@ where
     W: AsyncWrite + Unpin,
 {
     let (reader_fault, writer_fault) = sides;
-    let mut buf = vec![0u8; BUFFER];
     loop {
-        let n = reader.read(&mut buf).await.map_err(|_| reader_fault)?;
-        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
-            // The peer may already be gone entirely; that is not a failure of this direction.
-            let _ = writer.shutdown().await;
-            return Ok(());
+        let step = std::future::poll_fn(|cx| poll_copy(reader, writer, cx)).await;
+        let (written, left) = match step {
+            Step::End => {
+                // The peer may already be gone entirely; that is not a failure of this direction.
+                let _ = writer.shutdown().await;
+                return Ok(());
+            }
+            Step::ReadFailed => return Err(reader_fault),
+            Step::WriteFailed => return Err(writer_fault),
+            Step::Moved { written, left } => (written, left),
         };
-        writer.write_all(chunk).await.map_err(|_| writer_fault)?;
+        let mut moved = written;
+        if let Some(left) = left {
+            writer.write_all(&left).await.map_err(|_| writer_fault)?;
+            moved += left.len();
+        }
         // A TLS writer (a terminated client, a re-encrypted upstream) may hold the records
         // until flushed; a websocket message must not wait for the next one.
         writer.flush().await.map_err(|_| writer_fault)?;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+        counter.fetch_add(moved as u64, Ordering::Relaxed);
         activity.touch();
     }
+}
+
+/// What one read into the scratch buffer did.
+enum Step {
+    End,
+    ReadFailed,
+    WriteFailed,
+    /// `written` bytes went on at once; `left` waits for the writer.
+    Moved {
+        written: usize,
+        left: Option<Vec<u8>>,
+    },
+}
+
+/// Waits for `reader` to have bytes, reads them into the thread's scratch buffer and writes
+/// what `writer` takes now, all in one poll: the buffer is never held across an await.
+fn poll_copy<R, W>(reader: &mut R, writer: &mut W, cx: &mut Context<'_>) -> Poll<Step>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    with_scratch(|scratch| {
+        let mut buf = ReadBuf::new(scratch);
+        match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(Step::ReadFailed),
+            Poll::Ready(Ok(())) => {}
+        }
+        let read = buf.filled();
+        if read.is_empty() {
+            return Poll::Ready(Step::End);
+        }
+        let mut written = 0;
+        while let Some(rest) = read.get(written..).filter(|rest| !rest.is_empty()) {
+            match Pin::new(&mut *writer).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::WriteFailed),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Pending => break,
+            }
+        }
+        let left = read.get(written..).filter(|left| !left.is_empty());
+        Poll::Ready(Step::Moved {
+            written,
+            left: left.map(<[u8]>::to_vec),
+        })
+    })
+}
+
+thread_local! {
+    /// One read's buffer per thread, for both tunnels: a read is written on before the
+    /// thread does anything else.
+    static SCRATCH_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// Runs `f` on this thread's scratch buffer ([`SCRATCH`] bytes). `f` must not await: it runs
+/// within one poll.
+pub(super) fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH_BUFFER.with(|scratch| f(&mut scratch.borrow_mut()[..]))
 }
 
 // === impl Activity ===
@@ -173,7 +246,7 @@ impl Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{AsyncReadExt, duplex};
 
     #[tokio::test]
     async fn half_close_keeps_the_other_direction_and_counts_bytes() {
@@ -204,6 +277,65 @@ mod tests {
                 to_client: 6,
                 zero_copy: 0,
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn bulk_through_small_pipes_arrives_intact_both_ways() {
+        // 4 KiB duplex pipes: the tunnel's writes are taken a little at a time, so most reads
+        // leave bytes over for the writer (the left-over path), in both directions at once.
+        let (client, proxy_client) = duplex(4096);
+        let (proxy_upstream, upstream) = duplex(4096);
+        let spliced = tokio::spawn(splice(
+            tokio::io::split(proxy_client),
+            tokio::io::split(proxy_upstream),
+            Duration::from_secs(60),
+        ));
+        let up: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..(1u32 << 20) + 7).map(|i| (i % 241) as u8).collect();
+        let (sent_up, sent_down) = (up.clone(), down.clone());
+        let client_side = tokio::spawn(async move {
+            let (mut read, mut write) = tokio::io::split(client);
+            let writer = async move {
+                write.write_all(&sent_up).await.unwrap();
+                write.shutdown().await.unwrap();
+            };
+            let reader = async move {
+                let mut got = Vec::new();
+                read.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            tokio::join!(writer, reader).1
+        });
+        let (mut read, mut write) = tokio::io::split(upstream);
+        let writer = async move {
+            write.write_all(&sent_down).await.unwrap();
+            write.shutdown().await.unwrap();
+        };
+        let reader = async move {
+            let mut got = Vec::new();
+            read.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let got_up = tokio::join!(writer, reader).1;
+        assert!(
+            got_up == up,
+            "upstream got {} of {} bytes, or changed",
+            got_up.len(),
+            up.len()
+        );
+        let got_down = client_side.await.unwrap();
+        assert!(
+            got_down == down,
+            "client got {} of {} bytes, or changed",
+            got_down.len(),
+            down.len()
+        );
+        let spliced = spliced.await.unwrap();
+        assert_eq!(spliced.end, End::Closed);
+        assert_eq!(
+            (spliced.from_client, spliced.to_client),
+            (up.len() as u64, down.len() as u64)
         );
     }
 

@@ -1,11 +1,11 @@
 //! Pass-through's tunnel between two TCP sockets: the rules of `proxy::splice` (half-close,
-//! faults, idle timeout), with two things a generic byte copy cannot do.
+//! faults, idle timeout), with what only two sockets allow.
 //!
-//! - **No buffer while idle.** A direction waits for its socket to become readable holding
-//!   nothing, then reads into its worker thread's scratch buffer and writes at once; only bytes
-//!   the other socket would not take yet are copied into a buffer of their own, and only until
-//!   they are written. The generic copy holds 16 KiB per direction for the connection's life,
-//!   32 KiB per idle pass-through connection.
+//! - **No buffer while idle**, as in `proxy::splice`: a direction waits for its socket to
+//!   become readable holding nothing, then reads into its worker thread's scratch buffer and
+//!   writes at once; only bytes the other socket would not take yet are copied into a buffer of
+//!   their own, and only until they are written. Here the write is a `try_write` on the socket,
+//!   with no flush to wait for.
 //! - **Zero copy for bulk**, when asked (`--passthrough-splice`). A read that fills the
 //!   scratch buffer means more is waiting: the direction then moves bytes with `splice(2)`
 //!   through a kernel pipe (socket → pipe → socket, the pages change hands instead of being
@@ -16,7 +16,6 @@
 //!   about 15 % of its CPU per byte, but the machine as a whole spent the same, the receiving
 //!   side copying the pages anyway (docs/performance.md, "Issue 16, item 4").
 
-use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
@@ -28,10 +27,7 @@ use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
-use super::splice::{Activity, End, Fault, Spliced};
-
-/// The scratch buffer's size: one read's worth.
-const SCRATCH: usize = 16 * 1024;
+use super::splice::{Activity, End, Fault, SCRATCH, Spliced, with_scratch};
 
 /// One direction's two ends and who is at fault when each fails.
 struct Direction<'a> {
@@ -128,9 +124,8 @@ impl Direction<'_> {
     /// once to write them on. The read and the write happen in one poll: the buffer is
     /// never held across an await.
     fn poll_copy(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read, Fault>> {
-        SCRATCH_BUFFER.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let mut buf = ReadBuf::new(&mut scratch[..]);
+        with_scratch(|scratch| {
+            let mut buf = ReadBuf::new(scratch);
             // tokio's read marks the socket drained when a read comes back short, which
             // saves the `EAGAIN` read a `try_read` loop would make per message.
             match Pin::new(&mut self.from).poll_read(cx, &mut buf) {
@@ -215,11 +210,6 @@ impl Direction<'_> {
             self.activity.touch();
         }
     }
-}
-
-thread_local! {
-    /// One read's buffer per thread: a read is written on before the thread does anything else.
-    static SCRATCH_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
 use pipe::Pipe;
