@@ -71,11 +71,8 @@ impl Termination {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Summary {
     upstream: Option<SocketAddr>,
-    /// Bytes from the client, the replayed ClientHello included (the PROXY header is ours).
-    bytes_from_client: u64,
-    bytes_to_client: u64,
-    /// Of both, bytes moved with `splice(2)`.
-    zero_copy: u64,
+    /// Bytes from the client count the replayed ClientHello (the PROXY header is ours).
+    bytes: TcpBytes,
     termination: Termination,
 }
 
@@ -101,9 +98,7 @@ pub(crate) async fn serve(
         drop(client);
         Summary {
             upstream: None,
-            bytes_from_client: 0,
-            bytes_to_client: 0,
-            zero_copy: 0,
+            bytes: TcpBytes::default(),
             termination: Termination::Denied,
         }
     };
@@ -112,19 +107,13 @@ pub(crate) async fn serve(
         sni,
         service: Some(&upstream.service),
         upstream: summary.upstream,
-        bytes_in: summary.bytes_from_client,
-        bytes_out: summary.bytes_to_client,
+        bytes_in: summary.bytes.from_client,
+        bytes_out: summary.bytes.to_client,
         duration: started.elapsed(),
         termination: summary.termination.as_str(),
     });
-    ctx.metrics.tcp_connection(
-        sni.unwrap_or_default(),
-        TcpBytes {
-            from_client: summary.bytes_from_client,
-            to_client: summary.bytes_to_client,
-            zero_copy: summary.zero_copy,
-        },
-    );
+    ctx.metrics
+        .tcp_connection(sni.unwrap_or_default(), summary.bytes);
     summary
 }
 
@@ -138,9 +127,7 @@ async fn run(
 ) -> Summary {
     let mut summary = Summary {
         upstream: None,
-        bytes_from_client: 0,
-        bytes_to_client: 0,
-        zero_copy: 0,
+        bytes: TcpBytes::default(),
         termination: Termination::NoEndpoint,
     };
     let Some((addr, mut server)) = connect(upstream, table, ctx, &mut summary).await else {
@@ -179,13 +166,15 @@ async fn run(
         End::UpstreamReset => Termination::UpstreamReset,
         End::IdleTimeout => Termination::IdleTimeout,
     };
-    summary.bytes_from_client = replayed + spliced.from_client;
-    summary.bytes_to_client = spliced.to_client;
-    summary.zero_copy = spliced.zero_copy;
+    summary.bytes = TcpBytes {
+        from_client: replayed + spliced.from_client,
+        to_client: spliced.to_client,
+        zero_copy: spliced.zero_copy,
+    };
     if summary.termination == Termination::UpstreamReset {
         in_flight.failed();
     }
-    in_flight.finish(summary.bytes_from_client, summary.bytes_to_client);
+    in_flight.finish(summary.bytes.from_client, summary.bytes.to_client);
     summary
 }
 

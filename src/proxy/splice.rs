@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 /// The scratch buffer's size: one read's worth.
-pub(super) const SCRATCH: usize = 16 * 1024;
+const SCRATCH: usize = 16 * 1024;
 
 /// How a splice ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +136,7 @@ where
             }
             Step::ReadFailed => return Err(reader_fault),
             Step::WriteFailed => return Err(writer_fault),
-            Step::Moved { written, left } => (written, left),
+            Step::Moved { written, left, .. } => (written, left),
         };
         let mut moved = written;
         if let Some(left) = left {
@@ -152,20 +152,23 @@ where
 }
 
 /// What one read into the scratch buffer did.
-enum Step {
+pub(super) enum Step {
     End,
     ReadFailed,
     WriteFailed,
-    /// `written` bytes went on at once; `left` waits for the writer.
+    /// `written` bytes went on at once; `left` waits for the writer. `filled`: the read
+    /// filled the scratch buffer, so more is likely waiting (a bulk transfer).
     Moved {
+        filled: bool,
         written: usize,
         left: Option<Vec<u8>>,
     },
 }
 
 /// Waits for `reader` to have bytes, reads them into the thread's scratch buffer and writes
-/// what `writer` takes now, all in one poll: the buffer is never held across an await.
-fn poll_copy<R, W>(reader: &mut R, writer: &mut W, cx: &mut Context<'_>) -> Poll<Step>
+/// what `writer` takes now, all in one poll: the buffer is never held across an await, so a
+/// tunnel holds none while it waits. Shared by both tunnels (`proxy::tcp_tunnel`).
+pub(super) fn poll_copy<R, W>(reader: &mut R, writer: &mut W, cx: &mut Context<'_>) -> Poll<Step>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -191,6 +194,7 @@ where
         }
         let left = read.get(written..).filter(|left| !left.is_empty());
         Poll::Ready(Step::Moved {
+            filled: read.len() == SCRATCH,
             written,
             left: left.map(<[u8]>::to_vec),
         })
@@ -198,14 +202,14 @@ where
 }
 
 thread_local! {
-    /// One read's buffer per thread, for both tunnels: a read is written on before the
-    /// thread does anything else.
+    /// One read's buffer per thread, for both tunnels (both copy through `poll_copy`): a read
+    /// is written on before the thread does anything else.
     static SCRATCH_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
 /// Runs `f` on this thread's scratch buffer ([`SCRATCH`] bytes). `f` must not await: it runs
 /// within one poll.
-pub(super) fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
     SCRATCH_BUFFER.with(|scratch| f(&mut scratch.borrow_mut()[..]))
 }
 

@@ -1,11 +1,11 @@
 //! Pass-through's tunnel between two TCP sockets: the rules of `proxy::splice` (half-close,
 //! faults, idle timeout), with what only two sockets allow.
 //!
-//! - **No buffer while idle**, as in `proxy::splice`: a direction waits for its socket to
-//!   become readable holding nothing, then reads into its worker thread's scratch buffer and
-//!   writes at once; only bytes the other socket would not take yet are copied into a buffer of
-//!   their own, and only until they are written. Here the write is a `try_write` on the socket,
-//!   with no flush to wait for.
+//! - **No buffer while idle**, copying as `proxy::splice` does (`splice::poll_copy`): a
+//!   direction waits for its socket to become readable holding nothing, then reads into its
+//!   worker thread's scratch buffer and writes at once; only bytes the other socket would not
+//!   take yet are copied into a buffer of their own, and only until they are written. Here
+//!   there is no flush to wait for.
 //! - **Zero copy for bulk**, when asked (`--passthrough-splice`). A read that fills the
 //!   scratch buffer means more is waiting: the direction then moves bytes with `splice(2)`
 //!   through a kernel pipe (socket → pipe → socket, the pages change hands instead of being
@@ -18,16 +18,14 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, Interest, ReadBuf};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
-use super::splice::{Activity, End, Fault, SCRATCH, Spliced, with_scratch};
+use super::splice::{Activity, End, Fault, Spliced, Step, poll_copy};
 
 /// One direction's two ends and who is at fault when each fails.
 struct Direction<'a> {
@@ -90,24 +88,26 @@ pub(crate) async fn run(
     }
 }
 
-/// What one read into the scratch buffer did.
-enum Read {
-    /// The peer ended its stream.
-    End,
-    /// Bytes read and written on; `filled` when they filled the scratch buffer (more is
-    /// likely waiting), `left` what the other side would not take yet.
-    Moved { filled: bool, left: Option<Vec<u8>> },
-}
-
 impl Direction<'_> {
     /// Moves bytes until `from` ends, then shuts `to` down for writing (half-close).
     async fn relay(mut self) -> Result<(), Fault> {
         loop {
-            match std::future::poll_fn(|cx| self.poll_copy(cx)).await? {
-                Read::End => break,
-                Read::Moved { filled, left } => {
+            // tokio's read on the half marks the socket drained when a read comes back short,
+            // which saves the `EAGAIN` read a `try_read` loop would make per message.
+            let step = std::future::poll_fn(|cx| poll_copy(&mut self.from, &mut self.to, cx));
+            match step.await {
+                Step::End => break,
+                Step::ReadFailed => return Err(self.from_fault),
+                Step::WriteFailed => return Err(self.to_fault),
+                Step::Moved {
+                    filled,
+                    written,
+                    left,
+                } => {
+                    self.moved(written);
                     if let Some(left) = left {
-                        self.write_all(&left).await?;
+                        self.to.write_all(&left).await.map_err(|_| self.to_fault)?;
+                        self.moved(left.len());
                     }
                     if filled && self.splice && self.splice_until_drained().await? {
                         break;
@@ -117,53 +117,6 @@ impl Direction<'_> {
         }
         // The peer may already be gone entirely; that is not a failure of this direction.
         let _ = socket2::SockRef::from(self.to.as_ref()).shutdown(Shutdown::Write);
-        Ok(())
-    }
-
-    /// Waits for `from` to have bytes, reads them into the thread's scratch buffer and tries
-    /// once to write them on. The read and the write happen in one poll: the buffer is
-    /// never held across an await.
-    fn poll_copy(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read, Fault>> {
-        with_scratch(|scratch| {
-            let mut buf = ReadBuf::new(scratch);
-            // tokio's read marks the socket drained when a read comes back short, which
-            // saves the `EAGAIN` read a `try_read` loop would make per message.
-            match Pin::new(&mut self.from).poll_read(cx, &mut buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(self.from_fault)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let read = buf.filled();
-            if read.is_empty() {
-                return Poll::Ready(Ok(Read::End));
-            }
-            let written = match self.to.try_write(read) {
-                Ok(written) => written,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(_) => return Poll::Ready(Err(self.to_fault)),
-            };
-            self.moved(written);
-            let left = read.get(written..).filter(|left| !left.is_empty());
-            Poll::Ready(Ok(Read::Moved {
-                filled: read.len() == SCRATCH,
-                left: left.map(<[u8]>::to_vec),
-            }))
-        })
-    }
-
-    /// Writes `bytes` to `to` as it takes them.
-    async fn write_all(&self, mut bytes: &[u8]) -> Result<(), Fault> {
-        while !bytes.is_empty() {
-            self.to.writable().await.map_err(|_| self.to_fault)?;
-            match self.to.try_write(bytes) {
-                Ok(n) => {
-                    self.moved(n);
-                    bytes = bytes.get(n..).unwrap_or_default();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Err(self.to_fault),
-            }
-        }
         Ok(())
     }
 
@@ -179,7 +132,10 @@ impl Direction<'_> {
             // The pipe is empty here, so `WouldBlock` can only mean the socket is: `try_io`
             // then marks it drained, and the next read waits for more.
             let mut in_pipe = match from.try_io(Interest::READABLE, || pipe.fill(from)) {
-                Ok(0) => return Ok(true),
+                Ok(0) => {
+                    pipe.give_back();
+                    return Ok(true);
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     pipe.give_back();

@@ -199,7 +199,7 @@ impl HandshakeResult {
 }
 
 /// What one pass-through connection moved (`Metrics::tcp_connection`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TcpBytes {
     pub(crate) from_client: u64,
     pub(crate) to_client: u64,
