@@ -154,19 +154,19 @@ pub(crate) fn http(line: &HttpLog<'_>) {
 fn write_http(out: &mut String, format: AccessFormat, line: &HttpLog<'_>) {
     let tls = line.tls.as_ref();
     let mut l = AccessLine::start(out, format, TARGET);
-    l.str(key!("kind"), Some("http"));
+    l.label(key!("kind"), Some("http"));
     l.addr(key!("client"), Some(line.client));
     l.str(key!("host"), line.host);
     l.str(key!("method"), Some(line.method));
     l.str(key!("path"), Some(line.path));
-    l.str(key!("protocol"), Some(line.protocol));
+    l.label(key!("protocol"), Some(line.protocol));
     l.u64(key!("status"), Some(u64::from(line.status)));
     l.u64(key!("bytes_in"), Some(line.bytes_in));
     l.u64(key!("bytes_out"), Some(line.bytes_out));
-    l.str(key!("mode"), Some(line.mode));
+    l.label(key!("mode"), Some(line.mode));
     l.str(key!("sni"), tls.and_then(|t| t.sni));
-    l.str(key!("tls_version"), tls.and_then(|t| t.version));
-    l.str(key!("tls_cipher"), tls.and_then(|t| t.cipher));
+    l.label(key!("tls_version"), tls.and_then(|t| t.version));
+    l.label(key!("tls_cipher"), tls.and_then(|t| t.cipher));
     match line.ingress {
         Some(ObjectRef {
             namespace: Some(namespace),
@@ -181,7 +181,7 @@ fn write_http(out: &mut String, format: AccessFormat, line: &HttpLog<'_>) {
     l.u64(key!("upstream_status"), line.upstream_status.map(u64::from));
     l.millis(key!("upstream_ms"), line.upstream_time);
     l.millis(key!("total_ms"), Some(line.total_time));
-    l.str(key!("error"), line.error);
+    l.label(key!("error"), line.error);
     l.str(key!("request_id"), line.request_id);
     l.str(key!("user_agent"), line.user_agent);
     l.str(key!("referer"), line.referer);
@@ -195,10 +195,7 @@ fn service(l: &mut AccessLine<'_>, service: Option<&ServiceRef>) {
     };
     let mut digits = Digits::default();
     let (sign, port) = match &service.port {
-        ServicePortRef::Number(n) => (
-            if *n < 0 { "-" } else { "" },
-            digits.of(u64::from(n.unsigned_abs())),
-        ),
+        ServicePortRef::Number(n) => (if *n < 0 { "-" } else { "" }, digits.of(n.unsigned_abs())),
         ServicePortRef::Name(name) => ("", name.as_str()),
     };
     l.name(
@@ -214,7 +211,7 @@ pub(crate) fn tcp(line: &TcpLog<'_>) {
     }
     log_sink::access_line(|out, format| {
         let mut l = AccessLine::start(out, format, TARGET);
-        l.str(key!("kind"), Some("tcp"));
+        l.label(key!("kind"), Some("tcp"));
         l.addr(key!("client"), Some(line.client));
         l.str(key!("sni"), line.sni);
         service(&mut l, line.service);
@@ -222,7 +219,7 @@ pub(crate) fn tcp(line: &TcpLog<'_>) {
         l.u64(key!("bytes_in"), Some(line.bytes_in));
         l.u64(key!("bytes_out"), Some(line.bytes_out));
         l.millis(key!("duration_ms"), Some(line.duration));
-        l.str(key!("termination"), Some(line.termination));
+        l.label(key!("termination"), Some(line.termination));
         l.end();
     });
 }

@@ -31,12 +31,15 @@ pub enum AccessFormat {
     Json,
 }
 
-/// A field's name as each spelling writes it before the value (`,"name":` and ` name=`), made
-/// at compile time by [`key!`](crate::telemetry::log_format::key) so a field costs one append.
+/// A field's name as each spelling writes it before the value (`,"name":` and ` name=`), and
+/// before a quoted value (with the opening quote), made at compile time by
+/// [`key!`](crate::telemetry::log_format::key) so a field costs one append.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Key {
     pub(crate) json: &'static str,
     pub(crate) text: &'static str,
+    pub(crate) json_quoted: &'static str,
+    pub(crate) text_quoted: &'static str,
 }
 
 /// The [`Key`] of a field name (a Rust identifier: nothing to escape).
@@ -45,6 +48,8 @@ macro_rules! key {
         $crate::telemetry::log_format::Key {
             json: concat!(",\"", $name, "\":"),
             text: concat!(" ", $name, "="),
+            json_quoted: concat!(",\"", $name, "\":\""),
+            text_quoted: concat!(" ", $name, "=\""),
         }
     };
 }
@@ -61,6 +66,8 @@ impl<'a> AccessLine<'a> {
     /// The prefix tracing-subscriber's format would write for an INFO event of `target`.
     pub(crate) fn start(out: &'a mut String, format: AccessFormat, target: &str) -> Self {
         let json = format == AccessFormat::Json;
+        // A line is ~300-600 bytes: grown once here rather than by the appends.
+        out.reserve(LINE_RESERVE);
         if json {
             out.push_str("{\"timestamp\":\"");
             write_timestamp(out);
@@ -86,27 +93,50 @@ impl<'a> AccessLine<'a> {
             .push_str(if self.json { key.json } else { key.text });
     }
 
+    /// The key and the value's opening quote.
+    fn key_quoted(&mut self, key: Key) {
+        self.out.push_str(if self.json {
+            key.json_quoted
+        } else {
+            key.text_quoted
+        });
+    }
+
     fn missing(&mut self) {
         self.out.push_str(if self.json { "null" } else { "-" });
     }
 
+    /// A label of ours (`http`, `TLSv1.3`, an error's name): quoted in both formats, and
+    /// known to need no escaping in either, so not scanned for it.
+    pub(crate) fn label(&mut self, key: Key, value: Option<&'static str>) {
+        let Some(value) = value else {
+            self.key(key);
+            return self.missing();
+        };
+        debug_assert!(debug_verbatim(value), "{value:?} needs escaping");
+        self.key_quoted(key);
+        self.out.push_str(value);
+        self.out.push('"');
+    }
+
     /// A string: quoted (and escaped) in both formats.
     pub(crate) fn str(&mut self, key: Key, value: Option<&str>) {
-        self.key(key);
         let Some(value) = value else {
+            self.key(key);
             return self.missing();
         };
         if self.json {
-            self.out.push('"');
+            self.key_quoted(key);
             // Writing to a `String` cannot fail.
             let _ = JsonEscaped(&mut *self.out).write_str(value);
             self.out.push('"');
         } else if debug_verbatim(value) {
             // What `{value:?}` writes, without its per-character escaping.
-            self.out.push('"');
+            self.key_quoted(key);
             self.out.push_str(value);
             self.out.push('"');
         } else {
+            self.key(key);
             let _ = write!(self.out, "{value:?}");
         }
     }
@@ -133,31 +163,37 @@ impl<'a> AccessLine<'a> {
     /// A socket address, as `Display` writes it: a string in JSON, bare in text. IPv4 without
     /// `core::fmt`.
     pub(crate) fn addr(&mut self, key: Key, value: Option<SocketAddr>) {
-        self.key(key);
         let Some(addr) = value else {
+            self.key(key);
             return self.missing();
         };
-        let quote = if self.json { "\"" } else { "" };
-        self.out.push_str(quote);
+        if self.json {
+            self.key_quoted(key);
+        } else {
+            self.key(key);
+        }
         match addr {
             SocketAddr::V4(v4) => {
                 let [a, b, c, d] = v4.ip().octets();
                 let mut digits = Digits::default();
-                for (i, octet) in [a, b, c, d].into_iter().enumerate() {
-                    if i > 0 {
-                        self.out.push('.');
-                    }
-                    self.out.push_str(digits.of(u64::from(octet)));
-                }
+                self.out.push_str(digits.of(a));
+                self.out.push('.');
+                self.out.push_str(digits.of(b));
+                self.out.push('.');
+                self.out.push_str(digits.of(c));
+                self.out.push('.');
+                self.out.push_str(digits.of(d));
                 self.out.push(':');
-                self.out.push_str(digits.of(u64::from(v4.port())));
+                self.out.push_str(digits.of(v4.port()));
             }
             // Nothing in an IPv6 socket address needs JSON escaping.
             SocketAddr::V6(v6) => {
                 let _ = write!(self.out, "{v6}");
             }
         }
-        self.out.push_str(quote);
+        if self.json {
+            self.out.push('"');
+        }
     }
 
     pub(crate) fn u64(&mut self, key: Key, value: Option<u64>) {
@@ -172,34 +208,32 @@ impl<'a> AccessLine<'a> {
     pub(crate) fn millis(&mut self, key: Key, value: Option<Duration>) {
         self.key(key);
         match value {
-            // Rounded to the nearest microsecond.
+            // Rounded to the nearest microsecond (in u64: `as_nanos` is a u128, whose
+            // division is a library call).
             Some(value) => write_thousandths(
                 &mut *self.out,
-                u64::try_from(value.as_nanos().saturating_add(500) / 1000).unwrap_or(u64::MAX),
+                value
+                    .as_secs()
+                    .saturating_mul(1_000_000)
+                    .saturating_add(u64::from((value.subsec_nanos() + 500) / 1000)),
             ),
             None => self.missing(),
         }
     }
 }
 
-/// Room for the decimal digits of a `u64`, written without `core::fmt`.
+/// Bytes reserved for a line before it is written.
+const LINE_RESERVE: usize = 640;
+
+/// Room for the decimal digits of an integer, written without `core::fmt` (`itoa`: two
+/// digits per step, no UTF-8 check of the result).
 #[derive(Default)]
-pub(crate) struct Digits([u8; 20]);
+pub(crate) struct Digits(itoa::Buffer);
 
 impl Digits {
     /// `{n}`.
-    pub(crate) fn of(&mut self, mut n: u64) -> &str {
-        let mut at = self.0.len();
-        loop {
-            at -= 1;
-            self.0[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        // Only ASCII digits were written.
-        std::str::from_utf8(&self.0[at..]).unwrap_or("0")
+    pub(crate) fn of(&mut self, n: impl itoa::Integer) -> &str {
+        self.0.format(n)
     }
 }
 
@@ -209,19 +243,25 @@ fn write_timestamp(out: &mut String) {
     let now = std::time::SystemTime::now();
     match now.duration_since(std::time::UNIX_EPOCH) {
         Ok(since) if since.as_secs() < YEAR_10000 => {
-            // The date and time of day change once a second: this thread's last spelling is
-            // reused within the same second, only the microseconds written anew.
-            let mut text = LAST_SECOND.with(|last| {
-                let (second, mut text) = last.get();
-                if second != since.as_secs() || text[0] == 0 {
+            // The date and time of day change once a second: this thread's last spelling up
+            // to the seconds' dot is reused within the same second, only the microseconds
+            // written anew.
+            LAST_SECOND.with_borrow_mut(|(second, prefix)| {
+                if *second != since.as_secs() || prefix.is_empty() {
+                    let mut text = [0u8; 27];
                     rfc3339_micros(since, &mut text);
-                    last.set((since.as_secs(), text));
+                    prefix.clear();
+                    // Only ASCII was written.
+                    prefix.push_str(std::str::from_utf8(&text[..20]).unwrap_or_default());
+                    *second = since.as_secs();
                 }
-                text
+                out.push_str(prefix);
             });
-            put_digits(&mut text, 20, 6, u64::from(since.subsec_micros()));
-            // Only ASCII was written.
-            out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+            let micros = since.subsec_micros();
+            for place in [100_000, 10_000, 1_000, 100, 10, 1] {
+                out.push(char::from(b'0' + (micros / place % 10) as u8));
+            }
+            out.push('Z');
         }
         // A clock before 1970 or after 9999: tracing-subscriber's own spelling.
         _ => {
@@ -231,9 +271,10 @@ fn write_timestamp(out: &mut String) {
 }
 
 thread_local! {
-    /// The second [`write_timestamp`] last spelled on this thread, and its spelling (all
-    /// zero bytes before the first).
-    static LAST_SECOND: std::cell::Cell<(u64, [u8; 27])> = const { std::cell::Cell::new((0, [0; 27])) };
+    /// The second [`write_timestamp`] last spelled on this thread, and its spelling up to and
+    /// with the dot before the microseconds (empty before the first).
+    static LAST_SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((0, String::new())) };
 }
 
 /// Writes `value`'s last `width` decimal digits at `out[at..at + width]`.
@@ -296,13 +337,75 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 
 /// Whether `{s:?}` is `s` between quotes: printable ASCII without `"` or `\\`.
 fn debug_verbatim(s: &str) -> bool {
-    s.bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    let bytes = s.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    // Eight bytes per step: the host, the path and the request ID are checked on every line.
+    let words_ok = words.by_ref().all(|word| {
+        let x = word_of(word);
+        x & HIGHS == 0
+            && !any_below(x, b' ')
+            && !any_equal(x, 0x7f)
+            && !any_equal(x, b'"')
+            && !any_equal(x, b'\\')
+    });
+    words_ok
+        && words
+            .remainder()
+            .iter()
+            .all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// Where the first byte JSON must escape (`"`, `\\`, a control character) is in `bytes`.
+fn first_json_escape(bytes: &[u8]) -> Option<usize> {
+    let needs = |b: u8| b == b'"' || b == b'\\' || b < b' ';
+    let mut words = bytes.chunks_exact(8);
+    for (i, word) in words.by_ref().enumerate() {
+        let x = word_of(word);
+        if any_below(x, b' ') || any_equal(x, b'"') || any_equal(x, b'\\') {
+            return word.iter().position(|&b| needs(b)).map(|at| i * 8 + at);
+        }
+    }
+    let done = bytes.len() - words.remainder().len();
+    words
+        .remainder()
+        .iter()
+        .position(|&b| needs(b))
+        .map(|at| done + at)
+}
+
+// Byte tests on eight bytes at once (the "has less" and "has zero" word tricks): exact
+// answers to "is there any such byte", not where.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+fn word_of(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
+}
+
+/// Whether any byte of `x` is below `n` (`n` at most 128).
+fn any_below(x: u64, n: u8) -> bool {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0
+}
+
+/// Whether any byte of `x` is `b`.
+fn any_equal(x: u64, b: u8) -> bool {
+    any_below(x ^ (ONES * u64::from(b)), 1)
 }
 
 /// `{value}` for a `u64`.
 fn write_u64(out: &mut String, value: u64) {
     out.push_str(Digits::default().of(value));
+}
+
+/// The three digits of `n`, zero-padded (`n` < 1000).
+fn three_digits(n: u64) -> [u8; 3] {
+    [
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]
 }
 
 /// What `{:?}` writes for `n as f64 / 1000.0` (below 10^12, where `{:?}` still writes a plain
@@ -312,15 +415,14 @@ fn write_u64(out: &mut String, value: u64) {
 fn write_thousandths(out: &mut String, n: u64) {
     write_u64(out, n / 1000);
     out.push('.');
-    let mut frac = n % 1000;
-    let mut width = 3;
-    while width > 1 && frac.is_multiple_of(10) {
-        frac /= 10;
-        width -= 1;
-    }
-    for place in (0..width).rev() {
-        let digit = (frac / 10u64.pow(place)) % 10;
-        out.push(char::from(b'0' + digit as u8));
+    let digits = three_digits(n % 1000);
+    // Trailing zeros dropped, one digit kept.
+    let width = digits
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(1, |last| last + 1);
+    for &digit in &digits[..width] {
+        out.push(char::from(digit));
     }
 }
 
@@ -332,10 +434,7 @@ impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
         let mut rest = s;
         // The characters to escape are ASCII, and no byte of a multi-byte UTF-8 character is
         // ASCII: a byte search finds the same places as a `char` search, faster.
-        while let Some(at) = rest
-            .bytes()
-            .position(|b| b == b'"' || b == b'\\' || b < b' ')
-        {
+        while let Some(at) = first_json_escape(rest.as_bytes()) {
             self.0.write_str(&rest[..at])?;
             let c = rest[at..].chars().next().unwrap_or(' ');
             match c {
@@ -499,6 +598,58 @@ mod tests {
             write_thousandths(&mut out, n);
             assert_eq!(out, format!("{value:?}"), "n = {n}");
         }
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let addrs = [
+            "0.0.0.0:0",
+            "127.0.0.1:80",
+            "10.0.0.7:8080",
+            "9.99.100.255:65535",
+            "255.255.255.255:1",
+            "[2001:db8::1]:40000",
+        ];
+        for addr in addrs {
+            let addr: SocketAddr = addr.parse().unwrap();
+            for (format, quote) in [(AccessFormat::Text, ""), (AccessFormat::Json, "\"")] {
+                let mut out = String::new();
+                let mut line = AccessLine::start(&mut out, format, "t");
+                line.addr(key!("a"), Some(addr));
+                let key = if quote.is_empty() { " a=" } else { ",\"a\":" };
+                assert!(
+                    out.ends_with(&format!("{key}{quote}{addr}{quote}")),
+                    "{out:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn word_scans_agree_with_byte_by_byte_scans() {
+        // Every ASCII character and a two-byte one, at every place of strings that span one,
+        // two and three words, among characters that need nothing.
+        let odd: Vec<String> = (0u8..=0x7f)
+            .map(|b| char::from(b).to_string())
+            .chain(["é".to_string()])
+            .collect();
+        for len in [1, 7, 8, 9, 15, 16, 17, 23] {
+            for at in 0..len {
+                for c in &odd {
+                    let mut s = "a".repeat(at);
+                    s.push_str(c);
+                    s.push_str(&"Z".repeat(len - at - 1));
+                    let verbatim = s
+                        .bytes()
+                        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+                    assert_eq!(debug_verbatim(&s), verbatim, "{s:?}");
+                    let first = s.bytes().position(|b| b == b'"' || b == b'\\' || b < b' ');
+                    assert_eq!(first_json_escape(s.as_bytes()), first, "{s:?}");
+                }
+            }
+        }
+        // Two at once in one word: the first is found.
+        assert_eq!(first_json_escape(b"abc\"d\ne\\fgh"), Some(3));
     }
 
     #[test]
