@@ -17,7 +17,6 @@
 //!   side copying the pages anyway (docs/performance.md, "Issue 16, item 4").
 
 use std::io;
-use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -116,7 +115,8 @@ impl Direction<'_> {
             }
         }
         // The peer may already be gone entirely; that is not a failure of this direction.
-        let _ = socket2::SockRef::from(self.to.as_ref()).shutdown(Shutdown::Write);
+        // (A write half's shutdown is `shutdown(2)` for writing, as in `splice::copy_half`.)
+        let _ = self.to.shutdown().await;
         Ok(())
     }
 
