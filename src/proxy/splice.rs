@@ -297,31 +297,8 @@ mod tests {
         ));
         let up: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..(1u32 << 20) + 7).map(|i| (i % 241) as u8).collect();
-        let (sent_up, sent_down) = (up.clone(), down.clone());
-        let client_side = tokio::spawn(async move {
-            let (mut read, mut write) = tokio::io::split(client);
-            let writer = async move {
-                write.write_all(&sent_up).await.unwrap();
-                write.shutdown().await.unwrap();
-            };
-            let reader = async move {
-                let mut got = Vec::new();
-                read.read_to_end(&mut got).await.unwrap();
-                got
-            };
-            tokio::join!(writer, reader).1
-        });
-        let (mut read, mut write) = tokio::io::split(upstream);
-        let writer = async move {
-            write.write_all(&sent_down).await.unwrap();
-            write.shutdown().await.unwrap();
-        };
-        let reader = async move {
-            let mut got = Vec::new();
-            read.read_to_end(&mut got).await.unwrap();
-            got
-        };
-        let got_up = tokio::join!(writer, reader).1;
+        let client_side = tokio::spawn(send_and_receive(client, up.clone()));
+        let got_up = send_and_receive(upstream, down.clone()).await;
         assert!(
             got_up == up,
             "upstream got {} of {} bytes, or changed",
@@ -341,6 +318,22 @@ mod tests {
             (spliced.from_client, spliced.to_client),
             (up.len() as u64, down.len() as u64)
         );
+    }
+
+    /// Writes `bytes` into `stream` and half-closes it while reading everything that comes
+    /// back, at once.
+    async fn send_and_receive(stream: tokio::io::DuplexStream, bytes: Vec<u8>) -> Vec<u8> {
+        let (mut read, mut write) = tokio::io::split(stream);
+        let writer = async move {
+            write.write_all(&bytes).await.unwrap();
+            write.shutdown().await.unwrap();
+        };
+        let reader = async move {
+            let mut got = Vec::new();
+            read.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        tokio::join!(writer, reader).1
     }
 
     #[tokio::test(start_paused = true)]
