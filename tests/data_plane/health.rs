@@ -226,7 +226,7 @@ async fn http_check_takes_a_stopped_backend_down_and_back_up() {
     assert!(run.health.is_healthy(addr));
     assert_eq!(run.gauge(addr).as_deref(), Some("1"));
 
-    backend.stop();
+    backend.stop().await;
     let stopped = Instant::now();
     run.until("the stopped backend is down", |h| !h.is_healthy(addr))
         .await;

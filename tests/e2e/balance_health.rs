@@ -83,7 +83,7 @@ async fn round_robin_then_failover_without_failed_requests() {
     );
 
     // Stop b. The requests right after: connect refused → b marked failed → retried on a.
-    b.stop();
+    b.stop().await;
     for i in 0..20 {
         match get_backend(&client, proxy.http, HOST, &format!("/now/{i}")).await {
             Ok((200, backend)) if backend == "a" => {}

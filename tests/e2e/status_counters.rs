@@ -35,7 +35,7 @@ async fn per_endpoint_requests_errors_bytes_and_removal() {
     // An address nothing listens on: connects to it are refused.
     let refused = backends::http("refused").await;
     let refused_addr = refused.addr;
-    refused.stop();
+    refused.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path();

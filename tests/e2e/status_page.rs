@@ -36,7 +36,7 @@ async fn status_api_shape_csp_and_read_only() {
     let backend = backends::http("web").await;
     let gone = backends::http("gone").await;
     let gone_addr = gone.addr;
-    gone.stop();
+    gone.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path();

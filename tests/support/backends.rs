@@ -15,7 +15,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::http::Conn;
 use super::pki::Leaf;
@@ -43,13 +44,16 @@ pub struct ProxyHeader {
     pub destination: SocketAddr,
 }
 
-/// A running backend. Dropping it stops accepting (open connections are aborted too).
+/// A running backend. Dropping it stops accepting (open connections are aborted too, each at
+/// its task's next poll); [`Backend::stop`] also waits until they have ended.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<SeenRequest>>>,
     /// TCP connections accepted so far (to prove upstream connection reuse).
     pub accepted: Arc<AtomicUsize>,
+    /// Tells the accept loop to close its listener and end every connection.
+    shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
@@ -86,8 +90,58 @@ impl Backend {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    /// Stops the backend now: the listener closes, new connections are refused.
-    pub fn stop(self) {}
+    /// Stops the backend: the listener closes (new connections are refused) and every open
+    /// connection is closed. Returns once none of them can answer again: an abort alone takes
+    /// effect at a task's next poll, so a keep-alive connection busy on another worker thread
+    /// could still answer one more request after a plain drop.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Starts a backend's accept loop on `listener`: every accepted connection is counted and
+/// served by `serve` on a task of its own, until [`Backend::stop`] or drop.
+fn start<F, Fut>(
+    name: &str,
+    listener: TcpListener,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    mut serve: F,
+) -> Backend
+where
+    F: FnMut(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let addr = listener.local_addr().expect("local addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let (shutdown, mut stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                next = listener.accept() => {
+                    let Ok((stream, _)) = next else { break };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    conns.spawn(serve(stream));
+                }
+            }
+        }
+        drop(listener);
+        // Aborts every connection task and waits for each to end.
+        conns.shutdown().await;
+    });
+    Backend {
+        name: name.to_string(),
+        addr,
+        seen,
+        accepted,
+        shutdown: Some(shutdown),
+        task,
+    }
 }
 
 /// Options of a TLS backend.
@@ -109,26 +163,11 @@ pub async fn http(name: &str) -> Backend {
 
 /// Like [`http`], on a listener the caller bound (e.g. to restart on the same port).
 pub fn http_on(name: &str, listener: TcpListener) -> Backend {
-    let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (n, s) = (name.to_string(), seen.clone());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let (n, s) = (n.clone(), s.clone());
-            conns.spawn(serve_http(stream, n, s, None, None));
-        }
-    });
-    Backend {
-        name: name.to_string(),
-        addr,
-        seen,
-        accepted,
-        task,
-    }
+    start(name, listener, seen, move |stream| {
+        serve_http(stream, n.clone(), s.clone(), None, None)
+    })
 }
 
 /// Starts a TLS backend on 127.0.0.1:0 presenting `leaf`, serving the same HTTP echo inside
@@ -137,41 +176,27 @@ pub async fn tls(name: &str, leaf: &Leaf, options: TlsOptions) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
-    let addr = listener.local_addr().expect("local addr");
     let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config(&[b"http/1.1"]));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (n, s) = (name.to_string(), seen.clone());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let (n, s, acceptor) = (n.clone(), s.clone(), acceptor.clone());
-            conns.spawn(async move {
-                let proxy = if options.expect_proxy_protocol {
-                    match read_proxy_header(&mut stream).await {
-                        Some(h) => Some(h),
-                        None => return,
-                    }
-                } else {
-                    None
-                };
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let sni = tls.get_ref().1.server_name().map(str::to_string);
-                serve_http(tls, n, s, sni, proxy).await;
-            });
+    start(name, listener, seen, move |mut stream| {
+        let (n, s, acceptor) = (n.clone(), s.clone(), acceptor.clone());
+        async move {
+            let proxy = if options.expect_proxy_protocol {
+                match read_proxy_header(&mut stream).await {
+                    Some(h) => Some(h),
+                    None => return,
+                }
+            } else {
+                None
+            };
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let sni = tls.get_ref().1.server_name().map(str::to_string);
+            serve_http(tls, n, s, sni, proxy).await;
         }
-    });
-    Backend {
-        name: name.to_string(),
-        addr,
-        seen,
-        accepted,
-        task,
-    }
+    })
 }
 
 async fn serve_http<IO>(
@@ -351,38 +376,25 @@ pub async fn upgrade_echo(name: &str, tls: Option<&Leaf>) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
-    let addr = listener.local_addr().expect("local addr");
     let acceptor =
         tls.map(|leaf| tokio_rustls::TlsAcceptor::from(leaf.server_config(&[b"http/1.1"])));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (s, count) = (seen.clone(), accepted.clone());
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let (s, acceptor) = (s.clone(), acceptor.clone());
-            conns.spawn(async move {
-                match acceptor {
-                    None => serve_upgrade_echo(stream, s, None).await,
-                    Some(acceptor) => {
-                        let Ok(tls) = acceptor.accept(stream).await else {
-                            return;
-                        };
-                        let sni = tls.get_ref().1.server_name().map(str::to_string);
-                        serve_upgrade_echo(tls, s, sni).await;
-                    }
+    let s = seen.clone();
+    start(name, listener, seen, move |stream| {
+        let (s, acceptor) = (s.clone(), acceptor.clone());
+        async move {
+            match acceptor {
+                None => serve_upgrade_echo(stream, s, None).await,
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let sni = tls.get_ref().1.server_name().map(str::to_string);
+                    serve_upgrade_echo(tls, s, sni).await;
                 }
-            });
+            }
         }
-    });
-    Backend {
-        name: name.to_string(),
-        addr,
-        seen,
-        accepted,
-        task,
-    }
+    })
 }
 
 async fn serve_upgrade_echo<IO>(
@@ -448,26 +460,11 @@ pub async fn silent(name: &str) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
-    let addr = listener.local_addr().expect("local addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            conns.spawn(async move {
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    Backend {
-        name: name.to_string(),
-        addr,
-        seen: Arc::new(Mutex::new(Vec::new())),
-        accepted,
-        task,
-    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    start(name, listener, seen, |mut stream| async move {
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
 }
 
 /// Starts a backend on 127.0.0.1:0 that answers the first request of every connection (200,
@@ -479,45 +476,32 @@ pub async fn closes_reused(name: &str) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
-    let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (s, count, n) = (seen.clone(), accepted.clone(), name.to_string());
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let (s, n) = (s.clone(), n.clone());
-            conns.spawn(async move {
-                let Some(head) = read_head(&mut stream).await else {
-                    return;
-                };
-                let (method, uri) = request_line(&head);
-                s.lock().expect("seen lock").push(SeenRequest {
-                    method,
-                    uri,
-                    headers: BTreeMap::new(),
-                    body: Vec::new(),
-                    sni: None,
-                    proxy: None,
-                });
-                let answer =
-                    format!("HTTP/1.1 200 OK\r\nx-backend: {n}\r\ncontent-length: 2\r\n\r\nok");
-                if stream.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                // The next request on this connection: read it, then close without a word.
-                let _ = read_head(&mut stream).await;
+    let (s, n) = (seen.clone(), name.to_string());
+    start(name, listener, seen, move |mut stream| {
+        let (s, n) = (s.clone(), n.clone());
+        async move {
+            let Some(head) = read_head(&mut stream).await else {
+                return;
+            };
+            let (method, uri) = request_line(&head);
+            s.lock().expect("seen lock").push(SeenRequest {
+                method,
+                uri,
+                headers: BTreeMap::new(),
+                body: Vec::new(),
+                sni: None,
+                proxy: None,
             });
+            let answer =
+                format!("HTTP/1.1 200 OK\r\nx-backend: {n}\r\ncontent-length: 2\r\n\r\nok");
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            // The next request on this connection: read it, then close without a word.
+            let _ = read_head(&mut stream).await;
         }
-    });
-    Backend {
-        name: name.to_string(),
-        addr,
-        seen,
-        accepted,
-        task,
-    }
+    })
 }
 
 /// Reads one request head (up to the blank line); `None` at EOF.
@@ -548,51 +532,38 @@ pub async fn delayed(name: &str, delay: std::time::Duration) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
-    let addr = listener.local_addr().expect("local addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (s, count, n) = (seen.clone(), accepted.clone(), name.to_string());
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let (s, n) = (s.clone(), n.clone());
-            conns.spawn(async move {
-                let Some(head) = read_head(&mut stream).await else {
-                    return;
-                };
-                let (method, uri) = request_line(&head);
-                let headers = head
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                s.lock().expect("seen lock").push(SeenRequest {
-                    method,
-                    uri,
-                    headers,
-                    body: Vec::new(),
-                    sni: None,
-                    proxy: None,
-                });
-                tokio::time::sleep(delay).await;
-                let body = format!("slow {n}");
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nx-backend: {n}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
+    let (s, n) = (seen.clone(), name.to_string());
+    start(name, listener, seen, move |mut stream| {
+        let (s, n) = (s.clone(), n.clone());
+        async move {
+            let Some(head) = read_head(&mut stream).await else {
+                return;
+            };
+            let (method, uri) = request_line(&head);
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            s.lock().expect("seen lock").push(SeenRequest {
+                method,
+                uri,
+                headers,
+                body: Vec::new(),
+                sni: None,
+                proxy: None,
             });
+            tokio::time::sleep(delay).await;
+            let body = format!("slow {n}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nx-backend: {n}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
         }
-    });
-    Backend {
-        name: name.to_string(),
-        addr,
-        seen,
-        accepted,
-        task,
-    }
+    })
 }
 
 /// Starts a backend on 127.0.0.1:0 that reads each request head and then stops reading: with
@@ -605,34 +576,19 @@ pub async fn stalling(name: &str, partial_answer: bool) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
-    let addr = listener.local_addr().expect("local addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            conns.spawn(async move {
-                if read_head(&mut stream).await.is_none() {
-                    return;
-                }
-                if partial_answer {
-                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345";
-                    if stream.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-                // Hold the connection, reading nothing more.
-                std::future::pending::<()>().await;
-                drop(stream);
-            });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    start(name, listener, seen, move |mut stream| async move {
+        if read_head(&mut stream).await.is_none() {
+            return;
         }
-    });
-    Backend {
-        name: name.to_string(),
-        addr,
-        seen: Arc::new(Mutex::new(Vec::new())),
-        accepted,
-        task,
-    }
+        if partial_answer {
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        // Hold the connection, reading nothing more.
+        std::future::pending::<()>().await;
+        drop(stream);
+    })
 }
