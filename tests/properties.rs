@@ -615,10 +615,7 @@ fn apply(text: &str, edits: &[Edit]) -> String {
 /// panic.
 fn load_and_build(text: &str) {
     if let Ok(objects) = parse_manifest("prop.yaml", text) {
-        let mut snapshot = Snapshot::default();
-        for object in objects {
-            snapshot.push(object);
-        }
+        let snapshot: Snapshot = objects.into_iter().collect();
         let _ = model::build(&snapshot, &BuildSettings::default(), &LastGood::default());
     }
 }
@@ -799,22 +796,27 @@ proptest! {
     ) {
         let yaml = snapshot_yaml(&ingresses, &endpoints);
         let objects = parse_manifest("gen.yaml", &yaml).unwrap_or_else(|d| panic!("{d}\n{yaml}"));
-        let mut snapshot = Snapshot::default();
-        for object in objects {
-            snapshot.push(object);
-        }
+        let mut snapshot: Snapshot = objects.into_iter().collect();
         let settings = BuildSettings::default();
         let reference = model::build(&snapshot, &settings, &LastGood::default());
         let reference_json = portcullis::table::describe::render_json(&reference.table, &reference.diagnostics);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for _ in 0..3 {
-            snapshot.ingresses.shuffle(&mut rng);
-            snapshot.secrets.shuffle(&mut rng);
-            snapshot.services.shuffle(&mut rng);
-            snapshot.endpoint_slices.shuffle(&mut rng);
-            for slice in &mut snapshot.endpoint_slices {
+            let mut ingresses = snapshot.ingresses.to_vec();
+            ingresses.shuffle(&mut rng);
+            snapshot.ingresses = ingresses.into();
+            let mut secrets = snapshot.secrets.to_vec();
+            secrets.shuffle(&mut rng);
+            snapshot.secrets = secrets.into();
+            let mut services = snapshot.services.to_vec();
+            services.shuffle(&mut rng);
+            snapshot.services = services.into();
+            let mut slices = snapshot.endpoint_slices.to_vec();
+            slices.shuffle(&mut rng);
+            for slice in &mut slices {
                 std::sync::Arc::make_mut(slice).endpoints.shuffle(&mut rng);
             }
+            snapshot.endpoint_slices = slices.into();
             let again = model::build(&snapshot, &settings, &LastGood::default());
             prop_assert_eq!(&again.table, &reference.table);
             prop_assert_eq!(&again.diagnostics, &reference.diagnostics);
@@ -844,11 +846,7 @@ fn gen_slice_change() -> impl Strategy<Value = SliceChange> {
 
 fn snapshot_of(yaml: &str) -> Snapshot {
     let objects = parse_manifest("gen.yaml", yaml).unwrap_or_else(|d| panic!("{d}\n{yaml}"));
-    let mut snapshot = Snapshot::default();
-    for object in objects {
-        snapshot.push(object);
-    }
-    snapshot
+    objects.into_iter().collect()
 }
 
 /// The index `s` of a generated slice `svc{s}-{part}`.
@@ -922,9 +920,9 @@ fn endpoint_updates_equal_a_full_build() {
                 })
                 .collect();
             if reread_service {
-                next.services[0] = Arc::new(k8s_openapi::api::core::v1::Service::clone(
-                    &next.services[0],
-                ));
+                let mut services = next.services.to_vec();
+                services[0] = Arc::new(k8s_openapi::api::core::v1::Service::clone(&services[0]));
+                next.services = services.into();
             }
 
             steps.fetch_add(1, Ordering::Relaxed);

@@ -589,11 +589,10 @@ fn swap_snapshot() -> Snapshot {
             false,
         ));
     }
-    let mut snapshot = Snapshot::default();
-    for object in parse_manifest("swap.yaml", &text).expect("swap manifests") {
-        snapshot.push(object);
-    }
-    snapshot
+    parse_manifest("swap.yaml", &text)
+        .expect("swap manifests")
+        .into_iter()
+        .collect()
 }
 
 #[test]

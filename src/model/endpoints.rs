@@ -22,7 +22,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::backend::{Backends, SERVICE_NAME_LABEL, Unresolved};
 use crate::settings::BuildSettings;
-use crate::source::Snapshot;
+use crate::source::{Objects, Snapshot};
 use crate::table::upstream::{Endpoints, Upstream};
 use crate::table::{FastMap, FastSet};
 
@@ -215,13 +215,21 @@ fn only_slices_differ(previous: &Snapshot, next: &Snapshot) -> bool {
         && previous.diagnostics == *diagnostics
 }
 
-fn same<T: PartialEq>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+/// Whether two snapshots hold the same objects of a kind: the same list (a source hands on an
+/// unchanged kind's list as it was), else the same objects in the same order, by pointer or
+/// by value.
+fn same<T: PartialEq>(a: &Objects<T>, b: &Objects<T>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.len() == b.len()
+            && a.iter()
+                .zip(b.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b))
 }
 
 /// [`same`] for kinds without `PartialEq` (the Gateway API and CRD types): by pointer only.
-fn same_arcs<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+fn same_arcs<T>(a: &Objects<T>, b: &Objects<T>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(a, b)| Arc::ptr_eq(a, b)))
 }
 
 /// The slices of `previous` that are not in `next`, and those of `next` not in `previous` (by

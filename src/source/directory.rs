@@ -176,14 +176,19 @@ impl DirectoryLoader {
     /// diagnostics of files that currently fail. Files in path order. The objects are shared
     /// with the loader (and with every other snapshot of the same file versions), not copied.
     pub fn snapshot(&self) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        for file in self.files.values() {
-            for object in &file.objects {
-                snapshot.push(object.clone());
-            }
-            snapshot.diagnostics.extend(file.diagnostic.iter().cloned());
-        }
-        snapshot.cert_files = self.certs.clone();
+        // A file's own diagnostic right after its objects', as a diagnostic of its objects.
+        let mut snapshot: Snapshot = self
+            .files
+            .values()
+            .flat_map(|file| {
+                let own = file.diagnostic.iter().cloned().map(Arc::new);
+                file.objects
+                    .iter()
+                    .cloned()
+                    .chain(own.map(Object::Unreadable))
+            })
+            .collect();
+        snapshot.cert_files = self.certs.as_slice().into();
         snapshot
             .diagnostics
             .extend(self.cert_diagnostics.iter().cloned());
@@ -350,7 +355,7 @@ pub fn load_input(input: &Path, cert_dir: Option<&Path>) -> Result<Snapshot, Wat
         })?;
         (path, String::from_utf8_lossy(&bytes).into_owned())
     };
-    let mut snapshot = match cert_dir {
+    let certs = match cert_dir {
         Some(dir) => {
             check_dir(dir).map_err(|e| match e {
                 DirProblem::Io(source) => WatchError::CertDir {
@@ -367,9 +372,12 @@ pub fn load_input(input: &Path, cert_dir: Option<&Path>) -> Result<Snapshot, Wat
         }
         None => Snapshot::default(),
     };
-    for object in parse_manifest(&name, &text).map_err(WatchError::Unparsable)? {
-        snapshot.push(object);
-    }
+    let objects = parse_manifest(&name, &text).map_err(WatchError::Unparsable)?;
+    let mut snapshot: Snapshot = objects.into_iter().collect();
+    snapshot.cert_files = certs.cert_files;
+    let mut diagnostics = certs.diagnostics;
+    diagnostics.append(&mut snapshot.diagnostics);
+    snapshot.diagnostics = diagnostics;
     Ok(snapshot)
 }
 

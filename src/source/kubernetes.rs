@@ -44,7 +44,8 @@
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -60,7 +61,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Snapshot, SnapshotSource, Source};
+use super::{Objects, Snapshot, SnapshotSource, Source};
 use crate::crd::IngressClassParams;
 use crate::gateway_api::{
     BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute,
@@ -120,6 +121,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// How many kinds there are (the last variant's index + 1).
+    const COUNT: usize = Kind::Namespace as usize + 1;
+
     /// Stable label for logs and metrics.
     fn as_str(self) -> &'static str {
         match self {
@@ -385,6 +389,11 @@ struct Stores {
 pub struct KubeSource {
     stores: Stores,
     changes: Arc<watch::Sender<Change>>,
+    /// How many changes each store has taken, so [`KubeSource::snapshot`] re-reads only the
+    /// stores that changed since the last snapshot.
+    revisions: Arc<Revisions>,
+    /// The last snapshot's objects, per kind.
+    taken: Mutex<Taken>,
     /// Which optional CRDs (IngressClassParams, Gateway API) answered 404 (not installed).
     optional: watch::Receiver<Optional>,
     tasks: Vec<JoinHandle<()>>,
@@ -401,6 +410,7 @@ impl KubeSource {
         let mut tasks = Vec::new();
         let signal = Signal {
             changes: changes.clone(),
+            revisions: Arc::default(),
             optional: Arc::new(optional_tx),
         };
 
@@ -601,6 +611,8 @@ impl KubeSource {
                 namespaces,
             },
             changes,
+            revisions: signal.revisions.clone(),
+            taken: Mutex::default(),
             optional,
             tasks,
         }
@@ -678,7 +690,76 @@ impl KubeSource {
     /// copied), in no particular order (the model's output does not depend on it; sorting
     /// 10 000s of objects by name would cost more than taking them). A Secret both of type
     /// TLS and labelled backend-CA appears once.
+    ///
+    /// A kind whose store took no change since the last snapshot is the last snapshot's list
+    /// again (one reference count): at 10 000 Ingresses, reading every store anew took ~0.9 ms,
+    /// most of it cache misses on 32 000 objects' reference counts, on the path of every
+    /// EndpointSlice change. A store's revision is read before the store, so a change that
+    /// lands in between is read now and again next time, never missed.
     pub fn snapshot(&self) -> Snapshot {
+        let s = &self.stores;
+        let r = &*self.revisions;
+        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        let t = &mut *taken;
+        // The Secret stores make one list. Each revision only grows, so their sum moves
+        // whenever one of them does.
+        let secrets = [
+            Kind::TlsSecret,
+            Kind::BackendCaSecret,
+            Kind::BasicAuthSecret,
+            Kind::DefaultCertificate,
+        ]
+        .into_iter()
+        .map(|kind| r.of(kind))
+        .sum();
+        Snapshot {
+            ingresses: t.ingresses.get(r.of(Kind::Ingress), || s.ingresses.state()),
+            classes: t
+                .classes
+                .get(r.of(Kind::IngressClass), || s.classes.state()),
+            secrets: t.secrets.get(secrets, || self.secrets()),
+            services: t.services.get(r.of(Kind::Service), || s.services.state()),
+            endpoint_slices: t
+                .endpoint_slices
+                .get(r.of(Kind::EndpointSlice), || s.endpoint_slices.state()),
+            class_params: t
+                .class_params
+                .get(r.of(Kind::IngressClassParams), || s.class_params.state()),
+            cert_files: Objects::default(),
+            gateway_classes: t
+                .gateway_classes
+                .get(r.of(Kind::GatewayClass), || s.gateway_classes.state()),
+            gateways: t.gateways.get(r.of(Kind::Gateway), || s.gateways.state()),
+            http_routes: t
+                .http_routes
+                .get(r.of(Kind::HttpRoute), || s.http_routes.state()),
+            // Not watched with --watch-namespace: none (see `KubeSource::start`).
+            namespaces: t.namespaces.get(r.of(Kind::Namespace), || {
+                s.namespaces.as_ref().map(Store::state).unwrap_or_default()
+            }),
+            grpc_routes: t
+                .grpc_routes
+                .get(r.of(Kind::GrpcRoute), || s.grpc_routes.state()),
+            tls_routes: t
+                .tls_routes
+                .get(r.of(Kind::TlsRoute), || s.tls_routes.state()),
+            backend_tls_policies: t
+                .backend_tls_policies
+                .get(r.of(Kind::BackendTlsPolicy), || {
+                    s.backend_tls_policies.state()
+                }),
+            reference_grants: t
+                .reference_grants
+                .get(r.of(Kind::ReferenceGrant), || s.reference_grants.state()),
+            config_maps: t
+                .config_maps
+                .get(r.of(Kind::ConfigMap), || s.config_maps.state()),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// The Secrets of every Secret store, each once.
+    fn secrets(&self) -> Vec<Arc<Secret>> {
         let s = &self.stores;
         let mut secrets = s.tls_secrets.state();
         // The basic-auth copy first: it keeps every key, so it wins over a stripped one.
@@ -699,26 +780,7 @@ impl KubeSource {
             drop(seen);
             secrets.extend(extra);
         }
-        Snapshot {
-            ingresses: s.ingresses.state(),
-            classes: s.classes.state(),
-            secrets,
-            services: s.services.state(),
-            endpoint_slices: s.endpoint_slices.state(),
-            class_params: s.class_params.state(),
-            cert_files: Vec::new(),
-            gateway_classes: s.gateway_classes.state(),
-            gateways: s.gateways.state(),
-            http_routes: s.http_routes.state(),
-            // Not watched with --watch-namespace: none (see `KubeSource::start`).
-            namespaces: s.namespaces.as_ref().map(Store::state).unwrap_or_default(),
-            grpc_routes: s.grpc_routes.state(),
-            tls_routes: s.tls_routes.state(),
-            backend_tls_policies: s.backend_tls_policies.state(),
-            reference_grants: s.reference_grants.state(),
-            config_maps: s.config_maps.state(),
-            diagnostics: Vec::new(),
-        }
+        secrets
     }
 
     /// The `--publish-service` Service, if configured and it exists.
@@ -859,6 +921,7 @@ impl KubeSource {
         let (optional_tx, optional) = watch::channel(Optional::default());
         let signal = Signal {
             changes: Arc::new(changes),
+            revisions: Arc::default(),
             optional: Arc::new(optional_tx),
         };
         fn store<K>(kind: Kind, signal: &Signal) -> (Store<K>, FedStore<K>)
@@ -913,6 +976,8 @@ impl KubeSource {
                 namespaces: Some(namespaces),
             },
             changes: signal.changes.clone(),
+            revisions: signal.revisions.clone(),
+            taken: Mutex::default(),
             optional,
             tasks: Vec::new(),
         };
@@ -1096,6 +1161,67 @@ where
     }
 }
 
+/// How many changes each kind's store has taken (indexed by [`Kind`]). Bumped after the store
+/// took the change and before the change signal, so a snapshot taken on that signal sees it.
+#[derive(Debug, Default)]
+struct Revisions([AtomicU64; Kind::COUNT]);
+
+impl Revisions {
+    fn bump(&self, kind: Kind) {
+        self.0[kind as usize].fetch_add(1, Ordering::Release);
+    }
+
+    fn of(&self, kind: Kind) -> u64 {
+        self.0[kind as usize].load(Ordering::Acquire)
+    }
+}
+
+/// One kind's objects as the last snapshot took them, and the revision they were read at.
+struct Kept<K> {
+    revision: Option<u64>,
+    objects: Objects<K>,
+}
+
+impl<K> Default for Kept<K> {
+    fn default() -> Self {
+        Kept {
+            revision: None,
+            objects: Objects::default(),
+        }
+    }
+}
+
+impl<K> Kept<K> {
+    /// The objects at `revision`: those kept if they were read at it, else `read()`'s.
+    fn get(&mut self, revision: u64, read: impl FnOnce() -> Vec<Arc<K>>) -> Objects<K> {
+        if self.revision != Some(revision) {
+            self.objects = read().into();
+            self.revision = Some(revision);
+        }
+        self.objects.clone()
+    }
+}
+
+/// The objects of [`KubeSource`]'s last snapshot, per kind of [`Snapshot`].
+#[derive(Default)]
+struct Taken {
+    ingresses: Kept<Ingress>,
+    classes: Kept<IngressClass>,
+    secrets: Kept<Secret>,
+    services: Kept<Service>,
+    endpoint_slices: Kept<EndpointSlice>,
+    class_params: Kept<IngressClassParams>,
+    gateway_classes: Kept<GatewayClass>,
+    gateways: Kept<Gateway>,
+    http_routes: Kept<HTTPRoute>,
+    grpc_routes: Kept<GRPCRoute>,
+    tls_routes: Kept<TLSRoute>,
+    backend_tls_policies: Kept<BackendTLSPolicy>,
+    reference_grants: Kept<ReferenceGrant>,
+    config_maps: Kept<ConfigMap>,
+    namespaces: Kept<Namespace>,
+}
+
 fn bump(changes: &watch::Sender<Change>) {
     changes.send_modify(|c| {
         c.generation += 1;
@@ -1109,6 +1235,7 @@ fn bump(changes: &watch::Sender<Change>) {
 #[derive(Clone)]
 struct Signal {
     changes: Arc<watch::Sender<Change>>,
+    revisions: Arc<Revisions>,
     optional: Arc<watch::Sender<Optional>>,
 }
 
@@ -1116,7 +1243,10 @@ struct Signal {
 /// or a completed (re-)list; the events of a list in progress are not visible yet).
 fn applied<K>(kind: Kind, event: &watcher::Event<K>, signal: &Signal) {
     match event {
-        watcher::Event::Apply(_) | watcher::Event::Delete(_) => bump(&signal.changes),
+        watcher::Event::Apply(_) | watcher::Event::Delete(_) => {
+            signal.revisions.bump(kind);
+            bump(&signal.changes);
+        }
         watcher::Event::InitDone => {
             tracing::debug!(%kind, "listed");
             if kind.optional_bit() != 0 {
@@ -1128,6 +1258,7 @@ fn applied<K>(kind: Kind, event: &watcher::Event<K>, signal: &Signal) {
                     changed
                 });
             }
+            signal.revisions.bump(kind);
             bump(&signal.changes);
         }
         watcher::Event::Init | watcher::Event::InitApply(_) => {}
@@ -1328,6 +1459,91 @@ mod tests {
             .expect("cert-dir change signalled")
             .expect("source alive");
         assert_eq!(source.snapshot().cert_files.len(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_reads_again_only_the_stores_that_changed() {
+        let (kube, mut feed) = KubeSource::fed();
+        let secret = |name: &str| Secret {
+            metadata: meta(name),
+            ..Secret::default()
+        };
+        let slice = |name: &str, address: &str| EndpointSlice {
+            metadata: meta(name),
+            address_type: "IPv4".to_string(),
+            endpoints: vec![k8s_openapi::api::discovery::v1::Endpoint {
+                addresses: vec![address.to_string()],
+                ..Default::default()
+            }],
+            ports: None,
+        };
+        feed.ingresses.list([Ingress {
+            metadata: meta("web"),
+            ..Ingress::default()
+        }]);
+        feed.classes.list([]);
+        feed.services.list([]);
+        feed.endpoint_slices.list([slice("web-1", "10.0.0.1")]);
+        feed.tls_secrets.list([secret("tls")]);
+        feed.ca_secrets.list([secret("ca")]);
+        feed.auth_secrets.list([]);
+        feed.class_params.list([]);
+        feed.config_maps.list([]);
+        feed.namespaces.list([]);
+        feed.without_gateway_api();
+        assert!(kube.is_ready());
+        let same = |a: &Snapshot, b: &Snapshot| {
+            [
+                Arc::ptr_eq(&a.ingresses, &b.ingresses),
+                Arc::ptr_eq(&a.classes, &b.classes),
+                Arc::ptr_eq(&a.secrets, &b.secrets),
+                Arc::ptr_eq(&a.services, &b.services),
+                Arc::ptr_eq(&a.endpoint_slices, &b.endpoint_slices),
+                Arc::ptr_eq(&a.class_params, &b.class_params),
+                Arc::ptr_eq(&a.config_maps, &b.config_maps),
+                Arc::ptr_eq(&a.namespaces, &b.namespaces),
+                Arc::ptr_eq(&a.http_routes, &b.http_routes),
+            ]
+        };
+
+        // Nothing changed (a poke is no store change): every kind is the same list.
+        let first = kube.snapshot();
+        kube.poke();
+        let second = kube.snapshot();
+        assert_eq!(same(&first, &second), [true; 9]);
+
+        // An EndpointSlice changed: that kind is read again, every other is handed on.
+        feed.endpoint_slices
+            .apply(&watcher::Event::Apply(slice("web-1", "10.0.0.2")));
+        let third = kube.snapshot();
+        assert_eq!(
+            same(&second, &third),
+            [true, true, true, true, false, true, true, true, true]
+        );
+        let addresses = &third.endpoint_slices[0].endpoints[0].addresses;
+        assert_eq!(addresses, &["10.0.0.2"]);
+
+        // Any of the Secret stores changed: the merged Secrets are read again.
+        feed.ca_secrets
+            .apply(&watcher::Event::Apply(secret("ca-2")));
+        let fourth = kube.snapshot();
+        assert_eq!(
+            same(&third, &fourth),
+            [true, true, false, true, true, true, true, true, true]
+        );
+        assert_eq!(fourth.secrets.len(), 3);
+
+        // A deletion, and a re-list, are changes too.
+        feed.ingresses.apply(&watcher::Event::Delete(Ingress {
+            metadata: meta("web"),
+            ..Ingress::default()
+        }));
+        assert!(kube.snapshot().ingresses.is_empty());
+        feed.ingresses.list([Ingress {
+            metadata: meta("api"),
+            ..Ingress::default()
+        }]);
+        assert_eq!(kube.snapshot().ingresses.len(), 1);
     }
 
     #[tokio::test]

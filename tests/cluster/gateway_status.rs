@@ -135,12 +135,10 @@ fn supporting() -> Vec<Value> {
 /// The build of `objects`, read the way the manifest directory reads them.
 fn build(objects: &[Value]) -> Built {
     let text: Vec<String> = objects.iter().map(Value::to_string).collect();
-    let mut snapshot = Snapshot::default();
-    for object in
-        parse_manifest("gateway.yaml", &text.join("\n---\n")).unwrap_or_else(|d| panic!("{d}"))
-    {
-        snapshot.push(object);
-    }
+    let snapshot: Snapshot = parse_manifest("gateway.yaml", &text.join("\n---\n"))
+        .unwrap_or_else(|d| panic!("{d}"))
+        .into_iter()
+        .collect();
     model::build(&snapshot, &BuildSettings::default(), &LastGood::default())
 }
 

@@ -24,10 +24,10 @@ use portcullis::gateway_api::{
 };
 use portcullis::model::{self, LastGood};
 use portcullis::settings::BuildSettings;
-use portcullis::source::Snapshot;
 use portcullis::source::kubernetes::{
     Kind, KubeSource, strip_config_map, strip_metadata, strip_secret,
 };
+use portcullis::source::{Objects, Snapshot};
 use serde_json::{Value, json};
 
 /// The names of the Ingresses in the source's store, sorted.
@@ -339,29 +339,30 @@ async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
     let mock = MockApi::new(fixture_lists()).start();
     let source = mock.source(Some("apps")).await;
     // The snapshot's order carries no meaning: compared sorted by namespace and name.
-    fn sorted<K: kube::Resource>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
+    fn sorted<K: kube::Resource>(objects: &[Arc<K>]) -> Objects<K> {
         let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
+        let mut objects = objects.to_vec();
         objects.sort_by_key(|o| key(o));
-        objects
+        objects.into()
     }
     let mut from_cluster = source.snapshot();
-    from_cluster.ingresses = sorted(from_cluster.ingresses);
-    from_cluster.classes = sorted(from_cluster.classes);
-    from_cluster.secrets = sorted(from_cluster.secrets);
-    from_cluster.services = sorted(from_cluster.services);
-    from_cluster.endpoint_slices = sorted(from_cluster.endpoint_slices);
-    from_cluster.class_params = sorted(from_cluster.class_params);
-    from_cluster.gateway_classes = sorted(from_cluster.gateway_classes);
-    from_cluster.gateways = sorted(from_cluster.gateways);
-    from_cluster.http_routes = sorted(from_cluster.http_routes);
-    from_cluster.grpc_routes = sorted(from_cluster.grpc_routes);
-    from_cluster.tls_routes = sorted(from_cluster.tls_routes);
-    from_cluster.backend_tls_policies = sorted(from_cluster.backend_tls_policies);
-    from_cluster.reference_grants = sorted(from_cluster.reference_grants);
-    from_cluster.config_maps = sorted(from_cluster.config_maps);
+    from_cluster.ingresses = sorted(&from_cluster.ingresses);
+    from_cluster.classes = sorted(&from_cluster.classes);
+    from_cluster.secrets = sorted(&from_cluster.secrets);
+    from_cluster.services = sorted(&from_cluster.services);
+    from_cluster.endpoint_slices = sorted(&from_cluster.endpoint_slices);
+    from_cluster.class_params = sorted(&from_cluster.class_params);
+    from_cluster.gateway_classes = sorted(&from_cluster.gateway_classes);
+    from_cluster.gateways = sorted(&from_cluster.gateways);
+    from_cluster.http_routes = sorted(&from_cluster.http_routes);
+    from_cluster.grpc_routes = sorted(&from_cluster.grpc_routes);
+    from_cluster.tls_routes = sorted(&from_cluster.tls_routes);
+    from_cluster.backend_tls_policies = sorted(&from_cluster.backend_tls_policies);
+    from_cluster.reference_grants = sorted(&from_cluster.reference_grants);
+    from_cluster.config_maps = sorted(&from_cluster.config_maps);
 
     let f = fixtures();
-    fn objects<K: serde::de::DeserializeOwned>(values: &[Value], strip: fn(&mut K)) -> Vec<Arc<K>> {
+    fn objects<K: serde::de::DeserializeOwned>(values: &[Value], strip: fn(&mut K)) -> Objects<K> {
         values
             .iter()
             .map(|v| {
@@ -371,13 +372,13 @@ async fn snapshot_from_stores_builds_like_the_same_objects_given_directly() {
             })
             .collect()
     }
-    let mut secrets: Vec<Arc<Secret>> = objects(&f["secrets-tls"], strip_secret);
-    secrets.extend(objects::<Secret>(&f["secrets-ca"][1..], strip_secret)); // `both` once
+    let mut secrets: Vec<Arc<Secret>> = objects(&f["secrets-tls"], strip_secret).to_vec();
+    secrets.extend_from_slice(&objects::<Secret>(&f["secrets-ca"][1..], strip_secret)); // `both` once
     secrets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let direct = Snapshot {
         ingresses: objects::<Ingress>(&f["ingresses"], strip_metadata),
         classes: objects::<IngressClass>(&f["ingressclasses"], strip_metadata),
-        secrets,
+        secrets: secrets.into(),
         services: objects::<Service>(&f["services"], strip_metadata),
         endpoint_slices: objects::<EndpointSlice>(&f["endpointslices"], strip_metadata),
         class_params: objects::<IngressClassParams>(&f["ingressclassparams"], strip_metadata),

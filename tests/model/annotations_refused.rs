@@ -55,11 +55,10 @@ fn guarded(annotations: &[(&str, &str)]) -> String {
 }
 
 fn snapshot_of(text: &str) -> Snapshot {
-    let mut snapshot = Snapshot::default();
-    for object in parse_manifest("inline.yaml", text).unwrap_or_else(|d| panic!("{d}")) {
-        snapshot.push(object);
-    }
-    snapshot
+    parse_manifest("inline.yaml", text)
+        .unwrap_or_else(|d| panic!("{d}"))
+        .into_iter()
+        .collect()
 }
 
 fn build_with(text: &str, last_good: &LastGood) -> Built {

@@ -38,11 +38,10 @@ data: {{tls.crt: SGVsbG8gd29ybGQ=, tls.key: SGVsbG8gd29ybGQ=}}
 }
 
 fn snapshot(yaml: &str) -> Snapshot {
-    let mut snapshot = Snapshot::default();
-    for object in parse_manifest("gateway.yaml", yaml).expect("valid YAML") {
-        snapshot.push(object);
-    }
-    snapshot
+    parse_manifest("gateway.yaml", yaml)
+        .expect("valid YAML")
+        .into_iter()
+        .collect()
 }
 
 fn status(yaml: &str) -> GatewayApiStatus {

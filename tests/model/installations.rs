@@ -107,10 +107,10 @@ spec:
 "#;
 
 fn build(class: &str, controller: &str) -> Built {
-    let mut snapshot = Snapshot::default();
-    for object in parse_manifest("cluster.yaml", CLUSTER).unwrap_or_else(|d| panic!("{d}")) {
-        snapshot.push(object);
-    }
+    let snapshot: Snapshot = parse_manifest("cluster.yaml", CLUSTER)
+        .unwrap_or_else(|d| panic!("{d}"))
+        .into_iter()
+        .collect();
     let settings = BuildSettings {
         ingress_class: class.into(),
         controller_class: controller.into(),

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use portcullis::model::{self, Built, LastGood};
 use portcullis::settings::BuildSettings;
-use portcullis::source::Snapshot;
 use portcullis::source::yaml::parse_manifest;
+use portcullis::source::{Objects, Snapshot};
 use portcullis::table::describe::Description;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -35,10 +35,10 @@ struct FixtureSettings {
 fn load(case: &Path) -> (Snapshot, BuildSettings) {
     let input = case.join("input.yaml");
     let text = std::fs::read_to_string(&input).unwrap();
-    let mut snapshot = Snapshot::default();
-    for object in parse_manifest("input.yaml", &text).unwrap_or_else(|d| panic!("{d}")) {
-        snapshot.push(object);
-    }
+    let snapshot: Snapshot = parse_manifest("input.yaml", &text)
+        .unwrap_or_else(|d| panic!("{d}"))
+        .into_iter()
+        .collect();
     let mut settings = BuildSettings::default();
     if let Ok(text) = std::fs::read_to_string(case.join("settings.yaml")) {
         let s: FixtureSettings = serde_saphyr::from_str(&text).unwrap();
@@ -118,15 +118,22 @@ fn insensitive_to_ordering() {
         let reference_text =
             portcullis::table::describe::render_json(&reference.table, &reference.diagnostics);
         for _ in 0..20 {
-            snapshot.ingresses.shuffle(&mut rng);
-            snapshot.classes.shuffle(&mut rng);
-            snapshot.secrets.shuffle(&mut rng);
-            snapshot.services.shuffle(&mut rng);
-            snapshot.endpoint_slices.shuffle(&mut rng);
-            snapshot.class_params.shuffle(&mut rng);
-            for slice in &mut snapshot.endpoint_slices {
+            fn shuffled<K>(objects: &Objects<K>, rng: &mut impl rand::Rng) -> Objects<K> {
+                let mut objects = objects.to_vec();
+                objects.shuffle(rng);
+                objects.into()
+            }
+            snapshot.ingresses = shuffled(&snapshot.ingresses, &mut rng);
+            snapshot.classes = shuffled(&snapshot.classes, &mut rng);
+            snapshot.secrets = shuffled(&snapshot.secrets, &mut rng);
+            snapshot.services = shuffled(&snapshot.services, &mut rng);
+            snapshot.class_params = shuffled(&snapshot.class_params, &mut rng);
+            let mut slices = snapshot.endpoint_slices.to_vec();
+            slices.shuffle(&mut rng);
+            for slice in &mut slices {
                 Arc::make_mut(slice).endpoints.shuffle(&mut rng);
             }
+            snapshot.endpoint_slices = slices.into();
             let again = build(&snapshot, &settings);
             assert_eq!(again.table, reference.table, "{}", case.display());
             assert_eq!(
@@ -144,11 +151,10 @@ fn insensitive_to_ordering() {
 }
 
 fn snapshot_of(text: &str) -> Snapshot {
-    let mut snapshot = Snapshot::default();
-    for object in parse_manifest("inline.yaml", text).unwrap_or_else(|d| panic!("{d}")) {
-        snapshot.push(object);
-    }
-    snapshot
+    parse_manifest("inline.yaml", text)
+        .unwrap_or_else(|d| panic!("{d}"))
+        .into_iter()
+        .collect()
 }
 
 fn fixture_text(case: &str) -> String {
@@ -174,7 +180,8 @@ fn has(built: &Built, reason: portcullis::table::diagnostic::Reason, name: &str)
 #[test]
 fn one_bad_ingress_removes_nothing_else() {
     let good = fixture_text("tls-secrets");
-    let base = snapshot_of(&good);
+    let base_objects = parse_manifest("inline.yaml", &good).unwrap_or_else(|d| panic!("{d}"));
+    let base: Snapshot = base_objects.iter().cloned().collect();
     let settings = BuildSettings::default();
     let reference = build(&base, &settings);
     let bad = r#"
@@ -215,10 +222,10 @@ spec:
         pathType: Prefix
         backend: {service: {name: gone, port: {number: 80}}}
 "#;
-    let mut with_bad = base.clone();
-    for object in parse_manifest("bad.yaml", bad).unwrap() {
-        with_bad.push(object);
-    }
+    let with_bad: Snapshot = base_objects
+        .into_iter()
+        .chain(parse_manifest("bad.yaml", bad).unwrap())
+        .collect();
     let built = build(&with_bad, &settings);
     assert_eq!(built.table, reference.table);
     assert!(has(
@@ -358,14 +365,17 @@ fn cert_dir_chosen_by_san() {
     use portcullis::table::CertificateChoice;
     let (crt, key) = foo_pem();
     let mut snapshot = snapshot_of(GOOD_INGRESS);
-    snapshot.cert_files.push(Arc::new(CertFile {
-        path: "/certs/foo.pem".into(),
-        pem: format!("{crt}\n{key}\n").into_bytes(),
-    }));
-    snapshot.cert_files.push(Arc::new(CertFile {
-        path: "/certs/broken.pem".into(),
-        pem: b"nothing".to_vec(),
-    }));
+    snapshot.cert_files = vec![
+        Arc::new(CertFile {
+            path: "/certs/foo.pem".into(),
+            pem: format!("{crt}\n{key}\n").into_bytes(),
+        }),
+        Arc::new(CertFile {
+            path: "/certs/broken.pem".into(),
+            pem: b"nothing".to_vec(),
+        }),
+    ]
+    .into();
     // No Secret: the Ingress's tls entry fails, so the cert-dir is not consulted for it.
     let built = build(&snapshot, &BuildSettings::default());
     assert_eq!(built.table.cert_dir.len(), 1);
@@ -473,6 +483,7 @@ fn many_ingresses_build_quickly() {
         panic!()
     };
     let mut snapshot = template;
+    let mut ingresses = snapshot.ingresses.to_vec();
     for i in 0..10_000 {
         let mut ingress = (*one).clone();
         ingress.metadata.name = Some(format!("ing{i}"));
@@ -482,8 +493,9 @@ fn many_ingresses_build_quickly() {
         for path in &mut rule.http.as_mut().unwrap().paths {
             path.backend.service.as_mut().unwrap().name = format!("svc{}", i % 100);
         }
-        snapshot.ingresses.push(Arc::new(ingress));
+        ingresses.push(Arc::new(ingress));
     }
+    snapshot.ingresses = ingresses.into();
     let start = std::time::Instant::now();
     let built = build(&snapshot, &BuildSettings::default());
     let first = start.elapsed();

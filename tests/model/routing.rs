@@ -44,10 +44,10 @@ type Paths<'a> = &'a [(&'a str, &'a str, &'a str)];
 type Cases<'a> = &'a [(&'a str, Option<&'a str>)];
 
 fn table(yaml: &str) -> std::sync::Arc<RouteTable> {
-    let mut snapshot = Snapshot::default();
-    for object in parse_manifest("routing.yaml", yaml).expect("valid YAML") {
-        snapshot.push(object);
-    }
+    let snapshot: Snapshot = parse_manifest("routing.yaml", yaml)
+        .expect("valid YAML")
+        .into_iter()
+        .collect();
     model::build(&snapshot, &BuildSettings::default(), &LastGood::default()).table
 }
 
