@@ -85,14 +85,19 @@ pub(crate) trait BodyObserver {
 
 /// The response body sent to the client: a [`ResponseBody`] that reports to its
 /// [`BodyObserver`] as it streams and when it ends or is dropped.
+///
+/// The observer is boxed: the proxy's (`http_front::Record`) is ~670 bytes, and a response is
+/// moved by value about a dozen times between the handler and hyper's writer (returned
+/// through each async function, stored in the dispatcher's state); unboxed, those moves
+/// copied ~850 bytes each, ~1 000 instructions per request in `memcpy`.
 pub(crate) struct ProxyBody<O: BodyObserver> {
     inner: ResponseBody,
-    observer: Option<O>,
+    observer: Option<Box<O>>,
 }
 
 impl<O: BodyObserver> ProxyBody<O> {
     /// `inner`, reporting to `observer`.
-    pub(crate) fn new(inner: ResponseBody, observer: O) -> Self {
+    pub(crate) fn new(inner: ResponseBody, observer: Box<O>) -> Self {
         ProxyBody {
             inner,
             observer: Some(observer),
@@ -202,7 +207,7 @@ mod tests {
     #[test]
     fn reports_bytes_then_completion_then_lets_go() {
         let (probe, log) = probe();
-        let mut body = ProxyBody::new(own_response(Bytes::from_static(b"hello")), probe);
+        let mut body = ProxyBody::new(own_response(Bytes::from_static(b"hello")), Box::new(probe));
         assert_eq!(body.size_hint().exact(), Some(5));
         assert_eq!(poll(&mut body), Some(5));
         assert_eq!(poll(&mut body), None);
@@ -215,7 +220,7 @@ mod tests {
     #[test]
     fn an_empty_body_dropped_unpolled_is_complete() {
         let (probe, log) = probe();
-        let body = ProxyBody::new(own_response(Bytes::new()), probe);
+        let body = ProxyBody::new(own_response(Bytes::new()), Box::new(probe));
         assert!(body.is_end_stream());
         drop(body);
         assert_eq!(take(&log), ["complete", "dropped"]);
@@ -224,7 +229,7 @@ mod tests {
     #[test]
     fn a_body_dropped_before_its_end_is_not_complete() {
         let (probe, log) = probe();
-        let body = ProxyBody::new(own_response(Bytes::from_static(b"x")), probe);
+        let body = ProxyBody::new(own_response(Bytes::from_static(b"x")), Box::new(probe));
         drop(body);
         assert_eq!(take(&log), ["dropped"]);
     }

@@ -467,7 +467,8 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody<Record>> {
     let index = state.requests.fetch_add(1, Ordering::Relaxed);
-    let mut record = Record::new(&state, &req);
+    // Boxed from the start: it ends in the response body (see `ProxyBody`).
+    let mut record = Box::new(Record::new(&state, &req));
     let h1 = req.version() <= http::Version::HTTP_11;
     let grpc = super::grpc::is_grpc(req.headers());
     let pending = Pending::new(req);
