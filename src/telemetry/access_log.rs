@@ -24,7 +24,8 @@ pub(crate) const TARGET: &str = "access";
 /// One HTTP request.
 #[derive(Debug)]
 pub(crate) struct HttpLog<'a> {
-    pub(crate) client: SocketAddr,
+    /// The client's address as [`super::log_format::write_addr`] spells it (once per connection).
+    pub(crate) client: &'a str,
     /// The request's host, normalized (`None` when it had none).
     pub(crate) host: Option<&'a str>,
     pub(crate) method: &'a str,
@@ -155,7 +156,7 @@ fn write_http(out: &mut String, format: AccessFormat, line: &HttpLog<'_>) {
     let tls = line.tls.as_ref();
     let mut l = AccessLine::start(out, format, TARGET);
     l.label(key!("kind"), Some("http"));
-    l.addr(key!("client"), Some(line.client));
+    l.addr_spelled(key!("client"), line.client);
     l.str(key!("host"), line.host);
     l.str(key!("method"), Some(line.method));
     l.str(key!("path"), Some(line.path));
@@ -285,7 +286,7 @@ mod tests {
             port: ServicePortRef::Name("http".into()),
         };
         let line = HttpLog {
-            client: "[2001:db8::1]:40000".parse().unwrap(),
+            client: "[2001:db8::1]:40000",
             host: Some("shop.example"),
             method: "GET",
             path: "/a\"b",

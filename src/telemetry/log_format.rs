@@ -167,32 +167,30 @@ impl<'a> AccessLine<'a> {
             self.key(key);
             return self.missing();
         };
+        self.addr_key(key);
+        write_addr(self.out, addr);
+        if self.json {
+            self.out.push('"');
+        }
+    }
+
+    /// A socket address already spelled by [`write_addr`] (a client connection's, spelled once
+    /// for all its requests): written as [`AccessLine::addr`] writes it.
+    pub(crate) fn addr_spelled(&mut self, key: Key, spelled: &str) {
+        debug_assert!(debug_verbatim(spelled), "{spelled:?} needs escaping");
+        self.addr_key(key);
+        self.out.push_str(spelled);
+        if self.json {
+            self.out.push('"');
+        }
+    }
+
+    /// An address's key: with the opening quote of a JSON string.
+    fn addr_key(&mut self, key: Key) {
         if self.json {
             self.key_quoted(key);
         } else {
             self.key(key);
-        }
-        match addr {
-            SocketAddr::V4(v4) => {
-                let [a, b, c, d] = v4.ip().octets();
-                let mut digits = Digits::default();
-                self.out.push_str(digits.of(a));
-                self.out.push('.');
-                self.out.push_str(digits.of(b));
-                self.out.push('.');
-                self.out.push_str(digits.of(c));
-                self.out.push('.');
-                self.out.push_str(digits.of(d));
-                self.out.push(':');
-                self.out.push_str(digits.of(v4.port()));
-            }
-            // Nothing in an IPv6 socket address needs JSON escaping.
-            SocketAddr::V6(v6) => {
-                let _ = write!(self.out, "{v6}");
-            }
-        }
-        if self.json {
-            self.out.push('"');
         }
     }
 
@@ -218,6 +216,29 @@ impl<'a> AccessLine<'a> {
                     .saturating_add(u64::from((value.subsec_nanos() + 500) / 1000)),
             ),
             None => self.missing(),
+        }
+    }
+}
+
+/// Appends `addr` as `Display` writes it (IPv4 without `core::fmt`). Nothing in it needs
+/// escaping, in JSON or in `Debug`.
+pub(crate) fn write_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            let mut digits = Digits::default();
+            out.push_str(digits.of(a));
+            out.push('.');
+            out.push_str(digits.of(b));
+            out.push('.');
+            out.push_str(digits.of(c));
+            out.push('.');
+            out.push_str(digits.of(d));
+            out.push(':');
+            out.push_str(digits.of(v4.port()));
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
         }
     }
 }
@@ -620,6 +641,16 @@ mod tests {
                 assert!(
                     out.ends_with(&format!("{key}{quote}{addr}{quote}")),
                     "{out:?}"
+                );
+                // Spelled once, written as often as needed: the same field.
+                let mut spelled = String::new();
+                write_addr(&mut spelled, addr);
+                let mut again = String::new();
+                let mut line = AccessLine::start(&mut again, format, "t");
+                line.addr_spelled(key!("a"), &spelled);
+                assert_eq!(
+                    again[again.find(key).unwrap()..],
+                    out[out.find(key).unwrap()..]
                 );
             }
         }
