@@ -484,15 +484,7 @@ pub async fn closes_reused(name: &str) -> Backend {
             let Some(head) = read_head(&mut stream).await else {
                 return;
             };
-            let (method, uri) = request_line(&head);
-            s.lock().expect("seen lock").push(SeenRequest {
-                method,
-                uri,
-                headers: BTreeMap::new(),
-                body: Vec::new(),
-                sni: None,
-                proxy: None,
-            });
+            record_head(&s, &head, BTreeMap::new());
             let answer =
                 format!("HTTP/1.1 200 OK\r\nx-backend: {n}\r\ncontent-length: 2\r\n\r\nok");
             if stream.write_all(answer.as_bytes()).await.is_err() {
@@ -516,12 +508,19 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// Method and request target of a request head.
-fn request_line(head: &str) -> (String, String) {
+/// Records a request read as a bare head: its method and target, and `headers`.
+fn record_head(seen: &Mutex<Vec<SeenRequest>>, head: &str, headers: BTreeMap<String, String>) {
     let mut parts = head.lines().next().unwrap_or_default().split(' ');
     let method = parts.next().unwrap_or_default().to_string();
     let uri = parts.next().unwrap_or_default().to_string();
-    (method, uri)
+    seen.lock().expect("seen lock").push(SeenRequest {
+        method,
+        uri,
+        headers,
+        body: Vec::new(),
+        sni: None,
+        proxy: None,
+    });
 }
 
 /// Starts a backend on 127.0.0.1:0 that reads each request head, waits `delay`, then answers
@@ -540,21 +539,13 @@ pub async fn delayed(name: &str, delay: std::time::Duration) -> Backend {
             let Some(head) = read_head(&mut stream).await else {
                 return;
             };
-            let (method, uri) = request_line(&head);
             let headers = head
                 .lines()
                 .skip(1)
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
                 .collect();
-            s.lock().expect("seen lock").push(SeenRequest {
-                method,
-                uri,
-                headers,
-                body: Vec::new(),
-                sni: None,
-                proxy: None,
-            });
+            record_head(&s, &head, headers);
             tokio::time::sleep(delay).await;
             let body = format!("slow {n}");
             let answer = format!(
