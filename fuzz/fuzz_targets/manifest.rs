@@ -14,10 +14,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match parse_manifest("fuzz.yaml", text) {
         Ok(objects) => {
-            let mut snapshot = Snapshot::default();
-            for object in objects {
-                snapshot.push(object);
-            }
+            let snapshot: Snapshot = objects.into_iter().collect();
             let built = model::build(&snapshot, &BuildSettings::default(), &LastGood::default());
             // A rebuild on its own output's last-good set is stable.
             let again = model::build(&snapshot, &BuildSettings::default(), &built.last_good);
