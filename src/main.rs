@@ -469,6 +469,7 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.with_ansi(false).json().flatten_event(true).init(),
     }
+    portcullis::telemetry::settle_access_log();
 }
 
 /// `NS/NAME` → (namespace, name).

@@ -45,7 +45,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -368,6 +368,15 @@ struct ClientConnection {
 type SeriesKey = (Option<Arc<VirtualHost>>, RouteId, Mode, u16);
 
 impl ClientConnection {
+    /// The client's address as access lines spell it: spelled at the first line, then reused.
+    fn client_spelled(&self) -> &str {
+        self.client_spelled.get_or_init(|| {
+            let mut spelled = String::new();
+            log_format::write_addr(&mut spelled, self.conn.client);
+            spelled.into_boxed_str()
+        })
+    }
+
     /// Whether `table` still serves this connection on the terms its TLS handshake fixed: a
     /// new handshake with the same SNI would get the certificate this connection negotiated,
     /// or one that replaces it for the same name (a renewal: the certificate the client
@@ -546,6 +555,9 @@ async fn route_and_forward(
     let raw_host = record.raw_host.clone();
     let raw_host = raw_host.as_ref().and_then(RawHost::as_str);
     let host = raw_host.and_then(normalized_host);
+    if let Some(Cow::Borrowed(routed)) = &host {
+        record.host_len = Some(routed.len());
+    }
     let path = req.uri().path();
     let tls = state.conn.tls.is_some();
     if !state.terms_hold(&live) {
@@ -848,14 +860,16 @@ impl RawHost {
 
 /// [`normalize_host`] without a copy when the host is already normalized but for a port
 /// (what clients send): same result, borrowed when possible.
-/// It runs twice per request (routing, the access line): the colon is found with `memrchr`
-/// and the bytes are compared, not `char`s (str's `rsplit_once` took ~3× the instructions).
+/// It runs once per request, to route it (the access line reuses its result while it is
+/// borrowed): the colon is found by bytes, not `char`s (str's `rsplit_once` took ~3× the
+/// instructions), and by a plain backwards scan: a host name is short, where `memrchr`'s
+/// vector set-up cost more than the scan (~240 instructions against ~60).
 fn normalized_host(raw: &str) -> Option<Cow<'_, str>> {
     let bytes = raw.as_bytes();
     if bytes.first() == Some(&b'[') {
         return normalize_host(raw).map(Cow::Owned);
     }
-    let end = match memchr::memrchr(b':', bytes) {
+    let end = match bytes.iter().rposition(|&b| b == b':') {
         Some(colon) if bytes[colon + 1..].iter().all(u8::is_ascii_digit) => colon,
         _ => bytes.len(),
     };
@@ -1008,6 +1022,11 @@ fn error_response(error: &ProxyError, h1: bool) -> Response<ResponseBody> {
 struct Record {
     started: Instant,
     raw_host: Option<RawHost>,
+    /// The length of the host routing normalized `raw_host` to, when that is a prefix of it
+    /// (what clients send: lowercase, perhaps a port), so the access line takes it from there
+    /// rather than normalizing again; `None` before routing, or when normalizing made a new
+    /// string.
+    host_len: Option<usize>,
     /// The virtual host the request was routed to (its name is the metrics `host` label).
     vhost: Option<Arc<VirtualHost>>,
     /// The route on `vhost` that served it (the metrics' Ingress and Service labels).
@@ -1057,6 +1076,7 @@ impl Record {
         Record {
             started: Instant::now(),
             raw_host: RawHost::of(req),
+            host_len: None,
             vhost: None,
             route: RouteId::default(),
             method: req.method().clone(),
@@ -1078,7 +1098,7 @@ impl Record {
             version: req.version(),
             head_bytes: 0,
             upstream_status: None,
-            logged: access_log::RequestHead::of(req.headers()),
+            logged: access_log::RequestHead::of(req.headers(), req.body().size_hint().exact()),
             in_flight: None,
             auth_cookies: None,
             limit_permit: None,
@@ -1096,27 +1116,23 @@ impl Drop for Record {
         if let Some(in_flight) = self.in_flight.take() {
             in_flight.finish(0, self.bytes_sent);
         }
-        if access_log::enabled() {
-            let host = self
-                .raw_host
-                .as_ref()
-                .and_then(RawHost::as_str)
-                .and_then(normalized_host);
-            let head = self.logged.as_ref();
+        // A request taken while the log was on has its head (the log's level does not change
+        // while the process runs).
+        if let Some(head) = &self.logged {
+            let raw_host = self.raw_host.as_ref().and_then(RawHost::as_str);
+            let host = match (raw_host, self.host_len) {
+                (Some(raw), Some(len)) => raw.get(..len).map(Cow::Borrowed),
+                (raw, _) => raw.and_then(normalized_host),
+            };
             let tls = self.state.conn.tls.as_ref();
-            let client = self.state.client_spelled.get_or_init(|| {
-                let mut spelled = String::new();
-                log_format::write_addr(&mut spelled, self.state.conn.client);
-                spelled.into_boxed_str()
-            });
             access_log::http(&access_log::HttpLog {
-                client,
+                client: self.state.client_spelled(),
                 host: host.as_deref(),
                 method: self.method.as_str(),
                 path: self.uri.path(),
                 protocol: access_log::protocol_name(self.version),
                 status: self.status,
-                bytes_in: self.head_bytes as u64 + head.map_or(0, |h| h.body_length()),
+                bytes_in: self.head_bytes as u64 + head.body_length(),
                 bytes_out: self.bytes_sent,
                 mode: mode_label(self.mode),
                 tls: tls.map(|t| access_log::TlsFields {
@@ -1133,8 +1149,8 @@ impl Drop for Record {
                 error: self.error,
                 // A client's ID that is not visible ASCII is sent on as is, logged as missing.
                 request_id: self.request_id.to_str().ok(),
-                user_agent: head.and_then(|h| h.user_agent()),
-                referer: head.and_then(|h| h.referer()),
+                user_agent: head.user_agent(),
+                referer: head.referer(),
             });
         }
         self.state.record_request(self, total);

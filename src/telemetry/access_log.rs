@@ -9,16 +9,18 @@
 //! and `-` in text ([`super::log_format`] spells them). Timers are milliseconds.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
-use super::log_format::{AccessFormat, AccessLine, Digits, key};
+use super::log_format::{AccessFormat, AccessLine, Digits, key, prefix};
 use super::log_sink;
 use crate::table::diagnostic::ObjectRef;
 use crate::table::upstream::{ServicePortRef, ServiceRef};
 
-/// The tracing target of access lines.
+/// The tracing target of access lines (also spelled in their [`prefix!`]es, which need a
+/// literal; the tests read it back from a line).
 pub(crate) const TARGET: &str = "access";
 
 /// One HTTP request.
@@ -28,6 +30,7 @@ pub(crate) struct HttpLog<'a> {
     pub(crate) client: &'a str,
     /// The request's host, normalized (`None` when it had none).
     pub(crate) host: Option<&'a str>,
+    /// An HTTP token (hyper and h2 refuse any other method), so never escaped.
     pub(crate) method: &'a str,
     /// The path without the query (queries often carry secrets).
     pub(crate) path: &'a str,
@@ -91,7 +94,8 @@ pub(crate) struct TcpLog<'a> {
 }
 
 /// What the access log keeps of a request's head beyond what the proxy itself keeps: taken
-/// only while the log is on (two reference-counted header handles, no copy).
+/// only while the log is on (two reference-counted header handles, no copy). A request that
+/// has one is logged; one taken while the log was off has none.
 #[derive(Debug, Default)]
 pub(crate) struct RequestHead {
     user_agent: Option<HeaderValue>,
@@ -101,15 +105,14 @@ pub(crate) struct RequestHead {
 }
 
 impl RequestHead {
-    /// `None` when the access log is off.
-    pub(crate) fn of(headers: &HeaderMap) -> Option<RequestHead> {
+    /// `None` when the access log is off. `body_length` is the length the request declares
+    /// (its body's exact size hint, which HTTP/1 and HTTP/2 both take from `Content-Length`:
+    /// the header is not looked up and parsed again here).
+    pub(crate) fn of(headers: &HeaderMap, body_length: Option<u64>) -> Option<RequestHead> {
         enabled().then(|| RequestHead {
             user_agent: headers.get(header::USER_AGENT).cloned(),
             referer: headers.get(header::REFERER).cloned(),
-            body_length: headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
+            body_length,
         })
     }
 
@@ -143,7 +146,22 @@ pub(crate) fn protocol_name(version: http::Version) -> &'static str {
 /// `RUST_LOG`), so callers can skip gathering the fields when they are not. The lines
 /// themselves do not go through tracing ([`super::log_format`] says why).
 pub(crate) fn enabled() -> bool {
-    tracing::enabled!(target: TARGET, tracing::Level::INFO)
+    match SETTLED.get() {
+        Some(enabled) => *enabled,
+        None => tracing::enabled!(target: TARGET, tracing::Level::INFO),
+    }
+}
+
+/// [`enabled`]'s answer once [`settle_enabled`] fixed it.
+static SETTLED: OnceLock<bool> = OnceLock::new();
+
+/// Fixes [`enabled`]'s answer for the rest of the process, as the subscriber installed now
+/// gives it. The binary calls this right after installing its subscriber, whose filter never
+/// changes while it runs, so a request does not ask tracing's dispatcher (~90 instructions a
+/// time). Until it is called (the in-process tests install subscribers of their own), every
+/// call asks.
+pub fn settle_enabled() {
+    let _ = SETTLED.set(tracing::enabled!(target: TARGET, tracing::Level::INFO));
 }
 
 /// Logs one HTTP request at target `access`.
@@ -154,11 +172,10 @@ pub(crate) fn http(line: &HttpLog<'_>) {
 /// Formats one HTTP request's line.
 fn write_http(out: &mut String, format: AccessFormat, line: &HttpLog<'_>) {
     let tls = line.tls.as_ref();
-    let mut l = AccessLine::start(out, format, TARGET);
-    l.label(key!("kind"), Some("http"));
+    let mut l = AccessLine::start(out, format, prefix!("access", "http"));
     l.addr_spelled(key!("client"), line.client);
     l.str(key!("host"), line.host);
-    l.str(key!("method"), Some(line.method));
+    l.token(key!("method"), line.method);
     l.str(key!("path"), Some(line.path));
     l.label(key!("protocol"), Some(line.protocol));
     l.u64(key!("status"), Some(u64::from(line.status)));
@@ -211,8 +228,7 @@ pub(crate) fn tcp(line: &TcpLog<'_>) {
         return;
     }
     log_sink::access_line(|out, format| {
-        let mut l = AccessLine::start(out, format, TARGET);
-        l.label(key!("kind"), Some("tcp"));
+        let mut l = AccessLine::start(out, format, prefix!("access", "tcp"));
         l.addr(key!("client"), Some(line.client));
         l.str(key!("sni"), line.sni);
         service(&mut l, line.service);
@@ -323,6 +339,8 @@ mod tests {
         let json = spelled(AccessFormat::Json, |out, f| write_http(out, f, &line));
         let value: serde_json::Value =
             serde_json::from_str(&format!("{{{}", &json[..])).expect("JSON");
+        assert_eq!(value["target"], TARGET);
+        assert_eq!(value["kind"], "http");
         assert_eq!(value["client"], "[2001:db8::1]:40000");
         assert_eq!(value["path"], "/a\"b");
         assert_eq!(value["ingress"], "shop/web");

@@ -31,15 +31,18 @@ pub enum AccessFormat {
     Json,
 }
 
-/// A field's name as each spelling writes it before the value (`,"name":` and ` name=`), and
-/// before a quoted value (with the opening quote), made at compile time by
-/// [`key!`](crate::telemetry::log_format::key) so a field costs one append.
+/// A field's name as each spelling writes it before the value (`,"name":` and ` name=`),
+/// before a quoted value (with the opening quote), and with a missing value (`,"name":null`
+/// and ` name=-`), made at compile time by [`key!`](crate::telemetry::log_format::key) so
+/// a field's key costs one append, and a missing field one in all.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Key {
     pub(crate) json: &'static str,
     pub(crate) text: &'static str,
     pub(crate) json_quoted: &'static str,
     pub(crate) text_quoted: &'static str,
+    pub(crate) json_missing: &'static str,
+    pub(crate) text_missing: &'static str,
 }
 
 /// The [`Key`] of a field name (a Rust identifier: nothing to escape).
@@ -50,10 +53,38 @@ macro_rules! key {
             text: concat!(" ", $name, "="),
             json_quoted: concat!(",\"", $name, "\":\""),
             text_quoted: concat!(" ", $name, "=\""),
+            json_missing: concat!(",\"", $name, "\":null"),
+            text_missing: concat!(" ", $name, "=-"),
         }
     };
 }
 pub(crate) use key;
+
+/// What follows a line's timestamp up to its first field, in each spelling: the level, the
+/// target and the line's `kind` field, made at compile time by
+/// [`prefix!`](crate::telemetry::log_format::prefix) so they cost one append.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prefix {
+    pub(crate) json: &'static str,
+    pub(crate) text: &'static str,
+}
+
+/// The [`Prefix`] of an INFO line of `target` whose `kind` field is `kind`.
+macro_rules! prefix {
+    ($target:literal, $kind:literal) => {
+        $crate::telemetry::log_format::Prefix {
+            json: concat!(
+                "\",\"level\":\"INFO\",\"target\":\"",
+                $target,
+                "\",\"kind\":\"",
+                $kind,
+                "\""
+            ),
+            text: concat!("  INFO ", $target, ": kind=\"", $kind, "\""),
+        }
+    };
+}
+pub(crate) use prefix;
 
 /// One access line being written: [`AccessLine::start`], a call per field in declaration
 /// order, [`AccessLine::end`].
@@ -63,22 +94,19 @@ pub(crate) struct AccessLine<'a> {
 }
 
 impl<'a> AccessLine<'a> {
-    /// The prefix tracing-subscriber's format would write for an INFO event of `target`.
-    pub(crate) fn start(out: &'a mut String, format: AccessFormat, target: &str) -> Self {
+    /// The prefix tracing-subscriber's format would write for an INFO event (`prefix`'s
+    /// target), and the line's `kind` field.
+    pub(crate) fn start(out: &'a mut String, format: AccessFormat, prefix: Prefix) -> Self {
         let json = format == AccessFormat::Json;
         // A line is ~300-600 bytes: grown once here rather than by the appends.
         out.reserve(LINE_RESERVE);
         if json {
             out.push_str("{\"timestamp\":\"");
             write_timestamp(out);
-            out.push_str("\",\"level\":\"INFO\",\"target\":\"");
-            out.push_str(target);
-            out.push('"');
+            out.push_str(prefix.json);
         } else {
             write_timestamp(out);
-            out.push_str("  INFO ");
-            out.push_str(target);
-            out.push(':');
+            out.push_str(prefix.text);
         }
         AccessLine { out, json }
     }
@@ -102,17 +130,31 @@ impl<'a> AccessLine<'a> {
         });
     }
 
-    fn missing(&mut self) {
-        self.out.push_str(if self.json { "null" } else { "-" });
+    /// The key with a missing value: `null` in JSON, `-` in text.
+    fn missing(&mut self, key: Key) {
+        self.out.push_str(if self.json {
+            key.json_missing
+        } else {
+            key.text_missing
+        });
     }
 
     /// A label of ours (`http`, `TLSv1.3`, an error's name): quoted in both formats, and
     /// known to need no escaping in either, so not scanned for it.
     pub(crate) fn label(&mut self, key: Key, value: Option<&'static str>) {
         let Some(value) = value else {
-            self.key(key);
-            return self.missing();
+            return self.missing(key);
         };
+        debug_assert!(debug_verbatim(value), "{value:?} needs escaping");
+        self.key_quoted(key);
+        self.out.push_str(value);
+        self.out.push('"');
+    }
+
+    /// An HTTP token (RFC 9110 §5.6.2: a method): quoted in both formats; its characters
+    /// (letters, digits and ``!#$%&'*+-.^_`|~``) need no escaping in either, so it is not
+    /// scanned for it.
+    pub(crate) fn token(&mut self, key: Key, value: &str) {
         debug_assert!(debug_verbatim(value), "{value:?} needs escaping");
         self.key_quoted(key);
         self.out.push_str(value);
@@ -122,8 +164,7 @@ impl<'a> AccessLine<'a> {
     /// A string: quoted (and escaped) in both formats.
     pub(crate) fn str(&mut self, key: Key, value: Option<&str>) {
         let Some(value) = value else {
-            self.key(key);
-            return self.missing();
+            return self.missing(key);
         };
         if self.json {
             self.key_quoted(key);
@@ -143,20 +184,29 @@ impl<'a> AccessLine<'a> {
 
     /// A name made of `parts` (`namespace`, `/`, `name`...): a string in JSON, bare in text.
     pub(crate) fn name(&mut self, key: Key, parts: Option<&[&str]>) {
-        self.key(key);
         let Some(parts) = parts else {
-            return self.missing();
+            return self.missing(key);
         };
+        self.key(key);
         if self.json {
             self.out.push('"');
-            for part in parts {
-                let _ = JsonEscaped(&mut *self.out).write_str(part);
+        }
+        for part in parts {
+            match part.as_bytes() {
+                // The separators (`/`, `:`) and an absent sign: a character or nothing,
+                // rather than a `memcpy` call (or an escaping scan) each.
+                [] => {}
+                [one] if one.is_ascii() && !one.is_ascii_control() && !b"\"\\".contains(one) => {
+                    self.out.push(char::from(*one));
+                }
+                _ if self.json => {
+                    let _ = JsonEscaped(&mut *self.out).write_str(part);
+                }
+                _ => self.out.push_str(part),
             }
+        }
+        if self.json {
             self.out.push('"');
-        } else {
-            for part in parts {
-                self.out.push_str(part);
-            }
         }
     }
 
@@ -164,8 +214,7 @@ impl<'a> AccessLine<'a> {
     /// `core::fmt`.
     pub(crate) fn addr(&mut self, key: Key, value: Option<SocketAddr>) {
         let Some(addr) = value else {
-            self.key(key);
-            return self.missing();
+            return self.missing(key);
         };
         self.addr_key(key);
         write_addr(self.out, addr);
@@ -195,28 +244,30 @@ impl<'a> AccessLine<'a> {
     }
 
     pub(crate) fn u64(&mut self, key: Key, value: Option<u64>) {
-        self.key(key);
         match value {
-            Some(value) => write_u64(&mut *self.out, value),
-            None => self.missing(),
+            Some(value) => {
+                self.key(key);
+                write_u64(&mut *self.out, value);
+            }
+            None => self.missing(key),
         }
     }
 
     /// A duration in milliseconds, to the microsecond (`12.5`, `0.042`, `3.0`).
     pub(crate) fn millis(&mut self, key: Key, value: Option<Duration>) {
+        let Some(value) = value else {
+            return self.missing(key);
+        };
         self.key(key);
-        match value {
-            // Rounded to the nearest microsecond (in u64: `as_nanos` is a u128, whose
-            // division is a library call).
-            Some(value) => write_thousandths(
-                &mut *self.out,
-                value
-                    .as_secs()
-                    .saturating_mul(1_000_000)
-                    .saturating_add(u64::from((value.subsec_nanos() + 500) / 1000)),
-            ),
-            None => self.missing(),
-        }
+        // Rounded to the nearest microsecond (in u64: `as_nanos` is a u128, whose division
+        // is a library call).
+        write_thousandths(
+            &mut *self.out,
+            value
+                .as_secs()
+                .saturating_mul(1_000_000)
+                .saturating_add(u64::from((value.subsec_nanos() + 500) / 1000)),
+        );
     }
 }
 
@@ -635,7 +686,7 @@ mod tests {
             let addr: SocketAddr = addr.parse().unwrap();
             for (format, quote) in [(AccessFormat::Text, ""), (AccessFormat::Json, "\"")] {
                 let mut out = String::new();
-                let mut line = AccessLine::start(&mut out, format, "t");
+                let mut line = AccessLine::start(&mut out, format, prefix!("t", "k"));
                 line.addr(key!("a"), Some(addr));
                 let key = if quote.is_empty() { " a=" } else { ",\"a\":" };
                 assert!(
@@ -646,7 +697,7 @@ mod tests {
                 let mut spelled = String::new();
                 write_addr(&mut spelled, addr);
                 let mut again = String::new();
-                let mut line = AccessLine::start(&mut again, format, "t");
+                let mut line = AccessLine::start(&mut again, format, prefix!("t", "k"));
                 line.addr_spelled(key!("a"), &spelled);
                 assert_eq!(
                     again[again.find(key).unwrap()..],

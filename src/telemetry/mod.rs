@@ -14,3 +14,5 @@ pub(crate) mod process;
 pub mod status_api;
 mod status_counters;
 pub(crate) mod status_page;
+
+pub use access_log::settle_enabled as settle_access_log;

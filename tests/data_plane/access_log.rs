@@ -33,6 +33,13 @@ async fn http_lines_have_named_fields() {
             .status,
         200
     );
+    // The host as routed: without its port (the line takes it from routing's result).
+    assert_eq!(
+        get(proxy.http, "a.example:8080", "/ported", &[])
+            .await
+            .status,
+        200
+    );
     assert_eq!(
         get(proxy.http, "nowhere.example", "/x", &[]).await.status,
         404
@@ -46,7 +53,7 @@ async fn http_lines_have_named_fields() {
                 t.lines()
                     .filter(|l| l.contains("\"kind\":\"http\""))
                     .count()
-                    == 2
+                    == 3
             }
         })
         .await,
@@ -58,8 +65,10 @@ async fn http_lines_have_named_fields() {
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|v: &serde_json::Value| v["target"] == "access")
         .collect();
-    let ok = lines.iter().find(|l| l["status"] == 200).unwrap();
+    let ok = lines.iter().find(|l| l["path"] == "/logged").unwrap();
     assert_eq!(ok["host"], "a.example");
+    let ported = lines.iter().find(|l| l["path"] == "/ported").unwrap();
+    assert_eq!(ported["host"], "a.example", "{ported}");
     assert_eq!(ok["method"], "GET");
     assert_eq!(ok["path"], "/logged", "the query is not logged");
     assert_eq!(ok["mode"], "http");
