@@ -1048,6 +1048,7 @@ struct Record {
     /// line of a request the proxy answers itself carries one too (as ingress-nginx logs
     /// `$req_id` for every request).
     request_id: HeaderValue,
+    request_id_origin: request_id::Origin,
     /// The request's HTTP version (access log).
     version: http::Version,
     /// The request head's size (access log `bytes_in`), once measured.
@@ -1073,6 +1074,7 @@ struct Record {
 impl Record {
     fn new(state: &Arc<ClientConnection>, req: &Request<Incoming>) -> Self {
         state.idle.begin();
+        let (request_id, request_id_origin) = request_id::of(req.headers());
         Record {
             started: Instant::now(),
             raw_host: RawHost::of(req),
@@ -1094,7 +1096,8 @@ impl Record {
             hsts: None,
             extra_headers: None,
             header_edits: None,
-            request_id: request_id::of(req.headers()),
+            request_id,
+            request_id_origin,
             version: req.version(),
             head_bytes: 0,
             upstream_status: None,
@@ -1148,7 +1151,13 @@ impl Drop for Record {
                 total_time: total,
                 error: self.error,
                 // A client's ID that is not visible ASCII is sent on as is, logged as missing.
-                request_id: self.request_id.to_str().ok(),
+                request_id: match self.request_id_origin {
+                    request_id::Origin::Client => self.request_id.to_str().ok(),
+                    request_id::Origin::Generated => {
+                        std::str::from_utf8(self.request_id.as_bytes()).ok()
+                    }
+                },
+                request_id_generated: self.request_id_origin == request_id::Origin::Generated,
                 user_agent: head.user_agent(),
                 referer: head.referer(),
             });

@@ -12,12 +12,21 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 /// forwarded one, it is never parsed or validated again.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Where a request's ID came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The client's `X-Request-ID`, passed on as sent.
+    Client,
+    /// Made here by [`generate`]: hexadecimal digits, which the access log writes unscanned.
+    Generated,
+}
+
 /// The request ID of a request with `headers`: the client's first `X-Request-ID` when it is
 /// not empty (a clone of the received value: no copy), else [`generate`]d.
-pub(crate) fn of(headers: &HeaderMap) -> HeaderValue {
+pub(crate) fn of(headers: &HeaderMap) -> (HeaderValue, Origin) {
     match headers.get(X_REQUEST_ID) {
-        Some(sent) if !sent.is_empty() => sent.clone(),
-        _ => generate(),
+        Some(sent) if !sent.is_empty() => (sent.clone(), Origin::Client),
+        _ => (generate(), Origin::Generated),
     }
 }
 
@@ -61,9 +70,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
         headers.append(X_REQUEST_ID, HeaderValue::from_static("second"));
-        assert_eq!(of(&headers), "abc-123");
+        assert_eq!(
+            of(&headers),
+            (HeaderValue::from_static("abc-123"), Origin::Client)
+        );
         headers.insert(X_REQUEST_ID, HeaderValue::from_static(""));
-        assert_eq!(of(&headers).len(), 32);
-        assert_eq!(of(&HeaderMap::new()).len(), 32);
+        let (replaced, origin) = of(&headers);
+        assert_eq!((replaced.len(), origin), (32, Origin::Generated));
+        let (made, origin) = of(&HeaderMap::new());
+        assert_eq!((made.len(), origin), (32, Origin::Generated));
     }
 }
