@@ -151,8 +151,13 @@ pub(crate) fn protocol_name(version: http::Version) -> &'static str {
 pub(crate) fn enabled() -> bool {
     match SETTLED.get() {
         Some(enabled) => *enabled,
-        None => tracing::enabled!(target: TARGET, tracing::Level::INFO),
+        None => asked(),
     }
+}
+
+/// The subscriber's answer: is target `access` enabled at INFO?
+fn asked() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 /// [`enabled`]'s answer once [`settle_enabled`] fixed it.
@@ -164,7 +169,7 @@ static SETTLED: OnceLock<bool> = OnceLock::new();
 /// time). Until it is called (the in-process tests install subscribers of their own), every
 /// call asks.
 pub fn settle_enabled() {
-    let _ = SETTLED.set(tracing::enabled!(target: TARGET, tracing::Level::INFO));
+    let _ = SETTLED.set(asked());
 }
 
 /// Logs one HTTP request at target `access`.

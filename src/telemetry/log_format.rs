@@ -152,9 +152,8 @@ impl<'a> AccessLine<'a> {
     }
 
     /// An HTTP token (RFC 9110 §5.6.2: a method, a request ID made here): quoted in both
-    /// formats; its characters
-    /// (letters, digits and ``!#$%&'*+-.^_`|~``) need no escaping in either, so it is not
-    /// scanned for it.
+    /// formats; its characters (letters, digits and ``!#$%&'*+-.^_`|~``) need no escaping in
+    /// either, so it is not scanned for it.
     pub(crate) fn token(&mut self, key: Key, value: &str) {
         debug_assert!(debug_verbatim(value), "{value:?} needs escaping");
         self.key_quoted(key);
@@ -191,23 +190,14 @@ impl<'a> AccessLine<'a> {
         self.key(key);
         if self.json {
             self.out.push('"');
-        }
-        for part in parts {
-            match part.as_bytes() {
-                // The separators (`/`, `:`) and an absent sign: a character or nothing,
-                // rather than a `memcpy` call (or an escaping scan) each.
-                [] => {}
-                [one] if one.is_ascii() && !one.is_ascii_control() && !b"\"\\".contains(one) => {
-                    self.out.push(char::from(*one));
-                }
-                _ if self.json => {
-                    let _ = JsonEscaped(&mut *self.out).write_str(part);
-                }
-                _ => self.out.push_str(part),
+            for part in parts {
+                let _ = JsonEscaped(&mut *self.out).write_str(part);
             }
-        }
-        if self.json {
             self.out.push('"');
+        } else {
+            for part in parts {
+                self.out.push_str(part);
+            }
         }
     }
 
