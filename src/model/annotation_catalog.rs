@@ -43,7 +43,7 @@
 //! `docs/migrating.md` is generated from this table (`render_markdown`, test-only); a unit test fails
 //! when the checked-in file differs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use crate::crd::UnsupportedAnnotations;
@@ -1478,8 +1478,10 @@ static ENTRIES: &[Entry] = &[
     warn(J, "worker-max-reloads", CONFIGMAP_ONLY_J),
 ];
 
-/// [`ENTRIES`] by family and name, built once.
-static INDEX: LazyLock<HashMap<(Family, &'static str), &'static Entry>> =
+/// [`ENTRIES`] by family and name, built once. Every Ingress's every key is looked up here on
+/// every build; the keyed hash would buy nothing (a map no one can insert into cannot be
+/// flooded with collisions).
+static INDEX: LazyLock<crate::table::FastMap<(Family, &'static str), &'static Entry>> =
     LazyLock::new(|| ENTRIES.iter().map(|e| ((e.family, e.name), e)).collect());
 
 // === classification ===
@@ -1701,6 +1703,15 @@ fn own_keys() -> Vec<String> {
         .collect();
     keys.sort();
     keys
+}
+
+/// Every key of the table, each under its family's canonical prefix (what the annotation
+/// readers ask for), for their tests.
+#[cfg(test)]
+pub(crate) fn every_key() -> impl Iterator<Item = String> {
+    ENTRIES
+        .iter()
+        .map(|e| format!("{}/{}", e.family.canonical_prefix(), e.name))
 }
 
 // === docs/migrating.md ===

@@ -12,8 +12,8 @@ use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
 use super::FastMap;
 use crate::table::diagnostic::{Diagnostic, ObjectRef, Reason};
 use crate::table::upstream::{
-    Endpoints, HealthCheck, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef, Upstream,
-    UpstreamProtocol,
+    EndpointCell, Endpoints, HealthCheck, LoadBalance, ProxyProtocol, ServicePortRef, ServiceRef,
+    Upstream, UpstreamProtocol,
 };
 
 /// Label that ties an EndpointSlice to its Service.
@@ -81,7 +81,8 @@ pub(super) struct ServiceUse {
 
 /// One Service port: resolved once per build, shared by every path that names it.
 struct Resolved {
-    endpoints: Result<Endpoints, Unresolved>,
+    /// Shared by the port's upstreams as their first set: one copy per port, not per policy.
+    endpoints: Result<Arc<Endpoints>, Unresolved>,
     /// One per distinct policy (usually one): paths with equal options share an upstream.
     upstreams: Vec<Arc<Upstream>>,
 }
@@ -150,20 +151,18 @@ impl<'a> Backends<'a> {
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<Arc<Upstream>> {
         // Looked up by reference: the Service key is cloned once per Service, not per path.
-        if !self.resolved.contains_key(service) {
-            let endpoints = resolve(&self.services, &self.slices, service);
-            let entry = Resolved {
-                endpoints,
-                upstreams: Vec::new(),
-            };
-            self.resolved.insert(service.clone(), entry);
-        }
         let Resolved {
             endpoints,
             upstreams,
-        } = self.resolved.get_mut(service)?;
-        let none = Endpoints::default();
-        let endpoints: &Endpoints = match endpoints {
+        } = match self.resolved.get_mut(service) {
+            Some(resolved) => resolved,
+            None => self.resolved.entry(service.clone()).or_insert(Resolved {
+                endpoints: resolve(&self.services, &self.slices, service).map(Arc::new),
+                upstreams: Vec::new(),
+            }),
+        };
+        let none;
+        let endpoints: &Arc<Endpoints> = match endpoints {
             Ok(endpoints) => endpoints,
             Err(Unresolved::ExternalName) => {
                 diagnostics.push(Diagnostic::error(
@@ -187,6 +186,7 @@ impl<'a> Backends<'a> {
                         service.namespace, service.name
                     ),
                 ));
+                none = Arc::default();
                 &none
             }
             Err(Unresolved::MissingPort) => {
@@ -201,6 +201,7 @@ impl<'a> Backends<'a> {
                         port_text(&service.port)
                     ),
                 ));
+                none = Arc::default();
                 &none
             }
         };
@@ -209,7 +210,7 @@ impl<'a> Backends<'a> {
         }
         let upstream = Arc::new(Upstream {
             service: service.clone(),
-            endpoints: endpoints.clone().into(),
+            endpoints: EndpointCell::shared(Arc::clone(endpoints)),
             protocol: policy.protocol.clone(),
             balance: policy.balance,
             health: policy.health.clone(),

@@ -265,10 +265,6 @@ pub fn build_indexed(
 
     // Gateway API beside Ingress: a host an Ingress serves stays the Ingress's (Ingresses are
     // what a cluster ran first; a route takes a host over once its Ingress is gone).
-    let ingress_hosts: std::collections::HashSet<&table::host::HostMatch> = plans
-        .iter()
-        .flat_map(|(plan, _)| plan.hosts.iter().map(|rules| &rules.host))
-        .collect();
     let mut route_plans = Vec::new();
     let gateway_api = gateway::translate(
         snapshot,
@@ -278,9 +274,19 @@ pub fn build_indexed(
         &mut diagnostics,
     );
     let gateway_last_good = gateway_api.last_good;
+    // Indexed only when some route needs it: most clusters have Ingresses and no routes.
+    let mut ingress_hosts: FastMap<&table::host::HostMatch, ()> = FastMap::default();
+    if !gateway_api.plans.is_empty() {
+        ingress_hosts.reserve(plans.len());
+        ingress_hosts.extend(
+            plans
+                .iter()
+                .flat_map(|(plan, _)| plan.hosts.iter().map(|rules| (&rules.host, ()))),
+        );
+    }
     for mut plan in gateway_api.plans {
         plan.hosts.retain(|rules| {
-            let taken = ingress_hosts.contains(&rules.host);
+            let taken = ingress_hosts.contains_key(&rules.host);
             if taken {
                 diagnostics.push(Diagnostic::error(
                     plan.object.clone(),

@@ -407,7 +407,21 @@ impl Merge<'_, '_> {
             ),
             _ => None,
         };
-        let mut policy = RoutePolicy::clone(&plan.options.policy);
+        let parsed = &plan.options.policy;
+        if parsed.error_pages.is_none()
+            && parsed.rate_limit.is_none()
+            && parsed.external_auth.is_none()
+            && parsed.basic_auth.is_none()
+            && parsed.client_auth.is_none()
+        {
+            // Nothing in it is bound to this build's objects (the usual case): the parsed
+            // policy is served as it is, not copied and compared again.
+            return Some(PlanContext {
+                ca,
+                policy: Arc::clone(parsed),
+            });
+        }
+        let mut policy = RoutePolicy::clone(parsed);
         if let Some(pages) = policy.error_pages.as_mut() {
             pages.namespace = plan.namespace.clone();
             pages.ingress = plan.object.name.clone();

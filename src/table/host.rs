@@ -31,21 +31,26 @@ impl HostMatch {
         if host.is_empty() {
             return Ok(HostMatch::Any);
         }
-        if host.parse::<std::net::IpAddr>().is_ok() {
+        // Only hex digits, dots and colons spell an address: a host with any other character
+        // (nearly every one, on every build) is not parsed as one.
+        let could_be_ip = host
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':');
+        if could_be_ip && host.parse::<std::net::IpAddr>().is_ok() {
             return Err(HostError::IpAddress(host.to_string()));
         }
-        let lower = host.to_ascii_lowercase();
-        let (wildcard, name) = match lower.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, lower.as_str()),
-        };
-        if !is_dns_name(name) || (wildcard && !name.contains('.') && name.is_empty()) {
+        let mut name = host.to_ascii_lowercase();
+        let wildcard = name.starts_with("*.");
+        if wildcard {
+            name.drain(..2);
+        }
+        if !is_dns_name(&name) {
             return Err(HostError::Invalid(host.to_string()));
         }
         Ok(if wildcard {
-            HostMatch::Wildcard(name.to_string())
+            HostMatch::Wildcard(name)
         } else {
-            HostMatch::Exact(name.to_string())
+            HostMatch::Exact(name)
         })
     }
 
@@ -87,15 +92,28 @@ fn is_dns_name(name: &str) -> bool {
     if name.is_empty() || name.len() > 253 {
         return false;
     }
-    name.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    })
+    // One pass over the bytes: RFC 1123 labels of 1 to 63 letters, digits and inner hyphens.
+    let mut label_len = 0;
+    let mut previous = b'.';
+    for &b in name.as_bytes() {
+        if b == b'.' {
+            if label_len == 0 || previous == b'-' {
+                return false;
+            }
+            label_len = 0;
+        } else {
+            let first = label_len == 0;
+            if !(b.is_ascii_alphanumeric() || (b == b'-' && !first)) {
+                return false;
+            }
+            label_len += 1;
+            if label_len > 63 {
+                return false;
+            }
+        }
+        previous = b;
+    }
+    label_len != 0 && previous != b'-'
 }
 
 #[cfg(test)]
@@ -131,5 +149,53 @@ mod tests {
         assert!(HostMatch::parse("foo_bar.com").is_err());
         assert!(HostMatch::parse("*.").is_err());
         assert!(HostMatch::parse("a.*.com").is_err());
+        assert_eq!(
+            HostMatch::parse("::1"),
+            Err(HostError::IpAddress("::1".into()))
+        );
+        assert_eq!(
+            HostMatch::parse("fe80::1"),
+            Err(HostError::IpAddress("fe80::1".into()))
+        );
+        assert_eq!(
+            HostMatch::parse("beef.cafe"),
+            Ok(HostMatch::Exact("beef.cafe".into()))
+        );
+    }
+
+    /// The RFC 1123 check as it was written first (label by label), kept as the reference the
+    /// one-pass scanner must agree with.
+    fn is_dns_name_by_labels(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_name_check_agrees_with_the_labels(
+            name in "[a-cA-C0-9.:*_-]{0,12}|[a-c.-]{60,70}",
+        ) {
+            proptest::prop_assert_eq!(is_dns_name(&name), is_dns_name_by_labels(&name));
+            let address = name.parse::<std::net::IpAddr>().is_ok();
+            proptest::prop_assert_eq!(
+                matches!(HostMatch::parse(&name), Err(HostError::IpAddress(_))),
+                address && !name.is_empty()
+            );
+        }
+
+        #[test]
+        fn every_address_is_refused_as_one(address in proptest::prelude::any::<std::net::IpAddr>()) {
+            let host = address.to_string();
+            proptest::prop_assert_eq!(HostMatch::parse(&host), Err(HostError::IpAddress(host.clone())));
+        }
     }
 }

@@ -180,6 +180,12 @@ impl EndpointCell {
         EndpointCell(ArcSwap::from_pointee(endpoints))
     }
 
+    /// A cell holding `endpoints`, which others may hold too (a build's upstreams of one
+    /// Service port start from one set).
+    pub(crate) fn shared(endpoints: Arc<Endpoints>) -> EndpointCell {
+        EndpointCell(ArcSwap::new(endpoints))
+    }
+
     /// The current set (a cheap guard: hold it for a pick, not across an `.await`).
     pub fn load(&self) -> Guard<Arc<Endpoints>> {
         self.0.load()
