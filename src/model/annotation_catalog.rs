@@ -85,6 +85,11 @@ impl Family {
         }
     }
 
+    /// The full key of `name` under this family's canonical prefix.
+    fn key(self, name: &str) -> String {
+        format!("{}/{name}", self.canonical_prefix())
+    }
+
     /// Human name, for messages and headings.
     fn title(self) -> &'static str {
         match self {
@@ -1541,8 +1546,7 @@ pub(crate) fn classify(key: &str) -> Verdict {
         Some((action, why)) => Verdict::Unsupported { action, why },
         None => Verdict::Unknown {
             family: first,
-            suggestion: suggest(families, name)
-                .map(|(family, name)| format!("{}/{name}", family.canonical_prefix())),
+            suggestion: suggest(families, name).map(|(family, name)| family.key(name)),
         },
     }
 }
@@ -1699,7 +1703,7 @@ fn own_keys() -> Vec<String> {
     let mut keys: Vec<String> = ENTRIES
         .iter()
         .filter(|e| e.family == Family::Portcullis)
-        .map(|e| format!("portcullis.io/{}", e.name))
+        .map(|e| e.family.key(e.name))
         .collect();
     keys.sort();
     keys
@@ -1709,9 +1713,7 @@ fn own_keys() -> Vec<String> {
 /// readers ask for), for their tests.
 #[cfg(test)]
 pub(crate) fn every_key() -> impl Iterator<Item = String> {
-    ENTRIES
-        .iter()
-        .map(|e| format!("{}/{}", e.family.canonical_prefix(), e.name))
+    ENTRIES.iter().map(|e| e.family.key(e.name))
 }
 
 // === docs/migrating.md ===
