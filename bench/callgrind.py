@@ -22,13 +22,19 @@ counted requests are sent and the counters dumped again (`callgrind_control -d`)
 holds exactly that mode's requests (plus whatever the runtime's timers did meanwhile, which is
 small next to thousands of requests).
 
+With --haproxy, HAProxy runs the same two modes the same way, under the configuration of
+bench.py (`nbthread 1`, no `log` target; it adds three forwarded headers, four over TLS,
+where Portcullis adds six and an `X-Request-ID`): the number of instructions per request the
+comparison is about.
+
 Usage:
     python3 bench/callgrind.py --binary target/release/portcullis [--binary OTHER ...]
-        [--requests 20000] [--connections 4] [--keep DIR]
+        [--haproxy] [--requests 20000] [--connections 4] [--keep DIR]
 
 With --keep, the callgrind dumps stay in DIR (`<name>.<posture>.<mode>.out`) for
 `callgrind_annotate --inclusive=yes DIR/<file>`. The ports (19180, 19543 for the backend,
-18180, 18543, 18354 for the proxy) differ from bench.py's, so both can run at once.
+18180, 18543, 18354 for the proxy, 28180 and 28543 for HAProxy) differ from bench.py's, so
+both can run at once.
 """
 
 import argparse
@@ -52,6 +58,12 @@ bench.BACKEND_HTTP = 19180
 bench.BACKEND_HTTPS = 19543
 HTTP_PORT, HTTPS_PORT, ADMIN_PORT = 18180, 18543, 18354
 HOST = bench.HOSTS["terminate"]
+# HAProxy's frontends, moved off bench.py's ports like the others.
+bench.PORTS["haproxy"] = {"http": 28180, "terminate": 28543, "passthrough": 28544, "reencrypt": 28545}
+PROXY_PORTS = {
+    "portcullis": {"http": HTTP_PORT, "terminate": HTTPS_PORT},
+    "haproxy": bench.PORTS["haproxy"],
+}
 
 
 def start_backend(d):
@@ -86,15 +98,29 @@ def start_proxy(d, binary, out, logs):
     raise RuntimeError("portcullis did not become ready under valgrind")
 
 
-def connect(mode, ca):
+def start_haproxy(d, out):
+    with open(f"{d}/haproxy.cfg", "w") as f:
+        f.write(bench.haproxy_conf(d))
+    err = open(f"{d}/haproxy.{os.path.basename(out)}.stderr", "w")
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         f"--log-file={out}.valgrind.log", "haproxy", "-db", "-f", f"{d}/haproxy.cfg"],
+        stdout=subprocess.DEVNULL, stderr=err)
+    for port in (PROXY_PORTS["haproxy"]["http"], PROXY_PORTS["haproxy"]["terminate"]):
+        bench.wait_port(port, timeout=300)
+    return proc, err.name
+
+
+def connect(mode, ca, ports):
+    port = ports[mode]
     if mode == "http":
-        return http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=120)
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     ctx = ssl.create_default_context(cafile=ca)
     # SNI and verification for the bench host, without needing it in /etc/hosts: the TCP
     # connection goes to the loopback address whatever the name.
-    conn = http.client.HTTPSConnection(HOST, HTTPS_PORT, timeout=120, context=ctx)
+    conn = http.client.HTTPSConnection(HOST, port, timeout=120, context=ctx)
     conn._create_connection = lambda addr, timeout, src: socket.create_connection(
-        ("127.0.0.1", HTTPS_PORT), timeout)
+        ("127.0.0.1", port), timeout)
     return conn
 
 
@@ -148,9 +174,15 @@ def dump(pid, out, seen):
 
 
 def measure(d, binary, name, logs, args, keep):
+    """One proxy process (`binary`, or HAProxy when it is None) under callgrind."""
     posture = "logs-on" if logs else "logs-off"
     out = f"{d}/{name}.{posture}"
-    proc, stderr_path = start_proxy(d, binary, out, logs)
+    if binary is None:
+        proc, stderr_path = start_haproxy(d, out)
+        ports = PROXY_PORTS["haproxy"]
+    else:
+        proc, stderr_path = start_proxy(d, binary, out, logs)
+        ports = PROXY_PORTS["portcullis"]
     results = {}
     try:
         lines_before = sum(1 for _ in open(stderr_path))
@@ -161,7 +193,7 @@ def measure(d, binary, name, logs, args, keep):
         # (30 s), which would close the other mode's connections while they wait. A dump zeroes
         # the counters, so the one after the warm-up discards it (handshakes included).
         for mode in ("http", "terminate"):
-            conns = [connect(mode, f"{d}/ca.crt") for _ in range(args.connections)]
+            conns = [connect(mode, f"{d}/ca.crt", ports) for _ in range(args.connections)]
             drive(conns, args.warmup * args.connections)
             os.remove(dump(proc.pid, out, seen))
             drive(conns, args.requests)
@@ -172,7 +204,7 @@ def measure(d, binary, name, logs, args, keep):
             for c in conns:
                 c.close()
         lines = sum(1 for _ in open(stderr_path)) - lines_before
-        expected = 2 * args.requests if logs else 0
+        expected = 2 * args.requests if logs and binary is not None else 0
         if lines < expected:
             print(f"  warning: {lines} log lines for {expected} requests", file=sys.stderr)
     finally:
@@ -182,14 +214,18 @@ def measure(d, binary, name, logs, args, keep):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", action="append", required=True,
+    ap.add_argument("--binary", action="append", default=[],
                     help="a portcullis binary; repeat to compare (name = file name)")
+    ap.add_argument("--haproxy", action="store_true",
+                    help="also count HAProxy's instructions per request (no access log)")
     ap.add_argument("--requests", type=int, default=20000, help="counted requests per case")
     ap.add_argument("--connections", type=int, default=4, help="keep-alive connections per mode")
     ap.add_argument("--warmup", type=int, default=50, help="uncounted requests per connection first")
     ap.add_argument("--postures", default="off,on", help="access log postures to measure")
     ap.add_argument("--keep", help="directory for the callgrind dumps")
     args = ap.parse_args()
+    if not args.binary and not args.haproxy:
+        ap.error("give --binary, --haproxy or both")
     if args.keep:
         os.makedirs(args.keep, exist_ok=True)
     rows = []
@@ -206,6 +242,11 @@ def main():
                         rows.append((name, mode, posture, ir))
                         print(f"{name:28} {mode:10} logs {posture:3}  {ir:10,.0f} instructions/request",
                               flush=True)
+            if args.haproxy:
+                for mode, ir in measure(d, None, "haproxy", False, args, args.keep).items():
+                    rows.append(("haproxy", mode, "off", ir))
+                    print(f"{'haproxy':28} {mode:10} logs off  {ir:10,.0f} instructions/request",
+                          flush=True)
         finally:
             bench.stop(backend)
     print()

@@ -88,14 +88,14 @@ fn pick_among(
             if k == 0 {
                 return None;
             }
-            nth(endpoints, eligible, upstream.cursor.next() % k)
+            nth(endpoints, eligible, k, upstream.cursor.next() % k)
         }
         LoadBalance::Random => {
             let k = endpoints.iter().filter(|a| eligible(**a)).count();
             if k == 0 {
                 return None;
             }
-            nth(endpoints, eligible, fastrand::usize(..k))
+            nth(endpoints, eligible, k, fastrand::usize(..k))
         }
         LoadBalance::LeastRequest => least_request(upstream, endpoints, view, eligible),
     }
@@ -125,17 +125,28 @@ fn least_request(
         upstream.cursor.next() % ties
     };
     // Counts move under us; if no endpoint is at `min` any more, take the first eligible.
-    nth(endpoints, |a| eligible(a) && view.in_flight(a) == min, j)
-        .or_else(|| endpoints.iter().copied().find(|a| eligible(*a)))
+    nth(
+        endpoints,
+        |a| eligible(a) && view.in_flight(a) == min,
+        ties,
+        j,
+    )
+    .or_else(|| endpoints.iter().copied().find(|a| eligible(*a)))
 }
 
-/// The `j`-th endpoint satisfying `pred`; the last one that does when health changed between
-/// the counting pass and this one.
+/// The `j`-th endpoint satisfying `pred`, of which the counting pass found `eligible`; the
+/// last one that does when health changed between the counting pass and this one.
 fn nth(
     endpoints: &[SocketAddr],
     pred: impl Fn(SocketAddr) -> bool,
+    eligible: usize,
     j: usize,
 ) -> Option<SocketAddr> {
+    // All eligible (the usual case: every endpoint healthy, none tried yet): the `j`th is at
+    // `j`, without asking the health map about each endpoint again.
+    if eligible == endpoints.len() {
+        return endpoints.get(j).copied();
+    }
     let mut last = None;
     for (i, a) in endpoints.iter().copied().filter(|a| pred(*a)).enumerate() {
         if i == j {
