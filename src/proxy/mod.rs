@@ -159,6 +159,7 @@ mod external_auth;
 mod forward;
 pub mod framing_guard;
 mod grpc;
+mod hop_by_hop;
 pub mod http_front;
 mod https_front;
 mod idle_release;
