@@ -40,7 +40,7 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// Whether one of the client's `TE` values lists `trailers` (read before the hop-by-hop
-/// headers go, by `forward::HopFields`).
+/// headers go, by `hop_by_hop::HopFields`).
 pub(crate) fn lists_trailers(value: &HeaderValue) -> bool {
     value.to_str().is_ok_and(|v| {
         v.split(',').any(|t| {

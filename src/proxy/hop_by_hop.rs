@@ -92,7 +92,7 @@ impl HopFields {
         for token in tokens.split(',').map(str::trim) {
             if token.eq_ignore_ascii_case("upgrade") {
                 self.connection_upgrade = true;
-            } else if !is_hop_by_hop_token(token) && !token.eq_ignore_ascii_case("host") {
+            } else if names_a_field_to_remove(token) {
                 names_others = true;
             }
         }
@@ -135,30 +135,30 @@ impl HopFields {
     }
 }
 
-/// Whether a `Connection` token names a hop-by-hop field (removed anyway).
-fn is_hop_by_hop_token(token: &str) -> bool {
-    HOP_BY_HOP
+/// Whether a `Connection` token names a field that goes because it is named: not a
+/// hop-by-hop one (removed anyway) and never `Host`.
+fn names_a_field_to_remove(token: &str) -> bool {
+    let hop_by_hop = HOP_BY_HOP
         .iter()
-        .any(|h| h.as_str().eq_ignore_ascii_case(token))
+        .any(|h| h.as_str().eq_ignore_ascii_case(token));
+    !hop_by_hop && !token.eq_ignore_ascii_case(header::HOST.as_str())
 }
 
 /// Removes the hop-by-hop headers and every header the `Connection` header names (never
-/// `Host`). Runs on every response (most pods answer with `Connection: keep-alive`) and every
-/// forwarded request (through [`HopFields`], which also answers the request's other
-/// questions: `forward`).
+/// `Host`): for responses and error-page requests. A forwarded request goes through
+/// [`HopFields`] itself, which also answers its other questions (`forward`).
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     HopFields::scan(headers).strip(headers);
 }
 
 /// Removes the headers a `Connection` value names, except `Host`. A `&str` key is parsed on
 /// the stack: no `HeaderName` is built (and allocated, for a non-standard name) per token.
-/// A hop-by-hop name is passed over: the caller removes those anyway.
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     let Ok(tokens) = connection.to_str() else {
         return;
     };
     for token in tokens.split(',').map(str::trim) {
-        if !is_hop_by_hop_token(token) && !token.eq_ignore_ascii_case(header::HOST.as_str()) {
+        if names_a_field_to_remove(token) {
             headers.remove(token);
         }
     }
