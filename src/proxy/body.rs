@@ -18,6 +18,7 @@ use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::body_timeouts::{ReadIdle, SendWatched};
+use super::upstream_h1;
 
 /// Errors of the bodies built from [`Either`] (the error of either side, boxed; only a failing
 /// body pays for the box).
@@ -51,7 +52,48 @@ pub(crate) fn empty_request() -> RequestBody {
 /// What is inside a [`ProxyBody`]: our own small answer (a redirect, an error page), or the
 /// upstream's response body streamed through (cut off after the route's `proxy-read-timeout`
 /// without data, when it has one).
-pub(crate) type ResponseBody = Either<Full<Bytes>, ReadIdle<Incoming>>;
+pub(crate) type ResponseBody = Either<Full<Bytes>, ReadIdle<UpstreamBody>>;
+
+/// An upstream's response body: from hyper's client (requests with a body, upgrades, HTTP/2,
+/// TLS to the pod), or from our own HTTP/1.1 exchange (`upstream_h1`: bodyless requests to
+/// plain-HTTP pods).
+pub(crate) enum UpstreamBody {
+    Hyper(Incoming),
+    Own(upstream_h1::ResponseBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(Into::into))),
+            UpstreamBody::Own(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(body) => body.is_end_stream(),
+            UpstreamBody::Own(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(body) => body.size_hint(),
+            UpstreamBody::Own(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Our own answer with the body `bytes` (empty for none).
 pub(crate) fn own_response(bytes: Bytes) -> ResponseBody {
@@ -61,7 +103,7 @@ pub(crate) fn own_response(bytes: Bytes) -> ResponseBody {
 /// The upstream's response body, streamed through; it fails after `read_timeout` (the route's
 /// `proxy-read-timeout`) without a frame.
 pub(crate) fn upstream_response_within(
-    body: Incoming,
+    body: UpstreamBody,
     read_timeout: Option<std::time::Duration>,
 ) -> ResponseBody {
     Either::Right(ReadIdle::new(body, read_timeout))

@@ -31,9 +31,9 @@ use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use super::balance;
-use super::body::empty_request;
+use super::body::{UpstreamBody, empty_request};
 use super::error::{ProxyError, UpstreamFault};
-use super::forward::{Forward, UpstreamResponse};
+use super::forward::{Forward, UpstreamResponse, connect_failed};
 use super::hop_by_hop::strip_hop_by_hop;
 use super::request_id::X_REQUEST_ID;
 use crate::table::error_pages::{ErrorPages, has_endpoints};
@@ -208,13 +208,8 @@ async fn send(
         let mut conn = match checkout.await {
             Ok(conn) => conn,
             Err(err) if err.is_tcp() => {
-                f.ctx.health.mark_failed(endpoint);
                 tried.push(endpoint);
-                last_error = Some(ProxyError::upstream(
-                    service,
-                    Some(endpoint),
-                    UpstreamFault::Connect(Box::new(err)),
-                ));
+                last_error = Some(connect_failed(f, service, endpoint, err));
                 continue;
             }
             Err(err) => {
@@ -259,7 +254,8 @@ async fn send(
                     UpstreamFault::Timeout(timeouts.upstream_response),
                 ));
             }
-            Ok(Ok(mut response)) => {
+            Ok(Ok(response)) => {
+                let mut response = response.map(UpstreamBody::Hyper);
                 strip_hop_by_hop(response.headers_mut());
                 in_flight.answered(response.status().as_u16(), 0);
                 return Ok(UpstreamResponse {

@@ -9,8 +9,9 @@
 //!    absolute URI with the `Host` as authority, and `TE: trailers` kept; see `super::grpc`);
 //! 2. **pick**: `balance::pick` over healthy, not-yet-tried endpoints (none → 503), or the
 //!    session's endpoint under cookie affinity (`affinity::pick`);
-//! 3. **send** on a pooled or new connection to the endpoint (plain, or TLS for re-encrypt),
-//!    under one `upstream_response` deadline (the route's `proxy-read-timeout` when set; → 504),
+//! 3. **send** on a pooled or new connection to the endpoint (plain, or TLS for re-encrypt):
+//!    a request without a body, idempotent and not an upgrade, to a plain-HTTP/1.1 pod by our
+//!    own exchange ([`super::upstream_h1`]), any other by hyper's client; under one `upstream_response` deadline (the route's `proxy-read-timeout` when set; → 504),
 //!    the route's `proxy-connect-timeout` for new connections, and its `proxy-send-timeout`
 //!    while the pod takes the request body (`body_timeouts`). A TCP connect failure sent
 //!    nothing: the endpoint is marked failed and another one is tried, up to [`MAX_TRIES`]
@@ -41,11 +42,11 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
-use super::body::{client_request, empty_request};
+use super::body::{UpstreamBody, client_request, empty_request};
 use super::body_timeouts::SendProgress;
 use super::error::{ClientFault, ProxyError, UpstreamFault};
 use super::hop_by_hop::{HopFields, strip_hop_by_hop};
-use super::pool::UpstreamConn;
+use super::pool::{ConnectError, UpstreamConn};
 use super::request_id::X_REQUEST_ID;
 use super::{ConnInfo, ProxyContext};
 use crate::health::InFlight;
@@ -420,7 +421,7 @@ pub(crate) struct Forward<'a> {
 /// An upstream's answer, ready to stream back to the client.
 pub(crate) struct UpstreamResponse {
     /// Hop-by-hop headers already stripped.
-    pub(crate) response: Response<Incoming>,
+    pub(crate) response: Response<UpstreamBody>,
     /// The endpoint that answered.
     pub(crate) endpoint: SocketAddr,
     /// From sending the request to the response head.
@@ -520,6 +521,11 @@ pub(crate) async fn forward(
         body.watch(Arc::clone(progress));
     }
     let connector = f.ctx.clients.connector_for(&f.upstream.protocol);
+    // The usual request (no body, idempotent, no upgrade) to a plain-HTTP/1.1 pod goes by our
+    // own exchange (`upstream_h1`); everything else by hyper's client.
+    let own_exchange = resendable && upgrade.is_none() && connector.is_plain_http1();
+    // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the endpoint's.
+    let host_missing = !headers.contains_key(header::HOST);
 
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_error = None;
@@ -535,104 +541,132 @@ pub(crate) async fn forward(
             break;
         };
         let in_flight = f.ctx.health.begin_request(endpoint);
+        if host_missing && let Ok(value) = HeaderValue::from_str(&endpoint.to_string()) {
+            headers.insert(header::HOST, value);
+        }
 
         // 3. send
-        let checkout = f
-            .ctx
-            .clients
-            .checkout(&connector, endpoint, connect_timeout, fresh);
-        let mut conn = match checkout.await {
-            Ok(conn) => conn,
-            Err(err) if err.is_tcp() => {
-                // Nothing was sent: the body is still ours, another endpoint may take it.
-                f.ctx.health.mark_failed(endpoint);
-                tried.push(endpoint);
-                last_error = Some(ProxyError::upstream(
-                    service,
-                    Some(endpoint),
-                    UpstreamFault::Connect(Box::new(err)),
-                ));
-                continue;
-            }
-            Err(err) => {
-                return Err(ProxyError::upstream(
-                    service,
-                    Some(endpoint),
-                    UpstreamFault::Tls(Box::new(err)),
-                ));
-            }
-        };
-        let keep_copy = resendable && !resent;
-        let mut upstream_req = Request::new(body.take().unwrap_or_else(empty_request));
-        *upstream_req.method_mut() = method.clone();
-        *upstream_req.uri_mut() = Uri::from(path_and_query.clone());
-        *upstream_req.version_mut() = Version::HTTP_11;
-        *upstream_req.headers_mut() = if keep_copy {
-            headers.clone()
-        } else {
-            std::mem::take(&mut headers)
-        };
-        if !upstream_req.headers().contains_key(header::HOST)
-            && let Ok(value) = HeaderValue::from_str(&endpoint.to_string())
-        {
-            // HTTP/1.1 requires a Host; a client that sent none gets the endpoint's.
-            upstream_req.headers_mut().insert(header::HOST, value);
-        }
-        if conn.sender.is_http2() {
-            let tls = f.upstream.protocol.backend_tls().is_some();
-            super::grpc::to_http2(&mut upstream_req, tls, te_trailers);
-        }
-
-        let sent = Instant::now();
-        if let Some((_, progress)) = &send_watch {
-            progress.restart();
-        }
-        let request = conn.sender.try_send_request(upstream_req);
-        let stalled = async {
-            match &send_watch {
-                Some((timeout, progress)) => progress.stalled(*timeout).await,
-                None => std::future::pending().await,
-            }
-        };
-        let answer = tokio::select! {
-            answer = tokio::time::timeout_at(deadline, request) => answer,
-            () = stalled => return Err(send_timed_out(f, endpoint)),
-        };
-        let mut response = match answer {
-            Err(_) => return Err(timed_out(f, endpoint)),
-            Ok(Ok(response)) => response,
-            Ok(Err(mut err)) => {
-                if let Some(unsent) = err.take_message() {
-                    // hyper had not written it: the connection was closing as we took it.
-                    // Nothing reached the upstream, so sending it again is always safe.
-                    fresh = true;
-                    let (unsent_parts, unsent_body) = unsent.into_parts();
-                    headers = unsent_parts.headers;
-                    super::grpc::restore_host(&mut headers, &unsent_parts.uri);
-                    body = Some(unsent_body);
+        let (mut response, conn, upstream_time) = if own_exchange {
+            let checkout = f.ctx.clients.checkout_own(endpoint, connect_timeout, fresh);
+            let conn = match checkout.await {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tried.push(endpoint);
+                    last_error = Some(connect_failed(f, service, endpoint, err));
                     continue;
                 }
-                let err = err.into_error();
-                if let Some(limit) = f.max_body.filter(|_| body_over_limit(&err)) {
-                    return Err(ClientFault::BodyTooLarge { limit }.into());
-                }
-                if keep_copy && closed_before_response(&err) {
-                    // Closed before any response head: a reused connection racing the
-                    // upstream's idle close, or a pod that died while serving. Send it again
-                    // once, on a new pick and a new connection (the body was empty, so
-                    // nothing is lost).
+            };
+            let sent = Instant::now();
+            let exchange = conn.send(&method, &path_and_query, &headers);
+            match tokio::time::timeout_at(deadline, exchange).await {
+                Err(_) => return Err(timed_out(f, endpoint)),
+                Ok(Ok(response)) => (response.map(UpstreamBody::Own), None, sent.elapsed()),
+                Ok(Err(err)) if err.unanswered() && !resent => {
+                    // As below: closed before any response, sent again once on a new pick
+                    // and a new connection. The headers are still ours: nothing to copy.
                     resent = true;
                     fresh = true;
                     continue;
                 }
-                return Err(ProxyError::upstream(
-                    service,
-                    Some(endpoint),
-                    UpstreamFault::Reset(Box::new(err)),
-                ));
+                Ok(Err(err)) => {
+                    return Err(ProxyError::upstream(
+                        service,
+                        Some(endpoint),
+                        UpstreamFault::Reset(Box::new(err)),
+                    ));
+                }
+            }
+        } else {
+            let checkout = f
+                .ctx
+                .clients
+                .checkout(&connector, endpoint, connect_timeout, fresh);
+            let mut conn = match checkout.await {
+                Ok(conn) => conn,
+                Err(err) if err.is_tcp() => {
+                    // Nothing was sent: the body is still ours, another endpoint may take it.
+                    tried.push(endpoint);
+                    last_error = Some(connect_failed(f, service, endpoint, err));
+                    continue;
+                }
+                Err(err) => {
+                    return Err(ProxyError::upstream(
+                        service,
+                        Some(endpoint),
+                        UpstreamFault::Tls(Box::new(err)),
+                    ));
+                }
+            };
+            let keep_copy = resendable && !resent;
+            let mut upstream_req = Request::new(body.take().unwrap_or_else(empty_request));
+            *upstream_req.method_mut() = method.clone();
+            *upstream_req.uri_mut() = Uri::from(path_and_query.clone());
+            *upstream_req.version_mut() = Version::HTTP_11;
+            *upstream_req.headers_mut() = if keep_copy {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            if conn.sender.is_http2() {
+                let tls = f.upstream.protocol.backend_tls().is_some();
+                super::grpc::to_http2(&mut upstream_req, tls, te_trailers);
+            }
+
+            let sent = Instant::now();
+            if let Some((_, progress)) = &send_watch {
+                progress.restart();
+            }
+            let request = conn.sender.try_send_request(upstream_req);
+            let stalled = async {
+                match &send_watch {
+                    Some((timeout, progress)) => progress.stalled(*timeout).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let answer = tokio::select! {
+                answer = tokio::time::timeout_at(deadline, request) => answer,
+                () = stalled => return Err(send_timed_out(f, endpoint)),
+            };
+            match answer {
+                Err(_) => return Err(timed_out(f, endpoint)),
+                Ok(Ok(response)) => (
+                    response.map(UpstreamBody::Hyper),
+                    Some(conn),
+                    sent.elapsed(),
+                ),
+                Ok(Err(mut err)) => {
+                    if let Some(unsent) = err.take_message() {
+                        // hyper had not written it: the connection was closing as we took
+                        // it. Nothing reached the upstream, so sending it again is always
+                        // safe.
+                        fresh = true;
+                        let (unsent_parts, unsent_body) = unsent.into_parts();
+                        headers = unsent_parts.headers;
+                        super::grpc::restore_host(&mut headers, &unsent_parts.uri);
+                        body = Some(unsent_body);
+                        continue;
+                    }
+                    let err = err.into_error();
+                    if let Some(limit) = f.max_body.filter(|_| body_over_limit(&err)) {
+                        return Err(ClientFault::BodyTooLarge { limit }.into());
+                    }
+                    if keep_copy && closed_before_response(&err) {
+                        // Closed before any response head: a reused connection racing the
+                        // upstream's idle close, or a pod that died while serving. Send it
+                        // again once, on a new pick and a new connection (the body was
+                        // empty, so nothing is lost).
+                        resent = true;
+                        fresh = true;
+                        continue;
+                    }
+                    return Err(ProxyError::upstream(
+                        service,
+                        Some(endpoint),
+                        UpstreamFault::Reset(Box::new(err)),
+                    ));
+                }
             }
         };
-        let upstream_time = sent.elapsed();
         in_flight.answered(response.status().as_u16(), request_body_len);
 
         // 4. respond
@@ -684,11 +718,27 @@ pub(crate) async fn forward(
             endpoint,
             upstream_time,
             in_flight: Some(in_flight),
-            conn: Some(conn),
+            conn,
         });
     }
     Err(last_error
         .unwrap_or_else(|| ProxyError::upstream(service, None, UpstreamFault::NoEndpoint)))
+}
+
+/// A connection to `endpoint` of `service` that could not be opened (nothing was sent): the
+/// endpoint is marked failed, and the request may go to another.
+pub(super) fn connect_failed(
+    f: &Forward<'_>,
+    service: impl ToString,
+    endpoint: SocketAddr,
+    err: ConnectError,
+) -> ProxyError {
+    f.ctx.health.mark_failed(endpoint);
+    ProxyError::upstream(
+        service,
+        Some(endpoint),
+        UpstreamFault::Connect(Box::new(err)),
+    )
 }
 
 fn timed_out(f: &Forward<'_>, endpoint: SocketAddr) -> ProxyError {

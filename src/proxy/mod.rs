@@ -171,6 +171,7 @@ mod rewrite;
 mod source_ranges;
 mod splice;
 mod tcp_tunnel;
+mod upstream_h1;
 mod wake_gate;
 
 pub use accept::{serve, serve_on_workers};

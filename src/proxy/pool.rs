@@ -2,7 +2,10 @@
 //! and keeping them idle between requests.
 //!
 //! Each upstream connection is a hyper HTTP/1.1 client connection driven by its own task; its
-//! [`SendRequest`](http1::SendRequest) half is what the proxy holds. HTTP/2 upstreams (gRPC,
+//! [`SendRequest`](http1::SendRequest) half is what the proxy holds. Bodyless requests to
+//! plain-HTTP endpoints use connections of our own exchange instead (`upstream_h1`, checked
+//! out by [`Clients::checkout_own`]; no task: the request's task reads and writes them), kept
+//! idle beside hyper's under the same rules. HTTP/2 upstreams (gRPC,
 //! `backend-protocol: grpc`/`grpcs`) differ: one connection carries many requests at once, so
 //! the pool keeps ONE shared connection per endpoint and configuration and hands every request
 //! a clone of its sender while it is open (see [`Shared2`]). A request checks a
@@ -50,6 +53,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::body::RequestBody;
+use super::upstream_h1;
 use crate::table::upstream::{BackendTls, UpstreamProtocol};
 use crate::table::{FastMap, FastSet};
 
@@ -135,6 +139,13 @@ struct Shared {
     reaper_started: AtomicBool,
 }
 
+impl Shared {
+    /// The idle connections (a panic elsewhere while holding them leaves them usable).
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The idle connections, and the endpoints they may be to (looked up at every checkout and
 /// release, keyed by the table's endpoints: [`FastMap`]).
 #[derive(Default)]
@@ -142,6 +153,8 @@ struct Idle {
     conns: FastMap<PoolKey, Vec<IdleConn>>,
     /// The shared HTTP/2 connection of each HTTP/2 endpoint and configuration.
     h2: FastMap<PoolKey, Shared2>,
+    /// Connections of our own HTTP/1.1 exchange (`upstream_h1`), plain HTTP only.
+    own: FastMap<PoolKey, Vec<IdleOwn>>,
     /// The live table's endpoints; `None` until the first [`Clients::retain_endpoints`] (a
     /// pool driven without a rebuild loop, as in tests, keeps everything).
     live: Option<FastSet<SocketAddr>>,
@@ -158,6 +171,26 @@ impl Idle {
 struct IdleConn {
     sender: http1::SendRequest<RequestBody>,
     since: Instant,
+}
+
+struct IdleOwn {
+    conn: Box<upstream_h1::Conn>,
+    since: Instant,
+}
+
+/// Where a connection of our own exchange goes back to: its pool (held weakly: the pool holds
+/// the connection while it is idle), under its key.
+struct OwnHome {
+    pool: Weak<Shared>,
+    key: PoolKey,
+}
+
+impl upstream_h1::Home for OwnHome {
+    fn give_back(&self, conn: Box<upstream_h1::Conn>) {
+        if let Some(inner) = self.pool.upgrade() {
+            Clients { inner }.put_own(self.key, conn);
+        }
+    }
 }
 
 /// An HTTP/2 connection every request to its endpoint shares (its sender is cloned per
@@ -264,6 +297,82 @@ impl Clients {
         Box::pin(self.open(connector, key, connect_timeout)).await
     }
 
+    /// A connection for our own HTTP/1.1 exchange (`upstream_h1`) with `endpoint`, in plain
+    /// HTTP: an idle one that is still quiet, else a new one (`fresh`: always a new one).
+    pub(crate) async fn checkout_own(
+        &self,
+        endpoint: SocketAddr,
+        connect_timeout: Duration,
+        fresh: bool,
+    ) -> Result<Box<upstream_h1::Conn>, ConnectError> {
+        let key = PoolKey {
+            endpoint,
+            config: self.inner.plain.config,
+            worker: WORKER.with(std::cell::Cell::get),
+        };
+        if !fresh && let Some(conn) = self.take_own(key) {
+            return Ok(conn);
+        }
+        // Boxed, as in `checkout`: most requests reuse a connection.
+        let tcp = Box::pin(tcp_connect(endpoint, connect_timeout)).await?;
+        let home = Arc::new(OwnHome {
+            pool: Arc::downgrade(&self.inner),
+            key,
+        });
+        Ok(upstream_h1::Conn::new(tcp, home))
+    }
+
+    /// The most recently released idle connection of `key` that is still quiet. Expired and
+    /// closed ones met on the way are dropped (after the lock).
+    fn take_own(&self, key: PoolKey) -> Option<Box<upstream_h1::Conn>> {
+        let mut stale = Vec::new();
+        let found = {
+            let mut idle = self.inner.idle();
+            if !idle.is_live(key.endpoint) {
+                if let Some(list) = idle.own.remove(&key) {
+                    stale = list;
+                }
+                None
+            } else {
+                let list = idle.own.get_mut(&key)?;
+                let mut found = None;
+                while let Some(candidate) = list.pop() {
+                    if candidate.since.elapsed() < POOL_IDLE && candidate.conn.is_quiet() {
+                        found = Some(candidate.conn);
+                        break;
+                    }
+                    stale.push(candidate);
+                }
+                found
+            }
+        };
+        drop(stale);
+        found
+    }
+
+    fn put_own(&self, key: PoolKey, conn: Box<upstream_h1::Conn>) {
+        {
+            let mut idle = self.inner.idle();
+            if !idle.is_live(key.endpoint) {
+                // As in `put_idle`: its endpoint left the table while it was in use.
+                drop(idle);
+                drop(conn);
+                return;
+            }
+            let list = idle.own.entry(key).or_default();
+            if list.len() >= MAX_IDLE_PER_KEY {
+                drop(idle);
+                drop(conn);
+                return;
+            }
+            list.push(IdleOwn {
+                conn,
+                since: Instant::now(),
+            });
+        }
+        self.start_reaper();
+    }
+
     /// Opens a new connection and starts the task that drives it.
     async fn open(
         &self,
@@ -287,17 +396,21 @@ impl Clients {
     /// kept. Called after every table swap.
     pub(crate) fn retain_endpoints(&self, endpoints: impl IntoIterator<Item = SocketAddr>) {
         let live: FastSet<SocketAddr> = endpoints.into_iter().collect();
+        let mut closed_own: Vec<IdleOwn> = Vec::new();
         let closed: Vec<IdleConn> = {
-            let mut idle = self
-                .inner
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut idle = self.inner.idle();
             let mut closed = Vec::new();
             idle.conns.retain(|key, list| {
                 let keep = live.contains(&key.endpoint);
                 if !keep {
                     closed.append(list);
+                }
+                keep
+            });
+            idle.own.retain(|key, list| {
+                let keep = live.contains(&key.endpoint);
+                if !keep {
+                    closed_own.append(list);
                 }
                 keep
             });
@@ -307,24 +420,21 @@ impl Clients {
             idle.live = Some(live);
             closed
         };
-        if !closed.is_empty() {
+        if !closed.is_empty() || !closed_own.is_empty() {
             tracing::debug!(
-                closed = closed.len(),
+                closed = closed.len() + closed_own.len(),
                 "closed idle upstream connections to endpoints that left the table"
             );
         }
         // Dropped outside the lock: dropping a sender lets its connection task close.
         drop(closed);
+        drop(closed_own);
     }
 
     /// The most recently released idle connection of `key` that is ready for a request.
     /// Expired ones met on the way are dropped.
     fn take_idle(&self, key: PoolKey) -> Option<http1::SendRequest<RequestBody>> {
-        let mut idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.inner.idle();
         if !idle.is_live(key.endpoint) {
             // Picked from a table that was replaced meanwhile: open a fresh connection rather
             // than reuse one to a pod that left.
@@ -345,11 +455,7 @@ impl Clients {
     /// A handle on the shared HTTP/2 connection of `key`, if it is open and not `fresh` (a
     /// `fresh` checkout replaces it: a request failed on it).
     fn take_shared(&self, key: PoolKey, fresh: bool) -> Option<http2::SendRequest<RequestBody>> {
-        let mut idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.inner.idle();
         if fresh || !idle.is_live(key.endpoint) {
             idle.h2.remove(&key);
             return None;
@@ -366,11 +472,7 @@ impl Clients {
     /// Makes a new HTTP/2 connection the one requests to `key` share.
     fn share(&self, key: PoolKey, sender: http2::SendRequest<RequestBody>) {
         {
-            let mut idle = self
-                .inner
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut idle = self.inner.idle();
             if !idle.is_live(key.endpoint) {
                 return;
             }
@@ -394,11 +496,7 @@ impl Clients {
             return;
         }
         {
-            let mut idle = self
-                .inner
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut idle = self.inner.idle();
             if !idle.is_live(key.endpoint) {
                 // Its request was in flight when the endpoint left the table: it finished,
                 // and the connection closes here.
@@ -429,26 +527,36 @@ impl Clients {
 
     /// Idle connections ready for a request, over all endpoints (for tests).
     pub fn ready_count(&self) -> usize {
-        self.inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let own = self.own_idle(|c| c.conn.is_quiet());
+        own + self
+            .inner
+            .idle()
             .conns
             .values()
             .map(|list| list.iter().filter(|c| c.sender.is_ready()).count())
+            .sum::<usize>()
+    }
+
+    /// Our own exchange's idle connections for which `counted` holds.
+    fn own_idle(&self, counted: impl Fn(&IdleOwn) -> bool) -> usize {
+        self.inner
+            .idle()
+            .own
+            .values()
+            .map(|list| list.iter().filter(|c| counted(c)).count())
             .sum()
     }
 
     /// Idle connections kept, over all endpoints (for tests).
     pub fn idle_count(&self) -> usize {
-        self.inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let own = self.own_idle(|_| true);
+        own + self
+            .inner
+            .idle()
             .conns
             .values()
             .map(Vec::len)
-            .sum()
+            .sum::<usize>()
     }
 }
 
@@ -460,13 +568,18 @@ async fn reap(pool: Weak<Shared>) {
     loop {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = pool.idle();
         idle.conns.retain(|_, list| {
             list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < POOL_IDLE);
             !list.is_empty()
         });
         idle.h2
             .retain(|_, c| !c.sender.is_closed() && c.used.elapsed() < POOL_IDLE);
+        // Dropped with the lock held: closing a socket does not wait.
+        idle.own.retain(|_, list| {
+            list.retain(|c| c.since.elapsed() < POOL_IDLE && c.conn.is_quiet());
+            !list.is_empty()
+        });
     }
 }
 
@@ -506,6 +619,11 @@ struct UpstreamTls {
 }
 
 impl Connector {
+    /// Whether it speaks plain HTTP/1.1, as our own exchange (`upstream_h1`) does.
+    pub(crate) fn is_plain_http1(&self) -> bool {
+        self.tls.is_none() && !self.http2
+    }
+
     fn tls(config: ConfigId, tls: &BackendTls, http2: bool) -> Self {
         let mut client_config = crate::tls::upstream::client_config(tls);
         if http2 {
@@ -528,12 +646,7 @@ impl Connector {
     /// starts hyper's HTTP/1.1 client on it.
     async fn connect(&self, addr: SocketAddr, after: Duration) -> Result<Sender, ConnectError> {
         let deadline = Instant::now() + after;
-        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ConnectError::TcpTimeout { addr, after }),
-            Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
-            Ok(Ok(tcp)) => tcp,
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = tcp_connect(addr, after).await?;
         let Some(tls) = &self.tls else {
             return start_client(tcp, addr, self.http2).await;
         };
@@ -547,6 +660,17 @@ impl Connector {
             Ok(Ok(stream)) => start_client(stream, addr, self.http2).await,
         }
     }
+}
+
+/// A TCP connection to `addr` within `after`, without Nagle's delay.
+async fn tcp_connect(addr: SocketAddr, after: Duration) -> Result<TcpStream, ConnectError> {
+    let tcp = match tokio::time::timeout(after, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::TcpTimeout { addr, after }),
+        Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
+        Ok(Ok(tcp)) => tcp,
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 /// Starts hyper's HTTP/1.1 (or HTTP/2) client on an open connection to `endpoint`, plain or
