@@ -245,7 +245,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Head, ExchangeError
     // Where each field's name and value sit in `buf`, kept so that the values can be slices of
     // the head once it is split off (no copy).
     let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
-    let (len, code, reason, version, count) = {
+    let (len, status, reason, version, count) = {
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut parsed = httparse::Response::new(&mut fields);
         let len = match parsed.parse(buf) {
@@ -265,27 +265,25 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Head, ExchangeError
                 value + field.value.len(),
             );
         }
-        let code = parsed.code.unwrap_or(0);
+        let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
+            .map_err(|_| ExchangeError::Invalid("status code"))?;
         // Kept, as hyper's client keeps it, when it is not the code's usual one: the client
         // then reads the phrase the pod wrote.
-        let reason = parsed.reason.filter(|reason| {
-            StatusCode::from_u16(code)
-                .ok()
-                .and_then(|status| status.canonical_reason())
-                != Some(*reason)
-        });
-        let reason = reason.map(|r| {
-            let start = r.as_ptr() as usize - base;
-            (start, start + r.len())
-        });
+        let reason = parsed
+            .reason
+            .filter(|reason| status.canonical_reason() != Some(*reason))
+            .map(|r| {
+                let start = r.as_ptr() as usize - base;
+                (start, start + r.len())
+            });
         let version = match parsed.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        (len, code, reason, version, count)
+        (len, status, reason, version, count)
     };
     let head = buf.split_to(len).freeze();
-    let status = StatusCode::from_u16(code).map_err(|_| ExchangeError::Invalid("status code"))?;
+    let code = status.as_u16();
     match code {
         101 => {
             return Err(ExchangeError::Invalid(
@@ -480,16 +478,15 @@ impl ResponseBody {
                 };
                 Ok(None)
             }
-            Chunk::Data(left) => {
+            Chunk::Data(mut left) => {
                 if buf.is_empty() {
                     return Ok(None);
                 }
-                let take = left.min(buf.len() as u64);
-                let data = buf.split_to(take as usize).freeze();
-                *state = if take == left {
+                let data = take_data(buf, &mut left);
+                *state = if left == 0 {
                     Chunk::DataEnd
                 } else {
-                    Chunk::Data(left - take)
+                    Chunk::Data(left)
                 };
                 Ok(Some(Frame::data(data)))
             }
@@ -524,6 +521,14 @@ impl ResponseBody {
             Chunk::Done => Ok(None),
         }
     }
+}
+
+/// Up to `left` bytes of body from the front of `buf` (a slice of it, not a copy), counted off
+/// `left`.
+fn take_data(buf: &mut BytesMut, left: &mut u64) -> Bytes {
+    let take = (*left).min(buf.len() as u64);
+    *left -= take;
+    buf.split_to(take as usize).freeze()
 }
 
 /// A chunk-size line's size (hexadecimal, then optional extensions after `;`).
@@ -577,9 +582,7 @@ impl Body for ResponseBody {
             if !conn.buf.is_empty() {
                 match &mut this.framing {
                     Framing::Length(left) => {
-                        let take = (*left).min(conn.buf.len() as u64);
-                        let data = conn.buf.split_to(take as usize).freeze();
-                        *left -= take;
+                        let data = take_data(&mut conn.buf, left);
                         if *left == 0 {
                             this.finish();
                         }
