@@ -54,9 +54,9 @@ pub(crate) fn empty_request() -> RequestBody {
 /// without data, when it has one).
 pub(crate) type ResponseBody = Either<Full<Bytes>, ReadIdle<UpstreamBody>>;
 
-/// An upstream's response body: from hyper's client (requests with a body, upgrades, HTTP/2,
-/// TLS to the pod), or from our own HTTP/1.1 exchange (`upstream_h1`: bodyless requests to
-/// plain-HTTP pods).
+/// An upstream's response body: from hyper's client (requests with a body, upgrades, HTTP/2),
+/// or from our own HTTP/1.1 exchange (`upstream_h1`: bodyless requests to HTTP/1.1 pods,
+/// plain or TLS).
 pub(crate) enum UpstreamBody {
     Hyper(Incoming),
     Own(upstream_h1::ResponseBody),

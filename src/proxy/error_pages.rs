@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use super::balance;
 use super::body::{UpstreamBody, empty_request};
 use super::error::{ProxyError, UpstreamFault};
-use super::forward::{Forward, UpstreamResponse, connect_failed};
+use super::forward::{Forward, UpstreamResponse, checkout_failed};
 use super::hop_by_hop::strip_hop_by_hop;
 use super::request_id::X_REQUEST_ID;
 use crate::table::error_pages::{ErrorPages, has_endpoints};
@@ -207,17 +207,10 @@ async fn send(
             .checkout(&connector, endpoint, timeouts.connect, fresh);
         let mut conn = match checkout.await {
             Ok(conn) => conn,
-            Err(err) if err.is_tcp() => {
-                tried.push(endpoint);
-                last_error = Some(connect_failed(f, service, endpoint, err));
-                continue;
-            }
             Err(err) => {
-                return Err(ProxyError::upstream(
-                    service,
-                    Some(endpoint),
-                    UpstreamFault::Tls(Box::new(err)),
-                ));
+                last_error = Some(checkout_failed(f, service, endpoint, err)?);
+                tried.push(endpoint);
+                continue;
             }
         };
         let uri = if conn.sender.is_http2() {

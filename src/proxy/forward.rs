@@ -10,8 +10,8 @@
 //! 2. **pick**: `balance::pick` over healthy, not-yet-tried endpoints (none → 503), or the
 //!    session's endpoint under cookie affinity (`affinity::pick`);
 //! 3. **send** on a pooled or new connection to the endpoint (plain, or TLS for re-encrypt):
-//!    a request without a body, idempotent and not an upgrade, to a plain-HTTP/1.1 pod by our
-//!    own exchange ([`super::upstream_h1`]), any other by hyper's client; under one `upstream_response` deadline (the route's `proxy-read-timeout` when set; → 504),
+//!    a request without a body, idempotent and not an upgrade, to an HTTP/1.1 pod (plain or
+//!    TLS) by our own exchange ([`super::upstream_h1`]), any other by hyper's client; under one `upstream_response` deadline (the route's `proxy-read-timeout` when set; → 504),
 //!    the route's `proxy-connect-timeout` for new connections, and its `proxy-send-timeout`
 //!    while the pod takes the request body (`body_timeouts`). A TCP connect failure sent
 //!    nothing: the endpoint is marked failed and another one is tried, up to [`MAX_TRIES`]
@@ -521,9 +521,9 @@ pub(crate) async fn forward(
         body.watch(Arc::clone(progress));
     }
     let connector = f.ctx.clients.connector_for(&f.upstream.protocol);
-    // The usual request (no body, idempotent, no upgrade) to a plain-HTTP/1.1 pod goes by our
-    // own exchange (`upstream_h1`); everything else by hyper's client.
-    let own_exchange = resendable && upgrade.is_none() && connector.is_plain_http1();
+    // The usual request (no body, idempotent, no upgrade) to an HTTP/1.1 pod, plain or TLS,
+    // goes by our own exchange (`upstream_h1`); everything else by hyper's client.
+    let own_exchange = resendable && upgrade.is_none() && connector.speaks_http1();
     // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the endpoint's.
     let host_missing = !headers.contains_key(header::HOST);
 
@@ -547,17 +547,21 @@ pub(crate) async fn forward(
 
         // 3. send
         let (mut response, conn, upstream_time) = if own_exchange {
-            let checkout = f.ctx.clients.checkout_own(endpoint, connect_timeout, fresh);
+            let checkout = f
+                .ctx
+                .clients
+                .checkout_own(&connector, endpoint, connect_timeout, fresh);
             let conn = match checkout.await {
                 Ok(conn) => conn,
                 Err(err) => {
+                    last_error = Some(checkout_failed(f, service, endpoint, err)?);
                     tried.push(endpoint);
-                    last_error = Some(connect_failed(f, service, endpoint, err));
                     continue;
                 }
             };
             let sent = Instant::now();
-            let exchange = conn.send(&method, &path_and_query, &headers);
+            // On a response, the map holds its fields (see `upstream_h1::Conn::send`).
+            let exchange = conn.send(&method, &path_and_query, &mut headers);
             match tokio::time::timeout_at(deadline, exchange).await {
                 Err(_) => return Err(timed_out(f, endpoint)),
                 Ok(Ok(response)) => (response.map(UpstreamBody::Own), None, sent.elapsed()),
@@ -583,18 +587,11 @@ pub(crate) async fn forward(
                 .checkout(&connector, endpoint, connect_timeout, fresh);
             let mut conn = match checkout.await {
                 Ok(conn) => conn,
-                Err(err) if err.is_tcp() => {
-                    // Nothing was sent: the body is still ours, another endpoint may take it.
-                    tried.push(endpoint);
-                    last_error = Some(connect_failed(f, service, endpoint, err));
-                    continue;
-                }
+                // Nothing was sent: the body is still ours, another endpoint may take it.
                 Err(err) => {
-                    return Err(ProxyError::upstream(
-                        service,
-                        Some(endpoint),
-                        UpstreamFault::Tls(Box::new(err)),
-                    ));
+                    last_error = Some(checkout_failed(f, service, endpoint, err)?);
+                    tried.push(endpoint);
+                    continue;
                 }
             };
             let keep_copy = resendable && !resent;
@@ -707,7 +704,10 @@ pub(crate) async fn forward(
                 conn: None,
             });
         }
-        strip_hop_by_hop(response.headers_mut());
+        if !own_exchange {
+            // Our exchange dropped them as it read the head.
+            strip_hop_by_hop(response.headers_mut());
+        }
         if let Some(session) = &session {
             let https = f.conn.tls.is_some();
             let location = super::affinity::location(f.route);
@@ -725,20 +725,29 @@ pub(crate) async fn forward(
         .unwrap_or_else(|| ProxyError::upstream(service, None, UpstreamFault::NoEndpoint)))
 }
 
-/// A connection to `endpoint` of `service` that could not be opened (nothing was sent): the
-/// endpoint is marked failed, and the request may go to another.
-pub(super) fn connect_failed(
+/// A connection to `endpoint` of `service` that could not be opened; nothing was sent. A TCP
+/// failure marks the endpoint failed and lets the request go to another: `Ok` with the error
+/// to answer if none does. A TLS failure (the pod's certificate, its name, the handshake) is
+/// the answer at once: `Err`, for the caller's `?`.
+pub(super) fn checkout_failed(
     f: &Forward<'_>,
     service: impl ToString,
     endpoint: SocketAddr,
     err: ConnectError,
-) -> ProxyError {
+) -> Result<ProxyError, ProxyError> {
+    if !err.is_tcp() {
+        return Err(ProxyError::upstream(
+            service,
+            Some(endpoint),
+            UpstreamFault::Tls(Box::new(err)),
+        ));
+    }
     f.ctx.health.mark_failed(endpoint);
-    ProxyError::upstream(
+    Ok(ProxyError::upstream(
         service,
         Some(endpoint),
         UpstreamFault::Connect(Box::new(err)),
-    )
+    ))
 }
 
 fn timed_out(f: &Forward<'_>, endpoint: SocketAddr) -> ProxyError {

@@ -39,18 +39,6 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Whether one of the client's `TE` values lists `trailers` (read before the hop-by-hop
-/// headers go, by `hop_by_hop::HopFields`).
-pub(crate) fn lists_trailers(value: &HeaderValue) -> bool {
-    value.to_str().is_ok_and(|v| {
-        v.split(',').any(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    })
-}
-
 /// Makes an origin-form HTTP/1.1-style upstream request an HTTP/2 one: absolute URI with
 /// `scheme` and the `Host` as authority (`Host` removed), and `TE: trailers` when the client
 /// asked for trailers. A `Host` that is not a valid authority is left as is (hyper then sends
@@ -158,16 +146,6 @@ mod tests {
             HeaderValue::from_static("application/json"),
         );
         assert!(!is_grpc(&h));
-    }
-
-    #[test]
-    fn te_trailers_is_found_among_others() {
-        assert!(lists_trailers(&HeaderValue::from_static(
-            "gzip, trailers;q=1"
-        )));
-        assert!(lists_trailers(&HeaderValue::from_static("TRAILERS")));
-        assert!(!lists_trailers(&HeaderValue::from_static("gzip")));
-        assert!(!lists_trailers(&HeaderValue::from_static("gzip;trailers")));
     }
 
     #[test]

@@ -40,6 +40,12 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
     (name == spelled).then_some(index)
 }
 
+/// Whether `name` is one of the hop-by-hop fields (for a response read field by field, as
+/// `upstream_h1` reads one, which drops them as it goes).
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_index(name).is_some()
+}
+
 /// What one pass over a message's fields finds of the hop-by-hop ones: which are present, the
 /// `Connection` values that name other fields, and what the websocket upgrade and gRPC must
 /// read before those fields go. The one pass replaces a lookup per question (each a hash of
@@ -70,7 +76,7 @@ impl HopFields {
             found.present |= 1 << i;
             match i {
                 CONNECTION => found.connection(value),
-                TE => found.te_trailers |= super::grpc::lists_trailers(value),
+                TE => found.te_trailers |= lists_trailers(value),
                 UPGRADE if found.upgrade.is_none() => found.upgrade = Some(value.clone()),
                 _ => {}
             }
@@ -135,6 +141,18 @@ impl HopFields {
     }
 }
 
+/// Whether one of the client's `TE` values lists `trailers` (gRPC needs it said again to an
+/// HTTP/2 upstream, `grpc::to_http2`).
+fn lists_trailers(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',').any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    })
+}
+
 /// Whether a `Connection` token names a field that goes because it is named: not a
 /// hop-by-hop one (removed anyway) and never `Host`.
 fn names_a_field_to_remove(token: &str) -> bool {
@@ -153,7 +171,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes the headers a `Connection` value names, except `Host`. A `&str` key is parsed on
 /// the stack: no `HeaderName` is built (and allocated, for a non-standard name) per token.
-fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+pub(super) fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     let Ok(tokens) = connection.to_str() else {
         return;
     };
@@ -167,6 +185,16 @@ fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn te_trailers_is_found_among_others() {
+        assert!(lists_trailers(&HeaderValue::from_static(
+            "gzip, trailers;q=1"
+        )));
+        assert!(lists_trailers(&HeaderValue::from_static("TRAILERS")));
+        assert!(!lists_trailers(&HeaderValue::from_static("gzip")));
+        assert!(!lists_trailers(&HeaderValue::from_static("gzip;trailers")));
+    }
 
     #[test]
     fn connection_named_headers_are_stripped_but_never_host() {

@@ -3,7 +3,7 @@
 //!
 //! Each upstream connection is a hyper HTTP/1.1 client connection driven by its own task; its
 //! [`SendRequest`](http1::SendRequest) half is what the proxy holds. Bodyless requests to
-//! plain-HTTP endpoints use connections of our own exchange instead (`upstream_h1`, checked
+//! HTTP/1.1 endpoints, plain or TLS, use connections of our own exchange instead (`upstream_h1`, checked
 //! out by [`Clients::checkout_own`]; no task: the request's task reads and writes them), kept
 //! idle beside hyper's under the same rules. HTTP/2 upstreams (gRPC,
 //! `backend-protocol: grpc`/`grpcs`) differ: one connection carries many requests at once, so
@@ -297,29 +297,31 @@ impl Clients {
         Box::pin(self.open(connector, key, connect_timeout)).await
     }
 
-    /// A connection for our own HTTP/1.1 exchange (`upstream_h1`) with `endpoint`, in plain
-    /// HTTP: an idle one that is still quiet, else a new one (`fresh`: always a new one).
+    /// A connection for our own HTTP/1.1 exchange (`upstream_h1`) with `endpoint`, plain or
+    /// TLS as `connector` says (one that speaks HTTP/1.1): an idle one that is still quiet,
+    /// else a new one (`fresh`: always a new one).
     pub(crate) async fn checkout_own(
         &self,
+        connector: &Connector,
         endpoint: SocketAddr,
         connect_timeout: Duration,
         fresh: bool,
     ) -> Result<Box<upstream_h1::Conn>, ConnectError> {
         let key = PoolKey {
             endpoint,
-            config: self.inner.plain.config,
+            config: connector.config,
             worker: WORKER.with(std::cell::Cell::get),
         };
         if !fresh && let Some(conn) = self.take_own(key) {
             return Ok(conn);
         }
         // Boxed, as in `checkout`: most requests reuse a connection.
-        let tcp = Box::pin(tcp_connect(endpoint, connect_timeout)).await?;
+        let stream = Box::pin(connector.open_stream(endpoint, connect_timeout)).await?;
         let home = Arc::new(OwnHome {
             pool: Arc::downgrade(&self.inner),
             key,
         });
-        Ok(upstream_h1::Conn::new(tcp, home))
+        Ok(upstream_h1::Conn::new(stream, home))
     }
 
     /// The most recently released idle connection of `key` that is still quiet. Expired and
@@ -336,7 +338,7 @@ impl Clients {
             } else {
                 let list = idle.own.get_mut(&key)?;
                 let mut found = None;
-                while let Some(candidate) = list.pop() {
+                while let Some(mut candidate) = list.pop() {
                     if candidate.since.elapsed() < POOL_IDLE && candidate.conn.is_quiet() {
                         found = Some(candidate.conn);
                         break;
@@ -538,12 +540,16 @@ impl Clients {
     }
 
     /// Our own exchange's idle connections for which `counted` holds.
-    fn own_idle(&self, counted: impl Fn(&IdleOwn) -> bool) -> usize {
+    fn own_idle(&self, mut counted: impl FnMut(&mut IdleOwn) -> bool) -> usize {
         self.inner
             .idle()
             .own
-            .values()
-            .map(|list| list.iter().filter(|c| counted(c)).count())
+            .values_mut()
+            .map(|list| {
+                list.iter_mut()
+                    .map(|c| usize::from(counted(c)))
+                    .sum::<usize>()
+            })
             .sum()
     }
 
@@ -577,7 +583,7 @@ async fn reap(pool: Weak<Shared>) {
             .retain(|_, c| !c.sender.is_closed() && c.used.elapsed() < POOL_IDLE);
         // Dropped with the lock held: closing a socket does not wait.
         idle.own.retain(|_, list| {
-            list.retain(|c| c.since.elapsed() < POOL_IDLE && c.conn.is_quiet());
+            list.retain_mut(|c| c.since.elapsed() < POOL_IDLE && c.conn.is_quiet());
             !list.is_empty()
         });
     }
@@ -619,9 +625,10 @@ struct UpstreamTls {
 }
 
 impl Connector {
-    /// Whether it speaks plain HTTP/1.1, as our own exchange (`upstream_h1`) does.
-    pub(crate) fn is_plain_http1(&self) -> bool {
-        self.tls.is_none() && !self.http2
+    /// Whether it speaks HTTP/1.1 (plain or over TLS), as our own exchange (`upstream_h1`)
+    /// does.
+    pub(crate) fn speaks_http1(&self) -> bool {
+        !self.http2
     }
 
     fn tls(config: ConfigId, tls: &BackendTls, http2: bool) -> Self {
@@ -645,10 +652,22 @@ impl Connector {
     /// Opens a connection to `addr` (TCP, then TLS for re-encrypt, both within `after`) and
     /// starts hyper's HTTP/1.1 client on it.
     async fn connect(&self, addr: SocketAddr, after: Duration) -> Result<Sender, ConnectError> {
+        match self.open_stream(addr, after).await? {
+            upstream_h1::Stream::Plain(tcp) => start_client(tcp, addr, self.http2).await,
+            upstream_h1::Stream::Tls(tls) => start_client(*tls, addr, self.http2).await,
+        }
+    }
+
+    /// Opens a connection to `addr`: TCP, then TLS for re-encrypt, both within `after`.
+    async fn open_stream(
+        &self,
+        addr: SocketAddr,
+        after: Duration,
+    ) -> Result<upstream_h1::Stream, ConnectError> {
         let deadline = Instant::now() + after;
         let tcp = tcp_connect(addr, after).await?;
         let Some(tls) = &self.tls else {
-            return start_client(tcp, addr, self.http2).await;
+            return Ok(upstream_h1::Stream::Plain(tcp));
         };
         let sni = tls.sni.to_string();
         let Some(server_name) = tls.server_name.clone() else {
@@ -657,7 +676,7 @@ impl Connector {
         match tokio::time::timeout_at(deadline, tls.connector.connect(server_name, tcp)).await {
             Err(_) => Err(ConnectError::TlsTimeout { addr, sni }),
             Ok(Err(source)) => Err(ConnectError::Tls { addr, sni, source }),
-            Ok(Ok(stream)) => start_client(stream, addr, self.http2).await,
+            Ok(Ok(stream)) => Ok(upstream_h1::Stream::Tls(Box::new(stream))),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Our own HTTP/1.1 exchange with a plain-HTTP upstream, for the requests that make most of a
+//! Our own HTTP/1.1 exchange with an HTTP/1.1 upstream, for the requests that make most of a
 //! proxy's traffic: no body, idempotent method, no upgrade (a `GET` in short).
 //!
 //! Why not hyper's client for them: hyper drives each upstream connection as a task of its
@@ -8,8 +8,9 @@
 //! sent as a copy of its header map. Here the request's own task writes the head from the
 //! proxy's header map, reads the response head on the socket it checked out, and hands the
 //! client a body that reads the socket itself. The body owns the connection until the
-//! response is read to its end, then gives it back to the pool ([`Home`]). Requests with a
-//! body, upgrades, HTTP/2 and TLS to the pod stay on hyper's client (`pool`).
+//! response is read to its end, then gives it back to the pool ([`Home`]). The connection is
+//! plain TCP or TLS to the pod (re-encrypt), the same exchange over either ([`Stream`]).
+//! Requests with a body, upgrades and HTTP/2 stay on hyper's client (`pool`).
 //!
 //! What is read follows RFC 9112 §6.3 as hyper's client does: no body after `HEAD`, 1xx, 204
 //! and 304; `Transfer-Encoding` (chunked when it is the final coding, otherwise up to the
@@ -29,8 +30,11 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::ext::ReasonPhrase;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::hop_by_hop::{is_hop_by_hop, remove_named};
 
 /// The most bytes a response head may take (hyper's client allows ~400 KiB, nginx's
 /// `proxy_buffer_size` 4–8 KiB); past it the response is a bad gateway.
@@ -55,15 +59,65 @@ pub(crate) trait Home: Send + Sync {
     fn give_back(&self, conn: Box<Conn>);
 }
 
+/// What an exchange is carried over: TCP, or TLS over TCP to a pod that terminates it
+/// (re-encrypt). The TLS stream is boxed: its session state is large, and a plain connection
+/// should not carry its size.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One connection to an endpoint, checked out for one exchange at a time.
 pub(crate) struct Conn {
-    io: TcpStream,
+    io: Stream,
     /// The request head on its way out, then the bytes read and not used yet. Kept while the
     /// connection is idle (at most [`FIRST_READ`] of it; the pool holds few connections, one
     /// per request in flight at the busiest moment).
     buf: BytesMut,
     /// How much the next read reserves.
     read_size: usize,
+    /// Reused by every response head read on this connection.
+    scratch: Scratch,
     home: Arc<dyn Home>,
 }
 
@@ -107,47 +161,56 @@ pub(crate) enum BodyError {
 impl Conn {
     /// Boxed: it moves with every exchange (into the response body, back to the pool), and a
     /// response is moved many times on its way to the client.
-    pub(crate) fn new(io: TcpStream, home: Arc<dyn Home>) -> Box<Self> {
+    pub(crate) fn new(io: Stream, home: Arc<dyn Home>) -> Box<Self> {
         Box::new(Conn {
             io,
             buf: BytesMut::new(),
             read_size: FIRST_READ,
+            scratch: Scratch::default(),
             home,
         })
     }
 
     /// Whether an idle connection can take a request: nothing arrived on it and it was not
-    /// closed since its last response. No system call when the last read emptied the socket
-    /// (tokio then knows it is not readable); otherwise one non-blocking read.
-    pub(crate) fn is_quiet(&self) -> bool {
+    /// closed since its last response — a read finds nothing to return yet. No system call
+    /// when the last read emptied the socket (tokio then knows it is not readable); otherwise
+    /// one non-blocking read. Over TLS, records that carry no data (a TLS 1.3 session ticket)
+    /// are taken in by that read and leave the connection quiet; data, `close_notify` or the
+    /// end of the TCP stream do not. A byte read here is lost, and so is the connection.
+    pub(crate) fn is_quiet(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut probe)
+            .is_pending()
     }
 
-    /// Sends a bodyless request and reads the response head; the body reads the rest.
+    /// Sends a bodyless request and reads the response head; the body reads the rest. Once a
+    /// final response head is in, `headers` (no longer needed) is taken to hold its fields
+    /// (see [`RECYCLED_MAP_FIELDS`]); until then, and always when the error is
+    /// [`ExchangeError::Unanswered`], it is left as it was, to be sent again.
     pub(crate) async fn send(
         mut self: Box<Self>,
         method: &Method,
         target: &PathAndQuery,
-        headers: &HeaderMap,
+        headers: &mut HeaderMap,
     ) -> Result<Response<ResponseBody>, ExchangeError> {
         self.buf.clear();
         encode_head(&mut self.buf, method, target, headers);
-        if let Err(err) = self.io.write_all(&self.buf).await {
+        // Over TLS the flush sends the records the write left in the session.
+        let written = match self.io.write_all(&self.buf).await {
+            Ok(()) => self.io.flush().await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = written {
             return Err(ExchangeError::Unanswered(err));
         }
         self.buf.clear();
         let mut received = false;
         loop {
             if !self.buf.is_empty() {
-                match parse_head(&mut self.buf, method)? {
+                match parse_head(&mut self.buf, method, &mut self.scratch, headers)? {
                     Head::Partial if self.buf.len() > MAX_HEAD => {
                         return Err(ExchangeError::HeadTooLarge);
                     }
@@ -240,31 +303,62 @@ struct FinalHead {
     reusable: bool,
 }
 
-/// Parses the response head at the start of `buf`, consuming it when complete.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Head, ExchangeError> {
+/// Where one field's name and value sit in the read buffer: `(name start, name end, value
+/// start, value end)`.
+type FieldSpan = (usize, usize, usize, usize);
+
+/// A request's header map at most this large becomes the response's (cleared): hyper's server
+/// keeps a response's map for the next request on the connection, so the map then circulates
+/// with no allocation and no growth per request. A larger one (a request with many fields) is
+/// not kept that way: it would stay with the idle connection.
+const RECYCLED_MAP_FIELDS: usize = 32;
+
+/// What a response head is parsed with, kept by the connection from one exchange to the next
+/// so that a parse neither allocates nor zeroes a scratch array.
+#[derive(Default)]
+struct Scratch {
+    spans: Vec<FieldSpan>,
+}
+
+/// Parses the response head at the start of `buf`, consuming it when complete. The fields go
+/// into `map` (cleared; the request's, see [`RECYCLED_MAP_FIELDS`]), less the hop-by-hop ones
+/// and those a `Connection` value names: the response as it is forwarded (RFC 9110 §7.6.1).
+fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    scratch: &mut Scratch,
+    map: &mut HeaderMap,
+) -> Result<Head, ExchangeError> {
     // Where each field's name and value sit in `buf`, kept so that the values can be slices of
     // the head once it is split off (no copy).
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
-    let (len, status, reason, version, count) = {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let len = match parsed.parse(buf) {
+    let spans = &mut scratch.spans;
+    spans.clear();
+    let (len, status, reason, version) = {
+        // Uninitialised: zeroing this array and the spans' (6.4 KB) took ~3 200 instructions
+        // per response, more than the parse.
+        let mut fields =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut fields,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(Head::Partial),
             Err(err) => return Err(ExchangeError::Parse(err)),
         };
         let base = buf.as_ptr() as usize;
-        let count = parsed.headers.len();
-        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        spans.extend(parsed.headers.iter().map(|field| {
             let name = field.name.as_ptr() as usize - base;
             let value = field.value.as_ptr() as usize - base;
-            *span = (
+            (
                 name,
                 name + field.name.len(),
                 value,
                 value + field.value.len(),
-            );
-        }
+            )
+        }));
         let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
             .map_err(|_| ExchangeError::Invalid("status code"))?;
         // Kept, as hyper's client keeps it, when it is not the code's usual one: the client
@@ -280,7 +374,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Head, ExchangeError
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        (len, status, reason, version, count)
+        (len, status, reason, version)
     };
     let head = buf.split_to(len).freeze();
     let code = status.as_u16();
@@ -294,15 +388,24 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Head, ExchangeError
         _ => {}
     }
 
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = std::mem::take(map);
+    if headers.capacity() > RECYCLED_MAP_FIELDS {
+        headers = HeaderMap::with_capacity(spans.len());
+    } else {
+        headers.clear();
+    }
     let mut length: Option<u64> = None;
     let mut length_invalid = false;
     let mut chunked: Option<bool> = None;
     let (mut close, mut keep_alive) = (false, false);
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+    // `Connection` values that may name other fields to remove (rare: usually `keep-alive`).
+    let mut naming = Vec::new();
+    for &(name_start, name_end, value_start, value_end) in spans.iter() {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| ExchangeError::Invalid("field name"))?;
         let raw = &head[value_start..value_end];
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            .map_err(|_| ExchangeError::Invalid("field value"))?;
         if name == header::CONTENT_LENGTH {
             for item in raw.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 match (parse_length(item), length) {
@@ -319,14 +422,25 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Head, ExchangeError
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
             );
         } else if name == header::CONNECTION {
+            let mut other = false;
             for token in raw.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let is_close = token.eq_ignore_ascii_case(b"close");
+                let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                close |= is_close;
+                keep_alive |= is_keep_alive;
+                other |= !is_close && !is_keep_alive;
             }
+            if other {
+                naming.push(value);
+            }
+            continue;
         }
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| ExchangeError::Invalid("field value"))?;
-        headers.append(name, value);
+        if !is_hop_by_hop(&name) {
+            headers.append(name, value);
+        }
+    }
+    for value in &naming {
+        remove_named(&mut headers, value);
     }
 
     let mut reusable = match version {
@@ -682,7 +796,7 @@ mod tests {
     }
 
     /// Reads one request head from `socket`.
-    async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    async fn read_head(socket: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -726,7 +840,7 @@ mod tests {
 
     async fn connect(addr: std::net::SocketAddr, home: &Arc<Kept>) -> Box<Conn> {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        Conn::new(tcp, home.clone())
+        Conn::new(Stream::Plain(tcp), home.clone())
     }
 
     fn get(host: &'static str) -> HeaderMap {
@@ -739,8 +853,21 @@ mod tests {
         conn: Box<Conn>,
         method: Method,
     ) -> Result<Response<ResponseBody>, ExchangeError> {
-        conn.send(&method, &PathAndQuery::from_static("/"), &get("app"))
+        conn.send(&method, &PathAndQuery::from_static("/"), &mut get("app"))
             .await
+    }
+
+    /// The response to `method` from a server answering `answer`, `step` bytes at a time, and
+    /// where its connection goes home.
+    async fn answered(
+        answer: &'static [u8],
+        step: usize,
+        method: Method,
+    ) -> (Response<ResponseBody>, Arc<Kept>) {
+        let (addr, _server) = server(vec![answer], step).await;
+        let home = Arc::new(Kept::default());
+        let response = exchange(connect(addr, &home).await, method).await.unwrap();
+        (response, home)
     }
 
     #[tokio::test]
@@ -752,7 +879,11 @@ mod tests {
         headers.append("x-multi", HeaderValue::from_static("b"));
         let conn = connect(addr, &home).await;
         let response = conn
-            .send(&Method::GET, &PathAndQuery::from_static("/p?q=1"), &headers)
+            .send(
+                &Method::GET,
+                &PathAndQuery::from_static("/p?q=1"),
+                &mut headers,
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
@@ -782,7 +913,7 @@ mod tests {
         assert_eq!(response.body().size_hint().exact(), Some(5));
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "hello");
-        let again = home.take().expect("the connection came home");
+        let mut again = home.take().expect("the connection came home");
         assert!(again.is_quiet());
         let response = exchange(again, Method::GET).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -799,12 +930,9 @@ mod tests {
         const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
             5;ext=1\r\nhello\r\n1A \r\n, and the rest of the body\r\n0\r\nGrpc-Status: 0\r\nX-T: 2\r\n\r\n";
         for step in [1, 2, 7, usize::MAX] {
-            let (addr, _server) = server(vec![ANSWER], step).await;
-            let home = Arc::new(Kept::default());
-            let response = exchange(connect(addr, &home).await, Method::GET)
-                .await
-                .unwrap();
-            assert!(response.headers().contains_key(header::TRANSFER_ENCODING));
+            let (response, home) = answered(ANSWER, step, Method::GET).await;
+            // Hop-by-hop: read, then dropped (the client's framing is its own).
+            assert!(!response.headers().contains_key(header::TRANSFER_ENCODING));
             let collected = response.into_body().collect().await.unwrap();
             let trailers = collected.trailers().cloned().expect("trailers");
             assert_eq!(trailers["grpc-status"], "0", "step {step}");
@@ -816,15 +944,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_chunked_body_without_trailers_ends_at_its_last_chunk() {
-        let (addr, _server) = server(
-            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+        let (response, home) = answered(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             1,
+            Method::GET,
         )
         .await;
-        let home = Arc::new(Kept::default());
-        let response = exchange(connect(addr, &home).await, Method::GET)
-            .await
-            .unwrap();
         let collected = response.into_body().collect().await.unwrap();
         assert!(collected.trailers().is_none());
         assert_eq!(collected.to_bytes(), "ok");
@@ -846,11 +971,7 @@ mod tests {
             (Method::GET, b"HTTP/1.1 204 No Content\r\n\r\n"),
             (Method::GET, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
         ] {
-            let (addr, _server) = server(vec![answer], usize::MAX).await;
-            let home = Arc::new(Kept::default());
-            let response = exchange(connect(addr, &home).await, method.clone())
-                .await
-                .unwrap();
+            let (response, home) = answered(answer, usize::MAX, method.clone()).await;
             assert!(
                 response.body().is_end_stream(),
                 "{method} {:?}",
@@ -871,11 +992,7 @@ mod tests {
             ),
             (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", None),
         ] {
-            let (addr, _server) = server(vec![answer], usize::MAX).await;
-            let home = Arc::new(Kept::default());
-            let response = exchange(connect(addr, &home).await, Method::GET)
-                .await
-                .unwrap();
+            let (response, _home) = answered(answer, usize::MAX, Method::GET).await;
             let reason = response.extensions().get::<ReasonPhrase>();
             assert_eq!(reason.map(|r| r.as_bytes()), kept.map(str::as_bytes));
         }
@@ -883,15 +1000,7 @@ mod tests {
 
     #[tokio::test]
     async fn informational_responses_are_passed_over() {
-        let (addr, _server) = server(
-            vec![b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
-            4,
-        )
-        .await;
-        let home = Arc::new(Kept::default());
-        let response = exchange(connect(addr, &home).await, Method::GET)
-            .await
-            .unwrap();
+        let (response, _home) = answered(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 4, Method::GET).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert!(!response.headers().contains_key("link"));
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -920,11 +1029,7 @@ mod tests {
                 false,
             ),
         ] {
-            let (addr, _server) = server(vec![answer], usize::MAX).await;
-            let home = Arc::new(Kept::default());
-            let response = exchange(connect(addr, &home).await, Method::GET)
-                .await
-                .unwrap();
+            let (response, home) = answered(answer, usize::MAX, Method::GET).await;
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(body, "ok");
             assert_eq!(
@@ -938,11 +1043,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_without_length_or_chunks_ends_with_the_connection() {
-        let (addr, _server) = server(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"], 4).await;
-        let home = Arc::new(Kept::default());
-        let response = exchange(connect(addr, &home).await, Method::GET)
-            .await
-            .unwrap();
+        let (response, home) =
+            answered(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", 4, Method::GET).await;
         assert_eq!(response.body().size_hint().exact(), None);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "until the end");
@@ -951,15 +1053,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_both_framings_the_coding_wins_and_the_length_goes() {
-        let (addr, _server) = server(
-            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
-            usize::MAX,
-        )
-        .await;
-        let home = Arc::new(Kept::default());
-        let response = exchange(connect(addr, &home).await, Method::GET)
-            .await
-            .unwrap();
+        let (response, home) = answered(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", usize::MAX, Method::GET).await;
         assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "ok");
@@ -967,13 +1061,78 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hop_by_hop_fields_and_the_ones_connection_names_are_dropped_as_the_head_is_read() {
+        // RFC 9110 §7.6.1: what belongs to the pod's connection is not forwarded; a
+        // `Connection` value naming `Host` removes nothing.
+        let (response, home) = answered(
+            b"HTTP/1.1 200 OK\r\nConnection: X-Secret, host\r\nX-Secret: 1\r\nHost: h\r\n\
+            Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\n\
+            Upgrade: h2c\r\nX-Kept: 2\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            usize::MAX,
+            Method::GET,
+        )
+        .await;
+        let mut left: Vec<&str> = response.headers().keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host", "x-kept"]);
+        drop(response);
+        assert!(home.take().is_some(), "keep-alive was read before it went");
+    }
+
+    #[tokio::test]
+    async fn the_requests_map_holds_the_response_unless_it_is_large() {
+        let answer: &[u8] = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n";
+        let (addr, _server) = server(vec![answer, answer], usize::MAX).await;
+        let home = Arc::new(Kept::default());
+        // As the proxy's request map: room made for the forwarded fields.
+        let mut headers = get("app");
+        headers.reserve(8);
+        let room = headers.capacity();
+        let response = connect(addr, &home)
+            .await
+            .send(&Method::GET, &PathAndQuery::from_static("/"), &mut headers)
+            .await
+            .unwrap();
+        assert!(headers.is_empty());
+        assert_eq!(response.headers().capacity(), room, "no new map");
+        assert_eq!(response.headers().len(), 2);
+        drop(response);
+
+        // A request with many fields: its map would stay with the client's idle connection.
+        let mut headers = get("app");
+        for i in 0..RECYCLED_MAP_FIELDS {
+            headers.insert(
+                HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        let large = headers.capacity();
+        let response = home
+            .take()
+            .unwrap()
+            .send(&Method::GET, &PathAndQuery::from_static("/"), &mut headers)
+            .await
+            .unwrap();
+        assert!(response.headers().capacity() < large);
+        assert_eq!(response.headers()["x-a"], "1");
+    }
+
+    #[tokio::test]
     async fn a_close_before_any_byte_may_be_sent_again_one_after_may_not() {
         let home = Arc::new(Kept::default());
         let (addr, _server) = server(vec![], usize::MAX).await;
-        let err = exchange(connect(addr, &home).await, Method::GET)
+        let mut headers = get("app");
+        let err = connect(addr, &home)
+            .await
+            .send(&Method::GET, &PathAndQuery::from_static("/"), &mut headers)
             .await
             .unwrap_err();
         assert!(err.unanswered(), "{err}");
+        assert_eq!(
+            headers.len(),
+            1,
+            "the request's fields stay, to be sent again"
+        );
 
         for answer in [
             &b"HTTP/1.1 200 OK\r\nContent-Len"[..],
@@ -1041,11 +1200,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n",
         ] {
-            let (addr, _server) = server(vec![answer], usize::MAX).await;
-            let home = Arc::new(Kept::default());
-            let response = exchange(connect(addr, &home).await, Method::GET)
-                .await
-                .unwrap();
+            let (response, home) = answered(answer, usize::MAX, Method::GET).await;
             assert!(response.into_body().collect().await.is_err());
             assert!(home.take().is_none());
         }
@@ -1069,7 +1224,7 @@ mod tests {
             .await
             .unwrap();
         response.into_body().collect().await.unwrap();
-        let conn = home.take().unwrap();
+        let mut conn = home.take().unwrap();
         assert!(conn.is_quiet(), "open and silent");
         // The upstream's idle close.
         drop(server.await.unwrap());
@@ -1081,6 +1236,95 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+    }
+
+    /// A TLS server config for `pod.test` and a client config that trusts it.
+    fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["pod.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    #[tokio::test]
+    async fn over_tls_the_same_exchange_keeps_its_connection_until_close_notify() {
+        // Re-encrypt: the pod terminates TLS. A TLS 1.3 server sends its session tickets
+        // after the handshake; read with the first response, they leave the connection quiet.
+        let (server_config, client_config) = tls_configs();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+        let (closing, close) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut heads = Vec::new();
+            for answer in [
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbye\r\n0\r\n\r\n",
+            ] {
+                heads.push(read_head(&mut tls).await.unwrap());
+                tls.write_all(answer).await.unwrap();
+                tls.flush().await.unwrap();
+            }
+            // The pod's idle close: `close_notify`, the TCP connection left open.
+            close.await.unwrap();
+            tls.get_mut().1.send_close_notify();
+            tls.flush().await.unwrap();
+            (heads, tls)
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("pod.test").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client_config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let home = Arc::new(Kept::default());
+        let conn = Conn::new(Stream::Tls(Box::new(tls)), home.clone());
+        let response = exchange(conn, Method::GET).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+        let mut again = home.take().expect("the connection came home");
+        assert!(again.is_quiet(), "open and silent");
+        let response = exchange(again, Method::GET).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "bye");
+        let mut conn = home.take().expect("home again");
+        assert!(conn.is_quiet());
+
+        closing.send(()).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while conn.is_quiet() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the close_notify was never seen"
+            );
+            tokio::task::yield_now().await;
+        }
+        let (heads, _open) = server.await.unwrap();
+        assert_eq!(heads.len(), 2, "both requests on one TLS connection");
+        assert!(heads[1].starts_with(b"GET / HTTP/1.1\r\n"));
     }
 
     /// One response a pod could send, and how its bytes are cut into writes.
@@ -1242,7 +1486,9 @@ mod tests {
         request
             .headers_mut()
             .insert(header::HOST, HeaderValue::from_static("app"));
-        let response = sender.send_request(request).await.ok()?;
+        let mut response = sender.send_request(request).await.ok()?;
+        // What the proxy forwards of it; ours drops these as it reads.
+        crate::proxy::hop_by_hop::strip_hop_by_hop(response.headers_mut());
         let head = (response.status().as_u16(), fields(response.headers()));
         let body = response.into_body().collect().await.ok().map(|c| {
             let trailers = c.trailers().cloned();
