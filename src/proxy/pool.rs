@@ -3,9 +3,9 @@
 //!
 //! Each upstream connection is a hyper HTTP/1.1 client connection driven by its own task; its
 //! [`SendRequest`](http1::SendRequest) half is what the proxy holds. Bodyless requests to
-//! HTTP/1.1 endpoints, plain or TLS, use connections of our own exchange instead (`upstream_h1`, checked
-//! out by [`Clients::checkout_own`]; no task: the request's task reads and writes them), kept
-//! idle beside hyper's under the same rules. HTTP/2 upstreams (gRPC,
+//! HTTP/1.1 endpoints, plain or TLS, use connections of our own exchange instead
+//! (`upstream_h1`, checked out by [`Clients::checkout_own`]; no task: the request's task reads
+//! and writes them), kept idle beside hyper's under the same rules. HTTP/2 upstreams (gRPC,
 //! `backend-protocol: grpc`/`grpcs`) differ: one connection carries many requests at once, so
 //! the pool keeps ONE shared connection per endpoint and configuration and hands every request
 //! a clone of its sender while it is open (see [`Shared2`]). A request checks a
@@ -153,7 +153,8 @@ struct Idle {
     conns: FastMap<PoolKey, Vec<IdleConn>>,
     /// The shared HTTP/2 connection of each HTTP/2 endpoint and configuration.
     h2: FastMap<PoolKey, Shared2>,
-    /// Connections of our own HTTP/1.1 exchange (`upstream_h1`), plain HTTP only.
+    /// Connections of our own HTTP/1.1 exchange (`upstream_h1`), plain or TLS (the key's
+    /// `config` says which).
     own: FastMap<PoolKey, Vec<IdleOwn>>,
     /// The live table's endpoints; `None` until the first [`Clients::retain_endpoints`] (a
     /// pool driven without a rebuild loop, as in tests, keeps everything).

@@ -870,6 +870,25 @@ mod tests {
         (response, home)
     }
 
+    /// Waits, within 10 s, until `conn` is no longer quiet (the close reached it); `what`
+    /// says what was never seen otherwise.
+    async fn until_not_quiet(conn: &mut Conn, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while conn.is_quiet() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Why a GET failed that a server answered with `answer`, written at once.
+    async fn refused(answer: &'static [u8]) -> ExchangeError {
+        let (addr, _server) = server(vec![answer], usize::MAX).await;
+        let home = Arc::new(Kept::default());
+        exchange(connect(addr, &home).await, Method::GET)
+            .await
+            .unwrap_err()
+    }
+
     #[tokio::test]
     async fn the_request_head_is_written_as_the_map_holds_it() {
         let (addr, server) = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], usize::MAX).await;
@@ -1138,10 +1157,7 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nContent-Len"[..],
             b"HTTP/1.1 100 Continue\r\n\r\n",
         ] {
-            let (addr, _server) = server(vec![answer], usize::MAX).await;
-            let err = exchange(connect(addr, &home).await, Method::GET)
-                .await
-                .unwrap_err();
+            let err = refused(answer).await;
             assert!(!err.unanswered(), "{err}");
         }
     }
@@ -1156,10 +1172,7 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
             b"NOT HTTP\r\n\r\n",
         ] {
-            let (addr, _server) = server(vec![answer], usize::MAX).await;
-            let err = exchange(connect(addr, &home).await, Method::GET)
-                .await
-                .unwrap_err();
+            let err = refused(answer).await;
             assert!(!err.unanswered(), "{err}");
         }
         // Equal values in a list are one length.
@@ -1228,14 +1241,7 @@ mod tests {
         assert!(conn.is_quiet(), "open and silent");
         // The upstream's idle close.
         drop(server.await.unwrap());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while conn.is_quiet() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the close was never seen"
-            );
-            tokio::task::yield_now().await;
-        }
+        until_not_quiet(&mut conn, "the close was never seen").await;
     }
 
     /// A TLS server config for `pod.test` and a client config that trusts it.
@@ -1314,14 +1320,7 @@ mod tests {
         assert!(conn.is_quiet());
 
         closing.send(()).unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while conn.is_quiet() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the close_notify was never seen"
-            );
-            tokio::task::yield_now().await;
-        }
+        until_not_quiet(&mut conn, "the close_notify was never seen").await;
         let (heads, _open) = server.await.unwrap();
         assert_eq!(heads.len(), 2, "both requests on one TLS connection");
         assert!(heads[1].starts_with(b"GET / HTTP/1.1\r\n"));
