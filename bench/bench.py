@@ -7,7 +7,8 @@ resumes sessions, so it cannot measure full handshakes).
 
 The proxy under test is pinned to CPU 0; the backend (nginx, one worker) and the load
 generators to CPU 1. The figure that holds between runs on shared cores is work per proxy
-CPU-second ("per core"), read from /proc/<pid>/stat before and after each load run.
+CPU-second ("per core"), read from /proc/<pid>/stat before and after each load run; the same
+reading, split into user and kernel time per request, shows where a proxy's time goes.
 
 Every number is the median of --runs passes; the spread (min-max) is shown beside it.
 """
@@ -346,16 +347,22 @@ def pids_of(proc):
     return pids
 
 
-def cpu_seconds(pids):
-    total = 0
+def cpu_split(pids):
+    """CPU seconds the processes spent in user space and in the kernel (utime, stime)."""
+    user = kernel = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            user += int(fields[11])
+            kernel += int(fields[12])
         except FileNotFoundError:
             pass
-    return total / CLK_TCK
+    return user / CLK_TCK, kernel / CLK_TCK
+
+
+def cpu_seconds(pids):
+    return sum(cpu_split(pids))
 
 
 def rss_kib(pids):
@@ -436,9 +443,11 @@ def parse_latency(text, pct):
 
 
 def run_wrk(url, pids, duration, connections):
-    before = cpu_seconds(pids)
+    user_before, kernel_before = cpu_split(pids)
     out = sh(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]).stdout
-    cpu = cpu_seconds(pids) - before
+    user_after, kernel_after = cpu_split(pids)
+    user, kernel = user_after - user_before, kernel_after - kernel_before
+    cpu = user + kernel
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -451,6 +460,9 @@ def run_wrk(url, pids, duration, connections):
     return {
         "rps": rps,
         "per_core": requests / cpu if cpu > 0 else float("nan"),
+        # Where the proxy's time per request went (clock ticks, so ±10 ms a run).
+        "user_us": user / requests * 1e6 if requests else float("nan"),
+        "kernel_us": kernel / requests * 1e6 if requests else float("nan"),
         "p50_ms": parse_latency(out, 50),
         "p99_ms": parse_latency(out, 99),
         "errors": errors,
@@ -676,6 +688,13 @@ def main():
             p99, p99m = median_ms([r["p99_ms"] for r in rs])
             med[(proxy, job)] = (pcm, p99m)
             lines.append(f"| {job} | {proxy} | {rps} | {pc} | {p50} | {p99} | {sum(r['errors'] for r in rs)} |")
+    lines += ["", "| job | proxy | CPU µs per request: user | kernel |", "|---|---|---|---|"]
+    for job in jobs:
+        for proxy in proxies:
+            rs = results[proxy][job]
+            user = statistics.median(r["user_us"] for r in rs)
+            kernel = statistics.median(r["kernel_us"] for r in rs)
+            lines.append(f"| {job} | {proxy} | {user:.2f} | {kernel:.2f} |")
     lines += ["", "| full TLS handshakes | proxy | handshakes/s | per core-second | failed |", "|---|---|---|---|---|"]
     for proxy in proxies:
         hs = results[proxy]["handshake"]

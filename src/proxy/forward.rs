@@ -4,9 +4,11 @@
 //!
 //! Phases of [`forward`], in order:
 //! 1. **rewrite**: strip hop-by-hop headers (keeping a websocket upgrade), add the forwarded
-//!    headers (with `X-Real-IP`) and `X-Request-ID`, make the request HTTP/1.1 in origin form
-//!    with the client's `Host` (HTTP/2 upstreams, `backend-protocol: grpc`/`grpcs`: an
-//!    absolute URI with the `Host` as authority, and `TE: trailers` kept; see `super::grpc`);
+//!    headers (with `X-Real-IP`; for our own exchange, written into the head rather than the
+//!    map when neither the client nor the route has a say in them) and `X-Request-ID`, make
+//!    the request HTTP/1.1 in origin form with the client's `Host` (HTTP/2 upstreams,
+//!    `backend-protocol: grpc`/`grpcs`: an absolute URI with the `Host` as authority, and
+//!    `TE: trailers` kept; see `super::grpc`);
 //! 2. **pick**: `balance::pick` over healthy, not-yet-tried endpoints (none → 503), or the
 //!    session's endpoint under cookie affinity (`affinity::pick`);
 //! 3. **send** on a pooled or new connection to the endpoint (plain, or TLS for re-encrypt):
@@ -145,17 +147,16 @@ fn set_forwarded_headers(headers: &mut HeaderMap, facts: &ForwardedFacts<'_>) {
     );
 
     let element = forwarded_element(facts.client, facts.proto, facts.host);
-    let fwd = append_list(headers, &header::FORWARDED, facts.trusted, &element);
-    let xfh = facts.host.and_then(|h| HeaderValue::from_str(h).ok());
-    insert_forwarded(
-        headers,
+    let forwarded = append_list(headers, &header::FORWARDED, facts.trusted, &element);
+    ForwardedFields {
         xff,
-        fwd,
-        facts.proto,
-        HeaderValue::from(facts.port),
-        xfh,
         real_ip,
-    );
+        forwarded,
+        proto: facts.proto,
+        port: HeaderValue::from(facts.port),
+        host: facts.host.and_then(|h| HeaderValue::from_str(h).ok()),
+    }
+    .insert_into(headers);
 }
 
 /// The client address behind trusted proxies, as ingress-nginx finds it for `X-Real-IP`
@@ -204,39 +205,84 @@ pub(super) fn request_client_ip(
     }
 }
 
-// Built at compile time: `HeaderName::from_static` outside a const context validates the
-// name again on every call, and these are written on every request.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+// The names of the forwarded fields, spelled once: as `HeaderName`s for the map, as
+// strings for the head our own exchange writes and for matching. The `HeaderName`s are built
+// at compile time: `HeaderName::from_static` outside a const context validates the name again
+// on every call, and these are written on every request.
+const X_FORWARDED_FOR_NAME: &str = "x-forwarded-for";
+const X_REAL_IP_NAME: &str = "x-real-ip";
+const FORWARDED_NAME: &str = "forwarded";
+const X_FORWARDED_PROTO_NAME: &str = "x-forwarded-proto";
+const X_FORWARDED_PORT_NAME: &str = "x-forwarded-port";
+const X_FORWARDED_HOST_NAME: &str = "x-forwarded-host";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(X_FORWARDED_FOR_NAME);
+const X_REAL_IP: HeaderName = HeaderName::from_static(X_REAL_IP_NAME);
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO_NAME);
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static(X_FORWARDED_PORT_NAME);
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(X_FORWARDED_HOST_NAME);
+
+/// Whether `name` is one of the six fields [`ForwardedFields`] sets.
+fn is_forwarded_name(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        X_FORWARDED_FOR_NAME
+            | X_REAL_IP_NAME
+            | FORWARDED_NAME
+            | X_FORWARDED_PROTO_NAME
+            | X_FORWARDED_PORT_NAME
+            | X_FORWARDED_HOST_NAME
+    )
+}
 
 /// The fields a forwarded request gains: the six forwarded headers and `X-Request-ID`.
 const ADDED_FIELDS: usize = 7;
 
-/// Writes the final forwarded values (the ones describing our hop replace whatever the
-/// client sent; no `X-Forwarded-Host` when there is no usable host).
-fn insert_forwarded(
-    headers: &mut HeaderMap,
+/// The final forwarded values of one request: the ones describing our hop replace whatever
+/// the client sent; no `X-Forwarded-Host` when there is no usable host.
+struct ForwardedFields {
     xff: HeaderValue,
+    real_ip: HeaderValue,
     forwarded: HeaderValue,
     proto: &'static str,
     port: HeaderValue,
     host: Option<HeaderValue>,
-    real_ip: HeaderValue,
-) {
-    headers.insert(X_FORWARDED_FOR, xff);
-    headers.insert(X_REAL_IP, real_ip);
-    headers.insert(header::FORWARDED, forwarded);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(X_FORWARDED_PORT, port);
-    match host {
-        Some(v) => {
-            headers.insert(X_FORWARDED_HOST, v);
+}
+
+impl ForwardedFields {
+    /// Sets them on `headers`, replacing any field of their names.
+    fn insert_into(self, headers: &mut HeaderMap) {
+        headers.insert(X_FORWARDED_FOR, self.xff);
+        headers.insert(X_REAL_IP, self.real_ip);
+        headers.insert(header::FORWARDED, self.forwarded);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        headers.insert(X_FORWARDED_PORT, self.port);
+        match self.host {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
         }
-        None => {
-            headers.remove(X_FORWARDED_HOST);
+    }
+
+    /// `(name, value)` lines for a head written without the map (`upstream_h1`), in the order
+    /// [`Self::insert_into`] sets them: the first `n` of the array.
+    fn lines(&self) -> ([(&'static str, &[u8]); 6], usize) {
+        let mut lines = [
+            (X_FORWARDED_FOR_NAME, self.xff.as_bytes()),
+            (X_REAL_IP_NAME, self.real_ip.as_bytes()),
+            (FORWARDED_NAME, self.forwarded.as_bytes()),
+            (X_FORWARDED_PROTO_NAME, self.proto.as_bytes()),
+            (X_FORWARDED_PORT_NAME, self.port.as_bytes()),
+            (X_FORWARDED_HOST_NAME, &[][..]),
+        ];
+        match &self.host {
+            Some(host) => {
+                lines[5].1 = host.as_bytes();
+                (lines, 6)
+            }
+            None => (lines, 5),
         }
     }
 }
@@ -305,48 +351,68 @@ impl ConnForwarded {
         trusted: bool,
         trusted_proxies: &[IpNet],
     ) {
-        let facts = ForwardedFacts {
-            client: self.client,
-            trusted,
-            trusted_proxies,
-            proto: self.proto,
-            port: self.port,
-            host,
-        };
-        let Some(xff) = self.xff.clone().filter(|_| !trusted) else {
-            // A trusted peer's own values are appended to: that depends on the request.
-            set_forwarded_headers(headers, &facts);
-            return;
-        };
+        match self.untrusted_fields(host, trusted) {
+            Some(fields) => fields.insert_into(headers),
+            None => {
+                let facts = ForwardedFacts {
+                    client: self.client,
+                    trusted,
+                    trusted_proxies,
+                    proto: self.proto,
+                    port: self.port,
+                    host,
+                };
+                set_forwarded_headers(headers, &facts);
+            }
+        }
+    }
+
+    /// The forwarded fields of a request for `host` from a client that is not a trusted
+    /// proxy, from the connection's values: they do not depend on the request's own fields,
+    /// which they replace. `None` for a trusted client (its values are appended to: that
+    /// depends on the request) or a host that makes no `Forwarded` value.
+    fn untrusted_fields(&self, host: Option<&str>, trusted: bool) -> Option<ForwardedFields> {
+        let xff = self.xff.clone().filter(|_| !trusted)?;
         let mut cached = self.by_host.lock().unwrap_or_else(PoisonError::into_inner);
         if cached.as_ref().is_none_or(|c| c.host.as_deref() != host) {
             let element = forwarded_element(self.client, self.proto, host);
-            let Ok(forwarded) = HeaderValue::from_str(&element) else {
-                drop(cached);
-                set_forwarded_headers(headers, &facts);
-                return;
-            };
+            let forwarded = HeaderValue::from_str(&element).ok()?;
             *cached = Some(HostValues {
                 host: host.map(Into::into),
                 forwarded,
                 forwarded_host: host.and_then(|h| HeaderValue::from_str(h).ok()),
             });
         }
-        let Some(values) = cached.as_ref() else {
-            return;
-        };
-        // An untrusted client is its own real address: the X-Forwarded-For value is it.
-        let real_ip = xff.clone();
-        insert_forwarded(
-            headers,
+        let values = cached.as_ref()?;
+        Some(ForwardedFields {
+            // An untrusted client is its own real address: the X-Forwarded-For value is it.
+            real_ip: xff.clone(),
             xff,
-            values.forwarded.clone(),
-            self.proto,
-            self.port_value.clone(),
-            values.forwarded_host.clone(),
-            real_ip,
-        );
+            forwarded: values.forwarded.clone(),
+            proto: self.proto,
+            port: self.port_value.clone(),
+            host: values.forwarded_host.clone(),
+        })
     }
+}
+
+/// Whether anything after the forwarded headers could set or remove one of them on this
+/// route: its `request-headers`, or a Gateway API request header modifier (`header_edits`).
+/// Then they go into the map first, so that those edits win as they always have.
+fn route_edits_forwarded(policy: &RoutePolicy) -> bool {
+    policy
+        .request_headers
+        .0
+        .iter()
+        .any(|(name, _)| is_forwarded_name(name))
+        || policy.header_edits.as_ref().is_some_and(|edits| {
+            edits
+                .request_add
+                .iter()
+                .map(|(name, _)| name)
+                .chain(&edits.request_remove)
+                .any(is_forwarded_name)
+        })
 }
 
 /// `existing, ours` when trusted (all existing lines joined), else `ours`.
@@ -482,11 +548,30 @@ pub(crate) async fn forward(
     {
         parts.headers.insert(header::HOST, value);
     }
+    // A bodyless idempotent request can be sent again when its connection closes before any
+    // response head; anything else only when hyper hands the request back unsent.
+    let resendable = body.is_end_stream() && parts.method.is_idempotent();
+    let connector = f.ctx.clients.connector_for(&f.upstream.protocol);
+    // The usual request (no body, idempotent, no upgrade) to an HTTP/1.1 pod, plain or TLS,
+    // goes by our own exchange (`upstream_h1`); everything else by hyper's client.
+    let own_exchange = resendable && upgrade.is_none() && connector.speaks_http1();
+    // Our exchange writes the forwarded fields into the head itself, not through the map,
+    // when nothing else has a say in them: the client sent none of their names (which they
+    // replace) and the route edits none (its edits win).
+    let mut in_head = None;
     if f.vhost.forwarded_headers {
         let trusted = f.forwarded.trusted_in(f.table);
-        let proxies = &f.table.class.trusted_forwarded;
-        f.forwarded
-            .apply(&mut parts.headers, f.raw_host, trusted, proxies);
+        if own_exchange
+            && !route_edits_forwarded(f.policy)
+            && !parts.headers.keys().any(is_forwarded_name)
+        {
+            in_head = f.forwarded.untrusted_fields(f.raw_host, trusted);
+        }
+        if in_head.is_none() {
+            let proxies = &f.table.class.trusted_forwarded;
+            f.forwarded
+                .apply(&mut parts.headers, f.raw_host, trusted, proxies);
+        }
     }
     // After the hop-by-hop strip: a client's `Connection: x-request-id` cannot remove it.
     parts.headers.insert(X_REQUEST_ID, f.request_id.clone());
@@ -509,9 +594,6 @@ pub(crate) async fn forward(
     );
     let method = parts.method;
     let mut headers = parts.headers;
-    // A bodyless idempotent request can be sent again when its connection closes before any
-    // response head; anything else only when hyper hands the request back unsent.
-    let resendable = body.is_end_stream() && method.is_idempotent();
     // The per-endpoint `bytes_to_endpoint`: the declared body length (a chunked body counts 0).
     let request_body_len = body.size_hint().exact().unwrap_or(0);
     let mut body = Some(client_request(body, f.max_body));
@@ -520,10 +602,11 @@ pub(crate) async fn forward(
     if let (Some(body), Some((_, progress))) = (body.as_mut(), &send_watch) {
         body.watch(Arc::clone(progress));
     }
-    let connector = f.ctx.clients.connector_for(&f.upstream.protocol);
-    // The usual request (no body, idempotent, no upgrade) to an HTTP/1.1 pod, plain or TLS,
-    // goes by our own exchange (`upstream_h1`); everything else by hyper's client.
-    let own_exchange = resendable && upgrade.is_none() && connector.speaks_http1();
+    let lines = in_head.as_ref().map(ForwardedFields::lines);
+    let in_head: &[(&str, &[u8])] = match &lines {
+        Some((lines, n)) => &lines[..*n],
+        None => &[],
+    };
     // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the endpoint's.
     let host_missing = !headers.contains_key(header::HOST);
 
@@ -561,7 +644,7 @@ pub(crate) async fn forward(
             };
             let sent = Instant::now();
             // On a response, the map holds its fields (see `upstream_h1::Conn::send`).
-            let exchange = conn.send(&method, &path_and_query, &mut headers);
+            let exchange = conn.send(&method, &path_and_query, &mut headers, in_head);
             match tokio::time::timeout_at(deadline, exchange).await {
                 Err(_) => return Err(timed_out(f, endpoint)),
                 Ok(Ok(response)) => (response.map(UpstreamBody::Own), None, sent.elapsed()),
@@ -882,6 +965,20 @@ mod tests {
                 set_forwarded_headers(&mut expected, &facts);
                 cached.apply(&mut got, host, cached.trusted_in(&table), &[]);
                 assert_eq!(got, expected, "client {client} host {host:?}");
+
+                // The lines our exchange writes instead: the same fields, in the same order,
+                // as those set on a map without any, and only names the check knows.
+                let mut alone = HeaderMap::new();
+                set_forwarded_headers(&mut alone, &facts);
+                let from_map: Vec<(&str, &[u8])> = alone
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_bytes()))
+                    .collect();
+                let fields = cached.untrusted_fields(host, false).unwrap();
+                let (lines, n) = fields.lines();
+                assert_eq!(&lines[..n], &from_map[..], "client {client} host {host:?}");
+                assert!(alone.keys().all(is_forwarded_name));
+                assert!(cached.untrusted_fields(host, true).is_none());
             }
         }
     }

@@ -186,7 +186,8 @@ impl Conn {
             .is_pending()
     }
 
-    /// Sends a bodyless request and reads the response head; the body reads the rest. Once a
+    /// Sends a bodyless request (the fields of `headers`, then `extra`'s lines: fields the
+    /// caller keeps out of the map) and reads the response head; the body reads the rest. Once a
     /// final response head is in, `headers` (no longer needed) is taken to hold its fields
     /// (see [`RECYCLED_MAP_FIELDS`]); until then, and always when the error is
     /// [`ExchangeError::Unanswered`], it is left as it was, to be sent again.
@@ -195,9 +196,10 @@ impl Conn {
         method: &Method,
         target: &PathAndQuery,
         headers: &mut HeaderMap,
+        extra: &[(&str, &[u8])],
     ) -> Result<Response<ResponseBody>, ExchangeError> {
         self.buf.clear();
-        encode_head(&mut self.buf, method, target, headers);
+        encode_head(&mut self.buf, method, target, headers, extra);
         // Over TLS the flush sends the records the write left in the session.
         let written = match self.io.write_all(&self.buf).await {
             Ok(()) => self.io.flush().await,
@@ -268,8 +270,15 @@ impl Conn {
     }
 }
 
-/// Writes the request head: request line, the fields as the map holds them, blank line.
-fn encode_head(out: &mut BytesMut, method: &Method, target: &PathAndQuery, headers: &HeaderMap) {
+/// Writes the request head: request line, the fields as the map holds them, then `extra`'s
+/// lines, blank line.
+fn encode_head(
+    out: &mut BytesMut,
+    method: &Method,
+    target: &PathAndQuery,
+    headers: &HeaderMap,
+    extra: &[(&str, &[u8])],
+) {
     // Usually within the buffer kept from the last exchange; the writes grow it if not.
     out.reserve(HEAD_ROOM);
     out.extend_from_slice(method.as_str().as_bytes());
@@ -280,6 +289,12 @@ fn encode_head(out: &mut BytesMut, method: &Method, target: &PathAndQuery, heade
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in extra {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -853,8 +868,13 @@ mod tests {
         conn: Box<Conn>,
         method: Method,
     ) -> Result<Response<ResponseBody>, ExchangeError> {
-        conn.send(&method, &PathAndQuery::from_static("/"), &mut get("app"))
-            .await
+        conn.send(
+            &method,
+            &PathAndQuery::from_static("/"),
+            &mut get("app"),
+            &[],
+        )
+        .await
     }
 
     /// The response to `method` from a server answering `answer`, `step` bytes at a time, and
@@ -890,7 +910,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_request_head_is_written_as_the_map_holds_it() {
+    async fn the_request_head_is_written_as_the_map_holds_it_then_the_extra_lines() {
         let (addr, server) = server(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], usize::MAX).await;
         let home = Arc::new(Kept::default());
         let mut headers = get("app.example");
@@ -902,6 +922,10 @@ mod tests {
                 &Method::GET,
                 &PathAndQuery::from_static("/p?q=1"),
                 &mut headers,
+                &[
+                    ("x-forwarded-for", b"10.0.0.7"),
+                    ("x-forwarded-port", b"80"),
+                ],
             )
             .await
             .unwrap();
@@ -910,7 +934,8 @@ mod tests {
         let heads = server.await.unwrap();
         assert_eq!(
             String::from_utf8_lossy(&heads[0]),
-            "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\nx-multi: a\r\nx-multi: b\r\n\r\n"
+            "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\nx-multi: a\r\nx-multi: b\r\n\
+             x-forwarded-for: 10.0.0.7\r\nx-forwarded-port: 80\r\n\r\n"
         );
     }
 
@@ -1109,7 +1134,12 @@ mod tests {
         let room = headers.capacity();
         let response = connect(addr, &home)
             .await
-            .send(&Method::GET, &PathAndQuery::from_static("/"), &mut headers)
+            .send(
+                &Method::GET,
+                &PathAndQuery::from_static("/"),
+                &mut headers,
+                &[],
+            )
             .await
             .unwrap();
         assert!(headers.is_empty());
@@ -1129,7 +1159,12 @@ mod tests {
         let response = home
             .take()
             .unwrap()
-            .send(&Method::GET, &PathAndQuery::from_static("/"), &mut headers)
+            .send(
+                &Method::GET,
+                &PathAndQuery::from_static("/"),
+                &mut headers,
+                &[],
+            )
             .await
             .unwrap();
         assert!(response.headers().capacity() < large);
@@ -1143,7 +1178,12 @@ mod tests {
         let mut headers = get("app");
         let err = connect(addr, &home)
             .await
-            .send(&Method::GET, &PathAndQuery::from_static("/"), &mut headers)
+            .send(
+                &Method::GET,
+                &PathAndQuery::from_static("/"),
+                &mut headers,
+                &[],
+            )
             .await
             .unwrap_err();
         assert!(err.unanswered(), "{err}");

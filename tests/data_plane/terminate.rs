@@ -64,6 +64,33 @@ async fn backend_sees_forwarded_headers_and_untrusted_ones_are_overwritten() {
     );
 }
 
+/// A client that sends none of the forwarded fields (the usual one): the pod gets each of the
+/// six exactly once (the backend joins repeated fields, so a second copy would show).
+#[tokio::test]
+async fn each_forwarded_field_reaches_the_pod_once() {
+    let backend = backends::http("app").await;
+    let (ca, front) = app(backend.addr, |t| t).await;
+
+    for path in ["/one", "/two"] {
+        let answer = app_get(&front, &ca, path, &[]).await;
+        assert_eq!(answer.status, 200);
+    }
+    for seen in backend.requests() {
+        let field = |name: &str| seen.headers.get(name).map(String::as_str);
+        assert_eq!(field("x-forwarded-for"), Some("127.0.0.1"), "{seen:?}");
+        assert_eq!(field("x-real-ip"), Some("127.0.0.1"), "{seen:?}");
+        assert_eq!(field("x-forwarded-proto"), Some("https"), "{seen:?}");
+        let port = front.https.port().to_string();
+        assert_eq!(field("x-forwarded-port"), Some(port.as_str()), "{seen:?}");
+        assert_eq!(field("x-forwarded-host"), Some("app.example"), "{seen:?}");
+        assert_eq!(
+            field("forwarded"),
+            Some("for=127.0.0.1;proto=https;host=app.example"),
+            "{seen:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn trusted_forwarded_headers_are_appended() {
     let backend = backends::http("app").await;

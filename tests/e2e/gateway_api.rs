@@ -638,9 +638,9 @@ async fn http_route_filters_edit_rewrite_and_redirect() {
     filters:
     - type: RequestHeaderModifier
       requestHeaderModifier:
-        set: [{name: x-set, value: set-value}]
+        set: [{name: x-set, value: set-value}, {name: x-forwarded-proto, value: from-the-filter}]
         add: [{name: x-add, value: added}]
-        remove: [x-remove]
+        remove: [x-remove, x-real-ip]
     - type: ResponseHeaderModifier
       responseHeaderModifier:
         add: [{name: x-answer, value: yes}]
@@ -695,6 +695,22 @@ async fn http_route_filters_edit_rewrite_and_redirect() {
         Some("mine,added")
     );
     assert!(!last.headers.contains_key("x-remove"), "{:?}", last.headers);
+    // The filter has the last word on the forwarded fields too: the proxy's own values are
+    // set before it (HTTPHeaderFilter: `set` "overwrites the request with the given header",
+    // `remove` removes it "before the action", whoever set them).
+    assert_eq!(
+        last.headers.get("x-forwarded-proto").map(String::as_str),
+        Some("from-the-filter")
+    );
+    assert!(
+        !last.headers.contains_key("x-real-ip"),
+        "{:?}",
+        last.headers
+    );
+    assert_eq!(
+        last.headers.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
     assert_eq!(
         last.headers.get("x-from-annotation").map(String::as_str),
         Some("yes")
