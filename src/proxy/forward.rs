@@ -558,16 +558,16 @@ pub(crate) async fn forward(
     // Our exchange writes the forwarded fields into the head itself, not through the map,
     // when nothing else has a say in them: the client sent none of their names (which they
     // replace) and the route edits none (its edits win).
-    let mut in_head = None;
+    let mut forwarded_in_head = None;
     if f.vhost.forwarded_headers {
         let trusted = f.forwarded.trusted_in(f.table);
         if own_exchange
             && !route_edits_forwarded(f.policy)
             && !parts.headers.keys().any(is_forwarded_name)
         {
-            in_head = f.forwarded.untrusted_fields(f.raw_host, trusted);
+            forwarded_in_head = f.forwarded.untrusted_fields(f.raw_host, trusted);
         }
-        if in_head.is_none() {
+        if forwarded_in_head.is_none() {
             let proxies = &f.table.class.trusted_forwarded;
             f.forwarded
                 .apply(&mut parts.headers, f.raw_host, trusted, proxies);
@@ -602,8 +602,9 @@ pub(crate) async fn forward(
     if let (Some(body), Some((_, progress))) = (body.as_mut(), &send_watch) {
         body.watch(Arc::clone(progress));
     }
-    let lines = in_head.as_ref().map(ForwardedFields::lines);
-    let in_head: &[(&str, &[u8])] = match &lines {
+    // The lines borrow the fields' values; both live for the whole request.
+    let lines = forwarded_in_head.as_ref().map(ForwardedFields::lines);
+    let extra_lines: &[(&str, &[u8])] = match &lines {
         Some((lines, n)) => &lines[..*n],
         None => &[],
     };
@@ -644,7 +645,7 @@ pub(crate) async fn forward(
             };
             let sent = Instant::now();
             // On a response, the map holds its fields (see `upstream_h1::Conn::send`).
-            let exchange = conn.send(&method, &path_and_query, &mut headers, in_head);
+            let exchange = conn.send(&method, &path_and_query, &mut headers, extra_lines);
             match tokio::time::timeout_at(deadline, exchange).await {
                 Err(_) => return Err(timed_out(f, endpoint)),
                 Ok(Ok(response)) => (response.map(UpstreamBody::Own), None, sent.elapsed()),

@@ -864,17 +864,21 @@ mod tests {
         headers
     }
 
+    /// `method` for `/` with the fields of `headers` (which then hold the response's).
+    async fn send_root(
+        conn: Box<Conn>,
+        method: &Method,
+        headers: &mut HeaderMap,
+    ) -> Result<Response<ResponseBody>, ExchangeError> {
+        conn.send(method, &PathAndQuery::from_static("/"), headers, &[])
+            .await
+    }
+
     async fn exchange(
         conn: Box<Conn>,
         method: Method,
     ) -> Result<Response<ResponseBody>, ExchangeError> {
-        conn.send(
-            &method,
-            &PathAndQuery::from_static("/"),
-            &mut get("app"),
-            &[],
-        )
-        .await
+        send_root(conn, &method, &mut get("app")).await
     }
 
     /// The response to `method` from a server answering `answer`, `step` bytes at a time, and
@@ -1132,14 +1136,7 @@ mod tests {
         let mut headers = get("app");
         headers.reserve(8);
         let room = headers.capacity();
-        let response = connect(addr, &home)
-            .await
-            .send(
-                &Method::GET,
-                &PathAndQuery::from_static("/"),
-                &mut headers,
-                &[],
-            )
+        let response = send_root(connect(addr, &home).await, &Method::GET, &mut headers)
             .await
             .unwrap();
         assert!(headers.is_empty());
@@ -1156,15 +1153,7 @@ mod tests {
             );
         }
         let large = headers.capacity();
-        let response = home
-            .take()
-            .unwrap()
-            .send(
-                &Method::GET,
-                &PathAndQuery::from_static("/"),
-                &mut headers,
-                &[],
-            )
+        let response = send_root(home.take().unwrap(), &Method::GET, &mut headers)
             .await
             .unwrap();
         assert!(response.headers().capacity() < large);
@@ -1176,14 +1165,7 @@ mod tests {
         let home = Arc::new(Kept::default());
         let (addr, _server) = server(vec![], usize::MAX).await;
         let mut headers = get("app");
-        let err = connect(addr, &home)
-            .await
-            .send(
-                &Method::GET,
-                &PathAndQuery::from_static("/"),
-                &mut headers,
-                &[],
-            )
+        let err = send_root(connect(addr, &home).await, &Method::GET, &mut headers)
             .await
             .unwrap_err();
         assert!(err.unanswered(), "{err}");
