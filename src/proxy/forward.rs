@@ -49,7 +49,7 @@ use super::body_timeouts::SendProgress;
 use super::error::{ClientFault, ProxyError, UpstreamFault};
 use super::hop_by_hop::{HopFields, strip_hop_by_hop};
 use super::pool::{ConnectError, UpstreamConn};
-use super::request_id::X_REQUEST_ID;
+use super::request_id::{X_REQUEST_ID, X_REQUEST_ID_NAME};
 use super::{ConnInfo, ProxyContext};
 use crate::health::InFlight;
 use crate::table::policy::RoutePolicy;
@@ -266,24 +266,46 @@ impl ForwardedFields {
         }
     }
 
-    /// `(name, value)` lines for a head written without the map (`upstream_h1`), in the order
-    /// [`Self::insert_into`] sets them: the first `n` of the array.
-    fn lines(&self) -> ([(&'static str, &[u8]); 6], usize) {
-        let mut lines = [
-            (X_FORWARDED_FOR_NAME, self.xff.as_bytes()),
-            (X_REAL_IP_NAME, self.real_ip.as_bytes()),
-            (FORWARDED_NAME, self.forwarded.as_bytes()),
-            (X_FORWARDED_PROTO_NAME, self.proto.as_bytes()),
-            (X_FORWARDED_PORT_NAME, self.port.as_bytes()),
-            (X_FORWARDED_HOST_NAME, &[][..]),
-        ];
-        match &self.host {
-            Some(host) => {
-                lines[5].1 = host.as_bytes();
-                (lines, 6)
-            }
-            None => (lines, 5),
+    /// Adds them to a head written without the map (`upstream_h1`), in the order
+    /// [`Self::insert_into`] sets them.
+    fn add_lines<'a>(&'a self, lines: &mut HeadLines<'a>) {
+        lines.add(X_FORWARDED_FOR_NAME, self.xff.as_bytes());
+        lines.add(X_REAL_IP_NAME, self.real_ip.as_bytes());
+        lines.add(FORWARDED_NAME, self.forwarded.as_bytes());
+        lines.add(X_FORWARDED_PROTO_NAME, self.proto.as_bytes());
+        lines.add(X_FORWARDED_PORT_NAME, self.port.as_bytes());
+        if let Some(host) = &self.host {
+            lines.add(X_FORWARDED_HOST_NAME, host.as_bytes());
         }
+    }
+}
+
+/// The fields our own exchange writes into the upstream head after the map's
+/// (`upstream_h1::Conn::send`'s `extra`): some of the [`ADDED_FIELDS`], borrowed from values
+/// that live as long as the request.
+struct HeadLines<'a> {
+    lines: [(&'static str, &'a [u8]); ADDED_FIELDS],
+    len: usize,
+}
+
+impl<'a> HeadLines<'a> {
+    fn new() -> Self {
+        HeadLines {
+            lines: [("", &[]); ADDED_FIELDS],
+            len: 0,
+        }
+    }
+
+    /// Adds `name: value` (there is room for every added field, each added once).
+    fn add(&mut self, name: &'static str, value: &'a [u8]) {
+        if let Some(line) = self.lines.get_mut(self.len) {
+            *line = (name, value);
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[(&'static str, &'a [u8])] {
+        &self.lines[..self.len]
     }
 }
 
@@ -396,22 +418,31 @@ impl ConnForwarded {
     }
 }
 
-/// Whether anything after the forwarded headers could set or remove one of them on this
+/// Whether anything after the fields we add could set or remove one of those `named` on this
 /// route: its `request-headers`, or a Gateway API request header modifier (`header_edits`).
 /// Then they go into the map first, so that those edits win as they always have.
-fn route_edits_forwarded(policy: &RoutePolicy) -> bool {
-    policy
-        .request_headers
-        .0
-        .iter()
-        .any(|(name, _)| is_forwarded_name(name))
+fn route_edits(policy: &RoutePolicy, named: impl Fn(&HeaderName) -> bool) -> bool {
+    policy.request_headers.0.iter().any(|(name, _)| named(name))
         || policy.header_edits.as_ref().is_some_and(|edits| {
             edits
                 .request_add
                 .iter()
                 .map(|(name, _)| name)
                 .chain(&edits.request_remove)
-                .any(is_forwarded_name)
+                .any(&named)
+        })
+}
+
+/// Which of the fields we add the client sent itself: any forwarded field, `X-Request-ID`.
+/// One pass over the names (a keep-alive client sends a handful).
+fn client_sent_added(headers: &HeaderMap) -> (bool, bool) {
+    headers
+        .keys()
+        .fold((false, false), |(forwarded, id), name| {
+            (
+                forwarded || is_forwarded_name(name),
+                id || *name == X_REQUEST_ID,
+            )
         })
 }
 
@@ -555,16 +586,20 @@ pub(crate) async fn forward(
     // The usual request (no body, idempotent, no upgrade) to an HTTP/1.1 pod, plain or TLS,
     // goes by our own exchange (`upstream_h1`); everything else by hyper's client.
     let own_exchange = resendable && upgrade.is_none() && connector.speaks_http1();
-    // Our exchange writes the forwarded fields into the head itself, not through the map,
-    // when nothing else has a say in them: the client sent none of their names (which they
-    // replace) and the route edits none (its edits win).
+    // Our exchange writes the fields we add into the head itself, not through the map, when
+    // nothing else has a say in them: the client sent none of their names (which they
+    // replace) and the route edits none (its edits win). Decided apart for the forwarded
+    // fields and for `X-Request-ID`.
+    let (client_forwarded, client_request_id) = if own_exchange {
+        client_sent_added(&parts.headers)
+    } else {
+        // hyper's client writes the map: everything goes into it.
+        (true, true)
+    };
     let mut forwarded_in_head = None;
     if f.vhost.forwarded_headers {
         let trusted = f.forwarded.trusted_in(f.table);
-        if own_exchange
-            && !route_edits_forwarded(f.policy)
-            && !parts.headers.keys().any(is_forwarded_name)
-        {
+        if !client_forwarded && !route_edits(f.policy, is_forwarded_name) {
             forwarded_in_head = f.forwarded.untrusted_fields(f.raw_host, trusted);
         }
         if forwarded_in_head.is_none() {
@@ -573,8 +608,12 @@ pub(crate) async fn forward(
                 .apply(&mut parts.headers, f.raw_host, trusted, proxies);
         }
     }
-    // After the hop-by-hop strip: a client's `Connection: x-request-id` cannot remove it.
-    parts.headers.insert(X_REQUEST_ID, f.request_id.clone());
+    let request_id_in_head =
+        !client_request_id && !route_edits(f.policy, |name| *name == X_REQUEST_ID);
+    if !request_id_in_head {
+        // After the hop-by-hop strip: a client's `Connection: x-request-id` cannot remove it.
+        parts.headers.insert(X_REQUEST_ID, f.request_id.clone());
+    }
     // The route's `request-headers` last: they replace whatever came before (never `Host`).
     f.policy.request_headers.apply(&mut parts.headers);
     if let Some(edits) = &f.policy.header_edits {
@@ -603,11 +642,14 @@ pub(crate) async fn forward(
         body.watch(Arc::clone(progress));
     }
     // The lines borrow the fields' values; both live for the whole request.
-    let lines = forwarded_in_head.as_ref().map(ForwardedFields::lines);
-    let extra_lines: &[(&str, &[u8])] = match &lines {
-        Some((lines, n)) => &lines[..*n],
-        None => &[],
-    };
+    let mut head_lines = HeadLines::new();
+    if let Some(fields) = &forwarded_in_head {
+        fields.add_lines(&mut head_lines);
+    }
+    if request_id_in_head {
+        head_lines.add(X_REQUEST_ID_NAME, f.request_id.as_bytes());
+    }
+    let extra_lines = head_lines.as_slice();
     // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the endpoint's.
     let host_missing = !headers.contains_key(header::HOST);
 
@@ -976,8 +1018,13 @@ mod tests {
                     .map(|(name, value)| (name.as_str(), value.as_bytes()))
                     .collect();
                 let fields = cached.untrusted_fields(host, false).unwrap();
-                let (lines, n) = fields.lines();
-                assert_eq!(&lines[..n], &from_map[..], "client {client} host {host:?}");
+                let mut lines = HeadLines::new();
+                fields.add_lines(&mut lines);
+                assert_eq!(
+                    lines.as_slice(),
+                    &from_map[..],
+                    "client {client} host {host:?}"
+                );
                 assert!(alone.keys().all(is_forwarded_name));
                 assert!(cached.untrusted_fields(host, true).is_none());
             }

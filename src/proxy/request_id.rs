@@ -10,7 +10,10 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header's name, built at compile time: read on every request and written on every
 /// forwarded one, it is never parsed or validated again.
-pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static(X_REQUEST_ID_NAME);
+
+/// [`X_REQUEST_ID`]'s spelling, for a head written without a header map.
+pub(crate) const X_REQUEST_ID_NAME: &str = "x-request-id";
 
 /// Where a request's ID came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -628,9 +628,11 @@ fn start_notify(
     events: mpsc::Sender<Signal>,
 ) -> Result<RecommendedWatcher, WatchError> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Any event (or a watcher error) is a reason to look; the read decides what changed.
-        let _ = event;
-        let _ = events.send(Signal::Event);
+        // A possible change (or a watcher error) is a reason to look; the read decides what
+        // changed.
+        if may_be_a_change(&event) {
+            let _ = events.send(Signal::Event);
+        }
     })
     .map_err(|source| WatchError::Notify {
         path: dirs
@@ -648,6 +650,24 @@ fn start_notify(
             })?;
     }
     Ok(watcher)
+}
+
+/// Whether a `notify` event can mean that something under the directories changed. notify 8
+/// also reports opens and read-only closes (inotify's `IN_OPEN`, `IN_CLOSE_NOWRITE`), and the
+/// loader's own reads cause exactly those: taken as changes, every read caused the next one, a
+/// re-read of the whole directory each [`SETTLE`] period for as long as the process ran. An
+/// event of any other kind, or an error, is a reason to look.
+fn may_be_a_change(event: &notify::Result<notify::Event>) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match event {
+        Ok(event) => !matches!(
+            event.kind,
+            EventKind::Access(
+                AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+            )
+        ),
+        Err(_) => true,
+    }
 }
 
 fn watch_loop(mut loader: DirectoryLoader, events: mpsc::Receiver<Signal>, tx: SnapshotSender) {
@@ -684,5 +704,52 @@ fn watch_loop(mut loader: DirectoryLoader, events: mpsc::Receiver<Signal>, tx: S
             );
             tx.send(Arc::new(loader.snapshot()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The events a real inotify watcher reports for the loader's own read of a directory are
+    /// none of them a change (else the watcher re-reads forever), and a write is one.
+    #[test]
+    fn own_reads_are_not_changes_and_writes_are() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("a.yaml"), "{}\n").expect("write a.yaml");
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        })
+        .expect("inotify watcher");
+        watcher
+            .watch(dir.path(), RecursiveMode::Recursive)
+            .expect("watch the directory");
+
+        let mut loader = DirectoryLoader::new(dir.path(), None).expect("loader");
+        loader.refresh(true);
+        let marker = dir.path().join("marker.yaml");
+        std::fs::write(&marker, "{}\n").expect("write marker.yaml");
+
+        // inotify reports in order: everything before the marker's first event is the read's.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut own_read = Vec::new();
+        let write = loop {
+            let event = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("an event for marker.yaml within 10 s");
+            match &event {
+                Ok(e) if e.paths.contains(&marker) => break event,
+                _ => own_read.push(event),
+            }
+        };
+        assert!(
+            !own_read.is_empty(),
+            "the loader's read made no event at all: nothing was proven"
+        );
+        for event in &own_read {
+            assert!(!may_be_a_change(event), "the loader's own read: {event:?}");
+        }
+        assert!(may_be_a_change(&write), "writing a file: {write:?}");
     }
 }

@@ -179,8 +179,17 @@ pub(crate) fn http(line: &HttpLog<'_>) {
 
 /// Formats one HTTP request's line.
 fn write_http(out: &mut String, format: AccessFormat, line: &HttpLog<'_>) {
+    format.pick(
+        out,
+        |out| write_http_as::<true>(out, line),
+        |out| write_http_as::<false>(out, line),
+    );
+}
+
+/// [`write_http`] in one spelling.
+fn write_http_as<const JSON: bool>(out: &mut String, line: &HttpLog<'_>) {
     let tls = line.tls.as_ref();
-    let mut l = AccessLine::start(out, format, prefix!("access", "http"));
+    let mut l = AccessLine::<JSON>::start(out, prefix!("access", "http"));
     l.addr_spelled(key!("client"), line.client);
     l.str(key!("host"), line.host);
     l.token(key!("method"), line.method);
@@ -218,7 +227,7 @@ fn write_http(out: &mut String, format: AccessFormat, line: &HttpLog<'_>) {
 }
 
 /// The `service` field: `namespace/name:port`, as [`ServiceRef`]'s `Display` writes it.
-fn service(l: &mut AccessLine<'_>, service: Option<&ServiceRef>) {
+fn service<const JSON: bool>(l: &mut AccessLine<'_, JSON>, service: Option<&ServiceRef>) {
     let Some(service) = service else {
         return l.name(key!("service"), None);
     };
@@ -239,17 +248,26 @@ pub(crate) fn tcp(line: &TcpLog<'_>) {
         return;
     }
     log_sink::access_line(|out, format| {
-        let mut l = AccessLine::start(out, format, prefix!("access", "tcp"));
-        l.addr(key!("client"), Some(line.client));
-        l.str(key!("sni"), line.sni);
-        service(&mut l, line.service);
-        l.addr(key!("upstream"), line.upstream);
-        l.u64(key!("bytes_in"), Some(line.bytes_in));
-        l.u64(key!("bytes_out"), Some(line.bytes_out));
-        l.millis(key!("duration_ms"), Some(line.duration));
-        l.label(key!("termination"), Some(line.termination));
-        l.end();
+        format.pick(
+            out,
+            |out| write_tcp::<true>(out, line),
+            |out| write_tcp::<false>(out, line),
+        )
     });
+}
+
+/// Formats one TCP connection's line in one spelling.
+fn write_tcp<const JSON: bool>(out: &mut String, line: &TcpLog<'_>) {
+    let mut l = AccessLine::<JSON>::start(out, prefix!("access", "tcp"));
+    l.addr(key!("client"), Some(line.client));
+    l.str(key!("sni"), line.sni);
+    service(&mut l, line.service);
+    l.addr(key!("upstream"), line.upstream);
+    l.u64(key!("bytes_in"), Some(line.bytes_in));
+    l.u64(key!("bytes_out"), Some(line.bytes_out));
+    l.millis(key!("duration_ms"), Some(line.duration));
+    l.label(key!("termination"), Some(line.termination));
+    l.end();
 }
 
 /// nginx's `$ssl_protocol` spelling of a TLS version.

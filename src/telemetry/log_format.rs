@@ -87,20 +87,37 @@ macro_rules! prefix {
 pub(crate) use prefix;
 
 /// One access line being written: [`AccessLine::start`], a call per field in declaration
-/// order, [`AccessLine::end`].
-pub(crate) struct AccessLine<'a> {
+/// order, [`AccessLine::end`]. `JSON` picks the spelling ([`AccessFormat::Json`], else text)
+/// at compile time: a line's writer is compiled once per spelling ([`AccessFormat::pick`]),
+/// so each key is one constant string, and the small appends are inlined into it as stores of
+/// a known length instead of a `memcpy` call each (and no [`Key`] is built at run time).
+pub(crate) struct AccessLine<'a, const JSON: bool> {
     out: &'a mut String,
-    json: bool,
 }
 
-impl<'a> AccessLine<'a> {
+impl AccessFormat {
+    /// `json(out)` for JSON, else `text(out)`: the two compilations of one line's writer (see
+    /// [`AccessLine`]).
+    pub(crate) fn pick<T>(
+        self,
+        out: &mut String,
+        json: impl FnOnce(&mut String) -> T,
+        text: impl FnOnce(&mut String) -> T,
+    ) -> T {
+        match self {
+            AccessFormat::Json => json(out),
+            AccessFormat::Text => text(out),
+        }
+    }
+}
+
+impl<'a, const JSON: bool> AccessLine<'a, JSON> {
     /// The prefix tracing-subscriber's format would write for an INFO event (`prefix`'s
     /// target), and the line's `kind` field.
-    pub(crate) fn start(out: &'a mut String, format: AccessFormat, prefix: Prefix) -> Self {
-        let json = format == AccessFormat::Json;
+    pub(crate) fn start(out: &'a mut String, prefix: Prefix) -> Self {
         // A line is ~300-600 bytes: grown once here rather than by the appends.
         out.reserve(LINE_RESERVE);
-        if json {
+        if JSON {
             out.push_str("{\"timestamp\":\"");
             write_timestamp(out);
             out.push_str(prefix.json);
@@ -108,22 +125,24 @@ impl<'a> AccessLine<'a> {
             write_timestamp(out);
             out.push_str(prefix.text);
         }
-        AccessLine { out, json }
+        AccessLine { out }
     }
 
     /// Ends the line (with its newline).
+    #[inline(always)]
     pub(crate) fn end(self) {
-        self.out.push_str(if self.json { "}\n" } else { "\n" });
+        self.out.push_str(if JSON { "}\n" } else { "\n" });
     }
 
+    #[inline(always)]
     fn key(&mut self, key: Key) {
-        self.out
-            .push_str(if self.json { key.json } else { key.text });
+        self.out.push_str(if JSON { key.json } else { key.text });
     }
 
     /// The key and the value's opening quote.
+    #[inline(always)]
     fn key_quoted(&mut self, key: Key) {
-        self.out.push_str(if self.json {
+        self.out.push_str(if JSON {
             key.json_quoted
         } else {
             key.text_quoted
@@ -131,8 +150,9 @@ impl<'a> AccessLine<'a> {
     }
 
     /// The key with a missing value: `null` in JSON, `-` in text.
+    #[inline(always)]
     fn missing(&mut self, key: Key) {
-        self.out.push_str(if self.json {
+        self.out.push_str(if JSON {
             key.json_missing
         } else {
             key.text_missing
@@ -141,6 +161,7 @@ impl<'a> AccessLine<'a> {
 
     /// A label of ours (`http`, `TLSv1.3`, an error's name): quoted in both formats, and
     /// known to need no escaping in either, so not scanned for it.
+    #[inline(always)]
     pub(crate) fn label(&mut self, key: Key, value: Option<&'static str>) {
         let Some(value) = value else {
             return self.missing(key);
@@ -154,6 +175,7 @@ impl<'a> AccessLine<'a> {
     /// An HTTP token (RFC 9110 §5.6.2: a method, a request ID made here): quoted in both
     /// formats; its characters (letters, digits and ``!#$%&'*+-.^_`|~``) need no escaping in
     /// either, so it is not scanned for it.
+    #[inline(always)]
     pub(crate) fn token(&mut self, key: Key, value: &str) {
         debug_assert!(debug_verbatim(value), "{value:?} needs escaping");
         self.key_quoted(key);
@@ -162,11 +184,12 @@ impl<'a> AccessLine<'a> {
     }
 
     /// A string: quoted (and escaped) in both formats.
+    #[inline(always)]
     pub(crate) fn str(&mut self, key: Key, value: Option<&str>) {
         let Some(value) = value else {
             return self.missing(key);
         };
-        if self.json {
+        if JSON {
             self.key_quoted(key);
             // Writing to a `String` cannot fail.
             let _ = JsonEscaped(&mut *self.out).write_str(value);
@@ -183,12 +206,13 @@ impl<'a> AccessLine<'a> {
     }
 
     /// A name made of `parts` (`namespace`, `/`, `name`...): a string in JSON, bare in text.
+    #[inline(always)]
     pub(crate) fn name(&mut self, key: Key, parts: Option<&[&str]>) {
         let Some(parts) = parts else {
             return self.missing(key);
         };
         self.key(key);
-        if self.json {
+        if JSON {
             self.out.push('"');
             for part in parts {
                 let _ = JsonEscaped(&mut *self.out).write_str(part);
@@ -203,37 +227,41 @@ impl<'a> AccessLine<'a> {
 
     /// A socket address, as `Display` writes it: a string in JSON, bare in text. IPv4 without
     /// `core::fmt`.
+    #[inline(always)]
     pub(crate) fn addr(&mut self, key: Key, value: Option<SocketAddr>) {
         let Some(addr) = value else {
             return self.missing(key);
         };
         self.addr_key(key);
         write_addr_remembered(self.out, addr);
-        if self.json {
+        if JSON {
             self.out.push('"');
         }
     }
 
     /// A socket address already spelled by [`write_addr`] (a client connection's, spelled once
     /// for all its requests): written as [`AccessLine::addr`] writes it.
+    #[inline(always)]
     pub(crate) fn addr_spelled(&mut self, key: Key, spelled: &str) {
         debug_assert!(debug_verbatim(spelled), "{spelled:?} needs escaping");
         self.addr_key(key);
         self.out.push_str(spelled);
-        if self.json {
+        if JSON {
             self.out.push('"');
         }
     }
 
     /// An address's key: with the opening quote of a JSON string.
+    #[inline(always)]
     fn addr_key(&mut self, key: Key) {
-        if self.json {
+        if JSON {
             self.key_quoted(key);
         } else {
             self.key(key);
         }
     }
 
+    #[inline(always)]
     pub(crate) fn u64(&mut self, key: Key, value: Option<u64>) {
         match value {
             Some(value) => {
@@ -245,6 +273,7 @@ impl<'a> AccessLine<'a> {
     }
 
     /// A duration in milliseconds, to the microsecond (`12.5`, `0.042`, `3.0`).
+    #[inline(always)]
     pub(crate) fn millis(&mut self, key: Key, value: Option<Duration>) {
         let Some(value) = value else {
             return self.missing(key);
@@ -717,27 +746,32 @@ mod tests {
         ];
         for addr in addrs {
             let addr: SocketAddr = addr.parse().unwrap();
-            for (format, quote) in [(AccessFormat::Text, ""), (AccessFormat::Json, "\"")] {
-                let mut out = String::new();
-                let mut line = AccessLine::start(&mut out, format, prefix!("t", "k"));
-                line.addr(key!("a"), Some(addr));
-                let key = if quote.is_empty() { " a=" } else { ",\"a\":" };
-                assert!(
-                    out.ends_with(&format!("{key}{quote}{addr}{quote}")),
-                    "{out:?}"
-                );
-                // Spelled once, written as often as needed: the same field.
-                let mut spelled = String::new();
-                write_addr(&mut spelled, addr);
-                let mut again = String::new();
-                let mut line = AccessLine::start(&mut again, format, prefix!("t", "k"));
-                line.addr_spelled(key!("a"), &spelled);
-                assert_eq!(
-                    again[again.find(key).unwrap()..],
-                    out[out.find(key).unwrap()..]
-                );
-            }
+            addr_spelled_both_ways::<false>(addr, "");
+            addr_spelled_both_ways::<true>(addr, "\"");
         }
+    }
+
+    /// `addr` written by [`AccessLine::addr`] is `Display`'s spelling (quoted as `quote`),
+    /// and the same as spelled once and written by [`AccessLine::addr_spelled`].
+    fn addr_spelled_both_ways<const JSON: bool>(addr: SocketAddr, quote: &str) {
+        let mut out = String::new();
+        let mut line = AccessLine::<JSON>::start(&mut out, prefix!("t", "k"));
+        line.addr(key!("a"), Some(addr));
+        let key = if JSON { ",\"a\":" } else { " a=" };
+        assert!(
+            out.ends_with(&format!("{key}{quote}{addr}{quote}")),
+            "{out:?}"
+        );
+        // Spelled once, written as often as needed: the same field.
+        let mut spelled = String::new();
+        write_addr(&mut spelled, addr);
+        let mut again = String::new();
+        let mut line = AccessLine::<JSON>::start(&mut again, prefix!("t", "k"));
+        line.addr_spelled(key!("a"), &spelled);
+        assert_eq!(
+            again[again.find(key).unwrap()..],
+            out[out.find(key).unwrap()..]
+        );
     }
 
     #[test]

@@ -64,8 +64,9 @@ async fn backend_sees_forwarded_headers_and_untrusted_ones_are_overwritten() {
     );
 }
 
-/// A client that sends none of the forwarded fields (the usual one): the pod gets each of the
-/// six exactly once (the backend joins repeated fields, so a second copy would show).
+/// A client that sends none of the forwarded fields nor an `X-Request-ID` (the usual one): the
+/// pod gets each of the six and a request ID of its own exactly once (the backend joins
+/// repeated fields, so a second copy would show).
 #[tokio::test]
 async fn each_forwarded_field_reaches_the_pod_once() {
     let backend = backends::http("app").await;
@@ -75,8 +76,15 @@ async fn each_forwarded_field_reaches_the_pod_once() {
         let answer = app_get(&front, &ca, path, &[]).await;
         assert_eq!(answer.status, 200);
     }
+    let mut ids = Vec::new();
     for seen in backend.requests() {
         let field = |name: &str| seen.headers.get(name).map(String::as_str);
+        let id = field("x-request-id").unwrap_or_default();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{seen:?}"
+        );
+        ids.push(id.to_string());
         assert_eq!(field("x-forwarded-for"), Some("127.0.0.1"), "{seen:?}");
         assert_eq!(field("x-real-ip"), Some("127.0.0.1"), "{seen:?}");
         assert_eq!(field("x-forwarded-proto"), Some("https"), "{seen:?}");
@@ -89,6 +97,8 @@ async fn each_forwarded_field_reaches_the_pod_once() {
             "{seen:?}"
         );
     }
+    assert_eq!(ids.len(), 2, "both requests reached the pod");
+    assert_ne!(ids[0], ids[1], "each request has an ID of its own");
 }
 
 #[tokio::test]

@@ -640,7 +640,7 @@ async fn http_route_filters_edit_rewrite_and_redirect() {
       requestHeaderModifier:
         set: [{name: x-set, value: set-value}, {name: x-forwarded-proto, value: from-the-filter}]
         add: [{name: x-add, value: added}]
-        remove: [x-remove, x-real-ip]
+        remove: [x-remove, x-real-ip, x-request-id]
     - type: ResponseHeaderModifier
       responseHeaderModifier:
         add: [{name: x-answer, value: yes}]
@@ -704,6 +704,11 @@ async fn http_route_filters_edit_rewrite_and_redirect() {
     );
     assert!(
         !last.headers.contains_key("x-real-ip"),
+        "{:?}",
+        last.headers
+    );
+    assert!(
+        !last.headers.contains_key("x-request-id"),
         "{:?}",
         last.headers
     );

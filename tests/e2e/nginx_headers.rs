@@ -204,6 +204,7 @@ async fn request_headers_reach_the_pod_and_response_headers_the_client() {
       X-Tenant: blue
       X-Client-Says: the proxy
       X-Forwarded-Proto: from-the-route
+      X-Request-ID: from-the-route
     portcullis.io/response-headers: |
       X-Frame-Options: DENY
       X-Backend: replaced by the route
@@ -237,10 +238,14 @@ async fn request_headers_reach_the_pod_and_response_headers_the_client() {
         at_pod.headers.get("x-client-says").map(String::as_str),
         Some("the proxy")
     );
-    // The route's value replaces the proxy's own forwarded field, as it replaces the
-    // client's fields: once, no second value beside it.
+    // The route's value replaces the proxy's own forwarded field and request ID, as it
+    // replaces the client's fields: once, no second value beside it.
     assert_eq!(
         at_pod.headers.get("x-forwarded-proto").map(String::as_str),
+        Some("from-the-route")
+    );
+    assert_eq!(
+        at_pod.headers.get("x-request-id").map(String::as_str),
         Some("from-the-route")
     );
     assert_eq!(
