@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::InvalidHeaderName;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
@@ -333,6 +334,53 @@ const RECYCLED_MAP_FIELDS: usize = 32;
 #[derive(Default)]
 struct Scratch {
     spans: Vec<FieldSpan>,
+    names: KnownNames,
+}
+
+/// The field names of the connection's last response, as the pod wrote them and as parsed. A
+/// pod answers every request with the same names in the same order (`Server`, `Date`,
+/// `Content-Type`…), so a name written as at its place last time is taken from here (a byte
+/// comparison, and a copy or a reference count) instead of parsed again (~115 instructions a
+/// name: a search among the standard names, an allocation for any other).
+#[derive(Default)]
+struct KnownNames {
+    /// The names as written, one after another.
+    written: Vec<u8>,
+    /// Per place in the head: where its name ends in `written`, and the name.
+    names: Vec<(usize, HeaderName)>,
+}
+
+/// At most this many names, of at most [`KNOWN_NAME_BYTES`] in all, are remembered: a pooled
+/// connection keeps them while it waits (~0.5 KiB for a usual head).
+const KNOWN_NAMES: usize = 24;
+const KNOWN_NAME_BYTES: usize = 512;
+
+impl KnownNames {
+    /// The name of the field at `place` in the head, written `raw`: the one remembered when
+    /// the last response wrote the same bytes there, else parsed and remembered (in place of
+    /// what was remembered from there on).
+    fn name(&mut self, place: usize, raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+        let start = match place.checked_sub(1) {
+            None => 0,
+            Some(before) => self.names.get(before).map_or(usize::MAX, |(end, _)| *end),
+        };
+        if let Some((end, name)) = self.names.get(place)
+            && self.written.get(start..*end) == Some(raw)
+        {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw)?;
+        if place <= self.names.len() {
+            self.names.truncate(place);
+            let start = self.names.last().map_or(0, |(end, _)| *end);
+            self.written.truncate(start);
+            if place < KNOWN_NAMES && start + raw.len() <= KNOWN_NAME_BYTES {
+                self.written.extend_from_slice(raw);
+                self.names.push((self.written.len(), name.clone()));
+            }
+        }
+        Ok(name)
+    }
 }
 
 /// Parses the response head at the start of `buf`, consuming it when complete. The fields go
@@ -346,7 +394,10 @@ fn parse_head(
 ) -> Result<Head, ExchangeError> {
     // Where each field's name and value sit in `buf`, kept so that the values can be slices of
     // the head once it is split off (no copy).
-    let spans = &mut scratch.spans;
+    let Scratch {
+        spans,
+        names: known,
+    } = scratch;
     spans.clear();
     let (len, status, reason, version) = {
         // Uninitialised: zeroing this array and the spans' (6.4 KB) took ~3 200 instructions
@@ -415,8 +466,9 @@ fn parse_head(
     let (mut close, mut keep_alive) = (false, false);
     // `Connection` values that may name other fields to remove (rare: usually `keep-alive`).
     let mut naming = Vec::new();
-    for &(name_start, name_end, value_start, value_end) in spans.iter() {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
+    for (place, &(name_start, name_end, value_start, value_end)) in spans.iter().enumerate() {
+        let name = known
+            .name(place, &head[name_start..name_end])
             .map_err(|_| ExchangeError::Invalid("field name"))?;
         let raw = &head[value_start..value_end];
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
@@ -1158,6 +1210,50 @@ mod tests {
             .unwrap();
         assert!(response.headers().capacity() < large);
         assert_eq!(response.headers()["x-a"], "1");
+    }
+
+    /// Names remembered from the connection's last response are only taken where the pod
+    /// wrote the same bytes at the same place: every response's fields are its own, whatever
+    /// the one before wrote (same names, other spellings, others in between, fewer, more).
+    #[tokio::test]
+    async fn each_response_has_its_own_field_names_on_a_kept_connection() {
+        let answers: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\nServer: a\r\nContent-Length: 0\r\nX-Custom: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: b\r\nContent-Length: 0\r\nX-Custom: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nSERVER: c\r\nX-Other: 3\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: d\r\nContent-Length: 0\r\nX-Custom: 4\r\nX-More: 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: e\r\nContent-Length: 0\r\nX-Cuztom: 6\r\n\r\n",
+        ];
+        let expected: [&[(&str, &str)]; 6] = [
+            &[("server", "a"), ("content-length", "0"), ("x-custom", "1")],
+            &[("server", "b"), ("content-length", "0"), ("x-custom", "2")],
+            &[("server", "c"), ("x-other", "3"), ("content-length", "0")],
+            &[("content-length", "0")],
+            &[
+                ("server", "d"),
+                ("content-length", "0"),
+                ("x-custom", "4"),
+                ("x-more", "5"),
+            ],
+            &[("server", "e"), ("content-length", "0"), ("x-cuztom", "6")],
+        ];
+        let (addr, server) = server(answers, usize::MAX).await;
+        let home = Arc::new(Kept::default());
+        let mut conn = connect(addr, &home).await;
+        for (i, fields) in expected.iter().enumerate() {
+            let response = exchange(conn, Method::GET).await.unwrap();
+            let got: Vec<(&str, &str)> = response
+                .headers()
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+                .collect();
+            assert_eq!(&got, fields, "response {i}");
+            drop(response);
+            conn = home.take().expect("kept for the next request");
+        }
+        drop(conn);
+        assert_eq!(server.await.unwrap().len(), 6, "all on one connection");
     }
 
     #[tokio::test]
