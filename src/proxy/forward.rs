@@ -4,8 +4,8 @@
 //!
 //! Phases of [`forward`], in order:
 //! 1. **rewrite**: strip hop-by-hop headers (keeping a websocket upgrade), add the forwarded
-//!    headers (with `X-Real-IP`; for our own exchange, written into the head rather than the
-//!    map when neither the client nor the route has a say in them) and `X-Request-ID`, make
+//!    headers (with `X-Real-IP`) and `X-Request-ID` (for our own exchange, written into the
+//!    head rather than the map when neither the client nor the route has a say in them), make
 //!    the request HTTP/1.1 in origin form with the client's `Host` (HTTP/2 upstreams,
 //!    `backend-protocol: grpc`/`grpcs`: an absolute URI with the `Host` as authority, and
 //!    `TE: trailers` kept; see `super::grpc`);

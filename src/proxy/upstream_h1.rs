@@ -360,9 +360,14 @@ impl KnownNames {
     /// the last response wrote the same bytes there, else parsed and remembered (in place of
     /// what was remembered from there on).
     fn name(&mut self, place: usize, raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+        // Where this place's name starts in `written`: where the one before it ends. `None`
+        // when that one is not remembered (past the bounds), and so neither is this one.
         let start = match place.checked_sub(1) {
-            None => 0,
-            Some(before) => self.names.get(before).map_or(usize::MAX, |(end, _)| *end),
+            None => Some(0),
+            Some(before) => self.names.get(before).map(|(end, _)| *end),
+        };
+        let Some(start) = start else {
+            return HeaderName::from_bytes(raw);
         };
         if let Some((end, name)) = self.names.get(place)
             && self.written.get(start..*end) == Some(raw)
@@ -370,14 +375,11 @@ impl KnownNames {
             return Ok(name.clone());
         }
         let name = HeaderName::from_bytes(raw)?;
-        if place <= self.names.len() {
-            self.names.truncate(place);
-            let start = self.names.last().map_or(0, |(end, _)| *end);
-            self.written.truncate(start);
-            if place < KNOWN_NAMES && start + raw.len() <= KNOWN_NAME_BYTES {
-                self.written.extend_from_slice(raw);
-                self.names.push((self.written.len(), name.clone()));
-            }
+        self.names.truncate(place);
+        self.written.truncate(start);
+        if place < KNOWN_NAMES && start + raw.len() <= KNOWN_NAME_BYTES {
+            self.written.extend_from_slice(raw);
+            self.names.push((self.written.len(), name.clone()));
         }
         Ok(name)
     }

@@ -68,7 +68,7 @@ async fn backend_sees_forwarded_headers_and_untrusted_ones_are_overwritten() {
 /// pod gets each of the six and a request ID of its own exactly once (the backend joins
 /// repeated fields, so a second copy would show).
 #[tokio::test]
-async fn each_forwarded_field_reaches_the_pod_once() {
+async fn each_added_field_reaches_the_pod_once() {
     let backend = backends::http("app").await;
     let (ca, front) = app(backend.addr, |t| t).await;
 

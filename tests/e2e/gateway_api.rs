@@ -695,9 +695,9 @@ async fn http_route_filters_edit_rewrite_and_redirect() {
         Some("mine,added")
     );
     assert!(!last.headers.contains_key("x-remove"), "{:?}", last.headers);
-    // The filter has the last word on the forwarded fields too: the proxy's own values are
-    // set before it (HTTPHeaderFilter: `set` "overwrites the request with the given header",
-    // `remove` removes it "before the action", whoever set them).
+    // The filter has the last word on the forwarded fields and the request ID too: the proxy's
+    // own values are set before it (HTTPHeaderFilter: `set` "overwrites the request with the
+    // given header", `remove` removes it "before the action", whoever set them).
     assert_eq!(
         last.headers.get("x-forwarded-proto").map(String::as_str),
         Some("from-the-filter")
