@@ -50,6 +50,7 @@ use super::error::{ClientFault, ProxyError, UpstreamFault};
 use super::hop_by_hop::{HopFields, strip_hop_by_hop};
 use super::pool::{ConnectError, UpstreamConn};
 use super::request_id::{X_REQUEST_ID, X_REQUEST_ID_NAME};
+use super::upstream_h1::ExchangeError;
 use super::{ConnInfo, ProxyContext};
 use crate::health::InFlight;
 use crate::table::policy::RoutePolicy;
@@ -687,18 +688,24 @@ pub(crate) async fn forward(
             };
             let sent = Instant::now();
             // On a response, the map holds its fields (see `upstream_h1::Conn::send`).
-            let exchange = conn.send(&method, &path_and_query, &mut headers, extra_lines);
-            match tokio::time::timeout_at(deadline, exchange).await {
-                Err(_) => return Err(timed_out(f, endpoint)),
-                Ok(Ok(response)) => (response.map(UpstreamBody::Own), None, sent.elapsed()),
-                Ok(Err(err)) if err.unanswered() && !resent => {
+            let exchange = conn.send(
+                &method,
+                &path_and_query,
+                &mut headers,
+                extra_lines,
+                deadline,
+            );
+            match exchange.await {
+                Err(ExchangeError::TimedOut) => return Err(timed_out(f, endpoint)),
+                Ok(response) => (response.map(UpstreamBody::Own), None, sent.elapsed()),
+                Err(err) if err.unanswered() && !resent => {
                     // As below: closed before any response, sent again once on a new pick
                     // and a new connection. The headers are still ours: nothing to copy.
                     resent = true;
                     fresh = true;
                     continue;
                 }
-                Ok(Err(err)) => {
+                Err(err) => {
                     return Err(ProxyError::upstream(
                         service,
                         Some(endpoint),

@@ -3,9 +3,13 @@
 //! One client connection is served by hyper's HTTP/2 server when TLS negotiated `h2` by ALPN
 //! or a :80 client opened with the HTTP/2 preface (h2c with prior knowledge; the `Upgrade: h2c`
 //! dance is not offered), by its HTTP/1.1 server otherwise, with upgrades enabled. Protections:
-//! - header read timeout (`timeouts.header_read`, slowloris) by hyper's h1 timer; hyper also
-//!   runs it while a keep-alive connection waits for its next request, so the effective h1
-//!   keep-alive idle time is `min(idle, header_read)`;
+//! - header read timeout (`timeouts.header_read`, slowloris): an HTTP/1.1 connection with no
+//!   request in flight for that long — a head that does not arrive, or arrives too slowly —
+//!   is closed, as hyper's own h1 timer would (which we leave off: it is made, armed and
+//!   dropped for every request, ~600 instructions; ours is armed once per connection and
+//!   re-reads the connection's state when it wakes). It counts while a keep-alive connection
+//!   waits for its next request too, so the effective h1 keep-alive idle time is
+//!   `min(idle, header_read)`;
 //! - idle timeout (`timeouts.idle`): no request in flight for that long → graceful close
 //!   (HTTP/1.1 and HTTP/2);
 //! - an HTTP/1.1 connection without a request for [`RELEASE_AFTER`] gives hyper's state
@@ -159,14 +163,14 @@ where
                 |c| c.graceful_shutdown(),
                 &state,
                 timeouts.idle,
-                false,
+                None,
             ))
             .await;
         } else {
             let mut builder = http1::Builder::new();
             builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeouts.header_read)
+                // Ours instead (`drive`): hyper's would be a new timer per request.
+                .header_read_timeout(None)
                 .max_buf_size(h1_buffer)
                 .writev(writev)
                 .keep_alive(true);
@@ -186,7 +190,7 @@ where
                     |c| c.graceful_shutdown(),
                     &state,
                     timeouts.idle,
-                    true,
+                    Some(timeouts.header_read),
                 ))
                 .await;
                 // Not released, or upgraded (the tunnel has the I/O): the connection is over.
@@ -212,23 +216,27 @@ where
 }
 
 /// Runs a client connection until it ends, closing it gracefully (the request in flight
-/// finishes) on shutdown or after `idle` without a request. With `releasable` (HTTP/1.1), a
-/// connection without a request for [`RELEASE_AFTER`] is ended by a release instead
-/// ([`idle_release`](super::idle_release)): returns whether it was.
+/// finishes) on shutdown or after `idle` without a request. With `header_read` (HTTP/1.1):
+/// - a connection without a request in flight for `header_read` is closed at once (its head
+///   did not come in time: nothing to finish), draining or not;
+/// - a connection without a request for [`RELEASE_AFTER`] is ended by a release instead
+///   ([`idle_release`](super::idle_release)): returns whether it was.
 async fn drive<C, E>(
     mut connection: Pin<&mut C>,
     graceful_shutdown: impl Fn(Pin<&mut C>),
     state: &ClientConnection,
     idle: Duration,
-    releasable: bool,
+    header_read: Option<Duration>,
 ) -> bool
 where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    // What ends the connection (gracefully, or by a release). Polled behind a gate: only when
-    // one of them woke, not on every wake of the connection (`wake_gate`).
-    let side = |not_before: Option<tokio::time::Instant>| async move {
+    // What ends the connection (gracefully, at once, or by a release). Polled behind a gate:
+    // only when one of them woke, not on every wake of the connection (`wake_gate`). While
+    // draining only the header-read timeout is left: a graceful close waits for a head that
+    // has started to arrive, a slow one included.
+    let side = |not_before: Option<tokio::time::Instant>, draining: bool| async move {
         let mut shutdown = state.ctx.shutdown.clone();
         let release = async {
             if let Some(at) = not_before {
@@ -236,29 +244,38 @@ where
             }
             state.idle.expired(RELEASE_AFTER).await;
         };
+        let head_late = async {
+            match header_read {
+                Some(limit) => state.idle.expired(limit).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = shutdown_requested(&mut shutdown) => Side::Stop,
-            _ = state.idle.expired(idle) => Side::Stop,
-            () = state.retire.notified() => Side::Stop,
-            () = release, if releasable => Side::Release,
+            () = head_late => Side::Close,
+            _ = shutdown_requested(&mut shutdown), if !draining => Side::Stop,
+            _ = state.idle.expired(idle), if !draining => Side::Stop,
+            () = state.retire.notified(), if !draining => Side::Stop,
+            () = release, if header_read.is_some() && !draining => Side::Release,
         }
     };
-    let mut stop = std::pin::pin!(side(None));
+    let mut stop = std::pin::pin!(side(None, false));
     let mut gate = WakeGate::new();
-    let mut draining = false;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
             return Poll::Ready(state.ended(result));
         }
-        if draining {
-            return Poll::Pending;
-        }
         match gate.poll(stop.as_mut(), cx) {
             Poll::Pending => {}
+            Poll::Ready(Side::Close) => {
+                // As hyper closed on its own header-read timer: no response, the socket shut.
+                tracing::debug!(client = %state.conn.client, "no request head within timeouts.headerRead");
+                return Poll::Ready(false);
+            }
             Poll::Ready(Side::Stop) => {
-                draining = true;
                 graceful_shutdown(connection.as_mut());
-                // The connection acts on it when polled.
+                stop.set(side(None, true));
+                gate = WakeGate::new();
+                // The connection acts on it when polled, and the new side future registers.
                 cx.waker().wake_by_ref();
             }
             Poll::Ready(Side::Release) => {
@@ -273,7 +290,7 @@ where
                 if !state.idle.released() {
                     // Not now (a request, a partial head or a write under way): try again
                     // after another quiet period.
-                    stop.set(side(Some(tokio::time::Instant::now() + RELEASE_AFTER)));
+                    stop.set(side(Some(tokio::time::Instant::now() + RELEASE_AFTER), false));
                     gate = WakeGate::new();
                 }
                 // Registers the new side future, or lets hyper finish the released connection.
@@ -287,6 +304,8 @@ where
 
 /// What the side of [`drive`] asks for.
 enum Side {
+    /// Close now: no request head came within `timeouts.header_read`.
+    Close,
     /// Close gracefully.
     Stop,
     /// Release the connection's HTTP state (`idle_release`).
@@ -295,7 +314,7 @@ enum Side {
 
 /// Holds a released connection until its client sends the next request (`true`: serve it) or
 /// it is over (`false`): the client closed, the keep-alive timeout passed, or shutdown began.
-/// The keep-alive timeout counts from the last request's end, as hyper's header-read timer
+/// The keep-alive timeout counts from the last request's end, as the header-read timeout
 /// does, so it is `min(idle, header_read)` as for a connection that was not released.
 async fn park<IO>(
     io: &mut ReleasableIo<IO>,

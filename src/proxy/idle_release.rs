@@ -21,7 +21,7 @@
 //!
 //! If any condition fails the release is simply not made, and tried again later. Nothing a
 //! client sees changes: the same connection, the same bytes. Timeouts are kept: the keep-alive
-//! idle timeout and hyper's header-read timer (which runs while a connection waits for its next
+//! idle timeout and the header-read timeout (which runs while a connection waits for its next
 //! head) both count from the end of the last request, parked or not.
 
 use std::io;

@@ -33,6 +33,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::ext::ReasonPhrase;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 
 use super::hop_by_hop::{is_hop_by_hop, remove_named};
@@ -119,6 +120,12 @@ pub(crate) struct Conn {
     read_size: usize,
     /// Reused by every response head read on this connection.
     scratch: Scratch,
+    /// The deadline of the exchange under way ([`Conn::send`]'s), made at the first one and
+    /// moved on by each: a later deadline is an atomic store in tokio's timer, where a new
+    /// timer per request was an insertion into its wheel and a removal (~600 instructions).
+    /// While the connection is idle it stays in the wheel at the last deadline; if it fires
+    /// there (after the whole response timeout unused) the next exchange puts it back.
+    deadline: Option<Pin<Box<Sleep>>>,
     home: Arc<dyn Home>,
 }
 
@@ -139,6 +146,9 @@ pub(crate) enum ExchangeError {
     Parse(#[source] httparse::Error),
     #[error("invalid response head: {0}")]
     Invalid(&'static str),
+    /// The deadline passed before the whole response head was in.
+    #[error("no response head before the deadline")]
+    TimedOut,
 }
 
 impl ExchangeError {
@@ -168,6 +178,7 @@ impl Conn {
             buf: BytesMut::new(),
             read_size: FIRST_READ,
             scratch: Scratch::default(),
+            deadline: None,
             home,
         })
     }
@@ -188,9 +199,10 @@ impl Conn {
     }
 
     /// Sends a bodyless request (the fields of `headers`, then `extra`'s lines: fields the
-    /// caller keeps out of the map) and reads the response head; the body reads the rest. Once a
-    /// final response head is in, `headers` (no longer needed) is taken to hold its fields
-    /// (see [`RECYCLED_MAP_FIELDS`]); until then, and always when the error is
+    /// caller keeps out of the map) and reads the response head by `deadline`
+    /// ([`ExchangeError::TimedOut`] after it); the body reads the rest. Once a final response
+    /// head is in, `headers` (no longer needed) is taken to hold its fields (see
+    /// [`RECYCLED_MAP_FIELDS`]); until then, and always when the error is
     /// [`ExchangeError::Unanswered`], it is left as it was, to be sent again.
     pub(crate) async fn send(
         mut self: Box<Self>,
@@ -198,14 +210,24 @@ impl Conn {
         target: &PathAndQuery,
         headers: &mut HeaderMap,
         extra: &[(&str, &[u8])],
+        deadline: Instant,
     ) -> Result<Response<ResponseBody>, ExchangeError> {
+        let mut timer = match self.deadline.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
         self.buf.clear();
         encode_head(&mut self.buf, method, target, headers, extra);
         // Over TLS the flush sends the records the write left in the session.
-        let written = match self.io.write_all(&self.buf).await {
-            Ok(()) => self.io.flush().await,
-            Err(err) => Err(err),
-        };
+        let Conn { io, buf, .. } = &mut *self;
+        let written = by(&mut timer, async {
+            io.write_all(buf).await?;
+            io.flush().await
+        })
+        .await?;
         if let Err(err) = written {
             return Err(ExchangeError::Unanswered(err));
         }
@@ -220,10 +242,13 @@ impl Conn {
                     Head::Partial => {}
                     // Passed over; what follows it may already be here.
                     Head::Informational => continue,
-                    Head::Final(head) => return Ok(self.respond(head)),
+                    Head::Final(head) => {
+                        self.deadline = Some(timer);
+                        return Ok(self.respond(head));
+                    }
                 }
             }
-            let read = std::future::poll_fn(|cx| self.poll_fill(cx)).await;
+            let read = by(&mut timer, std::future::poll_fn(|cx| self.poll_fill(cx))).await?;
             match read {
                 Ok(0) if received => return Err(ExchangeError::ClosedInHead),
                 Ok(0) => {
@@ -269,6 +294,21 @@ impl Conn {
         }
         Poll::Ready(Ok(n))
     }
+}
+
+/// `work`'s output, or [`ExchangeError::TimedOut`] if `timer` fires first. `work` is polled
+/// first: what is ready is taken even at the deadline, and the timer is only looked at (its
+/// waker registered) when the work waits.
+async fn by<F: Future>(timer: &mut Pin<Box<Sleep>>, work: F) -> Result<F::Output, ExchangeError> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(ExchangeError::TimedOut))
+    })
+    .await
 }
 
 /// Writes the request head: request line, the fields as the map holds them, then `extra`'s
@@ -924,8 +964,15 @@ mod tests {
         method: &Method,
         headers: &mut HeaderMap,
     ) -> Result<Response<ResponseBody>, ExchangeError> {
-        conn.send(method, &PathAndQuery::from_static("/"), headers, &[])
-            .await
+        let deadline = Instant::now() + Duration::from_secs(10);
+        conn.send(
+            method,
+            &PathAndQuery::from_static("/"),
+            headers,
+            &[],
+            deadline,
+        )
+        .await
     }
 
     async fn exchange(
@@ -984,6 +1031,7 @@ mod tests {
                     ("x-forwarded-for", b"10.0.0.7"),
                     ("x-forwarded-port", b"80"),
                 ],
+                Instant::now() + Duration::from_secs(10),
             )
             .await
             .unwrap();
@@ -994,6 +1042,86 @@ mod tests {
             String::from_utf8_lossy(&heads[0]),
             "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\nx-multi: a\r\nx-multi: b\r\n\
              x-forwarded-for: 10.0.0.7\r\nx-forwarded-port: 80\r\n\r\n"
+        );
+    }
+
+    /// A server that answers its first request head with an empty 200 and then reads the next
+    /// head and never answers it.
+    async fn answers_once_then_holds() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            read_head(&mut socket).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            read_head(&mut socket).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        addr
+    }
+
+    /// On a kept connection, the second exchange times out at its own deadline, given after
+    /// the first one's deadline `first` has been and gone or not: (elapsed virtual time,
+    /// the error).
+    async fn second_exchange_timing_out(
+        first: Duration,
+        idle: Duration,
+        second: Duration,
+    ) -> (Duration, ExchangeError) {
+        let addr = answers_once_then_holds().await;
+        let home = Arc::new(Kept::default());
+        let path = PathAndQuery::from_static("/");
+        let conn = connect(addr, &home).await;
+        let deadline = Instant::now() + first;
+        let response = conn
+            .send(&Method::GET, &path, &mut get("app"), &[], deadline)
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+        let conn = home.take().expect("the connection came home");
+        tokio::time::sleep(idle).await;
+        let start = Instant::now();
+        let err = conn
+            .send(&Method::GET, &path, &mut get("app"), &[], start + second)
+            .await
+            .unwrap_err();
+        (start.elapsed(), err)
+    }
+
+    /// The connection's one timer, moved to an earlier deadline than the last exchange's (a
+    /// route with a shorter `proxy-read-timeout`), fires at that one: not at the old.
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_on_a_kept_connection_is_kept() {
+        let (elapsed, err) = second_exchange_timing_out(
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(matches!(err, ExchangeError::TimedOut), "{err:?}");
+        assert!(
+            (Duration::from_secs(2)..Duration::from_secs(3)).contains(&elapsed),
+            "timed out after {elapsed:?}, not at the 2 s deadline"
+        );
+    }
+
+    /// The timer fired while the connection was idle in the pool (its last deadline passed
+    /// unused): the next exchange arms it again, for that exchange's deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_that_passed_while_idle_is_armed_again() {
+        let (elapsed, err) = second_exchange_timing_out(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(matches!(err, ExchangeError::TimedOut), "{err:?}");
+        assert!(
+            (Duration::from_secs(3)..Duration::from_secs(4)).contains(&elapsed),
+            "timed out after {elapsed:?}, not at the 3 s deadline"
         );
     }
 

@@ -35,6 +35,61 @@ async fn slow_headers_are_cut_off() {
     assert_eq!(backend.count(), 0);
 }
 
+/// The header-read timeout still cuts a slow head off when the keep-alive idle timeout came
+/// first: the graceful close that one starts waits for a head that has begun to arrive, so it
+/// alone would leave the connection open for as long as the client trickles.
+#[tokio::test]
+async fn slow_headers_are_cut_off_when_the_idle_timeout_came_first() {
+    let backend = backends::http("a").await;
+    let table = Tables::one("a.example", &[backend.addr])
+        .with_class(|class| {
+            class.timeouts.idle = Duration::from_millis(100);
+            class.timeouts.header_read = Duration::from_millis(500);
+        })
+        .build();
+    let proxy = Proxy::start(table).await;
+
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.exa")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "connection still open after the header read timeout"
+    );
+    assert!(
+        rest.is_empty(),
+        "answered a head that never ended: {rest:?}"
+    );
+    assert_eq!(backend.count(), 0);
+}
+
+/// After a request, the next head gets `header_read` too (ingress-nginx's
+/// `client-header-timeout` bounds the wait for a request line as well): a kept connection
+/// that sends nothing more is closed when it runs out, well before the keep-alive timeout.
+#[tokio::test]
+async fn a_kept_connection_waits_header_read_for_its_next_head() {
+    let backend = backends::http("a").await;
+    let table = Tables::one("a.example", &[backend.addr])
+        .with_class(|class| {
+            class.timeouts.idle = Duration::from_secs(600);
+            class.timeouts.header_read = Duration::from_millis(200);
+        })
+        .build();
+    let proxy = Proxy::start(table).await;
+
+    let mut conn = Conn::plain(proxy.http).await;
+    assert_eq!(conn.get("a.example", "/").await.unwrap().status, 200);
+    let ended = conn.ended_within(Duration::from_secs(5)).await;
+    assert!(
+        ended,
+        "kept connection not closed after the header read timeout"
+    );
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let backend = backends::http("a").await;
