@@ -32,6 +32,10 @@ PROXY_CPU = "0"
 LOAD_CPU = "1"
 # Extra command-line arguments for Portcullis (--portcullis-args).
 PORTCULLIS_ARGS = []
+# Where Portcullis's stderr (the access log, when on) goes (--log-sink): "file", written by the
+# proxy itself, or "pipe", read by a `cat` on the load CPUs into that file, as a container
+# runtime reads a container's stdout and stderr.
+LOG_SINK = "file"
 
 BACKEND_HTTP = 19080
 BACKEND_HTTPS = 19443
@@ -384,12 +388,22 @@ def start_proxy(name, d, binary):
         p = PORTS[name]
         # `warn` turns the `access` target off; `info` is the default, access log on.
         level = "info" if name == "portcullis-log" else "warn"
+        reader = None
+        if LOG_SINK == "pipe":
+            reader = subprocess.Popen(["taskset", "-c", LOAD_CPU, "sh", "-c", f"exec cat > {d}/{name}.err"],
+                                      stdin=subprocess.PIPE)
+            sink = reader.stdin
+        else:
+            sink = open(f"{d}/{name}.err", "w")
         proc = subprocess.Popen(pin + [binary, "standalone", "--manifests", m,
                                        "--http-addr", f"127.0.0.1:{p['http']}",
                                        "--https-addr", f"127.0.0.1:{p['terminate']}",
                                        "--admin-addr", "127.0.0.1:18254", "--log-level", level]
                                 + PORTCULLIS_ARGS,
-                                stdout=subprocess.DEVNULL, stderr=open(f"{d}/{name}.err", "w"))
+                                stdout=subprocess.DEVNULL, stderr=sink)
+        # The proxy holds the write end now; `stop` waits for the reader to drain it.
+        sink.close()
+        proc.log_reader = reader
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -424,6 +438,9 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    reader = getattr(proc, "log_reader", None)
+    if reader is not None:
+        reader.wait(timeout=10)
     deadline = time.time() + 10
     for pid in children:
         while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
@@ -570,7 +587,7 @@ def versions(binary):
 
 
 def main():
-    global PROXY_CPU, LOAD_CPU, PORTCULLIS_ARGS
+    global PROXY_CPU, LOAD_CPU, PORTCULLIS_ARGS, LOG_SINK
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--runs", type=int, default=3)
@@ -594,8 +611,12 @@ def main():
     ap.add_argument("--load-cpus", default=LOAD_CPU, help="CPUs of the backend and the load generators")
     ap.add_argument("--portcullis-args", default="",
                     help="extra arguments for Portcullis, e.g. --passthrough-splice")
+    ap.add_argument("--log-sink", choices=["file", "pipe"], default="file",
+                    help="Portcullis's stderr (its access log when on): a file it writes itself, or a "
+                         "pipe read by a cat on the load CPUs, as a container runtime reads it")
     args = ap.parse_args()
     PORTCULLIS_ARGS = args.portcullis_args.split()
+    LOG_SINK = args.log_sink
     PROXY_CPU, LOAD_CPU = args.proxy_cpus, args.load_cpus
     binary = os.path.abspath(args.binary)
     proxies = args.proxies.split(",")
@@ -673,7 +694,9 @@ def main():
         "Median (min–max) of the runs. Logging posture: HAProxy has no `log` target, nginx "
         "`access_log off`; `portcullis` runs with `--log-level warn` (its `access` target off) and "
         "`portcullis-log` with `--log-level info` (its default: one access line per request, "
-        "or per connection for pass-through, to a file); errors always logged.",
+        "or per connection for pass-through, "
+        + ("to a pipe read by a `cat` on the load CPUs" if LOG_SINK == "pipe" else "to a file")
+        + "); errors always logged.",
         "",
         "| job | proxy | req/s | req per core-second | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|",

@@ -13,8 +13,10 @@ hosts), opens a few keep-alive connections, sends warm-up requests with instrume
     http  logs on    the same, `--log-level info` (one access line per request, to a file)
     terminate off    TLS terminate on the :443 listener, no access log
     terminate on     the same with the access log
+    reencrypt off    TLS terminate and a TLS connection of our own to the pod (re.bench.test)
+    reencrypt on     the same with the access log
 
-Each proxy process serves both modes of one logging posture, one after the other. Start-up
+Each proxy process serves the three modes of one logging posture, one after the other. Start-up
 runs with instrumentation off; it is switched on (`callgrind_control -i on`) before the first
 mode. Each mode's connections are opened and warmed up, the counters are dumped and the dump
 thrown away (a dump zeroes them: handshakes and first-use allocations are not counted), the
@@ -22,7 +24,7 @@ counted requests are sent and the counters dumped again (`callgrind_control -d`)
 holds exactly that mode's requests (plus whatever the runtime's timers did meanwhile, which is
 small next to thousands of requests).
 
-With --haproxy, HAProxy runs the same two modes the same way, under the configuration of
+With --haproxy, HAProxy runs the same three modes the same way, under the configuration of
 bench.py (`nbthread 1`, no `log` target; it adds three forwarded headers, four over TLS,
 where Portcullis adds six and an `X-Request-ID`): the number of instructions per request the
 comparison is about.
@@ -33,7 +35,7 @@ Usage:
 
 With --keep, the callgrind dumps stay in DIR (`<name>.<posture>.<mode>.out`) for
 `callgrind_annotate --inclusive=yes DIR/<file>`. The ports (19180, 19543 for the backend,
-18180, 18543, 18354 for the proxy, 28180 and 28543 for HAProxy) differ from bench.py's, so
+18180, 18543, 18354 for the proxy, 28180, 28543 and 28545 for HAProxy) differ from bench.py's, so
 both can run at once.
 """
 
@@ -60,8 +62,9 @@ HTTP_PORT, HTTPS_PORT, ADMIN_PORT = 18180, 18543, 18354
 HOST = bench.HOSTS["terminate"]
 # HAProxy's frontends, moved off bench.py's ports like the others.
 bench.PORTS["haproxy"] = {"http": 28180, "terminate": 28543, "passthrough": 28544, "reencrypt": 28545}
+MODES = ("http", "terminate", "reencrypt")
 PROXY_PORTS = {
-    "portcullis": {"http": HTTP_PORT, "terminate": HTTPS_PORT},
+    "portcullis": {"http": HTTP_PORT, "terminate": HTTPS_PORT, "reencrypt": HTTPS_PORT},
     "haproxy": bench.PORTS["haproxy"],
 }
 
@@ -106,26 +109,30 @@ def start_haproxy(d, out):
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
          f"--log-file={out}.valgrind.log", "haproxy", "-db", "-f", f"{d}/haproxy.cfg"],
         stdout=subprocess.DEVNULL, stderr=err)
-    for port in (PROXY_PORTS["haproxy"]["http"], PROXY_PORTS["haproxy"]["terminate"]):
-        bench.wait_port(port, timeout=300)
+    for mode in MODES:
+        bench.wait_port(PROXY_PORTS["haproxy"][mode], timeout=300)
     return proc, err.name
 
 
 def connect(mode, ca, ports):
     port = ports[mode]
     if mode == "http":
-        return http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.bench_host = HOST
+        return conn
+    host = bench.HOSTS[mode]
     ctx = ssl.create_default_context(cafile=ca)
     # SNI and verification for the bench host, without needing it in /etc/hosts: the TCP
     # connection goes to the loopback address whatever the name.
-    conn = http.client.HTTPSConnection(HOST, port, timeout=120, context=ctx)
+    conn = http.client.HTTPSConnection(host, port, timeout=120, context=ctx)
     conn._create_connection = lambda addr, timeout, src: socket.create_connection(
         ("127.0.0.1", port), timeout)
+    conn.bench_host = host
     return conn
 
 
 def request(conn):
-    conn.request("GET", "/", headers={"Host": HOST, "User-Agent": "callgrind-bench"})
+    conn.request("GET", "/", headers={"Host": conn.bench_host, "User-Agent": "callgrind-bench"})
     resp = conn.getresponse()
     body = resp.read()
     if resp.status != 200 or body != b"ok\n":
@@ -192,7 +199,7 @@ def measure(d, binary, name, logs, args, keep):
         # under valgrind one mode's counted requests take longer than the keep-alive timeout
         # (30 s), which would close the other mode's connections while they wait. A dump zeroes
         # the counters, so the one after the warm-up discards it (handshakes included).
-        for mode in ("http", "terminate"):
+        for mode in MODES:
             conns = [connect(mode, f"{d}/ca.crt", ports) for _ in range(args.connections)]
             drive(conns, args.warmup * args.connections)
             os.remove(dump(proc.pid, out, seen))
@@ -204,7 +211,7 @@ def measure(d, binary, name, logs, args, keep):
             for c in conns:
                 c.close()
         lines = sum(1 for _ in open(stderr_path)) - lines_before
-        expected = 2 * args.requests if logs and binary is not None else 0
+        expected = len(MODES) * args.requests if logs and binary is not None else 0
         if lines < expected:
             print(f"  warning: {lines} log lines for {expected} requests", file=sys.stderr)
     finally:

@@ -169,11 +169,15 @@ impl Idle {
     }
 }
 
+/// An idle HTTP/1.1 connection of hyper's client (its task drives it), and when it was given
+/// back: it is not taken after [`POOL_IDLE`].
 struct IdleConn {
     sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
+/// An idle connection of our own exchange (`upstream_h1`), and when it was given back: it is
+/// not taken after [`POOL_IDLE`], nor when it is no longer quiet (`Conn::is_quiet`).
 struct IdleOwn {
     conn: Box<upstream_h1::Conn>,
     since: Instant,

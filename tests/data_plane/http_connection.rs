@@ -10,42 +10,17 @@ use crate::support::fixture::Tables;
 use crate::support::http::{Conn, Via, get};
 use crate::support::in_process::Proxy;
 use crate::support::wait::wait_until;
+use portcullis::table::ClassSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[tokio::test]
-async fn slow_headers_are_cut_off() {
+/// Sends the start of a request head and never the rest, through a proxy with the class
+/// settings `class` gives: asserts the proxy closes the connection within 5 s, having answered
+/// nothing and sent the backend nothing.
+async fn slow_head_is_cut_off(class: impl FnOnce(&mut ClassSettings)) {
     let backend = backends::http("a").await;
     let table = Tables::one("a.example", &[backend.addr])
-        .with_class(|class| class.timeouts.header_read = Duration::from_millis(200))
-        .build();
-    let proxy = Proxy::start(table).await;
-
-    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.exa")
-        .await
-        .unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
-    assert!(
-        closed.is_ok(),
-        "connection still open after the header read timeout"
-    );
-    assert_eq!(backend.count(), 0);
-}
-
-/// The header-read timeout still cuts a slow head off when the keep-alive idle timeout came
-/// first: the graceful close that one starts waits for a head that has begun to arrive, so it
-/// alone would leave the connection open for as long as the client trickles.
-#[tokio::test]
-async fn slow_headers_are_cut_off_when_the_idle_timeout_came_first() {
-    let backend = backends::http("a").await;
-    let table = Tables::one("a.example", &[backend.addr])
-        .with_class(|class| {
-            class.timeouts.idle = Duration::from_millis(100);
-            class.timeouts.header_read = Duration::from_millis(500);
-        })
+        .with_class(class)
         .build();
     let proxy = Proxy::start(table).await;
 
@@ -67,9 +42,26 @@ async fn slow_headers_are_cut_off_when_the_idle_timeout_came_first() {
     assert_eq!(backend.count(), 0);
 }
 
-/// After a request, the next head gets `header_read` too (ingress-nginx's
-/// `client-header-timeout` bounds the wait for a request line as well): a kept connection
-/// that sends nothing more is closed when it runs out, well before the keep-alive timeout.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    slow_head_is_cut_off(|class| class.timeouts.header_read = Duration::from_millis(200)).await;
+}
+
+/// The header-read timeout still cuts a slow head off when the keep-alive idle timeout came
+/// first: the graceful close that one starts waits for a head that has begun to arrive, so it
+/// alone would leave the connection open for as long as the client trickles.
+#[tokio::test]
+async fn slow_headers_are_cut_off_when_the_idle_timeout_came_first() {
+    slow_head_is_cut_off(|class| {
+        class.timeouts.idle = Duration::from_millis(100);
+        class.timeouts.header_read = Duration::from_millis(500);
+    })
+    .await;
+}
+
+/// The header-read timeout counts from the end of the last response: a kept connection that
+/// sends nothing more is closed when it runs out, well before the keep-alive timeout (the
+/// effective keep-alive time is `min(idle, header_read)`, as with hyper's own timer before).
 #[tokio::test]
 async fn a_kept_connection_waits_header_read_for_its_next_head() {
     let backend = backends::http("a").await;
